@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make test` and `make demo`.
+# Every target bootstraps what it needs (virtualenv, pip, npm) and is idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+
+.PHONY: test demo bench bench-gas bench-fl compile setup clean
+
+setup: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_PY): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: it takes the local CPU wheel instead of several GB of CUDA packages
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/fedledger demo
+
+compile: setup
+	$(VENV)/bin/fedledger contracts compile
+
+bench: bench-gas bench-fl
+
+bench-gas: setup
+	$(PY) -m bench.gas
+
+bench-fl: setup
+	$(PY) -m bench.heart
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache
