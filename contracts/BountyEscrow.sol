@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {InstitutionRegistry} from "./InstitutionRegistry.sol";
+
+/// @title BountyEscrow
+/// @notice Sponsors publish a task as a bounty and escrow its reward in ETH or one ERC-20 token; anyone may top it up.
+///         The sponsor cancels and is refunded what is not yet credited, before the first round opens or after the deadline.
+/// @dev Money invariant, per bounty and at every step: credited + refunded + escrowed == funded.
+///      Tokens that deliver less than the amount asked for (fee-on-transfer, rebasing down) are rejected with
+///      `TokenAmountMismatch`: the escrow only ever counts what it really received.
+abstract contract BountyEscrow is InstitutionRegistry {
+    using SafeERC20 for IERC20;
+
+    enum BountyStatus {
+        None,
+        Active,
+        Completed,
+        Cancelled
+    }
+
+    /// @dev Packed so that a commit reads one bounty slot (aggregator, window, deadline, status, minReputation).
+    struct Bounty {
+        address sponsor;
+        uint32 numRounds;
+        uint32 roundsOpened;
+        uint32 roundsFinalized;
+        address aggregator;
+        uint32 commitWindow;
+        uint40 deadline;
+        BountyStatus status;
+        uint16 minReputation;
+        address token; // address(0) for ETH
+        uint128 funded;
+        uint128 credited;
+        uint128 refunded;
+        uint128 totalPositiveScore; // frozen at completion: the revenue splitter's denominator
+        bytes32 taskSpecHash;
+        bytes32 validationSetHash;
+    }
+
+    /// @notice What a sponsor fixes when creating a bounty.
+    struct BountyParams {
+        bytes32 taskSpecHash;
+        bytes32 validationSetHash;
+        address aggregator;
+        uint32 numRounds;
+        uint32 commitWindow;
+        uint40 deadline;
+        uint16 minReputation;
+        address token;
+    }
+
+    mapping(uint256 => Bounty) internal _bounties;
+    uint256 private _bountyCount;
+
+    event BountyCreated(
+        uint256 indexed bountyId,
+        address indexed sponsor,
+        address indexed aggregator,
+        address token,
+        bytes32 taskSpecHash,
+        bytes32 validationSetHash,
+        uint32 numRounds,
+        uint32 commitWindow,
+        uint40 deadline,
+        uint16 minReputation
+    );
+    event BountyFunded(uint256 indexed bountyId, address indexed funder, uint256 amount);
+    event BountyCancelled(uint256 indexed bountyId, address indexed sponsor, uint256 refunded);
+    event RemainderRefunded(uint256 indexed bountyId, address indexed sponsor, uint256 amount);
+
+    error UnknownBounty(uint256 bountyId);
+    error BountyNotActive(uint256 bountyId, BountyStatus status);
+    error BountyNotCompleted(uint256 bountyId, BountyStatus status);
+    error InvalidBountyParams(string reason);
+    error NotSponsor(uint256 bountyId, address caller);
+    error CancelNotAllowed(uint256 bountyId, uint256 deadline);
+    error NothingToRefund(uint256 bountyId);
+    error WrongValue(uint256 sent, uint256 expected);
+    error TokenAmountMismatch(address token, uint256 expected, uint256 received);
+    error ZeroAmount();
+
+    /// @notice Create a bounty and escrow `initialFunding` of its reward asset (send it as `msg.value` for ETH;
+    ///         approve this contract first for a token).
+    /// @return bountyId The new bounty's id (ids start at 1).
+    function createBounty(BountyParams calldata p, uint256 initialFunding)
+        external
+        payable
+        nonReentrant
+        returns (uint256 bountyId)
+    {
+        if (p.aggregator == address(0)) revert InvalidBountyParams("aggregator is the zero address");
+        if (p.numRounds == 0) revert InvalidBountyParams("numRounds is zero");
+        if (p.commitWindow == 0) revert InvalidBountyParams("commitWindow is zero");
+        if (p.deadline <= block.timestamp) revert InvalidBountyParams("deadline is not in the future");
+        if (p.minReputation > REPUTATION_ONE) revert InvalidBountyParams("minReputation above 10000");
+        if (p.taskSpecHash == bytes32(0) || p.validationSetHash == bytes32(0)) {
+            revert InvalidBountyParams("taskSpecHash or validationSetHash is zero");
+        }
+        bountyId = ++_bountyCount;
+        Bounty storage b = _bounties[bountyId];
+        b.sponsor = msg.sender;
+        b.numRounds = p.numRounds;
+        b.aggregator = p.aggregator;
+        b.commitWindow = p.commitWindow;
+        b.deadline = p.deadline;
+        b.status = BountyStatus.Active;
+        b.minReputation = p.minReputation;
+        b.token = p.token;
+        b.taskSpecHash = p.taskSpecHash;
+        b.validationSetHash = p.validationSetHash;
+        emit BountyCreated(
+            bountyId,
+            msg.sender,
+            p.aggregator,
+            p.token,
+            p.taskSpecHash,
+            p.validationSetHash,
+            p.numRounds,
+            p.commitWindow,
+            p.deadline,
+            p.minReputation
+        );
+        _fund(bountyId, b, initialFunding);
+    }
+
+    /// @notice Top up an active bounty with `amount` (as `msg.value` for ETH; approve first for a token). Anyone may fund.
+    function fundBounty(uint256 bountyId, uint256 amount) external payable nonReentrant {
+        Bounty storage b = _activeBounty(bountyId);
+        if (amount == 0) revert ZeroAmount();
+        _fund(bountyId, b, amount);
+    }
+
+    /// @notice The sponsor cancels a bounty before its first round opens, or after its deadline, and is refunded
+    ///         everything not yet credited to institutions. Credited rewards stay claimable.
+    function cancelBounty(uint256 bountyId) external nonReentrant {
+        Bounty storage b = _activeBounty(bountyId);
+        if (msg.sender != b.sponsor) revert NotSponsor(bountyId, msg.sender);
+        if (b.roundsOpened != 0 && block.timestamp <= b.deadline) revert CancelNotAllowed(bountyId, b.deadline);
+        uint256 amount = _escrowed(b);
+        b.status = BountyStatus.Cancelled;
+        b.refunded += uint128(amount);
+        emit BountyCancelled(bountyId, msg.sender, amount);
+        _payOut(b.token, msg.sender, amount);
+    }
+
+    /// @notice After completion, the sponsor takes back what no round could credit (a round in which no update
+    ///         scored above zero credits nothing).
+    function refundRemainder(uint256 bountyId) external nonReentrant {
+        Bounty storage b = _bounty(bountyId);
+        if (b.status != BountyStatus.Completed) revert BountyNotCompleted(bountyId, b.status);
+        if (msg.sender != b.sponsor) revert NotSponsor(bountyId, msg.sender);
+        uint256 amount = _escrowed(b);
+        if (amount == 0) revert NothingToRefund(bountyId);
+        b.refunded += uint128(amount);
+        emit RemainderRefunded(bountyId, msg.sender, amount);
+        _payOut(b.token, msg.sender, amount);
+    }
+
+    /// @notice A bounty's full record.
+    function getBounty(uint256 bountyId) external view returns (Bounty memory) {
+        return _bounty(bountyId);
+    }
+
+    /// @notice Reward still held for the bounty's coming rounds: funded - credited - refunded.
+    function escrowOf(uint256 bountyId) external view returns (uint256) {
+        return _escrowed(_bounty(bountyId));
+    }
+
+    /// @notice How many bounties exist; ids run from 1 to this number.
+    function bountyCount() external view returns (uint256) {
+        return _bountyCount;
+    }
+
+    function _bounty(uint256 bountyId) internal view returns (Bounty storage b) {
+        b = _bounties[bountyId];
+        if (b.status == BountyStatus.None) revert UnknownBounty(bountyId);
+    }
+
+    function _activeBounty(uint256 bountyId) internal view returns (Bounty storage b) {
+        b = _bounty(bountyId);
+        if (b.status != BountyStatus.Active) revert BountyNotActive(bountyId, b.status);
+    }
+
+    function _escrowed(Bounty storage b) internal view returns (uint256) {
+        return uint256(b.funded) - b.credited - b.refunded;
+    }
+
+    function _fund(uint256 bountyId, Bounty storage b, uint256 amount) private {
+        _receive(b.token, amount);
+        b.funded = SafeCast.toUint128(uint256(b.funded) + amount);
+        if (amount != 0) emit BountyFunded(bountyId, msg.sender, amount);
+    }
+
+    /// @dev Takes `amount` of `token` (ETH when zero) from the caller and checks it really arrived.
+    function _receive(address token, uint256 amount) internal {
+        if (token == address(0)) {
+            if (msg.value != amount) revert WrongValue(msg.value, amount);
+            return;
+        }
+        if (msg.value != 0) revert WrongValue(msg.value, 0);
+        if (amount == 0) return;
+        IERC20 erc20 = IERC20(token);
+        uint256 before = erc20.balanceOf(address(this));
+        erc20.safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = erc20.balanceOf(address(this)) - before;
+        if (received != amount) revert TokenAmountMismatch(token, amount, received);
+    }
+
+    /// @dev Pays `amount` of `token` (ETH when zero) to `to`. Callers have already updated their books.
+    function _payOut(address token, address to, uint256 amount) internal {
+        if (amount == 0) return;
+        if (token == address(0)) {
+            _sendEth(to, amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
+    }
+}

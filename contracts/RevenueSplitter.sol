@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {RoundLedger} from "./RoundLedger.sol";
+
+/// @title RevenueSplitter
+/// @notice Once a bounty is complete, anyone may pay revenue earned by the finished model into it (ETH or any
+///         ERC-20, any number of payments). Each institution may pull its share: revenue * its cumulative positive
+///         score / the bounty's total positive score. Both are frozen at completion, since no round can follow.
+/// @dev Shares are computed on the running total (as a payment splitter does), so the rounding dust of one payment
+///      becomes claimable with the next; what is paid in and not yet released is `revenueTotal - revenueReleased`.
+abstract contract RevenueSplitter is RoundLedger {
+    mapping(uint256 => mapping(address => uint256)) private _revenueTotal;
+    mapping(uint256 => mapping(address => uint256)) private _revenueReleasedTotal;
+    mapping(uint256 => mapping(address => mapping(address => uint256))) private _revenueReleased;
+
+    event RevenuePaid(uint256 indexed bountyId, address indexed payer, address indexed token, uint256 amount);
+    event RevenueClaimed(uint256 indexed bountyId, address indexed institution, address indexed token, uint256 amount);
+
+    error NoContributors(uint256 bountyId);
+    error NothingDue(uint256 bountyId, address token, address institution);
+
+    /// @notice Pay `amount` of revenue in `token` (address(0) and `msg.value` for ETH) into a completed bounty.
+    function payRevenue(uint256 bountyId, address token, uint256 amount) external payable nonReentrant {
+        Bounty storage b = _bounty(bountyId);
+        if (b.status != BountyStatus.Completed) revert BountyNotCompleted(bountyId, b.status);
+        if (b.totalPositiveScore == 0) revert NoContributors(bountyId);
+        if (amount == 0) revert ZeroAmount();
+        _receive(token, amount);
+        _revenueTotal[bountyId][token] += amount;
+        emit RevenuePaid(bountyId, msg.sender, token, amount);
+    }
+
+    /// @notice Withdraw the caller's due share of the bounty's revenue in `token` (address(0) for ETH).
+    function claimRevenue(uint256 bountyId, address token) external nonReentrant {
+        uint256 amount = revenueDue(bountyId, token, msg.sender);
+        if (amount == 0) revert NothingDue(bountyId, token, msg.sender);
+        _revenueReleased[bountyId][token][msg.sender] += amount;
+        _revenueReleasedTotal[bountyId][token] += amount;
+        emit RevenueClaimed(bountyId, msg.sender, token, amount);
+        _payOut(token, msg.sender, amount);
+    }
+
+    /// @notice Revenue in `token` that `institution` may claim now.
+    function revenueDue(uint256 bountyId, address token, address institution) public view returns (uint256) {
+        Bounty storage b = _bounty(bountyId);
+        if (b.totalPositiveScore == 0) return 0;
+        uint256 entitled = Math.mulDiv(
+            _revenueTotal[bountyId][token], _contributions[bountyId][institution].cumulativeScore, b.totalPositiveScore
+        );
+        return entitled - _revenueReleased[bountyId][token][institution];
+    }
+
+    /// @notice All revenue ever paid into a bounty in `token`.
+    function revenueTotal(uint256 bountyId, address token) external view returns (uint256) {
+        return _revenueTotal[bountyId][token];
+    }
+
+    /// @notice All revenue in `token` already claimed from a bounty.
+    function revenueReleased(uint256 bountyId, address token) external view returns (uint256) {
+        return _revenueReleasedTotal[bountyId][token];
+    }
+}

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {BountyEscrow} from "./BountyEscrow.sol";
+
+/// @title RoundLedger
+/// @notice The federated rounds of a bounty: the aggregator opens a round with the global-model hash; institutions
+///         commit the sha256 of their update and their sample count inside the commit window, once; the aggregator
+///         finalizes once with the new global-model hash and a signed fixed-point score per committed participant.
+/// @dev Reward of a round = escrow / rounds left, so unspent rewards and rounding dust carry forward. It is split in
+///      proportion to the positive scores (floor division); in the last round the dust goes to the best scorer, so a
+///      completed bounty with any positive score strands nothing. Institutions pull their credit with `claim`.
+abstract contract RoundLedger is BountyEscrow {
+    /// @notice Scores are fixed point with 18 decimals; larger magnitudes are refused.
+    int256 public constant MAX_ABS_SCORE = 1e36;
+
+    struct Round {
+        bytes32 globalModelHash;
+        bytes32 newModelHash;
+        uint40 openedAt;
+        uint40 commitDeadline;
+        bool finalized;
+    }
+
+    /// @dev One slot per institution and bounty: unclaimed reward and cumulative positive score.
+    struct Contribution {
+        uint128 unclaimed;
+        uint128 cumulativeScore;
+    }
+
+    /// @dev How a round's reward is split; kept in memory to stay within the EVM's stack.
+    struct Split {
+        uint256 positiveTotal;
+        int256 bestScore;
+        uint256 bestIndex;
+        uint256 reward;
+        uint256 dust; // goes to the best scorer in the last round
+    }
+
+    mapping(uint256 => mapping(uint256 => Round)) private _rounds;
+    mapping(uint256 => mapping(uint256 => mapping(address => bytes32))) private _commitments;
+    mapping(uint256 => mapping(address => Contribution)) internal _contributions;
+
+    event RoundOpened(uint256 indexed bountyId, uint256 indexed round, bytes32 globalModelHash, uint256 commitDeadline);
+    event UpdateCommitted(
+        uint256 indexed bountyId, uint256 indexed round, address indexed institution, bytes32 updateHash, uint256 sampleCount
+    );
+    event ContributionScored(
+        uint256 indexed bountyId, uint256 indexed round, address indexed institution, int256 score, uint256 credit, uint16 reputation
+    );
+    event RoundFinalized(
+        uint256 indexed bountyId, uint256 indexed round, bytes32 newModelHash, uint256 reward, uint256 credited, uint256 participants
+    );
+    event BountyCompleted(uint256 indexed bountyId, uint256 totalPositiveScore, uint256 remainder);
+    event RewardClaimed(uint256 indexed bountyId, address indexed institution, address token, uint256 amount);
+
+    error NotAggregator(uint256 bountyId, address caller);
+    error PreviousRoundOpen(uint256 bountyId, uint256 round);
+    error AllRoundsOpened(uint256 bountyId, uint256 numRounds);
+    error DeadlinePassed(uint256 bountyId, uint256 deadline);
+    error ModelHashMismatch(uint256 bountyId, uint256 round, bytes32 expected, bytes32 given);
+    error ZeroHash();
+    error RoundNotOpen(uint256 bountyId, uint256 round);
+    error RoundClosed(uint256 bountyId, uint256 round);
+    error NotEligible(uint256 bountyId, address institution, uint256 reputation, uint256 minReputation);
+    error AlreadyCommitted(uint256 bountyId, uint256 round, address institution);
+    error ZeroSamples();
+    error LengthMismatch(uint256 participants, uint256 scores);
+    error ParticipantsNotSorted(uint256 index);
+    error NotCommitted(uint256 bountyId, uint256 round, address institution);
+    error DuplicateUpdateHash(uint256 bountyId, uint256 round, bytes32 updateHash);
+    error ScoreOutOfRange(address institution, int256 score);
+    error NothingToClaim(uint256 bountyId, address institution);
+
+    /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
+    ///         From round 2 on, the hash must be the one the previous round finalized.
+    /// @return round The round number (from 1).
+    function openRound(uint256 bountyId, bytes32 globalModelHash) external returns (uint256 round) {
+        Bounty storage b = _activeBounty(bountyId);
+        if (msg.sender != b.aggregator) revert NotAggregator(bountyId, msg.sender);
+        if (b.roundsOpened != b.roundsFinalized) revert PreviousRoundOpen(bountyId, b.roundsOpened);
+        if (b.roundsOpened == b.numRounds) revert AllRoundsOpened(bountyId, b.numRounds);
+        if (block.timestamp > b.deadline) revert DeadlinePassed(bountyId, b.deadline);
+        if (globalModelHash == bytes32(0)) revert ZeroHash();
+        round = b.roundsOpened + 1;
+        if (round > 1) {
+            bytes32 expected = _rounds[bountyId][round - 1].newModelHash;
+            if (globalModelHash != expected) revert ModelHashMismatch(bountyId, round, expected, globalModelHash);
+        }
+        b.roundsOpened = uint32(round);
+        uint256 commitDeadline = block.timestamp + b.commitWindow;
+        _rounds[bountyId][round] = Round({
+            globalModelHash: globalModelHash,
+            newModelHash: bytes32(0),
+            openedAt: uint40(block.timestamp),
+            commitDeadline: uint40(commitDeadline),
+            finalized: false
+        });
+        emit RoundOpened(bountyId, round, globalModelHash, commitDeadline);
+    }
+
+    /// @notice A registered, active institution with enough reputation commits the sha256 of its update and its
+    ///         sample count, once per round, before the commit window closes and before finalization.
+    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external {
+        Bounty storage b = _activeBounty(bountyId);
+        Round storage r = _rounds[bountyId][round];
+        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
+        if (r.finalized || block.timestamp > r.commitDeadline) revert RoundClosed(bountyId, round);
+        (bool active, uint16 reputation) = _activeReputation(msg.sender);
+        if (!active) revert NotRegistered(msg.sender);
+        if (reputation < b.minReputation) revert NotEligible(bountyId, msg.sender, reputation, b.minReputation);
+        if (updateHash == bytes32(0)) revert ZeroHash();
+        if (sampleCount == 0) revert ZeroSamples();
+        mapping(address => bytes32) storage roundCommitments = _commitments[bountyId][round];
+        if (roundCommitments[msg.sender] != bytes32(0)) revert AlreadyCommitted(bountyId, round, msg.sender);
+        roundCommitments[msg.sender] = updateHash;
+        emit UpdateCommitted(bountyId, round, msg.sender, updateHash, sampleCount);
+    }
+
+    /// @notice The bounty's aggregator finalizes the open round once: it posts the new global-model hash and a
+    ///         score per kept participant. Participants must be committed and listed by strictly ascending
+    ///         update hash, so no one is listed twice and a copied hash is refused. Reputations are updated and the round's
+    ///         reward is credited in proportion to the positive scores.
+    /// @param participants Committed institutions whose updates were kept, ordered by strictly ascending update hash.
+    /// @param scores Their contribution scores, fixed point with 18 decimals, signed.
+    function finalizeRound(
+        uint256 bountyId,
+        uint256 round,
+        bytes32 newModelHash,
+        address[] calldata participants,
+        int256[] calldata scores
+    ) external {
+        Bounty storage b = _activeBounty(bountyId);
+        if (msg.sender != b.aggregator) revert NotAggregator(bountyId, msg.sender);
+        Round storage r = _rounds[bountyId][round];
+        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
+        if (r.finalized) revert RoundClosed(bountyId, round);
+        if (newModelHash == bytes32(0)) revert ZeroHash();
+        if (participants.length != scores.length) revert LengthMismatch(participants.length, scores.length);
+
+        Split memory split = _checkParticipants(bountyId, round, participants, scores);
+
+        // Effects.
+        r.newModelHash = newModelHash;
+        r.finalized = true;
+        uint256 roundsLeft = b.numRounds - b.roundsFinalized;
+        split.reward = _escrowed(b) / roundsLeft;
+        if (roundsLeft == 1 && split.positiveTotal != 0) {
+            split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
+        }
+        uint256 credited = _credit(bountyId, round, participants, scores, split);
+        b.credited += uint128(credited);
+        b.totalPositiveScore = SafeCast.toUint128(uint256(b.totalPositiveScore) + split.positiveTotal);
+        b.roundsFinalized += 1;
+        emit RoundFinalized(bountyId, round, newModelHash, split.reward, credited, participants.length);
+        if (roundsLeft == 1) {
+            b.status = BountyStatus.Completed;
+            emit BountyCompleted(bountyId, b.totalPositiveScore, _escrowed(b));
+        }
+    }
+
+    /// @notice Withdraw everything credited to the caller by `bountyId`'s rounds, in the bounty's asset.
+    function claim(uint256 bountyId) external nonReentrant {
+        Bounty storage b = _bounty(bountyId);
+        Contribution storage c = _contributions[bountyId][msg.sender];
+        uint256 amount = c.unclaimed;
+        if (amount == 0) revert NothingToClaim(bountyId, msg.sender);
+        c.unclaimed = 0;
+        emit RewardClaimed(bountyId, msg.sender, b.token, amount);
+        _payOut(b.token, msg.sender, amount);
+    }
+
+    /// @notice A round's record: the global-model hash it opened with, the one it finalized with, its times.
+    function getRound(uint256 bountyId, uint256 round) external view returns (Round memory) {
+        return _rounds[bountyId][round];
+    }
+
+    /// @notice The update hash `institution` committed in a round (zero when it did not commit).
+    function commitmentOf(uint256 bountyId, uint256 round, address institution) external view returns (bytes32) {
+        return _commitments[bountyId][round][institution];
+    }
+
+    /// @notice An institution's unclaimed reward and cumulative positive score in a bounty.
+    function contributionOf(uint256 bountyId, address institution) external view returns (uint256 unclaimed, uint256 cumulativeScore) {
+        Contribution storage c = _contributions[bountyId][institution];
+        return (c.unclaimed, c.cumulativeScore);
+    }
+
+    /// @dev Checks every participant and returns the positive total and the best score. Requiring the participants'
+    ///      update hashes to be strictly ascending rules out, with one comparison each, both a participant listed
+    ///      twice and two participants holding the same (copied) update hash.
+    function _checkParticipants(uint256 bountyId, uint256 round, address[] calldata participants, int256[] calldata scores)
+        private
+        view
+        returns (Split memory split)
+    {
+        mapping(address => bytes32) storage roundCommitments = _commitments[bountyId][round];
+        bytes32 previous = bytes32(0);
+        for (uint256 i = 0; i < participants.length; ++i) {
+            address p = participants[i];
+            bytes32 h = roundCommitments[p];
+            if (h == bytes32(0)) revert NotCommitted(bountyId, round, p);
+            if (h == previous) revert DuplicateUpdateHash(bountyId, round, h);
+            if (h < previous) revert ParticipantsNotSorted(i);
+            previous = h;
+            int256 s = scores[i];
+            if (s > MAX_ABS_SCORE || s < -MAX_ABS_SCORE) revert ScoreOutOfRange(p, s);
+            if (s > 0) split.positiveTotal += uint256(s);
+            if (s > split.bestScore) {
+                split.bestScore = s;
+                split.bestIndex = i;
+            }
+        }
+    }
+
+    /// @dev Credits each participant its share, updates reputations, and returns the total credited.
+    function _credit(
+        uint256 bountyId,
+        uint256 round,
+        address[] calldata participants,
+        int256[] calldata scores,
+        Split memory split
+    ) private returns (uint256 credited) {
+        for (uint256 i = 0; i < participants.length; ++i) {
+            int256 score = scores[i];
+            uint256 credit = 0;
+            if (score > 0) {
+                credit = Math.mulDiv(split.reward, uint256(score), split.positiveTotal);
+                if (i == split.bestIndex) credit += split.dust;
+                Contribution storage c = _contributions[bountyId][participants[i]];
+                // credit <= escrow < 2**128 and score <= MAX_ABS_SCORE < 2**120: the casts are exact, the sums checked.
+                c.unclaimed += uint128(credit);
+                c.cumulativeScore += uint128(uint256(score));
+            }
+            credited += credit;
+            uint16 reputation = _updateReputation(participants[i], score, split.bestScore);
+            emit ContributionScored(bountyId, round, participants[i], score, credit, reputation);
+        }
+    }
+
+    function _sumOfFloors(uint256 reward, int256[] calldata scores, uint256 positiveTotal) private pure returns (uint256 sum) {
+        for (uint256 i = 0; i < scores.length; ++i) {
+            if (scores[i] > 0) sum += Math.mulDiv(reward, uint256(scores[i]), positiveTotal);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+interface IFedLedgerForAttack {
+    function join(string calldata name, string calldata metadataURI) external payable;
+    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external;
+    function claim(uint256 bountyId) external;
+    function claimRevenue(uint256 bountyId, address token) external;
+}
+
+/// @notice An institution run by a contract that tries to claim again from inside the payment it receives.
+contract ReentrantClaimer {
+    IFedLedgerForAttack public immutable ledger;
+    uint256 public bountyId;
+    bool public attackRevenue;
+    uint256 public reentryAttempts;
+    uint256 public reentrySucceeded;
+
+    constructor(address ledger_) {
+        ledger = IFedLedgerForAttack(ledger_);
+    }
+
+    /// @notice Join the federation with the attached stake.
+    function join() external payable {
+        ledger.join{value: msg.value}("attacker", "");
+    }
+
+    /// @notice Commit an update like an honest institution.
+    function commit(uint256 bountyId_, uint256 round, bytes32 updateHash) external {
+        ledger.commitUpdate(bountyId_, round, updateHash, 1);
+    }
+
+    /// @notice Claim rewards, re-entering `claim` from `receive`.
+    function attackClaim(uint256 bountyId_) external {
+        bountyId = bountyId_;
+        attackRevenue = false;
+        ledger.claim(bountyId_);
+    }
+
+    /// @notice Claim ETH revenue, re-entering `claimRevenue` from `receive`.
+    function attackClaimRevenue(uint256 bountyId_) external {
+        bountyId = bountyId_;
+        attackRevenue = true;
+        ledger.claimRevenue(bountyId_, address(0));
+    }
+
+    receive() external payable {
+        if (reentryAttempts > 0) return;
+        reentryAttempts += 1;
+        if (attackRevenue) {
+            try ledger.claimRevenue(bountyId, address(0)) {
+                reentrySucceeded += 1;
+            } catch {}
+        } else {
+            try ledger.claim(bountyId) {
+                reentrySucceeded += 1;
+            } catch {}
+        }
+    }
+}
