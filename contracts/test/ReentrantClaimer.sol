@@ -15,6 +15,7 @@ contract ReentrantClaimer {
     bool public attackRevenue;
     uint256 public reentryAttempts;
     uint256 public reentrySucceeded;
+    bool public rejectPayments;
 
     constructor(address ledger_) {
         ledger = IFedLedgerForAttack(ledger_);
@@ -30,9 +31,22 @@ contract ReentrantClaimer {
         ledger.commitUpdate(bountyId_, round, updateHash, 1);
     }
 
+    /// @notice Make every later incoming payment revert (an institution that cannot receive ether).
+    function setRejectPayments(bool value) external {
+        rejectPayments = value;
+    }
+
+    /// @notice Claim rewards without attacking.
+    function plainClaim(uint256 bountyId_) external {
+        bountyId = bountyId_;
+        reentryAttempts = 1; // nothing to re-enter
+        ledger.claim(bountyId_);
+    }
+
     /// @notice Claim rewards, re-entering `claim` from `receive`.
     function attackClaim(uint256 bountyId_) external {
         bountyId = bountyId_;
+        reentryAttempts = 0;
         attackRevenue = false;
         ledger.claim(bountyId_);
     }
@@ -40,11 +54,13 @@ contract ReentrantClaimer {
     /// @notice Claim ETH revenue, re-entering `claimRevenue` from `receive`.
     function attackClaimRevenue(uint256 bountyId_) external {
         bountyId = bountyId_;
+        reentryAttempts = 0;
         attackRevenue = true;
         ledger.claimRevenue(bountyId_, address(0));
     }
 
     receive() external payable {
+        require(!rejectPayments, "payments rejected");
         if (reentryAttempts > 0) return;
         reentryAttempts += 1;
         if (attackRevenue) {

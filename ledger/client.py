@@ -1,0 +1,326 @@
+"""Typed clients for the deployed contracts: the only place outside ``ledger/`` internals that touches an ABI.
+
+Every transaction method waits for its receipt and returns it (or the value the contract returns, read from
+the event it emitted); every revert surfaces as ``ContractRevert`` with the custom error's name and arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Mapping
+
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from fedcore.errors import ChainError
+from ledger.chain import Sender, call, send_transaction
+from ledger.compile import load_artifact
+from ledger.deployment import MAIN_CONTRACT, Deployment
+
+ETH = "0x" + "00" * 20  # the reward "token" address that means ether
+SCORE_SCALE = 10**18  # scores on chain are fixed point with 18 decimals
+REPUTATION_ONE = 10_000  # reputation on chain is in basis points
+
+
+class BountyStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    COMPLETED = 2
+    CANCELLED = 3
+
+
+@dataclass(frozen=True)
+class Institution:
+    address: str
+    stake: int
+    reputation: int
+    joined_at: int
+    leave_requested_at: int
+    registered: bool
+    ever_joined: bool
+
+
+@dataclass(frozen=True)
+class BountyParams:
+    """What a sponsor fixes when it creates a bounty (hashes are 32 bytes; ``token`` is ``ETH`` for ether)."""
+
+    task_spec_hash: bytes
+    validation_set_hash: bytes
+    aggregator: str
+    num_rounds: int
+    commit_window: int
+    deadline: int
+    min_reputation: int = 0
+    token: str = ETH
+
+    def as_tuple(self) -> tuple:
+        return (
+            bytes(self.task_spec_hash),
+            bytes(self.validation_set_hash),
+            Web3.to_checksum_address(self.aggregator),
+            self.num_rounds,
+            self.commit_window,
+            self.deadline,
+            self.min_reputation,
+            Web3.to_checksum_address(self.token),
+        )
+
+
+@dataclass(frozen=True)
+class Bounty:
+    id: int
+    sponsor: str
+    num_rounds: int
+    rounds_opened: int
+    rounds_finalized: int
+    aggregator: str
+    commit_window: int
+    deadline: int
+    status: BountyStatus
+    min_reputation: int
+    token: str
+    funded: int
+    credited: int
+    refunded: int
+    total_positive_score: int
+    task_spec_hash: bytes
+    validation_set_hash: bytes
+
+    @property
+    def escrowed(self) -> int:
+        """Reward still held for coming rounds (the money invariant: funded = credited + refunded + escrowed)."""
+        return self.funded - self.credited - self.refunded
+
+    @property
+    def is_eth(self) -> bool:
+        return int(self.token, 16) == 0
+
+
+@dataclass(frozen=True)
+class Round:
+    bounty_id: int
+    number: int
+    global_model_hash: bytes
+    new_model_hash: bytes
+    opened_at: int
+    commit_deadline: int
+    finalized: bool
+
+
+class FedLedgerClient:
+    """A thin typed client for one deployed ``FedLedger``, acting as ``sender``.
+
+    Parameters
+    ----------
+    w3 : Web3
+        The chain.
+    address : str
+        The contract's address.
+    sender : LocalAccount or str, optional
+        Who signs transactions: a local account, or the address of an account the node holds unlocked.
+        Views need none.
+    """
+
+    def __init__(self, w3: Web3, address: str, *, sender: Sender | None = None, abi: list | None = None):
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.sender = sender
+        self._abi = abi or load_artifact(MAIN_CONTRACT)["abi"]
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=self._abi)
+        if not w3.eth.get_code(self.address):
+            raise ChainError(f"no contract at {self.address} on this chain: is the deployment file for another chain?")
+
+    @classmethod
+    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None) -> "FedLedgerClient":
+        deployment.check_chain(w3)
+        return cls(w3, deployment.address(MAIN_CONTRACT), sender=sender)
+
+    def as_sender(self, sender: Sender) -> "FedLedgerClient":
+        """The same contract, with transactions signed by ``sender``."""
+        other = object.__new__(FedLedgerClient)
+        other.__dict__.update(self.__dict__)
+        other.sender = sender
+        return other
+
+    @property
+    def sender_address(self) -> str:
+        if self.sender is None:
+            raise ChainError("this client has no sender: pass a key or an unlocked account")
+        return Web3.to_checksum_address(self.sender if isinstance(self.sender, str) else self.sender.address)
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def _send(self, fn: str, *args: Any, value: int = 0, gas: int | None = None, extra_abi: list | None = None) -> TxReceipt:
+        if self.sender is None:
+            raise ChainError(f"{fn} needs a sender: pass a key or an unlocked account")
+        return send_transaction(
+            self.w3, getattr(self.contract.functions, fn)(*args), self.sender, value=value, gas=gas, errors_abi=extra_abi
+        )
+
+    def _view(self, fn: str, *args: Any) -> Any:
+        return call(getattr(self.contract.functions, fn)(*args))
+
+    def events(self, receipt: TxReceipt, name: str) -> list[dict]:
+        """Decoded ``name`` events emitted by this contract in ``receipt``."""
+        event = getattr(self.contract.events, name)()
+        return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
+    # -- institutions -----------------------------------------------------------------------------------
+    def join(self, name: str, metadata_uri: str = "", *, stake: int) -> TxReceipt:
+        return self._send("join", name, metadata_uri, value=stake)
+
+    def request_leave(self) -> TxReceipt:
+        return self._send("requestLeave")
+
+    def withdraw_stake(self) -> TxReceipt:
+        return self._send("withdrawStake")
+
+    def slash(self, institution: str, amount: int, evidence_hash: bytes) -> TxReceipt:
+        return self._send("slash", Web3.to_checksum_address(institution), amount, bytes(evidence_hash))
+
+    def withdraw_slashed(self, to: str) -> TxReceipt:
+        return self._send("withdrawSlashed", Web3.to_checksum_address(to))
+
+    def institution(self, address: str) -> Institution:
+        address = Web3.to_checksum_address(address)
+        return Institution(address, *self._view("getInstitution", address))
+
+    def min_stake(self) -> int:
+        return self._view("minStake")
+
+    def leave_cooldown(self) -> int:
+        return self._view("leaveCooldown")
+
+    def governance(self) -> str:
+        return self._view("governance")
+
+    def slashed_balance(self) -> int:
+        return self._view("slashedBalance")
+
+    # -- bounties ---------------------------------------------------------------------------------------
+    def create_bounty(self, params: BountyParams, funding: int = 0) -> int:
+        """Create a bounty escrowing ``funding`` (approve a token first); returns its id."""
+        value = funding if int(params.token, 16) == 0 else 0
+        receipt = self._send("createBounty", params.as_tuple(), funding, value=value, extra_abi=_token_errors())
+        return self.events(receipt, "BountyCreated")[0]["bountyId"]
+
+    def fund_bounty(self, bounty_id: int, amount: int) -> TxReceipt:
+        value = amount if self.bounty(bounty_id).is_eth else 0
+        return self._send("fundBounty", bounty_id, amount, value=value, extra_abi=_token_errors())
+
+    def cancel_bounty(self, bounty_id: int) -> TxReceipt:
+        return self._send("cancelBounty", bounty_id, extra_abi=_token_errors())
+
+    def refund_remainder(self, bounty_id: int) -> TxReceipt:
+        return self._send("refundRemainder", bounty_id, extra_abi=_token_errors())
+
+    def bounty(self, bounty_id: int) -> Bounty:
+        fields = self._view("getBounty", bounty_id)
+        values = list(fields)
+        values[7] = BountyStatus(values[7])
+        return Bounty(bounty_id, *values)
+
+    def bounty_count(self) -> int:
+        return self._view("bountyCount")
+
+    def escrow_of(self, bounty_id: int) -> int:
+        return self._view("escrowOf", bounty_id)
+
+    # -- rounds -----------------------------------------------------------------------------------------
+    def open_round(self, bounty_id: int, global_model_hash: bytes) -> int:
+        """Open the bounty's next round; returns its number."""
+        receipt = self._send("openRound", bounty_id, bytes(global_model_hash))
+        return self.events(receipt, "RoundOpened")[0]["round"]
+
+    def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int) -> TxReceipt:
+        return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count)
+
+    def finalize_round(
+        self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int]
+    ) -> TxReceipt:
+        """Finalize with fixed-point ``scores`` by institution address.
+
+        The contract wants participants in ascending order of their committed update hash (that single
+        ordering rules out a participant listed twice and a copied hash); the order is read from the chain here.
+        """
+        commitments = {Web3.to_checksum_address(a): self.commitment_of(bounty_id, round_, a) for a in scores}
+        ordered = sorted(commitments, key=lambda a: commitments[a])
+        by_address = {Web3.to_checksum_address(a): int(s) for a, s in scores.items()}
+        return self._send(
+            "finalizeRound", bounty_id, round_, bytes(new_model_hash), ordered, [by_address[a] for a in ordered]
+        )
+
+    def round(self, bounty_id: int, round_: int) -> Round:
+        return Round(bounty_id, round_, *self._view("getRound", bounty_id, round_))
+
+    def commitment_of(self, bounty_id: int, round_: int, institution: str) -> bytes:
+        return bytes(self._view("commitmentOf", bounty_id, round_, Web3.to_checksum_address(institution)))
+
+    # -- money ------------------------------------------------------------------------------------------
+    def claim(self, bounty_id: int) -> int:
+        """Withdraw the caller's credited reward; returns the amount paid."""
+        receipt = self._send("claim", bounty_id, extra_abi=_token_errors())
+        return self.events(receipt, "RewardClaimed")[0]["amount"]
+
+    def contribution_of(self, bounty_id: int, institution: str) -> tuple[int, int]:
+        """(unclaimed reward, cumulative positive score) of ``institution`` in a bounty."""
+        unclaimed, cumulative = self._view("contributionOf", bounty_id, Web3.to_checksum_address(institution))
+        return unclaimed, cumulative
+
+    def pay_revenue(self, bounty_id: int, amount: int, token: str = ETH) -> TxReceipt:
+        value = amount if int(token, 16) == 0 else 0
+        return self._send(
+            "payRevenue", bounty_id, Web3.to_checksum_address(token), amount, value=value, extra_abi=_token_errors()
+        )
+
+    def claim_revenue(self, bounty_id: int, token: str = ETH) -> int:
+        receipt = self._send("claimRevenue", bounty_id, Web3.to_checksum_address(token), extra_abi=_token_errors())
+        return self.events(receipt, "RevenueClaimed")[0]["amount"]
+
+    def revenue_due(self, bounty_id: int, institution: str, token: str = ETH) -> int:
+        return self._view(
+            "revenueDue", bounty_id, Web3.to_checksum_address(token), Web3.to_checksum_address(institution)
+        )
+
+    def revenue_total(self, bounty_id: int, token: str = ETH) -> int:
+        return self._view("revenueTotal", bounty_id, Web3.to_checksum_address(token))
+
+    def revenue_released(self, bounty_id: int, token: str = ETH) -> int:
+        return self._view("revenueReleased", bounty_id, Web3.to_checksum_address(token))
+
+
+class TokenClient:
+    """An ERC-20 token (the test tokens add ``mint``)."""
+
+    def __init__(self, w3: Web3, address: str, *, sender: Sender | None = None, artifact: str = "TestToken"):
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.sender = sender
+        self.contract = w3.eth.contract(address=self.address, abi=load_artifact(artifact)["abi"])
+
+    def as_sender(self, sender: Sender) -> "TokenClient":
+        other = object.__new__(TokenClient)
+        other.__dict__.update(self.__dict__)
+        other.sender = sender
+        return other
+
+    def _send(self, fn: str, *args: Any) -> TxReceipt:
+        if self.sender is None:
+            raise ChainError(f"{fn} needs a sender")
+        return send_transaction(self.w3, getattr(self.contract.functions, fn)(*args), self.sender)
+
+    def approve(self, spender: str, amount: int) -> TxReceipt:
+        return self._send("approve", Web3.to_checksum_address(spender), amount)
+
+    def mint(self, to: str, amount: int) -> TxReceipt:
+        return self._send("mint", Web3.to_checksum_address(to), amount)
+
+    def balance_of(self, owner: str) -> int:
+        return call(self.contract.functions.balanceOf(Web3.to_checksum_address(owner)))
+
+
+def _token_errors() -> list:
+    # SafeERC20's and OZ ERC20's custom errors bubble up through the ledger; decode them by name too.
+    return [e for e in load_artifact("TestToken")["abi"] if e.get("type") == "error"]

@@ -1,0 +1,143 @@
+"""A fresh FedLedger world per test, on the embedded chain and on the session's Ganache.
+
+Every contract test runs on both backends: the same bytecode must behave the same on eth-tester and Ganache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from web3 import Web3
+
+from fedcore.errors import ContractRevert
+from ledger.chain import advance_time, connect, latest_timestamp, send_transaction
+from ledger.client import ETH, BountyParams, FedLedgerClient, TokenClient
+from ledger.compile import load_artifact
+from ledger.deployment import deploy, deploy_fedledger
+
+MIN_STAKE = 10**16
+COOLDOWN = 86_400
+WINDOW = 600
+ONE_ETH = 10**18
+
+
+def h(label: str | int) -> bytes:
+    """A deterministic 32-byte hash for tests."""
+    return hashlib.sha256(str(label).encode()).digest()
+
+
+@contextmanager
+def reverts(name: str, **expected_args):
+    """Assert that the block reverts with custom error ``name`` and (a subset of) these arguments."""
+    with pytest.raises(ContractRevert) as info:
+        yield info
+    assert info.value.name == name, f"reverted with {info.value}, expected {name}"
+    for key, value in expected_args.items():
+        assert info.value.error_args[key] == value, f"{key}: {info.value.error_args[key]!r} != {value!r}"
+
+
+@dataclass
+class World:
+    w3: Web3
+    ledger: FedLedgerClient
+    gov: str
+    sponsor: str
+    aggregator: str
+    outsider: str
+    insts: list[str]
+    tokens: dict[str, TokenClient] = field(default_factory=dict)
+
+    def as_(self, who: str) -> FedLedgerClient:
+        return self.ledger.as_sender(who)
+
+    def now(self) -> int:
+        return latest_timestamp(self.w3)
+
+    def advance(self, seconds: int) -> int:
+        return advance_time(self.w3, seconds)
+
+    def balance(self, who: str) -> int:
+        return self.w3.eth.get_balance(Web3.to_checksum_address(who))
+
+    def join_all(self, stake: int = MIN_STAKE) -> None:
+        for inst in self.insts:
+            self.as_(inst).join(f"hospital {inst[-4:]}", "ipfs://meta", stake=stake)
+
+    def params(self, *, rounds: int = 2, window: int = WINDOW, deadline_in: int = 10 * 86_400, min_rep: int = 0,
+               token: str = ETH, aggregator: str | None = None) -> BountyParams:
+        return BountyParams(
+            task_spec_hash=h("task"),
+            validation_set_hash=h("validation"),
+            aggregator=aggregator or self.aggregator,
+            num_rounds=rounds,
+            commit_window=window,
+            deadline=self.now() + deadline_in,
+            min_reputation=min_rep,
+            token=token,
+        )
+
+    def new_bounty(self, funding: int = ONE_ETH, **kwargs) -> int:
+        params = self.params(**kwargs)
+        if params.token != ETH:
+            token = self.token_at(params.token)
+            token.as_sender(self.sponsor).mint(self.sponsor, funding)
+            token.as_sender(self.sponsor).approve(self.ledger.address, funding)
+        return self.as_(self.sponsor).create_bounty(params, funding)
+
+    def token_at(self, address: str) -> TokenClient:
+        return next(t for t in self.tokens.values() if t.address == Web3.to_checksum_address(address))
+
+    def commit(self, bounty_id: int, round_: int, who: list[str] | None = None, tag: str = "") -> dict[str, bytes]:
+        """Each of ``who`` commits a distinct update hash; returns them by address."""
+        hashes = {}
+        for inst in who if who is not None else self.insts:
+            hashes[inst] = h(f"{bounty_id}/{round_}/{inst}/{tag}")
+            self.as_(inst).commit_update(bounty_id, round_, hashes[inst], 100)
+        return hashes
+
+    def play_round(self, bounty_id: int, scores: dict[str, int], model: bytes | None = None) -> int:
+        """Open the next round, commit for every scored institution, finalize with ``scores``."""
+        bounty = self.ledger.bounty(bounty_id)
+        previous = bounty.rounds_finalized
+        model = model or (self.ledger.round(bounty_id, previous).new_model_hash if previous else h("model-0"))
+        round_ = self.as_(self.aggregator).open_round(bounty_id, model)
+        self.commit(bounty_id, round_, list(scores))
+        self.as_(self.aggregator).finalize_round(bounty_id, round_, h(f"model-{bounty_id}-{round_}"), scores)
+        return round_
+
+
+def deploy_token(w3: Web3, name: str, sender: str) -> TokenClient:
+    address, _ = deploy(w3, name, sender=sender, artifact=load_artifact(name))
+    return TokenClient(w3, address, sender=sender, artifact=name)
+
+
+@pytest.fixture(params=["embedded", pytest.param("ganache", marks=pytest.mark.ganache)])
+def chain(request) -> Web3:
+    if request.param == "embedded":
+        return connect("embedded")
+    return connect(request.getfixturevalue("ganache").url)
+
+
+@pytest.fixture
+def world(chain) -> World:
+    accounts = chain.eth.accounts
+    gov, sponsor, aggregator, outsider = accounts[:4]
+    deployment = deploy_fedledger(chain, gov, governance=gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
+    ledger = FedLedgerClient.from_deployment(chain, deployment)
+    w = World(chain, ledger, gov, sponsor, aggregator, outsider, list(accounts[4:8]))
+    w.tokens = {name: deploy_token(chain, name, gov) for name in ("TestToken", "FalseReturningToken", "FeeOnTransferToken")}
+    return w
+
+
+@pytest.fixture
+def joined(world) -> World:
+    world.join_all()
+    return world
+
+
+def send(world: World, fn, sender: str, value: int = 0):
+    """Send a raw contract call (for the attacker contract)."""
+    return send_transaction(world.w3, fn, sender, value=value, errors_abi=world.ledger._abi)
