@@ -76,7 +76,12 @@ abstract contract BountyEscrow is InstitutionRegistry {
     error UnknownBounty(uint256 bountyId);
     error BountyNotActive(uint256 bountyId, BountyStatus status);
     error BountyNotCompleted(uint256 bountyId, BountyStatus status);
-    error InvalidBountyParams(string reason);
+    error ZeroAggregator();
+    error ZeroRounds();
+    error ZeroCommitWindow();
+    error DeadlineNotInFuture(uint256 deadline, uint256 currentTime);
+    error MinReputationTooHigh(uint256 minReputation, uint256 maximum);
+    error ZeroSpecHash();
     error NotSponsor(uint256 bountyId, address caller);
     error CancelNotAllowed(uint256 bountyId, uint256 deadline);
     error NothingToRefund(uint256 bountyId);
@@ -93,14 +98,12 @@ abstract contract BountyEscrow is InstitutionRegistry {
         nonReentrant
         returns (uint256 bountyId)
     {
-        if (p.aggregator == address(0)) revert InvalidBountyParams("aggregator is the zero address");
-        if (p.numRounds == 0) revert InvalidBountyParams("numRounds is zero");
-        if (p.commitWindow == 0) revert InvalidBountyParams("commitWindow is zero");
-        if (p.deadline <= block.timestamp) revert InvalidBountyParams("deadline is not in the future");
-        if (p.minReputation > REPUTATION_ONE) revert InvalidBountyParams("minReputation above 10000");
-        if (p.taskSpecHash == bytes32(0) || p.validationSetHash == bytes32(0)) {
-            revert InvalidBountyParams("taskSpecHash or validationSetHash is zero");
-        }
+        if (p.aggregator == address(0)) revert ZeroAggregator();
+        if (p.numRounds == 0) revert ZeroRounds();
+        if (p.commitWindow == 0) revert ZeroCommitWindow();
+        if (p.deadline <= block.timestamp) revert DeadlineNotInFuture(p.deadline, block.timestamp);
+        if (p.minReputation > REPUTATION_ONE) revert MinReputationTooHigh(p.minReputation, REPUTATION_ONE);
+        if (p.taskSpecHash == bytes32(0) || p.validationSetHash == bytes32(0)) revert ZeroSpecHash();
         bountyId = ++_bountyCount;
         Bounty storage b = _bounties[bountyId];
         b.sponsor = msg.sender;

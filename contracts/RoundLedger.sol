@@ -58,7 +58,6 @@ abstract contract RoundLedger is BountyEscrow {
 
     error NotAggregator(uint256 bountyId, address caller);
     error PreviousRoundOpen(uint256 bountyId, uint256 round);
-    error AllRoundsOpened(uint256 bountyId, uint256 numRounds);
     error DeadlinePassed(uint256 bountyId, uint256 deadline);
     error ModelHashMismatch(uint256 bountyId, uint256 round, bytes32 expected, bytes32 given);
     error ZeroHash();
@@ -80,8 +79,8 @@ abstract contract RoundLedger is BountyEscrow {
     function openRound(uint256 bountyId, bytes32 globalModelHash) external returns (uint256 round) {
         Bounty storage b = _activeBounty(bountyId);
         if (msg.sender != b.aggregator) revert NotAggregator(bountyId, msg.sender);
+        // An active bounty has a round left to open: finalizing the last one completes it.
         if (b.roundsOpened != b.roundsFinalized) revert PreviousRoundOpen(bountyId, b.roundsOpened);
-        if (b.roundsOpened == b.numRounds) revert AllRoundsOpened(bountyId, b.numRounds);
         if (block.timestamp > b.deadline) revert DeadlinePassed(bountyId, b.deadline);
         if (globalModelHash == bytes32(0)) revert ZeroHash();
         round = b.roundsOpened + 1;

@@ -36,6 +36,8 @@ def reverts(name: str, **expected_args):
         yield info
     assert info.value.name == name, f"reverted with {info.value}, expected {name}"
     for key, value in expected_args.items():
+        if isinstance(value, bytes):
+            value = "0x" + value.hex()  # reverts carry bytes32 arguments as hex strings
         assert info.value.error_args[key] == value, f"{key}: {info.value.error_args[key]!r} != {value!r}"
 
 

@@ -1,0 +1,209 @@
+"""Rounds: open, commit inside the window once, finalize once for committed participants only."""
+
+from tests.contracts.conftest import ONE_ETH, WINDOW, h, reverts
+from ledger.client import BountyStatus
+
+
+def test_open_round_announces_model_and_window(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    agg = w.as_(w.aggregator)
+    assert agg.open_round(bounty_id, h("m0")) == 1
+    r = w.ledger.round(bounty_id, 1)
+    assert (r.global_model_hash, r.finalized) == (h("m0"), False)
+    assert r.commit_deadline == r.opened_at + WINDOW
+
+
+def test_open_round_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty(rounds=1, deadline_in=3_600)
+    with reverts("NotAggregator", bountyId=bounty_id, caller=w.outsider):
+        w.as_(w.outsider).open_round(bounty_id, h("m0"))
+    agg = w.as_(w.aggregator)
+    with reverts("ZeroHash"):
+        agg.open_round(bounty_id, bytes(32))
+    with reverts("UnknownBounty", bountyId=42):
+        agg.open_round(42, h("m0"))
+    agg.open_round(bounty_id, h("m0"))
+    with reverts("PreviousRoundOpen", bountyId=bounty_id, round=1):
+        agg.open_round(bounty_id, h("m1"))
+    w.commit(bounty_id, 1, w.insts[:1])
+    agg.finalize_round(bounty_id, 1, h("m1"), {w.insts[0]: 1})
+    with reverts("BountyNotActive", status=int(BountyStatus.COMPLETED)):
+        agg.open_round(bounty_id, h("m1"))
+
+    two_rounds = w.new_bounty(rounds=2, deadline_in=3_600)
+    agg.open_round(two_rounds, h("m0"))
+    w.commit(two_rounds, 1, w.insts[:1])
+    agg.finalize_round(two_rounds, 1, h("m1"), {w.insts[0]: 1})
+    with reverts("ModelHashMismatch", bountyId=two_rounds, round=2, expected=h("m1"), given=h("other")):
+        agg.open_round(two_rounds, h("other"))
+    deadline = w.ledger.bounty(two_rounds).deadline
+    w.advance(3_601)
+    with reverts("DeadlinePassed", bountyId=two_rounds, deadline=deadline):
+        agg.open_round(two_rounds, h("m1"))
+
+
+def test_commit_records_hash_and_emits_sample_count(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    receipt = w.as_(w.insts[0]).commit_update(bounty_id, 1, h("u0"), 199)
+    event = w.ledger.events(receipt, "UpdateCommitted")[0]
+    assert (event["institution"], event["updateHash"], event["sampleCount"]) == (w.insts[0], h("u0"), 199)
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == h("u0")
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[1]) == bytes(32)
+
+
+def test_commit_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    me = w.as_(w.insts[0])
+    with reverts("RoundNotOpen", bountyId=bounty_id, round=1):
+        me.commit_update(bounty_id, 1, h("u"), 1)
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    with reverts("NotRegistered", institution=w.outsider):
+        w.as_(w.outsider).commit_update(bounty_id, 1, h("u"), 1)
+    with reverts("ZeroHash"):
+        me.commit_update(bounty_id, 1, bytes(32), 1)
+    with reverts("ZeroSamples"):
+        me.commit_update(bounty_id, 1, h("u"), 0)
+    me.commit_update(bounty_id, 1, h("u"), 1)
+    with reverts("AlreadyCommitted", bountyId=bounty_id, round=1, institution=w.insts[0]):
+        me.commit_update(bounty_id, 1, h("other"), 1)
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == h("u")
+    with reverts("UnknownBounty"):
+        me.commit_update(99, 1, h("u"), 1)
+
+
+def test_late_commit_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    w.advance(WINDOW + 1)
+    with reverts("RoundClosed", bountyId=bounty_id, round=1):
+        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("u"), 1)
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+
+
+def test_commit_after_finalize_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    w.play_round(bounty_id, {w.insts[0]: 1})
+    with reverts("RoundClosed", bountyId=bounty_id, round=1):
+        w.as_(w.insts[1]).commit_update(bounty_id, 1, h("late"), 1)
+
+
+def test_leaving_or_low_reputation_institutions_cannot_commit(joined):
+    w = joined
+    bounty_id = w.new_bounty(rounds=3, min_rep=4_500)
+    w.as_(w.insts[1]).request_leave()
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    with reverts("NotRegistered", institution=w.insts[1]):
+        w.as_(w.insts[1]).commit_update(bounty_id, 1, h("u"), 1)
+    w.commit(bounty_id, 1, [w.insts[0], w.insts[2]])
+    w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), {w.insts[0]: -1, w.insts[2]: 1})
+    assert w.ledger.institution(w.insts[0]).reputation == 4_000
+    w.as_(w.aggregator).open_round(bounty_id, h("m1"))
+    with reverts("NotEligible", institution=w.insts[0], reputation=4_000, minReputation=4_500):
+        w.as_(w.insts[0]).commit_update(bounty_id, 2, h("u2"), 1)
+
+
+def test_finalize_credits_positive_scores_and_updates_reputation(joined):
+    w = joined
+    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=2)
+    a, b, c, d = w.insts
+    receipt_round = w.play_round(bounty_id, {a: 3, b: 1, c: 0, d: -2})
+    assert receipt_round == 1
+    reward = ONE_ETH // 2
+    assert w.ledger.contribution_of(bounty_id, a) == (reward * 3 // 4, 3)
+    assert w.ledger.contribution_of(bounty_id, b) == (reward // 4, 1)
+    assert w.ledger.contribution_of(bounty_id, c) == (0, 0)
+    assert w.ledger.contribution_of(bounty_id, d) == (0, 0)
+    # rep' = rep + (target - rep) / 5 with target = 10_000 * score / best (0 for a non-positive score);
+    # the step is floored in magnitude: b moves from 5_000 towards 3_333 by 333.
+    reps = [w.ledger.institution(x).reputation for x in (a, b, c, d)]
+    assert reps == [6_000, 4_667, 4_000, 4_000]
+    r = w.ledger.round(bounty_id, 1)
+    assert (r.finalized, r.new_model_hash) == (True, h(f"model-{bounty_id}-1"))
+    bounty = w.ledger.bounty(bounty_id)
+    assert (bounty.credited, bounty.rounds_finalized, bounty.total_positive_score) == (reward, 1, 4)
+
+
+def test_dust_carries_forward_and_the_last_round_strands_nothing(joined):
+    w = joined
+    funding = 10**18 + 7  # not divisible: every split leaves dust
+    bounty_id = w.new_bounty(funding=funding, rounds=3)
+    a, b, c, _ = w.insts
+    for _ in range(3):
+        w.play_round(bounty_id, {a: 1, b: 1, c: 1})
+        bounty = w.ledger.bounty(bounty_id)
+        assert bounty.funded == bounty.credited + bounty.refunded + bounty.escrowed
+    bounty = w.ledger.bounty(bounty_id)
+    assert (bounty.status, bounty.escrowed, bounty.credited) == (BountyStatus.COMPLETED, 0, funding)
+    total = sum(w.ledger.contribution_of(bounty_id, x)[0] for x in (a, b, c))
+    assert total == funding
+
+
+def test_a_round_without_positive_scores_carries_its_reward_forward(joined):
+    w = joined
+    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=2)
+    w.play_round(bounty_id, {w.insts[0]: 0})
+    assert w.ledger.bounty(bounty_id).credited == 0
+    w.play_round(bounty_id, {w.insts[0]: 2})
+    assert w.ledger.contribution_of(bounty_id, w.insts[0])[0] == ONE_ETH
+
+
+def test_finalize_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty(rounds=2)
+    agg = w.as_(w.aggregator)
+    a, b, c, _ = w.insts
+    with reverts("RoundNotOpen", bountyId=bounty_id, round=1):
+        agg.finalize_round(bounty_id, 1, h("m1"), {})
+    agg.open_round(bounty_id, h("m0"))
+    hashes = w.commit(bounty_id, 1, [a, b])
+    with reverts("NotAggregator", caller=w.outsider):
+        w.as_(w.outsider).finalize_round(bounty_id, 1, h("m1"), {a: 1})
+    with reverts("ZeroHash"):
+        agg.finalize_round(bounty_id, 1, bytes(32), {a: 1})
+    with reverts("NotCommitted", bountyId=bounty_id, round=1, institution=c):
+        agg.finalize_round(bounty_id, 1, h("m1"), {a: 1, c: 1})
+    with reverts("LengthMismatch", participants=2, scores=1):
+        agg._send("finalizeRound", bounty_id, 1, h("m1"), [a, b], [1])
+    ordered = sorted([a, b], key=lambda x: hashes[x])
+    with reverts("ParticipantsNotSorted", index=1):
+        agg._send("finalizeRound", bounty_id, 1, h("m1"), ordered[::-1], [1, 1])
+    with reverts("DuplicateUpdateHash", updateHash=hashes[a]):
+        agg._send("finalizeRound", bounty_id, 1, h("m1"), [a, a], [1, 1])  # a participant listed twice
+    with reverts("ScoreOutOfRange", institution=a, score=10**36 + 1):
+        agg.finalize_round(bounty_id, 1, h("m1"), {a: 10**36 + 1})
+    assert w.ledger.bounty(bounty_id).rounds_finalized == 0
+    agg.finalize_round(bounty_id, 1, h("m1"), {a: 1, b: 1})
+    with reverts("RoundClosed", bountyId=bounty_id, round=1):
+        agg.finalize_round(bounty_id, 1, h("m1"), {a: 1})  # once per round
+    assert w.ledger.bounty(bounty_id).rounds_finalized == 1
+
+
+def test_a_copied_hash_is_refused_at_finalize(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    agg = w.as_(w.aggregator)
+    agg.open_round(bounty_id, h("m0"))
+    a, copier = w.insts[:2]
+    w.as_(a).commit_update(bounty_id, 1, h("original"), 10)
+    w.as_(copier).commit_update(bounty_id, 1, h("original"), 10)  # copied from a's public commitment
+    with reverts("DuplicateUpdateHash", bountyId=bounty_id, round=1, updateHash=h("original")):
+        agg.finalize_round(bounty_id, 1, h("m1"), {a: 1, copier: 1})
+    agg.finalize_round(bounty_id, 1, h("m1"), {a: 1})  # the aggregator drops the copy
+
+
+def test_finalize_after_cancel_reverts(joined):
+    w = joined
+    bounty_id = w.new_bounty(rounds=2, deadline_in=3_600)
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    w.commit(bounty_id, 1, w.insts[:1])
+    w.advance(3_601)
+    w.as_(w.sponsor).cancel_bounty(bounty_id)
+    with reverts("BountyNotActive", status=int(BountyStatus.CANCELLED)):
+        w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), {w.insts[0]: 1})
