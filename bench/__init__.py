@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.heart`` (federated learning on Fed-Heart-Disease)."""

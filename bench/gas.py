@@ -1,0 +1,146 @@
+"""Gas per transaction kind, read from receipts on the embedded chain: ``python -m bench.gas``.
+
+Writes ``bench/results/gas.json`` (schema in bench/README.md). Every figure is a worst case: first-time
+storage writes (a new institution, a new bounty, a first round), which cost 20,000 gas more per slot than
+later updates of the same slot. The per-participant finalize cost is the least-squares slope over rounds of
+4, 16 and 64 new participants; ``finalize_round_per_participant_returning`` is the same slope for a second
+round with the same participants, whose storage slots already exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from eth_account import Account
+from web3 import Web3
+
+from ledger.chain import connect, fund_account, latest_timestamp
+from ledger.client import ETH, BountyParams, FedLedgerClient, TokenClient
+from ledger.compile import load_artifact
+from ledger.deployment import deploy, deploy_fedledger
+
+RESULTS = Path(__file__).parent / "results" / "gas.json"
+MIN_STAKE = 10**16
+SIZES = (4, 16, 64)
+TARGETS = {"commit_update": 60_000, "finalize_round_per_participant": 35_000, "claim_eth": 45_000}
+FLOORS = {"commit_update": 21_000 + 22_100}  # the transaction + one new storage slot
+
+
+def _digest(*parts) -> bytes:
+    return hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+
+
+class _Bench:
+    def __init__(self):
+        self.w3 = connect("embedded")
+        self.gov, self.sponsor, self.aggregator = self.w3.eth.accounts[:3]
+        deployment = deploy_fedledger(self.w3, self.gov, governance=self.gov, min_stake=MIN_STAKE, leave_cooldown=3600)
+        self.ledger = FedLedgerClient.from_deployment(self.w3, deployment)
+        self.created = 0
+
+    def institutions(self, n: int) -> list:
+        accounts = []
+        for _ in range(n):
+            self.created += 1
+            account = Account.from_key(_digest("institution", self.created))
+            fund_account(self.w3, account.address, 10**18)
+            accounts.append(account)
+        return accounts
+
+    def gas(self, receipt) -> int:
+        return int(receipt["gasUsed"])
+
+    def bounty(self, rounds: int, token: str = ETH, funding: int = 10**18) -> tuple[int, int]:
+        params = BountyParams(_digest("task"), _digest("validation"), self.aggregator, rounds, 3600,
+                              latest_timestamp(self.w3) + 10**6, 0, token)
+        value = funding if token == ETH else 0
+        receipt = self.ledger.as_sender(self.sponsor)._send("createBounty", params.as_tuple(), funding, value=value)
+        bounty_id = self.ledger.events(receipt, "BountyCreated")[0]["bountyId"]
+        return bounty_id, self.gas(receipt)
+
+    def round(self, bounty_id: int, members: list, round_: int) -> tuple[int, list[int], int]:
+        """Open, commit for every member, finalize; returns (open gas, commit gases, finalize gas)."""
+        agg = self.ledger.as_sender(self.aggregator)
+        model = self.ledger.round(bounty_id, round_ - 1).new_model_hash if round_ > 1 else _digest("model", 0)
+        open_gas = self.gas(agg._send("openRound", bounty_id, model))
+        commits = [
+            self.gas(self.ledger.as_sender(m).commit_update(bounty_id, round_, _digest(bounty_id, round_, m.address), 100))
+            for m in members
+        ]
+        scores = {m.address: 10**17 + i for i, m in enumerate(members)}
+        finalize = self.gas(agg.finalize_round(bounty_id, round_, _digest("model", bounty_id, round_), scores))
+        return open_gas, commits, finalize
+
+
+def _slope(sizes, gases) -> tuple[int, int]:
+    slope, intercept = np.polyfit(np.asarray(sizes, float), np.asarray(gases, float), 1)
+    return int(round(intercept)), int(round(slope))
+
+
+def measure() -> dict:
+    bench = _Bench()
+    results: dict[str, int] = {}
+    first_finalize, second_finalize = [], []
+    for n in SIZES:
+        members = bench.institutions(n)
+        joins = [bench.gas(bench.ledger.as_sender(m).join(f"inst {i}", "", stake=MIN_STAKE)) for i, m in enumerate(members)]
+        results.setdefault("join", joins[0])
+        bounty_id, create_gas = bench.bounty(rounds=2)
+        results.setdefault("create_bounty", create_gas)
+        open_gas, commits, finalize = bench.round(bounty_id, members, 1)
+        results.setdefault("open_round", open_gas)
+        results.setdefault("commit_update", commits[0])
+        first_finalize.append(finalize)
+        _, _, finalize_again = bench.round(bounty_id, members, 2)
+        second_finalize.append(finalize_again)
+        if n == SIZES[0]:
+            results["claim_eth"] = bench.gas(bench.ledger.as_sender(members[0])._send("claim", bounty_id))
+            payer = bench.ledger.as_sender(bench.sponsor)
+            results["pay_revenue_eth"] = bench.gas(payer.pay_revenue(bounty_id, 10**15))
+            results["claim_revenue_eth"] = bench.gas(bench.ledger.as_sender(members[0])._send("claimRevenue", bounty_id, ETH))
+    results["finalize_round_base"], results["finalize_round_per_participant"] = _slope(SIZES, first_finalize)
+    _, results["finalize_round_per_participant_returning"] = _slope(SIZES, second_finalize)
+    results.update({f"finalize_round_{n}_participants": g for n, g in zip(SIZES, first_finalize)})
+
+    # ERC-20: a token bounty of one round, then the claim.
+    token_address, _ = deploy(bench.w3, "TestToken", sender=bench.gov, artifact=load_artifact("TestToken"))
+    token = TokenClient(bench.w3, token_address, sender=bench.sponsor)
+    token.mint(bench.sponsor, 10**18)
+    token.approve(bench.ledger.address, 10**18)
+    bounty_id, results["create_bounty_erc20"] = bench.bounty(rounds=1, token=token_address)
+    member = bench.institutions(1)
+    bench.ledger.as_sender(member[0]).join("token inst", "", stake=MIN_STAKE)
+    bench.round(bounty_id, member, 1)
+    results["claim_erc20"] = bench.gas(bench.ledger.as_sender(member[0])._send("claim", bounty_id))
+
+    other, _ = bench.bounty(rounds=1)
+    results["fund_bounty_eth"] = bench.gas(bench.ledger.as_sender(bench.sponsor).fund_bounty(other, 10**15))
+    results["cancel_bounty"] = bench.gas(bench.ledger.as_sender(bench.sponsor).cancel_bounty(other))
+    return results
+
+
+def main() -> None:
+    gas = measure()
+    report = {
+        **gas,
+        "targets": TARGETS,
+        "meets_target": {k: gas[k] <= v for k, v in TARGETS.items()},
+        "floors": FLOORS,
+        "chain": "embedded (eth-tester on py-evm, Shanghai rules)",
+        "participant_sizes": list(SIZES),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    width = max(map(len, gas))
+    for key in sorted(gas):
+        target = TARGETS.get(key)
+        mark = "" if target is None else f"  (target <= {target:,}: {'met' if gas[key] <= target else 'MISSED'})"
+        print(f"{key:<{width}}  {gas[key]:>10,}{mark}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
