@@ -1,0 +1,268 @@
+"""Chain backends and the few operations every client needs: connect, send, call, time travel.
+
+Two backends run the same bytecode:
+
+* ``"embedded"``: web3's ``EthereumTesterProvider`` (eth-tester on py-evm), in this process. Each
+  ``connect("embedded")`` creates a NEW, empty chain with 10 unlocked accounts of 1,000,000 ETH; keep the
+  ``Web3`` object to keep the chain. Its chain id is eth-tester's fixed 131277322940537.
+* any ``http(s)://`` URL: a JSON-RPC node, e.g. the Ganache of ``fedledger chain up``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import EthereumTesterProvider, Web3
+from web3.exceptions import TimeExhausted, Web3Exception
+from web3.types import TxReceipt
+
+from fedcore.errors import ChainError, ContractRevert
+from ledger.reverts import to_revert
+
+EMBEDDED = "embedded"
+GAS_MARGIN = 1.2  # estimates are exact for the estimating state; leave room for state changed since
+RECEIPT_TIMEOUT = 120
+
+Sender = LocalAccount | str
+
+
+def connect(rpc: str | None = None, *, timeout: float = 30) -> Web3:
+    """Connect to a chain.
+
+    Parameters
+    ----------
+    rpc : str or None
+        None or ``"embedded"`` for a new in-process chain; an ``http://`` or ``https://`` JSON-RPC URL otherwise.
+    timeout : float
+        Seconds an HTTP request may take.
+
+    Returns
+    -------
+    Web3
+        A connected instance.
+
+    Raises
+    ------
+    ChainError
+        When the URL is not http(s) or nothing answers there.
+    """
+    if rpc in (None, "", EMBEDDED):
+        return Web3(EthereumTesterProvider())
+    if not rpc.startswith(("http://", "https://")):
+        raise ChainError(f"unsupported chain URL {rpc!r}: use http(s)://host:port or 'embedded'")
+    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    if not w3.is_connected():
+        raise ChainError(f"no chain answers at {rpc} (start one with `fedledger chain up`)")
+    return w3
+
+
+def is_embedded(w3: Web3) -> bool:
+    """True for the in-process eth-tester chain."""
+    return isinstance(w3.provider, EthereumTesterProvider)
+
+
+def _rpc(w3: Web3, method: str, params: list) -> Any:
+    response = w3.provider.make_request(method, params)
+    if "error" in response:
+        raise ChainError(f"{method} failed: {response['error'].get('message', response['error'])}")
+    return response.get("result")
+
+
+def latest_timestamp(w3: Web3) -> int:
+    """Timestamp (seconds) of the latest block."""
+    return int(w3.eth.get_block("latest")["timestamp"])
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    """Mine ``blocks`` empty blocks."""
+    if is_embedded(w3):
+        w3.provider.ethereum_tester.mine_blocks(blocks)
+    else:
+        for _ in range(blocks):
+            _rpc(w3, "evm_mine", [])
+
+
+def advance_time(w3: Web3, seconds: int) -> int:
+    """Move chain time forward by at least ``seconds`` and mine a block at the new time.
+
+    Works on eth-tester (``time_travel``) and on Ganache, Anvil or Hardhat (``evm_increaseTime`` +
+    ``evm_mine``; their later blocks keep the offset).
+
+    Returns
+    -------
+    int
+        The timestamp of the newly mined block.
+    """
+    if seconds < 0:
+        raise ValueError("time only moves forward")
+    if is_embedded(w3):
+        tester = w3.provider.ethereum_tester
+        # eth-tester 0.13's time_travel(t) mines a block stamped t - 1, hence the + 1; and it refuses to
+        # travel to or before the pending block's time, where a plain mine does the job.
+        target = latest_timestamp(w3) + int(seconds) + 1
+        if target <= tester.get_block_by_number("pending")["timestamp"]:
+            tester.mine_blocks(1)
+        else:
+            tester.time_travel(target)
+    else:
+        _rpc(w3, "evm_increaseTime", [int(seconds)])
+        _rpc(w3, "evm_mine", [])
+    return latest_timestamp(w3)
+
+
+def _address(sender: Sender) -> str:
+    return Web3.to_checksum_address(sender if isinstance(sender, str) else sender.address)
+
+
+def _abi_of(call: Any) -> list:
+    # ContractFunction carries the whole contract ABI as .contract_abi (its .abi is one entry);
+    # ContractConstructor has the whole ABI as .abi.
+    for attr in ("contract_abi", "abi"):
+        abi = getattr(call, attr, None)
+        if isinstance(abi, (list, tuple)):
+            return list(abi)
+    return []
+
+
+def _raise_mapped(exc: Exception, abi: list, what: str = "transaction") -> None:
+    """Re-raise ``exc`` as ContractRevert or ChainError if it is a chain failure; otherwise return."""
+    revert = to_revert(exc, abi)
+    if revert is not None:
+        raise revert from None
+    # eth-tester and py-evm raise their own ValidationError for an unaffordable or malformed transaction.
+    if isinstance(exc, (Web3Exception, ConnectionError, OSError)) or type(exc).__module__.startswith(
+        ("eth_tester", "eth_utils", "eth.")
+    ):
+        message = getattr(exc, "message", None) or str(exc)
+        raise ChainError(f"chain refused the {what}: {message}".splitlines()[0]) from None
+
+
+def call(contract_function_call: Any, sender: Sender | None = None, block: int | str = "latest") -> Any:
+    """Run a view (or simulate a transaction) with ``eth_call``, mapping reverts to ``ContractRevert``."""
+    params = {"from": _address(sender)} if sender is not None else {}
+    try:
+        return contract_function_call.call(params, block_identifier=block)
+    except Exception as exc:
+        _raise_mapped(exc, _abi_of(contract_function_call), "call")
+        raise
+
+
+def send_transaction(
+    w3: Web3,
+    contract_function_call: Any,
+    sender: Sender,
+    value: int = 0,
+    gas: int | None = None,
+    *,
+    errors_abi: list | None = None,
+) -> TxReceipt:
+    """Send a contract call (or constructor) as a transaction and wait for its receipt.
+
+    Parameters
+    ----------
+    w3 : Web3
+        The connected chain.
+    contract_function_call : ContractFunction or ContractConstructor
+        E.g. ``contract.functions.claim(bountyId)`` or ``Contract.constructor(*args)``.
+    sender : LocalAccount or str
+        A local account (the transaction is signed here and sent raw) or the address of an account the
+        node holds unlocked (``eth_sendTransaction``).
+    value : int
+        Wei sent along.
+    gas : int, optional
+        Gas limit; estimated (with a 20% margin) when omitted. The estimate is what surfaces a revert
+        before anything is mined.
+    errors_abi : list of dict, optional
+        Extra ABI entries to decode custom errors with (e.g. a token's errors bubbling up).
+
+    Returns
+    -------
+    TxReceipt
+        The receipt of a successful transaction (status 1).
+
+    Raises
+    ------
+    ContractRevert
+        When the contract reverts, by estimate or once mined (then replayed with ``eth_call`` to get the reason).
+    ChainError
+        When the node refuses the transaction (funds, nonce, connection) or no receipt comes in time.
+    """
+    abi = _abi_of(contract_function_call) + list(errors_abi or [])
+    frm = _address(sender)
+    params: dict[str, Any] = {"from": frm, "value": int(value)}
+    try:
+        if gas is None:
+            estimate = contract_function_call.estimate_gas(params)
+            limit = w3.eth.get_block("latest")["gasLimit"]
+            gas = min(int(estimate * GAS_MARGIN) + 10_000, limit)
+        params["gas"] = int(gas)
+        if isinstance(sender, str):
+            tx_hash = contract_function_call.transact(params)
+        else:
+            params["nonce"] = w3.eth.get_transaction_count(frm, "pending")
+            tx = contract_function_call.build_transaction(params)
+            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    except TimeExhausted:
+        raise ChainError(f"no receipt within {RECEIPT_TIMEOUT}s for a transaction from {frm}") from None
+    except Exception as exc:
+        _raise_mapped(exc, abi)
+        raise
+    if receipt["status"] != 1:
+        _replay_failure(w3, receipt, params, contract_function_call, abi)
+    return receipt
+
+
+def _replay_failure(w3: Web3, receipt: TxReceipt, params: dict, call_: Any, abi: list) -> None:
+    """A mined transaction failed: re-run it on the parent block's state to learn why, then raise."""
+    tx = w3.eth.get_transaction(receipt["transactionHash"])
+    request = {"from": tx["from"], "value": tx["value"], "data": tx["input"], "gas": tx["gas"]}
+    if tx.get("to"):
+        request["to"] = tx["to"]
+    try:
+        w3.eth.call(request, block_identifier=max(receipt["blockNumber"] - 1, 0))
+    except Exception as exc:
+        _raise_mapped(exc, abi)
+        raise
+    raise ChainError(
+        f"transaction {receipt['transactionHash'].hex()} failed (status 0, gas used {receipt['gasUsed']} of {tx['gas']})"
+    )
+
+
+def fund_account(w3: Web3, to: str, wei: int) -> TxReceipt:
+    """Send ``wei`` to ``to`` from the node's first unlocked account (embedded chain, Ganache).
+
+    Raises
+    ------
+    ChainError
+        When the node holds no unlocked account.
+    """
+    accounts = w3.eth.accounts
+    if not accounts:
+        raise ChainError("the chain has no unlocked account to fund from")
+    try:
+        tx_hash = w3.eth.send_transaction(
+            {"from": accounts[0], "to": Web3.to_checksum_address(to), "value": int(wei), "gas": 21_000}
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    except Exception as exc:
+        _raise_mapped(exc, [])
+        raise
+    if receipt["status"] != 1:
+        raise ChainError(f"funding {to} failed")
+    return receipt
+
+
+__all__ = [
+    "EMBEDDED",
+    "ContractRevert",
+    "advance_time",
+    "call",
+    "connect",
+    "fund_account",
+    "is_embedded",
+    "latest_timestamp",
+    "mine",
+    "send_transaction",
+]

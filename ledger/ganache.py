@@ -1,0 +1,200 @@
+"""Start a local Ganache (npm ``ganache`` 7.9.2, Shanghai) as a child process.
+
+Accounts are deterministic (Ganache's ``--wallet.deterministic`` mnemonic), so their private keys are known
+here without asking the node: tests and demos can sign locally exactly as an institution would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from fedcore.errors import ChainError
+from ledger.compile import NODE_MODULES
+
+MNEMONIC = "myth like bonus scare over problem client lizard pioneer submit female collect"
+CHAIN_ID = 1337
+DEFAULT_ACCOUNTS = 10
+DEFAULT_BALANCE_ETH = 1_000_000
+START_TIMEOUT = 60
+
+
+def deterministic_accounts(count: int = DEFAULT_ACCOUNTS) -> list[LocalAccount]:
+    """The first ``count`` accounts of Ganache's deterministic mnemonic (path m/44'/60'/0'/0/i)."""
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return "result" in json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class Ganache:
+    """A running Ganache process.
+
+    Attributes
+    ----------
+    url : str
+        Its JSON-RPC endpoint, ``http://127.0.0.1:<port>``.
+    process : subprocess.Popen
+        The node process.
+    accounts : list of LocalAccount
+        Its funded accounts, with private keys (``acct.key``); also unlocked on the node.
+    chain_id : int
+        1337.
+    """
+
+    url: str
+    process: subprocess.Popen
+    accounts: list[LocalAccount]
+    chain_id: int = CHAIN_ID
+    _log: object = field(default=None, repr=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self, timeout: float = 10) -> None:
+        """Terminate the process (then kill it if it does not exit within ``timeout`` seconds)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "Ganache":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def ganache_command(port: int, *, accounts: int, balance_eth: int, db_path: str | None) -> list[str]:
+    """The command line that starts Ganache from ``node_modules``."""
+    node = shutil.which("node")
+    cli = NODE_MODULES / "ganache" / "dist" / "node" / "cli.js"
+    if node is None:
+        raise ChainError("node is not installed: Ganache needs Node.js (or use the embedded chain)")
+    if not cli.is_file():
+        raise ChainError(f"ganache not found at {cli}: run `npm ci` (or `make setup`)")
+    command = [
+        node, str(cli),
+        "--server.host", "127.0.0.1",
+        "--server.port", str(port),
+        "--server.ws", "false",
+        "--wallet.deterministic", "true",
+        "--wallet.totalAccounts", str(accounts),
+        "--wallet.defaultBalance", str(balance_eth),
+        "--chain.chainId", str(CHAIN_ID),
+        "--chain.networkId", str(CHAIN_ID),
+        "--chain.hardfork", "shanghai",
+        "--logging.quiet", "true",
+    ]
+    if db_path:
+        command += ["--database.dbPath", str(db_path)]
+    return command
+
+
+def start_ganache(
+    port: int | None = None,
+    *,
+    accounts: int = DEFAULT_ACCOUNTS,
+    balance_eth: int = DEFAULT_BALANCE_ETH,
+    db_path: str | os.PathLike | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Ganache:
+    """Start Ganache and wait until it answers JSON-RPC.
+
+    Parameters
+    ----------
+    port : int, optional
+        TCP port on 127.0.0.1; a free one when omitted.
+    accounts : int
+        How many deterministic accounts to fund.
+    balance_eth : int
+        Each account's starting balance, in ether.
+    db_path : path-like, optional
+        Folder that keeps the chain between runs; in memory when omitted.
+    timeout : float
+        Seconds to wait for the first answer.
+
+    Returns
+    -------
+    Ganache
+        The handle; use it as a context manager or call ``stop()``.
+
+    Raises
+    ------
+    ChainError
+        When node or Ganache is missing, the process exits (e.g. the port is taken), or it does not answer in time.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    if _answers(url):
+        raise ChainError(f"something already answers at {url}: choose another --port")
+    if db_path:
+        Path(db_path).mkdir(parents=True, exist_ok=True)
+    command = ganache_command(port, accounts=accounts, balance_eth=balance_eth, db_path=db_path)
+    # Output goes to a temporary file: a pipe nobody reads could fill up and block the node.
+    log = tempfile.TemporaryFile(mode="w+")
+    # Own session: Ctrl-C reaches only us, and stop() decides how the node ends.
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    handle = Ganache(url=url, process=process, accounts=deterministic_accounts(accounts), _log=log)
+    deadline = time.monotonic() + timeout
+    while not _answers(url):
+        if process.poll() is not None:
+            log.seek(0)
+            tail = [line for line in log.read().splitlines() if line.strip()][-1:] or ["no output"]
+            handle.stop()
+            raise ChainError(f"ganache exited with code {process.returncode}: {tail[0]}")
+        if time.monotonic() > deadline:
+            handle.stop()
+            raise ChainError(f"ganache did not answer at {url} within {timeout:.0f}s")
+        time.sleep(0.1)
+    return handle
+
+
+def run_foreground(port: int = 8545, *, accounts: int = DEFAULT_ACCOUNTS, db_path: str | None = None, out=print) -> int:
+    """Run Ganache until Ctrl-C, printing its URL and accounts; used by ``fedledger chain up``."""
+    with start_ganache(port, accounts=accounts, db_path=db_path) as ganache:
+        out(f"Ganache listening on {ganache.url} (chain id {ganache.chain_id}, Shanghai)")
+        out(f"Mnemonic: {MNEMONIC}")
+        out("Accounts (address  private key), each with {:,} ETH:".format(DEFAULT_BALANCE_ETH))
+        for i, acct in enumerate(ganache.accounts):
+            out(f"  ({i}) {acct.address}  0x{bytes(acct.key).hex()}")
+        out("Press Ctrl-C to stop.")
+        try:
+            return ganache.process.wait()
+        except KeyboardInterrupt:
+            out("stopping Ganache")
+            return 0

@@ -1,0 +1,81 @@
+"""Chain backends: connecting, sending, time travel, funding — on eth-tester and on Ganache."""
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from fedcore.errors import ChainError
+from ledger.chain import (
+    advance_time, call, connect, fund_account, is_embedded, latest_timestamp, mine, send_transaction,
+)
+from ledger.ganache import CHAIN_ID, deterministic_accounts, free_port
+
+
+def test_each_embedded_connect_is_a_new_chain():
+    a, b = connect(), connect("embedded")
+    assert is_embedded(a) and a.eth.block_number == 0
+    a.eth.send_transaction({"from": a.eth.accounts[0], "to": a.eth.accounts[1], "value": 1})
+    assert a.eth.block_number == 1 and b.eth.block_number == 0
+
+
+def test_nothing_listening_is_one_clear_chain_error():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChainError, match=r"no chain answers at http://127\.0\.0\.1:\d+ \(start one with `fedledger chain up`\)"):
+        connect(url)
+    with pytest.raises(ChainError, match="unsupported chain URL"):
+        connect("ws://localhost:8545")
+
+
+@pytest.mark.ganache
+def test_ganache_is_deterministic(ganache):
+    w3 = connect(ganache.url)
+    assert w3.eth.chain_id == CHAIN_ID
+    assert w3.eth.accounts[:3] == [a.address for a in deterministic_accounts(3)]
+    assert ganache.accounts[0].address == "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
+
+
+def test_advance_time_and_mine(backend):
+    w3 = backend.w3
+    before, block = latest_timestamp(w3), w3.eth.block_number
+    after = advance_time(w3, 3600)
+    assert after >= before + 3600 and after == latest_timestamp(w3)
+    assert w3.eth.block_number == block + 1
+    mine(w3, 2)
+    assert w3.eth.block_number == block + 3 and latest_timestamp(w3) >= after
+    assert advance_time(w3, 0) >= after  # zero seconds still mines
+
+
+def test_time_lock_opens_after_advance(backend, probe):
+    with pytest.raises(ChainError):
+        call(probe.functions.unlock(1))
+    advance_time(backend.w3, 3601)
+    assert call(probe.functions.unlock(1)) is True
+
+
+@pytest.mark.parametrize("sender", ["node", "local"])
+def test_send_transaction_both_ways(backend, probe, sender):
+    who = backend.node_sender if sender == "node" else backend.local
+    receipt = send_transaction(backend.w3, probe.functions.store(3, 9, "ok"), who)
+    assert receipt["status"] == 1
+    assert probe.functions.values(3).call() == 9
+    frm = who if isinstance(who, str) else who.address
+    assert backend.w3.eth.get_transaction(receipt["transactionHash"])["from"] == frm
+
+    receipt = send_transaction(backend.w3, probe.functions.deposit(), who, value=12345)
+    assert receipt["status"] == 1 and backend.w3.eth.get_balance(probe.address) == 12345
+
+
+def test_fund_account_and_spend(backend, probe):
+    fresh = Account.create()
+    fund_account(backend.w3, fresh.address, Web3.to_wei(1, "ether"))
+    assert backend.w3.eth.get_balance(fresh.address) == Web3.to_wei(1, "ether")
+    send_transaction(backend.w3, probe.functions.store(4, 1, ""), fresh)
+    assert probe.functions.values(4).call() == 1
+
+
+def test_unfunded_sender_is_a_chain_error_not_a_revert(backend, probe):
+    broke = Account.create()
+    with pytest.raises(ChainError) as info:
+        send_transaction(backend.w3, probe.functions.deposit(), broke, value=10**18)
+    assert type(info.value) is ChainError
+    assert "\n" not in str(info.value)
