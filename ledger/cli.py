@@ -102,7 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--cooldown", type=int, default=None, metavar="SECONDS",
                         help="seconds before a leaving institution can withdraw its stake (default: 7 days)")
     deploy.add_argument("--governance", default=None, metavar="ADDRESS",
-                        help="address allowed to change parameters (default: the sender)")
+                        help="address allowed to slash stake for proven misbehaviour (default: the sender)")
     add_format_option(deploy)
     deploy.set_defaults(func=_deploy)
 
@@ -117,6 +117,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--rpc", default=None, help="JSON-RPC URL to check (default: the deployment's rpc_url)")
     add_format_option(status)
     status.set_defaults(func=_status)
+
+    audit = subparsers.add_parser(
+        "audit", help="trace a bounty from commitments to payouts",
+        description="Audit a bounty from the chain's events alone.",
+    )
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    trace = audit_sub.add_parser(
+        "trace", help="print a bounty's timeline: funding, rounds, commitments, scores, credits, claims, refunds",
+        description=(
+            "Sync the event index (SQLite, beside the deployment file unless --db) with the chain, then print every "
+            "event of the bounty in chain order, and its books: funded = credited + refunded + escrowed, recomputed "
+            "from events and compared with the contract."
+        ),
+    )
+    trace.add_argument("--bounty", type=int, required=True, metavar="ID", help="the bounty id")
+    add_rpc_option(trace)
+    add_deployment_option(trace)
+    trace.add_argument("--db", default=None, metavar="PATH", help="event index (default: <deployment>.index.sqlite)")
+    add_format_option(trace)
+    trace.set_defaults(func=_audit_trace)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -183,4 +203,21 @@ def _status(args: argparse.Namespace) -> int:
         has_code = len(w3.eth.get_code(deployment.address(name))) > 0
         report[name] = f"{deployment.address(name)} (block {deployment.block(name)}){'' if has_code else ' NO CODE'}"
     emit(report, args.format)
+    return 0
+
+
+def _audit_trace(args: argparse.Namespace) -> int:
+    from fedcore.output import emit
+    from ledger.audit import default_index_path, format_trace, sync_index, trace
+    from ledger.chain import connect
+    from ledger.client import FedLedgerClient
+    from ledger.deployment import Deployment
+
+    deployment = Deployment.load(args.deployment)
+    w3 = connect(args.rpc)
+    client = FedLedgerClient.from_deployment(w3, deployment)
+    db = args.db or default_index_path(args.deployment)
+    sync_index(w3, deployment, db)
+    report = trace(db, args.bounty, client)
+    emit(report, args.format, text=format_trace)
     return 0

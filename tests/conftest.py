@@ -30,3 +30,7 @@ def embedded_w3():
     from ledger.chain import connect
 
     return connect("embedded")
+
+
+# The FedLedger world (deployed contracts, named accounts) for contract, ledger and audit tests.
+from tests.world import chain, joined, world  # noqa: E402,F401

@@ -3,7 +3,7 @@
 import pytest
 
 from ledger.client import ETH, BountyStatus
-from tests.contracts.conftest import ONE_ETH, h, reverts
+from tests.world import ONE_ETH, h, reverts
 
 
 def test_create_bounty_records_params_and_escrows_funding(world):

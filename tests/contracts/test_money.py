@@ -5,7 +5,7 @@ from web3 import Web3
 from ledger.client import FedLedgerClient
 from ledger.compile import load_artifact
 from ledger.deployment import deploy
-from tests.contracts.conftest import MIN_STAKE, ONE_ETH, h, reverts, send
+from tests.world import MIN_STAKE, ONE_ETH, h, reverts, send
 
 
 def test_claim_pays_once_in_eth(joined):

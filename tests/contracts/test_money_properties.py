@@ -33,7 +33,7 @@ from fedcore.errors import ContractRevert
 from ledger.chain import advance_time, connect, latest_timestamp
 from ledger.client import ETH, BountyParams, BountyStatus, FedLedgerClient
 from ledger.deployment import deploy_fedledger
-from tests.contracts.conftest import COOLDOWN, MIN_STAKE, deploy_token, h
+from tests.world import COOLDOWN, MIN_STAKE, deploy_token, h
 
 MAX_ABS_SCORE = 10**36  # RoundLedger.MAX_ABS_SCORE
 REP_ONE, REP_INITIAL, REP_ALPHA = 10_000, 5_000, 2_000

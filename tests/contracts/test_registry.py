@@ -1,6 +1,6 @@
 """Institutions: join, leave after a cooldown, slashing by governance; reputation starts at 0.5."""
 
-from tests.contracts.conftest import COOLDOWN, MIN_STAKE, h, reverts
+from tests.world import COOLDOWN, MIN_STAKE, h, reverts
 
 
 def test_join_records_stake_and_initial_reputation(world):

@@ -1,6 +1,6 @@
 """Rounds: open, commit inside the window once, finalize once for committed participants only."""
 
-from tests.contracts.conftest import ONE_ETH, WINDOW, h, reverts
+from tests.world import ONE_ETH, WINDOW, h, reverts
 from ledger.client import BountyStatus
 
 

@@ -1,4 +1,4 @@
-"""A fresh FedLedger world per test, on the embedded chain and on the session's Ganache.
+"""A fresh FedLedger world per test (contracts deployed, accounts named), on the embedded chain and on Ganache.
 
 Every contract test runs on both backends: the same bytecode must behave the same on eth-tester and Ganache.
 """
