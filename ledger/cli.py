@@ -85,6 +85,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--accounts", type=int, default=10, help="funded accounts to create (default: %(default)s)")
     up.add_argument("--db", default=None, metavar="DIR", help="keep the chain in DIR between runs (default: in memory)")
     up.set_defaults(func=_chain_up)
+    example = chain_sub.add_parser(
+        "example-bounty", help="play a scripted 2-round bounty with made-up scores, to try the audit trail",
+        description=(
+            "Using the node's unlocked accounts (1 sponsor, 2 aggregator, 3 a funder, 4-7 institutions), join the "
+            "institutions, fund a 2-round ETH bounty, commit and finalize both rounds with made-up scores, and claim "
+            "once. No model is trained: this only exercises the contracts, so `fedledger audit trace` has a story."
+        ),
+    )
+    add_rpc_option(example)
+    add_deployment_option(example)
+    add_format_option(example)
+    example.set_defaults(func=_example_bounty)
 
     deploy = subparsers.add_parser(
         "deploy", help="deploy the FedLedger contract and write the deployment file",
@@ -220,4 +232,23 @@ def _audit_trace(args: argparse.Namespace) -> int:
     sync_index(w3, deployment, db)
     report = trace(db, args.bounty, client)
     emit(report, args.format, text=format_trace)
+    return 0
+
+
+def _example_bounty(args: argparse.Namespace) -> int:
+    from fedcore.output import emit
+    from ledger.chain import connect
+    from ledger.client import FedLedgerClient
+    from ledger.deployment import Deployment
+    from ledger.example import scripted_bounty
+
+    deployment = Deployment.load(args.deployment)
+    w3 = connect(args.rpc)
+    accounts = w3.eth.accounts
+    if len(accounts) < 8:
+        raise ConfigError(f"the node at {args.rpc} has {len(accounts)} unlocked accounts; the example needs 8")
+    ledger = FedLedgerClient.from_deployment(w3, deployment)
+    bounty_id = scripted_bounty(ledger, sponsor=accounts[1], aggregator=accounts[2], funder=accounts[3],
+                                institutions=list(accounts[4:8]))
+    emit({"bounty_id": bounty_id, "next": f"fedledger audit trace --bounty {bounty_id} --rpc {args.rpc}"}, args.format)
     return 0

@@ -11,6 +11,7 @@ from fedcore.errors import ChainError
 from ledger.audit import sync_index, trace
 from ledger.client import FedLedgerClient
 from ledger.deployment import Deployment
+from ledger.example import scripted_bounty
 from tests.world import ONE_ETH, h
 
 
@@ -20,13 +21,9 @@ def _deployment(world) -> Deployment:
 
 
 def _story(w) -> int:
-    """Fund, two rounds, a claim, a top-up by an outsider: the events an auditor must see."""
-    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=2)
-    w.as_(w.outsider).fund_bounty(bounty_id, ONE_ETH)
-    w.play_round(bounty_id, {w.insts[0]: 3, w.insts[1]: 1})
-    w.play_round(bounty_id, {w.insts[0]: 1, w.insts[1]: -1})
-    w.as_(w.insts[0]).claim(bounty_id)
-    return bounty_id
+    """Fund, top up, two rounds, a claim: the events an auditor must see (scores in ledger.example.SCORES)."""
+    return scripted_bounty(w.ledger, sponsor=w.sponsor, aggregator=w.aggregator, funder=w.outsider,
+                           institutions=w.insts)
 
 
 def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
@@ -45,7 +42,7 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
     assert r1["commitments"][w.insts[0]]["update_hash"] == "0x" + w.ledger.commitment_of(bounty_id, 1, w.insts[0]).hex()
     assert r1["scores"] == {w.insts[0]: 3, w.insts[1]: 1}
     assert r1["credits"] == {w.insts[0]: ONE_ETH * 3 // 4, w.insts[1]: ONE_ETH // 4}
-    assert r2["global_model_hash"] == r1["new_model_hash"]
+    assert r2["global_model_hash"] == r1["new_model_hash"] == "0x" + h(f"bounty {bounty_id} model 1").hex()
     books = report["books"]
     assert books["funded"] == 2 * ONE_ETH
     assert books["credited"] == 2 * ONE_ETH and books["escrowed"] == 0
@@ -68,25 +65,19 @@ def test_unknown_bounty_is_a_clear_error(joined, tmp_path):
 
 @pytest.mark.ganache
 def test_audit_trace_cli_on_ganache(ganache, tmp_path):
-    from ledger.chain import connect
-    from tests.world import World
-
     env = {**os.environ, "FEDLEDGER_DEPLOYMENT": str(tmp_path / "deployment.json")}
     cli = [sys.executable, "-m", "fedledger"]
     subprocess.run(cli + ["deploy", "--rpc", ganache.url, "--min-stake", "0.01ether"], env=env, check=True,
                    capture_output=True, text=True)
-    w3 = connect(ganache.url)
-    accounts = w3.eth.accounts
-    ledger = FedLedgerClient.from_deployment(w3, Deployment.load(env["FEDLEDGER_DEPLOYMENT"]))
-    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
-    w.join_all()
-    bounty_id = _story(w)
+    out = subprocess.run(cli + ["chain", "example-bounty", "--rpc", ganache.url, "--format", "json"], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    bounty_id = json.loads(out)["bounty_id"]
 
     out = subprocess.run(cli + ["audit", "trace", "--bounty", str(bounty_id), "--rpc", ganache.url, "--format", "json"],
                          env=env, check=True, capture_output=True, text=True).stdout
     report = json.loads(out)
     assert report["books"]["funded"] == 2 * ONE_ETH and report["books"]["matches_contract"] is True
-    assert len(report["rounds"]) == 2 and report["rounds"][0]["global_model_hash"] == "0x" + h("model-0").hex()
+    assert len(report["rounds"]) == 2 and report["rounds"][0]["global_model_hash"] == "0x" + h("example model 0").hex()
 
     text = subprocess.run(cli + ["audit", "trace", "--bounty", str(bounty_id), "--rpc", ganache.url], env=env,
                           check=True, capture_output=True, text=True).stdout
