@@ -1,0 +1,465 @@
+"""Fed-Heart-Disease benchmark: pooled, local-only and federated training on FLamby's split.
+
+Run ``.venv/bin/python -m bench.heart`` (a few minutes on 2 cores); writes
+``bench/results/heart.json`` and prints a markdown table.
+
+What it measures, for seeds 42-46 (each seed fixes the initial model and all shuffling):
+
+* pooled training and local-only training per center, with FLamby's settings (logistic regression,
+  BCE, Adam lr 1e-3, batch 4, 50 epochs);
+* every strategy with FLamby's settings (15 rounds of 100 local SGD steps, batch 4, the per-strategy
+  learning rates of FLamby's ``config_heart_disease.json``; robust rules, which FLamby does not
+  have, use FedAvg's settings);
+* every strategy with settings tuned here: client lr, local steps, server lr (FedAdam/Yogi/Adagrad),
+  mu (FedProx), chosen on validation parts carved from each center's *training* part (never the test
+  parts), then retrained on the full training parts and tested once.
+
+Metrics: accuracy (threshold 0.5) on each center's test part and their mean ("mean over centers"),
+and accuracy on the pooled test set scaled with the pooled training statistics (FLamby's
+``pooled=True`` test set, the bracketed figure of FLamby's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "heart.json"
+
+SEEDS = (42, 43, 44, 45, 46)
+ROUNDS = 15
+LOCAL_STEPS = 100
+BATCH_SIZE = 4
+CENTRALIZED_EPOCHS = 50
+CENTRALIZED_LR = 1e-3
+
+# Tuning: validation = 25% of each center's training part (stratified like FLamby's split), five
+# different carvings, two training seeds each; none of these seeds is an evaluation seed.
+VALIDATION_FRACTION = 0.25
+TUNING_SPLIT_SEEDS = (0, 1, 2, 3, 4)
+TUNING_TRAIN_SEEDS = (0, 1)
+
+FLAMBY_OPT = {"beta1": 0.9, "beta2": 0.999, "tau": 1e-8}
+
+# Strategy -> (strategy keyword arguments, client training settings). FedAvg..FedAdagrad are
+# FLamby's config_heart_disease.json; the robust rules reuse FedAvg's client settings.
+FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "fedavg": ({}, {"lr": 0.001}),
+    "fedprox": ({"mu": 0.01}, {"lr": 0.001}),
+    "fedadam": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.01}),
+    "fedyogi": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.003162}),
+    "fedadagrad": ({"server_lr": 0.316228, **FLAMBY_OPT}, {"lr": 0.003162}),
+    "median": ({}, {"lr": 0.001}),
+    "trimmed_mean": ({"trim_fraction": 0.25}, {"lr": 0.001}),
+    "krum": ({"n_byzantine": 1}, {"lr": 0.001}),
+    "multikrum": ({"n_byzantine": 1}, {"lr": 0.001}),
+}
+
+# What a user can tune, per strategy: grids fixed before looking at any result.
+CLIENT_LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+def tuning_grid() -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Per strategy: (strategy kwargs, client training) candidates. 15 rounds stay fixed (the
+    communication budget); everything else a user could set is on the grid."""
+    grid: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    grid["fedavg"] = [({}, {"lr": lr, "local_steps": steps}) for steps in (25, 100, 200) for lr in CLIENT_LRS]
+    grid["fedprox"] = [
+        ({"mu": mu}, {"lr": lr, "local_steps": steps})
+        for mu in (0.01, 0.1, 1.0)
+        for steps in (100, 200)
+        for lr in (0.003, 0.01, 0.03, 0.1)
+    ]
+    for name, server_lrs in (
+        ("fedadam", (0.003, 0.01, 0.03, 0.1)),
+        ("fedyogi", (0.003, 0.01, 0.03, 0.1)),
+        ("fedadagrad", (0.03, 0.1, 0.3, 1.0)),
+    ):
+        grid[name] = [
+            ({"server_lr": slr, **FLAMBY_OPT}, {"lr": lr, "local_steps": steps})
+            for steps in (25, 100)
+            for slr in server_lrs
+            for lr in (0.003, 0.01, 0.03)
+        ]
+    for name in ("median", "trimmed_mean", "krum", "multikrum"):
+        kwargs = dict(FLAMBY_SETTINGS[name][0])
+        grid[name] = [(kwargs, {"lr": lr, "local_steps": steps}) for steps in (25, 100, 200) for lr in (0.003, 0.01, 0.03, 0.1)]
+    return grid
+
+
+FLAMBY_PUBLISHED = {
+    "source": "FLamby results files heart_seed42..46.csv (2022), as summarized in the data README",
+    "pooled": {"mean_center_test_accuracy": 0.735, "pooled_test_accuracy": 0.795},
+    "local_mean_center_test_accuracy": {"cleveland": 0.722, "hungarian": 0.629, "switzerland": 0.567, "va": 0.637},
+    "fedavg": {"mean_center_test_accuracy": 0.685, "pooled_test_accuracy": 0.748},
+    "fedprox": {"mean_center_test_accuracy": 0.685, "pooled_test_accuracy": 0.748},
+    "scaffold": {"mean_center_test_accuracy": 0.684, "pooled_test_accuracy": 0.748},
+    "fedadam": {"mean_center_test_accuracy": 0.726, "pooled_test_accuracy": 0.779},
+    "fedyogi": {"mean_center_test_accuracy": 0.731, "pooled_test_accuracy": 0.779},
+    "fedadagrad": {"mean_center_test_accuracy": 0.731, "pooled_test_accuracy": 0.779},
+    "cyclic": {"mean_center_test_accuracy": 0.718, "pooled_test_accuracy": 0.785},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs (run in worker processes; each is a deterministic function of its description)
+
+
+@lru_cache(maxsize=1)
+def _sites():
+    from node.data import load_fed_heart_disease
+
+    return tuple(load_fed_heart_disease())
+
+
+@lru_cache(maxsize=8)
+def _split(split: str, split_seed: int):
+    """(institutions, extra evaluation sets) for the test protocol or one validation carving."""
+    from fedledger.simulation import Institution
+    from node.data import carve_validation, pool_sites
+
+    sites = _sites()
+    if split == "test":
+        pooled = pool_sites(sites)
+        return tuple(Institution.from_site(s) for s in sites), {"pooled_test": (pooled.X_test, pooled.y_test)}, pooled
+    carved = [carve_validation(s, fraction=VALIDATION_FRACTION, seed=split_seed) for s in sites]
+    return tuple(Institution.from_site(s) for s in carved), {}, None
+
+
+def _spec(training: dict[str, Any]):
+    from fedcore.task import TaskSpec, TrainingSettings
+
+    settings = {"local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE, "lr": 0.001, "optimizer": "sgd", **training}
+    if settings.get("local_epochs") is not None:
+        settings["local_steps"] = None
+    return TaskSpec(
+        name="fed-heart-disease",
+        model="logreg",
+        feature_columns=_sites()[0].feature_names,
+        label_column="num",
+        metric="accuracy",
+        training=TrainingSettings(**settings),
+    )
+
+
+def _summary(evaluation: dict) -> dict[str, Any]:
+    out = {
+        "mean_center_accuracy": evaluation["mean_center"]["accuracy"],
+        "mean_center_loss": evaluation["mean_center"]["loss"],
+        "all_test_rows_accuracy": evaluation["all_test_rows"]["accuracy"],
+        "center_accuracy": {name: m["accuracy"] for name, m in evaluation["centers"].items()},
+    }
+    if "pooled_test" in evaluation:
+        out["pooled_test_accuracy"] = evaluation["pooled_test"]["accuracy"]
+    return out
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Execute one job description (see :func:`plan_jobs`) and return its metrics."""
+    import torch
+
+    from aggregator.strategies import make_strategy
+    from fedledger.simulation import evaluate_federation, run_simulation, train_centralized
+
+    torch.set_num_threads(1)
+    institutions, extra, pooled = _split(job["split"], job.get("split_seed", 0))
+    if job["kind"] in ("pooled", "local"):
+        spec = _spec({"local_epochs": CENTRALIZED_EPOCHS, "optimizer": "adam", "lr": CENTRALIZED_LR})
+        if job["kind"] == "pooled":
+            X, y = pooled.X_train, pooled.y_train
+        else:
+            center = next(i for i in institutions if i.name == job["center"])
+            X, y = center.X_train, center.y_train
+        weights = train_centralized(X, y, spec, seed=job["seed"])
+        return _summary(evaluate_federation(spec, weights, institutions, extra))
+    strategy = make_strategy(job["strategy"], fit_config=job["training"], **job["strategy_kwargs"])
+    result = run_simulation(
+        institutions,
+        _spec(job["training"]),
+        strategy,
+        rounds=ROUNDS,
+        seed=job["seed"],
+        extra_eval_sets=extra,
+        keep_records=False,
+        evaluate_every_round=False,
+    )
+    return _summary(result.final)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_jobs(jobs: list[dict[str, Any]], workers: int, label: str) -> list[dict[str, Any]]:
+    """Run jobs on a process pool with a progress bar; results in job order."""
+    from tqdm import tqdm
+
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    if workers <= 1:
+        for i, job in enumerate(tqdm(jobs, desc=label, unit="run", file=sys.stderr)):
+            results[i] = run_job(job)
+        return results  # type: ignore[return-value]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        for future in tqdm(as_completed(futures), total=len(jobs), desc=label, unit="run", file=sys.stderr):
+            results[futures[future]] = future.result()
+    return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning and reporting
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(array.mean()), 4), "std": round(float(array.std()), 4), "per_seed": [round(float(v), 4) for v in values]}
+
+
+def _federated_job(name: str, kwargs: dict, training: dict, seed: int, split: str = "test", split_seed: int = 0) -> dict:
+    return {
+        "kind": "federated",
+        "strategy": name,
+        "strategy_kwargs": kwargs,
+        "training": training,
+        "seed": seed,
+        "split": split,
+        "split_seed": split_seed,
+    }
+
+
+def _settings_record(name: str, kwargs: dict, training: dict) -> dict[str, Any]:
+    full_training = {"local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE, "optimizer": "sgd", **training}
+    return {"strategy": name, "strategy_kwargs": kwargs, "client_training": full_training, "rounds": ROUNDS}
+
+
+def _method_entry(runs: list[dict[str, Any]], local_by_seed: dict[str, list[float]] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "mean_center_test_accuracy": _spread([r["mean_center_accuracy"] for r in runs]),
+        "pooled_test_accuracy": _spread([r["pooled_test_accuracy"] for r in runs]),
+        "all_test_rows_accuracy": _spread([r["all_test_rows_accuracy"] for r in runs]),
+        "center_test_accuracy": {c: _spread([r["center_accuracy"][c] for r in runs]) for c in runs[0]["center_accuracy"]},
+    }
+    if local_by_seed is not None:
+        entry["gain_over_local_only"] = {
+            c: _spread([r["center_accuracy"][c] - local for r, local in zip(runs, local_by_seed[c])]) for c in local_by_seed
+        }
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.heart", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: up to 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="evaluation seeds (default 42-46)")
+    parser.add_argument("--no-tuning", action="store_true", help="only the FLamby-setting runs")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"output JSON (default {RESULTS_PATH})")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    seeds = list(args.seeds)
+    centers = [s.name for s in _sites()]
+
+    # 1. baselines and FLamby-setting strategies on the test parts
+    jobs: list[dict[str, Any]] = []
+    for seed in seeds:
+        jobs.append({"kind": "pooled", "seed": seed, "split": "test"})
+        jobs += [{"kind": "local", "center": c, "seed": seed, "split": "test"} for c in centers]
+        jobs += [_federated_job(name, kw, tr, seed) for name, (kw, tr) in FLAMBY_SETTINGS.items()]
+    # 2. tuning on validation parts carved from the training parts
+    grid = tuning_grid() if not args.no_tuning else {}
+    tuning_jobs = [
+        _federated_job(name, kw, tr, train_seed, split="validation", split_seed=split_seed)
+        for name, configs in grid.items()
+        for kw, tr in configs
+        for split_seed in TUNING_SPLIT_SEEDS
+        for train_seed in TUNING_TRAIN_SEEDS
+    ]
+    outputs = run_jobs(jobs + tuning_jobs, args.workers, "baselines, FLamby settings, tuning")
+    done = dict(zip(map(_job_key, jobs + tuning_jobs), outputs))
+
+    # choose each strategy's settings on validation only
+    tuning_report: dict[str, Any] = {}
+    chosen: dict[str, tuple[dict, dict]] = {}
+    for name, configs in grid.items():
+        rows = []
+        for kw, tr in configs:
+            runs = [
+                done[_job_key(_federated_job(name, kw, tr, ts, "validation", ss))]
+                for ss in TUNING_SPLIT_SEEDS
+                for ts in TUNING_TRAIN_SEEDS
+            ]
+            rows.append(
+                {
+                    "strategy_kwargs": kw,
+                    "client_training": tr,
+                    "validation_mean_center_accuracy": round(float(np.mean([r["mean_center_accuracy"] for r in runs])), 4),
+                    "validation_mean_center_loss": round(float(np.mean([r["mean_center_loss"] for r in runs])), 4),
+                }
+            )
+        # best validation accuracy, then lower validation loss; grid order breaks exact ties
+        best = min(range(len(rows)), key=lambda i: (-rows[i]["validation_mean_center_accuracy"], rows[i]["validation_mean_center_loss"], i))
+        chosen[name] = configs[best]
+        tuning_report[name] = {"chosen": rows[best], "grid": rows}
+
+    # 3. tuned settings retrained on the full training parts, tested once
+    tuned_jobs = [_federated_job(name, kw, tr, seed) for name, (kw, tr) in chosen.items() for seed in seeds]
+    if tuned_jobs:
+        done.update(zip(map(_job_key, tuned_jobs), run_jobs(tuned_jobs, args.workers, "tuned settings on test")))
+
+    # assemble
+    pooled_runs = [done[_job_key({"kind": "pooled", "seed": s, "split": "test"})] for s in seeds]
+    local_runs = {c: [done[_job_key({"kind": "local", "center": c, "seed": s, "split": "test"})] for s in seeds] for c in centers}
+    local_own = {c: [r["center_accuracy"][c] for r in local_runs[c]] for c in centers}
+    n_test = sum(s.n_test for s in _sites())
+    report: dict[str, Any] = {
+        "benchmark": "Fed-Heart-Disease (FLamby split), logistic regression",
+        "command": ".venv/bin/python -m bench.heart",
+        "seeds": seeds,
+        "protocol": {
+            "data": "4 centers (0 cleveland, 1 hungarian, 2 switzerland, 3 va), 303/261/46/130 rows after FLamby's "
+            "preprocessing; FLamby's per-center 66% train split (random_state 43, stratified except switzerland); "
+            "features standardized with each center's training mean/std",
+            "train_test_sizes": {s.name: [s.n_train, s.n_test] for s in _sites()},
+            "model": "Linear(13, 1) + sigmoid, binary cross-entropy",
+            "pooled_and_local_training": f"Adam lr {CENTRALIZED_LR}, batch {BATCH_SIZE}, {CENTRALIZED_EPOCHS} epochs "
+            "(pooled: features standardized with the pooled training statistics, as FLamby)",
+            "federated_training": f"{ROUNDS} rounds, every center every round, batch {BATCH_SIZE}, SGD; updates are weight deltas",
+            "mean_center_test_accuracy": "accuracy (threshold 0.5) on each center's test part, averaged over the 4 centers",
+            "pooled_test_accuracy": f"accuracy on all {n_test} test rows scaled with the pooled training statistics "
+            "(FLamby's pooled test set). Federated and local models were trained on features scaled per center, so "
+            "this figure handicaps them; all_test_rows_accuracy is the like-for-like figure",
+            "all_test_rows_accuracy": f"accuracy on all {n_test} test rows, each scaled with its own center's training statistics",
+            "spread": "mean and population standard deviation (ddof=0) over the seeds, plus the per-seed values in seed order",
+            "flamby_settings": "fedavg..fedadagrad: FLamby's config_heart_disease.json (client lr, server lr, mu, beta1 0.9, "
+            "beta2 0.999, tau 1e-8); median, trimmed_mean, krum, multikrum are not in FLamby and reuse FedAvg's settings. "
+            "With 4 centers, trimmed_mean (trim 0.25 = one value per side) equals the coordinate-wise median",
+            "gain_over_local_only": "per center and seed: the method's accuracy on that center's test part minus the "
+            "accuracy of the model trained on that center alone",
+            "tuning": f"settings chosen by mean-over-centers accuracy (then loss) on validation parts: "
+            f"{int(VALIDATION_FRACTION * 100)}% of each center's TRAINING part, carved with split seeds {list(TUNING_SPLIT_SEEDS)} "
+            f"(stratified like FLamby), training seeds {list(TUNING_TRAIN_SEEDS)}, normalization refitted on the rest; "
+            "the test parts are used only for the final figures",
+        },
+        "flamby_published": FLAMBY_PUBLISHED,
+        "pooled": _method_entry(pooled_runs, None),
+        "local_only": {
+            c: {
+                "own_center_test_accuracy": _spread(local_own[c]),
+                **_method_entry(local_runs[c], None),
+            }
+            for c in centers
+        },
+        "flamby_settings": {},
+        "tuned": {},
+        "tuning": tuning_report,
+    }
+    for name, (kw, tr) in FLAMBY_SETTINGS.items():
+        runs = [done[_job_key(_federated_job(name, kw, tr, s))] for s in seeds]
+        report["flamby_settings"][name] = {"settings": _settings_record(name, kw, tr), **_method_entry(runs, local_own)}
+    for name, (kw, tr) in chosen.items():
+        runs = [done[_job_key(_federated_job(name, kw, tr, s))] for s in seeds]
+        report["tuned"][name] = {
+            "settings": _settings_record(name, kw, tr),
+            "chosen_on": "validation parts of the training data (see protocol.tuning)",
+            "validation_mean_center_accuracy": tuning_report[name]["chosen"]["validation_mean_center_accuracy"],
+            **_method_entry(runs, local_own),
+        }
+    report["summary"] = _summary_block(report)
+    report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+    report["environment"] = {"python": platform.python_version(), "torch": _torch_version(), "workers": args.workers}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    print(f"\nwrote {args.out} in {report['elapsed_seconds']} s")
+    return 0
+
+
+def _summary_block(report: dict[str, Any]) -> dict[str, Any]:
+    def mean(entry: dict, key: str = "mean_center_test_accuracy") -> float:
+        return entry[key]["mean"]
+
+    summary: dict[str, Any] = {
+        "fedavg_flamby_settings": mean(report["flamby_settings"]["fedavg"]),
+        "best_flamby_settings_on_test": max(report["flamby_settings"], key=lambda n: mean(report["flamby_settings"][n])),
+        "pooled": mean(report["pooled"]),
+        "flamby_published_best_federated": 0.731,
+        "flamby_published_pooled": 0.735,
+    }
+    if report["tuned"]:
+        by_validation = max(report["tuned"], key=lambda n: report["tuned"][n]["validation_mean_center_accuracy"])
+        summary["tuned_strategy_selected_on_validation"] = by_validation
+        summary["tuned_selected_on_validation_test_accuracy"] = mean(report["tuned"][by_validation])
+        summary["best_tuned_on_test"] = max(report["tuned"], key=lambda n: mean(report["tuned"][n]))
+    return summary
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    def cell(entry: dict, key: str) -> str:
+        return f"{entry[key]['mean']:.3f} ± {entry[key]['std']:.3f}"
+
+    published = report["flamby_published"]
+    lines = [
+        "| method | settings | mean over centers (test) | pooled test | all test rows, own scaling | FLamby published |",
+        "|---|---|---|---|---|---|",
+    ]
+    pub = published["pooled"]
+    lines.append(
+        f"| pooled training | FLamby | {cell(report['pooled'], 'mean_center_test_accuracy')} | "
+        f"{cell(report['pooled'], 'pooled_test_accuracy')} | {cell(report['pooled'], 'all_test_rows_accuracy')} | "
+        f"{pub['mean_center_test_accuracy']:.3f} ({pub['pooled_test_accuracy']:.3f}) |"
+    )
+    for c, entry in report["local_only"].items():
+        pub_local = published["local_mean_center_test_accuracy"].get(c)
+        lines.append(
+            f"| local only: {c} (own test {entry['own_center_test_accuracy']['mean']:.3f}) | FLamby | "
+            f"{cell(entry, 'mean_center_test_accuracy')} | {cell(entry, 'pooled_test_accuracy')} | "
+            f"{cell(entry, 'all_test_rows_accuracy')} | {'' if pub_local is None else f'{pub_local:.3f}'} |"
+        )
+    for group, label in (("flamby_settings", "FLamby"), ("tuned", "tuned on validation")):
+        for name, entry in report[group].items():
+            pub_s = published.get(name)
+            pub_text = f"{pub_s['mean_center_test_accuracy']:.3f} ({pub_s['pooled_test_accuracy']:.3f})" if pub_s else "n/a"
+            settings = entry["settings"]
+            detail = ", ".join(
+                [f"lr {settings['client_training']['lr']:g}", f"{settings['client_training']['local_steps']} steps"]
+                + [f"{k} {v:g}" for k, v in settings["strategy_kwargs"].items() if k in ("server_lr", "mu")]
+            )
+            lines.append(
+                f"| {name} | {label}: {detail} | {cell(entry, 'mean_center_test_accuracy')} | "
+                f"{cell(entry, 'pooled_test_accuracy')} | {cell(entry, 'all_test_rows_accuracy')} | "
+                f"{pub_text if group == 'flamby_settings' else ''} |"
+            )
+    centers = list(report["local_only"])
+    lines += ["", "Federated minus local-only accuracy on each center's own test part (mean over seeds):", ""]
+    lines.append("| method | " + " | ".join(centers) + " |")
+    lines.append("|---|" + "---|" * len(centers))
+    for group, label in (("flamby_settings", "FLamby"), ("tuned", "tuned")):
+        for name, entry in report[group].items():
+            gains = " | ".join(f"{entry['gain_over_local_only'][c]['mean']:+.3f}" for c in centers)
+            lines.append(f"| {name} ({label}) | {gains} |")
+    return "\n".join(lines)
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    return json.dumps(job, sort_keys=True)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

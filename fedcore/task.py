@@ -1,0 +1,291 @@
+"""The task specification a sponsor publishes and every party trains against.
+
+A :class:`TaskSpec` names the model and its hyperparameters, the data columns, the metric and the
+local-training settings. Its identity is :func:`task_hash`: the sha256 of its canonical JSON (sorted
+keys, no whitespace), so the same task gives the same 32 bytes on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from fedcore.errors import ConfigError
+
+METRICS = ("accuracy", "auc", "neg_loss")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How an institution trains locally each round.
+
+    Exactly one of ``local_steps`` (mini-batch updates per round) and ``local_epochs`` (passes over
+    the local data per round) is set.
+
+    Attributes
+    ----------
+    local_steps : int or None
+        Mini-batch updates per round.
+    local_epochs : int or None
+        Full passes over the local training data per round.
+    batch_size : int
+        Mini-batch size; the last batch of an epoch may be smaller.
+    lr : float
+        Client learning rate.
+    optimizer : str
+        ``"sgd"`` or ``"adam"``; a fresh optimizer is built every round.
+    momentum : float
+        SGD momentum (ignored by Adam).
+    weight_decay : float
+        L2 penalty handed to the optimizer.
+    fedprox_mu : float
+        Weight of FedProx's proximal term ``mu/2 * ||w - w_global||^2``; 0 disables it.
+    seed : int
+        Root of every random choice of local training (init, shuffling).
+    """
+
+    local_steps: int | None = 100
+    local_epochs: int | None = None
+    batch_size: int = 4
+    lr: float = 1e-3
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    fedprox_mu: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.local_steps is None) == (self.local_epochs is None):
+            raise ConfigError("training: set exactly one of local_steps and local_epochs")
+        for name in ("local_steps", "local_epochs"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ConfigError(f"training.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"training.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr", "momentum", "weight_decay", "fedprox_mu"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or not math.isfinite(value):
+                raise ConfigError(f"training.{name} must be a finite number >= 0, got {value!r}")
+            # 1 and 1.0 must hash the same: store floats as floats.
+            object.__setattr__(self, name, float(value))
+        if self.lr == 0:
+            raise ConfigError("training.lr must be > 0")
+
+    def round_seed(self, round_index: int, institution: str | int) -> int:
+        """Seed for one institution's training in one round, derived from ``seed``.
+
+        Parameters
+        ----------
+        round_index : int
+        institution : str or int
+            Any stable identifier (address, name, index).
+
+        Returns
+        -------
+        int
+            A 63-bit seed; different rounds and institutions get unrelated streams.
+        """
+        return derive_seed(self.seed, "round", round_index, "institution", institution)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to train, on which columns, judged by which metric.
+
+    Attributes
+    ----------
+    name : str
+        Human-readable task name.
+    model : str
+        A name in :data:`fedcore.models.MODEL_BUILDERS` (``"logreg"``, ``"mlp"``).
+    model_params : Mapping[str, Any]
+        The builder's keyword arguments, e.g. ``{"hidden_sizes": [32]}``.
+    feature_columns : tuple of str
+        Model inputs, in order; ``n_features == len(feature_columns)``.
+    label_column : str
+        The binary target.
+    metric : str
+        ``"accuracy"``, ``"auc"`` or ``"neg_loss"`` (higher is better for all three).
+    training : TrainingSettings
+    """
+
+    name: str
+    model: str
+    feature_columns: tuple[str, ...]
+    label_column: str
+    metric: str = "accuracy"
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("task.name must be a non-empty string")
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("task.model must be a non-empty string")
+        columns = self.feature_columns
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise ConfigError("task.feature_columns must be a list of strings")
+        columns = tuple(columns)
+        if not columns:
+            raise ConfigError("task.feature_columns must not be empty")
+        if len(set(columns)) != len(columns):
+            raise ConfigError("task.feature_columns has duplicates")
+        if not isinstance(self.label_column, str) or not self.label_column:
+            raise ConfigError("task.label_column must be a non-empty string")
+        if self.label_column in columns:
+            raise ConfigError(f"task.label_column {self.label_column!r} is also a feature column")
+        if self.metric not in METRICS:
+            raise ConfigError(f"task.metric must be one of {METRICS}, got {self.metric!r}")
+        if not isinstance(self.model_params, Mapping):
+            raise ConfigError("task.model_params must be an object")
+        if not isinstance(self.training, TrainingSettings):
+            raise ConfigError("task.training must be a TrainingSettings")
+        # Freeze containers so the spec (and its hash) cannot change after creation.
+        object.__setattr__(self, "feature_columns", columns)
+        object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
+        try:
+            canonical_json(self)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"task.model_params is not plain JSON: {error}") from None
+
+    def __hash__(self) -> int:
+        return int.from_bytes(task_hash(self)[:8], "big")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_columns)
+
+    def with_training(self, **changes: Any) -> TaskSpec:
+        """A copy with some training settings changed (e.g. ``lr=0.01``)."""
+        return replace(self, training=replace(self.training, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (lists, not tuples)."""
+        data = asdict(self)
+        data["feature_columns"] = list(self.feature_columns)
+        data["model_params"] = _thaw(self.model_params)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
+        """Build from a parsed JSON object; missing or unknown fields raise ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("task spec must be a JSON object")
+        _check_keys("task", data, cls)
+        training_data = data.get("training", {})
+        if not isinstance(training_data, Mapping):
+            raise ConfigError("task.training must be an object")
+        _check_keys("training", training_data, TrainingSettings)
+        try:
+            training = TrainingSettings(**training_data)
+            values = {k: v for k, v in data.items() if k != "training"}
+            return cls(**values, training=training)
+        except TypeError as error:  # wrong argument types caught by the dataclass
+            raise ConfigError(f"malformed task spec: {error}") from None
+
+    def to_json(self) -> str:
+        """Canonical JSON (what :func:`task_hash` hashes)."""
+        return canonical_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TaskSpec:
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(f"task spec is not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the pretty-printed JSON (the hash does not depend on the layout)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaskSpec:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read task spec {path}: {error.strerror}") from None
+        return cls.from_json(text)
+
+
+def canonical_json(spec: TaskSpec) -> str:
+    """Sorted keys, no whitespace, no NaN: equal specs give equal strings."""
+    return json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def task_hash(spec: TaskSpec) -> bytes:
+    """sha256 of the canonical JSON, 32 bytes (the task id that goes on chain)."""
+    return hashlib.sha256(canonical_json(spec).encode("utf-8")).digest()
+
+
+def task_hash_hex(spec: TaskSpec) -> str:
+    """:func:`task_hash` as ``0x``-prefixed lowercase hex."""
+    return "0x" + task_hash(spec).hex()
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any sequence of printable parts (stable across machines and runs)."""
+    text = "\x1f".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:
+    known = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    missing = sorted(required - set(data))
+    if missing:
+        raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class _FrozenDict(dict):
+    """A dict that refuses mutation (keeps TaskSpec immutable and JSON-serializable)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("task spec parameters are immutable")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(_thaw(self), sort_keys=True))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,290 @@
+"""In-process federated simulation (no chain, no network).
+
+One call runs R rounds of: strategy.configure_fit -> every institution trains locally from the
+global weights -> strategy.aggregate_fit -> evaluation of the new global model. It is the engine
+of the benchmarks, of the demo's learning half and of contribution scoring, which is why every
+round is kept as a :class:`RoundRecord` holding the global weights the institutions started from,
+each institution's update and sample count, and the aggregate.
+
+Everything is a deterministic function of (institutions' data, task spec, strategy settings,
+seed): the initial model comes from ``derive_seed(seed, "init")`` and institution ``i``'s training
+in round ``r`` from ``spec.training.round_seed(r, name_i)`` with ``spec.training.seed = seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aggregator.strategies import FitFailure, FitResult, RoundAggregate, Strategy
+from fedcore import metrics as fm
+from fedcore.errors import ConfigError, FedLedgerError
+from fedcore.models import build_model, get_weights, predict_with_weights
+from fedcore.task import TaskSpec, derive_seed
+from node.training import LocalResult, apply_update, train_local
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Institution:
+    """One simulated institution's data.
+
+    Attributes
+    ----------
+    name : str
+        Stable identifier (also the client id the strategy sees).
+    X_train : np.ndarray, shape (n_train, d), float32
+    y_train : np.ndarray, shape (n_train,), 0/1
+    X_test : np.ndarray, shape (n_test, d), optional
+    y_test : np.ndarray, shape (n_test,), optional
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    @classmethod
+    def from_site(cls, site) -> Institution:
+        """From a :class:`node.data.SiteData` (train part to train, test part to evaluate)."""
+        return cls(site.name, site.X_train, site.y_train, site.X_test, site.y_test)
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """An institution's contribution to one round."""
+
+    institution: str
+    update: Arrays
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """Everything contribution scoring needs to replay a round.
+
+    Attributes
+    ----------
+    round : int
+        1-based round number.
+    global_weights : dict[str, np.ndarray]
+        The weights the institutions trained from.
+    updates : tuple of ClientUpdate
+        Delivered updates (after ``transform_update``), sorted by institution.
+    failures : tuple of FitFailure
+    aggregate : RoundAggregate
+        ``aggregate.weights`` is the next round's global model.
+    evaluation : dict
+        :func:`evaluate_federation` of ``aggregate.weights``.
+    """
+
+    round: int
+    global_weights: Arrays
+    updates: tuple[ClientUpdate, ...]
+    failures: tuple[FitFailure, ...]
+    aggregate: RoundAggregate
+    evaluation: dict
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Output of :func:`run_simulation`.
+
+    Attributes
+    ----------
+    initial_weights, final_weights : dict[str, np.ndarray]
+    history : list of dict
+        ``history[0]`` evaluates the initial model, ``history[r]`` the model after round r.
+    rounds : list of RoundRecord
+        Empty when ``keep_records=False``.
+    """
+
+    initial_weights: Arrays
+    final_weights: Arrays
+    history: list[dict]
+    rounds: list[RoundRecord]
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+UpdateTransform = Callable[[int, str, LocalResult], "LocalResult | None"]
+RoundCallback = Callable[[RoundRecord], None]
+
+
+def evaluate_weights(spec: TaskSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy, AUC and log loss of the model with ``weights`` on ``(X, y)``."""
+    return fm.all_metrics(y, predict_with_weights(spec, weights, X))
+
+
+def evaluate_federation(
+    spec: TaskSpec,
+    weights: Mapping[str, np.ndarray],
+    institutions: Sequence[Institution],
+    extra_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict:
+    """Evaluate one model on every institution's test part.
+
+    Returns
+    -------
+    dict
+        ``{"centers": {name: metrics}, "mean_center": metrics averaged over centers,
+        "all_test_rows": metrics over the union of the test rows (each institution's rows scaled
+        by its own preprocessing), **{name: metrics for extra_sets}}``; ``metrics`` =
+        ``{"accuracy", "auc", "loss"}``.
+    """
+    centers: dict[str, dict[str, float]] = {}
+    y_all, p_all = [], []
+    for inst in institutions:
+        if inst.X_test is None or inst.y_test is None or len(inst.y_test) == 0:
+            continue
+        prob = predict_with_weights(spec, weights, inst.X_test)
+        centers[inst.name] = fm.all_metrics(inst.y_test, prob)
+        y_all.append(np.asarray(inst.y_test))
+        p_all.append(prob)
+    out: dict = {"centers": centers}
+    if centers:
+        out["mean_center"] = {k: float(np.mean([m[k] for m in centers.values()])) for k in ("accuracy", "auc", "loss")}
+        out["all_test_rows"] = fm.all_metrics(np.concatenate(y_all), np.concatenate(p_all))
+    for name, (X, y) in (extra_sets or {}).items():
+        out[name] = evaluate_weights(spec, weights, X, y)
+    return out
+
+
+def initial_weights_for(spec: TaskSpec, n_features: int, seed: int) -> Arrays:
+    """The initial global model of a run with this seed."""
+    return get_weights(build_model(spec, n_features=n_features, seed=derive_seed(seed, "init")))
+
+
+def run_simulation(
+    institutions: Sequence[Institution],
+    spec: TaskSpec,
+    strategy: Strategy,
+    *,
+    rounds: int,
+    seed: int,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
+    extra_eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    transform_update: UpdateTransform | None = None,
+    on_round: RoundCallback | None = None,
+    keep_records: bool = True,
+    evaluate_every_round: bool = True,
+) -> SimulationResult:
+    """Run ``rounds`` federated rounds in process.
+
+    Parameters
+    ----------
+    institutions : sequence of Institution
+        Names must be unique; all share the feature width ``d``.
+    spec : TaskSpec
+        Model and local-training settings; ``spec.training.seed`` is replaced by ``seed``.
+    strategy : Strategy
+        Used as is (its server-optimizer state is reset first).
+    rounds : int
+    seed : int
+        Root of the initial weights and of every institution's shuffling.
+    initial_weights : Mapping, optional
+        Start from these instead of the seeded initialization.
+    extra_eval_sets : Mapping[str, (X, y)], optional
+        More test sets evaluated each round (e.g. a pooled test set with its own scaling).
+    transform_update : callable ``(round, name, LocalResult) -> LocalResult | None``, optional
+        Lets a simulation play attackers (return a poisoned result) or crashes (return ``None``,
+        recorded as a failure).
+    on_round : callable ``(RoundRecord) -> None``, optional
+        Called after each round (progress bars, streaming contribution scores).
+    keep_records : bool
+        Keep every :class:`RoundRecord` in the result (memory grows with rounds x institutions).
+    evaluate_every_round : bool
+        ``False`` evaluates only the initial and the final model (faster tuning).
+
+    Returns
+    -------
+    SimulationResult
+    """
+    if rounds < 0:
+        raise ConfigError(f"rounds must be >= 0, got {rounds!r}")
+    names = [inst.name for inst in institutions]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError("institutions must be non-empty with unique names")
+    widths = {np.shape(inst.X_train)[1] for inst in institutions}
+    if len(widths) != 1:
+        raise ConfigError(f"institutions disagree on the number of features: {sorted(widths)}")
+    run_spec = spec.with_training(seed=int(seed))
+    strategy.reset()
+    weights: Arrays = (
+        {k: np.asarray(v, dtype=np.float32).copy() for k, v in initial_weights.items()}
+        if initial_weights is not None
+        else initial_weights_for(run_spec, widths.pop(), seed)
+    )
+    start = weights
+    history = [evaluate_federation(run_spec, weights, institutions, extra_eval_sets)]
+    records: list[RoundRecord] = []
+    for r in range(1, rounds + 1):
+        configs = strategy.configure_fit(r, names)
+        updates: list[ClientUpdate] = []
+        failures: list[FitFailure] = []
+        for inst in institutions:
+            try:
+                local = train_local(
+                    weights,
+                    inst.X_train,
+                    inst.y_train,
+                    run_spec,
+                    seed=run_spec.training.round_seed(r, inst.name),
+                    config=configs.get(inst.name),
+                )
+            except FedLedgerError as error:  # a node failing is data for the strategy, not a crash
+                failures.append(FitFailure(inst.name, str(error)))
+                continue
+            if transform_update is not None:
+                local = transform_update(r, inst.name, local)
+                if local is None:
+                    failures.append(FitFailure(inst.name, "no update delivered"))
+                    continue
+            updates.append(ClientUpdate(inst.name, local.update, local.num_samples, dict(local.metrics)))
+        results = [FitResult(u.institution, u.update, u.num_samples, u.metrics) for u in updates]
+        aggregate = strategy.aggregate_fit(r, weights, results, failures)
+        last = r == rounds
+        evaluation = (
+            evaluate_federation(run_spec, aggregate.weights, institutions, extra_eval_sets)
+            if evaluate_every_round or last
+            else {}
+        )
+        record = RoundRecord(r, weights, tuple(sorted(updates, key=lambda u: u.institution)), tuple(failures), aggregate, evaluation)
+        if keep_records:
+            records.append(record)
+        if evaluation:
+            history.append(evaluation)
+        if on_round is not None:
+            on_round(record)
+        weights = aggregate.weights
+    return SimulationResult(initial_weights=start, final_weights=weights, history=history, rounds=records)
+
+
+def train_centralized(
+    X: np.ndarray,
+    y: np.ndarray,
+    spec: TaskSpec,
+    *,
+    seed: int,
+    initial_weights: Mapping[str, np.ndarray] | None = None,
+) -> Arrays:
+    """One-site training (the pooled and local-only baselines) with ``spec.training`` as is.
+
+    The model starts from ``initial_weights`` or the same seeded initialization as
+    :func:`run_simulation`, so baselines and federated runs of one seed share their start.
+    """
+    run_spec = spec.with_training(seed=int(seed))
+    start = (
+        {k: np.asarray(v, dtype=np.float32) for k, v in initial_weights.items()}
+        if initial_weights is not None
+        else initial_weights_for(run_spec, np.shape(X)[1], seed)
+    )
+    local = train_local(start, X, y, run_spec, seed=derive_seed(seed, "centralized"))
+    return apply_update(start, local.update)

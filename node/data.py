@@ -1,0 +1,588 @@
+"""Loading an institution's tabular data, and the Fed-Heart-Disease benchmark loader.
+
+The pipeline is a chain of pure steps:
+
+1. :func:`read_table` parses a CSV under a :class:`CsvSchema` (missing tokens, dropped columns,
+   fixed one-hot levels, binary label) into a :class:`Table` of raw features;
+2. :func:`train_test_split_indices` splits rows (scikit-learn's ``train_test_split`` reproduced
+   exactly, stratified or not);
+3. :func:`prepare_site` imputes and standardizes with statistics fitted on the site's own training
+   rows only, giving a :class:`SiteData` ready for training.
+
+Nothing here sends data anywhere; a :class:`SiteData` lives inside its institution.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedcore.errors import DataError
+
+DATA_ENV = "FEDLEDGER_DATA"
+MISSING_POLICIES = ("drop", "impute_mean", "impute_median")
+
+
+def default_data_root() -> Path:
+    """Where shared data sets live: ``$FEDLEDGER_DATA``, else ``<repo>/../shared/data``."""
+    override = os.environ.get(DATA_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    repo_root = Path(__file__).resolve().parents[1]
+    return (repo_root.parent / "shared" / "data").resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema and raw table
+
+
+@dataclass(frozen=True)
+class CsvSchema:
+    """How to read one CSV file into features and a binary label.
+
+    Attributes
+    ----------
+    columns : tuple of str or None
+        Column names in file order for header-less files; ``None`` reads them from the first row.
+    label : str
+        The target column.
+    drop : tuple of str
+        Columns ignored entirely (before missing-value handling).
+    categorical : Mapping[str, tuple of float]
+        Column -> its levels. Levels are fixed in the schema so every institution one-hot encodes
+        the same way; a value outside them is an error.
+    drop_first : bool
+        Omit the first level's indicator (as ``pandas.get_dummies(drop_first=True)``).
+    missing_tokens : tuple of str
+        Cell values meaning "missing".
+    missing : str
+        ``"drop"`` rows with a missing feature, or impute with the training rows'
+        ``"impute_mean"`` / ``"impute_median"``. Rows with a missing label are always dropped.
+    label_threshold : float or None
+        ``y = label > label_threshold``; ``None`` requires labels already 0/1.
+    delimiter : str
+    """
+
+    label: str
+    columns: tuple[str, ...] | None = None
+    drop: tuple[str, ...] = ()
+    categorical: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    drop_first: bool = True
+    missing_tokens: tuple[str, ...] = ("?", "", "NA", "NaN", "nan")
+    missing: str = "drop"
+    label_threshold: float | None = None
+    delimiter: str = ","
+
+    def __post_init__(self) -> None:
+        if self.missing not in MISSING_POLICIES:
+            raise DataError(f"schema.missing must be one of {MISSING_POLICIES}, got {self.missing!r}")
+        for column, levels in self.categorical.items():
+            if len(levels) < 1 or len(set(levels)) != len(levels):
+                raise DataError(f"schema.categorical[{column!r}] needs distinct levels")
+
+    def feature_names(self, columns: Sequence[str]) -> tuple[str, ...]:
+        """Output feature names: plain columns in file order, then one-hot indicators."""
+        plain = [c for c in columns if c != self.label and c not in self.drop and c not in self.categorical]
+        dummies = []
+        for column in [c for c in columns if c in self.categorical]:
+            levels = self.categorical[column][1:] if self.drop_first else self.categorical[column]
+            dummies += [f"{column}_{_format_level(level)}" for level in levels]
+        return tuple(plain + dummies)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Parsed rows of one site before splitting and scaling.
+
+    Attributes
+    ----------
+    name : str
+    feature_names : tuple of str, length d
+    X : np.ndarray, shape (n, d), float64
+        Raw feature values (one-hot expanded); NaN marks a missing value.
+    y : np.ndarray, shape (n,), float32
+        0/1 labels.
+    """
+
+    name: str
+    feature_names: tuple[str, ...]
+    X: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, index: np.ndarray, name: str | None = None) -> Table:
+        """The rows at ``index``, in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        return Table(name or self.name, self.feature_names, self.X[index], self.y[index])
+
+
+def read_table(path: str | Path, schema: CsvSchema, name: str | None = None) -> Table:
+    """Parse a CSV file under ``schema``.
+
+    Returns
+    -------
+    Table
+        Rows in file order; with ``schema.missing == "drop"`` rows with any missing feature are
+        gone, otherwise NaN marks them for imputation.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            rows = [row for row in csv.reader(handle, delimiter=schema.delimiter) if row]
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    if schema.columns is None:
+        if not rows:
+            raise DataError(f"{path.name}: empty file, expected a header row")
+        columns, rows = tuple(c.strip() for c in rows[0]), rows[1:]
+    else:
+        columns = tuple(schema.columns)
+    for needed in [schema.label, *schema.drop, *schema.categorical]:
+        if needed not in columns:
+            raise DataError(f"{path.name}: column {needed!r} is not among {list(columns)}")
+    if not rows:
+        raise DataError(f"{path.name}: no data rows")
+    missing = set(schema.missing_tokens)
+    values = np.empty((len(rows), len(columns)), dtype=np.float64)
+    first_line = 2 if schema.columns is None else 1
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise DataError(f"{path.name} line {first_line + i}: {len(row)} fields, expected {len(columns)}")
+        for j, cell in enumerate(row):
+            cell = cell.strip()
+            if cell in missing:
+                values[i, j] = np.nan
+                continue
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{path.name} line {first_line + i}: column {columns[j]!r} is not a number: {cell!r}"
+                ) from None
+    return table_from_array(values, columns, schema, name or path.stem)
+
+
+def table_from_array(values: np.ndarray, columns: Sequence[str], schema: CsvSchema, name: str) -> Table:
+    """Apply ``schema`` to a raw ``(n, len(columns))`` float array (NaN = missing)."""
+    columns = tuple(columns)
+    position = {c: j for j, c in enumerate(columns)}
+    keep = [c for c in columns if c not in schema.drop]
+    values = values[:, [position[c] for c in keep]]
+    position = {c: j for j, c in enumerate(keep)}
+
+    label = values[:, position[schema.label]]
+    features = [c for c in keep if c != schema.label]
+    X_raw = values[:, [position[c] for c in features]]
+    rows = ~np.isnan(label)
+    if schema.missing == "drop":
+        rows &= ~np.isnan(X_raw).any(axis=1)
+    label, X_raw = label[rows], X_raw[rows]
+    if label.size == 0:
+        raise DataError(f"{name}: no rows left after dropping missing values")
+
+    if schema.label_threshold is None:
+        if not np.isin(label, (0.0, 1.0)).all():
+            raise DataError(f"{name}: label {schema.label!r} must be 0/1 (or set label_threshold)")
+        y = label.astype(np.float32)
+    else:
+        y = (label > schema.label_threshold).astype(np.float32)
+
+    plain = [j for j, c in enumerate(features) if c not in schema.categorical]
+    blocks = [X_raw[:, plain]]
+    for j, column in enumerate(features):
+        if column not in schema.categorical:
+            continue
+        levels = np.asarray(schema.categorical[column], dtype=np.float64)
+        cells = X_raw[:, j]
+        known = np.isnan(cells) | np.isin(cells, levels)
+        if not known.all():
+            bad = sorted(set(cells[~known].tolist()))
+            raise DataError(f"{name}: column {column!r} has values {bad} outside its levels {levels.tolist()}")
+        used = levels[1:] if schema.drop_first else levels
+        onehot = (cells[:, None] == used[None, :]).astype(np.float64)
+        onehot[np.isnan(cells)] = np.nan  # a missing category stays missing in every indicator
+        blocks.append(onehot)
+    X = np.concatenate(blocks, axis=1)
+    return Table(name, schema.feature_names(keep), X, y)
+
+
+def concat_tables(tables: Sequence[Table], name: str) -> Table:
+    """Rows of several tables with identical feature names, one after the other."""
+    names = {t.feature_names for t in tables}
+    if len(names) != 1:
+        raise DataError("cannot pool tables with different feature columns")
+    return Table(name, tables[0].feature_names, np.concatenate([t.X for t in tables]), np.concatenate([t.y for t in tables]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting (scikit-learn's train_test_split, reproduced without depending on it)
+
+
+def split_sizes(n_samples: int, train_fraction: float) -> tuple[int, int]:
+    """``(n_train, n_test)`` as ``train_test_split(train_size=f, test_size=1.0 - f)`` computes them.
+
+    ``n_train = floor(f n)``, ``n_test = ceil((1 - f) n)``, capped so the two never exceed ``n``.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
+    n_test = math.ceil((1.0 - train_fraction) * n_samples)
+    n_train = math.floor(train_fraction * n_samples)
+    if n_train < 1 or n_test < 1:
+        raise DataError(f"{n_samples} rows are too few for a {train_fraction:g} train split")
+    if n_train + n_test > n_samples:
+        # float noise (1.0 - 0.7 = 0.30000000000000004) where scikit-learn would refuse: the
+        # test part takes the remaining rows, as when only train_size is given
+        n_test = n_samples - n_train
+    return n_train, n_test
+
+
+def train_test_split_indices(
+    n_samples: int,
+    *,
+    train_fraction: float,
+    seed: int,
+    stratify: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (optionally stratified) split, identical to scikit-learn's.
+
+    ``train_test_split(np.arange(n), train_size=f, test_size=1.0 - f, random_state=seed,
+    shuffle=True, stratify=stratify)`` returns the same two index arrays in the same order.
+
+    Parameters
+    ----------
+    n_samples : int
+    train_fraction : float
+    seed : int
+        Seeds a ``numpy.random.RandomState`` (legacy Mersenne Twister), as scikit-learn does.
+    stratify : np.ndarray of shape (n_samples,), optional
+        Class of each row; each class is split in proportion.
+
+    Returns
+    -------
+    (train_index, test_index) : tuple of np.ndarray of int64
+    """
+    n_train, n_test = split_sizes(n_samples, train_fraction)
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        permutation = rng.permutation(n_samples)
+        return permutation[n_test : n_test + n_train].astype(np.int64), permutation[:n_test].astype(np.int64)
+
+    labels = np.asarray(stratify).reshape(-1)
+    if labels.shape[0] != n_samples:
+        raise DataError(f"stratify has {labels.shape[0]} labels for {n_samples} rows")
+    classes, y_index = np.unique(labels, return_inverse=True)
+    class_counts = np.bincount(y_index)
+    if class_counts.min() < 2:
+        raise DataError("cannot stratify: a class has fewer than 2 rows")
+    if n_train < len(classes) or n_test < len(classes):
+        raise DataError("cannot stratify: fewer rows per part than classes")
+    class_rows = np.split(np.argsort(y_index, kind="mergesort"), np.cumsum(class_counts)[:-1])
+    train_per_class = _approximate_mode(class_counts, n_train, rng)
+    test_per_class = _approximate_mode(class_counts - train_per_class, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for rows, n_tr, n_te in zip(class_rows, train_per_class, test_per_class):
+        shuffled = rows[rng.permutation(rows.shape[0])]
+        train.extend(shuffled[:n_tr])
+        test.extend(shuffled[n_tr : n_tr + n_te])
+    return rng.permutation(train).astype(np.int64), rng.permutation(test).astype(np.int64)
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draw counts closest to proportional; ties among remainders broken by ``rng``.
+
+    Same arithmetic and the same random draws as scikit-learn's helper of that name, so a
+    stratified split comes out row for row identical.
+    """
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (candidates,) = np.where(remainder == value)
+            add_now = min(len(candidates), need_to_add)
+            chosen = rng.choice(candidates, size=add_now, replace=False)
+            floored[chosen] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def flamby_stratify(y: np.ndarray) -> np.ndarray | None:
+    """FLamby's rule: stratify by label only if both classes have more than 2 rows."""
+    classes, counts = np.unique(y, return_counts=True)
+    return y if len(classes) > 1 and (counts > 2).all() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Site data: split, imputed, standardized
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Imputation values and standardization fitted on one site's training rows.
+
+    ``transform(X) = (fill_nan(X) - mean) / (std + epsilon)``, std with ``ddof=1`` (as
+    ``torch.std``, which FLamby uses).
+    """
+
+    fill: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    epsilon: float = 1e-9
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.where(np.isnan(X), self.fill[None, :], X)
+        return ((X - self.mean[None, :]) / (self.std[None, :] + self.epsilon)).astype(np.float32)
+
+
+def fit_preprocessor(
+    X_train: np.ndarray, *, impute: str = "drop", normalize: bool = True, epsilon: float = 1e-9
+) -> Preprocessor:
+    """Fit imputation and scaling on training rows only.
+
+    Parameters
+    ----------
+    X_train : np.ndarray, shape (n_train, d)
+        Raw features, NaN for missing values.
+    impute : str
+        ``"impute_mean"``, ``"impute_median"``, or ``"drop"`` (no NaN expected).
+    normalize : bool
+        ``False`` gives the identity scaling (mean 0, std 1, epsilon 0).
+    """
+    d = X_train.shape[1]
+    if impute == "impute_median":
+        fill = _nan_stat(np.nanmedian, X_train)
+    elif impute == "impute_mean":
+        fill = _nan_stat(np.nanmean, X_train)
+    else:
+        if np.isnan(X_train).any():
+            raise DataError("training rows contain missing values but the schema imputes nothing")
+        fill = np.zeros(d)
+    if not normalize:
+        return Preprocessor(fill, np.zeros(d), np.ones(d), 0.0)
+    filled = np.where(np.isnan(X_train), fill[None, :], X_train)
+    mean = filled.mean(axis=0)
+    std = filled.std(axis=0, ddof=1) if filled.shape[0] > 1 else np.zeros(d)
+    return Preprocessor(fill, mean, std, epsilon)
+
+
+def _nan_stat(function, X: np.ndarray) -> np.ndarray:
+    column_all_nan = np.isnan(X).all(axis=0)
+    safe = np.where(column_all_nan[None, :], 0.0, X)
+    return np.where(column_all_nan, 0.0, function(safe, axis=0))
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One institution's data, split and preprocessed.
+
+    Attributes
+    ----------
+    name : str
+    feature_names : tuple of str, length d
+    X_train : np.ndarray, shape (n_train, d), float32
+    y_train : np.ndarray, shape (n_train,), float32
+    X_test : np.ndarray, shape (n_test, d), float32
+        The held-out part (a validation part after :func:`carve_validation`).
+    y_test : np.ndarray, shape (n_test,), float32
+    table : Table
+        The raw rows the split refers to.
+    train_index, test_index : np.ndarray of int64
+        Rows of ``table`` in each part.
+    preprocessor : Preprocessor
+        Fitted on ``table.X[train_index]``.
+    """
+
+    name: str
+    feature_names: tuple[str, ...]
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    table: Table
+    train_index: np.ndarray
+    test_index: np.ndarray
+    preprocessor: Preprocessor
+
+    @property
+    def n_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.y_test.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+
+def prepare_site(
+    table: Table,
+    train_index: np.ndarray,
+    test_index: np.ndarray,
+    *,
+    impute: str = "drop",
+    normalize: bool = True,
+    epsilon: float = 1e-9,
+    name: str | None = None,
+) -> SiteData:
+    """Fit the preprocessor on ``table``'s training rows and apply it to both parts."""
+    train_index = np.asarray(train_index, dtype=np.int64)
+    test_index = np.asarray(test_index, dtype=np.int64)
+    if np.intersect1d(train_index, test_index).size:
+        raise DataError(f"{table.name}: train and test rows overlap")
+    preprocessor = fit_preprocessor(table.X[train_index], impute=impute, normalize=normalize, epsilon=epsilon)
+    return SiteData(
+        name=name or table.name,
+        feature_names=table.feature_names,
+        X_train=preprocessor.transform(table.X[train_index]),
+        y_train=table.y[train_index].astype(np.float32),
+        X_test=preprocessor.transform(table.X[test_index]),
+        y_test=table.y[test_index].astype(np.float32),
+        table=table,
+        train_index=train_index,
+        test_index=test_index,
+        preprocessor=preprocessor,
+    )
+
+
+def load_csv_site(
+    path: str | Path,
+    schema: CsvSchema,
+    *,
+    train_fraction: float = 0.66,
+    seed: int = 43,
+    stratify: bool = True,
+    normalize: bool = True,
+    name: str | None = None,
+) -> SiteData:
+    """Read, split (stratified by label when possible) and preprocess one institution's CSV."""
+    table = read_table(path, schema, name)
+    strata = flamby_stratify(table.y) if stratify else None
+    train_index, test_index = train_test_split_indices(len(table), train_fraction=train_fraction, seed=seed, stratify=strata)
+    impute = schema.missing if schema.missing != "drop" else "drop"
+    return prepare_site(table, train_index, test_index, impute=impute, normalize=normalize)
+
+
+def carve_validation(site: SiteData, *, fraction: float = 0.25, seed: int = 0, normalize: bool = True) -> SiteData:
+    """Split a site's *training* rows into train and validation; the test rows are not touched.
+
+    The returned site's ``X_test``/``y_test`` are the validation rows and its preprocessor is
+    refitted on the remaining training rows, so tuning never sees test data or test statistics.
+    """
+    y = site.table.y[site.train_index]
+    inner_train, inner_val = train_test_split_indices(
+        y.shape[0], train_fraction=1.0 - fraction, seed=seed, stratify=flamby_stratify(y)
+    )
+    impute = "impute_mean" if np.isnan(site.table.X).any() else "drop"
+    return prepare_site(
+        site.table,
+        site.train_index[inner_train],
+        site.train_index[inner_val],
+        impute=impute,
+        normalize=normalize,
+        epsilon=site.preprocessor.epsilon,
+        name=f"{site.name}/validation",
+    )
+
+
+def pool_sites(sites: Sequence[SiteData], *, name: str = "pooled", normalize: bool = True) -> SiteData:
+    """All sites' rows in one site, scaled with statistics of the pooled training rows.
+
+    This is the centralized baseline (FLamby's ``pooled=True``): train = union of the sites'
+    training rows, test = union of their test rows, in site order.
+    """
+    table = concat_tables([s.table for s in sites], name)
+    offsets = np.cumsum([0] + [len(s.table) for s in sites[:-1]])
+    train_index = np.concatenate([s.train_index + o for s, o in zip(sites, offsets)])
+    test_index = np.concatenate([s.test_index + o for s, o in zip(sites, offsets)])
+    impute = "impute_mean" if np.isnan(table.X).any() else "drop"
+    epsilon = sites[0].preprocessor.epsilon
+    return prepare_site(table, train_index, test_index, impute=impute, normalize=normalize, epsilon=epsilon, name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fed-Heart-Disease (FLamby)
+
+HEART_DIR = "fed-heart-disease"
+HEART_CENTERS = ("cleveland", "hungarian", "switzerland", "va")  # FLamby center ids 0..3
+HEART_COLUMNS = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)  # fmt: skip
+HEART_SCHEMA = CsvSchema(
+    label="num",
+    columns=HEART_COLUMNS,
+    drop=("slope", "ca", "thal"),  # FLamby drops these columns: mostly missing outside Cleveland
+    categorical={"cp": (1.0, 2.0, 3.0, 4.0), "restecg": (0.0, 1.0, 2.0)},
+    drop_first=True,
+    missing_tokens=("?",),
+    missing="drop",
+    label_threshold=0.0,  # num > 0 means disease
+)
+HEART_TRAIN_FRACTION = 0.66
+HEART_SPLIT_SEED = 43
+
+
+def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> list[Path]:
+    """Paths of the 4 center files, checked against ``SHA256SUMS`` when it is present."""
+    directory = Path(data_root) if data_root is not None else default_data_root()
+    if (directory / HEART_DIR).is_dir():
+        directory = directory / HEART_DIR
+    paths = [directory / f"processed.{center}.data" for center in HEART_CENTERS]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"Fed-Heart-Disease file not found: {path} (set {DATA_ENV} to the data folder)")
+    sums = directory / "SHA256SUMS"
+    if verify and sums.is_file():
+        expected = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
+        for path in paths:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if path.name in expected and expected[path.name] != digest:
+                raise DataError(f"{path.name}: sha256 does not match SHA256SUMS (edited copy?)")
+    return paths
+
+
+def load_heart_tables(data_root: str | Path | None = None) -> list[Table]:
+    """The 4 cleaned center tables (303/261/46/130 rows), raw feature values, 13 features."""
+    return [read_table(path, HEART_SCHEMA, name=center) for path, center in zip(heart_paths(data_root), HEART_CENTERS)]
+
+
+def load_fed_heart_disease(data_root: str | Path | None = None, *, normalize: bool = True) -> list[SiteData]:
+    """The 4 Fed-Heart-Disease centers with FLamby's preprocessing and split.
+
+    Per center: ``?`` -> missing, drop slope/ca/thal, drop rows with a missing value, one-hot cp
+    and restecg (first level dropped), label ``num > 0``; then a 66% shuffled split with
+    ``random_state=43``, stratified by label when both classes have more than 2 rows (all centers
+    but Switzerland); features standardized with the center's own training mean and std.
+
+    Returns
+    -------
+    list of SiteData
+        Centers 0 cleveland, 1 hungarian, 2 switzerland, 3 va; train/test sizes 199/104, 172/89,
+        30/16, 85/45.
+    """
+    sites = []
+    for table in load_heart_tables(data_root):
+        train_index, test_index = train_test_split_indices(
+            len(table), train_fraction=HEART_TRAIN_FRACTION, seed=HEART_SPLIT_SEED, stratify=flamby_stratify(table.y)
+        )
+        sites.append(prepare_site(table, train_index, test_index, normalize=normalize))
+    return sites
+
+
+def _format_level(level: float) -> str:
+    return str(int(level)) if float(level).is_integer() else str(level)

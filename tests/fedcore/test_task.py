@@ -1,0 +1,167 @@
+"""TaskSpec: JSON load/save, canonical hash, clear errors on malformed specs."""
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+
+from fedcore.errors import ConfigError
+from fedcore.task import TaskSpec, TrainingSettings, canonical_json, derive_seed, task_hash, task_hash_hex
+
+FEATURES = ("age", "sex", "chol")
+
+
+def make_spec(**changes):
+    values = dict(
+        name="heart",
+        model="mlp",
+        model_params={"hidden_sizes": [8, 4]},
+        feature_columns=FEATURES,
+        label_column="num",
+        metric="auc",
+        training=TrainingSettings(local_steps=50, batch_size=8, lr=0.01, optimizer="adam", fedprox_mu=0.1, seed=7),
+    )
+    values.update(changes)
+    return TaskSpec(**values)
+
+
+def test_save_load_round_trip(tmp_path):
+    spec = make_spec()
+    path = tmp_path / "task.json"
+    spec.save(path)
+    loaded = TaskSpec.load(path)
+    assert loaded == spec
+    assert task_hash(loaded) == task_hash(spec)
+    assert loaded.training.optimizer == "adam" and loaded.model_params["hidden_sizes"] == (8, 4)
+
+
+def test_canonical_json_is_sorted_and_compact():
+    text = canonical_json(make_spec())
+    assert " " not in text and "\n" not in text
+    data = json.loads(text)
+    assert list(data) == sorted(data)
+    assert list(data["training"]) == sorted(data["training"])
+    assert text == json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def test_task_hash_is_sha256_of_canonical_json():
+    spec = make_spec()
+    digest = task_hash(spec)
+    assert isinstance(digest, bytes) and len(digest) == 32
+    assert digest == hashlib.sha256(canonical_json(spec).encode()).digest()
+    assert task_hash_hex(spec) == "0x" + digest.hex()
+
+
+def test_hash_ignores_file_layout_and_key_order():
+    spec = make_spec()
+    data = spec.to_dict()
+    shuffled = json.dumps(dict(reversed(list(data.items()))), indent=4)
+    assert task_hash(TaskSpec.from_json(shuffled)) == task_hash(spec)
+
+
+def test_integer_and_float_learning_rates_hash_the_same():
+    a = make_spec(training=TrainingSettings(lr=1))
+    b = make_spec(training=TrainingSettings(lr=1.0))
+    assert task_hash(a) == task_hash(b)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"metric": "accuracy"},
+        {"feature_columns": ("sex", "age", "chol")},
+        {"model_params": {"hidden_sizes": [8]}},
+        {"training": TrainingSettings(local_steps=50, batch_size=8, lr=0.01, optimizer="adam", fedprox_mu=0.1, seed=8)},
+    ],
+)
+def test_any_change_changes_the_hash(change):
+    assert task_hash(make_spec(**change)) != task_hash(make_spec())
+
+
+def test_spec_is_immutable():
+    spec = make_spec()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.metric = "accuracy"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.model_params["hidden_sizes"] = [1]  # type: ignore[index]
+    assert isinstance(spec.feature_columns, tuple)
+    assert hash(spec) == hash(make_spec())
+
+
+def test_with_training_changes_only_training():
+    spec = make_spec()
+    faster = spec.with_training(lr=0.5)
+    assert faster.training.lr == 0.5 and faster.training.local_steps == 50
+    assert faster.model == spec.model and spec.training.lr == 0.01
+
+
+def test_missing_field_is_named():
+    data = make_spec().to_dict()
+    del data["label_column"]
+    with pytest.raises(ConfigError, match="missing field.*label_column"):
+        TaskSpec.from_dict(data)
+
+
+def test_unknown_field_is_named():
+    data = make_spec().to_dict()
+    data["training"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match="unknown field.*learning_rate"):
+        TaskSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"name": NaN}', ""])
+def test_malformed_json_is_a_config_error(text):
+    with pytest.raises(ConfigError):
+        TaskSpec.from_json(text)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"metric": "f1"}, "metric"),
+        ({"feature_columns": ()}, "feature_columns"),
+        ({"feature_columns": ("a", "a")}, "duplicates"),
+        ({"feature_columns": "age"}, "list of strings"),
+        ({"label_column": "age"}, "also a feature"),
+        ({"model_params": {"f": float("nan")}}, "JSON"),
+    ],
+)
+def test_invalid_values_are_config_errors(change, message):
+    with pytest.raises(ConfigError, match=message):
+        make_spec(**change)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"local_steps": 10, "local_epochs": 2}, "exactly one"),
+        ({"local_steps": None}, "exactly one"),
+        ({"local_steps": 0}, "positive"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": 0}, "lr"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"fedprox_mu": float("inf")}, "fedprox_mu"),
+        ({"seed": -1}, "seed"),
+        ({"local_steps": True}, "local_steps"),
+    ],
+)
+def test_invalid_training_settings(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingSettings(**settings)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        TaskSpec.load(tmp_path / "absent.json")
+
+
+def test_round_seeds_are_stable_and_distinct():
+    settings = TrainingSettings(seed=3)
+    assert settings.round_seed(1, "hospital-a") == settings.round_seed(1, "hospital-a")
+    seeds = {settings.round_seed(r, name) for r in range(5) for name in ("a", "b", "c")}
+    assert len(seeds) == 15
+    assert TrainingSettings(seed=4).round_seed(1, "a") != settings.round_seed(1, "a")
+    assert 0 <= derive_seed("x", 1) < 2**63
+    assert derive_seed("x", 1) == derive_seed("x", 1) != derive_seed("x", 2)
