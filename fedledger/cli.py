@@ -20,6 +20,10 @@ from fedcore.errors import FedLedgerError
 # Modules providing add_parser(subparsers), in the order their groups appear in --help.
 GROUPS = [
     "ledger.cli",  # contracts, chain, deploy
+    "fedledger.audit_verify",  # audit verify (adds to ledger.cli's audit group: keep it after ledger.cli)
+    "fedledger.sponsor",  # sponsor
+    "fedledger.datasets",  # data
+    "fedledger.explorer.cli",  # explorer
 ]
 
 EXIT_USER_ERROR = 2
