@@ -334,7 +334,8 @@ class Preprocessor:
     """Imputation values and standardization fitted on one site's training rows.
 
     ``transform(X) = (fill_nan(X) - mean) / (std + epsilon)``, std with ``ddof=1`` (as
-    ``torch.std``, which FLamby uses).
+    ``torch.std``, which FLamby uses). A column constant on the training rows gets std 1, not 0: FLamby's
+    ``1 / epsilon`` would turn an unseen value there into about 1e9 (its own split has no such value).
     """
 
     fill: np.ndarray
@@ -375,6 +376,7 @@ def fit_preprocessor(
     filled = np.where(np.isnan(X_train), fill[None, :], X_train)
     mean = filled.mean(axis=0)
     std = filled.std(axis=0, ddof=1) if filled.shape[0] > 1 else np.zeros(d)
+    std = np.where(std > 0, std, 1.0)  # a constant column stays centred instead of exploding
     return Preprocessor(fill, mean, std, epsilon)
 
 

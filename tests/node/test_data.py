@@ -249,3 +249,13 @@ def test_split_is_deterministic_per_seed():
     b = train_test_split_indices(50, train_fraction=0.7, seed=1)
     c = train_test_split_indices(50, train_fraction=0.7, seed=2)
     assert np.array_equal(a[1], b[1]) and not np.array_equal(a[1], c[1])
+
+
+def test_a_column_constant_on_training_rows_does_not_explode():
+    from node.data import fit_preprocessor
+
+    X_train = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
+    pre = fit_preprocessor(X_train)
+    out = pre.transform(np.array([[3.0, 1.0]]))
+    assert out[0, 0] == 0.0
+    assert out[0, 1] == 1.0  # centred on 0, scaled by 1: not 1e9
