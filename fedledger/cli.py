@@ -20,10 +20,12 @@ from fedcore.errors import FedLedgerError
 # Modules providing add_parser(subparsers), in the order their groups appear in --help.
 GROUPS = [
     "ledger.cli",  # contracts, chain, deploy
+    "aggregator.cli",  # aggregator serve
     "fedledger.audit_verify",  # audit verify (adds to ledger.cli's audit group: keep it after ledger.cli)
     "fedledger.sponsor",  # sponsor
     "fedledger.datasets",  # data
     "fedledger.explorer.cli",  # explorer
+    "node.cli",  # node
 ]
 
 EXIT_USER_ERROR = 2

@@ -48,6 +48,15 @@ def add_deployment_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def audit_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The ``audit`` group's subcommands, so a group registered after this one adds its own (``audit verify``)
+    without ledger importing it."""
+    try:
+        return subparsers.choices["audit"].subcommands
+    except (KeyError, AttributeError):
+        raise RuntimeError("register ledger.cli before any group that extends `fedledger audit`") from None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``contracts``, ``chain`` and ``deploy`` commands."""
     from fedcore.output import add_format_option
@@ -135,6 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Audit a bounty from the chain's events alone.",
     )
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit.subcommands = audit_sub  # other groups add theirs through audit_subcommands()
     trace = audit_sub.add_parser(
         "trace", help="print a bounty's timeline: funding, rounds, commitments, scores, credits, claims, refunds",
         description=(

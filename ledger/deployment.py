@@ -18,6 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from fedcore.errors import ChainError, ConfigError
+from fedcore.files import write_atomic
 from ledger.chain import Sender, send_transaction
 from ledger.compile import load_artifact
 
@@ -84,12 +85,7 @@ class Deployment:
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the file atomically (a crash leaves the old file or the new one, never half of one)."""
-        path = Path(path) if path else default_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(Path(path) if path else default_path(), self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, w3: Web3 | None = None) -> "Deployment":

@@ -1,0 +1,549 @@
+"""Round-level contribution scoring: what the aggregator posts on chain and the auditor recomputes.
+
+One call of :func:`score_round` turns a round's inputs (the global model, every kept update and its
+sample count, the bounty's strategy with its server-optimizer state, the validation set) into one
+score per institution, as floats and as the chain's signed fixed-point integers.
+
+The coalition utility
+---------------------
+``v(S)`` is the validation metric of the model the bounty's strategy produces from the updates of
+the coalition ``S`` alone, applied to the round's global model (no retraining); ``v(empty)`` is the
+global model's own metric. Every coalition is aggregated by a fresh copy of the strategy:
+
+- stateless strategies (FedAvg, FedProx, median, trimmed mean, Krum...) see only ``S``'s updates,
+  so sample-weighted rules weight by ``S``'s own sample counts;
+- server-optimizer strategies (FedAdam, FedYogi, FedAdagrad) carry moments across rounds: each
+  coalition starts from a private copy of the round's starting state (``strategy_state``, the
+  ``state_dict()`` taken before the round's real aggregation) and its own step never touches that
+  state or any other coalition's. ``strategy_state=None`` means zero moments (the first round);
+- a coalition smaller than the strategy's ``min_results`` keeps the global model, so it is worth
+  ``v(empty)``.
+
+Coalition values are cached within the round (:class:`aggregator.shapley.CachedUtility`), so the
+estimator pays for each distinct coalition once.
+
+Reproducibility
+---------------
+Players are the institution ids in sorted order, never in the caller's dict order; the estimator's
+randomness comes only from ``seed``; sums of means are correctly rounded (``math.fsum``); the one
+wall-clock dependence is the ``seconds`` field. The same inputs give the same floats and the same
+integers bit for bit, on the same software stack (the model's float32 forward pass is not required
+to round identically on another CPU or torch build).
+
+Defaults
+--------
+The estimator, its parameters and the utility metric below were chosen by ``make bench-shapley``
+(``bench/shapley.py``; results and the reasons in ``bench/results/shapley.json``, documented in
+``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aggregator import shapley
+from aggregator.shapley import CachedUtility, ContributionEstimate
+from aggregator.strategies import FitResult, Strategy, make_strategy
+from fedcore import metrics as fm
+from fedcore.errors import AggregatorError, FedLedgerError
+from fedcore.models import model_from_weights, predict_proba, set_weights
+from fedcore.task import METRICS, TaskSpec
+
+Arrays = dict[str, np.ndarray]
+
+# ---------------------------------------------------------------------------------------------------
+# Defaults, chosen by the benchmark (make bench-shapley -> bench/results/shapley.json, "choice").
+# ---------------------------------------------------------------------------------------------------
+
+#: Estimator used when the bounty names none (bench: rank agreement with exact Shapley per evaluation).
+DEFAULT_ESTIMATOR = shapley.DEFAULT_ESTIMATOR
+
+#: Parameters merged under the caller's ``estimator_params`` for each estimator (bench-chosen).
+DEFAULT_ESTIMATOR_PARAMS: Mapping[str, Mapping[str, Any]] = {
+    "gtg": {},
+    "tmc": {},
+}
+
+#: The metric of the utility: ``"task"`` scores coalitions with the task spec's metric; a metric name
+#: (``"accuracy"``, ``"auc"``, ``"neg_loss"``) overrides it. Bench-chosen (see the module doc).
+DEFAULT_UTILITY_METRIC = "neg_loss"
+
+#: The chain contract takes int256 scores with 18 decimals and refuses ``|score| > 1e36``.
+FIXED_POINT_SCALE = 10**18
+CHAIN_SCORE_CAP = 10**36
+
+
+# ---------------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """Contribution scores of one round.
+
+    Attributes
+    ----------
+    values : dict[str, float]
+        Institution id -> value in utility units, normalized so they sum to ``v_grand - v_empty``
+        (up to float rounding); keys in sorted order.
+    std_errors : dict[str, float]
+        Standard error of each value (zeros for deterministic estimators), scaled like the values.
+    fixed_point : dict[str, int]
+        The on-chain scores: ``to_fixed_point(values)`` with 18 decimals (int256).
+    evaluations : int
+        Distinct coalitions whose utility was computed (empty and grand included).
+    v_empty : float
+        Utility of the round's global model.
+    v_grand : float
+        Utility of the model aggregated from every update.
+    estimator : str
+        Registry name of the estimator used.
+    seconds : float
+        Wall-clock time of the call (the only field that is not reproducible).
+    metric : str
+        The metric the utility used (``"accuracy"``, ``"auc"`` or ``"neg_loss"``).
+    estimator_params : dict
+        The estimator parameters used (defaults merged with the caller's).
+    permutations : int
+        Completed permutations (0 for estimators that do not sample).
+    converged : bool
+        False when a sampling estimator stopped on a cap before its tolerance was met.
+    """
+
+    values: dict[str, float]
+    std_errors: dict[str, float]
+    fixed_point: dict[str, int]
+    evaluations: int
+    v_empty: float
+    v_grand: float
+    estimator: str
+    seconds: float
+    metric: str = "accuracy"
+    estimator_params: dict[str, Any] | None = None
+    permutations: int = 0
+    converged: bool = True
+
+    @property
+    def total(self) -> float:
+        """``v_grand - v_empty``: what the values sum to."""
+        return self.v_grand - self.v_empty
+
+    def reproducible_fields(self) -> dict[str, Any]:
+        """Every field but ``seconds``: what an auditor's recomputation must equal exactly."""
+        return {
+            "values": dict(self.values),
+            "std_errors": dict(self.std_errors),
+            "fixed_point": dict(self.fixed_point),
+            "evaluations": self.evaluations,
+            "v_empty": self.v_empty,
+            "v_grand": self.v_grand,
+            "estimator": self.estimator,
+            "metric": self.metric,
+            "estimator_params": dict(self.estimator_params or {}),
+            "permutations": self.permutations,
+            "converged": self.converged,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_weights(global_weights: Any) -> Arrays:
+    if not isinstance(global_weights, Mapping) or not global_weights:
+        raise AggregatorError("global_weights must be a non-empty mapping name -> array")
+    out: Arrays = {}
+    for name in sorted(global_weights, key=str):  # canonical order: no dependence on the caller's
+        array = global_weights[name]
+        if not isinstance(name, str):
+            raise AggregatorError(f"global weight names must be strings, got {name!r}")
+        array = np.asarray(array)
+        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+            raise AggregatorError(f"global weight {name!r} is not finite numeric")
+        out[name] = array
+    return out
+
+
+def _check_updates(
+    updates: Any, global_weights: Mapping[str, np.ndarray]
+) -> tuple[list[str], list[tuple[Arrays, int]]]:
+    """Sorted ids and, in that order, each (update, sample count); raises on anything malformed."""
+    if not isinstance(updates, Mapping):
+        raise AggregatorError(f"updates must map institution id -> (update, sample count), got {type(updates).__name__}")
+    if not updates:
+        raise AggregatorError("no updates to score")
+    for key in updates:
+        if not isinstance(key, str) or not key:
+            raise AggregatorError(f"institution ids must be non-empty strings, got {key!r}")
+    ids = sorted(updates)
+    players: list[tuple[Arrays, int]] = []
+    names = set(global_weights)
+    for cid in ids:
+        entry = updates[cid]
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise AggregatorError(f"update of {cid}: expected (arrays, sample count), got {type(entry).__name__}")
+        arrays, count = entry
+        if isinstance(count, bool) or not isinstance(count, int | np.integer) or count <= 0:
+            raise AggregatorError(f"update of {cid}: sample count must be a positive integer, got {count!r}")
+        if not isinstance(arrays, Mapping) or set(arrays) != names:
+            got = sorted(arrays) if isinstance(arrays, Mapping) else type(arrays).__name__
+            raise AggregatorError(f"update of {cid}: tensors {got} do not match the model's {sorted(names)}")
+        checked: Arrays = {}
+        for name in global_weights:  # the model's tensor order
+            array = np.asarray(arrays[name])
+            if array.shape != np.shape(global_weights[name]):
+                raise AggregatorError(
+                    f"update of {cid}: tensor {name!r} has shape {array.shape}, expected {np.shape(global_weights[name])}"
+                )
+            if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+                raise AggregatorError(f"update of {cid}: tensor {name!r} is not finite numeric")
+            checked[name] = array
+        players.append((checked, int(count)))
+    return ids, players
+
+
+def _check_validation(X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X_val, dtype=np.float32)
+    y = np.asarray(y_val, dtype=np.float64).reshape(-1)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise AggregatorError(f"X_val must be a non-empty 2-D array (rows, features), got shape {X.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise AggregatorError(f"X_val has {X.shape[0]} rows but y_val has {y.shape[0]} labels")
+    if not np.isfinite(X).all():
+        raise AggregatorError("X_val contains NaN or Inf")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise AggregatorError("y_val must be 0/1 labels")
+    return X, y
+
+
+def resolve_metric(spec: TaskSpec, utility_metric: str | None = None) -> str:
+    """The metric the utility uses: ``utility_metric``, else :data:`DEFAULT_UTILITY_METRIC`;
+    ``"task"`` means the task spec's own metric."""
+    choice = DEFAULT_UTILITY_METRIC if utility_metric is None else utility_metric
+    metric = spec.metric if choice == "task" else choice
+    if metric not in METRICS:
+        raise AggregatorError(f"unknown utility metric {choice!r}; choose 'task' or one of {list(METRICS)}")
+    return metric
+
+
+def _make_round_strategy(name: str, params: Mapping[str, Any] | None) -> Strategy:
+    try:
+        return make_strategy(name, **dict(params or {}))
+    except FedLedgerError as error:
+        raise AggregatorError(f"cannot build strategy {name!r} for scoring: {error}") from None
+
+
+def _copy_state(state: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in (state or {}).items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The coalition utility
+# ---------------------------------------------------------------------------------------------------
+
+
+class CoalitionUtility:
+    """``v(S)`` of one round: players ``0 .. n-1`` are the institution ids in sorted order.
+
+    Build it with :func:`coalition_utility`. Calling it with a ``frozenset[int]`` returns the metric
+    (higher is better) of the coalition's aggregated model on the validation set; it is deterministic
+    and does not cache (wrap it in :class:`aggregator.shapley.CachedUtility`, as :func:`score_round`
+    does).
+
+    Attributes
+    ----------
+    ids : tuple of str
+        Institution id of each player.
+    metric : str
+        The metric used.
+    """
+
+    def __init__(
+        self,
+        *,
+        global_weights: Mapping[str, np.ndarray],
+        ids: list[str],
+        players: list[tuple[Arrays, int]],
+        strategy_name: str,
+        strategy_params: Mapping[str, Any] | None,
+        strategy_state: Mapping[str, Any] | None,
+        spec: TaskSpec,
+        X_val: np.ndarray,
+        y_val: np.ndarray,
+        metric: str,
+        server_round: int = 0,
+    ):
+        self.ids = tuple(ids)
+        self.n = len(ids)
+        self.metric = metric
+        self.spec = spec
+        self.server_round = int(server_round)
+        self._global = {k: np.asarray(v, dtype=np.float32).copy() for k, v in global_weights.items()}
+        self._results = [FitResult(cid, arrays, count) for cid, (arrays, count) in zip(ids, players)]
+        self._strategy = _make_round_strategy(strategy_name, strategy_params)
+        self._state = _copy_state(strategy_state)  # private: the caller's arrays are never touched
+        self._X, self._y = X_val, y_val
+        try:
+            self._model = model_from_weights(spec, self._global, n_features=X_val.shape[1])
+            self._strategy.load_state_dict(_copy_state(self._state))
+        except FedLedgerError as error:
+            raise AggregatorError(f"cannot score this round: {error}") from None
+
+    def weights(self, coalition: frozenset[int]) -> Arrays:
+        """The model the strategy builds from ``coalition``'s updates (the global model if empty)."""
+        members = sorted(coalition)
+        if any(not (0 <= p < self.n) for p in members):
+            raise AggregatorError(f"coalition {members} has players outside 0..{self.n - 1}")
+        if not members:
+            return {k: v.copy() for k, v in self._global.items()}
+        # A fresh start for every coalition: the round's starting optimizer state, copied.
+        self._strategy.load_state_dict(_copy_state(self._state))
+        aggregate = self._strategy.aggregate_fit(self.server_round, self._global, [self._results[p] for p in members])
+        return aggregate.weights
+
+    def predict(self, weights: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Positive-class probabilities of the model with ``weights`` on the validation rows."""
+        set_weights(self._model, weights)
+        return predict_proba(self._model, self._X)
+
+    def __call__(self, coalition: frozenset[int]) -> float:
+        return float(fm.score(self.metric, self._y, self.predict(self.weights(frozenset(coalition)))))
+
+
+def coalition_utility(
+    *,
+    global_weights: Mapping[str, np.ndarray],
+    updates: Mapping[str, tuple[Mapping[str, np.ndarray], int]],
+    strategy_name: str,
+    strategy_params: Mapping[str, Any] | None,
+    strategy_state: Mapping[str, Any] | None,
+    spec: TaskSpec,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    utility_metric: str | None = None,
+    server_round: int = 0,
+) -> CoalitionUtility:
+    """The round's coalition utility ``v(S)`` (see the module doc), players = sorted institution ids.
+
+    Parameters
+    ----------
+    global_weights : Mapping[str, np.ndarray]
+        The round's global model (what the institutions trained from).
+    updates : Mapping[str, (Mapping[str, np.ndarray], int)]
+        Institution id -> (delta ``w_local - w_global`` with the global weights' names and shapes,
+        sample count > 0).
+    strategy_name, strategy_params : str, Mapping or None
+        The bounty's strategy, as :func:`aggregator.strategies.make_strategy` takes them.
+    strategy_state : Mapping or None
+        The strategy's ``state_dict()`` at the round's start (None or empty: no state / zero moments).
+        Copied; never mutated.
+    spec : TaskSpec
+        The task (model architecture and metric).
+    X_val : np.ndarray, shape (m, d)
+        Validation features, preprocessed like the training data.
+    y_val : np.ndarray, shape (m,)
+        Validation labels, 0/1.
+    utility_metric : str, optional
+        ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
+    server_round : int
+        Passed to the strategy (no built-in strategy uses it).
+
+    Returns
+    -------
+    CoalitionUtility
+        Callable ``frozenset[int] -> float``; ``.ids`` maps players to institution ids.
+
+    Raises
+    ------
+    AggregatorError
+        On malformed updates, weights or validation data, or an unknown strategy or metric.
+    """
+    weights = _check_weights(global_weights)
+    ids, players = _check_updates(updates, weights)
+    X, y = _check_validation(X_val, y_val)
+    if not isinstance(spec, TaskSpec):
+        raise AggregatorError(f"spec must be a TaskSpec, got {type(spec).__name__}")
+    return CoalitionUtility(
+        global_weights=weights,
+        ids=ids,
+        players=players,
+        strategy_name=strategy_name,
+        strategy_params=strategy_params,
+        strategy_state=strategy_state,
+        spec=spec,
+        X_val=X,
+        y_val=y,
+        metric=resolve_metric(spec, utility_metric),
+        server_round=server_round,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring a round
+# ---------------------------------------------------------------------------------------------------
+
+
+#: Estimators that take ``convergence_tolerance`` (and so the scoring-level ``convergence_share``).
+SAMPLING_ESTIMATORS = frozenset({"mc", "tmc", "gtg"})
+
+
+def estimator_settings(estimator: str, estimator_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters :func:`score_round` uses: the bench-chosen defaults overridden by the caller's.
+
+    Besides the estimator's own keywords, the sampling estimators (mc, tmc, gtg) accept
+    ``convergence_share``: the convergence tolerance as a share of an equal split of the total, i.e.
+    ``convergence_tolerance = convergence_share / n``, resolved when ``n`` is known (the library's
+    default is ``0.75 / n``). A caller's ``convergence_tolerance`` overrides a default share.
+    """
+    if estimator not in shapley.ESTIMATORS:
+        raise AggregatorError(f"unknown contribution estimator {estimator!r}; choose one of {sorted(shapley.ESTIMATORS)}")
+    if estimator_params is not None and not isinstance(estimator_params, Mapping):
+        raise AggregatorError(f"estimator_params must be a mapping, got {type(estimator_params).__name__}")
+    given = dict(estimator_params or {})
+    defaults = dict(DEFAULT_ESTIMATOR_PARAMS.get(estimator, {}))
+    if "convergence_tolerance" in given:
+        defaults.pop("convergence_share", None)
+    if "convergence_share" in given:
+        defaults.pop("convergence_tolerance", None)
+    params = {**defaults, **given}
+    if "seed" in params:
+        raise AggregatorError("pass the seed as score_round(seed=...), not in estimator_params")
+    if "convergence_share" in params:
+        share = params["convergence_share"]
+        if estimator not in SAMPLING_ESTIMATORS:
+            raise AggregatorError(f"estimator {estimator!r} does not take convergence_share")
+        if "convergence_tolerance" in params:
+            raise AggregatorError("give convergence_share or convergence_tolerance, not both")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share) or share < 0:
+            raise AggregatorError(f"convergence_share must be a finite number >= 0, got {share!r}")
+    # Checked now (names and values), with the share standing in for a tolerance.
+    shapley.make_estimator(estimator, **_resolve_share(params, 1))
+    return params
+
+
+def _resolve_share(params: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """``convergence_share`` -> ``convergence_tolerance = share / n``."""
+    out = dict(params)
+    if "convergence_share" in out:
+        out["convergence_tolerance"] = float(out.pop("convergence_share")) / n
+    return out
+
+
+def score_round(
+    *,
+    global_weights: Mapping[str, np.ndarray],
+    updates: Mapping[str, tuple[Mapping[str, np.ndarray], int]],
+    strategy_name: str,
+    strategy_params: Mapping[str, Any] | None,
+    strategy_state: Mapping[str, Any] | None,
+    spec: TaskSpec,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    estimator: str = DEFAULT_ESTIMATOR,
+    estimator_params: Mapping[str, Any] | None = None,
+    seed: int,
+    utility_metric: str | None = None,
+) -> RoundScores:
+    """Score every institution's update of one round.
+
+    Parameters
+    ----------
+    global_weights, updates, strategy_name, strategy_params, strategy_state, spec, X_val, y_val
+        As in :func:`coalition_utility`.
+    estimator : str
+        A name of :data:`aggregator.shapley.ESTIMATORS` (default :data:`DEFAULT_ESTIMATOR`).
+    estimator_params : Mapping, optional
+        Its parameters, merged over :data:`DEFAULT_ESTIMATOR_PARAMS` (no ``seed``); mc, tmc and gtg
+        also take ``convergence_share`` (see :func:`estimator_settings`).
+    seed : int
+        Seed of the estimator's sampling (>= 0).
+    utility_metric : str, optional
+        ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
+
+    Returns
+    -------
+    RoundScores
+        Values normalized to sum to ``v(N) - v(empty)`` (:func:`aggregator.shapley.normalize_to_total`)
+        and their fixed-point integers. For ``"alignment"`` (cosines, no utility) the cosines are
+        normalized to the same total, which costs the two evaluations ``v(empty)`` and ``v(N)``.
+
+    Raises
+    ------
+    AggregatorError
+        On malformed input (naming the institution), an unknown strategy, estimator or parameter,
+        or a score beyond the chain's cap.
+    """
+    started = time.perf_counter()
+    shapley._check_seed(seed)
+    params = estimator_settings(estimator, estimator_params)
+    utility = coalition_utility(
+        global_weights=global_weights,
+        updates=updates,
+        strategy_name=strategy_name,
+        strategy_params=strategy_params,
+        strategy_state=strategy_state,
+        spec=spec,
+        X_val=X_val,
+        y_val=y_val,
+        utility_metric=utility_metric,
+    )
+    n = utility.n
+    bound = shapley.make_estimator(estimator, **_resolve_share(params, n))
+    cache = CachedUtility(utility, n=n)
+    if bound.needs_utility:
+        estimate = bound(n, cache, seed=int(seed))
+    else:
+        cosines = bound([r.update for r in utility._results], weights=[r.num_samples for r in utility._results])
+        empty, grand = cache(frozenset()), cache(frozenset(range(n)))
+        estimate = ContributionEstimate(
+            values=cosines.values,
+            std_errors=cosines.std_errors,
+            evaluations=cache.evaluations,
+            method=cosines.method,
+            grand_value=grand,
+            empty_value=empty,
+        )
+    normalized = shapley.normalize_estimate(estimate)
+    fixed = shapley.to_fixed_point(normalized.values, FIXED_POINT_SCALE)
+    for cid, integer in zip(utility.ids, fixed):
+        if abs(integer) > CHAIN_SCORE_CAP:
+            raise AggregatorError(f"the score of {cid} ({integer}) exceeds the chain's cap of 1e36")
+    values = [float(v) for v in normalized.values]
+    errors = [float(e) for e in normalized.std_errors]
+    return RoundScores(
+        values=dict(zip(utility.ids, values)),
+        std_errors=dict(zip(utility.ids, errors)),
+        fixed_point=dict(zip(utility.ids, fixed)),
+        evaluations=int(estimate.evaluations),
+        v_empty=float(estimate.empty_value),
+        v_grand=float(estimate.grand_value),
+        estimator=estimator,
+        seconds=time.perf_counter() - started,
+        metric=utility.metric,
+        estimator_params=params,
+        permutations=int(estimate.permutations),
+        converged=bool(estimate.converged),
+    )
+
+
+__all__ = [
+    "CHAIN_SCORE_CAP",
+    "DEFAULT_ESTIMATOR",
+    "DEFAULT_ESTIMATOR_PARAMS",
+    "DEFAULT_UTILITY_METRIC",
+    "FIXED_POINT_SCALE",
+    "CoalitionUtility",
+    "RoundScores",
+    "coalition_utility",
+    "estimator_settings",
+    "resolve_metric",
+    "score_round",
+]

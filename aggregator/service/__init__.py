@@ -1,0 +1,47 @@
+"""The aggregator service: a FastAPI app plus the round coordinator that runs beside it.
+
+Run it with ``fedledger aggregator serve`` (options in :mod:`aggregator.cli`, settings in
+:mod:`~aggregator.service.settings`); the OpenAPI document is at ``/openapi.json`` and ``/docs``.
+
+HTTP contract
+-------------
+Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is ``{"detail": "one line"}``.
+
+``GET /health``
+    ``{"status": "ok", "bounty_id", "chain_id", "ledger", "aggregator", "coordinator", "last_error"}``
+``GET /bounties/{id}/task``
+    ``TaskSpec.to_dict()``; ``task_hash(TaskSpec.from_dict(json))`` is the bounty's ``taskSpecHash``.
+``GET /bounties/{id}/rounds/current``
+    ``{"bounty_id", "round", "status", "global_model_hash", "new_model_hash", "commit_deadline", "selected",
+    "uploads"}``; ``status`` is ``waiting`` (round 0, no round yet: hash null, deadline 0), ``open``, ``scoring``,
+    ``finalized``, ``completed``, ``cancelled`` or ``expired``. Train only when ``open`` and selected.
+``GET /bounties/{id}/model``
+    The current round's global model (safetensors), headers ``X-Model-Sha256`` and ``X-Round``; compare the
+    sha256 of the bytes with the chain's ``getRound(id, round).globalModelHash``. 404 before the first round.
+``POST /bounties/{id}/rounds/{r}/updates``
+    Body: the update's canonical safetensors bytes (``fedcore.codec.encode`` of ``w_local - w_global``, float32,
+    the model's tensor names and shapes). Header ``X-Signature``:
+    ``fedcore.signing.sign_upload(account, chain_id, ledger_address, id, r, sha256(body))``. Commit
+    ``sha256(body)`` on chain first. 202 ``{"sha256", "institution", "status": "accepted", "round"}`` (the same
+    for a re-upload of the same bytes); 400 malformed, 401 signature, 403 not registered / not committed / not
+    selected, 404 unknown bounty, 409 hash differs from the commitment or round not open, 413 too large,
+    503 chain unreachable. A refused upload changes nothing.
+``GET /bounties/{id}/rounds/{r}``
+    The round's record (:class:`~aggregator.service.schemas.RoundDetail`): uploads, used updates with sample
+    counts, exclusions and why, scores (fixed point as decimal strings), settings (strategy, scorer, seed),
+    optimizer-state hashes, transactions, journal.
+``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET /bounties/{id}/states/{sha256}``
+    Stored bytes by hash (64 hex, ``0x`` optional), for auditors.
+
+Modules
+-------
+* :mod:`~aggregator.service.context`: the startup checks and the objects requests and rounds share;
+* :mod:`~aggregator.service.app`: ``create_app(settings)``, one router per resource in ``routers/``;
+* :mod:`~aggregator.service.coordinator`: opens, closes, aggregates, scores and finalizes rounds, restart-safe
+  through :mod:`~aggregator.service.state` (SQLite) and :mod:`~aggregator.service.store` (content-addressed files);
+* :mod:`~aggregator.service.verify`: the checks an upload passes before it is stored, and the ones a round's
+  uploads pass again before they are used; :mod:`~aggregator.service.selection`: who is invited;
+* :mod:`~aggregator.service.gateway`: the bounty on chain; :mod:`~aggregator.service.validation`: the validation CSV.
+
+Nothing here imports ``node``: the two sides share only ``fedcore`` and ``ledger``.
+"""

@@ -1,0 +1,116 @@
+"""``create_app(settings)``: the aggregator's FastAPI app, with the round coordinator running beside it.
+
+The coordinator runs in a background thread started by the app's lifespan and stopped with it. Tests build
+the app around a ready :class:`ServiceContext` (``create_app(context=ctx, run_coordinator=False)``) or
+override :func:`aggregator.service.deps.get_context`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from aggregator.service.context import ServiceContext, build_context
+from aggregator.service.coordinator import Coordinator, ScoreFn
+from aggregator.service.routers import health, models, rounds, tasks, updates
+from aggregator.service.settings import AggregatorSettings
+from fedcore.errors import AggregatorError, ChainError, FedLedgerError
+
+log = logging.getLogger("fedledger.aggregator")
+
+API_VERSION = "1"
+
+
+def create_app(
+    settings: AggregatorSettings | None = None,
+    *,
+    context: ServiceContext | None = None,
+    run_coordinator: bool = True,
+    score_fn: ScoreFn | None = None,
+    on_complete: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    settings : AggregatorSettings, optional
+        Used to build the context at startup when ``context`` is not given.
+    context : ServiceContext, optional
+        A ready context (the CLI builds it before binding the port, so startup errors are one line).
+    run_coordinator : bool
+        Start the round loop in a background thread.
+    score_fn, on_complete
+        Passed to :class:`Coordinator`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ctx = context
+        owned = False
+        if ctx is None and settings is not None:
+            ctx, owned = build_context(settings), True
+        app.state.context = ctx
+        stop = threading.Event()
+        thread = None
+        if run_coordinator and ctx is not None:
+            coordinator = Coordinator(ctx, score_fn=score_fn, on_complete=on_complete)
+            app.state.coordinator = coordinator
+            thread = threading.Thread(target=coordinator.run, args=(stop,), name="fedledger-coordinator", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=30)
+            if owned:
+                ctx.close()
+
+    app = FastAPI(
+        title="fedledger aggregator",
+        version=API_VERSION,
+        description=(
+            "Round coordinator of one fedledger bounty. Institutions read the task and the current round, download "
+            "the global model (check its sha256 against the chain), commit sha256(update) on chain, then POST the "
+            "update signed with fedcore.signing.sign_upload. Auditors download stored updates, models and optimizer "
+            "states by sha256 and read each round's record. Every error is {\"detail\": \"one line\"}."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.context = context  # usable without the lifespan (e.g. TestClient outside a with block)
+    for module in (health, tasks, rounds, models, updates):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=400)
+
+    @app.exception_handler(ChainError)
+    async def _chain_down(request: Request, exc: ChainError) -> JSONResponse:
+        return JSONResponse({"detail": f"chain unavailable: {_squash(exc)}"}, status_code=503)
+
+    @app.exception_handler(FedLedgerError)
+    async def _internal(request: Request, exc: FedLedgerError) -> JSONResponse:
+        log.warning("request %s %s failed: %s", request.method, request.url.path, exc)
+        status = 500 if isinstance(exc, AggregatorError) else 400
+        return JSONResponse({"detail": _squash(exc)}, status_code=status)
+
+    return app
+
+
+def _squash(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _one_line(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return "malformed request"
+    error = errors[0]
+    where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("path", "query", "header", "body"))
+    return f"malformed request: {where}: {error.get('msg', 'invalid')}" if where else f"malformed request: {error.get('msg')}"

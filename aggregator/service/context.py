@@ -1,0 +1,178 @@
+"""Startup: every check the aggregator makes before it serves, and the objects requests and rounds share.
+
+:func:`build_context` refuses to start, with one line, when the key does not decrypt, the chain or the
+deployment is wrong, the bounty does not exist, the key is not the bounty's aggregator, the task spec or the
+validation set does not hash to what the bounty fixed on chain, or the state directory belongs to another
+bounty.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from aggregator.service.gateway import BountyLedger
+from fedcore.keystore import load_keystore
+from aggregator.service.settings import AggregatorSettings
+from aggregator.service.state import StateDB
+from aggregator.service.store import BlobStore
+from aggregator.service.validation import ValidationSet, load_validation_set
+from fedcore import codec
+from fedcore.errors import ConfigError, ContractRevert
+from fedcore.task import TaskSpec, task_hash
+
+log = logging.getLogger("fedledger.aggregator")
+
+
+@dataclass
+class CoordinatorStatus:
+    """What the round loop is doing, for ``/health`` (written by the coordinator thread)."""
+
+    running: bool = False
+    phase: str = "starting"
+    last_error: str | None = None
+    updated_at: float = field(default_factory=time.time)
+
+    def set(self, phase: str, error: str | None = None) -> None:
+        self.phase, self.last_error, self.updated_at = phase, error, time.time()
+
+
+@dataclass
+class ServiceContext:
+    """Everything the HTTP handlers and the coordinator share.
+
+    Attributes
+    ----------
+    settings : AggregatorSettings
+    spec : TaskSpec
+    expected : dict
+        ``{tensor name: (shape, "float32")}`` every update and model must match.
+    ledger : BountyLedger
+        The bounty on chain, as its aggregator.
+    account : LocalAccount
+        The aggregator's key.
+    state : StateDB
+    blobs : BlobStore
+    validation : ValidationSet
+    clock : callable
+        Wall-clock seconds (tests pin it).
+    """
+
+    settings: AggregatorSettings
+    spec: TaskSpec
+    expected: dict[str, tuple[tuple[int, ...], str]]
+    ledger: BountyLedger
+    account: LocalAccount
+    state: StateDB
+    blobs: BlobStore
+    validation: ValidationSet
+    clock: Callable[[], float] = time.time
+    status: CoordinatorStatus = field(default_factory=CoordinatorStatus)
+    _initial_model: bytes | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def bounty_id(self) -> int:
+        return self.settings.bounty_id
+
+    @property
+    def chain_id(self) -> int:
+        return self.ledger.chain_id
+
+    @property
+    def ledger_address(self) -> str:
+        return self.ledger.address
+
+    def initial_model(self) -> bytes:
+        """Round 1's global model: the task's model initialised with ``settings.seed``, as canonical safetensors."""
+        with self._lock:
+            if self._initial_model is None:
+                self._initial_model = initial_model_bytes(self.spec, self.settings.seed)
+            return self._initial_model
+
+    def close(self) -> None:
+        self.state.close()
+
+
+def initial_model_bytes(spec: TaskSpec, seed: int) -> bytes:
+    from fedcore.models import build_model, get_weights
+
+    return codec.encode(get_weights(build_model(spec, seed=seed)))
+
+
+def expected_tensors(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
+    from fedcore.models import build_model, weight_spec
+
+    return weight_spec(build_model(spec, seed=0))
+
+
+def build_context(settings: AggregatorSettings, *, w3: Web3 | None = None, clock: Callable[[], float] = time.time) -> ServiceContext:
+    """Run the startup checks and assemble the shared objects.
+
+    Parameters
+    ----------
+    settings : AggregatorSettings
+    w3 : Web3, optional
+        An already connected chain (tests pass the embedded one); otherwise ``settings.rpc`` is connected.
+
+    Raises
+    ------
+    FedLedgerError
+        One line saying what is wrong and, where it can, what to do.
+    """
+    from ledger.chain import connect
+    from ledger.client import BountyStatus, FedLedgerClient
+    from ledger.deployment import MAIN_CONTRACT, Deployment
+
+    spec = TaskSpec.load(settings.task_path)
+    account = load_keystore(settings.keystore_path, settings.resolve_password())
+    if w3 is None:
+        w3 = connect(settings.rpc)
+    deployment = Deployment.load(settings.deployment, w3)
+    client = FedLedgerClient.from_deployment(w3, deployment, sender=account)
+    ledger = BountyLedger(client, settings.bounty_id, from_block=deployment.block(MAIN_CONTRACT))
+    try:
+        bounty = ledger.bounty()
+    except ContractRevert as exc:
+        if exc.name != "UnknownBounty":
+            raise
+        bounty = None
+    if bounty is None or bounty.status == BountyStatus.NONE:
+        raise ConfigError(f"bounty {settings.bounty_id} does not exist on the ledger at {client.address}")
+    if Web3.to_checksum_address(bounty.aggregator) != account.address:
+        raise ConfigError(
+            f"the keystore's account {account.address} is not bounty {settings.bounty_id}'s aggregator ({bounty.aggregator})"
+        )
+    if task_hash(spec) != bytes(bounty.task_spec_hash):
+        raise ConfigError(
+            f"task spec {settings.task_path} hashes to 0x{task_hash(spec).hex()} but bounty {settings.bounty_id} "
+            f"has taskSpecHash 0x{bytes(bounty.task_spec_hash).hex()}"
+        )
+    validation = load_validation_set(settings.validation_path, spec)
+    if validation.sha256 != bytes(bounty.validation_set_hash):
+        raise ConfigError(
+            f"validation set {settings.validation_path} hashes to 0x{validation.sha256.hex()} but bounty "
+            f"{settings.bounty_id} has validationSetHash 0x{bytes(bounty.validation_set_hash).hex()}"
+        )
+    from aggregator.strategies import make_strategy
+
+    make_strategy(settings.strategy, **settings.strategy_params)  # refuse a bad strategy now, not in round 1
+    state = StateDB(settings.state_dir)
+    state.bind({"chain_id": ledger.chain_id, "ledger": client.address, "bounty_id": settings.bounty_id,
+                "aggregator": account.address})
+    state.set_meta("num_rounds", bounty.num_rounds)
+    blobs = BlobStore(settings.state_dir)
+    context = ServiceContext(
+        settings=settings, spec=spec, expected=expected_tensors(spec), ledger=ledger, account=account, state=state,
+        blobs=blobs, validation=validation, clock=clock,
+    )
+    log.info("aggregator %s ready for bounty %s on chain %s (ledger %s), %d validation rows",
+             account.address, settings.bounty_id, ledger.chain_id, client.address, len(validation))
+    return context
+

@@ -1,0 +1,397 @@
+"""The round coordinator: open, collect, aggregate, score, finalize, repeat, surviving a crash at any step.
+
+Each call of :meth:`Coordinator.step` reads the chain first, then the SQLite state, and makes exactly one
+move; :meth:`Coordinator.run` calls it in a loop until the bounty is completed, cancelled or expired.
+
+Restart safety comes from three rules:
+
+1. **The chain decides what happened.** A round is opened only when the chain's ``roundsOpened`` equals
+   ``roundsFinalized`` (no open round) and never twice: if the process died after sending ``openRound``, the
+   next step sees the round open on chain and only records it. A round the chain shows finalized is recorded as
+   finalized, never finalized again.
+2. **Write before acting.** The global model, the invitation list and the round's settings are saved (step
+   ``opening``) before ``openRound`` is sent; the new model, the optimizer state, every decision and the scores
+   are saved (step ``scored``) before ``finalizeRound`` is sent.
+3. **Never recompute a saved result.** A round found at ``scored`` is finalized with the saved scores; the
+   scorer is not called again.
+
+A round's inputs are the chain's commitments (``UpdateCommitted`` events: hash and sample count) and the
+accepted uploads; an auditor recomputes it from the stored blobs (``GET .../models/{sha}``,
+``.../updates/{sha}``, ``.../states/{sha}``) and the round record (``GET .../rounds/{r}``): strategy and
+parameters, optimizer state before the round, scorer and parameters, and the scoring seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from aggregator.service.context import ServiceContext
+from aggregator.service.gateway import TxRecord
+from aggregator.service.selection import eligible, select_clients
+from aggregator.service.state import Decision, RoundRecord
+from aggregator.service.store import sha_hex
+from aggregator.service.verify import select_updates
+from fedcore import codec
+from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedgerError
+from fedcore.task import derive_seed
+from ledger.client import BountyStatus
+
+log = logging.getLogger("fedledger.aggregator")
+
+ScoreFn = Callable[..., Any]
+MAX_BACKOFF = 30.0
+TERMINAL = ("completed", "cancelled", "expired")
+
+
+def default_score_fn(**kwargs: Any) -> Any:
+    """``aggregator.scoring.score_round``, imported when the first round is scored."""
+    try:
+        from aggregator.scoring import score_round
+    except ModuleNotFoundError as exc:
+        if exc.name == "aggregator.scoring":
+            raise AggregatorError("aggregator.scoring is not installed: cannot score contributions") from None
+        raise
+    return score_round(**kwargs)
+
+
+class Coordinator:
+    """Drives one bounty's rounds.
+
+    Parameters
+    ----------
+    context : ServiceContext
+    score_fn : callable, optional
+        ``score_round``-compatible (keyword arguments, returns an object with ``values``, ``std_errors``,
+        ``fixed_point``, ``evaluations``, ``v_empty``, ``v_grand``, ``estimator``, ``seconds``).
+    on_complete : callable, optional
+        Called once when :meth:`run` ends because the bounty is over.
+    monotonic : callable
+        Monotonic seconds (the upload grace period is measured with it).
+    """
+
+    def __init__(self, context: ServiceContext, *, score_fn: ScoreFn | None = None,
+                 on_complete: Callable[[str], None] | None = None, monotonic: Callable[[], float] = time.monotonic):
+        self.context = context
+        self.score_fn = score_fn or default_score_fn
+        self.on_complete = on_complete
+        self.monotonic = monotonic
+        self._closed_seen: dict[int, float] = {}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> str | None:
+        """Step until the bounty is over or ``stop`` is set; chain and other errors are logged and retried."""
+        status = self.context.status
+        status.running = True
+        delay = self.context.settings.poll_interval
+        try:
+            while not stop.is_set():
+                try:
+                    outcome = self.step()
+                except FedLedgerError as exc:
+                    log.warning("round step failed: %s", exc)
+                    status.set("error", str(exc))
+                    stop.wait(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    continue
+                except Exception as exc:  # a bug: keep the traceback in the log, keep serving
+                    log.exception("round step crashed")
+                    status.set("error", f"{type(exc).__name__}: {exc}")
+                    stop.wait(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    continue
+                delay = self.context.settings.poll_interval
+                status.set(outcome)
+                if outcome in TERMINAL:
+                    log.info("bounty %s is %s", self.context.bounty_id, outcome)
+                    if self.on_complete is not None:
+                        self.on_complete(outcome)
+                    return outcome
+                if outcome == "waiting":
+                    stop.wait(self.context.settings.poll_interval)
+        finally:
+            status.running = False
+        return None
+
+    def run_until(self, *outcomes: str, max_steps: int = 100) -> str:
+        """Step until one of ``outcomes`` (or a terminal one) is reached; for tests and scripts."""
+        for _ in range(max_steps):
+            outcome = self.step()
+            if outcome in outcomes or outcome in TERMINAL:
+                return outcome
+        raise AggregatorError(f"no {'/'.join(outcomes)} within {max_steps} steps")
+
+    def step(self) -> str:
+        """Make one move; returns what happened.
+
+        Returns
+        -------
+        str
+            ``"opened"``, ``"waiting"`` (round open, nothing to do yet), ``"closed"`` (uploads closed),
+            ``"scored"``, ``"finalized"``, or the terminal ``"completed"``, ``"cancelled"``, ``"expired"``
+            (deadline passed with rounds left; the sponsor may cancel and be refunded).
+        """
+        ctx = self.context
+        bounty = ctx.ledger.bounty()
+        if bounty.status == BountyStatus.CANCELLED:
+            ctx.state.set_meta("bounty_status", "cancelled")
+            return "cancelled"
+        if bounty.rounds_opened > bounty.rounds_finalized:
+            return self._advance(bounty.rounds_opened, bounty)
+        for number in range(1, bounty.rounds_finalized + 1):
+            record = ctx.state.round(number)
+            if record is not None and record.step != "finalized":
+                self._record_finalized_on_chain(record)
+        if bounty.status == BountyStatus.COMPLETED:
+            ctx.state.set_meta("bounty_status", "completed")
+            return "completed"
+        return self._open(bounty.rounds_finalized + 1, bounty)
+
+    # -- opening --------------------------------------------------------------------------------
+    def _open(self, number: int, bounty) -> str:
+        ctx = self.context
+        record = ctx.state.round(number) or self._prepare(number, bounty)
+        if ctx.ledger.now() > bounty.deadline:
+            ctx.state.set_meta("bounty_status", "expired")
+            return "expired"
+        if record.step != "opening":
+            raise AggregatorError(f"round {number} is not open on chain but recorded as {record.step}")
+        try:
+            opened = ctx.ledger.open_round(bytes.fromhex(record.global_model_sha))
+        except ContractRevert as exc:
+            if exc.name != "DeadlinePassed":
+                raise
+            ctx.state.set_meta("bounty_status", "expired")
+            return "expired"
+        if opened.round != number:
+            raise AggregatorError(f"the chain opened round {opened.round}, expected {number}")
+        self._record_open(number, opened)
+        log.info("round %d opened with model 0x%s, %d invited", number, record.global_model_sha, len(record.selected))
+        return "opened"
+
+    def _prepare(self, number: int, bounty, global_model_sha: str | None = None) -> RoundRecord:
+        """Save round ``number``'s global model, invitations and settings (step ``opening``)."""
+        ctx = self.context
+        state_before = None
+        if number == 1:
+            initial = ctx.initial_model()
+            if global_model_sha is None or global_model_sha == sha_hex(initial):
+                global_model_sha = ctx.blobs.put("models", initial)
+        else:
+            if global_model_sha is None:
+                global_model_sha = bytes(ctx.ledger.round(number - 1).new_model_hash).hex()
+            previous = ctx.state.round(number - 1)
+            state_before = previous.state_after_sha if previous is not None else None
+        if not ctx.blobs.has("models", global_model_sha):
+            raise AggregatorError(
+                f"round {number} starts from model 0x{global_model_sha}, which {ctx.settings.state_dir} does not hold"
+            )
+        institutions = [ctx.ledger.institution(a) for a in ctx.ledger.institutions()]
+        candidates = eligible(institutions, bounty.min_reputation)
+        s = ctx.settings
+        selected = select_clients(candidates, mode=s.selection, k=s.clients_per_round, seed=s.seed,
+                                  bounty_id=ctx.bounty_id, round_=number)
+        return ctx.state.insert_opening(number, global_model_sha=global_model_sha, selected=selected,
+                                        settings=self.round_settings(number), state_before_sha=state_before)
+
+    def round_settings(self, number: int) -> dict[str, Any]:
+        """What round ``number`` is computed with (saved with the round, read back by auditors)."""
+        s = self.context.settings
+        return {
+            "strategy": s.strategy, "strategy_params": dict(s.strategy_params),
+            "scorer": s.scorer, "scorer_params": dict(s.scorer_params),
+            "seed": derive_seed(s.seed, "score", self.context.bounty_id, number), "base_seed": s.seed,
+            "selection": s.selection, "clients_per_round": s.clients_per_round, "quorum": s.quorum,
+        }
+
+    def _record_open(self, number: int, opened: TxRecord | None = None) -> RoundRecord:
+        ctx = self.context
+        chain_round = ctx.ledger.round(number)
+        opened = opened or ctx.ledger.event_tx("RoundOpened", number)
+        return ctx.state.mark_open(number, commit_deadline=chain_round.commit_deadline, opened_at=chain_round.opened_at,
+                                   open_tx=opened.tx_hash if opened else None,
+                                   open_block=opened.block_number if opened else None)
+
+    # -- an open round --------------------------------------------------------------------------
+    def _advance(self, number: int, bounty) -> str:
+        ctx = self.context
+        chain_round = ctx.ledger.round(number)
+        chain_model = bytes(chain_round.global_model_hash).hex()
+        record = ctx.state.round(number)
+        if record is None:  # opened on chain, unknown here (a lost state dir): adopt it if we hold its model
+            record = self._prepare(number, bounty, global_model_sha=chain_model)
+        if record.global_model_sha != chain_model:
+            raise AggregatorError(
+                f"round {number} is open on chain with model 0x{chain_model} but the state has 0x{record.global_model_sha}"
+            )
+        if record.step == "opening":
+            self._record_open(number)
+            log.info("round %d was already open on chain: recorded", number)
+            return "opened"
+        if record.step == "open":
+            if not self._ready_to_close(record, chain_round):
+                return "waiting"
+            ctx.state.begin_scoring(number)
+            log.info("round %d closed to uploads with %d uploads", number, len(ctx.state.uploads(number)))
+            return "closed"
+        if record.step == "scoring":
+            self._score(record)
+            return "scored"
+        if record.step == "scored":
+            tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha), record.fixed_point_scores)
+            ctx.state.mark_finalized(number, finalize_tx=tx)
+            log.info("round %d finalized (tx %s), new model 0x%s", number, tx, record.new_model_sha)
+            return "finalized"
+        raise AggregatorError(f"round {number} is open on chain but recorded as {record.step}")
+
+    def _ready_to_close(self, record: RoundRecord, chain_round) -> bool:
+        ctx = self.context
+        s = ctx.settings
+        uploaded = {u.institution for u in ctx.state.uploads(record.round)}
+        now = ctx.ledger.now()
+        if s.wall_clock:
+            now = max(now, int(ctx.clock()))
+        if now <= chain_round.commit_deadline:
+            if s.quorum is not None and len(uploaded) >= s.quorum:
+                return True
+            return bool(record.selected) and set(record.selected) <= uploaded
+        # The window is closed: the committers are final. Wait (a grace period) for those still uploading.
+        allowed = set(record.selected) if s.selection == "reputation" else None
+        pending = [a for a in ctx.ledger.commitments(record.round, from_block=record.open_block) if a not in uploaded and (allowed is None or a in allowed)]
+        if not pending:
+            return True
+        first_seen = self._closed_seen.setdefault(record.round, self.monotonic())
+        return self.monotonic() - first_seen >= s.upload_grace
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _score(self, record: RoundRecord) -> RoundRecord:
+        ctx = self.context
+        number = record.round
+        settings = record.settings
+        commitments = ctx.ledger.commitments(number, from_block=record.open_block)
+        uploads = {u.institution: u.sha256 for u in ctx.state.uploads(number)}
+        selected = record.selected if settings.get("selection") == "reputation" else None
+        kept, excluded = select_updates(commitments, uploads, selected)
+        limit = max(ctx.settings.max_upload_bytes, codec.DEFAULT_MAX_BYTES)
+        global_weights = codec.decode(ctx.blobs.get("models", record.global_model_sha), expected=ctx.expected,
+                                      max_bytes=limit)
+        updates: dict[str, tuple[dict[str, np.ndarray], int]] = {}
+        for institution, commitment in sorted(kept.items()):
+            try:
+                arrays = codec.decode(ctx.blobs.get("updates", commitment.update_hash), expected=ctx.expected,
+                                      max_bytes=limit)
+            except (AggregatorError, CodecError) as exc:
+                excluded[institution] = f"stored update unusable: {exc}"
+                continue
+            updates[institution] = (arrays, commitment.sample_count)
+
+        from aggregator.strategies import FitResult, make_strategy
+
+        state_before = self._load_state(record.state_before_sha)
+        strategy = make_strategy(settings["strategy"], **settings.get("strategy_params", {}))
+        strategy.load_state_dict(state_before)
+        results = [FitResult(institution, arrays, n) for institution, (arrays, n) in updates.items()]
+        aggregate = strategy.aggregate_fit(number, global_weights, results)
+        new_model_sha = ctx.blobs.put("models", codec.encode(aggregate.weights))
+        state_after = strategy.state_dict()
+        state_after_sha = ctx.blobs.put("states", codec.encode(state_after)) if state_after else None
+
+        if updates:
+            started = time.perf_counter()
+            report = scores_report(self.score_fn(
+                global_weights=global_weights, updates=updates, strategy_name=settings["strategy"],
+                strategy_params=settings.get("strategy_params") or None, strategy_state=state_before or None,
+                spec=ctx.spec, X_val=ctx.validation.X, y_val=ctx.validation.y, estimator=settings["scorer"],
+                estimator_params=settings.get("scorer_params") or None, seed=settings["seed"],
+            ))
+            log.info("round %d scored %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
+        else:
+            report = scores_report(None)
+        fixed = {a: int(v) for a, v in report["fixed_point"].items()}
+        if set(fixed) != set(updates):
+            raise AggregatorError(
+                f"the scorer returned scores for {sorted(fixed)} but round {number} used {sorted(updates)}"
+            )
+        used = [{"institution": a, "sha256": kept[a].update_hash.hex(), "num_samples": n} for a, (_, n) in updates.items()]
+        decisions = [
+            Decision(a, kept[a].update_hash.hex(), n, True, None, report["values"].get(a), fixed[a])
+            for a, (_, n) in updates.items()
+        ]
+        for a, reason in sorted(excluded.items()):
+            commitment = commitments.get(a)
+            sha = commitment.update_hash.hex() if commitment else uploads.get(a, "")
+            decisions.append(Decision(a, sha, commitment.sample_count if commitment else 0, False, reason))
+        aggregate_report = {
+            "used_by_strategy": list(aggregate.used), "excluded_by_strategy": dict(aggregate.excluded),
+            "metrics": {k: _finite_or_none(v) for k, v in aggregate.metrics.items()},
+            "hyperparameters": _jsonable(strategy.hyperparameters()),
+        }
+        return ctx.state.save_scored(number, new_model_sha=new_model_sha, state_after_sha=state_after_sha, used=used,
+                                     excluded=excluded, aggregate=aggregate_report, scores=report, decisions=decisions)
+
+    def _load_state(self, sha: str | None) -> dict[str, np.ndarray]:
+        if not sha:
+            return {}
+        return codec.decode(self.context.blobs.get("states", sha), max_bytes=1 << 40)
+
+    # -- reconciling ----------------------------------------------------------------------------
+    def _record_finalized_on_chain(self, record: RoundRecord) -> None:
+        ctx = self.context
+        chain_round = ctx.ledger.round(record.round)
+        chain_model = bytes(chain_round.new_model_hash).hex()
+        note = "found finalized on chain"
+        if record.new_model_sha and chain_model != record.new_model_sha:
+            note += f" with model 0x{chain_model}, not the saved 0x{record.new_model_sha}"
+            log.warning("round %d: %s", record.round, note)
+        finalized = ctx.ledger.event_tx("RoundFinalized", record.round, from_block=record.open_block)
+        ctx.state.mark_finalized(record.round, finalize_tx=finalized.tx_hash if finalized else None, note=note)
+        log.info("round %d: %s", record.round, note)
+
+
+def scores_report(scores: Any) -> dict[str, Any]:
+    """A scorer's ``RoundScores`` as JSON-ready data (fixed-point scores as decimal strings, non-finite floats as None)."""
+    if scores is None:
+        return {"estimator": None, "values": {}, "std_errors": {}, "fixed_point": {}, "evaluations": 0,
+                "v_empty": None, "v_grand": None, "seconds": 0.0, "metric": None, "estimator_params": None,
+                "permutations": 0, "converged": True}
+    get = (lambda k, d=None: scores.get(k, d)) if isinstance(scores, Mapping) else (lambda k, d=None: getattr(scores, k, d))
+    return {
+        "estimator": get("estimator"),
+        "values": {str(k): _finite_or_none(v) for k, v in dict(get("values", {}) or {}).items()},
+        "std_errors": {str(k): _finite_or_none(v) for k, v in dict(get("std_errors", {}) or {}).items()},
+        "fixed_point": {str(k): str(int(v)) for k, v in dict(get("fixed_point", {}) or {}).items()},
+        "evaluations": int(get("evaluations", 0) or 0),
+        "v_empty": _finite_or_none(get("v_empty")),
+        "v_grand": _finite_or_none(get("v_grand")),
+        "seconds": _finite_or_none(get("seconds")),
+        "metric": get("metric"),
+        "estimator_params": _jsonable(get("estimator_params")),
+        "permutations": int(get("permutations", 0) or 0),
+        "converged": bool(get("converged", True)),
+    }
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return _finite_or_none(value)
+    if isinstance(value, int | str | bool) or value is None:
+        return value
+    return str(value)

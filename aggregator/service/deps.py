@@ -1,0 +1,38 @@
+"""FastAPI dependencies, as ``Annotated`` aliases (override them in tests with ``app.dependency_overrides``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request
+
+from aggregator.service.context import ServiceContext
+
+
+def get_context(request: Request) -> ServiceContext:
+    """The shared :class:`ServiceContext` (set by the app's lifespan)."""
+    context = getattr(request.app.state, "context", None)
+    if context is None:
+        raise HTTPException(503, "the aggregator is starting: try again in a moment")
+    return context
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+def get_upload_limit(context: Context) -> int:
+    """Largest update body accepted, in bytes (``--max-upload-bytes``)."""
+    return context.settings.max_upload_bytes
+
+
+UploadLimit = Annotated[int, Depends(get_upload_limit)]
+
+
+def known_bounty(context: Context, bounty_id: Annotated[int, Path(description="the bounty this aggregator runs")]) -> int:
+    """The path's bounty id, if it is the one this aggregator serves (404 otherwise)."""
+    if bounty_id != context.bounty_id:
+        raise HTTPException(404, f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")
+    return bounty_id
+
+
+BountyId = Annotated[int, Depends(known_bounty)]

@@ -1,0 +1,1 @@
+"""One router per resource: health, tasks, rounds, models (and optimizer states), updates."""

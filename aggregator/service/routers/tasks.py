@@ -1,0 +1,18 @@
+"""``GET /bounties/{bounty_id}/task``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from aggregator.service.deps import BountyId, Context
+from aggregator.service.schemas import ErrorResponse, TaskSpecOut
+
+router = APIRouter(tags=["tasks"])
+
+
+@router.get(
+    "/bounties/{bounty_id}/task", response_model=TaskSpecOut, responses={404: {"model": ErrorResponse}},
+    summary="The bounty's task spec (TaskSpec.to_dict(); its task_hash is the bounty's taskSpecHash)",
+)
+def get_task(bounty_id: BountyId, context: Context) -> dict:
+    return context.spec.to_dict()

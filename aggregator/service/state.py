@@ -1,0 +1,426 @@
+"""The aggregator's durable state in SQLite (``<state-dir>/aggregator.sqlite``).
+
+A round moves through steps, each committed before the action that follows it::
+
+    opening --openRound tx--> open --window closed / quorum--> scoring --aggregate+score, saved--> scored
+            --finalizeRound tx--> finalized
+
+* ``opening``: the global model, the invited institutions and the round's settings are on disk; the
+  ``openRound`` transaction may or may not have been mined (the chain's ``roundsOpened`` tells).
+* ``open``: the chain has the round; uploads are accepted.
+* ``scoring``: uploads are closed (an upload either got in before this step, atomically, or is refused).
+* ``scored``: the new model, the optimizer state, the decisions and the scores are saved; a restart
+  reuses them and never recomputes.
+* ``finalized``: the chain shows the round finalized (by our transaction, recorded with its hash, or found
+  already finalized on restart).
+
+Schema
+------
+``meta(key, value)``: what this state directory belongs to (chain id, ledger, bounty, aggregator) and the
+bounty's last known status.
+``rounds``: one row per round (see :class:`RoundRecord`); JSON columns hold lists and objects.
+``uploads(round, institution, sha256, size, received_at)``: accepted uploads, one per institution and round.
+``decisions(round, institution, sha256, num_samples, used, reason, score, score_fixed)``: per round, what became
+of every committed institution (used, or excluded and why) and its score (``score_fixed`` as a decimal string).
+``journal(id, round, step, at, note)``: every step reached, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from fedcore.errors import AggregatorError, ConfigError
+
+DB_NAME = "aggregator.sqlite"
+STEPS = ("opening", "open", "scoring", "scored", "finalized")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    step TEXT NOT NULL CHECK (step IN ('opening', 'open', 'scoring', 'scored', 'finalized')),
+    global_model_sha TEXT NOT NULL,
+    selected_json TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    state_before_sha TEXT,
+    commit_deadline INTEGER,
+    opened_at INTEGER,
+    open_tx TEXT,
+    open_block INTEGER,
+    new_model_sha TEXT,
+    state_after_sha TEXT,
+    used_json TEXT,
+    excluded_json TEXT,
+    aggregate_json TEXT,
+    scores_json TEXT,
+    finalize_tx TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    round INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (round, institution)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    round INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    num_samples INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    reason TEXT,
+    score REAL,
+    score_fixed TEXT,
+    PRIMARY KEY (round, institution)
+);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    round INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    at REAL NOT NULL,
+    note TEXT
+);
+"""
+
+
+class RoundNotAccepting(AggregatorError):
+    """An upload for a round that is not (or no longer) open."""
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    round: int
+    institution: str
+    sha256: str  # 64 hex, no 0x
+    size: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    institution: str
+    sha256: str
+    num_samples: int
+    used: bool
+    reason: str | None = None
+    score: float | None = None
+    score_fixed: int | None = None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round as the aggregator saw it (hashes are 64 hex characters without ``0x``).
+
+    ``settings`` holds what the round is computed with: strategy and its parameters, scorer and its
+    parameters, the round's scoring seed, the selection mode. ``used`` lists the updates that entered the
+    round, ``[{"institution", "sha256", "num_samples"}]`` sorted by institution; ``excluded`` maps
+    institution -> reason; ``scores`` is the scorer's report (``fixed_point`` values as decimal strings).
+    """
+
+    round: int
+    step: str
+    global_model_sha: str
+    selected: list[str]
+    settings: dict[str, Any]
+    state_before_sha: str | None = None
+    commit_deadline: int | None = None
+    opened_at: int | None = None
+    open_tx: str | None = None
+    open_block: int | None = None
+    new_model_sha: str | None = None
+    state_after_sha: str | None = None
+    used: list[dict[str, Any]] | None = None
+    excluded: dict[str, str] | None = None
+    aggregate: dict[str, Any] | None = None
+    scores: dict[str, Any] | None = None
+    finalize_tx: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def fixed_point_scores(self) -> dict[str, int]:
+        """The on-chain scores by institution (empty before ``scored``)."""
+        if not self.scores:
+            return {}
+        return {address: int(value) for address, value in self.scores.get("fixed_point", {}).items()}
+
+
+_JSON_COLUMNS = {"selected": "selected_json", "settings": "settings_json", "used": "used_json",
+                 "excluded": "excluded_json", "aggregate": "aggregate_json", "scores": "scores_json"}
+
+
+class StateDB:
+    """Thread-safe access to ``aggregator.sqlite`` (one connection, one lock, WAL, synchronous=FULL).
+
+    Parameters
+    ----------
+    state_dir : path
+        The state directory (created if needed); the database is ``<state_dir>/aggregator.sqlite``.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike):
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / DB_NAME
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(os.fspath(path), check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _transaction(self):
+        return _Transaction(self)
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        with self._lock:
+            self._conn.execute(sql, tuple(params))
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """All rows, fetched under the lock (the connection is shared by threads)."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    # -- meta -----------------------------------------------------------------------------------
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                      (key, str(value)))
+
+    def bind(self, identity: dict[str, Any]) -> None:
+        """Record what this state belongs to, or check it matches what it was first used for.
+
+        Raises
+        ------
+        ConfigError
+            When the directory belongs to another chain, ledger, bounty or aggregator.
+        """
+        with self._transaction():
+            for key, value in identity.items():
+                stored = self.meta(key)
+                if stored is None:
+                    self.set_meta(key, value)
+                elif stored != str(value):
+                    raise ConfigError(
+                        f"state dir {self.path.parent} belongs to {key} {stored}, not {value}: use another --state-dir"
+                    )
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def round(self, number: int) -> RoundRecord | None:
+        row = self._one("SELECT * FROM rounds WHERE round = ?", (int(number),))
+        return _record(row) if row else None
+
+    def rounds(self) -> list[RoundRecord]:
+        return [_record(row) for row in self._query("SELECT * FROM rounds ORDER BY round")]
+
+    def latest_round(self) -> RoundRecord | None:
+        row = self._one("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
+        return _record(row) if row else None
+
+    def insert_opening(self, number: int, *, global_model_sha: str, selected: list[str], settings: dict[str, Any],
+                       state_before_sha: str | None) -> RoundRecord:
+        """Create round ``number`` at step ``opening`` (idempotent: an existing row is returned unchanged)."""
+        now = time.time()
+        with self._transaction():
+            existing = self.round(number)
+            if existing is not None:
+                return existing
+            self._execute(
+                "INSERT INTO rounds (round, step, global_model_sha, selected_json, settings_json, state_before_sha,"
+                " created_at, updated_at) VALUES (?, 'opening', ?, ?, ?, ?, ?, ?)",
+                (int(number), global_model_sha, _dump(selected), _dump(settings), state_before_sha, now, now),
+            )
+            self._journal(number, "opening")
+        return self.round(number)
+
+    def mark_open(self, number: int, *, commit_deadline: int, opened_at: int, open_tx: str | None,
+                  open_block: int | None) -> RoundRecord:
+        with self._transaction():
+            record = self._require(number)
+            if record.step == "opening":
+                self._update(number, step="open", commit_deadline=int(commit_deadline), opened_at=int(opened_at),
+                             open_tx=open_tx, open_block=open_block)
+                self._journal(number, "open", open_tx)
+        return self.round(number)
+
+    def begin_scoring(self, number: int) -> RoundRecord:
+        """Close round ``number`` to uploads (``open`` -> ``scoring``); later steps are left alone."""
+        with self._transaction():
+            record = self._require(number)
+            if record.step == "open":
+                self._update(number, step="scoring")
+                self._journal(number, "scoring", f"{len(self.uploads(number))} uploads")
+        return self.round(number)
+
+    def save_scored(self, number: int, *, new_model_sha: str, state_after_sha: str | None, used: list[dict[str, Any]],
+                    excluded: dict[str, str], aggregate: dict[str, Any], scores: dict[str, Any],
+                    decisions: list[Decision]) -> RoundRecord:
+        """Save everything finalization needs, at once (``scoring`` -> ``scored``)."""
+        with self._transaction():
+            record = self._require(number)
+            if record.step != "scoring":
+                return record
+            self._update(number, step="scored", new_model_sha=new_model_sha, state_after_sha=state_after_sha,
+                         used_json=_dump(used), excluded_json=_dump(excluded), aggregate_json=_dump(aggregate),
+                         scores_json=_dump(scores))
+            self._execute("DELETE FROM decisions WHERE round = ?", (number,))
+            for d in decisions:
+                self._execute(
+                    "INSERT INTO decisions (round, institution, sha256, num_samples, used, reason, score, score_fixed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (number, d.institution, d.sha256, int(d.num_samples), int(d.used), d.reason, d.score,
+                     None if d.score_fixed is None else str(int(d.score_fixed))),
+                )
+            self._journal(number, "scored", f"{len(used)} used, {len(excluded)} excluded")
+        return self.round(number)
+
+    def mark_finalized(self, number: int, *, finalize_tx: str | None, note: str | None = None) -> RoundRecord:
+        with self._transaction():
+            record = self._require(number)
+            if record.step != "finalized":
+                self._update(number, step="finalized", finalize_tx=finalize_tx)
+                self._journal(number, "finalized", note or finalize_tx)
+        return self.round(number)
+
+    def journal(self, number: int | None = None) -> list[dict[str, Any]]:
+        if number is None:
+            rows = self._query("SELECT * FROM journal ORDER BY id")
+        else:
+            rows = self._query("SELECT * FROM journal WHERE round = ? ORDER BY id", (number,))
+        return [dict(row) for row in rows]
+
+    def decisions(self, number: int) -> list[Decision]:
+        rows = self._query("SELECT * FROM decisions WHERE round = ? ORDER BY institution", (number,))
+        return [
+            Decision(row["institution"], row["sha256"], row["num_samples"], bool(row["used"]), row["reason"], row["score"],
+                     None if row["score_fixed"] is None else int(row["score_fixed"]))
+            for row in rows
+        ]
+
+    # -- uploads --------------------------------------------------------------------------------
+    def accept_upload(self, number: int, institution: str, sha256: str, size: int,
+                      store: Callable[[], Any] | None = None) -> tuple[UploadRecord, bool]:
+        """Record an upload if round ``number`` is open, atomically with the step check.
+
+        ``store`` (writing the blob) runs inside the same critical section, after the check and before the
+        row is written, so nothing is stored for a refused upload. Returns ``(record, created)``; an upload
+        already recorded for this institution and round is returned with ``created=False``.
+
+        Raises
+        ------
+        RoundNotAccepting
+            When the round is unknown or not at step ``open``.
+        """
+        with self._transaction():
+            record = self.round(number)
+            existing = self.upload_of(number, institution)
+            if existing is not None and existing.sha256 == sha256:
+                return existing, False
+            if record is None or record.step != "open":
+                raise RoundNotAccepting(
+                    f"round {number} is not open for uploads" + (f" (it is {record.step})" if record else "")
+                )
+            if existing is not None:
+                # Cannot happen for verified uploads (one commitment per institution and round).
+                raise RoundNotAccepting(f"{institution} already uploaded 0x{existing.sha256} in round {number}")
+            if store is not None:
+                store()
+            now = time.time()
+            self._execute("INSERT INTO uploads (round, institution, sha256, size, received_at) VALUES (?, ?, ?, ?, ?)",
+                          (number, institution, sha256, int(size), now))
+        return UploadRecord(number, institution, sha256, int(size), now), True
+
+    def upload_of(self, number: int, institution: str) -> UploadRecord | None:
+        row = self._one("SELECT * FROM uploads WHERE round = ? AND institution = ?", (number, institution))
+        return _upload(row) if row else None
+
+    def uploads(self, number: int) -> list[UploadRecord]:
+        rows = self._query("SELECT * FROM uploads WHERE round = ? ORDER BY institution", (number,))
+        return [_upload(row) for row in rows]
+
+    def upload_shas(self, number: int) -> set[str]:
+        return {u.sha256 for u in self.uploads(number)}
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _require(self, number: int) -> RoundRecord:
+        record = self.round(number)
+        if record is None:
+            raise AggregatorError(f"round {number} is not in the aggregator's state")
+        return record
+
+    def _update(self, number: int, **columns: Any) -> None:
+        columns["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        self._execute(f"UPDATE rounds SET {assignments} WHERE round = ?", (*columns.values(), int(number)))
+
+    def _journal(self, number: int, step: str, note: str | None = None) -> None:
+        self._execute("INSERT INTO journal (round, step, at, note) VALUES (?, ?, ?, ?)", (int(number), step, time.time(), note))
+
+
+class _Transaction:
+    """Re-entrant ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the database lock."""
+
+    def __init__(self, db: StateDB):
+        self.db = db
+
+    def __enter__(self):
+        self.db._lock.acquire()
+        self.outer = not self.db._conn.in_transaction
+        if self.outer:
+            self.db._conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if self.outer:
+                self.db._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.db._lock.release()
+        return False
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _record(row: sqlite3.Row) -> RoundRecord:
+    values = dict(row)
+    kwargs: dict[str, Any] = {}
+    for name, column in _JSON_COLUMNS.items():
+        raw = values.pop(column)
+        kwargs[name] = json.loads(raw) if raw is not None else None
+    return RoundRecord(**values, **kwargs)
+
+
+def _upload(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord(row["round"], row["institution"], row["sha256"], row["size"], row["received_at"])
+
+
+__all__ = ["DB_NAME", "STEPS", "Decision", "RoundNotAccepting", "RoundRecord", "StateDB", "UploadRecord"]

@@ -1,0 +1,169 @@
+"""What an upload must pass to be stored, and what a round's uploads must pass again to be used.
+
+Upload checks, in order (the first failure is the answer; nothing is stored for a refused upload):
+
+=====  ==========================================================================================
+401    ``X-Signature`` missing, not 65 bytes of hex, or not recoverable
+200    the signer already has these exact bytes accepted in this round (idempotent re-upload)
+409    the round is not the open one (unknown, wrong number, closed for scoring, finalized)
+403    the signer is not a registered institution, has not committed in this round, or (reputation
+       selection) was not invited to it
+409    sha256 of the body differs from the signer's on-chain commitment
+400    the body does not decode to the model's tensors (names, shapes, float32), or holds NaN/Inf,
+       or is not canonical safetensors
+=====  ==========================================================================================
+
+Size (413) is checked by the router before and while the body is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from aggregator.service.gateway import Commitment
+from fedcore import codec
+from fedcore.errors import AggregatorError, CodecError, DataError
+from fedcore.signing import recover_upload_signer
+
+SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
+ZERO_HASH = bytes(32)
+
+
+class UploadRejected(AggregatorError):
+    """An upload refused with an HTTP status and one line of detail."""
+
+    def __init__(self, status_code: int, detail: str):
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VerifiedUpload:
+    """An upload that passed every check (``sha256`` is 64 hex characters, no ``0x``)."""
+
+    round: int
+    institution: str
+    sha256: str
+    size: int
+    already_accepted: bool = False
+
+
+def parse_signature(header: str | None) -> str:
+    """The ``X-Signature`` value, checked for shape only (0x + 130 hex digits)."""
+    if header is None or not header.strip():
+        raise UploadRejected(401, "missing X-Signature header: sign the upload with fedcore.signing.sign_upload")
+    value = header.strip()
+    if not SIGNATURE.match(value):
+        raise UploadRejected(401, "malformed X-Signature: expected 0x followed by 130 hex digits (65 bytes)")
+    return value
+
+
+def recover_signer(signature: str, *, chain_id: int, ledger_address: str, bounty_id: int, round_: int,
+                   digest: bytes) -> str:
+    try:
+        return recover_upload_signer(signature, chain_id, ledger_address, bounty_id, round_, digest)
+    except DataError as exc:
+        raise UploadRejected(401, f"X-Signature does not verify: {exc}") from None
+
+
+def verify_upload(context, round_: int, body: bytes, signature: str) -> VerifiedUpload:
+    """Run every check but size on an upload (see the module doc); raises :class:`UploadRejected`.
+
+    Parameters
+    ----------
+    context : ServiceContext
+    round_ : int
+        The round in the URL (the one the signature must bind).
+    body : bytes
+        The update's safetensors bytes.
+    signature : str
+        The ``X-Signature`` header, already shape-checked by :func:`parse_signature`.
+    """
+    digest = hashlib.sha256(body).digest()
+    sha = digest.hex()
+    signer = recover_signer(signature, chain_id=context.chain_id, ledger_address=context.ledger_address,
+                            bounty_id=context.bounty_id, round_=round_, digest=digest)
+    existing = context.state.upload_of(round_, signer)
+    if existing is not None and existing.sha256 == sha:
+        return VerifiedUpload(round_, signer, sha, len(body), already_accepted=True)
+    record = context.state.round(round_)
+    if record is None or record.step != "open":
+        current = context.state.latest_round()
+        where = f"current round {current.round} is {current.step}" if current else "no round has been opened yet"
+        raise UploadRejected(409, f"round {round_} is not open for uploads ({where})")
+    institution = context.ledger.institution(signer)
+    if not institution.registered:
+        raise UploadRejected(403, f"signer {signer} is not a registered institution")
+    commitment = context.ledger.commitment_of(round_, signer)
+    if commitment == ZERO_HASH:
+        raise UploadRejected(403, f"signer {signer} has not committed an update in round {round_}")
+    if context.settings.selection == "reputation" and signer not in set(record.selected):
+        raise UploadRejected(403, f"signer {signer} was not selected for round {round_}")
+    if commitment != digest:
+        raise UploadRejected(
+            409, f"the body hashes to 0x{sha} but {signer}'s commitment in round {round_} is 0x{commitment.hex()}"
+        )
+    decode_update(body, context.expected, context.settings.max_upload_bytes)
+    return VerifiedUpload(round_, signer, sha, len(body))
+
+
+def decode_update(body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str]], max_bytes: int) -> dict[str, np.ndarray]:
+    """Decode an update against the model's tensors; :class:`UploadRejected` (400) when it does not fit."""
+    try:
+        return codec.decode(body, expected=expected, max_bytes=max_bytes)
+    except CodecError as exc:
+        raise UploadRejected(400, f"update rejected: {exc}") from None
+
+
+def select_updates(
+    commitments: Mapping[str, Commitment],
+    uploads: Mapping[str, str],
+    selected: Collection[str] | None = None,
+) -> tuple[dict[str, Commitment], dict[str, str]]:
+    """Decide which committed updates a round uses (pure).
+
+    Parameters
+    ----------
+    commitments : institution -> Commitment
+        The round's on-chain commitments.
+    uploads : institution -> sha256 hex (no 0x)
+        Accepted uploads.
+    selected : collection of str, optional
+        Only these institutions may take part (reputation selection); ``None`` lets every committer in.
+
+    Returns
+    -------
+    (kept, excluded)
+        ``kept``: institution -> Commitment, for uploads whose bytes match a commitment no one else made;
+        ``excluded``: institution -> reason for every other committer or uploader. An update hash committed by
+        two institutions is dropped for both.
+    """
+    copies = Counter(c.update_hash for c in commitments.values())
+    allowed = None if selected is None else set(selected)
+    kept: dict[str, Commitment] = {}
+    excluded: dict[str, str] = {}
+    for institution in sorted(commitments):
+        commitment = commitments[institution]
+        sha = uploads.get(institution)
+        if copies[commitment.update_hash] > 1:
+            excluded[institution] = (
+                f"update hash 0x{commitment.update_hash.hex()} was committed by {copies[commitment.update_hash]} institutions"
+            )
+        elif allowed is not None and institution not in allowed:
+            excluded[institution] = "not selected for this round"
+        elif sha is None:
+            excluded[institution] = "committed but did not upload"
+        elif sha != commitment.update_hash.hex():
+            excluded[institution] = "upload does not match the commitment"
+        else:
+            kept[institution] = commitment
+    for institution in sorted(set(uploads) - set(commitments)):
+        excluded[institution] = "uploaded without a commitment"
+    return kept, excluded

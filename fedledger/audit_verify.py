@@ -1,0 +1,730 @@
+"""``fedledger audit verify``: check a bounty's whole record, trusting neither the aggregator nor the sponsor.
+
+From the chain's events alone (the event index of :mod:`ledger.audit`), and the contract's views:
+
+``commitments``
+    every institution scored in a finalized round committed in that round, and the contract's
+    ``commitmentOf`` holds the hash its ``UpdateCommitted`` event announced;
+``unique_participants``
+    no institution scored twice in a round, no update hash shared by two scored institutions of a round,
+    and each ``RoundFinalized`` counts exactly the participants scored;
+``model_chain``
+    each round opened with the global model the previous round finalized;
+``money_invariant``
+    funded = credited + refunded + escrowed, with funded/credited/refunded summed from events equal to the
+    contract's counters and escrowed read from ``escrowOf``; per round the credits sum to the round's
+    ``credited`` and never exceed its ``reward``;
+``claims_within_credits``
+    per institution, claimed <= credited, and the contract's unclaimed balance = credited - claimed.
+
+With ``--aggregator URL`` (the aggregator's HTTP API; see *What the aggregator must serve* below):
+
+``round_records``
+    for each finalized round the aggregator's record lists exactly the chain's scored participants, with
+    their committed hashes, and the chain's new model hash;
+``updates_match_commitments``
+    every update the aggregator stored, downloaded by its hash, hashes (sha256 of the exact bytes) to the
+    sender's on-chain commitment.
+
+With ``--recompute`` (needs ``--aggregator``, ``--task`` and ``--validation``):
+
+``task_spec_hash`` / ``validation_set_hash``
+    the given task spec and validation CSV are the ones fixed on chain when the bounty was created;
+``global_model_round_<r>``
+    the model round r opened with, downloaded, hashes to the chain's ``globalModelHash``;
+``aggregate_round_<r>``
+    re-running the bounty's strategy on the downloaded updates gives a model whose canonical bytes hash to
+    the chain's ``newModelHash``, bit for bit;
+``scores_round_<r>``
+    re-running :func:`aggregator.scoring.score_round` with the recorded estimator, parameters and seed gives
+    exactly the on-chain fixed-point scores.
+
+Report (``--format json``)::
+
+    {"bounty_id": int, "verified": bool,
+     "checks": [{"name": str, "ok": bool, "detail": str}, ...],
+     "reasons": [str, ...],     # "<name>: <detail>" of every failed check
+     "skipped": [str, ...]}     # checks not run, and why (e.g. no --aggregator)
+
+``verified`` is true when every check that ran passed. Exit code 0 when verified, 1 when not (the report is
+printed either way), 2 for a usage error (unknown bounty, no chain, unreachable aggregator...).
+
+What the aggregator must serve
+------------------------------
+The aggregator service's API (``aggregator.service.schemas.RoundDetail``); the audit reads only these fields:
+
+``GET {URL}/bounties/{id}/rounds/{r}`` -> JSON::
+
+    {"global_model_hash": "0x<64 hex>",          # sha256 of the model bytes the round opened with
+     "new_model_hash": "0x<64 hex>" | null,      # null until scored
+     "used": [                                   # the updates that entered aggregation and scoring
+         {"institution": "0x<checksum address>", "sha256": "0x<64 hex>", "num_samples": 100}, ...] | null,
+     "excluded": {"0x<address>": "why its commitment was not used"} | null,
+     "settings": {"strategy": "fedavg", "strategy_params": {...},
+                  "scorer": "gtg", "scorer_params": {...}, "seed": 123, ...},
+     "scores": {"fixed_point": {"0x<address>": "<decimal string>"}, ...} | null,
+     ...}
+
+``GET {URL}/bounties/{id}/rounds/{r}/updates/{sha256}`` -> the update's safetensors bytes;
+``GET {URL}/bounties/{id}/models/{sha256}`` -> a model's safetensors bytes. ``sha256`` is sent as 64 lowercase hex
+characters without ``0x``; hashes in the JSON may carry ``0x`` or not.
+
+The strategy's server-optimizer state (FedAdam, FedYogi, FedAdagrad) is not downloaded: the recomputation replays
+the rounds in order from a fresh strategy, carrying the state itself (the aggregator stores and reloads the same
+arrays). As in the aggregator, the updates go to the strategy sorted by institution (checksum address), and the
+scorer gets ``strategy_params or None``, the round's starting state or None, ``estimator=settings.scorer``,
+``estimator_params=settings.scorer_params or None`` and ``seed=settings.seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
+
+EXIT_NOT_VERIFIED = 1
+_HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class AggregatorSource(Protocol):
+    """Where the auditor gets what the aggregator stored (the HTTP API, or a stand-in in tests)."""
+
+    def round_record(self, bounty_id: int, round_: int) -> dict: ...
+
+    def update(self, bounty_id: int, round_: int, sha256_hex: str) -> bytes: ...
+
+    def model(self, bounty_id: int, sha256_hex: str) -> bytes: ...
+
+
+class NotServed(Exception):
+    """The aggregator answered, but not with the item (404, 5xx, not JSON...): a failed check, not a usage error."""
+
+
+class HttpAggregator:
+    """The aggregator's HTTP API (``GET`` only).
+
+    Raises AggregatorError when nothing answers at ``url`` (a usage error), NotServed for a missing item.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 30.0, client: Any = None):
+        import httpx
+
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--aggregator {url!r} is not an http(s) URL")
+        self.url = url.rstrip("/")
+        self._client = client or httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _get(self, path: str) -> Any:
+        import httpx
+
+        try:
+            response = self._client.get(path)
+        except httpx.TransportError as error:
+            raise AggregatorError(f"no aggregator answers at {self.url} ({type(error).__name__})") from None
+        if response.status_code != 200:
+            detail = response.text[:200].replace("\n", " ")
+            raise NotServed(f"GET {path} answered {response.status_code} {detail}".rstrip())
+        return response
+
+    def round_record(self, bounty_id: int, round_: int) -> dict:
+        response = self._get(f"/bounties/{bounty_id}/rounds/{round_}")
+        try:
+            record = response.json()
+        except ValueError:
+            raise NotServed(f"the record of round {round_} is not JSON") from None
+        if not isinstance(record, dict):
+            raise NotServed(f"the record of round {round_} is not a JSON object")
+        return record
+
+    def update(self, bounty_id: int, round_: int, sha256_hex: str) -> bytes:
+        return self._get(f"/bounties/{bounty_id}/rounds/{round_}/updates/{_bare(sha256_hex)}").content
+
+    def model(self, bounty_id: int, sha256_hex: str) -> bytes:
+        return self._get(f"/bounties/{bounty_id}/models/{_bare(sha256_hex)}").content
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _bare(hex_hash: str) -> str:
+    return hex_hash[2:].lower() if hex_hash.lower().startswith("0x") else hex_hash.lower()
+
+
+def _norm_hash(value: Any) -> str | None:
+    if isinstance(value, bytes | bytearray) and len(value) == 32:
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str) and _HEX64.match(value):
+        return "0x" + _bare(value)
+    return None
+
+
+def _sha(data: bytes) -> str:
+    return "0x" + hashlib.sha256(data).hexdigest()
+
+
+def _short(hex_hash: str | None) -> str:
+    return (hex_hash[:10] + "…") if hex_hash else str(hex_hash)
+
+
+def _addr(value: Any) -> str | None:
+    from web3 import Web3
+
+    return Web3.to_checksum_address(value) if isinstance(value, str) and Web3.is_address(value) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    return None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """The parts of the aggregator's round record the audit uses, normalized (addresses checksummed, hashes 0x-hex)."""
+
+    round: int
+    global_model_hash: str | None
+    new_model_hash: str | None
+    updates: dict[str, tuple[str, int]]  # institution -> (update hash, sample count), the updates used
+    excluded: dict[str, str]  # institution -> reason
+    strategy_name: str | None
+    strategy_params: dict
+    estimator: str | None
+    estimator_params: dict
+    seed: int | None
+    scores: dict[str, int] | None
+
+
+def parse_round_record(raw: Mapping[str, Any], round_: int) -> RoundRecord:
+    """Normalize the JSON of ``GET /bounties/{id}/rounds/{r}`` (shape in the module doc).
+
+    Raises
+    ------
+    NotServed
+        When a field the audit needs is missing or malformed (reported as a failed check).
+    """
+    entries = raw.get("used")
+    if not isinstance(entries, list):
+        raise NotServed(f"round {round_} record has no 'used' list (not scored yet?)")
+    updates: dict[str, tuple[str, int]] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise NotServed(f"round {round_} record: an entry of 'used' is not an object")
+        who, digest = _addr(entry.get("institution")), _norm_hash(entry.get("sha256"))
+        count = _int(entry.get("num_samples"))
+        if who is None or digest is None or count is None:
+            raise NotServed(f"round {round_} record: malformed entry of 'used' {dict(entry)!r}"[:300])
+        if who in updates:
+            raise NotServed(f"round {round_} record uses {who} twice")
+        updates[who] = (digest, count)
+    excluded = raw.get("excluded") if isinstance(raw.get("excluded"), Mapping) else {}
+    settings = raw.get("settings") if isinstance(raw.get("settings"), Mapping) else {}
+    scores = None
+    fixed = raw.get("scores", {}).get("fixed_point") if isinstance(raw.get("scores"), Mapping) else None
+    if isinstance(fixed, Mapping):
+        scores = {}
+        for who, value in fixed.items():
+            if _addr(who) is None or _int(value) is None:
+                raise NotServed(f"round {round_} record: malformed score {who!r}: {value!r}"[:300])
+            scores[_addr(who)] = _int(value)
+    params = settings.get("strategy_params")
+    scorer_params = settings.get("scorer_params")
+    return RoundRecord(
+        round=round_,
+        global_model_hash=_norm_hash(raw.get("global_model_hash")),
+        new_model_hash=_norm_hash(raw.get("new_model_hash")),
+        updates=updates,
+        excluded={(_addr(k) or str(k)): str(v) for k, v in excluded.items()},
+        strategy_name=settings.get("strategy") if isinstance(settings.get("strategy"), str) else None,
+        strategy_params=dict(params) if isinstance(params, Mapping) else {},
+        estimator=settings.get("scorer") if isinstance(settings.get("scorer"), str) else None,
+        estimator_params=dict(scorer_params) if isinstance(scorer_params, Mapping) else {},
+        seed=_int(settings.get("seed")),
+        scores=scores,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks on chain data
+
+
+def _scored_by_round(timeline: list[dict]) -> dict[int, list[dict]]:
+    scored: dict[int, list[dict]] = defaultdict(list)
+    for item in timeline:
+        if item["event"] == "ContributionScored":
+            scored[item["round"]].append(item)
+    return scored
+
+
+def _committed_by_round(timeline: list[dict]) -> dict[int, list[dict]]:
+    committed: dict[int, list[dict]] = defaultdict(list)
+    for item in timeline:
+        if item["event"] == "UpdateCommitted":
+            committed[item["round"]].append(item)
+    return committed
+
+
+def chain_checks(report: dict, client, bounty_id: int) -> list[Check]:
+    """The checks that need only the chain (``report`` is :func:`ledger.audit.trace`'s output)."""
+    timeline = report["timeline"]
+    scored = _scored_by_round(timeline)
+    committed = _committed_by_round(timeline)
+    finalized = {item["round"]: item for item in timeline if item["event"] == "RoundFinalized"}
+    checks = []
+
+    # commitments
+    problems = []
+    for round_, items in sorted(scored.items()):
+        hashes = {}
+        for c in committed.get(round_, []):
+            hashes.setdefault(c["institution"], []).append(_norm_hash(c["updateHash"]))
+        if round_ not in finalized:
+            problems.append(f"round {round_} has scores but no RoundFinalized")
+        for item in items:
+            who = item["institution"]
+            if who not in hashes:
+                problems.append(f"round {round_}: {who} was scored without a commitment")
+                continue
+            if len(hashes[who]) != 1:
+                problems.append(f"round {round_}: {who} committed {len(hashes[who])} times")
+            on_chain = "0x" + client.commitment_of(bounty_id, round_, who).hex()
+            if on_chain != hashes[who][0]:
+                problems.append(f"round {round_}: {who}'s commitment is {_short(on_chain)} on chain, "
+                                f"{_short(hashes[who][0])} in its event")
+    n_scored = sum(len(v) for v in scored.values())
+    checks.append(Check("commitments", not problems, "; ".join(problems) or
+                        f"all {n_scored} scored updates in {len(finalized)} finalized rounds were committed in their round"))
+
+    # unique participants and hashes
+    problems = []
+    for round_, items in sorted(scored.items()):
+        twice = [who for who, n in Counter(i["institution"] for i in items).items() if n > 1]
+        if twice:
+            problems.append(f"round {round_}: scored twice: {', '.join(twice)}")
+        round_hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in committed.get(round_, [])}
+        used = [round_hashes.get(i["institution"]) for i in items if i["institution"] in round_hashes]
+        copies = [h for h, n in Counter(used).items() if n > 1]
+        if copies:
+            problems.append(f"round {round_}: update hash used by several participants: {', '.join(map(_short, copies))}")
+    for round_, item in sorted(finalized.items()):
+        if item["participants"] != len(scored.get(round_, [])):
+            problems.append(f"round {round_}: RoundFinalized counts {item['participants']} participants, "
+                            f"{len(scored.get(round_, []))} were scored")
+    checks.append(Check("unique_participants", not problems, "; ".join(problems) or
+                        "no participant scored twice and no update hash shared within a round"))
+
+    # model chain
+    problems = []
+    rounds = {r["round"]: r for r in report["rounds"]}
+    for number, r in sorted(rounds.items()):
+        previous = rounds.get(number - 1)
+        if previous is not None and previous["new_model_hash"] != r["global_model_hash"]:
+            problems.append(f"round {number} opened with {_short(r['global_model_hash'])}, round {number - 1} "
+                            f"finalized {_short(previous['new_model_hash'])}")
+    checks.append(Check("model_chain", not problems, "; ".join(problems) or
+                        f"each of {len(rounds)} rounds opened with the previous round's new model"))
+
+    # money
+    books, on_chain = report["books"], client.bounty(bounty_id)
+    escrow = client.escrow_of(bounty_id)
+    problems = []
+    if books["funded"] != books["credited"] + books["refunded"] + escrow:
+        problems.append(f"funded {books['funded']} != credited {books['credited']} + refunded {books['refunded']} "
+                        f"+ escrowed {escrow}")
+    for key, value in (("funded", on_chain.funded), ("credited", on_chain.credited), ("refunded", on_chain.refunded)):
+        if books[key] != value:
+            problems.append(f"{key}: {books[key]} from events, {value} in the contract")
+    if on_chain.escrowed != escrow:
+        problems.append(f"the contract's counters give escrowed {on_chain.escrowed}, escrowOf {escrow}")
+    for round_, item in sorted(finalized.items()):
+        credits = sum(i["credit"] for i in scored.get(round_, []))
+        if credits != item["credited"]:
+            problems.append(f"round {round_}: credits sum to {credits}, RoundFinalized says {item['credited']}")
+        if item["credited"] > item["reward"]:
+            problems.append(f"round {round_}: credited {item['credited']} > reward {item['reward']}")
+    checks.append(Check("money_invariant", not problems, "; ".join(problems) or
+                        f"funded {books['funded']} = credited {books['credited']} + refunded {books['refunded']} "
+                        f"+ escrowed {escrow}, matching the contract"))
+
+    # claims
+    problems = []
+    for who, info in sorted(report["institutions"].items()):
+        if info["claimed"] > info["credited"]:
+            problems.append(f"{who} claimed {info['claimed']} > credited {info['credited']}")
+        unclaimed, _ = client.contribution_of(bounty_id, who)
+        if unclaimed != info["credited"] - info["claimed"]:
+            problems.append(f"{who}: contract holds {unclaimed} unclaimed, events give "
+                            f"{info['credited'] - info['claimed']}")
+    checks.append(Check("claims_within_credits", not problems, "; ".join(problems) or
+                        f"{len(report['institutions'])} institutions: claimed <= credited, unclaimed balances agree"))
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks against the aggregator's store
+
+
+def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+    """(update hash, score, sample count) by scored institution, from events."""
+    timeline = report["timeline"]
+    hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in _committed_by_round(timeline).get(round_, [])}
+    samples = {c["institution"]: c["sampleCount"] for c in _committed_by_round(timeline).get(round_, [])}
+    scores = {s["institution"]: s["score"] for s in _scored_by_round(timeline).get(round_, [])}
+    return {w: hashes.get(w) for w in scores}, scores, {w: samples.get(w) for w in scores}
+
+
+def _record_problems(report: dict, r: dict, record: RoundRecord, hashes: dict, scores: dict, samples: dict
+                     ) -> list[str]:
+    """How a round record disagrees with the chain (empty when it agrees)."""
+    number = r["round"]
+    record_problems: list[str] = []
+    kept = {who: digest for who, (digest, _) in record.updates.items()}
+    if set(kept) != set(hashes):
+        missing, extra = sorted(set(hashes) - set(kept)), sorted(set(kept) - set(hashes))
+        record_problems.append(f"round {number}: the record's updates differ from the chain's scored participants"
+                               + (f"; not in the record: {', '.join(missing)}" if missing else "")
+                               + (f"; not scored on chain: {', '.join(extra)}" if extra else ""))
+    for who in sorted(set(kept) & set(hashes)):
+        if kept[who] != hashes[who]:
+            record_problems.append(f"round {number}: the record gives {who} hash {_short(kept[who])}, "
+                                   f"the chain {_short(hashes[who])}")
+        if record.updates[who][1] != samples[who]:
+            record_problems.append(f"round {number}: the record gives {who} {record.updates[who][1]} samples, "
+                                   f"the chain {samples[who]}")
+    if record.new_model_hash != r["new_model_hash"]:
+        record_problems.append(f"round {number}: the record's new model {_short(record.new_model_hash)} is not the "
+                               f"chain's {_short(r['new_model_hash'])}")
+    if record.global_model_hash is not None and record.global_model_hash != r["global_model_hash"]:
+        record_problems.append(f"round {number}: the record's global model {_short(record.global_model_hash)} is "
+                               f"not the chain's {_short(r['global_model_hash'])}")
+    if record.scores is not None and record.scores != scores:
+        record_problems.append(f"round {number}: the record's scores differ from the chain's")
+    committers = {c["institution"] for c in _committed_by_round(report["timeline"]).get(number, [])}
+    unexplained = sorted(committers - set(hashes) - set(record.excluded))
+    if unexplained:
+        record_problems.append(f"round {number}: committed, not used, and no reason given: {', '.join(unexplained)}")
+    return record_problems
+
+
+def store_checks(report: dict, source: AggregatorSource, bounty_id: int
+                 ) -> tuple[list[Check], dict[int, RoundRecord], dict[int, dict[str, bytes]]]:
+    """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes."""
+    records: dict[int, RoundRecord] = {}
+    payloads: dict[int, dict[str, bytes]] = {}
+    record_problems, update_problems = [], []
+    n_updates = 0
+    finalized = [r for r in report["rounds"] if r["new_model_hash"] is not None]
+    for r in finalized:
+        number = r["round"]
+        hashes, scores, samples = _chain_round(report, number)
+        try:
+            record = parse_round_record(source.round_record(bounty_id, number), number)
+        except NotServed as error:
+            record_problems.append(f"round {number}: {error}")
+            record = None
+        if record is not None:
+            records[number] = record
+            record_problems += _record_problems(report, r, record, hashes, scores, samples)
+        payloads[number] = {}
+        for who in sorted(hashes):  # what the chain says was used: each must be served and match
+            n_updates += 1
+            try:
+                data = source.update(bounty_id, number, hashes[who])
+            except NotServed as error:
+                update_problems.append(f"round {number}: {who}'s update {_short(hashes[who])} not served ({error})")
+                continue
+            if _sha(data) != hashes[who]:
+                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, "
+                                       f"its commitment is {_short(hashes[who])}")
+                continue
+            payloads[number][who] = data
+    checks = [
+        Check("round_records", not record_problems, "; ".join(record_problems) or
+              f"{len(finalized)} round records agree with the chain"),
+        Check("updates_match_commitments", not update_problems, "; ".join(update_problems) or
+              f"{n_updates} stored updates hash to their commitments"),
+    ]
+    return checks, records, payloads
+
+
+# ---------------------------------------------------------------------------------------------
+# Recomputation
+
+
+def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
+    """``(X_val, y_val)`` from the validation CSV, prepared exactly as the aggregator prepares it for scoring."""
+    from aggregator.service.validation import load_validation_set  # the aggregator's own reader: same rows, same floats
+
+    validation = load_validation_set(path, spec)
+    return validation.X, validation.y
+
+
+def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
+                     payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
+                     load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None) -> list[Check]:
+    """Task and validation hashes, then per finalized round (in order) the global model, aggregate and scores."""
+    from fedcore.task import TaskSpec, task_hash_hex
+
+    checks = []
+    created = report["created"]
+    spec = TaskSpec.load(task)
+    given = task_hash_hex(spec)
+    checks.append(Check("task_spec_hash", given == created["task_spec_hash"],
+                        f"{Path(task).name} hashes to {_short(given)}, the chain has {_short(created['task_spec_hash'])}"))
+    try:
+        validation_bytes = Path(validation).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read validation set {validation}: {error.strerror}") from None
+    given = _sha(validation_bytes)
+    ok = given == created["validation_set_hash"]
+    checks.append(Check("validation_set_hash", ok,
+                        f"{Path(validation).name} hashes to {_short(given)}, the chain has "
+                        f"{_short(created['validation_set_hash'])}"))
+    if not checks[-1].ok or not checks[0].ok:
+        checks.append(Check("recompute", False, "not recomputed: the task spec or validation set is not the bounty's"))
+        return checks
+    X_val, y_val = (load_validation or load_validation_set)(validation, spec)
+    checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, X_val=X_val, y_val=y_val)
+    return checks
+
+
+def _stateful(strategy) -> bool:
+    from aggregator.strategies import Strategy
+
+    return type(strategy).state_dict is not Strategy.state_dict
+
+
+def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
+                  payloads: dict[int, dict[str, bytes]], *, spec, X_val, y_val) -> list[Check]:
+    """Re-run every finalized round's aggregation and scoring, in order; one check per round and step.
+
+    One strategy object lives across the rounds, as in the aggregator, so a server optimizer's moments carry
+    over. When a round cannot be replayed, the later rounds of a stateful strategy are not recomputed.
+    """
+    from aggregator.scoring import score_round
+    from aggregator.strategies import FitResult, make_strategy
+    from fedcore.codec import decode, describe, encode
+
+    checks: list[Check] = []
+    strategy, strategy_key, state_lost = None, None, False
+    for r in (r for r in report["rounds"] if r["new_model_hash"] is not None):
+        number = r["round"]
+        record = records.get(number)
+        hashes, chain_scores, samples = _chain_round(report, number)
+
+        def skip(name: str, why: str) -> None:
+            nonlocal state_lost
+            checks.append(Check(f"{name}_round_{number}", False, why))
+            state_lost = True
+
+        if record is None or set(payloads.get(number, {})) != set(hashes):
+            skip("aggregate", "not recomputed: the round record or some of its updates are missing or wrong")
+            continue
+        if not record.strategy_name or record.seed is None:
+            skip("aggregate", "not recomputed: the round record names no strategy or no scoring seed")
+            continue
+        key = (record.strategy_name, repr(sorted(record.strategy_params.items())))
+        if strategy is not None and key != strategy_key:
+            skip("aggregate", f"not recomputed: the strategy changed to {record.strategy_name} "
+                              f"{record.strategy_params} in this round")
+            continue
+        if strategy is None:
+            try:
+                strategy, strategy_key = make_strategy(record.strategy_name, **record.strategy_params), key
+            except FedLedgerError as error:
+                skip("aggregate", f"not recomputed: {error}")
+                continue
+        if state_lost and _stateful(strategy):
+            checks.append(Check(f"aggregate_round_{number}", False, f"not recomputed: {strategy.name} carries state "
+                                "across rounds and an earlier round could not be replayed"))
+            continue
+        try:
+            model_bytes = source.model(bounty_id, r["global_model_hash"])
+        except NotServed as error:
+            skip("global_model", f"not served: {error}")
+            continue
+        got = _sha(model_bytes)
+        checks.append(Check(f"global_model_round_{number}", got == r["global_model_hash"],
+                            f"the served model hashes to {_short(got)}, the chain has {_short(r['global_model_hash'])}"))
+        if got != r["global_model_hash"]:
+            state_lost = True
+            continue
+        ids = sorted(hashes)
+        try:
+            global_weights = decode(model_bytes)
+            updates = {who: decode(payloads[number][who], describe(global_weights)) for who in ids}
+            state = strategy.state_dict()  # the round's starting state, what scoring starts every coalition from
+            results = [FitResult(w, updates[w], samples[w]) for w in ids]
+            aggregate = strategy.aggregate_fit(number, global_weights, results)
+            new_hash = _sha(encode(aggregate.weights))
+        except FedLedgerError as error:
+            skip("aggregate", f"cannot replay: {error}")
+            continue
+        checks.append(Check(f"aggregate_round_{number}", new_hash == r["new_model_hash"],
+                            f"{record.strategy_name} over {len(ids)} updates gives {_short(new_hash)}, "
+                            f"the chain has {_short(r['new_model_hash'])}"))
+        if not ids:  # nothing used: nothing to score, and the chain must hold no score
+            checks.append(Check(f"scores_round_{number}", not chain_scores,
+                                "no update was used and none was scored" if not chain_scores else
+                                f"no update was used but {len(chain_scores)} were scored on chain"))
+            continue
+        optional = {"estimator": record.estimator} if record.estimator else {}
+        try:
+            scores = score_round(
+                global_weights=global_weights, updates={w: (updates[w], samples[w]) for w in ids},
+                strategy_name=record.strategy_name, strategy_params=record.strategy_params or None,
+                strategy_state=state or None, spec=spec, X_val=X_val, y_val=y_val,
+                estimator_params=record.estimator_params or None, seed=record.seed, **optional,
+            )
+        except FedLedgerError as error:
+            checks.append(Check(f"scores_round_{number}", False, f"cannot rescore: {error}"))
+            continue
+        recomputed = {_addr(k) or k: int(v) for k, v in scores.fixed_point.items()}
+        differ = sorted(w for w in set(recomputed) | set(chain_scores) if recomputed.get(w) != chain_scores.get(w))
+        checks.append(Check(
+            f"scores_round_{number}", not differ,
+            (f"{scores.estimator} (seed {record.seed}, {scores.evaluations} evaluations) reproduces the "
+             f"{len(chain_scores)} on-chain scores exactly") if not differ else
+            "; ".join(f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)))
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole verification
+
+
+def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None = None, recompute: bool = False,
+                  task: str | Path | None = None, validation: str | Path | None = None,
+                  load_validation: Callable | None = None) -> dict:
+    """Run every check that the given inputs allow; returns the report (shape in the module doc).
+
+    Parameters
+    ----------
+    client : FedLedgerClient
+    db : path
+        A synced event index (:func:`ledger.audit.sync_index`).
+    bounty_id : int
+    source : AggregatorSource, optional
+        The aggregator's store (``HttpAggregator(url)``); without it the store checks are skipped.
+    recompute : bool
+        Re-run aggregation and scoring (needs ``source``, ``task`` and ``validation``).
+    load_validation : callable ``(path, spec) -> (X_val, y_val)``, optional
+        Defaults to the aggregator's own loader.
+
+    Raises
+    ------
+    ChainError
+        Unknown bounty id.
+    ConfigError
+        ``recompute`` without its inputs.
+    """
+    from ledger.audit import trace
+
+    if recompute and (source is None or task is None or validation is None):
+        raise ConfigError("--recompute needs --aggregator URL, --task task.json and --validation val.csv")
+    report = trace(db, bounty_id, client)
+    checks = chain_checks(report, client, bounty_id)
+    skipped = []
+    if source is not None:
+        store, records, payloads = store_checks(report, source, bounty_id)
+        checks += store
+        if recompute:
+            checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
+                                       load_validation=load_validation)
+        else:
+            skipped.append("recompute: pass --recompute --task --validation to re-run aggregation and scoring")
+    else:
+        skipped.append("round_records, updates_match_commitments, recompute: pass --aggregator URL")
+    return {
+        "bounty_id": bounty_id,
+        "verified": all(c.ok for c in checks),
+        "checks": [asdict(c) for c in checks],
+        "reasons": [f"{c.name}: {c.detail}" for c in checks if not c.ok],
+        "skipped": skipped,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as text: one line per check, then the verdict."""
+    lines = [f"bounty {report['bounty_id']}"]
+    for check in report["checks"]:
+        lines.append(f"  {'ok  ' if check['ok'] else 'FAIL'}  {check['name']}: {check['detail']}")
+    for item in report["skipped"]:
+        lines.append(f"  skip  {item}")
+    lines.append("VERIFIED" if report["verified"] else f"NOT VERIFIED: {len(report['reasons'])} check(s) failed")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``verify`` to the ``audit`` group of ``ledger.cli`` (ledger does not import this module)."""
+    from fedcore.output import add_format_option
+    from ledger.cli import add_deployment_option, add_rpc_option, audit_subcommands
+
+    verify = audit_subcommands(subparsers).add_parser(
+        "verify", help="check a bounty end to end: commitments, money, stored updates, recomputed model and scores",
+        description=(
+            "Check a bounty from the chain's events and the contract: every scored participant committed in its "
+            "round, no one twice and no copied hash, funded = credited + refunded + escrowed (events against the "
+            "contract), claimed <= credited. With --aggregator, also that every stored update hashes to its "
+            "commitment; with --recompute, re-run the round's aggregation and scoring from the downloaded updates "
+            "and the validation set and compare the model hash and the fixed-point scores with the chain's, bit "
+            "for bit. Exit code 0 when verified, 1 when not (the report is printed either way)."
+        ),
+    )
+    verify.add_argument("--bounty", type=int, required=True, metavar="ID", help="the bounty id")
+    verify.add_argument("--aggregator", default=None, metavar="URL",
+                        help="the aggregator's HTTP API, to download round records, updates and models")
+    verify.add_argument("--recompute", action="store_true",
+                        help="re-run aggregation and scoring (needs --aggregator, --task, --validation)")
+    verify.add_argument("--task", default=None, metavar="PATH", help="the task spec JSON (checked against the chain)")
+    verify.add_argument("--validation", default=None, metavar="PATH",
+                        help="the validation CSV (its sha256 is checked against the chain first)")
+    add_rpc_option(verify)
+    add_deployment_option(verify)
+    verify.add_argument("--db", default=None, metavar="PATH", help="event index (default: <deployment>.index.sqlite)")
+    add_format_option(verify)
+    verify.set_defaults(func=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from fedcore.output import emit
+    from ledger.audit import default_index_path, sync_index
+    from ledger.chain import connect
+    from ledger.client import FedLedgerClient
+    from ledger.deployment import Deployment
+
+    if args.recompute and not (args.aggregator and args.task and args.validation):
+        raise ConfigError("--recompute needs --aggregator URL, --task task.json and --validation val.csv")
+    deployment = Deployment.load(args.deployment)
+    w3 = connect(args.rpc)
+    client = FedLedgerClient.from_deployment(w3, deployment)
+    db = args.db or default_index_path(args.deployment)
+    sync_index(w3, deployment, db)
+    source = HttpAggregator(args.aggregator) if args.aggregator else None
+    report = verify_bounty(client, db, args.bounty, source=source, recompute=args.recompute, task=args.task,
+                           validation=args.validation)
+    emit(report, args.format, text=format_report)
+    return 0 if report["verified"] else EXIT_NOT_VERIFIED

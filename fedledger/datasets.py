@@ -1,0 +1,275 @@
+"""``fedledger data heart``: the real Fed-Heart-Disease data as per-hospital CSV files for a federation on one machine.
+
+From the four raw UCI files (``node.data``: FLamby's preprocessing and its per-center 66/34 split, seed 43) it
+writes, into ``--out``:
+
+=========================  ===================================================================================
+``<center>.csv``           each hospital's training part minus a carved validation slice (what its node trains on)
+``test/<center>.csv``      each hospital's test part, untouched (what results are reported on)
+``validation.csv``         the sponsor's validation set: the four carved slices, in center order, each standardized
+                           with its center's site-CSV statistics (the aggregator scores contributions on it as it is;
+                           its sha256 goes on chain)
+``task.json``              the task spec: FLamby's logistic regression with its FedAvg settings
+``manifest.json``          how it was made, row counts, positives and the sha256 of every file
+=========================  ===================================================================================
+
+Every CSV has a header of the 13 feature names then the label ``num`` (0/1: ``num > 0`` in the raw data). The site
+and test files hold the raw numbers after FLamby's cleaning and one-hot encoding, NOT normalized: each node
+standardizes with its own site rows' mean and std (``node.site.load_site``), and its test rows with the same
+statistics, as FLamby does. The aggregator uses validation features as they are (``aggregator.service.validation``),
+so ``validation.csv`` is already standardized: each center's slice with that center's site statistics, exactly what
+its node applies, so the global model is scored on data scaled as it was trained on. The slices are carved from each
+center's *training* part (stratified by label like FLamby's split, seeded by ``--seed``), so the validation set is
+disjoint from every test part and from the site files. Equal arguments give byte-identical files.
+
+A column constant in a center's site rows has std 0 and FLamby's epsilon (1e-9) as its scale: a validation or test
+row that differs there becomes about 1e9 (with the defaults, Cleveland's ``restecg_1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcore.files import write_atomic
+
+HEART_LABEL = "num"
+VALIDATION_FILE = "validation.csv"
+TASK_FILE = "task.json"
+MANIFEST_FILE = "manifest.json"
+TEST_DIR = "test"
+
+
+@dataclass(frozen=True)
+class HeartPart:
+    """The rows of one center in each of the three parts (indices into the center's cleaned table)."""
+
+    name: str
+    table: Any  # node.data.Table: raw (cleaned, one-hot) features and 0/1 labels
+    train_index: np.ndarray
+    validation_index: np.ndarray
+    test_index: np.ndarray
+
+
+def heart_parts(*, validation_fraction: float = 0.25, seed: int = 42, data_root: str | os.PathLike | None = None
+                ) -> list[HeartPart]:
+    """Split every Fed-Heart-Disease center into site-train, validation and test rows.
+
+    Parameters
+    ----------
+    validation_fraction : float in (0, 1)
+        Share of each center's FLamby *training* part carved out for the sponsor's validation set.
+    seed : int
+        Seed of the carving (stratified by label when both classes have more than 2 rows, as FLamby's split).
+    data_root : path, optional
+        Folder of the raw files (default: ``node.data.default_data_root()``).
+
+    Returns
+    -------
+    list of HeartPart
+        Centers cleveland, hungarian, switzerland, va. With the defaults the site/validation/test rows are
+        149/50/104, 129/43/89, 22/8/16 and 63/22/45.
+    """
+    from fedcore.errors import ConfigError
+    from node.data import carve_validation, load_fed_heart_disease
+
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError(f"--validation-fraction must be in (0, 1), got {validation_fraction!r}")
+    parts = []
+    for site in load_fed_heart_disease(data_root, normalize=False):
+        carved = carve_validation(site, fraction=validation_fraction, seed=seed, normalize=False)
+        parts.append(HeartPart(site.name, site.table, carved.train_index, carved.test_index, site.test_index))
+    return parts
+
+
+def heart_task_spec(feature_columns: tuple[str, ...]):
+    """FLamby's Fed-Heart-Disease task: logistic regression, accuracy, FedAvg's client settings
+    (100 local SGD steps of batch 4 at lr 1e-3 per round), taken from ``bench.heart`` so the two agree."""
+    from bench.heart import BATCH_SIZE, FLAMBY_SETTINGS, LOCAL_STEPS
+    from fedcore.task import TaskSpec, TrainingSettings
+
+    client = FLAMBY_SETTINGS["fedavg"][1]
+    return TaskSpec(
+        name="fed-heart-disease",
+        model="logreg",
+        feature_columns=tuple(feature_columns),
+        label_column=HEART_LABEL,
+        metric="accuracy",
+        training=TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE, lr=client["lr"], optimizer="sgd"),
+    )
+
+
+def validation_features(part: HeartPart) -> np.ndarray:
+    """The center's validation rows standardized exactly as its node standardizes its own data: with the mean and
+    std of the center's site-CSV rows (``node.data.fit_preprocessor``, as ``node.site.load_site`` does).
+
+    Returns
+    -------
+    np.ndarray, shape (n_validation, d), float32
+    """
+    from node.data import fit_preprocessor
+
+    preprocessor = fit_preprocessor(part.table.X[part.train_index], impute="drop", normalize=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return preprocessor.transform(part.table.X[part.validation_index])
+
+
+def _number(value: float) -> str:
+    value = float(value)  # a float32 widens exactly, and repr round-trips: the reader gets the same float32 back
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def csv_bytes(feature_names: tuple[str, ...], X: np.ndarray, y: np.ndarray) -> bytes:
+    """A header (features, then ``num``) and one row per sample; integers without ``.0``, LF line endings."""
+    if np.isnan(X).any():
+        raise ValueError("rows with missing values cannot be written: the cleaning should have dropped them")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*feature_names, HEART_LABEL])
+    for row, label in zip(X, y):
+        writer.writerow([*(_number(v) for v in row), str(int(label))])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _write(path: Path, data: bytes) -> dict[str, Any]:
+    write_atomic(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, seed: int = 42,
+                data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write the site, test and validation CSVs, ``task.json`` and ``manifest.json`` into ``out``.
+
+    Returns
+    -------
+    dict
+        The manifest (also written to ``out/manifest.json``)::
+
+            {"dataset", "source", "license", "preprocessing", "split": {...}, "columns", "label",
+             "task_hash": "0x..", "validation_set_hash": "0x..",
+             "normalized": {...}, "validation_order": [centers],
+             "sites": {center: {"file", "test_file", "train_rows", "validation_rows", "test_rows"}},
+             "files": {relative path: {"rows", "positives", "sha256", "bytes"}}}
+
+        ``task_hash`` and ``validation_set_hash`` are what ``fedledger sponsor create-bounty`` puts on chain.
+    """
+    from fedcore.task import task_hash_hex
+    from node.data import HEART_SPLIT_SEED, HEART_TRAIN_FRACTION, heart_paths
+
+    out = Path(out)
+    parts = heart_parts(validation_fraction=validation_fraction, seed=seed, data_root=data_root)
+    features = parts[0].table.feature_names
+    files: dict[str, dict[str, Any]] = {}
+    sites: dict[str, dict[str, Any]] = {}
+
+    def emit_csv(relative: str, X: np.ndarray, y: np.ndarray) -> None:
+        info = _write(out / relative, csv_bytes(features, X, y))
+        files[relative] = {"rows": int(len(y)), "positives": int(np.sum(y)), **info}
+
+    for part in parts:
+        table = part.table
+        emit_csv(f"{part.name}.csv", table.X[part.train_index], table.y[part.train_index])
+        emit_csv(f"{TEST_DIR}/{part.name}.csv", table.X[part.test_index], table.y[part.test_index])
+        sites[part.name] = {"file": f"{part.name}.csv", "test_file": f"{TEST_DIR}/{part.name}.csv",
+                            "train_rows": int(len(part.train_index)),
+                            "validation_rows": int(len(part.validation_index)),
+                            "test_rows": int(len(part.test_index))}
+    emit_csv(VALIDATION_FILE,
+             np.concatenate([validation_features(p) for p in parts]),
+             np.concatenate([p.table.y[p.validation_index] for p in parts]))
+
+    spec = heart_task_spec(features)
+    task_text = json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n"  # what TaskSpec.save writes
+    files[TASK_FILE] = _write(out / TASK_FILE, task_text.encode("utf-8"))
+
+    raw = heart_paths(data_root)
+    manifest = {
+        "dataset": "fed-heart-disease",
+        "source": {
+            "description": "UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano 1988), doi:10.24432/C52P4X, "
+                           "4 hospitals as in FLamby's Fed-Heart-Disease",
+            "raw_files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw},
+        },
+        "license": "CC BY 4.0 (attribution required)",
+        "preprocessing": "FLamby: '?' -> missing; drop slope, ca, thal; drop rows with a missing value; one-hot cp and "
+                         "restecg (first level dropped); label num > 0.",
+        "split": {
+            "test": f"FLamby's per-center split: {HEART_TRAIN_FRACTION:g} train, random_state {HEART_SPLIT_SEED}, "
+                    "stratified by label when both classes have more than 2 rows",
+            "validation": "carved from each center's training part with the same rule",
+            "validation_fraction": validation_fraction,
+            "validation_seed": seed,
+        },
+        "columns": [*features, HEART_LABEL],
+        "label": HEART_LABEL,
+        "normalized": {"sites": False, "test": False,
+                       "validation": "each center's slice standardized with the mean and std (ddof 1, epsilon 1e-9) "
+                                     "of that center's site-CSV rows, as its node standardizes"},
+        "task_hash": task_hash_hex(spec),
+        "validation_set_hash": "0x" + files[VALIDATION_FILE]["sha256"],
+        "validation_order": [p.name for p in parts],
+        "sites": sites,
+        "files": dict(sorted(files.items())),
+    }
+    _write(out / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``fedledger data heart``."""
+    from fedcore.output import add_format_option
+
+    data = subparsers.add_parser(
+        "data", help="write real data sets as per-institution CSV files",
+        description="Prepare real data sets for a federation on one machine.",
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="DATASET", required=True)
+    heart = sub.add_parser(
+        "heart", help="Fed-Heart-Disease: 4 hospital CSVs, their test parts, a validation set, the task spec",
+        description=(
+            "From the raw UCI Heart Disease files (FLamby's cleaning and per-center split), write per hospital its "
+            "training rows minus a carved validation slice (cleveland.csv, hungarian.csv, switzerland.csv, va.csv) "
+            "and its test rows (test/<name>.csv), raw: each node standardizes with its own rows; the sponsor's "
+            "validation set (validation.csv: the carved slices, disjoint from every other file, each standardized "
+            "with its hospital's site statistics since the aggregator uses it as it is); task.json (FLamby's "
+            "logistic regression); and manifest.json (row counts, sha256 of each file)."
+        ),
+    )
+    heart.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created if missing)")
+    heart.add_argument("--validation-fraction", type=float, default=0.25, metavar="F",
+                       help="share of each hospital's training part carved for validation (default: %(default)s)")
+    heart.add_argument("--seed", type=int, default=42, help="seed of the carving (default: %(default)s)")
+    heart.add_argument("--data-root", default=None, metavar="DIR",
+                       help="folder of the raw files (default: $FEDLEDGER_DATA or ../shared/data)")
+    add_format_option(heart)
+    heart.set_defaults(func=_heart)
+
+
+def _heart(args: argparse.Namespace) -> int:
+    from fedcore.output import emit
+
+    manifest = write_heart(args.out, validation_fraction=args.validation_fraction, seed=args.seed,
+                           data_root=args.data_root)
+    if args.format == "json":
+        emit(manifest, "json")
+        return 0
+    rows = [{"file": name, "rows": info.get("rows", ""), "positives": info.get("positives", ""),
+             "sha256": info["sha256"][:16] + "…"} for name, info in manifest["files"].items()]
+    emit(rows)
+    print(f"wrote {len(rows)} files and {MANIFEST_FILE} to {args.out}")
+    print(f"task hash {manifest['task_hash']}")
+    print(f"validation set hash {manifest['validation_set_hash']}")
+    return 0

@@ -1,0 +1,698 @@
+"""An institution's participation in one bounty, round after round, crash-safe.
+
+Per open round in which the institution is selected and has not committed yet:
+
+1. download the global model; refuse it unless ``sha256(bytes)`` equals both the aggregator's
+   ``X-Model-Sha256`` header and the round's ``global_model_hash`` on chain;
+2. decode it and train locally (:func:`node.training.train_local`) with a seed derived from the task
+   seed, the bounty, the round and the institution's address (:func:`round_seed`), so reruns are
+   deterministic;
+3. encode the update (canonical safetensors) and hash it;
+4. save the bytes and a state record atomically (``<state_dir>/<bounty>/round-<r>.safetensors``
+   and ``<state_dir>/<bounty>/state.json``) **before** committing;
+5. commit ``sha256`` and the sample count on chain (``commitUpdate``);
+6. upload the bytes to the aggregator, signed (:func:`fedcore.signing.sign_upload`).
+
+The chain is the truth on restart: if it shows a commitment of this institution for the round,
+the node never commits again; if the saved bytes hash to that commitment it (re)uploads them (the
+aggregator content-addresses updates, so a second upload of the same bytes is harmless). If the
+bytes were saved but never committed, they are reused when they were trained on the same global
+model with the same seed (training is deterministic, so they are what retraining would give).
+
+Only the update bytes leave the node; log lines carry round numbers, hashes, sample counts and
+aggregate metrics, never records.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from fedcore.codec import decode, encode, update_hash, update_hash_hex
+from fedcore.errors import ContractRevert, DataError, NodeError
+from fedcore.models import build_model, weight_spec
+from fedcore.signing import sign_upload
+from fedcore.task import TaskSpec, derive_seed, task_hash
+from ledger.chain import latest_timestamp
+from ledger.client import BountyStatus, FedLedgerClient
+from fedcore.keystore import write_private_file
+from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable, RoundInfo
+from node.training import train_local
+
+log = logging.getLogger("fedledger.node")
+
+STATE_ENV = "FEDLEDGER_NODE_STATE_DIR"
+DEFAULT_STATE_ROOT = Path("~/.fedledger/state")
+STATE_VERSION = 1
+ZERO_HASH = b"\x00" * 32
+
+# Final statuses of a round record.
+UPLOADED = "uploaded"  # committed on chain and the aggregator accepted the bytes
+REJECTED = "rejected"  # committed, but the aggregator refused the upload (see upload_status)
+NOT_SELECTED = "not-selected"  # the aggregator did not select this institution
+MISSED = "missed"  # the commit window closed before this node could commit
+LOST = "committed-without-bytes"  # the chain holds a commitment, but its bytes are not in the state dir
+NOT_UPLOADED = "not-uploaded"  # committed, but the round closed before an upload got through
+
+Hook = Callable[[str, int], None]
+# Aggregator round statuses after which nothing more happens in the bounty.
+TERMINAL_STATUSES = ("completed", "cancelled", "expired")
+
+
+def default_state_dir(address: str) -> Path:
+    """``$FEDLEDGER_NODE_STATE_DIR`` if set, else ``~/.fedledger/state/<address>``."""
+    override = os.environ.get(STATE_ENV)
+    if override:
+        return Path(override).expanduser()
+    return (DEFAULT_STATE_ROOT / Web3.to_checksum_address(address)).expanduser()
+
+
+def round_seed(spec: TaskSpec, bounty_id: int, round_: int, address: str) -> int:
+    """The training seed of ``address`` in round ``round_`` of bounty ``bounty_id``.
+
+    ``derive_seed(spec.training.seed, "bounty", bounty_id, "round", round_, "institution", checksum address)``.
+    """
+    return derive_seed(
+        spec.training.seed, "bounty", int(bounty_id), "round", int(round_), "institution", Web3.to_checksum_address(address)
+    )
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+class ModelMismatch(NodeError):
+    """The model the aggregator served is not the one the chain announced for the round."""
+
+
+@dataclass
+class RoundRecord:
+    """What the node did in one round.
+
+    Attributes
+    ----------
+    bounty, round : int
+    status : str
+        ``uploaded``, ``rejected`` (the aggregator refused the upload), ``not-selected``, ``missed`` (the
+        commit window closed first), ``not-uploaded`` (committed, but the round closed before the upload
+        got through) or ``committed-without-bytes`` (the chain holds a commitment whose bytes are not in
+        the state folder).
+    sha256 : str or None
+        The committed update hash (0x hex).
+    samples : int or None
+        The committed sample count.
+    metrics : dict
+        Local training metrics (aggregates only: losses, accuracy, steps).
+    commit_tx : str or None
+        Hash of the ``commitUpdate`` transaction (None if committed by an earlier, crashed run
+        whose receipt was not recorded).
+    upload_status : str or None
+        ``accepted`` (or ``duplicate``), or the aggregator's refusal.
+    resumed : bool
+        This run finished a round an earlier run had started (saved or committed).
+    """
+
+    bounty: int
+    round: int
+    status: str
+    sha256: str | None = None
+    samples: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    commit_tx: str | None = None
+    upload_status: str | None = None
+    resumed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NodeState:
+    """The node's durable record of one bounty: ``<state_dir>/<bounty>/state.json`` and the update files.
+
+    Every write is atomic (temporary file, fsync, rename), so a crash leaves the previous or the new
+    version. A lock file keeps two node processes from working on the same bounty in the same folder.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike, bounty_id: int, *, address: str, chain_id: int, ledger: str):
+        self.root = Path(state_dir).expanduser()
+        self.bounty_id = int(bounty_id)
+        self.dir = self.root / str(self.bounty_id)
+        self.path = self.dir / "state.json"
+        self.identity = {
+            "bounty": self.bounty_id,
+            "address": Web3.to_checksum_address(address),
+            "chain_id": int(chain_id),
+            "ledger": Web3.to_checksum_address(ledger),
+        }
+        self._lock_fd: int | None = None
+        self.data = self._load()
+
+    # -- file plumbing ---------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {"version": STATE_VERSION, **self.identity, "rounds": {}}
+        except OSError as exc:
+            raise NodeError(f"cannot read node state {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("rounds"), dict):
+                raise ValueError("no rounds")
+        except ValueError:
+            raise NodeError(f"malformed node state {self.path}: move it away to start this bounty afresh") from None
+        for key, value in self.identity.items():
+            if data.get(key) != value:
+                raise NodeError(
+                    f"node state {self.path} belongs to {key} {data.get(key)}, not {value}: use another --state-dir"
+                )
+        return data
+
+    def lock(self) -> None:
+        """Take the folder's lock (NodeError if another process holds it)."""
+        if self._lock_fd is not None:
+            return
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise NodeError(f"another node process is working on {self.dir}: stop it first") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _write(self) -> None:
+        text = json.dumps(self.data, indent=1, sort_keys=True) + "\n"
+        write_private_file(self.path, text.encode("utf-8"))
+
+    # -- rounds ----------------------------------------------------------------------------------------
+    def round(self, round_: int) -> dict[str, Any] | None:
+        return self.data["rounds"].get(str(int(round_)))
+
+    def put(self, round_: int, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into round ``round_``'s record and write state.json atomically."""
+        record = dict(self.data["rounds"].get(str(int(round_)), {"round": int(round_)}))
+        record.update(fields)
+        record["updated_at"] = int(time.time())
+        self.data["rounds"][str(int(round_))] = record
+        self._write()
+        return record
+
+    def update_path(self, round_: int) -> Path:
+        return self.dir / f"round-{int(round_)}.safetensors"
+
+    def save_update(self, round_: int, data: bytes) -> Path:
+        return write_private_file(self.update_path(round_), bytes(data))
+
+    def read_update(self, round_: int) -> bytes | None:
+        try:
+            return self.update_path(round_).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise NodeError(f"cannot read saved update {self.update_path(round_)}: {exc.strerror}") from None
+
+
+class NodeRunner:
+    """One institution taking part in one bounty.
+
+    Parameters
+    ----------
+    ledger : FedLedgerClient
+        The deployed ledger (any sender; transactions are signed with ``account``).
+    aggregator : AggregatorClient
+        The bounty's aggregator service.
+    account : LocalAccount
+        The institution's key: signs commits and uploads.
+    bounty_id : int
+    X : np.ndarray, shape (n, d), float32
+        The institution's preprocessed features, columns in the task's ``feature_columns`` order.
+    y : np.ndarray, shape (n,)
+        0/1 labels.
+    state_dir : path, optional
+        Durable state (default :func:`default_state_dir`); ``<state_dir>/<bounty>/`` holds it.
+    spec : TaskSpec, optional
+        The task; fetched from the aggregator when omitted. Checked against the bounty's
+        ``task_spec_hash`` on chain either way (unless ``verify_task`` is false).
+    poll_seconds : float
+        Wait between polls of the aggregator when there is nothing to do.
+    rounds_max : int, optional
+        Stop after committing in this many rounds (counting rounds finished on resume).
+    progress : bool or None
+        Show a tqdm bar over the bounty's rounds (None: only on a terminal).
+    hook : callable, optional
+        ``hook(stage, round)`` after each durable step: ``"saved"``, ``"committed"``, ``"uploaded"``
+        (tests use it to simulate a crash).
+    echo : callable, optional
+        Receives one human-readable line per round event (default: the ``fedledger.node`` logger).
+    patience : float
+        Seconds of consecutive aggregator outage tolerated by :meth:`run` before giving up.
+    stop : threading.Event, optional
+        Set it to make :meth:`run` return after the current poll.
+    sleep : callable
+        Wait function (tests replace it to drive the other parties between polls).
+    verify_task : bool
+        Check the task spec's hash against the chain.
+    """
+
+    def __init__(
+        self,
+        *,
+        ledger: FedLedgerClient,
+        aggregator: AggregatorClient,
+        account: LocalAccount,
+        bounty_id: int,
+        X: np.ndarray,
+        y: np.ndarray,
+        state_dir: str | os.PathLike | None = None,
+        spec: TaskSpec | None = None,
+        poll_seconds: float = 2.0,
+        rounds_max: int | None = None,
+        progress: bool | None = None,
+        hook: Hook | None = None,
+        echo: Callable[[str], None] | None = None,
+        patience: float = 600.0,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        verify_task: bool = True,
+    ):
+        self.account = account
+        self.address = Web3.to_checksum_address(account.address)
+        self.ledger = ledger.as_sender(account)
+        self.aggregator = aggregator
+        self.bounty_id = int(bounty_id)
+        self.X = np.asarray(X, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.float32).reshape(-1)
+        if self.X.ndim != 2 or self.X.shape[0] != self.y.shape[0] or self.X.shape[0] == 0:
+            raise NodeError(f"site data must be X (n, d) and y (n,) with n > 0, got {self.X.shape} and {self.y.shape}")
+        self.state_dir = Path(state_dir).expanduser() if state_dir is not None else default_state_dir(self.address)
+        self.spec = spec
+        self.poll_seconds = float(poll_seconds)
+        self.rounds_max = rounds_max
+        self.progress = progress
+        self.hook = hook
+        self._echo = echo
+        self.patience = float(patience)
+        self.stop_event = stop or threading.Event()
+        self.sleep = sleep
+        self.verify_task = verify_task
+        self.chain_id = int(self.ledger.w3.eth.chain_id)
+        self.records: dict[int, RoundRecord] = {}
+        self.state: NodeState | None = None
+        self.finished: str | None = None  # "completed", "cancelled" or "expired" once the bounty is over
+        self._expected: dict | None = None
+        self._bar = None
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def echo(self, line: str) -> None:
+        if self._echo is not None:
+            self._echo(line)
+        else:
+            log.info("%s", line)
+
+    def open(self) -> "NodeRunner":
+        """Check the task, the data and the registration; take the state folder's lock."""
+        if self.state is not None:
+            return self
+        bounty = self.ledger.bounty(self.bounty_id)
+        if bounty.status == BountyStatus.NONE:
+            raise NodeError(f"bounty {self.bounty_id} does not exist on ledger {self.ledger.address}")
+        self._check_aggregator()
+        if self.spec is None:
+            self.spec = TaskSpec.from_dict(self.aggregator.task(self.bounty_id))
+        if self.verify_task and task_hash(self.spec) != bytes(bounty.task_spec_hash):
+            raise NodeError(
+                f"the task spec served for bounty {self.bounty_id} hashes to {_hex(task_hash(self.spec))}, "
+                f"but the chain fixed {_hex(bounty.task_spec_hash)}: refusing to train for it"
+            )
+        if self.X.shape[1] != self.spec.n_features:
+            raise NodeError(
+                f"site data has {self.X.shape[1]} feature columns, the task needs {self.spec.n_features} "
+                f"({', '.join(self.spec.feature_columns)})"
+            )
+        institution = self.ledger.institution(self.address)
+        if not institution.registered:
+            raise NodeError(
+                f"{self.address} is not a registered institution on ledger {self.ledger.address}: "
+                "run `fedledger node join --stake AMOUNT --name NAME` first"
+            )
+        if institution.reputation < bounty.min_reputation:
+            raise NodeError(
+                f"bounty {self.bounty_id} needs reputation {bounty.min_reputation}, {self.address} has {institution.reputation}"
+            )
+        self._expected = weight_spec(build_model(self.spec, n_features=self.spec.n_features, seed=0))
+        state = NodeState(
+            self.state_dir, self.bounty_id, address=self.address, chain_id=self.chain_id, ledger=self.ledger.address
+        )
+        state.lock()
+        self.state = state
+        return self
+
+    def _check_aggregator(self) -> None:
+        """The aggregator must serve this bounty of this ledger on this chain (fields it leaves out are not checked)."""
+        health = self.aggregator.health()
+        served = {
+            "chain id": (health.get("chain_id"), self.chain_id),
+            "ledger": (str(health.get("ledger") or "").lower() or None, self.ledger.address.lower()),
+            "bounty": (health.get("bounty_id"), self.bounty_id),
+        }
+        for what, (theirs, ours) in served.items():
+            if theirs is None:
+                continue
+            try:
+                same = int(theirs) == ours if what != "ledger" else theirs == ours
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                raise NodeError(
+                    f"the aggregator at {self.aggregator.base_url} serves {what} {theirs}, not {ours}: wrong --aggregator?"
+                )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self.state is not None:
+            self.state.unlock()
+            self.state = None
+
+    def __enter__(self) -> "NodeRunner":
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> list[RoundRecord]:
+        """Poll and take part until the bounty is over (completed, cancelled, expired), ``rounds_max``
+        is reached, or ``stop`` is set. Returns the round records in round order.
+
+        The aggregator must answer at the start; later outages (connection refused, timeouts, 5xx)
+        are waited out for up to ``patience`` seconds, then :class:`AggregatorUnavailable` is raised.
+        """
+        from tqdm import tqdm
+
+        bounty = self.ledger.bounty(self.bounty_id)
+        try:
+            # The first contact must succeed (a wrong URL fails fast); later outages are waited out.
+            self.open()
+            self._bar = tqdm(
+                total=bounty.num_rounds, unit="round", desc=f"bounty {self.bounty_id}", leave=True,
+                disable=(not self.progress) if self.progress is not None else None,
+            )
+            outage_since: float | None = None
+            while not self.stop_event.is_set():
+                try:
+                    record = self.poll_once()
+                    outage_since = None
+                except AggregatorUnavailable as exc:
+                    outage_since = outage_since or time.monotonic()
+                    if time.monotonic() - outage_since > self.patience:
+                        raise
+                    self.echo(f"aggregator unreachable, waiting: {exc}")
+                    record = None
+                if self.finished or self._reached_max():
+                    break
+                if record is None:
+                    self.sleep(self.poll_seconds)
+            if self.finished and self._bar is not None:
+                self._bar.update(max(0, self._bar.total - self._bar.n))
+            return self.results()
+        finally:
+            self.close()
+
+    def results(self) -> list[RoundRecord]:
+        return [self.records[r] for r in sorted(self.records)]
+
+    def _reached_max(self) -> bool:
+        if self.rounds_max is None:
+            return False
+        return sum(1 for r in self.records.values() if r.sha256 is not None) >= self.rounds_max
+
+    def _finish_round(self, record: RoundRecord) -> RoundRecord:
+        self.records[record.round] = record
+        if self._bar is not None:
+            self._bar.update(max(0, record.round - self._bar.n))
+            self._bar.set_postfix_str(f"round {record.round}: {record.status}")
+        line = f"bounty {record.bounty} round {record.round}: {record.status}"
+        if record.sha256:
+            line += f" sha256={record.sha256[:18]}… samples={record.samples}"
+        if "loss_before" in record.metrics:
+            line += f" loss {record.metrics['loss_before']:.4f}->{record.metrics['loss_after']:.4f}"
+        if record.upload_status and record.status != UPLOADED:
+            line += f" ({record.upload_status})"
+        self.echo(line)
+        return record
+
+    def poll_once(self) -> RoundRecord | None:
+        """Look at the bounty once and do what its current round needs.
+
+        Returns
+        -------
+        RoundRecord or None
+            The record of a round this poll finished (participated, resumed, skipped), else None.
+
+        Raises
+        ------
+        ModelMismatch
+            The served model is not the one on chain (nothing was trained or committed).
+        NodeError, ChainError
+            Anything else that stops this institution from taking part.
+        """
+        self.open()
+        bounty = self.ledger.bounty(self.bounty_id)
+        if bounty.status in (BountyStatus.COMPLETED, BountyStatus.CANCELLED):
+            self.finished = bounty.status.name.lower()
+            return self._sweep(None)
+        info = self.aggregator.current_round(self.bounty_id)
+        r = info.round
+        if info.status in TERMINAL_STATUSES:
+            self.finished = info.status
+            return self._sweep(None)
+        swept = self._sweep(info)
+        if info.status != "open" or r < 1 or r in self.records:
+            return swept
+        chain_round = self.ledger.round(self.bounty_id, r)
+        if chain_round.opened_at == 0 or chain_round.finalized:
+            return None  # the chain has not caught up with the aggregator, or the round is over
+        if not info.selects(self.address):
+            return self._finish_round(RoundRecord(self.bounty_id, r, NOT_SELECTED))
+        commitment = self.ledger.commitment_of(self.bounty_id, r, self.address)
+        if commitment != ZERO_HASH:
+            return self._resume(r, commitment)
+        return self._participate(r, info, chain_round)
+
+    def _sweep(self, info: RoundInfo | None) -> RoundRecord | None:
+        """Record rounds this node committed in (or saved for) that closed before their upload got through
+        (``info`` None: the bounty is over, every round is closed)."""
+        assert self.state is not None
+        last = None
+        for key in sorted(self.state.data["rounds"], key=int):
+            r, saved = int(key), self.state.data["rounds"][key]
+            closed = info is None or r < info.round or (r == info.round and info.status != "open")
+            if r in self.records or not closed or saved.get("status") not in ("saved", "committed"):
+                continue
+            committed = saved["status"] == "committed" or (
+                # a crash between the commit's receipt and its record leaves "saved": ask the chain
+                self.ledger.commitment_of(self.bounty_id, r, self.address) != ZERO_HASH
+            )
+            if committed:
+                self.state.put(r, status=NOT_UPLOADED)
+                last = self._finish_round(self._record_from_state(r, resumed=False))
+            else:
+                self.state.put(r, status=MISSED)
+                last = self._finish_round(replace(self._record_from_state(r, resumed=False), upload_status="never committed"))
+        return last
+
+    # -- one round -----------------------------------------------------------------------------------
+    def _participate(self, r: int, info: RoundInfo, chain_round) -> RoundRecord | None:
+        assert self.state is not None and self.spec is not None
+        chain_hash = _hex(chain_round.global_model_hash)
+        if info.global_model_hash and info.global_model_hash != chain_hash:
+            raise ModelMismatch(
+                f"round {r}: the aggregator announces global model {info.global_model_hash} but the chain says "
+                f"{chain_hash}: refusing to train"
+            )
+        if latest_timestamp(self.ledger.w3) > chain_round.commit_deadline:
+            return self._finish_round(RoundRecord(self.bounty_id, r, MISSED, upload_status="commit window closed"))
+        seed = round_seed(self.spec, self.bounty_id, r, self.address)
+        resumed = False
+        saved = self.state.round(r)
+        data = self._reusable_update(r, saved, chain_hash, seed)
+        if data is not None:
+            resumed = True
+            sha, samples, metrics = saved["sha256"], int(saved["samples"]), dict(saved.get("metrics") or {})
+            self.echo(f"bounty {self.bounty_id} round {r}: reusing the update saved before a restart")
+        else:
+            model = self.aggregator.model(self.bounty_id)
+            if model.round is not None and model.round != r:
+                return None  # the aggregator moved on between the two requests: look again
+            self._check_model(r, model.data, model.sha256, chain_hash)
+            weights = decode(model.data, expected=self._expected)
+            result = train_local(weights, self.X, self.y, self.spec, seed=seed, config=info.config or None)
+            data = encode(result.update)
+            sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
+            self.state.save_update(r, data)
+            self.state.put(
+                r, global_model_hash=chain_hash, seed=seed, sha256=sha, samples=samples, metrics=metrics,
+                file=self.state.update_path(r).name, status="saved", commit_tx=None, upload_status=None,
+            )
+            self._fire("saved", r)
+        try:
+            receipt = self.ledger.commit_update(self.bounty_id, r, bytes.fromhex(sha[2:]), samples)
+        except ContractRevert as exc:
+            if exc.name == "AlreadyCommitted":  # another process of this identity got there first
+                return self._resume(r, self.ledger.commitment_of(self.bounty_id, r, self.address))
+            if exc.name == "RoundClosed":
+                self.state.put(r, status=MISSED)
+                return self._finish_round(RoundRecord(
+                    self.bounty_id, r, MISSED, sha, samples, metrics, upload_status="commit window closed", resumed=resumed,
+                ))
+            raise
+        commit_tx = _hex(receipt["transactionHash"])
+        self.state.put(r, status="committed", commit_tx=commit_tx, upload_status=None)
+        self._fire("committed", r)
+        return self._upload(r, data, resumed=resumed)
+
+    def _reusable_update(self, r: int, saved: Mapping | None, chain_hash: str, seed: int) -> bytes | None:
+        """Saved, uncommitted bytes of round ``r`` trained from the same model with the same seed."""
+        if not saved or saved.get("global_model_hash") != chain_hash or saved.get("seed") != seed:
+            return None
+        data = self.state.read_update(r)
+        if data is None or update_hash_hex(data) != saved.get("sha256") or not saved.get("samples"):
+            return None
+        try:
+            decode(data, expected=self._expected)
+        except DataError:
+            return None
+        return data
+
+    def _check_model(self, r: int, data: bytes, header_sha: str, chain_hash: str) -> None:
+        actual = update_hash_hex(data)
+        if not header_sha:
+            raise ModelMismatch(f"round {r}: the aggregator sent the model without an X-Model-Sha256 header: refusing to train")
+        if actual != header_sha:
+            raise ModelMismatch(
+                f"round {r}: the model downloaded hashes to {actual}, not to the {header_sha} the aggregator claims: refusing to train"
+            )
+        if actual != chain_hash:
+            raise ModelMismatch(
+                f"round {r}: the model downloaded hashes to {actual} but the chain says round {r}'s global model is "
+                f"{chain_hash}: refusing to train"
+            )
+
+    def _resume(self, r: int, commitment: bytes) -> RoundRecord | None:
+        """The chain holds this institution's commitment for round ``r``: never commit again; upload if we can."""
+        assert self.state is not None
+        saved = self.state.round(r) or {}
+        data = self.state.read_update(r)
+        sha = _hex(commitment)
+        if data is None or update_hash(data) != bytes(commitment):
+            self.echo(
+                f"bounty {self.bounty_id} round {r}: the chain holds commitment {sha} of {self.address} but no saved "
+                f"update in {self.state.dir} hashes to it; not committing again"
+            )
+            return self._finish_round(RoundRecord(self.bounty_id, r, LOST, sha, upload_status="no bytes to upload"))
+        if saved.get("status") == UPLOADED:
+            return self._finish_round(self._record_from_state(r, resumed=True))
+        # committed (perhaps by a run that crashed before recording it), or refused before: (re)upload
+        self.state.put(r, status="committed", sha256=sha)
+        return self._upload(r, data, resumed=True)
+
+    def _upload(self, r: int, data: bytes, *, resumed: bool) -> RoundRecord | None:
+        signature = sign_upload(self.account, self.chain_id, self.ledger.address, self.bounty_id, r, update_hash(data))
+        try:
+            answer = self.aggregator.upload(self.bounty_id, r, data, signature)
+        except AggregatorRefused as exc:
+            if exc.status == 409 and "already" in exc.detail.lower():
+                upload_status, status = "duplicate", UPLOADED
+            else:
+                upload_status, status = f"refused {exc.status}: {exc.detail}", REJECTED
+        except AggregatorUnavailable as exc:
+            # Unreachable: the round stays unfinished; the next poll finds the commitment and retries.
+            self.echo(f"bounty {self.bounty_id} round {r}: upload failed, will retry: {exc}")
+            return None
+        else:
+            upload_status, status = str(answer.get("status") or "accepted"), UPLOADED
+            sent = str(answer.get("sha256") or "").lower().removeprefix("0x")
+            if sent and sent != update_hash(data).hex():
+                upload_status, status = f"aggregator acknowledged {sent}, not our update", REJECTED
+        self.state.put(r, status=status, upload_status=upload_status)
+        if status == UPLOADED:
+            self._fire("uploaded", r)
+        return self._finish_round(self._record_from_state(r, resumed=resumed))
+
+    def _record_from_state(self, r: int, *, resumed: bool) -> RoundRecord:
+        saved = self.state.round(r) or {}
+        return RoundRecord(
+            bounty=self.bounty_id,
+            round=r,
+            status=str(saved.get("status") or "committed"),
+            sha256=saved.get("sha256"),
+            samples=saved.get("samples"),
+            metrics=dict(saved.get("metrics") or {}),
+            commit_tx=saved.get("commit_tx"),
+            upload_status=saved.get("upload_status"),
+            resumed=resumed,
+        )
+
+    def _fire(self, stage: str, r: int) -> None:
+        if self.hook is not None:
+            self.hook(stage, r)
+
+
+def open_runner_for_site(
+    *,
+    ledger: FedLedgerClient,
+    aggregator: AggregatorClient,
+    account: LocalAccount,
+    bounty_id: int,
+    data_path: str | os.PathLike,
+    **kwargs: Any,
+) -> NodeRunner:
+    """A :class:`NodeRunner` for a site CSV: fetch the task, load the CSV's task columns, normalize.
+
+    ``kwargs`` go to :class:`NodeRunner` (``state_dir``, ``poll_seconds``, ``rounds_max``...).
+    """
+    from node.site import load_site
+
+    spec = kwargs.pop("spec", None) or TaskSpec.from_dict(aggregator.task(bounty_id))
+    site = load_site(data_path, spec)
+    return NodeRunner(
+        ledger=ledger, aggregator=aggregator, account=account, bounty_id=bounty_id, X=site.X, y=site.y, spec=spec, **kwargs
+    )
+
+
+__all__ = [
+    "LOST",
+    "MISSED",
+    "NOT_SELECTED",
+    "NOT_UPLOADED",
+    "REJECTED",
+    "UPLOADED",
+    "ModelMismatch",
+    "NodeRunner",
+    "NodeState",
+    "RoundRecord",
+    "default_state_dir",
+    "open_runner_for_site",
+    "round_seed",
+]

@@ -1,0 +1,206 @@
+"""A deployed FedLedger on the embedded chain with a bounty whose aggregator is a keystore account, three
+institutions with local keys, a task spec and a validation CSV on disk: everything ``build_context`` checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from web3 import Web3
+
+from aggregator.service.app import create_app
+from aggregator.service.context import ServiceContext, build_context
+from fedcore.keystore import create_keystore
+from aggregator.service.settings import load_settings
+from fedcore import codec
+from fedcore.signing import sign_upload
+from fedcore.task import TaskSpec, task_hash
+from ledger.chain import advance_time, connect, fund_account
+from ledger.client import BountyParams, FedLedgerClient
+from ledger.deployment import deploy_fedledger
+
+PASSWORD = "correct horse"
+MIN_STAKE = 10**16
+WINDOW = 600
+ONE_ETH = 10**18
+SPEC = TaskSpec(name="service-test", model="logreg", feature_columns=("a", "b", "c"), label_column="y")
+
+
+def local_account(label: str) -> LocalAccount:
+    return Account.from_key(hashlib.sha256(f"fedledger-service-test/{label}".encode()).digest())
+
+
+def validation_csv(path: Path, rows: int = 40, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 3))
+    y = (X @ np.array([1.0, -0.5, 0.25]) > 0).astype(int)
+    lines = ["a,b,c,y", *(f"{a:.6f},{b:.6f},{c:.6f},{label}" for (a, b, c), label in zip(X, y))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class FakeScorer:
+    """A stand-in for aggregator.scoring.score_round: score = share of samples (counts its calls)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.kwargs = []
+
+    def __call__(self, *, global_weights, updates, strategy_name, strategy_params, strategy_state, spec, X_val, y_val,
+                 estimator="gtg", estimator_params=None, seed):
+        self.calls += 1
+        self.kwargs.append(dict(strategy_name=strategy_name, strategy_params=strategy_params,
+                                strategy_state=strategy_state, estimator=estimator, seed=seed, ids=sorted(updates)))
+        total = sum(n for _, n in updates.values())
+        values = {k: n / total for k, (_, n) in updates.items()}
+        return SimpleNamespace(
+            values=values, std_errors={k: 0.0 for k in updates}, fixed_point={k: int(v * 10**18) for k, v in values.items()},
+            evaluations=len(updates) + 1, v_empty=0.5, v_grand=0.75, estimator=estimator, seconds=0.01,
+        )
+
+
+@dataclass
+class Harness:
+    w3: Web3
+    ledger: FedLedgerClient
+    deployment_path: Path
+    aggregator: LocalAccount
+    insts: list[LocalAccount]
+    outsider: LocalAccount
+    sponsor: str
+    bounty_id: int
+    tmp: Path
+    task_path: Path
+    validation_path: Path
+    keystore_path: Path
+    contexts: list[ServiceContext] = field(default_factory=list)
+
+    def settings(self, **overrides):
+        values = dict(bounty_id=self.bounty_id, task_path=self.task_path, validation_path=self.validation_path,
+                      keystore_path=self.keystore_path, password=PASSWORD, deployment=self.deployment_path,
+                      state_dir=self.tmp / "state", upload_grace=0, poll_interval=0.05)
+        values.update(overrides)
+        return load_settings(values, environ={})
+
+    def context(self, **overrides) -> ServiceContext:
+        context = build_context(self.settings(**overrides), w3=self.w3)
+        # Nobody joins after the world is built: spare eth-tester's slow log scan over the shared chain.
+        context.ledger.seed_institutions([i.address for i in self.insts], self.w3.eth.block_number)
+        self.contexts.append(context)
+        return context
+
+    def client(self, context: ServiceContext) -> TestClient:
+        return TestClient(create_app(context=context, run_coordinator=False))
+
+    def as_(self, account) -> FedLedgerClient:
+        return self.ledger.as_sender(account)
+
+    def update(self, scale: float = 0.01, *, dtype=np.float32, nan: bool = False, names=("linear.bias", "linear.weight"),
+               shapes=((1,), (1, 3))) -> bytes:
+        arrays = {name: np.full(shape, scale, dtype=dtype) for name, shape in zip(names, shapes)}
+        if nan:
+            from safetensors.numpy import save
+
+            arrays[names[0]][...] = np.nan
+            return save(arrays)
+        return codec.encode(arrays)
+
+    def commit(self, account, round_: int, data: bytes, samples: int = 10) -> None:
+        self.as_(account).commit_update(self.bounty_id, round_, hashlib.sha256(data).digest(), samples)
+
+    def sign(self, account, round_: int, data: bytes, bounty_id: int | None = None) -> str:
+        return sign_upload(account, self.w3.eth.chain_id, self.ledger.address, bounty_id or self.bounty_id, round_,
+                           hashlib.sha256(data).digest())
+
+    def upload(self, client: TestClient, account, round_: int, data: bytes, *, signature: str | None = "sign",
+               bounty_id: int | None = None):
+        headers = {"Content-Type": "application/octet-stream"}
+        if signature == "sign":
+            signature = self.sign(account, round_, data, bounty_id)
+        if signature is not None:
+            headers["X-Signature"] = signature
+        return client.post(f"/bounties/{bounty_id or self.bounty_id}/rounds/{round_}/updates", content=data, headers=headers)
+
+    def advance(self, seconds: int = WINDOW + 1) -> int:
+        return advance_time(self.w3, seconds)
+
+
+@dataclass
+class World:
+    """The chain part shared by every test of this folder: deployed ledger, funded keys, joined institutions."""
+
+    w3: Web3
+    ledger: FedLedgerClient
+    deployment_path: Path
+    aggregator: LocalAccount
+    insts: list[LocalAccount]
+    outsider: LocalAccount
+    sponsor: str
+    files: Path
+    task_path: Path
+    validation_path: Path
+    keystore_path: Path
+
+    def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None) -> int:
+        params = BountyParams(
+            task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(self.validation_path.read_bytes()).digest(),
+            aggregator=aggregator or self.aggregator.address, num_rounds=rounds, commit_window=WINDOW,
+            deadline=self.w3.eth.get_block("latest")["timestamp"] + 365 * 86_400, min_reputation=min_reputation,
+        )
+        return self.ledger.as_sender(self.sponsor).create_bounty(params, ONE_ETH)
+
+    def harness(self, tmp: Path, **bounty_kwargs) -> Harness:
+        return Harness(self.w3, self.ledger, self.deployment_path, self.aggregator, self.insts, self.outsider,
+                       self.sponsor, self.new_bounty(**bounty_kwargs), tmp, self.task_path, self.validation_path,
+                       self.keystore_path)
+
+
+def make_world(files: Path, *, n_insts: int = 3) -> World:
+    w3 = connect("embedded")
+    gov, sponsor = w3.eth.accounts[:2]
+    deployment = deploy_fedledger(w3, gov, governance=gov, min_stake=MIN_STAKE, leave_cooldown=86_400)
+    deployment_path = deployment.save(files / "deployment.json")
+    ledger = FedLedgerClient.from_deployment(w3, deployment)
+    aggregator = local_account("aggregator")
+    insts = [local_account(f"inst{i}") for i in range(n_insts)]
+    outsider = local_account("outsider")
+    for account in [aggregator, *insts, outsider]:
+        fund_account(w3, account.address, 10 * ONE_ETH)
+    for i, inst in enumerate(insts):
+        ledger.as_sender(inst).join(f"hospital {i}", "", stake=MIN_STAKE)
+    task_path = files / "task.json"
+    SPEC.save(task_path)
+    validation_path = validation_csv(files / "validation.csv")
+    keystore_path = files / "aggregator.keystore.json"
+    create_keystore(keystore_path, PASSWORD, private_key=aggregator.key, scrypt_n=2**4)  # cheap scrypt for tests
+    return World(w3, ledger, deployment_path, aggregator, insts, outsider, sponsor, files, task_path, validation_path,
+                 keystore_path)
+
+
+@pytest.fixture(scope="session")
+def service_world(tmp_path_factory) -> World:
+    """One embedded chain for the folder; each test gets its own bounty (rounds are per bounty) and state dir."""
+    return make_world(tmp_path_factory.mktemp("service-world"))
+
+
+@pytest.fixture
+def harness(service_world, tmp_path) -> Harness:
+    h = service_world.harness(tmp_path)
+    yield h
+    for context in h.contexts:
+        context.close()
+
+
+@pytest.fixture
+def fake_scorer() -> FakeScorer:
+    return FakeScorer()
+
+

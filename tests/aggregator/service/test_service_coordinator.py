@@ -1,0 +1,325 @@
+"""The round coordinator on a real embedded chain: a whole bounty, closing rules, copied hashes, selection,
+optimizer state, startup checks, and restart safety (a crash between any two steps loses nothing and repeats
+nothing on chain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from aggregator.service.coordinator import Coordinator
+from aggregator.service.selection import eligible, select_clients
+from aggregator.service.settings import load_settings
+from aggregator.service.state import StateDB
+from aggregator.strategies import FitResult, make_strategy
+from fedcore import codec
+from fedcore.errors import AggregatorError, ConfigError
+from ledger.client import BountyStatus, Institution
+
+
+def finalized_events(h, round_: int) -> list:
+    logs = h.ledger.contract.events.RoundFinalized().get_logs(
+        from_block=0, argument_filters={"bountyId": h.bounty_id, "round": round_})
+    return [log for log in logs if log["args"]["bountyId"] == h.bounty_id and log["args"]["round"] == round_]
+
+
+def scored_on_chain(h, round_: int) -> dict[str, int]:
+    logs = h.ledger.contract.events.ContributionScored().get_logs(
+        from_block=0, argument_filters={"bountyId": h.bounty_id, "round": round_})
+    return {log["args"]["institution"]: log["args"]["score"] for log in logs
+            if log["args"]["bountyId"] == h.bounty_id and log["args"]["round"] == round_}
+
+
+def play_uploads(h, client, round_: int, who, samples=(10, 30, 60)):
+    """Each of ``who`` commits and uploads a distinct update; returns {address: bytes}."""
+    sent = {}
+    for i, account in enumerate(who):
+        data = h.update(0.01 * (i + 1) * round_)
+        h.commit(account, round_, data, samples[i % len(samples)])
+        assert h.upload(client, account, round_, data).status_code == 202
+        sent[account.address] = data
+    return sent
+
+
+def test_a_whole_bounty_is_reproducible_from_what_the_service_serves(harness, fake_scorer):
+    h = harness
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context, score_fn=fake_scorer)
+    for round_ in (1, 2):
+        assert coordinator.step() == "opened"
+        play_uploads(h, client, round_, h.insts)
+        # every invited institution uploaded: the round closes without waiting for the window
+        assert coordinator.run_until("finalized") == "finalized"
+        record = context.state.round(round_)
+        chain_round = h.ledger.round(h.bounty_id, round_)
+        assert chain_round.finalized and bytes(chain_round.new_model_hash).hex() == record.new_model_sha
+        assert scored_on_chain(h, round_) == record.fixed_point_scores
+        assert len(finalized_events(h, round_)) == 1
+
+        # an auditor recomputes the aggregate from the HTTP API alone, bit for bit
+        detail = client.get(f"/bounties/{h.bounty_id}/rounds/{round_}").json()
+        assert detail["status"] in ("finalized", "completed") and detail["finalize_tx"].startswith("0x")
+        assert [u["institution"] for u in detail["used"]] == sorted(i.address for i in h.insts)
+        samples = dict(zip((i.address for i in h.insts), (10, 30, 60)))
+        assert {u["institution"]: u["num_samples"] for u in detail["used"]} == samples
+        global_bytes = client.get(f"/bounties/{h.bounty_id}/models/{detail['global_model_hash']}").content
+        results = [
+            FitResult(u["institution"], codec.decode(client.get(
+                f"/bounties/{h.bounty_id}/rounds/{round_}/updates/{u['sha256'][2:]}").content), u["num_samples"])
+            for u in detail["used"]
+        ]
+        strategy = make_strategy(detail["settings"]["strategy"], **detail["settings"]["strategy_params"])
+        weights = strategy.aggregate_fit(round_, codec.decode(global_bytes), results).weights
+        assert "0x" + hashlib.sha256(codec.encode(weights)).hexdigest() == detail["new_model_hash"]
+        assert detail["scores"]["fixed_point"] == {k: str(v) for k, v in record.fixed_point_scores.items()}
+        assert fake_scorer.kwargs[-1]["seed"] == detail["settings"]["seed"]
+    assert coordinator.step() == "completed"
+    assert h.ledger.bounty(h.bounty_id).status == BountyStatus.COMPLETED
+    current = client.get(f"/bounties/{h.bounty_id}/rounds/current").json()
+    assert current["status"] == "completed" and current["round"] == 2
+    assert fake_scorer.calls == 2
+    # round 2 started from round 1's model, as the contract requires
+    assert context.state.round(2).global_model_sha == context.state.round(1).new_model_sha
+
+
+def test_crash_after_scoring_finalizes_exactly_once_with_the_saved_scores(harness, fake_scorer):
+    h = harness
+    first = h.context()
+    client = h.client(first)
+    coordinator = Coordinator(first, score_fn=fake_scorer)
+    coordinator.step()
+    play_uploads(h, client, 1, h.insts[:2])
+    h.advance()
+    assert coordinator.run_until("scored") == "scored"
+    saved = first.state.round(1)
+    assert saved.step == "scored" and not h.ledger.round(h.bounty_id, 1).finalized
+    first.close()  # the process dies here, before finalizeRound
+
+    def must_not_score(**kwargs):
+        raise AssertionError("a restart must reuse the saved scores")
+
+    second = h.context()
+    restarted = Coordinator(second, score_fn=must_not_score)
+    assert restarted.step() == "finalized"
+    assert len(finalized_events(h, 1)) == 1
+    assert scored_on_chain(h, 1) == saved.fixed_point_scores
+    assert bytes(h.ledger.round(h.bounty_id, 1).new_model_hash).hex() == saved.new_model_sha
+    assert restarted.step() == "opened"  # round 2, not a second finalize
+    assert len(finalized_events(h, 1)) == 1 and fake_scorer.calls == 1
+    assert [j["step"] for j in second.state.journal(1)] == ["opening", "open", "scoring", "scored", "finalized"]
+
+
+def test_crash_before_the_open_transaction_opens_once(harness, fake_scorer, monkeypatch):
+    h = harness
+    first = h.context()
+    monkeypatch.setattr(first.ledger, "open_round", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        Coordinator(first, score_fn=fake_scorer).step()
+    assert first.state.round(1).step == "opening" and h.ledger.bounty(h.bounty_id).rounds_opened == 0
+    assert h.client(first).get(f"/bounties/{h.bounty_id}/rounds/current").json()["status"] == "waiting"
+    monkeypatch.undo()
+    second = h.context()
+    coordinator = Coordinator(second, score_fn=fake_scorer)
+    assert coordinator.step() == "opened" and coordinator.step() == "waiting"
+    assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
+    assert second.state.round(1).global_model_sha == first.state.round(1).global_model_sha
+
+
+def test_crash_after_the_open_transaction_does_not_open_twice(harness, fake_scorer, monkeypatch):
+    h = harness
+    first = h.context()
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(first.state, "mark_open", die)
+    with pytest.raises(KeyboardInterrupt):
+        Coordinator(first, score_fn=fake_scorer).step()
+    assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
+    assert first.state.round(1).step == "opening"
+    monkeypatch.undo()
+
+    second = h.context()
+    coordinator = Coordinator(second, score_fn=fake_scorer)
+    assert coordinator.step() == "opened"  # recorded from the chain, not sent again
+    assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
+    record = second.state.round(1)
+    assert record.step == "open" and record.open_tx and record.open_block
+    assert coordinator.step() == "waiting"
+
+
+def test_crash_after_the_finalize_transaction_records_it_from_the_chain(harness, fake_scorer, monkeypatch):
+    h = harness
+    first = h.context()
+    client = h.client(first)
+    coordinator = Coordinator(first, score_fn=fake_scorer)
+    coordinator.step()
+    play_uploads(h, client, 1, h.insts)
+    assert coordinator.run_until("scored") == "scored"
+    monkeypatch.setattr(first.state, "mark_finalized", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        coordinator.step()
+    assert h.ledger.round(h.bounty_id, 1).finalized
+    monkeypatch.undo()
+
+    second = h.context()
+    assert Coordinator(second, score_fn=fake_scorer).step() == "opened"
+    record = second.state.round(1)
+    assert record.step == "finalized" and record.finalize_tx == "0x" + bytes(finalized_events(h, 1)[0]["transactionHash"]).hex()
+    assert len(finalized_events(h, 1)) == 1 and h.ledger.bounty(h.bounty_id).rounds_opened == 2
+
+
+def test_window_then_grace_and_who_is_left_out(harness, fake_scorer):
+    """A copied hash is dropped with its original; a committer that never uploads is left out."""
+    h = harness
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator.step()
+    original = h.update(0.3)
+    h.commit(h.insts[0], 1, original)
+    h.commit(h.insts[1], 1, original)  # a copy of inst0's hash
+    assert h.upload(client, h.insts[0], 1, original).status_code == 202
+    assert h.upload(client, h.insts[1], 1, original).status_code == 202
+    h.commit(h.insts[2], 1, h.update(0.4))  # commits, never uploads
+    assert coordinator.step() == "waiting"  # window open, not everyone uploaded
+    h.advance()
+    assert coordinator.run_until("finalized") == "finalized"
+    record = context.state.round(1)
+    assert record.used == []
+    assert set(record.excluded) == {i.address for i in h.insts}
+    assert "committed by 2 institutions" in record.excluded[h.insts[0].address]
+    assert record.excluded[h.insts[2].address] == "committed but did not upload"
+    assert fake_scorer.calls == 0 and scored_on_chain(h, 1) == {}
+    # nothing usable: the model stays the same and round 2 opens from it
+    assert record.new_model_sha == record.global_model_sha
+    assert coordinator.step() == "opened"
+    decisions = {d.institution: d for d in context.state.decisions(1)}
+    assert not any(d.used for d in decisions.values())
+
+
+def test_quorum_closes_early(harness, fake_scorer):
+    h = harness
+    context = h.context(quorum=1)
+    client = h.client(context)
+    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator.step()
+    play_uploads(h, client, 1, h.insts[:1])
+    assert coordinator.step() == "closed"
+    assert coordinator.run_until("finalized") == "finalized"
+    assert list(scored_on_chain(h, 1)) == [h.insts[0].address]
+
+
+def test_reputation_selection_invites_k_and_refuses_the_others(service_world, tmp_path, fake_scorer):
+    h = service_world.harness(tmp_path)
+    context = h.context(selection="reputation", clients_per_round=2, seed=7)
+    client = h.client(context)
+    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator.step()
+    selected = context.state.round(1).selected
+    assert len(selected) == 2 and selected == sorted(selected)
+    assert client.get(f"/bounties/{h.bounty_id}/rounds/current").json()["selected"] == selected
+    outsider = next(i for i in h.insts if i.address not in selected)
+    data = h.update(0.5)
+    h.commit(outsider, 1, data)
+    response = h.upload(client, outsider, 1, data)
+    assert response.status_code == 403 and "not selected" in response.json()["detail"]
+    context.close()
+
+
+def test_selection_is_seeded_and_respects_minimum_reputation():
+    insts = [Institution(f"0x{i:040x}", 1, rep, 0, 0, True, True) for i, rep in enumerate([0, 2000, 5000, 9000, 7000])]
+    leaving = Institution("0x" + "ff" * 20, 1, 9999, 0, 123, True, True)
+    candidates = eligible([*insts, leaving], min_reputation=2000)
+    assert sorted(candidates) == sorted(i.address for i in insts[1:])
+    draw = dict(mode="reputation", k=2, seed=3, bounty_id=1, round_=4)
+    assert select_clients(candidates, **draw) == select_clients(candidates, **draw)
+    assert len(select_clients(candidates, **draw)) == 2
+    assert select_clients(candidates, mode="all", k=None, seed=0, bounty_id=1, round_=1) == sorted(candidates)
+    counts = {a: 0 for a in candidates}
+    for round_ in range(300):
+        for a in select_clients(candidates, mode="reputation", k=1, seed=0, bounty_id=1, round_=round_):
+            counts[a] += 1
+    assert counts[insts[3].address] > counts[insts[1].address]  # 9000 bps is drawn more often than 2000
+
+
+def test_server_optimizer_state_carries_over(harness, fake_scorer):
+    h = harness
+    context = h.context(strategy="fedadam", strategy_params='{"server_lr": 0.05}')
+    client = h.client(context)
+    coordinator = Coordinator(context, score_fn=fake_scorer)
+    for round_ in (1, 2):
+        coordinator.step()
+        play_uploads(h, client, round_, h.insts)
+        assert coordinator.run_until("finalized") == "finalized"
+    first, second = context.state.round(1), context.state.round(2)
+    assert first.state_before_sha is None and first.state_after_sha
+    assert second.state_before_sha == first.state_after_sha
+    assert fake_scorer.kwargs[0]["strategy_state"] is None
+    state = fake_scorer.kwargs[1]["strategy_state"]
+    assert int(state["step"]) == 1 and fake_scorer.kwargs[1]["strategy_params"] == {"server_lr": 0.05}
+    download = client.get(f"/bounties/{h.bounty_id}/states/{first.state_after_sha}")
+    assert download.status_code == 200
+    assert np.array_equal(codec.decode(download.content)["step"], state["step"])
+
+
+def test_startup_refuses_with_one_line(harness, service_world, tmp_path):
+    h = harness
+    with pytest.raises(ConfigError, match="wrong password for keystore"):
+        h.context(password="nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        h.context(bounty_id=999)
+    other = tmp_path / "validation.csv"
+    other.write_text(h.validation_path.read_text().replace("1\n", "0\n", 1))
+    with pytest.raises(ConfigError, match="validationSetHash"):
+        h.context(validation_path=other)
+    task = tmp_path / "task.json"
+    task.write_text(h.task_path.read_text().replace("service-test", "another task"))
+    with pytest.raises(ConfigError, match="taskSpecHash"):
+        h.context(task_path=task)
+    foreign = service_world.new_bounty(aggregator=h.insts[0].address)
+    with pytest.raises(ConfigError, match="is not bounty .* aggregator"):
+        h.context(bounty_id=foreign)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        h.context(strategy="fedmagic")
+    h.context().close()
+    with pytest.raises(ConfigError, match="belongs to bounty_id"):
+        h.context(bounty_id=service_world.new_bounty())
+    with pytest.raises(ConfigError, match="missing setting --keystore"):
+        load_settings({"bounty_id": 1, "task_path": "t", "validation_path": "v"}, environ={})
+    with pytest.raises(ConfigError, match="needs --clients-per-round"):
+        h.settings(selection="reputation")
+
+
+def test_settings_come_from_the_environment(tmp_path):
+    env = {"FEDLEDGER_BOUNTY": "3", "FEDLEDGER_TASK": "t.json", "FEDLEDGER_VALIDATION": "v.csv",
+           "FEDLEDGER_KEYSTORE": "k.json", "FEDLEDGER_PASSWORD": "pw", "FEDLEDGER_PORT": "9001",
+           "FEDLEDGER_QUORUM": "2", "FEDLEDGER_STRATEGY_PARAMS": '{"server_lr": 0.5}', "FEDLEDGER_WALL_CLOCK": "false",
+           "FEDLEDGER_UNRELATED": "ignored"}
+    settings = load_settings({"port": 9002}, environ=env)
+    assert settings.bounty_id == 3 and settings.port == 9002 and settings.quorum == 2
+    assert settings.strategy_params == {"server_lr": 0.5} and settings.wall_clock is False
+    assert settings.resolve_password() == "pw" and "password" not in settings.public()
+    with pytest.raises(ConfigError, match="invalid --port"):
+        load_settings({"port": "eighty"}, environ=env)
+
+
+def test_state_db_refuses_uploads_outside_an_open_round(tmp_path):
+    db = StateDB(tmp_path)
+    db.insert_opening(1, global_model_sha="00" * 32, selected=[], settings={}, state_before_sha=None)
+    with pytest.raises(AggregatorError, match="not open"):
+        db.accept_upload(1, "0xA", "11" * 32, 10)
+    db.mark_open(1, commit_deadline=10, opened_at=1, open_tx=None, open_block=None)
+    stored = []
+    record, created = db.accept_upload(1, "0xA", "11" * 32, 10, lambda: stored.append(1))
+    assert created and stored == [1]
+    assert db.accept_upload(1, "0xA", "11" * 32, 10, lambda: stored.append(2)) == (record, False) and stored == [1]
+    db.begin_scoring(1)
+    with pytest.raises(AggregatorError, match="scoring"):
+        db.accept_upload(1, "0xB", "22" * 32, 10, lambda: stored.append(3))
+    assert stored == [1] and [u.institution for u in db.uploads(1)] == ["0xA"]
+    db.close()

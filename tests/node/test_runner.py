@@ -1,0 +1,667 @@
+"""The institution's round loop against the embedded chain and a stand-in aggregator served over real HTTP.
+
+The stand-in implements the aggregator's HTTP API minimally (health, task, current round, model, signed
+uploads) and records every request it receives. It never touches the chain: the test thread plays the
+aggregator on chain (open, finalize) between the node's polls, through the runner's ``sleep`` hook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from eth_account import Account
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from fedcore.codec import decode, encode, update_hash, update_hash_hex
+from fedcore.errors import DataError, NodeError
+from fedcore.models import build_model, get_weights
+from fedcore.signing import recover_upload_signer
+from fedcore.task import TaskSpec, TrainingSettings, task_hash
+from ledger.chain import advance_time, connect, fund_account, latest_timestamp
+from ledger.client import ETH, BountyParams, FedLedgerClient
+from ledger.deployment import deploy_fedledger
+from ledger.ganache import free_port
+from node import runner as runner_module
+from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
+from node.runner import LOST, MISSED, NOT_SELECTED, NOT_UPLOADED, UPLOADED, ModelMismatch, NodeRunner, round_seed
+from node.site import load_site, read_site_table
+from node.training import train_local
+
+MIN_STAKE = 10**16
+WINDOW = 600
+SPEC = TaskSpec(
+    name="node-test",
+    model="logreg",
+    feature_columns=("f2", "f0", "f1"),  # not the file's column order
+    label_column="label",
+    training=TrainingSettings(local_steps=12, batch_size=8, lr=0.1, seed=5),
+)
+
+
+# -- site data ----------------------------------------------------------------------------------------------
+def write_site_csv(path: Path, rows: int = 40, seed: int = 0) -> Path:
+    """A site CSV with an id column (text, never parsed), the task's columns in another order, and a note."""
+    rng = np.random.default_rng(seed)
+    lines = ["patient_id,f0,f1,label,f2,note"]
+    for i in range(rows):
+        f = rng.normal(size=3) * 10 + 50
+        label = int(f[0] + f[2] > 100)
+        lines.append(f"patient-{seed}-{i:04d},{f[0]:.6f},{f[1]:.6f},{label},{f[2]:.6f},confidential-note-{i}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- the stand-in aggregator ----------------------------------------------------------------------------------
+class StandIn:
+    """Minimal aggregator HTTP API; records every request (method, path, headers, body)."""
+
+    def __init__(self, *, bounty_id: int, chain_id: int, ledger: str, spec: TaskSpec):
+        self.bounty_id = bounty_id
+        self.chain_id = chain_id
+        self.ledger = ledger
+        self.task = spec.to_dict()
+        self.round = 0
+        self.status = "waiting"
+        self.model = b""
+        self.model_header: str | None = None  # what X-Model-Sha256 says (default: the true hash)
+        self.announced: str | None = None  # what rounds/current says the global hash is (default: the true one)
+        self.commit_deadline = 0
+        self.selected: list[str] = []
+        self.requests: list[dict] = []
+        self.uploads: list[tuple[int, str, bytes]] = []
+        self.refuse_uploads: tuple[int, str] | None = None
+        self.app = self._build()
+
+    def open(self, round_: int, model: bytes, deadline: int) -> None:
+        self.round, self.status, self.model, self.commit_deadline = round_, "open", model, deadline
+        self.model_header = self.announced = None
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        async def record(request: Request) -> bytes:
+            body = await request.body()
+            self.requests.append(
+                {"method": request.method, "path": request.url.path, "headers": dict(request.headers), "body": body}
+            )
+            return body
+
+        @app.get("/health")
+        async def health(request: Request):
+            await record(request)
+            return {"status": "ok", "bounty_id": self.bounty_id, "chain_id": self.chain_id, "ledger": self.ledger}
+
+        @app.get("/bounties/{bounty_id}/task")
+        async def task(bounty_id: int, request: Request):
+            await record(request)
+            return self.task
+
+        @app.get("/bounties/{bounty_id}/rounds/current")
+        async def current(bounty_id: int, request: Request):
+            await record(request)
+            return {
+                "round": self.round, "status": self.status,
+                "global_model_hash": self.announced or (update_hash_hex(self.model) if self.model else "0x" + "00" * 32),
+                "commit_deadline": self.commit_deadline, "selected": self.selected,
+            }
+
+        @app.get("/bounties/{bounty_id}/model")
+        async def model(bounty_id: int, request: Request):
+            await record(request)
+            headers = {"X-Model-Sha256": self.model_header or update_hash_hex(self.model), "X-Round": str(self.round)}
+            return Response(self.model, media_type="application/octet-stream", headers=headers)
+
+        @app.post("/bounties/{bounty_id}/rounds/{round_}/updates")
+        async def upload(bounty_id: int, round_: int, request: Request):
+            body = await record(request)
+            try:
+                signer = recover_upload_signer(
+                    request.headers.get("x-signature", ""), self.chain_id, self.ledger, bounty_id, round_,
+                    hashlib.sha256(body).digest(),
+                )
+            except DataError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=401)
+            if self.refuse_uploads:
+                return JSONResponse({"detail": self.refuse_uploads[1]}, status_code=self.refuse_uploads[0])
+            if round_ != self.round or self.status != "open":
+                return JSONResponse({"detail": f"round {round_} is not open for uploads"}, status_code=409)
+            again = (round_, signer, body) in self.uploads
+            self.uploads.append((round_, signer, body))
+            answer = {"sha256": update_hash_hex(body), "institution": signer, "status": "accepted"}
+            return JSONResponse(answer, status_code=200 if again else 202)
+
+        return app
+
+    def bodies(self, method: str | None = None) -> list[bytes]:
+        return [r["body"] for r in self.requests if method is None or r["method"] == method]
+
+
+@contextmanager
+def serve(app: FastAPI):
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the stand-in aggregator did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+# -- a federation on the embedded chain -------------------------------------------------------------------
+@dataclass
+class Federation:
+    w3: object
+    ledger: FedLedgerClient
+    deployment: object
+    sponsor: str
+    aggregator: str
+    insts: list
+    bounty_id: int
+    standin: StandIn
+    url: str
+    num_rounds: int
+    model: bytes = b""
+    finalized: list[int] = field(default_factory=list)
+    clients: list = field(default_factory=list)
+
+    def open_round(self) -> int:
+        """Open the next round on chain (as the aggregator) and serve its model."""
+        r = self.ledger.as_sender(self.aggregator).open_round(self.bounty_id, update_hash(self.model))
+        self.standin.open(r, self.model, self.ledger.round(self.bounty_id, r).commit_deadline)
+        return r
+
+    def finalize(self) -> None:
+        """Finalize the open round with every committed institution scoring 1, and publish a new model."""
+        r = self.standin.round
+        committed = [a.address for a in self.insts if self.ledger.commitment_of(self.bounty_id, r, a.address) != bytes(32)]
+        weights = decode(self.model)
+        self.model = encode({k: (v + np.float32(0.01 * r)).astype(np.float32) for k, v in weights.items()})
+        self.ledger.as_sender(self.aggregator).finalize_round(
+            self.bounty_id, r, update_hash(self.model), {a: 10**18 for a in committed}
+        )
+        self.standin.status = "finalized"
+        self.finalized.append(r)
+
+    def drive(self, _seconds: float = 0) -> None:
+        """The aggregator's next move, run between the node's polls: finalize the open round, open the next."""
+        if self.standin.status == "open":
+            self.finalize()
+            if len(self.finalized) < self.num_rounds:
+                self.open_round()
+            else:
+                self.standin.status = "completed"
+
+    def commits(self, address: str | None = None) -> list[dict]:
+        events = self.ledger.contract.events.UpdateCommitted.get_logs(from_block=0)
+        return [dict(e["args"]) for e in events if address is None or e["args"]["institution"] == address]
+
+    def client(self, **kwargs) -> AggregatorClient:
+        client = AggregatorClient(self.url, retries=kwargs.pop("retries", 1), backoff=0.01, **kwargs)
+        self.clients.append(client)
+        return client
+
+
+def make_federation(standin_url_holder, *, num_rounds: int = 2, institutions: int = 2, spec: TaskSpec = SPEC):
+    w3 = connect("embedded")
+    gov, sponsor, aggregator = w3.eth.accounts[:3]
+    deployment = deploy_fedledger(w3, gov, governance=gov, min_stake=MIN_STAKE, leave_cooldown=86_400)
+    ledger = FedLedgerClient.from_deployment(w3, deployment)
+    insts = [Account.from_key(bytes([i + 1]) * 32) for i in range(institutions)]
+    for inst in insts:
+        fund_account(w3, inst.address, 10**18)
+        ledger.as_sender(inst).join(f"hospital {inst.address[-4:]}", "", stake=MIN_STAKE)
+    params = BountyParams(
+        task_spec_hash=task_hash(spec), validation_set_hash=hashlib.sha256(b"validation").digest(),
+        aggregator=aggregator, num_rounds=num_rounds, commit_window=WINDOW,
+        deadline=latest_timestamp(w3) + 10 * 86_400, token=ETH,
+    )
+    bounty_id = ledger.as_sender(sponsor).create_bounty(params, 10**17)
+    standin = StandIn(bounty_id=bounty_id, chain_id=w3.eth.chain_id, ledger=ledger.address, spec=spec)
+    model = encode(get_weights(build_model(spec, seed=1)))
+    return Federation(w3, ledger, deployment, sponsor, aggregator, insts, bounty_id, standin, "", num_rounds, model)
+
+
+@pytest.fixture
+def fed():
+    federation = make_federation(None)
+    with serve(federation.standin.app) as url:
+        federation.url = url
+        yield federation
+        for client in federation.clients:
+            client.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    return load_site(write_site_csv(tmp_path / "site.csv"), SPEC)
+
+
+def new_runner(fed: Federation, site, state_dir: Path, inst: int = 0, **kwargs) -> NodeRunner:
+    kwargs.setdefault("sleep", fed.drive)
+    return NodeRunner(
+        ledger=fed.ledger, aggregator=fed.client(), account=fed.insts[inst], bounty_id=fed.bounty_id,
+        X=site.X, y=site.y, state_dir=state_dir, poll_seconds=0, progress=False, **kwargs,
+    )
+
+
+def poll(fed: Federation, site, state_dir: Path, inst: int = 0, **kwargs):
+    """One poll by a fresh runner, which then lets go of the state folder (as a process that exits)."""
+    with new_runner(fed, site, state_dir, inst, **kwargs) as runner:
+        return runner.poll_once()
+
+
+# -- the whole loop -------------------------------------------------------------------------------------------
+def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_committed_bytes(fed, site, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    lines: list[str] = []
+    fed.open_round()
+    me = fed.insts[0]
+    records = new_runner(fed, site, tmp_path / "state", echo=lines.append).run()
+
+    assert [r.round for r in records] == [1, 2] and all(r.status == UPLOADED for r in records)
+    assert fed.ledger.bounty(fed.bounty_id).status.name == "COMPLETED"
+    commits = fed.commits(me.address)
+    assert sorted(c["round"] for c in commits) == [1, 2]  # exactly once per round
+    for record, commit in zip(records, sorted(commits, key=lambda c: c["round"])):
+        saved = (tmp_path / "state" / str(fed.bounty_id) / f"round-{record.round}.safetensors").read_bytes()
+        assert record.sha256 == "0x" + commit["updateHash"].hex() == update_hash_hex(saved)
+        assert record.samples == commit["sampleCount"] == site.n_rows
+        assert record.commit_tx and record.upload_status == "accepted"
+        assert [body for r, who, body in fed.standin.uploads if r == record.round and who == me.address] == [saved]
+    # The state folder: one file per round and state.json, private.
+    folder = tmp_path / "state" / str(fed.bounty_id)
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "round-1.safetensors", "round-2.safetensors", "state.json"]
+    state = json.loads((folder / "state.json").read_text())
+    assert state["address"] == me.address and state["rounds"]["2"]["status"] == UPLOADED
+    assert (folder / "state.json").stat().st_mode & 0o077 == 0
+
+    # Privacy: GETs carry no body, POST bodies are exactly the update bytes, nothing carries a record.
+    assert all(body == b"" for body in fed.standin.bodies("GET"))
+    assert fed.standin.bodies("POST") == [body for _, _, body in fed.standin.uploads]
+    raw = read_site_table(tmp_path / "site.csv", SPEC.feature_columns, SPEC.label_column)
+    first_row = raw.X[0]
+    texts = [caplog.text, *lines, *(json.dumps(r["headers"]) for r in fed.standin.requests)]
+    for text in texts:
+        assert "patient-" not in text and "confidential" not in text
+        assert f"{first_row[0]:.6f}" not in text
+    for body in fed.standin.bodies():
+        assert b"patient-" not in body and first_row.astype(np.float32).tobytes() not in body
+
+    # A restart after the end does nothing.
+    again = new_runner(fed, site, tmp_path / "state").run()
+    assert again == [] and len(fed.commits(me.address)) == 2
+
+
+def test_training_is_deterministic_with_the_documented_seed(fed, site, tmp_path):
+    fed.open_round()
+    me = fed.insts[0]
+    record = poll(fed, site, tmp_path / "s")
+    seed = round_seed(SPEC, fed.bounty_id, 1, me.address)
+    assert seed == round_seed(SPEC, fed.bounty_id, 1, me.address.lower())
+    assert seed != round_seed(SPEC, fed.bounty_id, 2, me.address) != round_seed(SPEC, fed.bounty_id + 1, 1, me.address)
+    assert seed != round_seed(SPEC, fed.bounty_id, 1, fed.insts[1].address)
+    expected = encode(train_local(decode(fed.model), site.X, site.y, SPEC, seed=seed).update)
+    assert record.sha256 == update_hash_hex(expected)
+
+
+def test_two_institutions_each_commit_their_own_update(fed, site, tmp_path):
+    fed.open_round()
+    first = poll(fed, site, tmp_path / "a", inst=0)
+    second = poll(fed, site, tmp_path / "b", inst=1)
+    assert first.status == second.status == UPLOADED and first.sha256 != second.sha256
+    assert {u[1] for u in fed.standin.uploads} == {fed.insts[0].address, fed.insts[1].address}
+
+
+# -- refusing a model that is not the chain's ----------------------------------------------------------------
+@pytest.mark.parametrize("tamper", ["served-bytes", "header", "announced"])
+def test_a_model_whose_hash_differs_from_the_chain_is_refused_before_training(fed, site, tmp_path, monkeypatch, tamper):
+    fed.open_round()
+    other = encode({k: v + np.float32(1) for k, v in decode(fed.model).items()})
+    if tamper == "served-bytes":
+        fed.standin.model = other  # consistent header, but not the model the chain announced
+    elif tamper == "header":
+        fed.standin.model_header = update_hash_hex(other)  # right bytes, wrong claim
+    else:
+        fed.standin.announced = update_hash_hex(other)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained on a model the chain did not announce")
+
+    monkeypatch.setattr(runner_module, "train_local", must_not_train)
+    with pytest.raises(ModelMismatch, match="refusing to train") as info:
+        new_runner(fed, site, tmp_path / "s").run()
+    assert "\n" not in str(info.value)
+    assert fed.commits() == [] and fed.standin.uploads == []
+    assert not (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").exists()
+
+
+def test_a_task_spec_that_is_not_the_chain_s_is_refused(fed, site, tmp_path):
+    fed.standin.task = SPEC.with_training(lr=0.5).to_dict()
+    fed.open_round()
+    with pytest.raises(NodeError, match="task spec .* hashes to .* refusing"):
+        new_runner(fed, site, tmp_path / "s").run()
+    assert fed.commits() == []
+
+
+def test_an_aggregator_for_another_bounty_is_refused(fed, site, tmp_path):
+    fed.standin.bounty_id = fed.bounty_id + 7
+    with pytest.raises(NodeError, match="serves bounty"):
+        poll(fed, site, tmp_path / "s")
+
+
+# -- crash safety --------------------------------------------------------------------------------------------
+class Crash(Exception):
+    pass
+
+
+def crash_at(stage: str):
+    def hook(at: str, round_: int) -> None:
+        if at == stage:
+            raise Crash(f"simulated crash after {stage} in round {round_}")
+
+    return hook
+
+
+def test_crash_after_commit_before_upload_then_restart_uploads_without_a_second_commit(fed, site, tmp_path, monkeypatch):
+    fed.open_round()
+    me = fed.insts[0]
+    with pytest.raises(Crash):
+        new_runner(fed, site, tmp_path / "s", hook=crash_at("committed")).run()
+    assert len(fed.commits(me.address)) == 1 and fed.standin.uploads == []
+
+    monkeypatch.setattr(runner_module, "train_local", lambda *a, **k: pytest.fail("retrained after a commit"))
+    record = poll(fed, site, tmp_path / "s")
+    assert record.status == UPLOADED and record.resumed
+    saved = (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").read_bytes()
+    assert record.sha256 == update_hash_hex(saved) == "0x" + fed.commits(me.address)[0]["updateHash"].hex()
+    assert fed.standin.uploads == [(1, me.address, saved)]
+    assert len(fed.commits(me.address)) == 1  # never committed twice
+
+
+def test_crash_after_saving_before_commit_reuses_the_saved_bytes(fed, site, tmp_path, monkeypatch):
+    fed.open_round()
+    me = fed.insts[0]
+    with pytest.raises(Crash):
+        poll(fed, site, tmp_path / "s", hook=crash_at("saved"))
+    assert fed.commits() == []
+    saved = (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").read_bytes()
+    monkeypatch.setattr(runner_module, "train_local", lambda *a, **k: pytest.fail("retrained the saved update"))
+    record = poll(fed, site, tmp_path / "s")
+    assert record.status == UPLOADED and record.resumed and record.sha256 == update_hash_hex(saved)
+    assert len(fed.commits(me.address)) == 1
+
+
+def test_uploading_the_same_bytes_again_is_harmless(fed, site, tmp_path):
+    fed.open_round()
+    me = fed.insts[0]
+    first = poll(fed, site, tmp_path / "s")
+    # A crash between the upload and its record: the state still says "committed".
+    state_path = tmp_path / "s" / str(fed.bounty_id) / "state.json"
+    state = json.loads(state_path.read_text())
+    state["rounds"]["1"].update(status="committed", upload_status=None)
+    state_path.write_text(json.dumps(state))
+    second = poll(fed, site, tmp_path / "s")
+    assert second.status == UPLOADED and second.sha256 == first.sha256
+    assert [u[2] for u in fed.standin.uploads] == [u[2] for u in fed.standin.uploads[:1]] * 2
+    assert len(fed.commits(me.address)) == 1
+
+
+def test_a_commitment_without_saved_bytes_is_never_committed_again(fed, site, tmp_path):
+    fed.open_round()
+    me = fed.insts[0]
+    with pytest.raises(Crash):
+        poll(fed, site, tmp_path / "lost", hook=crash_at("committed"))
+    record = poll(fed, site, tmp_path / "fresh")  # a new state folder: the bytes are elsewhere
+    assert record.status == LOST and fed.standin.uploads == []
+    assert len(fed.commits(me.address)) == 1
+
+
+def test_an_upload_refused_by_the_aggregator_is_recorded(fed, site, tmp_path):
+    fed.open_round()
+    fed.standin.refuse_uploads = (400, "update rejected: tensor 'linear.bias' contains NaN")
+    record = poll(fed, site, tmp_path / "s")
+    assert record.status == "rejected" and record.upload_status.startswith("refused 400: update rejected")
+
+
+def test_aggregator_outages_mid_run_are_waited_out_and_the_upload_retried(fed, site, tmp_path):
+    fed.open_round()
+    client = fed.client()
+    polls, uploads = client.current_round, client.upload
+    poll_fails = iter([False, False, True, True])  # the 3rd and 4th polls find the aggregator down
+    upload_fails = iter([True])  # the first upload does not get through
+
+    def flaky_poll(bounty_id):
+        if next(poll_fails, False):
+            raise AggregatorUnavailable("aggregator at x unreachable (test)")
+        return polls(bounty_id)
+
+    def flaky_upload(*args):
+        if next(upload_fails, False):
+            raise AggregatorUnavailable("aggregator at x unreachable (test)")
+        return uploads(*args)
+
+    client.current_round, client.upload = flaky_poll, flaky_upload
+
+    def patient_aggregator(_seconds):  # closes a round only once it has the upload
+        if any(r == fed.standin.round for r, _, _ in fed.standin.uploads):
+            fed.drive()
+
+    lines: list[str] = []
+    runner = NodeRunner(ledger=fed.ledger, aggregator=client, account=fed.insts[0], bounty_id=fed.bounty_id, X=site.X,
+                        y=site.y, state_dir=tmp_path / "s", progress=False, poll_seconds=0, sleep=patient_aggregator,
+                        echo=lines.append)
+    records = runner.run()
+    assert [(r.round, r.status) for r in records] == [(1, UPLOADED), (2, UPLOADED)] and records[0].resumed
+    assert len(fed.commits(fed.insts[0].address)) == 2 and len(fed.standin.uploads) == 2
+    assert any("upload failed, will retry" in line for line in lines)
+    assert any("unreachable, waiting" in line for line in lines)
+
+
+def test_a_round_that_closes_before_the_upload_gets_through_is_recorded(fed, site, tmp_path):
+    fed.open_round()
+    client = fed.client()
+
+    def down(*args):
+        raise AggregatorUnavailable("aggregator at x unreachable (test)")
+
+    client.upload = down
+    runner = NodeRunner(ledger=fed.ledger, aggregator=client, account=fed.insts[0], bounty_id=fed.bounty_id, X=site.X,
+                        y=site.y, state_dir=tmp_path / "s", progress=False, poll_seconds=0, sleep=fed.drive)
+    records = runner.run()
+    assert [(r.round, r.status) for r in records] == [(1, NOT_UPLOADED), (2, NOT_UPLOADED)]
+    assert all(r.sha256 and r.commit_tx for r in records) and len(fed.commits()) == 2
+
+
+def test_an_outage_longer_than_the_patience_stops_the_run(fed, site, tmp_path):
+    fed.open_round()
+    client = fed.client()
+    polls = client.current_round
+    calls = iter(range(100))
+
+    def down_after_the_first_poll(bounty_id):
+        if next(calls) > 0:
+            raise AggregatorUnavailable("aggregator at x unreachable (test)")
+        return polls(bounty_id)
+
+    client.current_round = down_after_the_first_poll
+    runner = NodeRunner(ledger=fed.ledger, aggregator=client, account=fed.insts[0], bounty_id=fed.bounty_id, X=site.X,
+                        y=site.y, state_dir=tmp_path / "s", progress=False, poll_seconds=0, patience=0.0,
+                        sleep=lambda s: time.sleep(0.01))
+    with pytest.raises(AggregatorUnavailable):
+        runner.run()
+    assert len(fed.commits()) == 1  # round 1 was done before the outage
+
+
+# -- rounds the node sits out -----------------------------------------------------------------------------
+def test_a_round_it_is_not_selected_for_is_skipped(fed, site, tmp_path):
+    fed.open_round()
+    fed.standin.selected = [fed.insts[1].address.lower()]
+    record = poll(fed, site, tmp_path / "s")
+    assert record.status == NOT_SELECTED and fed.commits() == [] and fed.standin.uploads == []
+
+
+def test_a_closed_commit_window_is_recorded_as_missed(fed, site, tmp_path):
+    fed.open_round()
+    advance_time(fed.w3, WINDOW + 5)
+    record = poll(fed, site, tmp_path / "s")
+    assert record.status == MISSED and fed.commits() == []
+
+
+def test_rounds_max_stops_early(fed, site, tmp_path):
+    fed.open_round()
+    records = new_runner(fed, site, tmp_path / "s", rounds_max=1).run()
+    assert [r.round for r in records] == [1] and fed.ledger.bounty(fed.bounty_id).rounds_finalized == 0
+
+
+# -- guards ---------------------------------------------------------------------------------------------------
+def test_state_folder_of_another_identity_or_in_use_is_refused(fed, site, tmp_path):
+    fed.open_round()
+    poll(fed, site, tmp_path / "s", inst=0)
+    with pytest.raises(NodeError, match="belongs to address"):
+        poll(fed, site, tmp_path / "s", inst=1)
+    holder = new_runner(fed, site, tmp_path / "s", inst=0).open()
+    try:
+        with pytest.raises(NodeError, match="another node process"):
+            new_runner(fed, site, tmp_path / "s", inst=0).open()
+    finally:
+        holder.close()
+
+
+def test_an_unregistered_institution_is_told_to_join(fed, site, tmp_path):
+    fed.insts.append(Account.from_key(b"\x09" * 32))
+    with pytest.raises(NodeError, match="not a registered institution.*node join"):
+        new_runner(fed, site, tmp_path / "s", inst=2).open()
+
+
+def test_site_data_must_fit_the_task(fed, tmp_path):
+    X = np.zeros((5, 2), np.float32)
+    runner = NodeRunner(ledger=fed.ledger, aggregator=fed.client(), account=fed.insts[0], bounty_id=fed.bounty_id,
+                        X=X, y=np.zeros(5), state_dir=tmp_path, progress=False)
+    with pytest.raises(NodeError, match="2 feature columns, the task needs 3"):
+        runner.open()
+
+
+# -- the site CSV -------------------------------------------------------------------------------------------
+def test_site_csv_is_read_in_the_task_s_column_order_and_standardized(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("id,f0,f1,label,f2\nx,1,10,0,100\ny,3,30,1,300\nz,5,50,1,500\n")
+    table = read_site_table(path, ("f2", "f0", "f1"), "label")
+    assert table.X.tolist() == [[100, 1, 10], [300, 3, 30], [500, 5, 50]] and table.y.tolist() == [0, 1, 1]
+    site = load_site(path, SPEC)
+    assert site.feature_names == ("f2", "f0", "f1") and site.X.dtype == np.float32
+    np.testing.assert_allclose(site.X.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(site.X.std(axis=0, ddof=1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty file"),
+        ("f0,f1,label\n1,2,0\n", "missing column(s) f2"),
+        ("f0,f1,f2,label\n", "no data rows"),
+        ("f0,f1,f2,label\n1,2,3,0\n1,2,secret-value,1\n", "line 3: column 'f2' is not a number"),
+        ("f0,f1,f2,label\n1,2,NaN,0\n", "line 2: column 'f2' is NaN or infinite"),
+        ("f0,f1,f2,label\n1,2,inf,0\n", "NaN or infinite"),
+        ("f0,f1,f2,label\n1,,3,0\n", "column 'f1' is empty"),
+        ("f0,f1,f2,label\n1,2,3,2\n", "label 'label' must be 0 or 1"),
+        ("f0,f1,f2,label\n1,2,3\n", "3 fields, the header has 4"),
+        ("f0,f1,f1,f2,label\n1,2,2,3,0\n", "duplicated column(s) f1"),
+    ],
+)
+def test_bad_site_csv_is_one_line_without_the_values(tmp_path, content, message):
+    path = tmp_path / "site.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_site(path, SPEC)
+    text = str(info.value)
+    assert message in text and "\n" not in text and "secret-value" not in text
+
+
+def test_missing_site_file(tmp_path):
+    with pytest.raises(DataError, match="cannot read"):
+        load_site(tmp_path / "none.csv", SPEC)
+
+
+# -- the HTTP client ------------------------------------------------------------------------------------------
+def test_client_retries_connection_errors_with_backoff():
+    calls, waits = [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    client = AggregatorClient("http://agg", transport=httpx.MockTransport(handler), backoff=0.1, sleep=waits.append)
+    assert client.health()["status"] == "ok"
+    assert len(calls) == 3 and waits == [0.1, 0.2]
+
+
+def test_client_gives_up_after_its_retries_in_one_line():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    client = AggregatorClient("http://agg", transport=httpx.MockTransport(handler), retries=2, sleep=lambda s: None)
+    with pytest.raises(AggregatorUnavailable, match=r"unreachable .* after 3 attempts") as info:
+        client.current_round(1)
+    assert "\n" not in str(info.value)
+
+
+def test_client_retries_503_and_maps_4xx_detail():
+    answers = iter([httpx.Response(503), httpx.Response(403, json={"detail": "signer 0xabc was\nnot selected"})])
+    client = AggregatorClient("http://agg", transport=httpx.MockTransport(lambda r: next(answers)), sleep=lambda s: None)
+    with pytest.raises(AggregatorRefused) as info:
+        client.upload(1, 2, b"bytes", "0x00")
+    assert info.value.status == 403 and str(info.value) == (
+        "aggregator refused the update for bounty 1 round 2: 403 signer 0xabc was not selected"
+    )
+
+
+def test_client_sends_the_update_bytes_as_the_whole_body():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, json={"sha256": "0x", "institution": "0x", "status": "accepted"})
+
+    client = AggregatorClient("http://agg", transport=httpx.MockTransport(handler))
+    client.upload(3, 4, b"\x00update-bytes", "0xsig")
+    (request,) = seen
+    assert request.url.path == "/bounties/3/rounds/4/updates" and request.content == b"\x00update-bytes"
+    assert request.headers["x-signature"] == "0xsig"
+
+
+def test_client_refuses_an_oversized_model():
+    client = AggregatorClient(
+        "http://agg", max_model_bytes=10, transport=httpx.MockTransport(lambda r: httpx.Response(200, content=b"x" * 11))
+    )
+    with pytest.raises(NodeError, match="over the limit"):
+        client.model(1)
+
+
+def test_client_rejects_malformed_round_answers_and_urls():
+    client = AggregatorClient("http://agg", transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"x": 1})))
+    with pytest.raises(NodeError, match="malformed answer"):
+        client.current_round(1)
+    with pytest.raises(NodeError, match="unsupported aggregator URL"):
+        AggregatorClient("ftp://agg")

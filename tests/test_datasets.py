@@ -1,0 +1,115 @@
+"""``fedledger data heart``: real Fed-Heart-Disease files with FLamby's split, a disjoint validation set, a task spec."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from fedcore.task import TaskSpec, task_hash_hex
+from fedledger.cli import main
+from fedledger.datasets import heart_parts, validation_features, write_heart
+from node.data import HEART_CENTERS, default_data_root, heart_paths
+from node.site import read_site_table
+
+try:
+    heart_paths(default_data_root())
+except Exception:  # pragma: no cover - the shared data folder is part of the machines' set-up
+    pytest.skip("Fed-Heart-Disease files not found", allow_module_level=True)
+
+# FLamby's per-center train/test sizes 199/104, 172/89, 30/16, 85/45; 25% of each train part is carved off.
+SIZES = {"cleveland": (149, 50, 104), "hungarian": (129, 43, 89), "switzerland": (22, 8, 16), "va": (63, 22, 45)}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("heart")
+    return out, write_heart(out)
+
+
+def test_parts_are_disjoint_and_cover_flamby_split():
+    for part in heart_parts():
+        train, val, test = (set(part.train_index.tolist()), set(part.validation_index.tolist()),
+                            set(part.test_index.tolist()))
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert len(train | val | test) == len(part.table)  # every cleaned row is in exactly one part
+        assert (len(train), len(val), len(test)) == SIZES[part.name]
+
+
+def test_files_row_counts_and_hashes(written):
+    out, manifest = written
+    spec = TaskSpec.load(out / "task.json")
+    for name, (n_train, n_val, n_test) in SIZES.items():
+        assert manifest["sites"][name] == {"file": f"{name}.csv", "test_file": f"test/{name}.csv",
+                                           "train_rows": n_train, "validation_rows": n_val, "test_rows": n_test}
+        assert len(read_site_table(out / f"{name}.csv", spec.feature_columns, spec.label_column).y) == n_train
+        assert len(read_site_table(out / "test" / f"{name}.csv", spec.feature_columns, spec.label_column).y) == n_test
+    assert manifest["files"]["validation.csv"]["rows"] == sum(v for _, v, _ in SIZES.values()) == 123
+    for relative, info in manifest["files"].items():
+        data = (out / relative).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"] and len(data) == info["bytes"]
+    assert manifest["validation_set_hash"] == "0x" + manifest["files"]["validation.csv"]["sha256"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+
+def test_site_and_test_files_hold_the_raw_rows_and_validation_is_scaled_like_its_node(written):
+    out, _ = written
+    spec = TaskSpec.load(out / "task.json")
+    parts = heart_parts()
+    for part in parts:
+        site = read_site_table(out / f"{part.name}.csv", spec.feature_columns, spec.label_column)
+        test = read_site_table(out / "test" / f"{part.name}.csv", spec.feature_columns, spec.label_column)
+        np.testing.assert_array_equal(site.X, part.table.X[part.train_index])  # raw, not normalized
+        np.testing.assert_array_equal(site.y, part.table.y[part.train_index])
+        np.testing.assert_array_equal(test.X, part.table.X[part.test_index])
+    validation = read_site_table(out / "validation.csv", spec.feature_columns, spec.label_column)
+    expected = np.concatenate([validation_features(p) for p in parts])
+    np.testing.assert_array_equal(validation.X.astype(np.float32), expected)  # bit for bit after the CSV round trip
+    np.testing.assert_array_equal(validation.y, np.concatenate([p.table.y[p.validation_index] for p in parts]))
+
+
+def test_validation_rows_are_in_no_site_or_test_file_by_content(written):
+    """Content check over the files themselves: a validation row (unscaled back) is in no site or test file,
+    except rows the raw data itself holds twice (one duplicate patient in VA)."""
+    out, _ = written
+    spec = TaskSpec.load(out / "task.json")
+    for part in heart_parts():
+        raw_rows = [tuple(r) + (y,) for r, y in zip(part.table.X, part.table.y)]
+        duplicated = {r for r in raw_rows if raw_rows.count(r) > 1}
+        others = set()
+        for relative in (f"{part.name}.csv", f"test/{part.name}.csv"):
+            table = read_site_table(out / relative, spec.feature_columns, spec.label_column)
+            rows = {tuple(r) + (y,) for r, y in zip(table.X, table.y)}
+            assert not (rows & others) - duplicated  # site and test files are disjoint too
+            others |= rows
+        validation_rows = {raw_rows[i] for i in part.validation_index}
+        assert not (validation_rows & others) - duplicated
+
+
+def test_task_spec_is_flambys_logistic_regression(written):
+    out, manifest = written
+    spec = TaskSpec.load(out / "task.json")
+    assert spec.model == "logreg" and spec.label_column == "num" and spec.metric == "accuracy"
+    assert spec.n_features == 13 and spec.feature_columns[:2] == ("age", "sex")
+    t = spec.training
+    assert (t.local_steps, t.batch_size, t.lr, t.optimizer) == (100, 4, 1e-3, "sgd")
+    assert manifest["task_hash"] == task_hash_hex(spec)
+
+
+def test_same_arguments_same_bytes_and_seed_changes_the_carving(written, tmp_path):
+    out, manifest = written
+    again = write_heart(tmp_path / "again")
+    assert again["files"] == manifest["files"]
+    other = write_heart(tmp_path / "other", seed=7)
+    assert other["files"]["validation.csv"]["sha256"] != manifest["files"]["validation.csv"]["sha256"]
+    assert other["files"]["test/va.csv"] == manifest["files"]["test/va.csv"]  # the test parts are FLamby's, fixed
+
+
+def test_cli_writes_the_folder(tmp_path, capsys):
+    assert main(["data", "heart", "--out", str(tmp_path / "d"), "--validation-fraction", "0.2", "--format", "json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["split"]["validation_fraction"] == 0.2
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(
+        [f"{c}.csv" for c in HEART_CENTERS] + ["manifest.json", "task.json", "test", "validation.csv"])
+    assert main(["data", "heart", "--out", str(tmp_path / "e"), "--validation-fraction", "1.5"]) == 2
+    assert "validation-fraction" in capsys.readouterr().err

@@ -1,0 +1,182 @@
+"""``fedledger sponsor ...`` through the real command line (in process, on the embedded chain and on Ganache)."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from fedcore.task import TaskSpec, TrainingSettings, task_hash
+from fedledger.cli import main
+from ledger.chain import fund_account
+from ledger.deployment import Deployment
+from ledger.ganache import free_port
+from tests.world import ONE_ETH
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def task_files(tmp_path):
+    spec = TaskSpec(name="t", model="logreg", feature_columns=("a", "b"), label_column="y",
+                    training=TrainingSettings(local_steps=5))
+    spec.save(tmp_path / "task.json")
+    (tmp_path / "val.csv").write_bytes(b"a,b,y\n0.5,1,0\n-1,2,1\n")
+    return spec, tmp_path / "task.json", tmp_path / "val.csv"
+
+
+@pytest.fixture
+def cli(joined, tmp_path, monkeypatch, capsys):
+    """``run(*args) -> (exit code, parsed JSON or text, stderr)`` against ``joined``'s chain and deployment."""
+    deployment = Deployment(chain_id=joined.w3.eth.chain_id, rpc_url=None,
+                            contracts={"FedLedger": {"address": joined.ledger.address, "block": 0}})
+    path = deployment.save(tmp_path / "deployment.json")
+    monkeypatch.setattr("ledger.chain.connect", lambda rpc=None, **kwargs: joined.w3)
+    monkeypatch.delenv("FEDLEDGER_PASSWORD", raising=False)
+
+    def run(*args, deployment_file=path):
+        code = main([*args, "--deployment", str(deployment_file), "--format", "json"])
+        captured = capsys.readouterr()
+        try:
+            out = json.loads(captured.out) if captured.out else None
+        except ValueError:
+            out = captured.out
+        return code, out, captured.err
+
+    run.world = joined
+    return run
+
+
+def _create(cli, task, val, *extra, sender=None, reward="1ether"):
+    w = cli.world
+    return cli("sponsor", "create-bounty", "--task", str(task), "--validation", str(val), "--reward", reward,
+               "--aggregator", w.aggregator, "--rounds", "2", "--commit-window", "600", "--deadline-days", "10",
+               *extra, *(() if {"--from", "--keystore"} & set(extra) else ("--from", sender or w.sponsor)))
+
+
+def test_create_fund_status_cancel_with_ether(cli, task_files):
+    spec, task, val = task_files
+    w = cli.world
+    code, out, err = _create(cli, task, val, "--min-reputation", "100")
+    assert code == 0, err
+    bounty_id = out["bounty_id"]
+    assert out["task_spec_hash"] == "0x" + task_hash(spec).hex()
+    assert out["validation_set_hash"] == "0x" + hashlib.sha256(val.read_bytes()).hexdigest()
+    on_chain = w.ledger.bounty(bounty_id)
+    assert on_chain.sponsor == w.sponsor and on_chain.funded == ONE_ETH and on_chain.min_reputation == 100
+    assert on_chain.task_spec_hash == task_hash(spec) and on_chain.deadline == out["deadline"]
+
+    code, out, _ = cli("sponsor", "fund", "--bounty", str(bounty_id), "--amount", "0.5ether", "--from", w.outsider)
+    assert code == 0 and out["funded"] == 3 * ONE_ETH // 2 and out["escrowed"] == 3 * ONE_ETH // 2
+
+    code, status, _ = cli("sponsor", "status", "--bounty", str(bounty_id))
+    assert code == 0
+    assert status["status"] == "active" and status["token"] == "ETH" and status["rounds"] == []
+    assert (status["funded"], status["credited"], status["refunded"], status["escrowed"]) == (3 * ONE_ETH // 2, 0, 0,
+                                                                                              3 * ONE_ETH // 2)
+    # Only the sponsor cancels; before the first round it gets everything back.
+    code, _, err = cli("sponsor", "cancel", "--bounty", str(bounty_id), "--from", w.outsider)
+    assert code == 2 and err.startswith("error: contract reverted: NotSponsor(") and err.count("\n") == 1
+    before = w.balance(w.sponsor)
+    code, out, _ = cli("sponsor", "cancel", "--bounty", str(bounty_id), "--from", w.sponsor)
+    assert code == 0 and out == {"bounty_id": bounty_id, "status": "cancelled", "refunded": 3 * ONE_ETH // 2,
+                                 "credited": 0}
+    assert w.balance(w.sponsor) > before + ONE_ETH
+    assert cli("sponsor", "status", "--bounty", str(bounty_id))[1]["status"] == "cancelled"
+
+
+def test_token_bounty_is_approved_first(cli, task_files):
+    _, task, val = task_files
+    w = cli.world
+    token = w.tokens["TestToken"]
+    token.as_sender(w.sponsor).mint(w.sponsor, 5 * ONE_ETH)
+    code, out, err = _create(cli, task, val, "--token", token.address, "--from", w.sponsor, reward="2ether")
+    assert code == 0, err
+    assert out["token"] == token.address
+    assert w.ledger.bounty(out["bounty_id"]).funded == 2 * ONE_ETH
+    assert token.balance_of(w.sponsor) == 3 * ONE_ETH and token.balance_of(w.ledger.address) == 2 * ONE_ETH
+    code, out, _ = cli("sponsor", "fund", "--bounty", str(out["bounty_id"]), "--amount", "1ether", "--from", w.sponsor)
+    assert code == 0 and out["funded"] == 3 * ONE_ETH and token.balance_of(w.sponsor) == 2 * ONE_ETH
+
+
+def test_keystore_sender_and_its_errors(cli, task_files, tmp_path, monkeypatch):
+    _, task, val = task_files
+    w = cli.world
+    account = Account.create()
+    keystore = tmp_path / "sponsor.json"
+    keystore.write_text(json.dumps(Account.encrypt(account.key, PASSWORD, kdf="pbkdf2", iterations=2)))
+    fund_account(w.w3, account.address, 5 * ONE_ETH)
+
+    # Wrong password, from the file (the env is ignored when a file is given): one line, exit 2.
+    (tmp_path / "wrong").write_text("not it\n")
+    code, _, err = _create(cli, task, val, "--keystore", str(keystore), "--password-file", str(tmp_path / "wrong"))
+    assert code == 2 and err == f"error: wrong password for keystore {keystore}\n"
+    # No password source at all (stdin is not a terminal under pytest).
+    code, _, err = _create(cli, task, val, "--keystore", str(keystore))
+    assert code == 2 and "FEDLEDGER_PASSWORD" in err and err.count("\n") == 1
+    code, _, err = _create(cli, task, val, "--keystore", str(tmp_path / "nope.json"))
+    assert code == 2 and err.startswith(f"error: no keystore at {tmp_path / 'nope.json'}") and err.count("\n") == 1
+
+    monkeypatch.setenv("FEDLEDGER_PASSWORD", PASSWORD)
+    code, out, err = _create(cli, task, val, "--keystore", str(keystore))
+    assert code == 0, err
+    assert out["sponsor"] == account.address and w.ledger.bounty(out["bounty_id"]).sponsor == account.address
+    (tmp_path / "right").write_text(PASSWORD + "\n")
+    monkeypatch.setenv("FEDLEDGER_PASSWORD", "stale")
+    code, out, err = cli("sponsor", "cancel", "--bounty", str(out["bounty_id"]), "--keystore", str(keystore),
+                         "--password-file", str(tmp_path / "right"))
+    assert code == 0 and out["refunded"] == ONE_ETH, err
+
+
+def test_completed_bounty_revenue_and_remainder(cli, task_files):
+    _, task, val = task_files
+    w = cli.world
+    bounty_id = _create(cli, task, val)[1]["bounty_id"]
+    a, b = w.insts[:2]
+    w.play_round(bounty_id, {a: 3, b: 1})  # half the escrow, split 3:1
+    w.play_round(bounty_id, {a: 0, b: -1})  # nothing positive: the other half stays escrowed
+    code, status, _ = cli("sponsor", "status", "--bounty", str(bounty_id))
+    assert status["status"] == "completed" and status["credited"] == ONE_ETH // 2
+    assert [r["finalized"] for r in status["rounds"]] == [True, True]
+    assert status["rounds"][1]["global_model_hash"] == status["rounds"][0]["new_model_hash"]
+
+    code, _, err = cli("sponsor", "refund-remainder", "--bounty", str(bounty_id), "--from", w.outsider)
+    assert code == 2 and "NotSponsor" in err
+    code, out, _ = cli("sponsor", "refund-remainder", "--bounty", str(bounty_id), "--from", w.sponsor)
+    assert code == 0 and out["refunded"] == ONE_ETH // 2 and out["escrowed"] == 0
+    code, out, _ = cli("sponsor", "pay-revenue", "--bounty", str(bounty_id), "--amount", "4000", "--from", w.outsider)
+    assert code == 0 and out == {"bounty_id": bounty_id, "token": "ETH", "amount": 4000, "revenue_total": 4000}
+    assert w.ledger.revenue_due(bounty_id, a) == 3000
+
+
+def test_user_errors_are_one_line(cli, task_files, tmp_path):
+    _, task, val = task_files
+    w = cli.world
+    code, _, err = cli("sponsor", "status", "--bounty", "99")
+    assert code == 2 and err.startswith("error: unknown bounty id 99") and err.count("\n") == 1
+    code, _, err = cli("sponsor", "fund", "--bounty", "99", "--amount", "1", "--from", w.sponsor)
+    assert code == 2 and err.startswith("error: unknown bounty id 99")
+    code, _, err = cli("sponsor", "status", "--bounty", "1", deployment_file=tmp_path / "none.json")
+    assert code == 2 and err == f"error: no deployment file at {tmp_path / 'none.json'}: run `fedledger deploy`\n"
+    code, _, err = _create(cli, task, val, "--from", "0x" + "12" * 20)
+    assert code == 2 and "does not hold" in err
+    (tmp_path / "bad.csv").write_text("a,y\n1,0\n")
+    code, _, err = _create(cli, task, tmp_path / "bad.csv")
+    assert code == 2 and err == f"error: validation set {tmp_path / 'bad.csv'} lacks the task's column(s) b\n"
+
+
+def test_no_chain_is_one_line(tmp_path, task_files):
+    _, task, val = task_files
+    url = f"http://127.0.0.1:{free_port()}"
+    Deployment(chain_id=1337, rpc_url=url, contracts={"FedLedger": {"address": "0x" + "11" * 20, "block": 0}}).save(
+        tmp_path / "d.json")
+    command = [sys.executable, "-m", "fedledger", "sponsor", "status", "--bounty", "1", "--rpc", url,
+               "--deployment", str(tmp_path / "d.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ})
+    assert result.returncode == 2
+    assert result.stderr == f"error: no chain answers at {url} (start one with `fedledger chain up`)\n"
