@@ -32,7 +32,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	@echo "make demo: not built yet (the demo issue); meanwhile see README: chain up, deploy, example-bounty, audit trace"
+	$(VENV)/bin/fedledger demo
 
 chain: setup
 	$(VENV)/bin/fedledger chain up

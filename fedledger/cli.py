@@ -26,6 +26,7 @@ GROUPS = [
     "fedledger.datasets",  # data
     "fedledger.explorer.cli",  # explorer
     "node.cli",  # node
+    "fedledger.demo",  # demo
 ]
 
 EXIT_USER_ERROR = 2

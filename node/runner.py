@@ -271,6 +271,9 @@ class NodeRunner:
         Wait function (tests replace it to drive the other parties between polls).
     verify_task : bool
         Check the task spec's hash against the chain.
+    trainer : callable, optional
+        Local training, ``train_local``-compatible (default :func:`node.training.train_local`); the demo
+        plays a free rider with one that returns a zero update.
     """
 
     def __init__(
@@ -293,6 +296,7 @@ class NodeRunner:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
         verify_task: bool = True,
+        trainer: Callable[..., Any] | None = None,
     ):
         self.account = account
         self.address = Web3.to_checksum_address(account.address)
@@ -314,6 +318,7 @@ class NodeRunner:
         self.stop_event = stop or threading.Event()
         self.sleep = sleep
         self.verify_task = verify_task
+        self.trainer = trainer or train_local
         self.chain_id = int(self.ledger.w3.eth.chain_id)
         self.records: dict[int, RoundRecord] = {}
         self.state: NodeState | None = None
@@ -547,7 +552,7 @@ class NodeRunner:
                 return None  # the aggregator moved on between the two requests: look again
             self._check_model(r, model.data, model.sha256, chain_hash)
             weights = decode(model.data, expected=self._expected)
-            result = train_local(weights, self.X, self.y, self.spec, seed=seed, config=info.config or None)
+            result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=info.config or None)
             data = encode(result.update)
             sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
             self.state.save_update(r, data)
