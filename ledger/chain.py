@@ -215,16 +215,23 @@ def send_transaction(
 
 
 def _replay_failure(w3: Web3, receipt: TxReceipt, params: dict, call_: Any, abi: list) -> None:
-    """A mined transaction failed: re-run it on the parent block's state to learn why, then raise."""
+    """A mined transaction failed: re-run it to learn why, then raise.
+
+    First on the parent block's state; then on the mined block itself, whose timestamp is the one the transaction
+    saw: a revert that depends on ``block.timestamp`` (e.g. ``RoundClosed`` for a commit mined just after the
+    window closed) does not happen on the parent block. A reverted transaction changed no contract state, so the
+    second replay sees what it saw unless another transaction of the same block changed it.
+    """
     tx = w3.eth.get_transaction(receipt["transactionHash"])
     request = {"from": tx["from"], "value": tx["value"], "data": tx["input"], "gas": tx["gas"]}
     if tx.get("to"):
         request["to"] = tx["to"]
-    try:
-        w3.eth.call(request, block_identifier=max(receipt["blockNumber"] - 1, 0))
-    except Exception as exc:
-        _raise_mapped(exc, abi)
-        raise
+    for block in dict.fromkeys((max(receipt["blockNumber"] - 1, 0), receipt["blockNumber"])):
+        try:
+            w3.eth.call(request, block_identifier=block)
+        except Exception as exc:
+            _raise_mapped(exc, abi)
+            raise
     raise ChainError(
         f"transaction {receipt['transactionHash'].hex()} failed (status 0, gas used {receipt['gasUsed']} of {tx['gas']})"
     )

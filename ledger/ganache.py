@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -185,7 +186,17 @@ def start_ganache(
 
 
 def run_foreground(port: int = 8545, *, accounts: int = DEFAULT_ACCOUNTS, db_path: str | None = None, out=print) -> int:
-    """Run Ganache until Ctrl-C, printing its URL and accounts; used by ``fedledger chain up``."""
+    """Run Ganache until Ctrl-C, printing its URL and accounts; used by ``fedledger chain up``.
+
+    Ganache runs in its own session, so a signal to this process does not reach it: SIGTERM and SIGHUP (``kill``,
+    a closed terminal) are turned into KeyboardInterrupt, so that Ganache is stopped too instead of left running.
+    """
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     with start_ganache(port, accounts=accounts, db_path=db_path) as ganache:
         out(f"Ganache listening on {ganache.url} (chain id {ganache.chain_id}, Shanghai)")
         out(f"Mnemonic: {MNEMONIC}")

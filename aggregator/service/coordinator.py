@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,18 @@ log = logging.getLogger("fedledger.aggregator")
 ScoreFn = Callable[..., Any]
 MAX_BACKOFF = 30.0
 TERMINAL = ("completed", "cancelled", "expired")
+# TEST-ONLY fault injection (tests/e2e): FEDLEDGER_FAULT=crash-after:scored makes the process exit at once (code 137,
+# as if SIGKILLed) right after a round's scores are saved and before finalizeRound is sent. That exact crash point
+# cannot be hit reliably from outside the process; nothing sets this variable in normal use.
+FAULT_ENV = "FEDLEDGER_FAULT"
+
+
+def _fault_point(step: str) -> None:
+    """Test-only: die here when ``$FEDLEDGER_FAULT`` is ``crash-after:<step>`` (see FAULT_ENV)."""
+    if os.environ.get(FAULT_ENV) == f"crash-after:{step}":
+        log.warning("%s=crash-after:%s: exiting now (test-only fault injection)", FAULT_ENV, step)
+        logging.shutdown()
+        os._exit(137)
 
 
 def default_score_fn(**kwargs: Any) -> Any:
@@ -242,6 +255,7 @@ class Coordinator:
             return "closed"
         if record.step == "scoring":
             self._score(record)
+            _fault_point("scored")  # test-only crash hook, a no-op unless FEDLEDGER_FAULT is set
             return "scored"
         if record.step == "scored":
             tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha), record.fixed_point_scores)
