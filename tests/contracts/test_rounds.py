@@ -1,5 +1,8 @@
 """Rounds: open, commit inside the window once, finalize once for committed participants only."""
 
+import pytest
+
+from ledger.client import FedLedgerClient
 from tests.world import ONE_ETH, WINDOW, h, reverts
 from ledger.client import BountyStatus
 
@@ -207,3 +210,23 @@ def test_finalize_after_cancel_reverts(joined):
     w.as_(w.sponsor).cancel_bounty(bounty_id)
     with reverts("BountyNotActive", status=int(BountyStatus.CANCELLED)):
         w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), {w.insts[0]: 1})
+
+
+@pytest.mark.ganache
+def test_a_commit_mined_just_after_the_window_reports_round_closed(ganache):
+    """The parent block is still inside the window, the mined block is not: the revert is replayed on the mined
+    block, so the node hears RoundClosed rather than a bare failed transaction."""
+    from ledger.chain import _rpc, connect
+    from tests.world import World, deploy_fedledger
+
+    w3 = connect(ganache.url)
+    accounts = w3.eth.accounts
+    ledger = FedLedgerClient.from_deployment(w3, deploy_fedledger(w3, accounts[0], min_stake=10**16, cooldown=60))
+    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
+    w.join_all()
+    bounty_id = w.new_bounty(window=30)
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    _rpc(w3, "evm_increaseTime", [31])  # no block mined: the latest block is still inside the window
+    with reverts("RoundClosed", bountyId=bounty_id, round=1):
+        w.as_(w.insts[0])._send("commitUpdate", bounty_id, 1, h("late"), 1, gas=200_000)  # fixed gas: mined, fails
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
