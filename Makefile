@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: test demo bench bench-gas bench-fl compile chain setup browser clean
+.PHONY: test demo bench bench-gas bench-fl bench-shapley compile chain setup browser clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -40,13 +40,16 @@ chain: setup
 compile: setup
 	$(VENV)/bin/fedledger contracts compile
 
-bench: bench-gas bench-fl
+bench: bench-gas bench-fl bench-shapley
 
 bench-gas: setup
 	$(PY) -m bench.gas
 
 bench-fl: setup
 	$(PY) -m bench.heart
+
+bench-shapley: setup
+	$(PY) -m bench.shapley
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
