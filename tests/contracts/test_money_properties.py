@@ -3,31 +3,35 @@
 A hypothesis ``RuleBasedStateMachine`` drives one fresh embedded chain per example through random sequences of
 institutions joining, leaving and being slashed; sponsors creating ETH and ERC-20 bounties and anyone topping
 them up; the aggregator opening rounds, institutions committing, the aggregator finalizing with random signed
-scores (zero, negative, all non-positive, up to ``MAX_ABS_SCORE``); claims; cancellations (before the first
-round, or after the deadline); refunds of completed bounties' remainders; revenue payments and claims; and time
-travel. It keeps a shadow model in Python, fed from the receipts' events and from real balance changes.
+scores (zero, negative, all non-positive, up to ``MAX_ABS_SCORE``) for a random subset of the committers; claims;
+cancellations (before the first round, or after the deadline); refunds of completed bounties' remainders;
+revenue payments and claims in ETH and in the token; and time travel. A shadow model in Python is fed from the
+receipts' events and from real balance changes.
 
-A rule whose precondition fails in the contract is attempted anyway and must revert with the error the contract
-documents for it, changing no state; the few that would only waste a step are guarded by ``precondition``.
+Most rules aim three times in four at a target where they must succeed, and otherwise at one where the contract
+must refuse them: then the transaction must revert with the error the contract documents for that case and change
+nothing (the whole state the invariants read, read again before and after). Rules with nothing to aim at are
+guarded by a ``precondition``.
 
 After every step, for every bounty, read from the chain:
 
 * credited + refunded + escrowed == funded, escrowed >= 0, and the chain's books equal the shadow model's;
-* per (bounty, institution): claimed + unclaimed == credited, and nobody received (by events or by balance)
-  more than it was credited;
-* a bounty completed with a positive score in its last round holds nothing back (dust not stranded); any other
-  completed bounty holds exactly its refundable remainder; a cancelled one holds nothing;
+* per (bounty, institution): claimed + unclaimed == credited, and nobody received (by events, and by its real
+  balance) more than it was credited;
+* a bounty whose last round had a positive score holds nothing back (dust not stranded); any other completed
+  bounty holds exactly its refundable remainder; a cancelled one holds nothing;
 * revenue: claimed <= paid per (bounty, token), and each institution's claims <= its pro-rata share;
-* the contract's ETH and token balances equal what the books say they hold, exactly.
+* the contract's ETH and token balances equal exactly what the books say it holds.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from fedcore.errors import ContractRevert
 from ledger.chain import advance_time, connect, latest_timestamp
@@ -38,16 +42,16 @@ from tests.world import COOLDOWN, MIN_STAKE, deploy_token, h
 MAX_ABS_SCORE = 10**36  # RoundLedger.MAX_ABS_SCORE
 REP_ONE, REP_INITIAL, REP_ALPHA = 10_000, 5_000, 2_000
 N_INSTS = 4
-MAX_BOUNTIES = 4
-SLACK = 2  # seconds either side of a time boundary where both outcomes are accepted
+MAX_BOUNTIES = 5  # in all, per example
+MAX_ACTIVE = 2  # at once
 ZERO32 = b"\x00" * 32
 MAX_UINT = 2**256 - 1
 
 ACTIVE, COMPLETED, CANCELLED = BountyStatus.ACTIVE, BountyStatus.COMPLETED, BountyStatus.CANCELLED
 
 # -- strategies ----------------------------------------------------------------------------------------------
-INST = st.integers(0, N_INSTS - 1)
-BOUNTY = st.integers(0, MAX_BOUNTIES - 1)  # an index into the existing bounties, modulo their number
+INDEX = st.integers(0, 11)  # an index into a list of candidates, modulo its length
+FOCUS = st.sampled_from([True, True, True, False])  # aim at a target where the rule can succeed
 AMOUNT = st.one_of(
     st.sampled_from([1, 2, 3, 7, 999, 10**18, 10**18 + 1, 10**21]),
     st.integers(1, 10**21),
@@ -57,14 +61,32 @@ SCORE = st.one_of(
     st.integers(-MAX_ABS_SCORE, MAX_ABS_SCORE),
     st.integers(-5, 10**6),
 )
-ADVANCE = st.sampled_from([1, 60, 599, 601, 3_600, 86_400, 86_401, 3 * 86_400])
+STAKE = st.one_of(st.sampled_from([MIN_STAKE, 3 * MIN_STAKE + 1]), st.integers(MIN_STAKE, 10**19))
+DEADLINE_IN = st.sampled_from([3_600, 86_400, 7 * 86_400])
+ODD = st.sampled_from([False, False, False, True])
+ACTIONS = (  # the weights of the actions, by repetition
+    ["run_rounds"] * 4 + ["open_round"] + ["commit"] * 2 + ["finalize"] * 2
+    + ["create_bounty"] * 2 + ["fund"] * 2 + ["cancel", "refund_remainder"] + ["pay_revenue"] * 2
+    + ["claim"] * 3 + ["claim_revenue"] * 2
+    + ["join", "request_leave", "withdraw_stake", "slash", "withdraw_slashed"]
+    + ["time_passes"] * 3
+)
+
+
+def some(items: list) -> st.SearchStrategy[list]:
+    """A subset of ``items``: half the time all of them, else mostly a non-empty one, sometimes none."""
+    if not items:
+        return st.just([])
+    return st.sampled_from(["all", "all", "some", "some", "some", "none"]).flatmap(
+        lambda kind: st.just(list(items)) if kind == "all" else st.lists(st.sampled_from(items), min_size=int(kind == "some"),
+                                                                          max_size=len(items) if kind == "some" else 0, unique=True))
 
 
 @dataclass
 class InstModel:
     registered: bool = False
     ever_joined: bool = False
-    leave_requested_at: int = 0  # 0 while active
+    leave_requested_at: int = 0  # the contract keeps it after withdrawStake, until the next join
     stake: int = 0
     reputation: int = 0
 
@@ -86,6 +108,7 @@ class BountyModel:
     rounds_finalized: int = 0
     commit_deadline: int = 0  # of the latest opened round
     commits: dict[str, bytes] = field(default_factory=dict)  # of the latest opened round
+    committers: set[str] = field(default_factory=set)  # everyone who ever committed: the only possible payees
     model_hash: bytes = b""  # the hash the next round must open with
     total_positive: int = 0
     last_round_positive: bool = False
@@ -105,8 +128,22 @@ class BountyModel:
         return self.funded - self.credited - self.refunded
 
     @property
-    def claimed_total(self) -> int:
-        return sum(self.claimed.values())
+    def live(self) -> bool:
+        """A round is open and not yet finalized."""
+        return self.status == ACTIVE and self.rounds_opened > self.rounds_finalized
+
+    @property
+    def openable(self) -> bool:
+        return self.status == ACTIVE and self.rounds_opened == self.rounds_finalized < self.num_rounds
+
+    def unclaimed(self, who: str) -> int:
+        return self.credit.get(who, 0) - self.claimed.get(who, 0)
+
+    def revenue_due(self, token: str, who: str) -> int:
+        if not self.total_positive:
+            return 0
+        share = self.rev_paid.get(token, 0) * self.cum_score.get(who, 0) // self.total_positive
+        return share - self.rev_claimed.get(token, {}).get(who, 0)
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -137,18 +174,51 @@ class MoneyMachine(RuleBasedStateMachine):
         self.serial += 1
         return self.serial
 
-    def _pick(self, index: int) -> BountyModel:
-        ids = sorted(self.bounties)
-        return self.bounties[ids[index % len(ids)]]
+    @staticmethod
+    def _choose(index: int, focus: bool, candidates: list, everything: list):
+        """One of ``candidates`` (where the rule can succeed) when ``focus``, else one of the others (where the
+        contract must refuse it); any of ``everything`` when the chosen side is empty."""
+        others = [x for x in everything if not any(x == c for c in candidates)]
+        pool = (candidates if focus else others) or everything
+        return pool[index % len(pool)]
 
-    def _side(self, boundary: int) -> int:
-        """Where the next transaction's timestamp falls: -1 surely <= boundary, +1 surely > boundary, 0 unsure."""
-        ts = latest_timestamp(self.w3) + 1  # the embedded chain mines each transaction in a block 1 s later
-        if ts <= boundary - SLACK:
-            return -1
-        if ts > boundary + SLACK:
-            return 1
-        return 0
+    def _all_bounties(self) -> list[BountyModel]:
+        return [self.bounties[i] for i in sorted(self.bounties)]
+
+    def _can_commit(self, b: BountyModel, who: str) -> bool:
+        m = self.inst[who]
+        return m.registered and not m.leave_requested_at and m.reputation >= b.min_reputation and who not in b.commits
+
+    # Where each rule can succeed now: the rules aim there three times in four, and anywhere otherwise.
+    def _active(self) -> list[BountyModel]:
+        return [b for b in self._all_bounties() if b.status == ACTIVE]
+
+    def _openable(self) -> list[BountyModel]:
+        return [b for b in self._all_bounties() if b.openable]
+
+    def _live(self) -> list[BountyModel]:
+        return [b for b in self._all_bounties() if b.live]
+
+    def _refundable(self) -> list[BountyModel]:
+        return [b for b in self._all_bounties() if b.status == COMPLETED and b.escrowed]
+
+    def _payable(self) -> list[BountyModel]:
+        return [b for b in self._all_bounties() if b.status == COMPLETED and b.total_positive]
+
+    def _owed(self) -> list[tuple[BountyModel, str]]:
+        return [(b, a) for b in self._all_bounties() for a in self.insts if b.unclaimed(a)]
+
+    def _due(self) -> list[tuple[BountyModel, str, str]]:
+        return [(b, t, a) for b in self._payable() for t in self.tokens for a in self.insts if b.revenue_due(t, a)]
+
+    def _next_timestamp(self) -> int:
+        """The timestamp the next transaction runs at, exactly: eth-tester stamps the pending block when it mines
+        the previous one (max(parent + 1, wall clock)), and both the gas estimate and the block use it."""
+        return int(self.w3.eth.get_block("pending")["timestamp"])
+
+    def _after(self, boundary: int) -> bool:
+        """Whether the next transaction runs after ``boundary`` (block.timestamp > boundary)."""
+        return self._next_timestamp() > boundary
 
     def _balance(self, who: str, token: str) -> int:
         if token == ETH:
@@ -162,13 +232,19 @@ class MoneyMachine(RuleBasedStateMachine):
         return receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
     def _paying(self, who: str, token: str, fn):
-        """Run ``fn`` (a transaction sent by ``who``) and return (its result, what ``who`` really received)."""
+        """Run ``fn`` (a transaction sent by ``who``); return (its result, what ``who``'s balance really gained)."""
         before = self._balance(who, token)
         result = fn()
-        delta = self._balance(who, token) - before
+        gained = self._balance(who, token) - before
         if token == ETH:
-            delta += self._gas_of_last_tx(who)
-        return result, delta
+            gained += self._gas_of_last_tx(who)
+        return result, gained
+
+    def _check_institution(self, who: str) -> None:
+        """The chain's record of an institution (stake, reputation, registration) equals the shadow's."""
+        onchain, m = self.ledger.institution(who), self.inst[who]
+        assert (onchain.stake, onchain.reputation, onchain.registered, onchain.leave_requested_at, onchain.ever_joined) == (
+            m.stake, m.reputation, m.registered, m.leave_requested_at, m.ever_joined), who
 
     def _ensure_tokens(self, who: str) -> None:
         if who not in self.token_ready:
@@ -176,125 +252,271 @@ class MoneyMachine(RuleBasedStateMachine):
             self.token.as_sender(who).approve(self.ledger.address, MAX_UINT)
             self.token_ready.add(who)
 
-    def _snapshot(self, bounty_id: int | None = None, who: str | None = None) -> tuple:
-        """The state a refused transaction must leave unchanged."""
-        L = self.ledger
-        snap = [
-            self.w3.eth.get_balance(L.address),
-            self.token.balance_of(L.address),
-            L.bounty_count(),
-            L.slashed_balance(),
-        ]
-        if bounty_id is not None:
-            snap += [L.bounty(bounty_id), L.escrow_of(bounty_id)]
-            snap += [(L.revenue_total(bounty_id, t), L.revenue_released(bounty_id, t)) for t in self.tokens]
-        if who is not None:
-            snap.append(L.institution(who))
-            if bounty_id is not None:
-                snap.append(L.contribution_of(bounty_id, who))
-        return tuple(snap)
-
-    def _attempt(self, fn, *, ok: bool, errors: set[str] = frozenset(), bounty_id=None, who=None):
-        """Send ``fn``. ``ok``: success is allowed; ``errors``: the revert names allowed. A revert must change
-        nothing. Returns (True, result) or (False, the ContractRevert)."""
-        assert ok or errors
-        before = self._snapshot(bounty_id, who) if errors else None
+    def _succeed(self, label: str, fn):
+        """Send ``fn``, which must succeed; return its result."""
         try:
             result = fn()
         except ContractRevert as exc:
-            assert exc.name in errors, f"reverted with {exc}, expected {'success or ' if ok else ''}{sorted(errors)}"
-            assert self._snapshot(bounty_id, who) == before, f"{exc.name} changed state"
-            return False, exc
-        assert ok, f"succeeded, expected a revert with one of {sorted(errors)}"
-        return True, result
+            raise AssertionError(f"{label} reverted with {exc}, expected success") from None
+        event(f"{label}: ok")
+        return result
 
-    def _must_revert(self, name: str, fn, *, bounty_id=None, who=None) -> None:
-        self._attempt(fn, ok=False, errors={name}, bounty_id=bounty_id, who=who)
+    def _snapshot(self, b: BountyModel | None, who: str | None) -> tuple:
+        """What a refused transaction on bounty ``b`` by ``who`` could have changed, read from the chain: the block
+        number, the contract's balances and slashed funds, the bounty's record and escrow, the caller's institution
+        record and contribution. (The invariants read everything else after the step.)"""
+        L = self.ledger
+        snap = [self.w3.eth.block_number, self.w3.eth.get_balance(L.address), L.slashed_balance()]
+        if self.token_ready:
+            snap.append(self.token.balance_of(L.address))
+        if b is not None:
+            snap += [L.bounty(b.id), L.escrow_of(b.id)]
+        if who is not None:
+            snap.append(L.institution(who))
+            if b is not None:
+                snap.append(L.contribution_of(b.id, who))
+        return tuple(snap)
+
+    def _must_revert(self, label: str, name: str, fn, *, b: BountyModel | None = None, who: str | None = None) -> None:
+        """Send ``fn``, which must revert with the custom error ``name`` and change nothing (nor mine anything)."""
+        before = self._snapshot(b, who)
+        try:
+            fn()
+        except ContractRevert as exc:
+            event(f"{label}: {exc.name}")
+            assert exc.name == name, f"{label} reverted with {exc}, expected {name}"
+            assert self._snapshot(b, who) == before, f"{label}: the refused {name} changed state"
+            return
+        raise AssertionError(f"{label} succeeded, expected a revert with {name}")
+
+    # -- the rules -------------------------------------------------------------------------------------
+    # One rule, ``step``, draws each step's action from ACTIONS (weights by repetition), then the action draws its
+    # own arguments. (With a rule per action, hypothesis's swarm testing switches a random share of the rules off
+    # for a whole example, and about half the examples then move no money at all.) Most actions aim three times
+    # in four ("focus") where they must succeed, else where the contract must refuse them; a false "caller ok"
+    # sends them from someone without the right.
+
+    @initialize(
+        joined=st.sets(st.integers(0, N_INSTS - 1), min_size=2),
+        stakes=st.lists(STAKE, min_size=N_INSTS, max_size=N_INSTS),
+        in_token=st.booleans(),
+        funding=AMOUNT,
+        rounds=st.integers(1, 3),
+        deadline_in=DEADLINE_IN,
+    )
+    def setup(self, joined, stakes, in_token, funding, rounds, deadline_in):
+        """Some institutions join and a first bounty exists, so that every action has something to work on."""
+        for i in sorted(joined):
+            self._join(self.insts[i], stakes[i])
+        self._create_bounty(0, in_token, funding, rounds, 600, deadline_in, 0)
+
+    @rule(action=st.sampled_from(ACTIONS), data=st.data())
+    def step(self, action, data):
+        getattr(self, f"_do_{action}")(data)
+
+    def _do_run_rounds(self, data) -> None:
+        """The aggregator runs one or more whole rounds of a bounty, mostly up to its completion: it opens each
+        (unless one is open), some of the eligible institutions commit, it finalizes."""
+        candidates = self._live() + self._openable()
+        if not candidates:
+            return
+        b = candidates[data.draw(INDEX, "bounty") % len(candidates)]
+        remaining = b.num_rounds - b.rounds_finalized
+        for _ in range(data.draw(st.one_of(st.just(remaining), st.integers(1, remaining)), "rounds")):
+            if not (b.live or (b.openable and self._open(b, True, False))):
+                return
+            eligible = [a for a in self.insts if self._can_commit(b, a)]
+            for who in data.draw(some(eligible), "committers"):
+                self._commit(b, who, False)
+            self._finalize(b, True, data)
+
+    def _do_open_round(self, data) -> None:
+        """The aggregator opens a bounty's next round (odd: with the wrong model hash)."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._openable(), self._all_bounties())
+        self._open(b, data.draw(FOCUS, "caller ok"), data.draw(ODD, "odd"))
+
+    def _do_commit(self, data) -> None:
+        """An institution commits to a bounty's open round (odd: a copy of another's hash, which finalize refuses)."""
+        focus = data.draw(FOCUS, "focus")
+        b = self._choose(data.draw(INDEX, "bounty"), focus, self._live(), self._all_bounties())
+        who = self._choose(data.draw(INDEX, "institution"), focus, [a for a in self.insts if self._can_commit(b, a)], self.insts)
+        self._commit(b, who, data.draw(ODD, "odd"))
+
+    def _do_finalize(self, data) -> None:
+        """The aggregator finalizes a bounty's open round."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._live(), self._all_bounties())
+        self._finalize(b, data.draw(FOCUS, "caller ok"), data)
+
+    def _do_create_bounty(self, data) -> None:
+        """A sponsor publishes a bounty in ETH or the token, escrowing some funding (possibly none yet)."""
+        if len(self.bounties) >= MAX_BOUNTIES or len(self._active()) >= MAX_ACTIVE:
+            return
+        self._create_bounty(
+            data.draw(st.integers(0, 1), "sponsor"),
+            data.draw(st.booleans(), "in token"),
+            data.draw(st.one_of(st.just(0), AMOUNT), "funding"),
+            data.draw(st.integers(1, 3), "rounds"),
+            data.draw(st.sampled_from([120, 600, 3_600]), "commit window"),
+            data.draw(DEADLINE_IN, "deadline in"),
+            data.draw(st.sampled_from([0, 0, 0, 4_000, 5_000, 5_500]), "min reputation"),
+        )
+
+    def _do_fund(self, data) -> None:
+        """Anyone tops up an active bounty."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._active(), self._all_bounties())
+        funder = data.draw(st.sampled_from(self.sponsors + self.others), "funder")
+        self._fund(b, funder, data.draw(st.one_of(st.just(0), AMOUNT), "amount"))
+
+    def _do_cancel(self, data) -> None:
+        """The sponsor cancels a bounty (before its first round, or after its deadline) and is refunded."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._active(), self._all_bounties())
+        self._cancel(b, data.draw(FOCUS, "caller ok"))
+
+    def _do_refund_remainder(self, data) -> None:
+        """The sponsor takes back what a completed bounty could not credit."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._refundable(), self._all_bounties())
+        self._refund_remainder(b, data.draw(FOCUS, "caller ok"))
+
+    def _do_pay_revenue(self, data) -> None:
+        """Anyone pays revenue, in ETH or the token, into a completed bounty."""
+        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._payable(), self._all_bounties())
+        payer = data.draw(st.sampled_from([self.others[0], self.others[1], b.sponsor, self.insts[0]]), "payer")
+        token = data.draw(st.sampled_from(self.tokens), "token")
+        self._pay_revenue(b, payer, token, data.draw(st.one_of(st.just(0), AMOUNT), "amount"))
+
+    def _do_claim(self, data) -> None:
+        """An institution claims its reward; else (no focus) someone owed nothing there now (claimed already,
+        never credited, or an outsider) tries."""
+        if not any(b.credit for b in self.bounties.values()):
+            return
+        everything = [(b, a) for b in self._all_bounties() for a in sorted(b.committers) + self.others[1:]]
+        b, who = self._choose(data.draw(INDEX, "claim"), data.draw(FOCUS, "focus"), self._owed(), everything)
+        self._claim(b, who)
+
+    def _do_claim_revenue(self, data) -> None:
+        """An institution claims its share of a bounty's revenue in a token; else (no focus) one with nothing due
+        there now (claimed already, nothing paid in that token, no score) tries."""
+        if not any(b.rev_paid for b in self.bounties.values()):
+            return
+        everything = [(b, t, a) for b in self._all_bounties() for t in self.tokens for a in self.insts]
+        b, token, who = self._choose(data.draw(INDEX, "claim"), data.draw(FOCUS, "focus"), self._due(), everything)
+        self._claim_revenue(b, token, who)
+
+    def _do_join(self, data) -> None:
+        unregistered = [a for a in self.insts if not self.inst[a].registered]
+        who = self._choose(data.draw(INDEX, "institution"), data.draw(FOCUS, "focus"), unregistered, self.insts)
+        self._join(who, data.draw(st.one_of(STAKE, st.just(MIN_STAKE - 1)), "stake"))
+
+    def _do_request_leave(self, data) -> None:
+        candidates = [a for a in self.insts if self.inst[a].registered and not self.inst[a].leave_requested_at]
+        self._request_leave(self._choose(data.draw(INDEX, "institution"), data.draw(FOCUS, "focus"), candidates, self.insts))
+
+    def _do_withdraw_stake(self, data) -> None:
+        candidates = [a for a in self.insts if self.inst[a].registered and self.inst[a].leave_requested_at]
+        self._withdraw_stake(self._choose(data.draw(INDEX, "institution"), data.draw(FOCUS, "focus"), candidates, self.insts))
+
+    def _do_slash(self, data) -> None:
+        """Governance slashes tenths/10 of a stake (11: one wei more than it)."""
+        registered = [a for a in self.insts if self.inst[a].registered]
+        who = self._choose(data.draw(INDEX, "institution"), data.draw(FOCUS, "focus"), registered, self.insts)
+        self._slash(who, data.draw(st.sampled_from([0, 1, 5, 10, 11]), "tenths"), data.draw(FOCUS, "caller ok"))
+
+    def _do_withdraw_slashed(self, data) -> None:
+        self._withdraw_slashed(data.draw(FOCUS, "caller ok"))
+
+    def _do_time_passes(self, data) -> None:
+        """Time passes: a fixed step, or up to a boundary, so that the next transaction runs ``offset`` seconds after
+        the last second at which the earlier rule still held (a round's commit deadline, a bounty's deadline, the
+        second before a leave cooldown ends)."""
+        jump = data.draw(st.sampled_from(["second", "hour", "commit window", "commit window", "deadline", "cooldown"]), "jump")
+        boundaries = {
+            "commit window": [b.commit_deadline for b in self._live()],
+            "deadline": [b.deadline for b in self._active()],
+            "cooldown": [m.leave_requested_at + COOLDOWN - 1 for m in self.inst.values() if m.registered and m.leave_requested_at],
+        }.get(jump)
+        if boundaries:
+            boundary = boundaries[data.draw(INDEX, "which") % len(boundaries)]
+            seconds = boundary + data.draw(st.sampled_from([0, 1, 5]), "offset") - self._next_timestamp()
+        else:
+            seconds = {"second": 1, "hour": 3_600}.get(jump, 1)
+        if seconds > 0:
+            before, block = latest_timestamp(self.w3), self.w3.eth.block_number
+            assert advance_time(self.w3, seconds) >= before + seconds
+            assert self.w3.eth.block_number == block + 1 and not self.w3.eth.get_block("latest")["transactions"]
+            if self._cache is not None and self._cache[0] == block:  # an empty block changes no state
+                self._cache = (block + 1, self._cache[1])
 
     # -- institutions ----------------------------------------------------------------------------------
-    @rule(i=INST, stake=st.one_of(st.sampled_from([MIN_STAKE, MIN_STAKE, 3 * MIN_STAKE + 1, MIN_STAKE - 1]),
-                                  st.integers(0, 10**19)))
-    def join(self, i, stake):
-        who = self.insts[i]
+    def _join(self, who: str, stake: int) -> None:
         m = self.inst[who]
-        fn = lambda: self._as(who).join(f"hospital {i}", "ipfs://meta", stake=stake)  # noqa: E731
+        fn = lambda: self._as(who).join(f"hospital {who[-4:]}", "ipfs://meta", stake=stake)  # noqa: E731
         if m.registered:
-            return self._must_revert("AlreadyRegistered", fn, who=who)
+            return self._must_revert("join", "AlreadyRegistered", fn, who=who)
         if stake < MIN_STAKE:
-            return self._must_revert("StakeTooLow", fn, who=who)
-        fn()
+            return self._must_revert("join", "StakeTooLow", fn, who=who)
+        self._succeed("join", fn)
         m.registered, m.leave_requested_at, m.stake = True, 0, stake
         if not m.ever_joined:
             m.ever_joined, m.reputation = True, REP_INITIAL
+        self._check_institution(who)
 
-    @rule(i=INST)
-    def request_leave(self, i):
-        who = self.insts[i]
+    def _request_leave(self, who: str) -> None:
         m = self.inst[who]
-        fn = lambda: self._as(who).request_leave()  # noqa: E731
+        fn = self._as(who).request_leave
         if not m.registered:
-            return self._must_revert("NotRegistered", fn, who=who)
+            return self._must_revert("request_leave", "NotRegistered", fn, who=who)
         if m.leave_requested_at:
-            return self._must_revert("LeaveAlreadyRequested", fn, who=who)
-        fn()
+            return self._must_revert("request_leave", "LeaveAlreadyRequested", fn, who=who)
+        self._succeed("request_leave", fn)
         m.leave_requested_at = latest_timestamp(self.w3)
+        self._check_institution(who)
 
-    @rule(i=INST)
-    def withdraw_stake(self, i):
-        who = self.insts[i]
+    def _withdraw_stake(self, who: str) -> None:
         m = self.inst[who]
         fn = lambda: self._paying(who, ETH, self._as(who).withdraw_stake)  # noqa: E731
         if not m.registered:
-            return self._must_revert("NotRegistered", fn, who=who)
+            return self._must_revert("withdraw_stake", "NotRegistered", fn, who=who)
         if not m.leave_requested_at:
-            return self._must_revert("LeaveNotRequested", fn, who=who)
-        side = self._side(m.leave_requested_at + COOLDOWN - 1)  # allowed once timestamp >= requested + cooldown
-        done, result = self._attempt(fn, ok=side >= 0, errors={"CooldownNotOver"} if side <= 0 else set(), who=who)
-        if done:
-            assert result[1] == m.stake, "withdrawn stake differs from the stake held"
-            m.registered, m.stake = False, 0  # the contract keeps leaveRequestedAt until the next join
+            return self._must_revert("withdraw_stake", "LeaveNotRequested", fn, who=who)
+        if not self._after(m.leave_requested_at + COOLDOWN - 1):  # allowed from requested + cooldown on
+            return self._must_revert("withdraw_stake", "CooldownNotOver", fn, who=who)
+        _, gained = self._succeed("withdraw_stake", fn)
+        assert gained == m.stake, "the withdrawn amount is not the stake held"
+        m.registered, m.stake = False, 0
+        self._check_institution(who)
 
-    @rule(i=INST, fraction=st.sampled_from([0, 1, 2, 5, 10, 11]), by_gov=st.booleans())
-    def slash(self, i, fraction, by_gov):
-        """Governance slashes fraction/10 of the stake (11/10: more than the stake)."""
-        who = self.insts[i]
+    def _slash(self, who: str, tenths: int, by_governance: bool) -> None:
         m = self.inst[who]
-        amount = m.stake * fraction // 10 + (1 if fraction > 10 else 0)
-        caller = self.gov if by_gov else self.others[0]
+        amount = m.stake * min(tenths, 10) // 10 + (1 if tenths > 10 else 0)
+        caller = self.gov if by_governance else self.others[0]
         fn = lambda: self._as(caller).slash(who, amount, h("evidence"))  # noqa: E731
-        if not by_gov:
-            return self._must_revert("NotGovernance", fn, who=who)
+        if not by_governance:
+            return self._must_revert("slash", "NotGovernance", fn, who=who)
         if not m.registered:
-            return self._must_revert("NotRegistered", fn, who=who)
+            return self._must_revert("slash", "NotRegistered", fn, who=who)
         if amount > m.stake:
-            return self._must_revert("SlashExceedsStake", fn, who=who)
-        fn()
+            return self._must_revert("slash", "SlashExceedsStake", fn, who=who)
+        self._succeed("slash", fn)
         m.stake -= amount
         self.slashed += amount
+        self._check_institution(who)
 
-    @rule()
-    def withdraw_slashed(self):
-        to = self.others[1]
-        fn = lambda: self._as(self.gov).withdraw_slashed(to)  # noqa: E731
+    def _withdraw_slashed(self, by_governance: bool) -> None:
+        caller, to = (self.gov if by_governance else self.others[0]), self.others[1]
+        fn = lambda: self._as(caller).withdraw_slashed(to)  # noqa: E731
+        if not by_governance:
+            return self._must_revert("withdraw_slashed", "NotGovernance", fn)
         if self.slashed == 0:
-            return self._must_revert("NothingToWithdraw", fn)
+            return self._must_revert("withdraw_slashed", "NothingToWithdraw", fn)
         before = self._balance(to, ETH)
-        fn()
+        self._succeed("withdraw_slashed", fn)
         assert self._balance(to, ETH) - before == self.slashed
         self.slashed = 0
 
-    # -- bounties --------------------------------------------------------------------------------------
-    @precondition(lambda self: len(self.bounties) < MAX_BOUNTIES)
-    @rule(
-        s=st.integers(0, 1),
-        in_token=st.booleans(),
-        funding=st.one_of(st.just(0), AMOUNT),
-        rounds=st.integers(1, 3),
-        window=st.sampled_from([120, 600, 3_600]),
-        deadline_in=st.sampled_from([3_600, 86_400, 3 * 86_400]),
-        min_rep=st.sampled_from([0, 0, 0, 4_000, 5_000, 5_500]),
-    )
-    def create_bounty(self, s, in_token, funding, rounds, window, deadline_in, min_rep):
+    # -- money in --------------------------------------------------------------------------------------
+    def _create_bounty(self, s: int, in_token: bool, funding: int, rounds: int, window: int, deadline_in: int,
+                       min_rep: int) -> None:
+        """A sponsor publishes a bounty in ETH or the token, escrowing ``funding`` (possibly nothing yet)."""
         sponsor = self.sponsors[s]
         token = self.token.address if in_token else ETH
         if in_token:
@@ -310,148 +532,141 @@ class MoneyMachine(RuleBasedStateMachine):
             min_reputation=min_rep,
             token=token,
         )
-        contract_before = self._balance(self.ledger.address, token)
-        bounty_id = self._as(sponsor).create_bounty(params, funding)
-        assert bounty_id == len(self.bounties) + 1
-        assert self._balance(self.ledger.address, token) - contract_before == funding
+        before = self._balance(self.ledger.address, token)
+        bounty_id = self._succeed("create_bounty", lambda: self._as(sponsor).create_bounty(params, funding))
+        assert bounty_id == len(self.bounties) + 1 == self.ledger.bounty_count()
+        assert self._balance(self.ledger.address, token) - before == funding
         self.bounties[bounty_id] = BountyModel(
             id=bounty_id, sponsor=sponsor, token=token, num_rounds=rounds, commit_window=window,
             deadline=params.deadline, min_reputation=min_rep, funded=funding, model_hash=h(f"genesis {bounty_id}"),
         )
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, f=st.integers(0, 3), amount=st.one_of(st.just(0), AMOUNT))
-    def fund(self, bix, f, amount):
-        b = self._pick(bix)
-        funder = (self.sponsors + self.others)[f]
+    def _fund(self, b: BountyModel, funder: str, amount: int) -> None:
         if not b.is_eth:
             self._ensure_tokens(funder)
         fn = lambda: self._as(funder).fund_bounty(b.id, amount)  # noqa: E731
         if b.status != ACTIVE:
-            return self._must_revert("BountyNotActive", fn, bounty_id=b.id)
+            return self._must_revert("fund", "BountyNotActive", fn, b=b)
         if amount == 0:
-            return self._must_revert("ZeroAmount", fn, bounty_id=b.id)
-        fn()
+            return self._must_revert("fund", "ZeroAmount", fn, b=b)
+        before = self._balance(self.ledger.address, b.token)
+        self._succeed("fund", fn)
+        assert self._balance(self.ledger.address, b.token) - before == amount
         b.funded += amount
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, by_sponsor=st.booleans())
-    def cancel(self, bix, by_sponsor):
-        b = self._pick(bix)
+    def _cancel(self, b: BountyModel, by_sponsor: bool) -> None:
         caller = b.sponsor if by_sponsor else self.others[0]
         fn = lambda: self._paying(caller, b.token, lambda: self._as(caller).cancel_bounty(b.id))  # noqa: E731
         if b.status != ACTIVE:
-            return self._must_revert("BountyNotActive", fn, bounty_id=b.id)
+            return self._must_revert("cancel", "BountyNotActive", fn, b=b)
         if not by_sponsor:
-            return self._must_revert("NotSponsor", fn, bounty_id=b.id)
-        side = -1 if b.rounds_opened == 0 else -self._side(b.deadline)  # before the first round, or after the deadline
-        done, result = self._attempt(fn, ok=side <= 0, errors={"CancelNotAllowed"} if side >= 0 else set(), bounty_id=b.id)
-        if not done:
-            return
-        receipt, received = result
+            return self._must_revert("cancel", "NotSponsor", fn, b=b)
+        if b.rounds_opened and not self._after(b.deadline):  # allowed before the first round, or after the deadline
+            return self._must_revert("cancel", "CancelNotAllowed", fn, b=b)
+        receipt, gained = self._succeed("cancel", fn)
         refund = b.escrowed
         assert self.ledger.events(receipt, "BountyCancelled")[0]["refunded"] == refund
-        assert received == refund, "the sponsor's balance did not rise by the refund"
+        assert gained == refund, "the sponsor's balance did not rise by the refund"
         b.refunded += refund
         b.status = CANCELLED
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, by_sponsor=st.booleans())
-    def refund_remainder(self, bix, by_sponsor):
-        b = self._pick(bix)
+    def _refund_remainder(self, b: BountyModel, by_sponsor: bool) -> None:
         caller = b.sponsor if by_sponsor else self.others[0]
         fn = lambda: self._paying(caller, b.token, lambda: self._as(caller).refund_remainder(b.id))  # noqa: E731
         if b.status != COMPLETED:
-            return self._must_revert("BountyNotCompleted", fn, bounty_id=b.id)
+            return self._must_revert("refund_remainder", "BountyNotCompleted", fn, b=b)
         if not by_sponsor:
-            return self._must_revert("NotSponsor", fn, bounty_id=b.id)
+            return self._must_revert("refund_remainder", "NotSponsor", fn, b=b)
         if b.escrowed == 0:
-            return self._must_revert("NothingToRefund", fn, bounty_id=b.id)
-        receipt, received = fn()
-        assert self.ledger.events(receipt, "RemainderRefunded")[0]["amount"] == b.escrowed == received
-        b.refunded += received
+            return self._must_revert("refund_remainder", "NothingToRefund", fn, b=b)
+        receipt, gained = self._succeed("refund_remainder", fn)
+        assert self.ledger.events(receipt, "RemainderRefunded")[0]["amount"] == b.escrowed == gained
+        b.refunded += gained
         assert b.escrowed == 0
 
+    def _pay_revenue(self, b: BountyModel, payer: str, token: str, amount: int) -> None:
+        if token != ETH:
+            self._ensure_tokens(payer)
+        fn = lambda: self._as(payer).pay_revenue(b.id, amount, token)  # noqa: E731
+        if b.status != COMPLETED:
+            return self._must_revert("pay_revenue", "BountyNotCompleted", fn, b=b)
+        if b.total_positive == 0:
+            return self._must_revert("pay_revenue", "NoContributors", fn, b=b)
+        if amount == 0:
+            return self._must_revert("pay_revenue", "ZeroAmount", fn, b=b)
+        before = self._balance(self.ledger.address, token)
+        self._succeed("pay_revenue", fn)
+        assert self._balance(self.ledger.address, token) - before == amount
+        b.rev_paid[token] = b.rev_paid.get(token, 0) + amount
+
     # -- rounds ----------------------------------------------------------------------------------------
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, by_aggregator=st.booleans(), wrong_hash=st.sampled_from([False, False, False, True]))
-    def open_round(self, bix, by_aggregator, wrong_hash):
-        b = self._pick(bix)
+    def _open(self, b: BountyModel, by_aggregator: bool, wrong_hash: bool) -> bool:
         caller = self.aggregator if by_aggregator else b.sponsor
         wrong_hash = wrong_hash and b.rounds_opened > 0
         model = h("not the previous model") if wrong_hash else b.model_hash
         fn = lambda: self._as(caller).open_round(b.id, model)  # noqa: E731
         if b.status != ACTIVE:
-            return self._must_revert("BountyNotActive", fn, bounty_id=b.id)
+            return self._must_revert("open_round", "BountyNotActive", fn, b=b)
         if not by_aggregator:
-            return self._must_revert("NotAggregator", fn, bounty_id=b.id)
+            return self._must_revert("open_round", "NotAggregator", fn, b=b)
         if b.rounds_opened != b.rounds_finalized:
-            return self._must_revert("PreviousRoundOpen", fn, bounty_id=b.id)
+            return self._must_revert("open_round", "PreviousRoundOpen", fn, b=b)
         if b.rounds_opened == b.num_rounds:
-            return self._must_revert("AllRoundsOpened", fn, bounty_id=b.id)
-        side = self._side(b.deadline)
-        errors = ({"DeadlinePassed"} if side >= 0 else set()) | ({"ModelHashMismatch"} if wrong_hash and side <= 0 else set())
-        done, round_ = self._attempt(fn, ok=side <= 0 and not wrong_hash, errors=errors, bounty_id=b.id)
-        if not done:
-            return
+            return self._must_revert("open_round", "AllRoundsOpened", fn, b=b)
+        if self._after(b.deadline):
+            return self._must_revert("open_round", "DeadlinePassed", fn, b=b)
+        if wrong_hash:
+            return self._must_revert("open_round", "ModelHashMismatch", fn, b=b)
+        round_ = self._succeed("open_round", fn)
         assert round_ == b.rounds_opened + 1
         r = self.ledger.round(b.id, round_)
-        assert r.opened_at <= b.deadline and r.commit_deadline == r.opened_at + b.commit_window
+        assert r.global_model_hash == b.model_hash and r.opened_at <= b.deadline
+        assert r.commit_deadline == r.opened_at + b.commit_window
         b.rounds_opened = round_
         b.commit_deadline = r.commit_deadline
         b.commits = {}
+        return True
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, i=INST, copy=st.sampled_from([False, False, False, True]))
-    def commit(self, bix, i, copy):
+    def _commit(self, b: BountyModel, who: str, copy: bool) -> None:
         """Commit an update hash (``copy``: the same hash as another committer's, which finalize must refuse)."""
-        b = self._pick(bix)
-        who = self.insts[i]
         m = self.inst[who]
         round_ = max(b.rounds_opened, 1)
         digest = next(iter(b.commits.values())) if copy and b.commits else h(f"update {self._next()}")
         fn = lambda: self._as(who).commit_update(b.id, round_, digest, 100)  # noqa: E731
         if b.status != ACTIVE:
-            return self._must_revert("BountyNotActive", fn, bounty_id=b.id, who=who)
+            return self._must_revert("commit", "BountyNotActive", fn, b=b, who=who)
         if b.rounds_opened == 0:
-            return self._must_revert("RoundNotOpen", fn, bounty_id=b.id, who=who)
+            return self._must_revert("commit", "RoundNotOpen", fn, b=b, who=who)
         if b.rounds_finalized == b.rounds_opened:
-            return self._must_revert("RoundClosed", fn, bounty_id=b.id, who=who)
-        side = self._side(b.commit_deadline)
+            return self._must_revert("commit", "RoundClosed", fn, b=b, who=who)
+        if self._after(b.commit_deadline):
+            return self._must_revert("commit", "RoundClosed", fn, b=b, who=who)
         if not m.registered or m.leave_requested_at:
-            later = "NotRegistered"
-        elif m.reputation < b.min_reputation:
-            later = "NotEligible"
-        elif who in b.commits:
-            later = "AlreadyCommitted"
-        else:
-            later = None
-        errors = ({"RoundClosed"} if side >= 0 else set()) | ({later} if later and side <= 0 else set())
-        done, _ = self._attempt(fn, ok=side <= 0 and later is None, errors=errors, bounty_id=b.id, who=who)
-        if done:
-            assert self.ledger.commitment_of(b.id, round_, who) == digest
-            b.commits[who] = digest
+            return self._must_revert("commit", "NotRegistered", fn, b=b, who=who)
+        if m.reputation < b.min_reputation:
+            return self._must_revert("commit", "NotEligible", fn, b=b, who=who)
+        if who in b.commits:
+            return self._must_revert("commit", "AlreadyCommitted", fn, b=b, who=who)
+        self._succeed("commit", fn)
+        assert self.ledger.commitment_of(b.id, round_, who) == digest
+        b.commits[who] = digest
+        b.committers.add(who)
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, by_aggregator=st.sampled_from([True, True, True, False]), data=st.data())
-    def finalize(self, bix, by_aggregator, data):
-        b = self._pick(bix)
+    def _finalize(self, b: BountyModel, by_aggregator: bool, data) -> None:
         caller = self.aggregator if by_aggregator else b.sponsor
         round_ = max(b.rounds_opened, 1)
         new_model = h(f"model {b.id}/{round_}/{self._next()}")
-        if b.status != ACTIVE or not by_aggregator or b.rounds_opened == 0 or b.rounds_finalized == b.rounds_opened:
+        if b.status != ACTIVE or not by_aggregator or not b.live:
             fn = lambda: self._as(caller).finalize_round(b.id, round_, new_model, {})  # noqa: E731
             if b.status != ACTIVE:
-                return self._must_revert("BountyNotActive", fn, bounty_id=b.id)
+                return self._must_revert("finalize", "BountyNotActive", fn, b=b)
             if not by_aggregator:
-                return self._must_revert("NotAggregator", fn, bounty_id=b.id)
-            if b.rounds_opened == 0:
-                return self._must_revert("RoundNotOpen", fn, bounty_id=b.id)
-            return self._must_revert("RoundClosed", fn, bounty_id=b.id)
+                return self._must_revert("finalize", "NotAggregator", fn, b=b)
+            return self._must_revert("finalize", "RoundNotOpen" if b.rounds_opened == 0 else "RoundClosed", fn, b=b)
 
         committed = sorted(b.commits)
-        participants = data.draw(st.lists(st.sampled_from(committed), unique=True), "participants") if committed else []
-        mode = data.draw(st.sampled_from(["mixed", "mixed", "mixed", "nonpositive", "huge", "tiny", "fault"]), "mode")
+        participants = data.draw(some(committed), "participants")
+        mode = data.draw(st.sampled_from(["mixed", "positive", "positive", "positive", "nonpositive", "huge", "tiny", "fault"]), "mode")
         if mode == "huge":
             scores = [data.draw(st.sampled_from([MAX_ABS_SCORE, MAX_ABS_SCORE - 1, -MAX_ABS_SCORE, 1])) for _ in participants]
         elif mode == "tiny":
@@ -460,6 +675,8 @@ class MoneyMachine(RuleBasedStateMachine):
             scores = [data.draw(SCORE) for _ in participants]
             if mode == "nonpositive":
                 scores = [-abs(s) for s in scores]
+            elif mode == "positive":
+                scores = [min(abs(s) + 1, MAX_ABS_SCORE) for s in scores]
         by_address = dict(zip(participants, scores))
         if mode == "fault":  # one more entry that the contract must refuse
             outsiders = [a for a in self.insts if a not in b.commits]
@@ -470,7 +687,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 victim = data.draw(st.sampled_from(participants))
                 by_address[victim] = data.draw(st.sampled_from([MAX_ABS_SCORE + 1, -MAX_ABS_SCORE - 1, 2**255 - 1]))
 
-        # The contract's own checks, in its order: participants by ascending committed hash (as the client sends them).
+        # The contract's checks, in its order, over the participants by ascending committed hash (the client's order).
         ordered = sorted(by_address, key=lambda a: b.commits.get(a, ZERO32))
         error, previous = None, ZERO32
         for a in ordered:
@@ -486,10 +703,10 @@ class MoneyMachine(RuleBasedStateMachine):
             previous = digest
         fn = lambda: self._as(caller).finalize_round(b.id, round_, new_model, by_address)  # noqa: E731
         if error:
-            return self._must_revert(error, fn, bounty_id=b.id)
+            return self._must_revert("finalize", error, fn, b=b)
 
-        # What it should credit: reward = escrow / rounds left, pro rata to positive scores (floor), and in the
-        # last round the dust to the first best scorer.
+        # What it must credit: reward = escrow / rounds left, split pro rata to the positive scores (floor), and in
+        # the last round the dust to the first best scorer.
         rounds_left = b.num_rounds - b.rounds_finalized
         reward = b.escrowed // rounds_left
         positive_total = sum(s for s in by_address.values() if s > 0)
@@ -499,26 +716,31 @@ class MoneyMachine(RuleBasedStateMachine):
                 best, best_index = by_address[a], index
         expected = {a: (reward * by_address[a] // positive_total if by_address[a] > 0 else 0) for a in ordered}
         if rounds_left == 1 and positive_total:
-            expected[ordered[best_index]] += reward - sum(expected.values())
+            dust = reward - sum(expected.values())
+            expected[ordered[best_index]] += dust
+            if dust:
+                event("finalize: dust to the best scorer")
 
-        receipt = fn()
+        receipt = self._succeed("finalize", fn)
+        event(f"finalize: {'no participant' if not ordered else 'no positive score' if not positive_total else 'credited'}"
+              f"{' (last round)' if rounds_left == 1 else ''}")
         scored = self.ledger.events(receipt, "ContributionScored")
         assert [e["institution"] for e in scored] == ordered
         for e in scored:
             a, score = e["institution"], by_address[e["institution"]]
             assert e["score"] == score and e["round"] == round_ and e["bountyId"] == b.id
             assert e["credit"] == expected[a], f"credit {e['credit']} != expected {expected[a]}"
-            assert e["credit"] >= 0
             m = self.inst[a]
             target = score * REP_ONE // best if score > 0 else 0
             step = abs(target - m.reputation) * REP_ALPHA // REP_ONE
             m.reputation += step if target >= m.reputation else -step
             assert e["reputation"] == m.reputation
+            self._check_institution(a)
         credited = sum(e["credit"] for e in scored)
         (fin,) = self.ledger.events(receipt, "RoundFinalized")
         assert fin["reward"] == reward and fin["credited"] == credited and fin["participants"] == len(ordered)
         assert credited <= reward <= b.escrowed
-        for e in scored:
+        for e in scored:  # the shadow model takes the credits from the events
             a = e["institution"]
             b.credit[a] = b.credit.get(a, 0) + e["credit"]
             if e["score"] > 0:
@@ -539,82 +761,47 @@ class MoneyMachine(RuleBasedStateMachine):
             assert not completed
 
     # -- money out -------------------------------------------------------------------------------------
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, i=st.integers(0, N_INSTS))  # N_INSTS: someone never credited
-    def claim(self, bix, i):
-        b = self._pick(bix)
-        who = self.insts[i] if i < N_INSTS else self.others[1]
-        unclaimed = b.credit.get(who, 0) - b.claimed.get(who, 0)
+    def _claim(self, b: BountyModel, who: str) -> None:
+        owed = b.unclaimed(who)
         fn = lambda: self._paying(who, b.token, lambda: self._as(who).claim(b.id))  # noqa: E731
-        if unclaimed == 0:
-            return self._must_revert("NothingToClaim", fn, bounty_id=b.id, who=who)
-        amount, received = fn()
-        assert amount == unclaimed, f"claim paid {amount}, {unclaimed} was owed"
+        if owed == 0:
+            return self._must_revert("claim", "NothingToClaim", fn, b=b, who=who)
+        amount, gained = self._succeed("claim", fn)
+        assert amount == owed, f"claim paid {amount}, {owed} was owed"
         b.claimed[who] = b.claimed.get(who, 0) + amount
-        b.received[who] = b.received.get(who, 0) + received
+        b.received[who] = b.received.get(who, 0) + gained
 
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, in_token=st.booleans(), amount=st.one_of(st.just(0), AMOUNT), p=st.integers(0, 2))
-    def pay_revenue(self, bix, in_token, amount, p):
-        b = self._pick(bix)
-        token = self.tokens[in_token]
-        payer = [self.others[0], self.others[1], b.sponsor][p]
-        if in_token:
-            self._ensure_tokens(payer)
-        fn = lambda: self._as(payer).pay_revenue(b.id, amount, token)  # noqa: E731
-        if b.status != COMPLETED:
-            return self._must_revert("BountyNotCompleted", fn, bounty_id=b.id)
-        if b.total_positive == 0:
-            return self._must_revert("NoContributors", fn, bounty_id=b.id)
-        if amount == 0:
-            return self._must_revert("ZeroAmount", fn, bounty_id=b.id)
-        fn()
-        b.rev_paid[token] = b.rev_paid.get(token, 0) + amount
-
-    @precondition(lambda self: self.bounties)
-    @rule(bix=BOUNTY, in_token=st.booleans(), i=INST)
-    def claim_revenue(self, bix, in_token, i):
-        b = self._pick(bix)
-        token = self.tokens[in_token]
-        who = self.insts[i]
-        paid = b.rev_paid.get(token, 0)
-        already = b.rev_claimed.get(token, {}).get(who, 0)
-        share = paid * b.cum_score.get(who, 0) // b.total_positive if b.total_positive else 0
+    def _claim_revenue(self, b: BountyModel, token: str, who: str) -> None:
+        owed = b.revenue_due(token, who)
         fn = lambda: self._paying(who, token, lambda: self._as(who).claim_revenue(b.id, token))  # noqa: E731
-        if share - already == 0:
-            return self._must_revert("NothingDue", fn, bounty_id=b.id, who=who)
-        amount, received = fn()
-        assert amount == received == share - already
+        if owed == 0:
+            return self._must_revert("claim_revenue", "NothingDue", fn, b=b, who=who)
+        amount, gained = self._succeed("claim_revenue", fn)
+        assert amount == gained == owed, f"revenue claim paid {amount} (balance +{gained}), {owed} was due"
         claimed = b.rev_claimed.setdefault(token, {})
-        claimed[who] = already + amount
-        assert claimed[who] <= share and sum(claimed.values()) <= paid
-
-    @rule(seconds=ADVANCE)
-    def advance(self, seconds):
-        before = latest_timestamp(self.w3)
-        assert advance_time(self.w3, seconds) >= before + seconds
+        claimed[who] = claimed.get(who, 0) + amount
 
     # -- invariants ------------------------------------------------------------------------------------
     def _chain(self) -> dict:
-        """Everything the invariants read, from the chain; re-read only when a new block was mined (the chain's
-        state cannot change otherwise)."""
+        """Everything the invariants read, from the chain: read again whenever a block was mined since the last
+        read (the state cannot change otherwise; the invariants share one read)."""
         block = self.w3.eth.block_number
         if self._cache is not None and self._cache[0] == block:
             return self._cache[1]
         L = self.ledger
         state = {
-            "count": L.bounty_count(),
             "eth": self.w3.eth.get_balance(L.address),
-            "tok": self.token.balance_of(L.address),
+            # Nothing can move the token into or out of the ledger before some account holds it.
+            "tok": self.token.balance_of(L.address) if self.token_ready else 0,
             "slashed": L.slashed_balance(),
-            "insts": {a: L.institution(a) for a in self.insts},
             "bounties": {},
         }
         for bid, b in self.bounties.items():
             onchain = L.bounty(bid)
-            contrib = {a: L.contribution_of(bid, a) for a in self.insts}
+            # Only committers can ever be credited; the invariants check that they account for all the credit.
+            contrib = {a: L.contribution_of(bid, a) for a in sorted(b.committers)}
             revenue = {}
-            if onchain.status == COMPLETED:  # revenue can only be paid into a completed bounty
+            if b.rev_paid:  # (payRevenue is the only way in: its rule checks the contract's balance before and after)
                 revenue = {t: (L.revenue_total(bid, t), L.revenue_released(bid, t)) for t in self.tokens}
             state["bounties"][bid] = (onchain, L.escrow_of(bid), contrib, revenue)
         self._cache = (block, state)
@@ -623,7 +810,6 @@ class MoneyMachine(RuleBasedStateMachine):
     @invariant()
     def books_balance_per_bounty(self):
         state = self._chain()
-        assert state["count"] == len(self.bounties)
         for bid, b in self.bounties.items():
             onchain, escrow, _, _ = state["bounties"][bid]
             assert escrow >= 0
@@ -632,22 +818,23 @@ class MoneyMachine(RuleBasedStateMachine):
             assert (onchain.funded, onchain.credited, onchain.refunded) == (b.funded, b.credited, b.refunded), bid
             assert (onchain.status, onchain.rounds_opened, onchain.rounds_finalized) == (
                 b.status, b.rounds_opened, b.rounds_finalized)
-            assert onchain.total_positive_score == b.total_positive == sum(b.cum_score.values())
             assert onchain.credited == sum(b.credit.values())
 
     @invariant()
     def nobody_paid_more_than_credited(self):
         state = self._chain()
         for bid, b in self.bounties.items():
-            _, _, contrib, _ = state["bounties"][bid]
-            for a in self.insts:
-                unclaimed, cumulative = contrib[a]
+            onchain, _, contrib, _ = state["bounties"][bid]
+            assert set(b.credit) <= b.committers and set(b.claimed) <= set(b.credit)
+            for a, (unclaimed, cumulative) in contrib.items():
                 credited, claimed = b.credit.get(a, 0), b.claimed.get(a, 0)
                 assert claimed <= credited, f"{a} claimed {claimed} of bounty {bid}, credited only {credited}"
                 assert b.received.get(a, 0) == claimed, f"{a}'s balance rose by other than its claims"
                 assert claimed + unclaimed == credited, f"bounty {bid}, {a}: claimed + unclaimed != credited"
                 assert cumulative == b.cum_score.get(a, 0)
-            assert set(b.claimed) <= set(self.insts)  # someone never credited was never paid
+            # The committers hold all the credit and all the score: nobody else can be owed anything.
+            assert sum(b.claimed.get(a, 0) + c[0] for a, c in contrib.items()) == onchain.credited
+            assert sum(c[1] for c in contrib.values()) == onchain.total_positive_score == b.total_positive
 
     @invariant()
     def no_stranded_dust(self):
@@ -664,40 +851,64 @@ class MoneyMachine(RuleBasedStateMachine):
         state = self._chain()
         for bid, b in self.bounties.items():
             onchain, _, contrib, revenue = state["bounties"][bid]
-            if onchain.status != COMPLETED:
+            if not revenue:
                 assert not b.rev_paid and not b.rev_claimed
                 continue
             for t in self.tokens:
                 total, released = revenue[t]
                 claimed = b.rev_claimed.get(t, {})
                 assert total == b.rev_paid.get(t, 0)
-                assert released == sum(claimed.values()) <= total
+                assert released == sum(claimed.values()) <= total, f"bounty {bid}: more revenue claimed than paid"
                 for a, amount in claimed.items():
-                    assert amount <= total * contrib[a][1] // onchain.total_positive_score, f"{a} over its share"
+                    share = total * contrib[a][1] // onchain.total_positive_score
+                    assert amount <= share, f"{a} claimed {amount} of bounty {bid}'s revenue, its share is {share}"
 
     @invariant()
     def contract_balances_are_exact(self):
         state = self._chain()
-        stakes = sum(i.stake for i in state["insts"].values())
-        assert stakes == sum(m.stake for m in self.inst.values())
+        # Stakes only change by join, withdrawStake and slash, whose rules compare each record with the chain.
+        stakes = sum(m.stake for m in self.inst.values())
         assert state["slashed"] == self.slashed
-        for a, i in state["insts"].items():
-            m = self.inst[a]
-            assert (i.registered, i.reputation, i.leave_requested_at) == (m.registered, m.reputation, m.leave_requested_at)
         held = {ETH: 0, self.token.address: 0}
         for bid, b in self.bounties.items():
             onchain, _, _, revenue = state["bounties"][bid]
-            held[b.token] += onchain.funded - onchain.refunded - b.claimed_total
+            held[b.token] += onchain.funded - onchain.refunded - sum(b.claimed.values())
             for t, (total, released) in revenue.items():
                 held[t] += total - released
         assert state["eth"] == held[ETH] + stakes + state["slashed"], "the contract's ETH balance leaks"
         assert state["tok"] == held[self.token.address], "the contract's token balance leaks"
 
 
-MoneyMachine.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-TestMoneyProperties = MoneyMachine.TestCase
+class TestMoneyProperties(MoneyMachine.TestCase):
+    """``MoneyMachine.TestCase``, run in a fresh thread.
+
+    CPython 3.11 keeps Python frames in 16 KiB chunks and unmaps a chunk as soon as the frame that opened it
+    returns; at the stack depth pytest runs tests at, a chunk boundary falls inside the EVM's hot loop, and the
+    same run spends about as long in mmap/munmap as in Python (checked with ``strace -c``: 1.5 million pairs for
+    five examples). A new thread starts from an empty frame stack, the same however pytest is invoked.
+    """
+
+    settings = settings(
+        max_examples=25,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+
+    def runTest(self):
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                super(TestMoneyProperties, self).runTest()
+            except BaseException as exc:  # noqa: BLE001 -- re-raised below, in the test's own thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=run, name="money-properties")
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+
+    runTest.is_hypothesis_test = True
+    runTest._hypothesis_state_machine_class = MoneyMachine
