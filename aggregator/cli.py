@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 # option dest -> AggregatorSettings field (where they differ)
-_FIELDS = {"bounty": "bounty_id", "task": "task_path", "validation": "validation_path", "keystore": "keystore_path"}
+_FIELDS = {"bounty": "bounty_id", "task": "task_path", "validation": "validation_path", "keystore": "keystore_path",
+           "rules": "rules_path"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,10 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Serve one bounty over HTTP and run its rounds: open each round on chain with the current global model, "
             "accept uploads signed by committed institutions whose bytes match their commitment, close the round when "
             "the commit window is over (or a quorum uploaded, or every invited institution did), aggregate with the "
-            "strategy, score every used update on the validation set, save everything, then finalize on chain. "
+            "rules' strategy, score every used update on the validation set with the rules' estimator, save "
+            "everything, then finalize on chain. "
             "Killed at any step, a restart on the same --state-dir resumes without opening or finalizing twice. "
-            "Refuses to start unless the key is the bounty's aggregator and the task spec and the validation CSV hash "
-            "to what the bounty fixed on chain. The validation set must be disjoint from any test set results are "
+            "Refuses to start unless the key is the bounty's aggregator and the task spec, the validation CSV and the "
+            "round rules hash to what the bounty fixed on chain. The validation set must be disjoint from any test set results are "
             "reported on (the sponsor's responsibility). Every option also reads FEDLEDGER_<OPTION> "
             "(e.g. FEDLEDGER_STATE_DIR); the password reads FEDLEDGER_PASSWORD. API docs: http://HOST:PORT/docs."
         ),
@@ -48,14 +50,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="SQLite state and stored updates/models (env FEDLEDGER_STATE_DIR; default ./aggregator-state)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
-    serve.add_argument("--strategy", help="aggregation strategy: fedavg, fedprox, fedadam, fedyogi, fedadagrad, median, "
-                                          "trimmed_mean, krum, multikrum (default fedavg)")
-    serve.add_argument("--strategy-params", metavar="JSON", help="strategy keyword arguments, e.g. '{\"server_lr\": 0.1}'")
-    serve.add_argument("--scorer", help="contribution estimator for aggregator.scoring (default gtg)")
-    serve.add_argument("--scorer-params", metavar="JSON", help="estimator parameters as a JSON object")
+    serve.add_argument("--rules", metavar="FILE",
+                       help="the bounty's round rules JSON (strategy, estimator, utility metric, scoring seed), as "
+                            "`fedledger sponsor rules` wrote it; must hash to the bounty's rulesHash (env FEDLEDGER_RULES)")
     serve.add_argument("--quorum", type=int, metavar="N", help="close a round once N verified uploads arrived")
     serve.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest accepted update (default 64 MiB)")
-    serve.add_argument("--seed", type=int, help="seed of the initial model, of selection and of scoring (default 0)")
+    serve.add_argument("--seed", type=int, help="seed of reputation sampling (default 0)")
     serve.add_argument("--selection", choices=("all", "reputation"),
                        help="invite every eligible institution, or K sampled by reputation (default all)")
     serve.add_argument("--clients-per-round", type=int, metavar="K", help="K for --selection reputation")
@@ -75,7 +75,7 @@ def settings_from_args(args: argparse.Namespace):
     from aggregator.service.settings import load_settings
 
     names = ("bounty", "task", "validation", "keystore", "password_file", "rpc", "deployment", "state_dir", "host", "port",
-             "strategy", "strategy_params", "scorer", "scorer_params", "quorum", "max_upload_bytes", "seed", "selection",
+             "rules", "quorum", "max_upload_bytes", "seed", "selection",
              "clients_per_round", "upload_grace", "poll_interval", "wall_clock", "exit_when_complete", "log_level")
     return load_settings({_FIELDS.get(name, name): getattr(args, name, None) for name in names})
 

@@ -60,11 +60,13 @@ import numpy as np
 
 from aggregator import shapley
 from aggregator.shapley import CachedUtility, ContributionEstimate
-from aggregator.strategies import FitResult, Strategy, make_strategy
+from aggregator.strategies import Strategy, make_strategy
 from fedcore import metrics as fm
 from fedcore.errors import AggregatorError, FedLedgerError
 from fedcore.models import model_from_weights, predict_proba, set_weights
+from fedcore.rules import FIXED_POINT_SCALE
 from fedcore.task import METRICS, TaskSpec
+from fedcore.types import Update
 
 Arrays = dict[str, np.ndarray]
 
@@ -93,7 +95,7 @@ DEFAULT_ESTIMATOR_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 DEFAULT_UTILITY_METRIC = "neg_loss"
 
 #: The chain contract takes int256 scores with 18 decimals and refuses ``|score| > 1e36``.
-FIXED_POINT_SCALE = 10**18
+
 CHAIN_SCORE_CAP = 10**36
 
 
@@ -282,7 +284,7 @@ class CoalitionUtility:
         Institution id of each player.
     metric : str
         The metric used.
-    results : tuple of FitResult
+    results : tuple of Update
         Each player's update and sample count, in player order.
     """
 
@@ -307,7 +309,7 @@ class CoalitionUtility:
         self.spec = spec
         self.server_round = int(server_round)
         self._global = {k: np.asarray(v, dtype=np.float32).copy() for k, v in global_weights.items()}
-        self.results = tuple(FitResult(cid, arrays, count) for cid, (arrays, count) in zip(ids, players))
+        self.results = tuple(Update(cid, arrays, count) for cid, (arrays, count) in zip(ids, players))
         self._strategy = _make_round_strategy(strategy_name, strategy_params)
         self._state = _copy_state(strategy_state)  # private: the caller's arrays are never touched
         self._X, self._y = X_val, y_val
@@ -471,6 +473,7 @@ def score_round(
     estimator_params: Mapping[str, Any] | None = None,
     seed: int,
     utility_metric: str | None = None,
+    server_round: int = 0,
 ) -> RoundScores:
     """Score every institution's update of one round.
 
@@ -487,6 +490,8 @@ def score_round(
         Seed of the estimator's sampling (>= 0).
     utility_metric : str, optional
         ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
+    server_round : int
+        Passed to the strategy, as in the round's real aggregation.
 
     Returns
     -------
@@ -514,6 +519,7 @@ def score_round(
         X_val=X_val,
         y_val=y_val,
         utility_metric=utility_metric,
+        server_round=server_round,
     )
     n = utility.n
     bound = shapley.make_estimator(estimator, **_resolve_share(params, n))
@@ -521,7 +527,7 @@ def score_round(
     if bound.needs_utility:
         estimate = bound(n, cache, seed=int(seed))
     else:
-        cosines = bound([r.update for r in utility.results], weights=[r.num_samples for r in utility.results])
+        cosines = bound([r.arrays for r in utility.results], weights=[r.num_samples for r in utility.results])
         empty, grand = cache(frozenset()), cache(frozenset(range(n)))
         estimate = ContributionEstimate(
             values=cosines.values,

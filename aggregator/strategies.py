@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedcore.errors import AggregatorError, ConfigError
+from fedcore.types import Update
 
 Arrays = dict[str, np.ndarray]
 
@@ -279,29 +280,10 @@ def fedadagrad_step(
 
 
 @dataclass(frozen=True)
-class FitResult:
-    """One institution's update for a round.
-
-    Attributes
-    ----------
-    client_id : str
-    update : dict[str, np.ndarray]
-        Delta from the round's global weights.
-    num_samples : int
-    metrics : Mapping[str, float]
-    """
-
-    client_id: str
-    update: Mapping[str, np.ndarray]
-    num_samples: int
-    metrics: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class FitFailure:
     """An institution that did not deliver a usable update (crash, timeout, bad hash...)."""
 
-    client_id: str
+    institution: str
     reason: str
 
 
@@ -332,7 +314,7 @@ class RoundAggregate:
 class Strategy:
     """Base class: one method per step of a round (Flower style).
 
-    ``configure_fit`` -> clients train -> ``aggregate_fit``, which validates results, ``combine``\\ s
+    clients train (with the rules' fit config) -> ``aggregate_fit``, which validates results, ``combine``\\ s
     the valid deltas and applies ``server_step``. Subclasses override ``combine`` (robust rules) or
     ``server_step`` (server optimizers).
 
@@ -343,7 +325,8 @@ class Strategy:
     min_results : int
         Fewer valid results than this keep the global weights unchanged.
     fit_config : Mapping, optional
-        Training-setting overrides sent to every client each round (e.g. ``{"lr": 0.01}``).
+        Training-setting overrides every client applies each round (e.g. ``{"lr": 0.01}``); nodes read them
+        from the bounty's rules (:meth:`fedcore.rules.RoundRules.fit_config`).
     """
 
     name: ClassVar[str] = "strategy"
@@ -367,16 +350,12 @@ class Strategy:
 
     # -- round steps -----------------------------------------------------------------------------
 
-    def configure_fit(self, server_round: int, client_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Per-client training overrides for this round (passed to ``node.training.train_local``)."""
-        return {cid: dict(self.fit_config) for cid in client_ids}
-
-    def combine(self, results: Sequence[FitResult]) -> tuple[Arrays, list[int]]:
+    def combine(self, results: Sequence[Update]) -> tuple[Arrays, list[int]]:
         """Combine valid deltas; returns the combined delta and the indices of the results used.
 
         The base rule is FedAvg weighted by ``num_samples``.
         """
-        return fedavg([r.update for r in results], [r.num_samples for r in results]), list(range(len(results)))
+        return fedavg([r.arrays for r in results], [r.num_samples for r in results]), list(range(len(results)))
 
     def server_step(self, global_weights: Mapping[str, np.ndarray], combined: Arrays) -> Arrays:
         """New global weights from the combined delta: ``w + server_lr * delta``."""
@@ -391,15 +370,15 @@ class Strategy:
         self,
         server_round: int,
         global_weights: Mapping[str, np.ndarray],
-        results: Sequence[FitResult],
+        results: Sequence[Update],
         failures: Sequence[FitFailure] = (),
     ) -> RoundAggregate:
         """Validate, combine and apply one round's results; never raises on bad client input."""
-        excluded = {f.client_id: f"failed: {f.reason}" for f in failures}
+        excluded = {f.institution: f"failed: {f.reason}" for f in failures}
         valid = self._validate(global_weights, results, excluded)
         if len(valid) < self.min_results:
             for r in valid:
-                excluded[r.client_id] = f"too few valid results ({len(valid)} < {self.min_results})"
+                excluded[r.institution] = f"too few valid results ({len(valid)} < {self.min_results})"
             return RoundAggregate(
                 weights={n: np.asarray(a, dtype=np.float32).copy() for n, a in global_weights.items()},
                 aggregated_update=None,
@@ -411,9 +390,9 @@ class Strategy:
         used_set = set(used_index)
         for i, r in enumerate(valid):
             if i not in used_set:
-                excluded[r.client_id] = f"not selected by {self.name}"
+                excluded[r.institution] = f"not selected by {self.name}"
         new_weights = self.server_step(global_weights, combined)
-        used = tuple(sorted(valid[i].client_id for i in used_index))
+        used = tuple(sorted(valid[i].institution for i in used_index))
         return RoundAggregate(
             weights=new_weights,
             aggregated_update=combined,
@@ -425,7 +404,7 @@ class Strategy:
     def aggregate(
         self,
         global_weights: Mapping[str, np.ndarray],
-        results: Sequence[FitResult],
+        results: Sequence[Update],
         failures: Sequence[FitFailure] = (),
         server_round: int = 0,
     ) -> Arrays:
@@ -449,33 +428,33 @@ class Strategy:
 
     @staticmethod
     def _validate(
-        global_weights: Mapping[str, np.ndarray], results: Sequence[FitResult], excluded: dict[str, str]
-    ) -> list[FitResult]:
+        global_weights: Mapping[str, np.ndarray], results: Sequence[Update], excluded: dict[str, str]
+    ) -> list[Update]:
         counts: dict[str, int] = {}
         for r in results:
-            counts[r.client_id] = counts.get(r.client_id, 0) + 1
+            counts[r.institution] = counts.get(r.institution, 0) + 1
         valid = []
         # Canonical order: the aggregate must not depend on arrival order.
-        for r in sorted(results, key=lambda r: str(r.client_id)):
+        for r in sorted(results, key=lambda r: str(r.institution)):
             reason = _invalid_reason(global_weights, r)
-            if counts[r.client_id] > 1:
+            if counts[r.institution] > 1:
                 reason = "duplicate client id in this round"
             if reason:
-                excluded[r.client_id] = reason
+                excluded[r.institution] = reason
             else:
                 valid.append(r)
         return valid
 
 
-def _invalid_reason(global_weights: Mapping[str, np.ndarray], result: FitResult) -> str | None:
+def _invalid_reason(global_weights: Mapping[str, np.ndarray], result: Update) -> str | None:
     if isinstance(result.num_samples, bool) or not isinstance(result.num_samples, int | np.integer):
         return "num_samples is not an integer"
     if result.num_samples <= 0:
         return "num_samples must be positive"
-    if set(result.update) != set(global_weights):
+    if set(result.arrays) != set(global_weights):
         return "update tensors do not match the model"
     for name, reference in global_weights.items():
-        array = np.asarray(result.update[name])
+        array = np.asarray(result.arrays[name])
         if array.shape != np.shape(reference):
             return f"tensor {name!r} has shape {array.shape}, expected {np.shape(reference)}"
         if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
@@ -495,7 +474,7 @@ class FedProx(FedAvg):
     Parameters
     ----------
     mu : float
-        Proximal weight handed to every client by :meth:`configure_fit` as ``fedprox_mu``.
+        Proximal weight every client trains with, as ``fedprox_mu`` (:meth:`fedcore.rules.RoundRules.fit_config`).
     """
 
     name = "fedprox"
@@ -508,9 +487,6 @@ class FedProx(FedAvg):
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "mu": self.mu}
-
-    def configure_fit(self, server_round: int, client_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {cid: {**config, "fedprox_mu": self.mu} for cid, config in super().configure_fit(server_round, client_ids).items()}
 
 
 class _FedOpt(FedAvg):
@@ -590,8 +566,8 @@ class Median(Strategy):
 
     name = "median"
 
-    def combine(self, results: Sequence[FitResult]) -> tuple[Arrays, list[int]]:
-        return coordinate_median([r.update for r in results]), list(range(len(results)))
+    def combine(self, results: Sequence[Update]) -> tuple[Arrays, list[int]]:
+        return coordinate_median([r.arrays for r in results]), list(range(len(results)))
 
 
 class TrimmedMean(Strategy):
@@ -614,8 +590,8 @@ class TrimmedMean(Strategy):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "trim_fraction": self.trim_fraction}
 
-    def combine(self, results: Sequence[FitResult]) -> tuple[Arrays, list[int]]:
-        return trimmed_mean([r.update for r in results], self.trim_fraction), list(range(len(results)))
+    def combine(self, results: Sequence[Update]) -> tuple[Arrays, list[int]]:
+        return trimmed_mean([r.arrays for r in results], self.trim_fraction), list(range(len(results)))
 
 
 class Krum(Strategy):
@@ -638,10 +614,10 @@ class Krum(Strategy):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "n_byzantine": self.n_byzantine}
 
-    def combine(self, results: Sequence[FitResult]) -> tuple[Arrays, list[int]]:
-        chosen = krum_select([r.update for r in results], self.n_byzantine, 1)
+    def combine(self, results: Sequence[Update]) -> tuple[Arrays, list[int]]:
+        chosen = krum_select([r.arrays for r in results], self.n_byzantine, 1)
         best = int(chosen[0])
-        return {n: np.asarray(a, dtype=np.float32).copy() for n, a in results[best].update.items()}, [best]
+        return {n: np.asarray(a, dtype=np.float32).copy() for n, a in results[best].arrays.items()}, [best]
 
 
 class MultiKrum(Krum):
@@ -665,12 +641,12 @@ class MultiKrum(Krum):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "n_selected": self.n_selected}
 
-    def combine(self, results: Sequence[FitResult]) -> tuple[Arrays, list[int]]:
+    def combine(self, results: Sequence[Update]) -> tuple[Arrays, list[int]]:
         k = len(results)
         m = k - self.n_byzantine if self.n_selected is None else min(self.n_selected, k)
-        chosen = sorted(int(i) for i in krum_select([r.update for r in results], self.n_byzantine, max(1, m)))
+        chosen = sorted(int(i) for i in krum_select([r.arrays for r in results], self.n_byzantine, max(1, m)))
         picked = [results[i] for i in chosen]
-        return fedavg([r.update for r in picked], [r.num_samples for r in picked]), chosen
+        return fedavg([r.arrays for r in picked], [r.num_samples for r in picked]), chosen
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -169,7 +169,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Execute one job description (see :func:`plan_jobs`) and return its metrics."""
     import torch
 
-    from aggregator.strategies import make_strategy
+    from aggregator.rules import resolve_rules
     from fedledger.simulation import evaluate_federation, run_simulation, train_centralized
 
     torch.set_num_threads(1)
@@ -183,11 +183,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             X, y = center.X_train, center.y_train
         weights = train_centralized(X, y, spec, seed=job["seed"])
         return _summary(evaluate_federation(spec, weights, institutions, extra))
-    strategy = make_strategy(job["strategy"], fit_config=job["training"], **job["strategy_kwargs"])
+    rules = resolve_rules(strategy=job["strategy"], strategy_params={"fit_config": job["training"], **job["strategy_kwargs"]})
     result = run_simulation(
         institutions,
         _spec(job["training"]),
-        strategy,
+        rules,
         rounds=ROUNDS,
         seed=job["seed"],
         extra_eval_sets=extra,

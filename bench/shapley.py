@@ -105,7 +105,7 @@ def _spec():
 
 def federation(n: int, seed: int) -> dict[str, Any]:
     """n institutions (quantity skew and label noise), 3 rounds of FedAvg, every round's inputs."""
-    from aggregator.strategies import make_strategy
+    from aggregator.rules import resolve_rules
     from fedledger.simulation import Institution, run_simulation
     from node.partition import perturb_institutions, quantity_skew_partition, split_by_partition
 
@@ -117,12 +117,12 @@ def federation(n: int, seed: int) -> dict[str, Any]:
     )
     institutions = [Institution(f"inst{k:03d}", X, y) for k, (X, y) in enumerate(datasets)]
     result = run_simulation(
-        institutions, _spec(), make_strategy("fedavg"), rounds=ROUNDS, seed=seed, evaluate_every_round=False
+        institutions, _spec(), resolve_rules(strategy="fedavg"), rounds=ROUNDS, seed=seed, evaluate_every_round=False
     )
     sizes = np.array([len(p) for p in parts], dtype=float)
     return {
         "rounds": [
-            {"global_weights": r.global_weights, "updates": {u.institution: (u.update, u.num_samples) for u in r.updates}}
+            {"global_weights": r.global_weights, "updates": {u.institution: (u.arrays, u.num_samples) for u in r.updates}}
             for r in result.rounds
         ],
         "sizes": sizes,

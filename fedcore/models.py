@@ -142,6 +142,14 @@ def initialize(model: nn.Module, seed: int) -> None:
                     tensor.copy_(torch.rand(tensor.shape, generator=generator) * (2 * bound) - bound)
 
 
+def initial_weights(spec: Any, n_features: int | None = None) -> Weights:
+    """Round 1's global model of a task: its model initialised from :func:`fedcore.seeds.initial_model_seed`
+    of the task's ``training.seed`` (simulation and deployment start from the same weights)."""
+    from fedcore.seeds import initial_model_seed
+
+    return get_weights(build_model(spec, n_features, seed=initial_model_seed(spec.training.seed)))
+
+
 def get_weights(model: nn.Module) -> Weights:
     """Copy of the model's state as float32 numpy arrays, in ``state_dict`` order.
 

@@ -47,7 +47,7 @@ class TrainingSettings:
     fedprox_mu : float
         Weight of FedProx's proximal term ``mu/2 * ||w - w_global||^2``; 0 disables it.
     seed : int
-        Root of every random choice of local training (init, shuffling).
+        Root of the initial model and of every random choice of local training (see :mod:`fedcore.seeds`).
     """
 
     local_steps: int | None = 100
@@ -81,22 +81,6 @@ class TrainingSettings:
             object.__setattr__(self, name, float(value))
         if self.lr == 0:
             raise ConfigError("training.lr must be > 0")
-
-    def round_seed(self, round_index: int, institution: str | int) -> int:
-        """Seed for one institution's training in one round, derived from ``seed``.
-
-        Parameters
-        ----------
-        round_index : int
-        institution : str or int
-            Any stable identifier (address, name, index).
-
-        Returns
-        -------
-        int
-            A 63-bit seed; different rounds and institutions get unrelated streams.
-        """
-        return derive_seed(self.seed, "round", round_index, "institution", institution)
 
 
 @dataclass(frozen=True)
@@ -232,12 +216,6 @@ def task_hash(spec: TaskSpec) -> bytes:
 def task_hash_hex(spec: TaskSpec) -> str:
     """:func:`task_hash` as ``0x``-prefixed lowercase hex."""
     return "0x" + task_hash(spec).hex()
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any sequence of printable parts (stable across machines and runs)."""
-    text = "\x1f".join(str(part) for part in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
 
 
 def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:

@@ -26,18 +26,19 @@ With ``--aggregator URL`` (the aggregator's HTTP API; see *What the aggregator m
     every update the aggregator stored, downloaded by its hash, hashes (sha256 of the exact bytes) to the
     sender's on-chain commitment.
 
-With ``--recompute`` (needs ``--aggregator``, ``--task`` and ``--validation``):
+With ``--recompute`` (needs ``--aggregator``, ``--task``, ``--validation`` and ``--rules``):
 
-``task_spec_hash`` / ``validation_set_hash``
-    the given task spec and validation CSV are the ones fixed on chain when the bounty was created;
+``rules_hash`` / ``task_spec_hash`` / ``validation_set_hash``
+    the given round rules, task spec and validation CSV are the ones fixed on chain when the bounty was created
+    (checked first: nothing is recomputed with other rules);
 ``global_model_round_<r>``
     the model round r opened with, downloaded, hashes to the chain's ``globalModelHash``;
 ``aggregate_round_<r>``
     re-running the bounty's strategy on the downloaded updates gives a model whose canonical bytes hash to
     the chain's ``newModelHash``, bit for bit;
 ``scores_round_<r>``
-    re-running :func:`aggregator.scoring.score_round` with the recorded estimator, parameters and seed gives
-    exactly the on-chain fixed-point scores.
+    re-running :func:`aggregator.rounds.compute_round` with exactly the bounty's rules (their estimator,
+    parameters and the round's seed) gives exactly the on-chain fixed-point scores.
 
 Report (``--format json``)::
 
@@ -70,10 +71,8 @@ The aggregator service's API (``aggregator.service.schemas.RoundDetail``); the a
 characters without ``0x``; hashes in the JSON may carry ``0x`` or not.
 
 The strategy's server-optimizer state (FedAdam, FedYogi, FedAdagrad) is not downloaded: the recomputation replays
-the rounds in order from a fresh strategy, carrying the state itself (the aggregator stores and reloads the same
-arrays). As in the aggregator, the updates go to the strategy sorted by institution (checksum address), and the
-scorer gets ``strategy_params or None``, the round's starting state or None, ``estimator=settings.scorer``,
-``estimator_params=settings.scorer_params or None`` and ``seed=settings.seed``.
+the rounds in order from the rules' strategy, carrying the state itself, through the same
+:func:`aggregator.rounds.compute_round` the aggregator runs; the sample counts are the chain's commitments.
 """
 
 from __future__ import annotations
@@ -90,6 +89,7 @@ from typing import Any, Protocol
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
 
 EXIT_NOT_VERIFIED = 1
+RECOMPUTE_NEEDS = "--recompute needs --aggregator URL, --task task.json, --validation val.csv and --rules rules.json"
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
@@ -480,12 +480,18 @@ def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
 
 def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
-                     load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None) -> list[Check]:
-    """Task and validation hashes, then per finalized round (in order) the global model, aggregate and scores."""
+                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None
+                     ) -> list[Check]:
+    """The round rules', task's and validation set's hashes first, then per finalized round (in order) the global
+    model, the aggregate and the scores, recomputed with exactly the rules the bounty fixed."""
+    from fedcore.rules import RoundRules, rules_hash_hex
     from fedcore.task import TaskSpec, task_hash_hex
 
-    checks = []
     created = report["created"]
+    the_rules = RoundRules.load(rules)
+    given = rules_hash_hex(the_rules)
+    checks = [Check("rules_hash", given == created["rules_hash"],
+                    f"{Path(rules).name} hashes to {_short(given)}, the chain has {_short(created['rules_hash'])}")]
     spec = TaskSpec.load(task)
     given = task_hash_hex(spec)
     checks.append(Check("task_spec_hash", given == created["task_spec_hash"],
@@ -495,72 +501,52 @@ def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, rec
     except OSError as error:
         raise ConfigError(f"cannot read validation set {validation}: {error.strerror}") from None
     given = _sha(validation_bytes)
-    ok = given == created["validation_set_hash"]
-    checks.append(Check("validation_set_hash", ok,
+    checks.append(Check("validation_set_hash", given == created["validation_set_hash"],
                         f"{Path(validation).name} hashes to {_short(given)}, the chain has "
                         f"{_short(created['validation_set_hash'])}"))
-    if not checks[-1].ok or not checks[0].ok:
-        checks.append(Check("recompute", False, "not recomputed: the task spec or validation set is not the bounty's"))
+    if not all(c.ok for c in checks):
+        checks.append(Check("recompute", False,
+                            "not recomputed: the round rules, task spec or validation set are not the bounty's"))
         return checks
     X_val, y_val = (load_validation or load_validation_set)(validation, spec)
-    checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, X_val=X_val, y_val=y_val)
+    checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=the_rules, X_val=X_val,
+                            y_val=y_val)
     return checks
 
 
-def _stateful(strategy) -> bool:
+def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
+                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val) -> list[Check]:
+    """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
+    and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
+    cannot be replayed, later rounds of a stateful strategy are not recomputed."""
+    from aggregator.rounds import RoundInputs, compute_round
+    from fedcore.codec import decode, describe
+    from fedcore.types import Update
+
+    from aggregator.rules import strategy_from_rules
     from aggregator.strategies import Strategy
 
-    return type(strategy).state_dict is not Strategy.state_dict
-
-
-def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
-                  payloads: dict[int, dict[str, bytes]], *, spec, X_val, y_val) -> list[Check]:
-    """Re-run every finalized round's aggregation and scoring, in order; one check per round and step.
-
-    One strategy object lives across the rounds, as in the aggregator, so a server optimizer's moments carry
-    over. When a round cannot be replayed, the later rounds of a stateful strategy are not recomputed.
-    """
-    from aggregator.scoring import score_round
-    from aggregator.strategies import FitResult, make_strategy
-    from fedcore.codec import decode, describe, encode
-
+    stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict
     checks: list[Check] = []
-    strategy, strategy_key, state_lost = None, None, False
+    state: dict = {}
+    state_lost = False
     for r in (r for r in report["rounds"] if r["new_model_hash"] is not None):
         number = r["round"]
-        record = records.get(number)
         hashes, chain_scores, samples = _chain_round(report, number)
-
-        def skip(name: str, why: str) -> None:
-            nonlocal state_lost
-            checks.append(Check(f"{name}_round_{number}", False, why))
-            state_lost = True
-
-        if record is None or set(payloads.get(number, {})) != set(hashes):
-            skip("aggregate", "not recomputed: the round record or some of its updates are missing or wrong")
-            continue
-        if not record.strategy_name or record.seed is None:
-            skip("aggregate", "not recomputed: the round record names no strategy or no scoring seed")
-            continue
-        key = (record.strategy_name, repr(sorted(record.strategy_params.items())))
-        if strategy is not None and key != strategy_key:
-            skip("aggregate", f"not recomputed: the strategy changed to {record.strategy_name} "
-                              f"{record.strategy_params} in this round")
-            continue
-        if strategy is None:
-            try:
-                strategy, strategy_key = make_strategy(record.strategy_name, **record.strategy_params), key
-            except FedLedgerError as error:
-                skip("aggregate", f"not recomputed: {error}")
-                continue
-        if state_lost and _stateful(strategy):
-            checks.append(Check(f"aggregate_round_{number}", False, f"not recomputed: {strategy.name} carries state "
+        if state_lost and stateful:
+            checks.append(Check(f"aggregate_round_{number}", False, f"not recomputed: {rules.strategy} carries state "
                                 "across rounds and an earlier round could not be replayed"))
+            continue
+        if records.get(number) is None or set(payloads.get(number, {})) != set(hashes):
+            checks.append(Check(f"aggregate_round_{number}", False,
+                                "not recomputed: the round record or some of its updates are missing or wrong"))
+            state_lost = True
             continue
         try:
             model_bytes = source.model(bounty_id, r["global_model_hash"])
         except NotServed as error:
-            skip("global_model", f"not served: {error}")
+            checks.append(Check(f"global_model_round_{number}", False, f"not served: {error}"))
+            state_lost = True
             continue
         got = _sha(model_bytes)
         checks.append(Check(f"global_model_round_{number}", got == r["global_model_hash"],
@@ -571,40 +557,26 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
         ids = sorted(hashes)
         try:
             global_weights = decode(model_bytes)
-            updates = {who: decode(payloads[number][who], describe(global_weights)) for who in ids}
-            state = strategy.state_dict()  # the round's starting state, what scoring starts every coalition from
-            results = [FitResult(w, updates[w], samples[w]) for w in ids]
-            aggregate = strategy.aggregate_fit(number, global_weights, results)
-            new_hash = _sha(encode(aggregate.weights))
+            updates = tuple(Update(who, decode(payloads[number][who], describe(global_weights)), samples[who])
+                            for who in ids)
+            outcome = compute_round(RoundInputs(round=number, global_weights=global_weights, updates=updates,
+                                                strategy_state=state, X_val=X_val, y_val=y_val), rules, spec)
         except FedLedgerError as error:
-            skip("aggregate", f"cannot replay: {error}")
+            checks.append(Check(f"aggregate_round_{number}", False, f"cannot replay: {error}"))
+            state_lost = True
             continue
+        state = outcome.strategy_state
+        new_hash = str(outcome.model_hash)
         checks.append(Check(f"aggregate_round_{number}", new_hash == r["new_model_hash"],
-                            f"{record.strategy_name} over {len(ids)} updates gives {_short(new_hash)}, "
+                            f"{rules.strategy} over {len(ids)} updates gives {_short(new_hash)}, "
                             f"the chain has {_short(r['new_model_hash'])}"))
-        if not ids:  # nothing used: nothing to score, and the chain must hold no score
-            checks.append(Check(f"scores_round_{number}", not chain_scores,
-                                "no update was used and none was scored" if not chain_scores else
-                                f"no update was used but {len(chain_scores)} were scored on chain"))
-            continue
-        optional = {"estimator": record.estimator} if record.estimator else {}
-        try:
-            scores = score_round(
-                global_weights=global_weights, updates={w: (updates[w], samples[w]) for w in ids},
-                strategy_name=record.strategy_name, strategy_params=record.strategy_params or None,
-                strategy_state=state or None, spec=spec, X_val=X_val, y_val=y_val,
-                estimator_params=record.estimator_params or None, seed=record.seed, **optional,
-            )
-        except FedLedgerError as error:
-            checks.append(Check(f"scores_round_{number}", False, f"cannot rescore: {error}"))
-            continue
-        recomputed = {_addr(k) or k: int(v) for k, v in scores.fixed_point.items()}
+        recomputed = {_addr(k) or k: int(v) for k, v in outcome.fixed_point.items()}
         differ = sorted(w for w in set(recomputed) | set(chain_scores) if recomputed.get(w) != chain_scores.get(w))
-        checks.append(Check(
-            f"scores_round_{number}", not differ,
-            (f"{scores.estimator} (seed {record.seed}, {scores.evaluations} evaluations) reproduces the "
-             f"{len(chain_scores)} on-chain scores exactly") if not differ else
-            "; ".join(f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)))
+        detail = (f"{rules.estimator} (seed {rules.round_seed(number)}, "
+                  f"{outcome.scores.evaluations if outcome.scores else 0} evaluations) reproduces the "
+                  f"{len(chain_scores)} on-chain scores exactly") if not differ else "; ".join(
+            f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)
+        checks.append(Check(f"scores_round_{number}", not differ, detail))
     return checks
 
 
@@ -614,7 +586,7 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
 
 def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None = None, recompute: bool = False,
                   task: str | Path | None = None, validation: str | Path | None = None,
-                  load_validation: Callable | None = None) -> dict:
+                  rules: str | Path | None = None, load_validation: Callable | None = None) -> dict:
     """Run every check that the given inputs allow; returns the report (shape in the module doc).
 
     Parameters
@@ -626,7 +598,7 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
     source : AggregatorSource, optional
         The aggregator's store (``HttpAggregator(url)``); without it the store checks are skipped.
     recompute : bool
-        Re-run aggregation and scoring (needs ``source``, ``task`` and ``validation``).
+        Re-run aggregation and scoring (needs ``source``, ``task``, ``validation`` and ``rules``).
     load_validation : callable ``(path, spec) -> (X_val, y_val)``, optional
         Defaults to the aggregator's own loader.
 
@@ -639,8 +611,8 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
     """
     from ledger.audit import trace
 
-    if recompute and (source is None or task is None or validation is None):
-        raise ConfigError("--recompute needs --aggregator URL, --task task.json and --validation val.csv")
+    if recompute and (source is None or task is None or validation is None or rules is None):
+        raise ConfigError(RECOMPUTE_NEEDS)
     report = trace(db, bounty_id, client)
     checks = chain_checks(report, client, bounty_id)
     skipped = []
@@ -649,9 +621,9 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
         checks += store
         if recompute:
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
-                                       load_validation=load_validation)
+                                       rules=rules, load_validation=load_validation)
         else:
-            skipped.append("recompute: pass --recompute --task --validation to re-run aggregation and scoring")
+            skipped.append("recompute: pass --recompute --task --validation --rules to re-run aggregation and scoring")
     else:
         skipped.append("round_records, updates_match_commitments, recompute: pass --aggregator URL")
     return {
@@ -698,10 +670,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--aggregator", default=None, metavar="URL",
                         help="the aggregator's HTTP API, to download round records, updates and models")
     verify.add_argument("--recompute", action="store_true",
-                        help="re-run aggregation and scoring (needs --aggregator, --task, --validation)")
+                        help="re-run aggregation and scoring (needs --aggregator, --task, --validation, --rules)")
     verify.add_argument("--task", default=None, metavar="PATH", help="the task spec JSON (checked against the chain)")
     verify.add_argument("--validation", default=None, metavar="PATH",
                         help="the validation CSV (its sha256 is checked against the chain first)")
+    verify.add_argument("--rules", default=None, metavar="PATH",
+                        help="the bounty's round rules JSON (its hash is checked against the chain first; the "
+                             "recomputation uses exactly these rules, never this build's defaults)")
     add_rpc_option(verify)
     add_deployment_option(verify)
     verify.add_argument("--db", default=None, metavar="PATH", help="event index (default: <deployment>.index.sqlite)")
@@ -716,8 +691,8 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.client import FedLedgerClient
     from ledger.deployment import Deployment
 
-    if args.recompute and not (args.aggregator and args.task and args.validation):
-        raise ConfigError("--recompute needs --aggregator URL, --task task.json and --validation val.csv")
+    if args.recompute and not (args.aggregator and args.task and args.validation and args.rules):
+        raise ConfigError(RECOMPUTE_NEEDS)
     deployment = Deployment.load(args.deployment)
     w3 = connect(args.rpc)
     client = FedLedgerClient.from_deployment(w3, deployment)
@@ -725,6 +700,6 @@ def _verify(args: argparse.Namespace) -> int:
     sync_index(w3, deployment, db)
     source = HttpAggregator(args.aggregator) if args.aggregator else None
     report = verify_bounty(client, db, args.bounty, source=source, recompute=args.recompute, task=args.task,
-                           validation=args.validation)
+                           validation=args.validation, rules=args.rules)
     emit(report, args.format, text=format_report)
     return 0 if report["verified"] else EXIT_NOT_VERIFIED

@@ -347,10 +347,10 @@ def _load_participants(data: DemoData, accounts: dict[str, Any], roles: dict[str
 
 def zero_update(global_weights, X, y, spec, *, seed=None, config=None):
     """A free rider's "training": the global model sent back unchanged (a zero update), claiming every row."""
-    from node.training import LocalResult
+    from fedcore.types import Update
 
     update = {k: np.zeros_like(np.asarray(v, dtype=np.float32)) for k, v in global_weights.items()}
-    return LocalResult(update=update, num_samples=int(np.shape(y)[0]), metrics={"steps": 0.0})
+    return Update("free-rider", update, int(np.shape(y)[0]), {"steps": 0.0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,15 +518,20 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
     state_dir = out / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    from aggregator.shapley import make_estimator
+    from aggregator.rules import resolve_rules
+    from fedcore.rules import rules_hash
 
-    make_estimator(options.scorer)  # an unknown scorer is one line now, not a failure in round 1
     task_path = out / "task.json"
     if options.sites:
         data = prepare_sites(options.sites, options.label, out / "data", seed=options.seed, strategy=options.strategy,
                              task_path=task_path)
     else:
         data = prepare_heart(out / "data", seed=options.seed, strategy=options.strategy, task_path=task_path)
+    # The sponsor fixes the round rules before anyone trains; an unknown strategy or scorer is one line here.
+    rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
+                          estimator=options.scorer, seed=options.seed)
+    rules_path = out / "rules.json"
+    rules.save(rules_path)
     names = [s.name for s in data.sites]
     roles: dict[str, str] = {}
     for option, role in (("free_rider", FREE_RIDER), ("attacker", ATTACKER)):
@@ -585,7 +590,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         params = BountyParams(
             task_spec_hash=task_hash(spec), validation_set_hash=file_sha256(data.validation_path),
             aggregator=aggregator.address, num_rounds=options.rounds, commit_window=COMMIT_WINDOW,
-            deadline=latest_timestamp(w3) + DEADLINE_DAYS * 86_400,
+            deadline=latest_timestamp(w3) + DEADLINE_DAYS * 86_400, rules_hash=rules_hash(rules),
         )
         bounty_id = ledger.as_sender(sponsor).create_bounty(params, options.reward)
         say(f"sponsor  {sponsor.address} funded bounty {bounty_id} with {_ether(options.reward)} for "
@@ -602,8 +607,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         settings = load_settings({
             "bounty_id": bounty_id, "task_path": data.task_path, "validation_path": data.validation_path,
             "keystore_path": keystore_path, "password": password, "deployment": deployment_path,
-            "state_dir": state_dir / "aggregator", "strategy": options.strategy,
-            "strategy_params": data.strategy_params, "scorer": options.scorer, "seed": options.seed,
+            "state_dir": state_dir / "aggregator", "rules_path": rules_path, "seed": options.seed,
             "upload_grace": 0, "poll_interval": 0.05,
         }, environ={})
         context = build_context(settings, w3=w3)
@@ -635,7 +639,6 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         timings["setup"] = time.perf_counter() - started
 
         # -- baselines: each hospital alone, from the same initial model ----------------------------------
-        from aggregator.strategies import make_strategy
         from fedledger.simulation import evaluate_federation, run_simulation
 
         mark = time.perf_counter()
@@ -644,8 +647,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         bar = tqdm(participants, desc="alone", unit="hospital", disable=_disabled(options.progress), leave=False,
                    file=sys.stderr)
         for p in bar:
-            result = run_simulation([p.evaluation], spec, make_strategy("fedavg"), rounds=options.rounds,
-                                    seed=options.seed, initial_weights=initial, keep_records=False)
+            result = run_simulation([p.evaluation], spec, resolve_rules(strategy="fedavg"), rounds=options.rounds,
+                                    seed=options.seed, initial=initial, keep_records=False)
             alone[p.name] = [h["centers"][p.name]["accuracy"] for h in result.history]
         bar.close()
         timings["baselines"] = time.perf_counter() - mark

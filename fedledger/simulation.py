@@ -1,29 +1,33 @@
 """In-process federated simulation (no chain, no network).
 
-One call runs R rounds of: strategy.configure_fit -> every institution trains locally from the
-global weights -> strategy.aggregate_fit -> evaluation of the new global model. It is the engine
-of the benchmarks, of the demo's learning half and of contribution scoring, which is why every
-round is kept as a :class:`RoundRecord` holding the global weights the institutions started from,
-each institution's update and sample count, and the aggregate.
+One call runs R rounds of: every institution trains locally from the global weights (with the rules' fit
+config) -> :func:`aggregator.rounds.compute_round` (the same computation the aggregator and the auditor run)
+-> evaluation of the new global model. It is the engine of the benchmarks and of the demo's baselines, which
+is why every round is kept as a :class:`SimulatedRound`.
 
-Everything is a deterministic function of (institutions' data, task spec, strategy settings,
-seed): the initial model comes from ``derive_seed(seed, "init")`` and institution ``i``'s training
-in round ``r`` from ``spec.training.round_seed(r, name_i)`` with ``spec.training.seed = seed``.
+Everything is a deterministic function of (institutions' data, task spec, rules, seed) through the seeds of
+:mod:`fedcore.seeds`: ``seed`` replaces the task's ``training.seed``, so the initial model and every
+institution's training draw from exactly the streams a deployment of that task uses. Name the institutions by
+their addresses and a simulation reproduces a deployed federation's models bit for bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.strategies import FitFailure, FitResult, RoundAggregate, Strategy
+from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
+from aggregator.strategies import FitFailure
 from fedcore import metrics as fm
 from fedcore.errors import ConfigError, FedLedgerError
-from fedcore.models import build_model, get_weights, predict_with_weights
-from fedcore.task import TaskSpec, derive_seed
-from node.training import LocalResult, apply_update, train_local
+from fedcore.models import initial_weights, predict_with_weights
+from fedcore.rules import RoundRules
+from fedcore.seeds import centralized_seed, training_seed
+from fedcore.task import TaskSpec
+from fedcore.types import Update
+from node.training import apply_update, train_local
 
 Arrays = dict[str, np.ndarray]
 
@@ -55,18 +59,8 @@ class Institution:
 
 
 @dataclass(frozen=True)
-class ClientUpdate:
-    """An institution's contribution to one round."""
-
-    institution: str
-    update: Arrays
-    num_samples: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """Everything contribution scoring needs to replay a round.
+class SimulatedRound:
+    """One simulated round: what its computation saw and produced.
 
     Attributes
     ----------
@@ -74,20 +68,20 @@ class RoundRecord:
         1-based round number.
     global_weights : dict[str, np.ndarray]
         The weights the institutions trained from.
-    updates : tuple of ClientUpdate
+    updates : tuple of Update
         Delivered updates (after ``transform_update``), sorted by institution.
     failures : tuple of FitFailure
-    aggregate : RoundAggregate
-        ``aggregate.weights`` is the next round's global model.
+    outcome : RoundOutcome
+        ``outcome.weights`` is the next round's global model; ``outcome.scores`` is set when scoring.
     evaluation : dict
-        :func:`evaluate_federation` of ``aggregate.weights``.
+        :func:`evaluate_federation` of ``outcome.weights``.
     """
 
     round: int
     global_weights: Arrays
-    updates: tuple[ClientUpdate, ...]
+    updates: tuple[Update, ...]
     failures: tuple[FitFailure, ...]
-    aggregate: RoundAggregate
+    outcome: RoundOutcome
     evaluation: dict
 
 
@@ -100,22 +94,22 @@ class SimulationResult:
     initial_weights, final_weights : dict[str, np.ndarray]
     history : list of dict
         ``history[0]`` evaluates the initial model, ``history[r]`` the model after round r.
-    rounds : list of RoundRecord
+    rounds : list of SimulatedRound
         Empty when ``keep_records=False``.
     """
 
     initial_weights: Arrays
     final_weights: Arrays
     history: list[dict]
-    rounds: list[RoundRecord]
+    rounds: list[SimulatedRound]
 
     @property
     def final(self) -> dict:
         return self.history[-1]
 
 
-UpdateTransform = Callable[[int, str, LocalResult], "LocalResult | None"]
-RoundCallback = Callable[[RoundRecord], None]
+UpdateTransform = Callable[[int, str, Update], "Update | None"]
+RoundCallback = Callable[[SimulatedRound], None]
 
 
 def evaluate_weights(spec: TaskSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -157,19 +151,15 @@ def evaluate_federation(
     return out
 
 
-def initial_weights_for(spec: TaskSpec, n_features: int, seed: int) -> Arrays:
-    """The initial global model of a run with this seed."""
-    return get_weights(build_model(spec, n_features=n_features, seed=derive_seed(seed, "init")))
-
-
 def run_simulation(
     institutions: Sequence[Institution],
     spec: TaskSpec,
-    strategy: Strategy,
+    rules: RoundRules,
     *,
     rounds: int,
     seed: int,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
+    initial: Mapping[str, np.ndarray] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
     extra_eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     transform_update: UpdateTransform | None = None,
     on_round: RoundCallback | None = None,
@@ -184,22 +174,25 @@ def run_simulation(
         Names must be unique; all share the feature width ``d``.
     spec : TaskSpec
         Model and local-training settings; ``spec.training.seed`` is replaced by ``seed``.
-    strategy : Strategy
-        Used as is (its server-optimizer state is reset first).
+    rules : RoundRules
+        Strategy (and, when scoring, estimator, utility and scoring seed), as a bounty fixes them
+        (:func:`aggregator.rules.resolve_rules`).
     rounds : int
     seed : int
-        Root of the initial weights and of every institution's shuffling.
-    initial_weights : Mapping, optional
-        Start from these instead of the seeded initialization.
+        The task seed: root of the initial weights and of every institution's training.
+    initial : Mapping, optional
+        Start from these weights instead of the task's initial model.
+    validation : (X, y), optional
+        The sponsor's validation set: when given, every round's updates are scored with the rules.
     extra_eval_sets : Mapping[str, (X, y)], optional
         More test sets evaluated each round (e.g. a pooled test set with its own scaling).
-    transform_update : callable ``(round, name, LocalResult) -> LocalResult | None``, optional
-        Lets a simulation play attackers (return a poisoned result) or crashes (return ``None``,
+    transform_update : callable ``(round, name, Update) -> Update | None``, optional
+        Lets a simulation play attackers (return a poisoned update) or crashes (return ``None``,
         recorded as a failure).
-    on_round : callable ``(RoundRecord) -> None``, optional
+    on_round : callable ``(SimulatedRound) -> None``, optional
         Called after each round (progress bars, streaming contribution scores).
     keep_records : bool
-        Keep every :class:`RoundRecord` in the result (memory grows with rounds x institutions).
+        Keep every :class:`SimulatedRound` in the result (memory grows with rounds x institutions).
     evaluate_every_round : bool
         ``False`` evaluates only the initial and the final model (faster tuning).
 
@@ -216,54 +209,53 @@ def run_simulation(
     if len(widths) != 1:
         raise ConfigError(f"institutions disagree on the number of features: {sorted(widths)}")
     run_spec = spec.with_training(seed=int(seed))
-    strategy.reset()
     weights: Arrays = (
-        {k: np.asarray(v, dtype=np.float32).copy() for k, v in initial_weights.items()}
-        if initial_weights is not None
-        else initial_weights_for(run_spec, widths.pop(), seed)
+        {k: np.asarray(v, dtype=np.float32).copy() for k, v in initial.items()}
+        if initial is not None
+        else initial_weights(run_spec, widths.pop())
     )
     start = weights
+    state: Mapping[str, np.ndarray] = {}
+    config = rules.fit_config()
+    X_val, y_val = validation if validation is not None else (None, None)
     history = [evaluate_federation(run_spec, weights, institutions, extra_eval_sets)]
-    records: list[RoundRecord] = []
+    records: list[SimulatedRound] = []
     for r in range(1, rounds + 1):
-        configs = strategy.configure_fit(r, names)
-        updates: list[ClientUpdate] = []
+        updates: list[Update] = []
         failures: list[FitFailure] = []
         for inst in institutions:
             try:
-                local = train_local(
-                    weights,
-                    inst.X_train,
-                    inst.y_train,
-                    run_spec,
-                    seed=run_spec.training.round_seed(r, inst.name),
-                    config=configs.get(inst.name),
-                )
+                local = train_local(weights, inst.X_train, inst.y_train, run_spec,
+                                    seed=training_seed(run_spec.training.seed, r, inst.name), config=config,
+                                    institution=inst.name)
             except FedLedgerError as error:  # a node failing is data for the strategy, not a crash
                 failures.append(FitFailure(inst.name, str(error)))
                 continue
             if transform_update is not None:
-                local = transform_update(r, inst.name, local)
-                if local is None:
+                delivered = transform_update(r, inst.name, local)
+                if delivered is None:
                     failures.append(FitFailure(inst.name, "no update delivered"))
                     continue
-            updates.append(ClientUpdate(inst.name, local.update, local.num_samples, dict(local.metrics)))
-        results = [FitResult(u.institution, u.update, u.num_samples, u.metrics) for u in updates]
-        aggregate = strategy.aggregate_fit(r, weights, results, failures)
+                local = delivered
+            updates.append(local)
+        inputs = RoundInputs(round=r, global_weights=weights, updates=tuple(updates), strategy_state=state,
+                             X_val=X_val, y_val=y_val, failures=tuple(failures))
+        outcome = compute_round(inputs, rules, run_spec, score=validation is not None)
         last = r == rounds
         evaluation = (
-            evaluate_federation(run_spec, aggregate.weights, institutions, extra_eval_sets)
+            evaluate_federation(run_spec, outcome.weights, institutions, extra_eval_sets)
             if evaluate_every_round or last
             else {}
         )
-        record = RoundRecord(r, weights, tuple(sorted(updates, key=lambda u: u.institution)), tuple(failures), aggregate, evaluation)
+        record = SimulatedRound(r, weights, tuple(sorted(updates, key=lambda u: u.institution)), tuple(failures),
+                                outcome, evaluation)
         if keep_records:
             records.append(record)
         if evaluation:
             history.append(evaluation)
         if on_round is not None:
             on_round(record)
-        weights = aggregate.weights
+        weights, state = outcome.weights, outcome.strategy_state
     return SimulationResult(initial_weights=start, final_weights=weights, history=history, rounds=records)
 
 
@@ -273,18 +265,18 @@ def train_centralized(
     spec: TaskSpec,
     *,
     seed: int,
-    initial_weights: Mapping[str, np.ndarray] | None = None,
+    initial: Mapping[str, np.ndarray] | None = None,
 ) -> Arrays:
     """One-site training (the pooled and local-only baselines) with ``spec.training`` as is.
 
-    The model starts from ``initial_weights`` or the same seeded initialization as
-    :func:`run_simulation`, so baselines and federated runs of one seed share their start.
+    The model starts from ``initial`` or the same task initial model as :func:`run_simulation`, so
+    baselines and federated runs of one seed share their start.
     """
     run_spec = spec.with_training(seed=int(seed))
     start = (
-        {k: np.asarray(v, dtype=np.float32) for k, v in initial_weights.items()}
-        if initial_weights is not None
-        else initial_weights_for(run_spec, np.shape(X)[1], seed)
+        {k: np.asarray(v, dtype=np.float32) for k, v in initial.items()}
+        if initial is not None
+        else initial_weights(run_spec, np.shape(X)[1])
     )
-    local = train_local(start, X, y, run_spec, seed=derive_seed(seed, "centralized"))
-    return apply_update(start, local.update)
+    local = train_local(start, X, y, run_spec, seed=centralized_seed(seed))
+    return apply_update(start, local.arrays)

@@ -10,7 +10,7 @@ Every transaction is sent by one sender, given either as
 Amounts take a unit (``1000``, ``0.5ether``, ``20gwei``). For an ERC-20 bounty the amount is in the token's base
 units, and the unit only scales it: ``1ether`` means 10**18 base units (one token of a token with 18 decimals).
 
-The sponsor never imports ``node`` or ``aggregator``: it needs only the ledger clients and the task spec.
+The sponsor never imports ``node``; it imports ``aggregator`` only to resolve round rules (``sponsor rules``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from fedcore.errors import ChainError, ConfigError, ContractRevert
+from fedcore.files import write_atomic
 from fedcore.keystore import PASSWORD_ENV, unlock
 from ledger.cli import add_deployment_option, add_rpc_option, parse_wei
 
@@ -197,7 +199,7 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``fedledger sponsor create-bounty|fund|cancel|status|pay-revenue|refund-remainder``."""
+    """Register ``fedledger sponsor rules|create-bounty|fund|cancel|status|pay-revenue|refund-remainder``."""
     from fedcore.output import add_format_option
 
     sponsor = subparsers.add_parser(
@@ -229,6 +231,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--task", required=True, metavar="PATH", help="task spec JSON (e.g. from `fedledger data heart`)")
     create.add_argument("--validation", required=True, metavar="PATH",
                         help="the validation CSV the aggregator will score on (only its hash goes on chain)")
+    create.add_argument("--rules", required=True, metavar="PATH",
+                        help="the round rules JSON from `fedledger sponsor rules` (only its hash goes on chain)")
     create.add_argument("--reward", required=True, type=parse_wei, metavar="AMOUNT",
                         help="reward escrowed now, e.g. 1ether (token base units for --token)")
     create.add_argument("--token", default=None, metavar="ADDRESS", help="ERC-20 reward token (default: ETH)")
@@ -241,6 +245,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--min-reputation", type=int, default=0, metavar="BPS",
                         help="reputation (basis points, 0-10000) an institution needs to commit (default: 0)")
     create.set_defaults(func=_create_bounty)
+
+    rules = sub.add_parser(
+        "rules", help="resolve and write a bounty's round rules (strategy, scorer, utility, seed); prints their hash",
+        description="Write every setting that decides a round's aggregate and scores, with each default spelled out, "
+                    "to a JSON file. Its sha256 goes on chain with `create-bounty --rules`: from then on the aggregator, "
+                    "every node and every auditor use exactly these rules, and nobody can change them after seeing "
+                    "the updates.", allow_abbrev=False)
+    rules.add_argument("--task", required=True, metavar="PATH", help="the bounty's task spec JSON")
+    rules.add_argument("--out", required=True, metavar="PATH", help="where to write the rules JSON")
+    rules.add_argument("--strategy", default="fedavg",
+                       help="aggregation strategy: fedavg, fedprox, fedadam, fedyogi, fedadagrad, median, trimmed_mean, "
+                            "krum, multikrum (default: %(default)s)")
+    rules.add_argument("--strategy-params", default="{}", metavar="JSON", help="strategy settings, e.g. '{\"mu\": 0.1}'")
+    rules.add_argument("--scorer", default="gtg", help="contribution estimator (default: %(default)s)")
+    rules.add_argument("--scorer-params", default="{}", metavar="JSON", help="estimator settings as a JSON object")
+    rules.add_argument("--utility-metric", default=None,
+                       help="metric of the coalition utility: neg_loss (default), accuracy, auc, or task")
+    rules.add_argument("--seed", type=int, default=0, help="root of every round's scoring seed (default: 0)")
+    add_format_option(rules)
+    rules.set_defaults(func=_write_rules)
 
     fund = command("fund", "top up a bounty (anyone may)",
                    "Add AMOUNT to an active bounty's escrow (approving a token first).")
@@ -274,13 +298,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     remainder.set_defaults(func=_refund_remainder)
 
 
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"{option} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object")
+    return value
+
+
+def _write_rules(args: argparse.Namespace) -> int:
+    from aggregator.rules import resolve_rules
+    from fedcore.output import emit
+    from fedcore.rules import rules_hash_hex
+    from fedcore.task import TaskSpec
+
+    if args.seed < 0:
+        raise ConfigError("--seed must be >= 0")
+    rules = resolve_rules(
+        spec=TaskSpec.load(args.task), strategy=args.strategy,
+        strategy_params=_json_object(args.strategy_params, "--strategy-params"), estimator=args.scorer,
+        estimator_params=_json_object(args.scorer_params, "--scorer-params"), utility_metric=args.utility_metric,
+        seed=args.seed,
+    )
+    write_atomic(args.out, (json.dumps(rules.to_dict(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    emit({"rules": str(args.out), "rules_hash": rules_hash_hex(rules), **rules.to_dict()}, args.format)
+    return 0
+
+
 def _create_bounty(args: argparse.Namespace) -> int:
     from fedcore.output import emit
+    from fedcore.rules import RoundRules, rules_hash
     from fedcore.task import TaskSpec, task_hash
     from ledger.chain import latest_timestamp
     from ledger.client import ETH, BountyParams
 
     spec = TaskSpec.load(args.task)
+    rules = RoundRules.load(args.rules)
     validation_rows = check_validation_columns(args.validation, spec)
     validation_hash = file_sha256(args.validation)
     aggregator = _address(args.aggregator, "--aggregator")
@@ -299,7 +354,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
     deadline = latest_timestamp(w3) + int(round(args.deadline_days * DAY))
     params = BountyParams(task_hash(spec), validation_hash, aggregator, num_rounds=args.rounds,
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
-                          token=token)
+                          token=token, rules_hash=rules_hash(rules))
     _approve_if_token(w3, ledger, token, args.reward)
     bounty_id = ledger.create_bounty(params, args.reward)
     emit({
@@ -310,6 +365,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
         "reward": args.reward,
         "task_spec_hash": _hex(params.task_spec_hash),
         "validation_set_hash": _hex(validation_hash),
+        "rules_hash": _hex(params.rules_hash),
         "validation_rows": validation_rows,
         "num_rounds": args.rounds,
         "commit_window": args.commit_window,

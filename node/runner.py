@@ -5,7 +5,7 @@ Per open round in which the institution is selected and has not committed yet:
 1. download the global model; refuse it unless ``sha256(bytes)`` equals both the aggregator's
    ``X-Model-Sha256`` header and the round's ``global_model_hash`` on chain;
 2. decode it and train locally (:func:`node.training.train_local`) with a seed derived from the task
-   seed, the bounty, the round and the institution's address (:func:`round_seed`), so reruns are
+   seed, the round and the institution's address (:func:`fedcore.seeds.training_seed`), so reruns are
    deterministic;
 3. encode the update (canonical safetensors) and hash it;
 4. save the bytes and a state record atomically (``<state_dir>/<bounty>/round-<r>.safetensors``
@@ -44,7 +44,8 @@ from fedcore.codec import decode, encode, update_hash, update_hash_hex
 from fedcore.errors import ContractRevert, DataError, NodeError
 from fedcore.models import build_model, weight_spec
 from fedcore.signing import sign_upload
-from fedcore.task import TaskSpec, derive_seed, task_hash
+from fedcore.seeds import training_seed
+from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
 from ledger.client import BountyStatus, FedLedgerClient
 from fedcore.keystore import write_private_file
@@ -77,16 +78,6 @@ def default_state_dir(address: str) -> Path:
     if override:
         return Path(override).expanduser()
     return (DEFAULT_STATE_ROOT / Web3.to_checksum_address(address)).expanduser()
-
-
-def round_seed(spec: TaskSpec, bounty_id: int, round_: int, address: str) -> int:
-    """The training seed of ``address`` in round ``round_`` of bounty ``bounty_id``.
-
-    ``derive_seed(spec.training.seed, "bounty", bounty_id, "round", round_, "institution", checksum address)``.
-    """
-    return derive_seed(
-        spec.training.seed, "bounty", int(bounty_id), "round", int(round_), "institution", Web3.to_checksum_address(address)
-    )
 
 
 def _hex(value: bytes) -> str:
@@ -538,7 +529,7 @@ class NodeRunner:
             )
         if latest_timestamp(self.ledger.w3) > chain_round.commit_deadline:
             return self._finish_round(RoundRecord(self.bounty_id, r, MISSED, upload_status="commit window closed"))
-        seed = round_seed(self.spec, self.bounty_id, r, self.address)
+        seed = training_seed(self.spec.training.seed, r, Web3.to_checksum_address(self.address))
         resumed = False
         saved = self.state.round(r)
         data = self._reusable_update(r, saved, chain_hash, seed)
@@ -553,7 +544,7 @@ class NodeRunner:
             self._check_model(r, model.data, model.sha256, chain_hash)
             weights = decode(model.data, expected=self._expected)
             result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=info.config or None)
-            data = encode(result.update)
+            data = encode(result.arrays)
             sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
             self.state.save_update(r, data)
             self.state.put(
@@ -699,5 +690,4 @@ __all__ = [
     "RoundRecord",
     "default_state_dir",
     "open_runner_for_site",
-    "round_seed",
 ]

@@ -15,7 +15,7 @@ torch optimizers, about 10x faster); every other model goes through autograd.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -26,28 +26,9 @@ from fedcore import metrics as fm
 from fedcore.errors import ConfigError, DataError, NodeError
 from fedcore.models import LogisticRegression, build_model, get_weights, predict_proba, set_weights
 from fedcore.task import TaskSpec, TrainingSettings
+from fedcore.types import Update
 
 Weights = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class LocalResult:
-    """What one round of local training produced.
-
-    Attributes
-    ----------
-    update : dict[str, np.ndarray]
-        ``w_local - w_global``, float32, same names and shapes as the global weights.
-    num_samples : int
-        Training rows used (the FedAvg weight).
-    metrics : dict[str, float]
-        ``loss_before``/``loss_after`` (mean BCE on the local training rows with the global and
-        the trained weights), ``accuracy_after``, ``steps``. Aggregates only, never records.
-    """
-
-    update: Weights
-    num_samples: int
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def apply_update(weights: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], scale: float = 1.0) -> Weights:
@@ -82,7 +63,8 @@ def train_local(
     *,
     seed: int | None = None,
     config: Mapping[str, Any] | None = None,
-) -> LocalResult:
+    institution: str = "",
+) -> Update:
     """Train the task's model from ``global_weights`` on local data.
 
     Parameters
@@ -97,14 +79,16 @@ def train_local(
         Model and training settings.
     seed : int, optional
         Seed of this round's shuffling (and dropout); defaults to ``spec.training.seed``. Use
-        ``spec.training.round_seed(round, institution)`` to vary it per round and institution.
+        :func:`fedcore.seeds.training_seed` to vary it per round and institution.
     config : Mapping, optional
         Overrides of training settings handed out by the strategy (``fedprox_mu``, ``lr``...).
+    institution : str
+        Who trains (kept in the returned update).
 
     Returns
     -------
-    LocalResult
-        The delta update, the sample count and local metrics.
+    Update
+        The delta ``w_local - w_global``, the sample count and local metrics (aggregates only, never records).
 
     Notes
     -----
@@ -134,7 +118,7 @@ def train_local(
         "accuracy_after": fm.accuracy(y, prob),
         "steps": float(steps),
     }
-    return LocalResult(update=update, num_samples=int(X_t.shape[0]), metrics=metrics)
+    return Update(institution, update, int(X_t.shape[0]), metrics)
 
 
 def _as_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

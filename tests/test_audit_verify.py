@@ -17,7 +17,8 @@ import pytest
 
 from aggregator.scoring import score_round
 from aggregator.service.validation import load_validation_set
-from aggregator.strategies import FitResult, make_strategy
+from aggregator.strategies import make_strategy
+from fedcore.types import Update
 from fedcore import codec
 from fedcore.task import TaskSpec, derive_seed, task_hash
 from fedledger.audit_verify import NotServed, verify_bounty
@@ -151,7 +152,7 @@ def play(heart, *, strategy="fedadam", strategy_params=None, scorer="gtg", round
         updates = {inst: (codec.decode(data), n) for inst, data, n in sorted(used)}
         strat = make_strategy(strategy, **strategy_params)
         strat.load_state_dict(state_before)
-        aggregate = strat.aggregate_fit(number, weights, [FitResult(a, u, n) for a, (u, n) in updates.items()])
+        aggregate = strat.aggregate_fit(number, weights, [Update(a, u, n) for a, (u, n) in updates.items()])
         new_model = codec.encode(aggregate.weights)
         store.models[hashlib.sha256(new_model).hexdigest()] = new_model
         scores = score_round(global_weights=weights, updates=updates, strategy_name=strategy,

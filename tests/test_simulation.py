@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 
-from aggregator.strategies import FedAvg, make_strategy
+from aggregator.rules import resolve_rules
 from fedcore import metrics as fm
 from fedcore.codec import encode
 from fedcore.errors import ConfigError, DataError
 from fedcore.task import TaskSpec, TrainingSettings
 from fedledger.simulation import Institution, evaluate_federation, run_simulation, train_centralized
 from node.partition import iid_partition
-from node.training import LocalResult, apply_update
+from fedcore.types import Update
+from node.training import apply_update
+
+FEDAVG = resolve_rules(strategy="fedavg")
 
 
 def synthetic_institutions(n_institutions=3, n=240, d=4, seed=0):
@@ -38,7 +41,7 @@ def spec_for(d=4, **training):
 
 def test_short_simulation_improves_on_the_initial_model():
     institutions = synthetic_institutions()
-    result = run_simulation(institutions, spec_for(), FedAvg(), rounds=4, seed=1)
+    result = run_simulation(institutions, spec_for(), FEDAVG, rounds=4, seed=1)
     start, end = result.history[0], result.history[-1]
     assert len(result.history) == 5 and len(result.rounds) == 4
     assert end["mean_center"]["loss"] < 0.7 * start["mean_center"]["loss"]
@@ -49,26 +52,26 @@ def test_short_simulation_improves_on_the_initial_model():
 
 def test_same_seed_same_bytes_other_seed_other_bytes():
     institutions = synthetic_institutions()
-    runs = [run_simulation(institutions, spec_for(), make_strategy("fedadam", server_lr=0.05), rounds=3, seed=s) for s in (5, 5, 6)]
+    runs = [run_simulation(institutions, spec_for(), resolve_rules(strategy="fedadam", strategy_params={"server_lr": 0.05}), rounds=3, seed=s) for s in (5, 5, 6)]
     assert encode(runs[0].final_weights) == encode(runs[1].final_weights)
     assert encode(runs[0].final_weights) != encode(runs[2].final_weights)
 
 
 def test_round_records_hold_what_contribution_scoring_needs():
     institutions = synthetic_institutions()
-    result = run_simulation(institutions, spec_for(), FedAvg(), rounds=3, seed=2)
+    result = run_simulation(institutions, spec_for(), FEDAVG, rounds=3, seed=2)
     assert encode(result.rounds[0].global_weights) == encode(result.initial_weights)
     for record, following in zip(result.rounds, result.rounds[1:]):
-        assert encode(following.global_weights) == encode(record.aggregate.weights)
+        assert encode(following.global_weights) == encode(record.outcome.weights)
     for record in result.rounds:
         assert [u.institution for u in record.updates] == ["site-0", "site-1", "site-2"]
         assert [u.num_samples for u in record.updates] == [len(i.y_train) for i in institutions]
         # FedAvg closed form: new global = old global + sample-weighted mean delta
         counts = np.array([u.num_samples for u in record.updates], dtype=np.float64)
         for name in record.global_weights:
-            mean_delta = sum(c * u.update[name].astype(np.float64) for c, u in zip(counts, record.updates)) / counts.sum()
-            np.testing.assert_allclose(record.aggregate.weights[name], record.global_weights[name] + mean_delta, rtol=1e-5, atol=1e-6)
-    assert encode(result.final_weights) == encode(result.rounds[-1].aggregate.weights)
+            mean_delta = sum(c * u.arrays[name].astype(np.float64) for c, u in zip(counts, record.updates)) / counts.sum()
+            np.testing.assert_allclose(record.outcome.weights[name], record.global_weights[name] + mean_delta, rtol=1e-5, atol=1e-6)
+    assert encode(result.final_weights) == encode(result.rounds[-1].outcome.weights)
 
 
 def test_attackers_and_crashes_are_handled_as_data():
@@ -78,18 +81,18 @@ def test_attackers_and_crashes_are_handled_as_data():
         if name == "site-4":
             return None  # crashed
         if name == "site-3":  # sends a huge poisoned update
-            return LocalResult({k: np.full_like(v, 1e3) for k, v in local.update.items()}, local.num_samples, local.metrics)
+            return Update(name, {k: np.full_like(v, 1e3) for k, v in local.arrays.items()}, local.num_samples, local.metrics)
         return local
 
     seen = []
     result = run_simulation(
-        institutions, spec_for(), make_strategy("median"), rounds=3, seed=0, transform_update=behaviour, on_round=seen.append
+        institutions, spec_for(), resolve_rules(strategy="median"), rounds=3, seed=0, transform_update=behaviour, on_round=seen.append
     )
     assert [r.round for r in seen] == [1, 2, 3]
-    assert all([f.client_id for f in r.failures] == ["site-4"] for r in result.rounds)
-    assert "site-4" in result.rounds[0].aggregate.excluded
+    assert all([f.institution for f in r.failures] == ["site-4"] for r in result.rounds)
+    assert "site-4" in result.rounds[0].outcome.excluded
     assert result.final["mean_center"]["accuracy"] > 0.8  # median shrugs off the poisoned update
-    poisoned = run_simulation(institutions, spec_for(), FedAvg(), rounds=1, seed=0, transform_update=behaviour)
+    poisoned = run_simulation(institutions, spec_for(), FEDAVG, rounds=1, seed=0, transform_update=behaviour)
     assert np.abs(poisoned.final_weights["linear.weight"]).max() > 100  # FedAvg does not
 
 
@@ -109,9 +112,9 @@ def test_evaluate_federation_reports_centers_mean_and_extra_sets():
 def test_run_simulation_argument_checks():
     institutions = synthetic_institutions()
     with pytest.raises(ConfigError, match="unique"):
-        run_simulation(institutions + institutions[:1], spec_for(), FedAvg(), rounds=1, seed=0)
+        run_simulation(institutions + institutions[:1], spec_for(), FEDAVG, rounds=1, seed=0)
     with pytest.raises(ConfigError, match="rounds"):
-        run_simulation(institutions, spec_for(), FedAvg(), rounds=-1, seed=0)
+        run_simulation(institutions, spec_for(), FEDAVG, rounds=-1, seed=0)
 
 
 def test_heart_disease_federation_learns():
@@ -122,7 +125,7 @@ def test_heart_disease_federation_learns():
         name="heart", model="logreg", feature_columns=tuple(f"f{i}" for i in range(13)), label_column="num",
         training=TrainingSettings(local_steps=30, batch_size=4, lr=0.01),
     )  # fmt: skip
-    result = run_simulation(institutions, spec, FedAvg(), rounds=3, seed=42, keep_records=False, evaluate_every_round=False)
+    result = run_simulation(institutions, spec, FEDAVG, rounds=3, seed=42, keep_records=False, evaluate_every_round=False)
     assert len(result.history) == 2 and result.rounds == []
     assert result.final["mean_center"]["loss"] < result.history[0]["mean_center"]["loss"]
     assert result.final["mean_center"]["accuracy"] > 0.65

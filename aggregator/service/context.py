@@ -1,8 +1,8 @@
 """Startup: every check the aggregator makes before it serves, and the objects requests and rounds share.
 
 :func:`build_context` refuses to start, with one line, when the key does not decrypt, the chain or the
-deployment is wrong, the bounty does not exist, the key is not the bounty's aggregator, the task spec or the
-validation set does not hash to what the bounty fixed on chain, or the state directory belongs to another
+deployment is wrong, the bounty does not exist, the key is not the bounty's aggregator, the task spec, the
+validation set or the round rules do not hash to what the bounty fixed on chain, or the state directory belongs to another
 bounty.
 """
 
@@ -25,6 +25,7 @@ from aggregator.service.store import BlobStore
 from aggregator.service.validation import ValidationSet, load_validation_set
 from fedcore import codec
 from fedcore.errors import ConfigError, ContractRevert
+from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash
 
 log = logging.getLogger("fedledger.aggregator")
@@ -60,6 +61,8 @@ class ServiceContext:
     state : StateDB
     blobs : BlobStore
     validation : ValidationSet
+    rules : RoundRules
+        The bounty's round rules (they hash to the bounty's ``rulesHash``).
     clock : callable
         Wall-clock seconds (tests pin it).
     """
@@ -72,6 +75,7 @@ class ServiceContext:
     state: StateDB
     blobs: BlobStore
     validation: ValidationSet
+    rules: RoundRules
     clock: Callable[[], float] = time.time
     status: CoordinatorStatus = field(default_factory=CoordinatorStatus)
     _initial_model: bytes | None = field(default=None, repr=False)
@@ -90,20 +94,21 @@ class ServiceContext:
         return self.ledger.address
 
     def initial_model(self) -> bytes:
-        """Round 1's global model: the task's model initialised with ``settings.seed``, as canonical safetensors."""
+        """Round 1's global model: the task's model initialised from its own seed, as canonical safetensors."""
         with self._lock:
             if self._initial_model is None:
-                self._initial_model = initial_model_bytes(self.spec, self.settings.seed)
+                self._initial_model = initial_model_bytes(self.spec)
             return self._initial_model
 
     def close(self) -> None:
         self.state.close()
 
 
-def initial_model_bytes(spec: TaskSpec, seed: int) -> bytes:
-    from fedcore.models import build_model, get_weights
+def initial_model_bytes(spec: TaskSpec) -> bytes:
+    """The task's initial model (:func:`fedcore.models.initial_weights`), as canonical safetensors."""
+    from fedcore.models import initial_weights
 
-    return codec.encode(get_weights(build_model(spec, seed=seed)))
+    return codec.encode(initial_weights(spec))
 
 
 def expected_tensors(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -160,9 +165,15 @@ def build_context(settings: AggregatorSettings, *, w3: Web3 | None = None, clock
             f"validation set {settings.validation_path} hashes to 0x{validation.sha256.hex()} but bounty "
             f"{settings.bounty_id} has validationSetHash 0x{bytes(bounty.validation_set_hash).hex()}"
         )
-    from aggregator.strategies import make_strategy
+    rules = RoundRules.load(settings.rules_path)
+    if rules_hash(rules) != bytes(bounty.rules_hash):
+        raise ConfigError(
+            f"round rules {settings.rules_path} hash to {rules_hash_hex(rules)} but bounty {settings.bounty_id} "
+            f"has rulesHash 0x{bytes(bounty.rules_hash).hex()}"
+        )
+    from aggregator.rules import strategy_from_rules
 
-    make_strategy(settings.strategy, **settings.strategy_params)  # refuse a bad strategy now, not in round 1
+    strategy_from_rules(rules)  # refuse rules this build cannot run now, not in round 1
     state = StateDB(settings.state_dir)
     state.bind({"chain_id": ledger.chain_id, "ledger": client.address, "bounty_id": settings.bounty_id,
                 "aggregator": account.address})
@@ -170,7 +181,7 @@ def build_context(settings: AggregatorSettings, *, w3: Web3 | None = None, clock
     blobs = BlobStore(settings.state_dir)
     context = ServiceContext(
         settings=settings, spec=spec, expected=expected_tensors(spec), ledger=ledger, account=account, state=state,
-        blobs=blobs, validation=validation, clock=clock,
+        blobs=blobs, validation=validation, rules=rules, clock=clock,
     )
     log.info("aggregator %s ready for bounty %s on chain %s (ledger %s), %d validation rows",
              account.address, settings.bounty_id, ledger.chain_id, client.address, len(validation))

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service.context import ServiceContext
 from aggregator.service.gateway import TxRecord
 from aggregator.service.selection import eligible, select_clients
@@ -41,12 +42,14 @@ from aggregator.service.store import sha_hex
 from aggregator.service.verify import select_updates
 from fedcore import codec
 from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedgerError
-from fedcore.task import derive_seed
+from fedcore.rules import RoundRules, rules_hash_hex
+from fedcore.task import TaskSpec
+from fedcore.types import Update
 from ledger.client import BountyStatus
 
 log = logging.getLogger("fedledger.aggregator")
 
-ScoreFn = Callable[..., Any]
+ComputeFn = Callable[[RoundInputs, RoundRules, TaskSpec], RoundOutcome]
 MAX_BACKOFF = 30.0
 TERMINAL = ("completed", "cancelled", "expired")
 # TEST-ONLY fault injection (tests/e2e): FEDLEDGER_FAULT=crash-after:scored makes the process exit at once (code 137,
@@ -63,36 +66,24 @@ def _fault_point(step: str) -> None:
         os._exit(137)
 
 
-def default_score_fn(**kwargs: Any) -> Any:
-    """``aggregator.scoring.score_round``, imported when the first round is scored."""
-    try:
-        from aggregator.scoring import score_round
-    except ModuleNotFoundError as exc:
-        if exc.name == "aggregator.scoring":
-            raise AggregatorError("aggregator.scoring is not installed: cannot score contributions") from None
-        raise
-    return score_round(**kwargs)
-
-
 class Coordinator:
     """Drives one bounty's rounds.
 
     Parameters
     ----------
     context : ServiceContext
-    score_fn : callable, optional
-        ``score_round``-compatible (keyword arguments, returns an object with ``values``, ``std_errors``,
-        ``fixed_point``, ``evaluations``, ``v_empty``, ``v_grand``, ``estimator``, ``seconds``).
+    compute : callable, optional
+        The round computation, :func:`aggregator.rounds.compute_round` (tests wrap it to count calls).
     on_complete : callable, optional
         Called once when :meth:`run` ends because the bounty is over.
     monotonic : callable
         Monotonic seconds (the upload grace period is measured with it).
     """
 
-    def __init__(self, context: ServiceContext, *, score_fn: ScoreFn | None = None,
+    def __init__(self, context: ServiceContext, *, compute: ComputeFn = compute_round,
                  on_complete: Callable[[str], None] | None = None, monotonic: Callable[[], float] = time.monotonic):
         self.context = context
-        self.score_fn = score_fn or default_score_fn
+        self.compute = compute
         self.on_complete = on_complete
         self.monotonic = monotonic
         self._closed_seen: dict[int, float] = {}
@@ -214,12 +205,12 @@ class Coordinator:
                                         settings=self.round_settings(number), state_before_sha=state_before)
 
     def round_settings(self, number: int) -> dict[str, Any]:
-        """What round ``number`` is computed with (saved with the round, read back by auditors)."""
-        s = self.context.settings
+        """What round ``number`` is computed with (saved with the round, read back by auditors): the bounty's
+        rules, their hash and this round's scoring seed, and how institutions were invited."""
+        ctx = self.context
+        s = ctx.settings
         return {
-            "strategy": s.strategy, "strategy_params": dict(s.strategy_params),
-            "scorer": s.scorer, "scorer_params": dict(s.scorer_params),
-            "seed": derive_seed(s.seed, "score", self.context.bounty_id, number), "base_seed": s.seed,
+            "rules": ctx.rules.to_dict(), "rules_hash": rules_hash_hex(ctx.rules), "seed": ctx.rules.round_seed(number),
             "selection": s.selection, "clients_per_round": s.clients_per_round, "quorum": s.quorum,
         }
 
@@ -295,7 +286,7 @@ class Coordinator:
         limit = max(ctx.settings.max_upload_bytes, codec.DEFAULT_MAX_BYTES)
         global_weights = codec.decode(ctx.blobs.get("models", record.global_model_sha), expected=ctx.expected,
                                       max_bytes=limit)
-        updates: dict[str, tuple[dict[str, np.ndarray], int]] = {}
+        updates: list[Update] = []
         for institution, commitment in sorted(kept.items()):
             try:
                 arrays = codec.decode(ctx.blobs.get("updates", commitment.update_hash), expected=ctx.expected,
@@ -303,48 +294,33 @@ class Coordinator:
             except (AggregatorError, CodecError) as exc:
                 excluded[institution] = f"stored update unusable: {exc}"
                 continue
-            updates[institution] = (arrays, commitment.sample_count)
+            updates.append(Update(institution, arrays, commitment.sample_count))
 
-        from aggregator.strategies import FitResult, make_strategy
-
-        state_before = self._load_state(record.state_before_sha)
-        strategy = make_strategy(settings["strategy"], **settings.get("strategy_params", {}))
-        strategy.load_state_dict(state_before)
-        results = [FitResult(institution, arrays, n) for institution, (arrays, n) in updates.items()]
-        aggregate = strategy.aggregate_fit(number, global_weights, results)
-        new_model_sha = ctx.blobs.put("models", codec.encode(aggregate.weights))
-        state_after = strategy.state_dict()
-        state_after_sha = ctx.blobs.put("states", codec.encode(state_after)) if state_after else None
-
-        if updates:
-            started = time.perf_counter()
-            report = scores_report(self.score_fn(
-                global_weights=global_weights, updates=updates, strategy_name=settings["strategy"],
-                strategy_params=settings.get("strategy_params") or None, strategy_state=state_before or None,
-                spec=ctx.spec, X_val=ctx.validation.X, y_val=ctx.validation.y, estimator=settings["scorer"],
-                estimator_params=settings.get("scorer_params") or None, seed=settings["seed"],
-            ))
-            log.info("round %d scored %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
-        else:
-            report = scores_report(None)
+        started = time.perf_counter()
+        inputs = RoundInputs(round=number, global_weights=global_weights, updates=tuple(updates),
+                             strategy_state=self._load_state(record.state_before_sha),
+                             X_val=ctx.validation.X, y_val=ctx.validation.y)
+        outcome = self.compute(inputs, ctx.rules, ctx.spec)
+        log.info("round %d computed from %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
+        new_model_sha = ctx.blobs.put("models", outcome.model_bytes)
+        state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
+        report = scores_report(outcome.scores)
         fixed = {a: int(v) for a, v in report["fixed_point"].items()}
-        if set(fixed) != set(updates):
-            raise AggregatorError(
-                f"the scorer returned scores for {sorted(fixed)} but round {number} used {sorted(updates)}"
-            )
-        used = [{"institution": a, "sha256": kept[a].update_hash.hex(), "num_samples": n} for a, (_, n) in updates.items()]
+        used = [{"institution": u.institution, "sha256": kept[u.institution].update_hash.hex(),
+                 "num_samples": u.num_samples} for u in updates]
         decisions = [
-            Decision(a, kept[a].update_hash.hex(), n, True, None, report["values"].get(a), fixed[a])
-            for a, (_, n) in updates.items()
+            Decision(u.institution, kept[u.institution].update_hash.hex(), u.num_samples, True, None,
+                     report["values"].get(u.institution), fixed[u.institution])
+            for u in updates
         ]
         for a, reason in sorted(excluded.items()):
             commitment = commitments.get(a)
             sha = commitment.update_hash.hex() if commitment else uploads.get(a, "")
             decisions.append(Decision(a, sha, commitment.sample_count if commitment else 0, False, reason))
         aggregate_report = {
-            "used_by_strategy": list(aggregate.used), "excluded_by_strategy": dict(aggregate.excluded),
-            "metrics": {k: _finite_or_none(v) for k, v in aggregate.metrics.items()},
-            "hyperparameters": _jsonable(strategy.hyperparameters()),
+            "used_by_strategy": list(outcome.used), "excluded_by_strategy": dict(outcome.excluded),
+            "metrics": {k: _finite_or_none(v) for k, v in outcome.metrics.items()},
+            "hyperparameters": _jsonable(outcome.hyperparameters),
         }
         return ctx.state.save_scored(number, new_model_sha=new_model_sha, state_after_sha=state_after_sha, used=used,
                                      excluded=excluded, aggregate=aggregate_report, scores=report, decisions=decisions)

@@ -3,7 +3,7 @@
 Eligible means registered, not leaving, and with at least the bounty's minimum reputation (the contract
 refuses commitments from anyone else anyway). Sampling is without replacement with probability
 proportional to ``reputation + 1`` (basis points; the +1 keeps a zero-reputation institution in the draw)
-from a generator seeded with ``derive_seed(seed, "selection", bounty, round)``, over candidates sorted by
+from a generator seeded with :func:`fedcore.seeds.selection_seed`, over candidates sorted by
 address: the same chain state and seed give the same invitation list on every machine.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from fedcore.task import derive_seed
+from fedcore.seeds import selection_seed
 from ledger.client import Institution
 
 
@@ -45,6 +45,6 @@ def select_clients(candidates: Mapping[str, int], *, mode: str, k: int | None, s
     if mode != "reputation":
         raise ValueError(f"unknown selection mode {mode!r}")
     weights = np.asarray([candidates[a] + 1 for a in addresses], dtype=np.float64)
-    rng = np.random.default_rng(derive_seed(seed, "selection", bounty_id, round_))
+    rng = np.random.default_rng(selection_seed(seed, bounty_id, round_))
     chosen = rng.choice(len(addresses), size=k, replace=False, p=weights / weights.sum())
     return sorted(addresses[int(i)] for i in chosen)

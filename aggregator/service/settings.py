@@ -8,7 +8,6 @@ Every field can be set by an environment variable ``FEDLEDGER_<FIELD IN UPPER CA
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ DEFAULT_STATE_DIR = "aggregator-state"
 
 # Env var -> field, where the name is not simply FEDLEDGER_<FIELD>.
 _ENV_ALIASES = {"FEDLEDGER_BOUNTY": "bounty_id", "FEDLEDGER_TASK": "task_path", "FEDLEDGER_VALIDATION": "validation_path",
-                "FEDLEDGER_KEYSTORE": "keystore_path"}
+                "FEDLEDGER_KEYSTORE": "keystore_path", "FEDLEDGER_RULES": "rules_path"}
 
 
 class AggregatorSettings(BaseModel):
@@ -47,16 +46,15 @@ class AggregatorSettings(BaseModel):
         ``aggregator.sqlite`` and the content-addressed ``updates/``, ``models/``, ``states/``.
     host, port : str, int
         Where the HTTP API listens.
-    strategy, strategy_params : str, dict
-        Aggregation strategy (``aggregator.strategies.make_strategy``) and its keyword arguments.
-    scorer, scorer_params : str, dict
-        Contribution estimator handed to ``aggregator.scoring.score_round`` and its parameters.
+    rules_path : Path
+        The bounty's round rules JSON (strategy, estimator, utility metric, scoring seed); it must hash to the
+        bounty's ``rulesHash``.
     quorum : int, optional
         Close a round early once this many verified uploads arrived (default: wait for the commit window).
     max_upload_bytes : int
         Uploads larger than this are refused with 413 before being read in full.
     seed : int
-        Seed of the initial model, of reputation sampling and of the scorer (per round, derived).
+        Seed of reputation sampling (the initial model and the scoring seeds are fixed by the task and the rules).
     selection : "all" or "reputation"; clients_per_round : int, optional
         Who is invited each round: every eligible institution, or ``clients_per_round`` of them sampled
         with probability proportional to reputation (+1 basis point, so a zero reputation keeps a chance).
@@ -76,6 +74,7 @@ class AggregatorSettings(BaseModel):
     bounty_id: int = Field(ge=1)
     task_path: Path
     validation_path: Path
+    rules_path: Path
     keystore_path: Path
     password_file: Path | None = None
     password: SecretStr | None = None
@@ -84,10 +83,6 @@ class AggregatorSettings(BaseModel):
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    strategy: str = "fedavg"
-    strategy_params: dict[str, Any] = Field(default_factory=dict)
-    scorer: str = "gtg"
-    scorer_params: dict[str, Any] = Field(default_factory=dict)
     quorum: int | None = Field(default=None, ge=1)
     max_upload_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=64)
     seed: int = Field(default=0, ge=0)
@@ -98,18 +93,6 @@ class AggregatorSettings(BaseModel):
     wall_clock: bool = True
     exit_when_complete: bool = False
     log_level: str = "info"
-
-    @field_validator("strategy_params", "scorer_params", mode="before")
-    @classmethod
-    def _json_object(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else {}
-            except ValueError as exc:
-                raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(value, Mapping):
-            raise ValueError("must be a JSON object, e.g. '{\"server_lr\": 0.1}'")
-        return dict(value)
 
     @model_validator(mode="after")
     def _selection_needs_k(self) -> "AggregatorSettings":

@@ -39,7 +39,9 @@ from aggregator.shapley import (
     from_fixed_point,
     make_estimator,
 )
-from aggregator.strategies import FitResult, make_strategy
+from aggregator.rules import resolve_rules
+from aggregator.strategies import make_strategy
+from fedcore.types import Update
 from fedcore import metrics as fm
 from fedcore.errors import AggregatorError, FedLedgerError
 from fedcore.models import predict_with_weights
@@ -47,7 +49,6 @@ from fedcore.task import TaskSpec, TrainingSettings
 from fedledger.simulation import Institution, run_simulation
 from node.data import carve_validation, load_fed_heart_disease, pool_sites
 from node.partition import iid_partition, perturb_institutions, split_by_partition
-from node.training import LocalResult
 
 SEEDS = (0, 1, 2)
 AVERAGED_SEEDS = (0, 1, 2, 3, 4)
@@ -91,7 +92,7 @@ def simulate(institutions, spec, *, seed, rounds=3, strategy="fedavg", transform
     return run_simulation(
         institutions,
         spec,
-        make_strategy(strategy, **strategy_params),
+        resolve_rules(strategy=strategy, strategy_params=strategy_params),
         rounds=rounds,
         seed=seed,
         evaluate_every_round=False,
@@ -101,7 +102,7 @@ def simulate(institutions, spec, *, seed, rounds=3, strategy="fedavg", transform
 
 
 def updates_of(record):
-    return {u.institution: (u.update, u.num_samples) for u in record.updates}
+    return {u.institution: (u.arrays, u.num_samples) for u in record.updates}
 
 
 def score(record, spec, data, *, seed=0, estimator=DEFAULT_ESTIMATOR, estimator_params=None, strategy="fedavg",
@@ -174,7 +175,7 @@ def test_free_rider_gets_at_most_epsilon_and_about_zero_without_weight(data, see
             if name != "inst4":
                 return local
             count = local.num_samples if claimed == "real" else 1
-            return LocalResult({k: np.zeros_like(v) for k, v in local.update.items()}, count, {})
+            return Update(local.institution, {k: np.zeros_like(v) for k, v in local.arrays.items()}, count, {})
 
         result = simulate(iid_institutions(data, 5, seed), spec, seed=seed, transform=free_ride)
         for index, record in enumerate(result.rounds):
@@ -196,9 +197,9 @@ def test_random_noise_update_gets_the_lowest_value(data, seed):
         if name != "inst2":  # in the middle of the sorted ids
             return local
         rng = np.random.default_rng([seed, round_index])
-        drawn = {k: rng.normal(size=np.shape(v)) for k, v in local.update.items()}
-        scale = norm(local.update) / norm(drawn)
-        return LocalResult({k: (v * scale).astype(np.float32) for k, v in drawn.items()}, local.num_samples, {})
+        drawn = {k: rng.normal(size=np.shape(v)) for k, v in local.arrays.items()}
+        scale = norm(local.arrays) / norm(drawn)
+        return Update(local.institution, {k: (v * scale).astype(np.float32) for k, v in drawn.items()}, local.num_samples, {})
 
     result = simulate(iid_institutions(data, 5, seed), spec, seed=seed, transform=noise)
     totals = cumulative(result, spec, data)
@@ -260,7 +261,7 @@ def test_efficiency_values_sum_to_the_rounds_gain(data, estimator):
     np.testing.assert_allclose(from_fixed_point(list(result.fixed_point.values())), values, rtol=0, atol=1e-18)
     # v(empty) is the global model, v(N) the round's real aggregate
     round_model = make_strategy("fedavg").aggregate_fit(
-        1, record.global_weights, [FitResult(u.institution, u.update, u.num_samples) for u in record.updates]
+        1, record.global_weights, list(record.updates)
     )
     metric = result.metric
     assert result.v_empty == fm.score(metric, data.y_test, predict_with_weights(spec, record.global_weights, data.X_test))
@@ -302,12 +303,11 @@ def test_same_inputs_same_scores_bit_for_bit(data):
 
 def test_server_optimizer_coalitions_start_from_the_rounds_state_without_mutating_it(data):
     spec = make_spec(data)
-    strategy = make_strategy("fedadam", server_lr=0.05)
-    states = []  # the state at the start of each round = after the previous one
-    states.append(strategy.state_dict())
+    states = [{}]  # the state at the start of each round = after the previous one
     result = run_simulation(
-        iid_institutions(data, 4, 5), spec, strategy, rounds=3, seed=5, evaluate_every_round=False,
-        on_round=lambda record: states.append({k: np.array(v, copy=True) for k, v in strategy.state_dict().items()}),
+        iid_institutions(data, 4, 5), spec, resolve_rules(strategy="fedadam", strategy_params={"server_lr": 0.05}),
+        rounds=3, seed=5, evaluate_every_round=False,
+        on_round=lambda record: states.append({k: np.array(v, copy=True) for k, v in record.outcome.strategy_state.items()}),
     )
     record = result.rounds[2]
     state = states[2]  # after rounds 1 and 2: non-zero moments
@@ -318,7 +318,7 @@ def test_server_optimizer_coalitions_start_from_the_rounds_state_without_mutatin
     for k, v in snapshot.items():  # not mutated
         assert np.array_equal(state[k], v) and state[k].dtype == v.dtype
     # v(N) is the metric of the round's real FedAdam step from that state
-    assert scores.v_grand == fm.score(scores.metric, data.y_test, predict_with_weights(spec, record.aggregate.weights, data.X_test))
+    assert scores.v_grand == fm.score(scores.metric, data.y_test, predict_with_weights(spec, record.outcome.weights, data.X_test))
     # coalitions do not leak state into each other: any order of evaluation gives the same values
     utility = coalition_utility(
         global_weights=record.global_weights, updates=updates_of(record), strategy_name="fedadam",

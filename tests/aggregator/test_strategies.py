@@ -11,7 +11,6 @@ from aggregator.strategies import (
     FedProx,
     FedYogi,
     FitFailure,
-    FitResult,
     Krum,
     Median,
     MultiKrum,
@@ -30,6 +29,7 @@ from aggregator.strategies import (
 )
 from fedcore.codec import encode
 from fedcore.errors import AggregatorError, ConfigError
+from fedcore.types import Update
 
 
 def arrays(w, b):
@@ -150,7 +150,7 @@ def test_yogi_and_adagrad_second_moments():
 
 def results_from(updates, samples=None):
     samples = samples or [10] * len(updates)
-    return [FitResult(f"client-{i}", u, n) for i, (u, n) in enumerate(zip(updates, samples))]
+    return [Update(f"client-{i}", u, n) for i, (u, n) in enumerate(zip(updates, samples))]
 
 
 def test_fedavg_strategy_adds_the_weighted_mean_delta():
@@ -179,11 +179,11 @@ def test_failures_and_invalid_updates_are_data_not_exceptions():
     good = arrays([1, 1, 1, 1], 1)
     bad_nan = arrays([np.nan, 1, 1, 1], 1)
     results = [
-        FitResult("good", good, 10),
-        FitResult("nan", bad_nan, 10),
-        FitResult("shape", {"w": np.zeros((4,), np.float32), "b": np.zeros(1, np.float32)}, 10),
-        FitResult("names", {"w": good["w"]}, 10),
-        FitResult("zero", good, 0),
+        Update("good", good, 10),
+        Update("nan", bad_nan, 10),
+        Update("shape", {"w": np.zeros((4,), np.float32), "b": np.zeros(1, np.float32)}, 10),
+        Update("names", {"w": good["w"]}, 10),
+        Update("zero", good, 0),
     ]
     outcome = FedAvg().aggregate_fit(3, GLOBAL, results, [FitFailure("crashed", "timeout")])
     assert outcome.used == ("good",)
@@ -203,7 +203,7 @@ def test_no_valid_result_keeps_the_global_model():
 
 def test_duplicate_client_ids_are_excluded():
     u = arrays([1] * 4, 1)
-    outcome = FedAvg().aggregate_fit(1, GLOBAL, [FitResult("x", u, 5), FitResult("x", u, 5), FitResult("y", u, 5)])
+    outcome = FedAvg().aggregate_fit(1, GLOBAL, [Update("x", u, 5), Update("x", u, 5), Update("y", u, 5)])
     assert outcome.used == ("y",) and "duplicate" in outcome.excluded["x"]
 
 
@@ -219,10 +219,13 @@ def test_krum_strategies_report_the_rejected_attackers():
     assert abs(trimmed["w"]).max() < 2.0
 
 
-def test_fedprox_hands_out_mu_and_aggregates_like_fedavg():
+def test_fedprox_hands_out_mu_through_the_rules_and_aggregates_like_fedavg():
+    from aggregator.rules import resolve_rules
+
     strategy = FedProx(mu=0.3, fit_config={"lr": 0.01})
-    assert strategy.configure_fit(1, ["a", "b"]) == {"a": {"lr": 0.01, "fedprox_mu": 0.3}, "b": {"lr": 0.01, "fedprox_mu": 0.3}}
-    assert FedAvg(fit_config={"lr": 0.01}).configure_fit(1, ["a"]) == {"a": {"lr": 0.01}}
+    rules = resolve_rules(strategy="fedprox", strategy_params={"mu": 0.3, "fit_config": {"lr": 0.01}})
+    assert rules.fit_config() == {"lr": 0.01, "fedprox_mu": 0.3}
+    assert resolve_rules(strategy="fedavg", strategy_params={"fit_config": {"lr": 0.01}}).fit_config() == {"lr": 0.01}
     results = results_from([arrays([1] * 4, 1), arrays([3] * 4, 0)], [1, 1])
     assert encode(strategy.aggregate(GLOBAL, results)) == encode(FedAvg().aggregate(GLOBAL, results))
 
@@ -248,7 +251,7 @@ def test_server_optimizer_state_survives_a_restart():
 
 def test_fedopt_steps_match_the_pure_functions():
     results = results_from([arrays([0.1, 0.2, -0.3, 0.4], 0.5), arrays([0.3, 0.0, -0.1, 0.2], 0.1)], [2, 6])
-    mean = fedavg([r.update for r in results], [2, 6])
+    mean = fedavg([r.arrays for r in results], [2, 6])
     expected, _ = fedyogi_step(GLOBAL, mean, None, lr=0.2, beta1=0.8, beta2=0.95, tau=0.01)
     got = FedYogi(server_lr=0.2, beta1=0.8, beta2=0.95, tau=0.01).aggregate(GLOBAL, results)
     assert encode(got) == encode(expected)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedcore.errors import ConfigError
-from fedcore.task import TaskSpec, TrainingSettings, canonical_json, derive_seed, task_hash, task_hash_hex
+from fedcore.task import TaskSpec, TrainingSettings, canonical_json, task_hash, task_hash_hex
 
 FEATURES = ("age", "sex", "chol")
 
@@ -155,13 +155,3 @@ def test_invalid_training_settings(settings, message):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         TaskSpec.load(tmp_path / "absent.json")
-
-
-def test_round_seeds_are_stable_and_distinct():
-    settings = TrainingSettings(seed=3)
-    assert settings.round_seed(1, "hospital-a") == settings.round_seed(1, "hospital-a")
-    seeds = {settings.round_seed(r, name) for r in range(5) for name in ("a", "b", "c")}
-    assert len(seeds) == 15
-    assert TrainingSettings(seed=4).round_seed(1, "a") != settings.round_seed(1, "a")
-    assert 0 <= derive_seed("x", 1) < 2**63
-    assert derive_seed("x", 1) == derive_seed("x", 1) != derive_seed("x", 2)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from web3 import Web3
 import uvicorn
 from eth_account import Account
 from fastapi import FastAPI, Request
@@ -35,7 +36,8 @@ from ledger.deployment import deploy_fedledger
 from ledger.ganache import free_port
 from node import runner as runner_module
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
-from node.runner import LOST, MISSED, NOT_SELECTED, NOT_UPLOADED, UPLOADED, ModelMismatch, NodeRunner, round_seed
+from node.runner import LOST, MISSED, NOT_SELECTED, NOT_UPLOADED, UPLOADED, ModelMismatch, NodeRunner
+from fedcore.seeds import training_seed
 from node.site import load_site, read_site_table
 from node.training import train_local
 
@@ -316,11 +318,9 @@ def test_training_is_deterministic_with_the_documented_seed(fed, site, tmp_path)
     fed.open_round()
     me = fed.insts[0]
     record = poll(fed, site, tmp_path / "s")
-    seed = round_seed(SPEC, fed.bounty_id, 1, me.address)
-    assert seed == round_seed(SPEC, fed.bounty_id, 1, me.address.lower())
-    assert seed != round_seed(SPEC, fed.bounty_id, 2, me.address) != round_seed(SPEC, fed.bounty_id + 1, 1, me.address)
-    assert seed != round_seed(SPEC, fed.bounty_id, 1, fed.insts[1].address)
-    expected = encode(train_local(decode(fed.model), site.X, site.y, SPEC, seed=seed).update)
+    seed = training_seed(SPEC.training.seed, 1, Web3.to_checksum_address(me.address))
+    assert seed != training_seed(SPEC.training.seed, 1, Web3.to_checksum_address(fed.insts[1].address))
+    expected = encode(train_local(decode(fed.model), site.X, site.y, SPEC, seed=seed).arrays)
     assert record.sha256 == update_hash_hex(expected)
 
 

@@ -111,10 +111,10 @@ def test_training_lowers_the_local_loss_and_returns_a_delta():
     assert result.num_samples == 120
     assert result.metrics["loss_after"] < 0.7 * result.metrics["loss_before"]
     assert result.metrics["accuracy_after"] > 0.85
-    assert list(result.update) == list(start)
-    assert all(result.update[k].shape == start[k].shape and result.update[k].dtype == np.float32 for k in start)
+    assert list(result.arrays) == list(start)
+    assert all(result.arrays[k].shape == start[k].shape and result.arrays[k].dtype == np.float32 for k in start)
     # the delta applied to the start is the trained model: its loss is the reported loss_after
-    trained = apply_update(start, result.update)
+    trained = apply_update(start, result.arrays)
     p = np.clip(predict_with_weights(spec, trained, X), 1e-7, 1 - 1e-7)
     loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
     assert loss == pytest.approx(result.metrics["loss_after"], rel=1e-4)
@@ -127,8 +127,8 @@ def test_same_seed_gives_the_same_update_bytes():
     first = train_local(start, X, y, spec, seed=7)
     second = train_local(start, X, y, spec, seed=7)
     other = train_local(start, X, y, spec, seed=8)
-    assert encode(first.update) == encode(second.update)
-    assert encode(first.update) != encode(other.update)
+    assert encode(first.arrays) == encode(second.arrays)
+    assert encode(first.arrays) != encode(other.arrays)
 
 
 def test_training_leaves_the_global_torch_rng_alone():
@@ -157,9 +157,9 @@ def test_fedprox_term_keeps_the_update_small():
     free = train_local(start, X, y, spec, seed=0)
     held = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0})
     norm = lambda u: np.sqrt(sum(float((a**2).sum()) for a in u.values()))  # noqa: E731
-    assert norm(held.update) < 0.5 * norm(free.update)
+    assert norm(held.arrays) < 0.5 * norm(free.arrays)
     zero = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 0.0})
-    assert encode(zero.update) == encode(free.update)
+    assert encode(zero.arrays) == encode(free.arrays)
 
 
 def test_adam_optimizer_also_learns():

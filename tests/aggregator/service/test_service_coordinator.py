@@ -14,7 +14,8 @@ from aggregator.service.coordinator import Coordinator
 from aggregator.service.selection import eligible, select_clients
 from aggregator.service.settings import load_settings
 from aggregator.service.state import StateDB
-from aggregator.strategies import FitResult, make_strategy
+from aggregator.strategies import make_strategy
+from fedcore.types import Update
 from fedcore import codec
 from fedcore.errors import AggregatorError, ConfigError
 from ledger.client import BountyStatus, Institution
@@ -68,7 +69,7 @@ def test_a_whole_bounty_is_reproducible_from_what_the_service_serves(harness, fa
         assert {u["institution"]: u["num_samples"] for u in detail["used"]} == samples
         global_bytes = client.get(f"/bounties/{h.bounty_id}/models/{detail['global_model_hash']}").content
         results = [
-            FitResult(u["institution"], codec.decode(client.get(
+            Update(u["institution"], codec.decode(client.get(
                 f"/bounties/{h.bounty_id}/rounds/{round_}/updates/{u['sha256'][2:]}").content), u["num_samples"])
             for u in detail["used"]
         ]

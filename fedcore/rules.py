@@ -1,0 +1,181 @@
+"""A bounty's round rules: everything that decides an aggregate and a score, fixed before anyone trains.
+
+:class:`RoundRules` is the fully resolved configuration of every round of a bounty: the aggregation strategy
+and all its parameters, the contribution estimator and all its parameters (defaults merged in, so a later
+change of a library default cannot change what an old round means), the utility metric, the fixed-point
+scale of on-chain scores, the scoring seed and the rules' version. Its identity is :func:`rules_hash`, the
+sha256 of its canonical JSON; the sponsor fixes that hash on chain in ``createBounty``, the aggregator refuses
+to serve rules that do not hash to it, a node checks it before training and an auditor before recomputing.
+
+Resolving names into full parameter sets needs the strategies and estimators, so it lives with them
+(:func:`aggregator.rules.resolve_rules`); this module only holds, checks, serialises and hashes the result,
+which is all a node needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fedcore.errors import ConfigError
+from fedcore.seeds import scoring_seed
+
+#: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
+RULES_VERSION = 1
+#: The on-chain score of a value ``v`` is ``round(v * FIXED_POINT_SCALE)`` (int256, 18 decimals).
+FIXED_POINT_SCALE = 10**18
+#: How a round's scoring seed follows from ``seed`` (:func:`fedcore.seeds.scoring_seed`), spelled out for auditors.
+SEED_RULE = "sha256(seed 0x1f 'score' 0x1f round)[:8] >> 1"
+UTILITY_METRICS = ("accuracy", "auc", "neg_loss")
+
+
+@dataclass(frozen=True)
+class RoundRules:
+    """The resolved rules of every round of one bounty (see the module doc).
+
+    Attributes
+    ----------
+    strategy : str
+        Aggregation strategy name (``aggregator.strategies.make_strategy``).
+    strategy_params : Mapping[str, Any]
+        Every constructor setting of that strategy, defaults included.
+    estimator : str
+        Contribution estimator name (``aggregator.shapley.ESTIMATORS``).
+    estimator_params : Mapping[str, Any]
+        Every parameter of that estimator, defaults included (no seed).
+    utility_metric : str
+        The metric of the coalition utility: ``"accuracy"``, ``"auc"`` or ``"neg_loss"``.
+    seed : int
+        Root of every round's scoring seed (:meth:`round_seed`).
+    fixed_point_scale : int
+        Scale of the on-chain integer scores.
+    seed_rule : str
+        :data:`SEED_RULE`, the derivation of a round's seed, in words.
+    version : int
+        :data:`RULES_VERSION` when the rules were resolved.
+    """
+
+    strategy: str
+    strategy_params: Mapping[str, Any]
+    estimator: str
+    estimator_params: Mapping[str, Any]
+    utility_metric: str
+    seed: int
+    fixed_point_scale: int = FIXED_POINT_SCALE
+    seed_rule: str = SEED_RULE
+    version: int = RULES_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("strategy", "estimator"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"rules.{name} must be a non-empty string")
+        for name in ("strategy_params", "estimator_params"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(f"rules.{name} must be an object")
+            object.__setattr__(self, name, _plain(dict(getattr(self, name)), f"rules.{name}"))
+        if "seed" in self.estimator_params:
+            raise ConfigError("rules.estimator_params must not hold a seed: the rules' seed is the only one")
+        if self.utility_metric not in UTILITY_METRICS:
+            raise ConfigError(f"rules.utility_metric must be one of {UTILITY_METRICS}, got {self.utility_metric!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"rules.seed must be a non-negative integer, got {self.seed!r}")
+        if self.fixed_point_scale != FIXED_POINT_SCALE:
+            raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
+        if self.seed_rule != SEED_RULE:
+            raise ConfigError(f"rules.seed_rule must be {SEED_RULE!r}, got {self.seed_rule!r}")
+        if self.version != RULES_VERSION:
+            raise ConfigError(f"rules.version {self.version!r} is not supported (this build knows {RULES_VERSION})")
+
+    def fit_config(self) -> dict[str, Any]:
+        """Training overrides every institution applies in every round: the strategy's ``fit_config`` and,
+        for FedProx, its proximal weight ``mu`` as ``fedprox_mu``. Nodes derive it from the hashed rules."""
+        config = dict(self.strategy_params.get("fit_config") or {})
+        if self.strategy == "fedprox":
+            config["fedprox_mu"] = float(self.strategy_params["mu"])
+        return config
+
+    def round_seed(self, round_: int) -> int:
+        """The seed of round ``round_``'s contribution estimator."""
+        return scoring_seed(self.seed, round_)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no whitespace, no NaN): what :func:`rules_hash` hashes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RoundRules:
+        if not isinstance(data, Mapping):
+            raise ConfigError("round rules must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - known), sorted(known - set(data))
+        if unknown:
+            raise ConfigError(f"rules: unknown field(s) {', '.join(unknown)}")
+        if missing:  # resolved rules spell out every field: nothing is left to a default of this build
+            raise ConfigError(f"rules: missing field(s) {', '.join(missing)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RoundRules:
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(f"round rules are not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        """Write pretty-printed JSON (the hash does not depend on the layout)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RoundRules:
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except OSError as error:
+            raise ConfigError(f"cannot read round rules {path}: {error.strerror}") from None
+        return cls.from_json(text)
+
+
+def rules_hash(rules: RoundRules) -> bytes:
+    """sha256 of the canonical JSON, 32 bytes: the ``rulesHash`` a bounty fixes on chain."""
+    return hashlib.sha256(rules.to_json().encode("utf-8")).digest()
+
+
+def rules_hash_hex(rules: RoundRules) -> str:
+    return "0x" + rules_hash(rules).hex()
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A JSON-plain copy (dicts, lists, str, finite numbers, bools, None); ints stay ints, floats floats."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise ConfigError(f"{where} is not plain JSON: {value!r}")
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
