@@ -567,6 +567,7 @@ class MoneyMachine(RuleBasedStateMachine):
         params = BountyParams(
             task_spec_hash=h(f"task {n}"),
             validation_set_hash=h(f"validation {n}"),
+            rules_hash=h(f"rules {n}"),
             aggregator=self.aggregator,
             num_rounds=rounds,
             commit_window=window,
