@@ -54,8 +54,9 @@ class _Bench:
         return int(receipt["gasUsed"])
 
     def bounty(self, rounds: int, token: str = ETH, funding: int = 10**18) -> tuple[int, int]:
-        params = BountyParams(_digest("task"), _digest("validation"), self.aggregator, rounds, 3600,
-                              latest_timestamp(self.w3) + 10**6, 0, token)
+        params = BountyParams(task_spec_hash=_digest("task"), validation_set_hash=_digest("validation"),
+                              rules_hash=_digest("rules"), aggregator=self.aggregator, num_rounds=rounds,
+                              commit_window=3600, deadline=latest_timestamp(self.w3) + 10**6, token=token)
         value = funding if token == ETH else 0
         receipt = self.ledger.as_sender(self.sponsor)._send("createBounty", params.as_tuple(), funding, value=value)
         bounty_id = self.ledger.events(receipt, "BountyCreated")[0]["bountyId"]

@@ -40,12 +40,16 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint128 totalPositiveScore; // frozen at completion: the revenue splitter's denominator
         bytes32 taskSpecHash;
         bytes32 validationSetHash;
+        bytes32 rulesHash; // its own slot, written once: commit and finalize never read it
     }
 
     /// @notice What a sponsor fixes when creating a bounty.
+    /// @dev `rulesHash` is the sha256 of the canonical JSON of the fully resolved scoring rules (strategy, estimator,
+    ///      utility, scale, seed, version), so nobody can choose the rules after seeing the updates.
     struct BountyParams {
         bytes32 taskSpecHash;
         bytes32 validationSetHash;
+        bytes32 rulesHash;
         address aggregator;
         uint32 numRounds;
         uint32 commitWindow;
@@ -64,6 +68,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         address token,
         bytes32 taskSpecHash,
         bytes32 validationSetHash,
+        bytes32 rulesHash,
         uint32 numRounds,
         uint32 commitWindow,
         uint40 deadline,
@@ -82,6 +87,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
     error DeadlineNotInFuture(uint256 deadline, uint256 currentTime);
     error MinReputationTooHigh(uint256 minReputation, uint256 maximum);
     error ZeroSpecHash();
+    error ZeroRulesHash();
     error NotSponsor(uint256 bountyId, address caller);
     error CancelNotAllowed(uint256 bountyId, uint256 deadline);
     error NothingToRefund(uint256 bountyId);
@@ -104,6 +110,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         if (p.deadline <= block.timestamp) revert DeadlineNotInFuture(p.deadline, block.timestamp);
         if (p.minReputation > REPUTATION_ONE) revert MinReputationTooHigh(p.minReputation, REPUTATION_ONE);
         if (p.taskSpecHash == bytes32(0) || p.validationSetHash == bytes32(0)) revert ZeroSpecHash();
+        if (p.rulesHash == bytes32(0)) revert ZeroRulesHash();
         bountyId = ++_bountyCount;
         Bounty storage b = _bounties[bountyId];
         b.sponsor = msg.sender;
@@ -116,6 +123,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         b.token = p.token;
         b.taskSpecHash = p.taskSpecHash;
         b.validationSetHash = p.validationSetHash;
+        b.rulesHash = p.rulesHash;
         emit BountyCreated(
             bountyId,
             msg.sender,
@@ -123,6 +131,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
             p.token,
             p.taskSpecHash,
             p.validationSetHash,
+            p.rulesHash,
             p.numRounds,
             p.commitWindow,
             p.deadline,

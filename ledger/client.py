@@ -43,12 +43,16 @@ class Institution:
     ever_joined: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BountyParams:
-    """What a sponsor fixes when it creates a bounty (hashes are 32 bytes; ``token`` is ``ETH`` for ether)."""
+    """What a sponsor fixes when it creates a bounty (hashes are 32 bytes; ``token`` is ``ETH`` for ether).
+
+    ``rules_hash`` is the sha256 of the canonical JSON of the bounty's fully resolved scoring rules.
+    """
 
     task_spec_hash: bytes
     validation_set_hash: bytes
+    rules_hash: bytes
     aggregator: str
     num_rounds: int
     commit_window: int
@@ -60,6 +64,7 @@ class BountyParams:
         return (
             bytes(self.task_spec_hash),
             bytes(self.validation_set_hash),
+            bytes(self.rules_hash),
             Web3.to_checksum_address(self.aggregator),
             self.num_rounds,
             self.commit_window,
@@ -88,6 +93,7 @@ class Bounty:
     total_positive_score: int
     task_spec_hash: bytes
     validation_set_hash: bytes
+    rules_hash: bytes
 
     @property
     def escrowed(self) -> int:

@@ -28,7 +28,8 @@ def scripted_bounty(ledger: FedLedgerClient, *, sponsor: str, aggregator: str, f
     for i, inst in enumerate(institutions):
         if not ledger.institution(inst).registered:
             ledger.as_sender(inst).join(f"example hospital {i}", "", stake=stake)
-    params = BountyParams(_digest("example task"), _digest("example validation set"), aggregator,
+    params = BountyParams(task_spec_hash=_digest("example task"), validation_set_hash=_digest("example validation set"),
+                          rules_hash=_digest("example scoring rules"), aggregator=aggregator,
                           num_rounds=len(SCORES), commit_window=600,
                           deadline=latest_timestamp(ledger.w3) + 30 * 86_400)
     bounty_id = ledger.as_sender(sponsor).create_bounty(params, ONE_ETH)

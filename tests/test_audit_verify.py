@@ -125,8 +125,10 @@ def play(heart, *, strategy="fedadam", strategy_params=None, scorer="gtg", round
     out, spec, validation = heart
     strategy_params = {"server_lr": 0.05} if strategy_params is None else strategy_params
     w = _embedded_world()
-    params = BountyParams(task_hash(spec), hashlib.sha256((out / "validation.csv").read_bytes()).digest(),
-                          w.aggregator, num_rounds=rounds, commit_window=600, deadline=w.now() + 30 * 86_400)
+    params = BountyParams(task_spec_hash=task_hash(spec),
+                          validation_set_hash=hashlib.sha256((out / "validation.csv").read_bytes()).digest(),
+                          rules_hash=hashlib.sha256(b"audit verify rules").digest(), aggregator=w.aggregator,
+                          num_rounds=rounds, commit_window=600, deadline=w.now() + 30 * 86_400)
     bounty_id = w.as_(w.sponsor).create_bounty(params, ONE_ETH)
     store = StandInAggregator()
     weights = initial_weights_for(spec, spec.n_features, 7)

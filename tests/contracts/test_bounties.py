@@ -1,9 +1,19 @@
 """Bounties: creation and its parameter checks, funding by anyone, cancellation and refunds by the sponsor only."""
 
+from dataclasses import replace
+
 import pytest
 
 from ledger.client import ETH, BountyStatus
 from tests.world import ONE_ETH, h, reverts
+
+
+def test_create_bounty_fixes_the_rules_hash(world):
+    params = replace(world.params(), rules_hash=h("rules"))
+    receipt = world.as_(world.sponsor)._send("createBounty", params.as_tuple(), 0)
+    (created,) = world.ledger.events(receipt, "BountyCreated")
+    assert created["rulesHash"] == h("rules")
+    assert world.ledger.bounty(created["bountyId"]).rules_hash == h("rules")
 
 
 def test_create_bounty_records_params_and_escrows_funding(world):
@@ -31,11 +41,10 @@ def test_create_bounty_records_params_and_escrows_funding(world):
         ({"min_reputation": 10_001}, "MinReputationTooHigh", {"minReputation": 10_001, "maximum": 10_000}),
         ({"task_spec_hash": bytes(32)}, "ZeroSpecHash", {}),
         ({"validation_set_hash": bytes(32)}, "ZeroSpecHash", {}),
+        ({"rules_hash": bytes(32)}, "ZeroRulesHash", {}),
     ],
 )
 def test_create_bounty_rejects_bad_params(world, change, error, args):
-    from dataclasses import replace
-
     with reverts(error, **args):
         world.as_(world.sponsor).create_bounty(replace(world.params(), **change), ONE_ETH)
     assert world.ledger.bounty_count() == 0

@@ -64,12 +64,13 @@ SCORE = st.one_of(
     st.integers(-MAX_ABS_SCORE, MAX_ABS_SCORE),
     st.integers(-5, 10**6),
 )
+AMOUNT_OR_ZERO = st.integers(0, 5).flatmap(lambda k: AMOUNT if k else st.just(0))  # zero one time in six
 STAKE = st.one_of(st.sampled_from([MIN_STAKE, 3 * MIN_STAKE + 1]), st.integers(MIN_STAKE, 10**19))
 DEADLINE_IN = st.sampled_from([3_600, 86_400, 7 * 86_400])
 ODD = st.sampled_from([False, False, False, True])
 ACTIONS = (  # the weights of the actions, by repetition
     ["run_rounds"] * 4 + ["open_round"] + ["commit"] * 2 + ["finalize"] * 2
-    + ["create_bounty"] * 2 + ["fund"] * 2 + ["cancel", "refund_remainder"] + ["pay_revenue"] * 3
+    + ["create_bounty"] * 2 + ["fund"] * 2 + ["cancel"] * 2 + ["abandon"] + ["refund_remainder"] + ["pay_revenue"] * 3
     + ["claim"] * 3 + ["claim_revenue"] * 4
     + ["join", "request_leave", "withdraw_stake", "slash", "withdraw_slashed"]
     + ["time_passes"] * 3
@@ -199,7 +200,9 @@ class MoneyMachine(RuleBasedStateMachine):
         return [b for b in self._all_bounties() if b.openable and not self._after(b.deadline)]
 
     def _cancellable(self) -> list[BountyModel]:
-        return [b for b in self._active() if not b.rounds_opened or self._after(b.deadline)]
+        """Past their deadline if any (whatever their rounds did), else not started."""
+        active = self._active()
+        return [b for b in active if self._after(b.deadline)] or [b for b in active if not b.rounds_opened]
 
     def _live(self) -> list[BountyModel]:
         return [b for b in self._all_bounties() if b.live]
@@ -323,20 +326,32 @@ class MoneyMachine(RuleBasedStateMachine):
         getattr(self, f"_do_{action}")(data)
 
     def _do_run_rounds(self, data) -> None:
-        """The aggregator runs one or more whole rounds of a bounty, mostly up to its completion: it opens each
+        """The aggregator runs one or more whole rounds of a bounty (up to its completion or not): it opens each
         (unless one is open), some of the eligible institutions commit, it finalizes."""
         candidates = self._live() + self._openable()
-        if not candidates:
-            return
-        b = candidates[data.draw(INDEX, "bounty") % len(candidates)]
-        remaining = b.num_rounds - b.rounds_finalized
-        for _ in range(data.draw(st.one_of(st.just(remaining), st.integers(1, remaining)), "rounds")):
+        if candidates:
+            b = candidates[data.draw(INDEX, "bounty") % len(candidates)]
+            self._run_rounds(b, data.draw(st.integers(1, b.num_rounds - b.rounds_finalized), "rounds"), data)
+
+    def _run_rounds(self, b: BountyModel, rounds: int, data) -> None:
+        for _ in range(rounds):
             if not (b.live or (b.openable and self._open(b, True, False))):
                 return
             eligible = [a for a in self.insts if self._can_commit(b, a)]
             for who in data.draw(some(eligible), "committers"):
                 self._commit(b, who, False)
             self._finalize(b, True, data)
+
+    def _do_abandon(self, data) -> None:
+        """The aggregator runs some rounds of a bounty but not all; its deadline comes (time runs to it, or one
+        second past it); the sponsor cancels and takes back what is left, while the credits stay claimable."""
+        candidates = [b for b in self._live() + self._openable() if b.num_rounds - b.rounds_finalized >= 2]
+        if not candidates:
+            return
+        b = candidates[data.draw(INDEX, "bounty") % len(candidates)]
+        self._run_rounds(b, data.draw(st.integers(1, b.num_rounds - b.rounds_finalized - 1), "rounds"), data)
+        self._run_time_to(b.deadline + data.draw(st.sampled_from([0, 1, 1]), "offset"))
+        self._cancel(b, True)
 
     def _do_open_round(self, data) -> None:
         """The aggregator opens a bounty's next round (odd: with the wrong model hash)."""
@@ -362,7 +377,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self._create_bounty(
             data.draw(st.integers(0, 1), "sponsor"),
             data.draw(st.booleans(), "in token"),
-            data.draw(st.one_of(st.just(0), AMOUNT), "funding"),
+            data.draw(AMOUNT_OR_ZERO, "funding"),
             data.draw(st.integers(1, 3), "rounds"),
             data.draw(st.sampled_from([120, 600, 3_600]), "commit window"),
             data.draw(DEADLINE_IN, "deadline in"),
@@ -373,11 +388,17 @@ class MoneyMachine(RuleBasedStateMachine):
         """Anyone tops up an active bounty."""
         b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._active(), self._all_bounties())
         funder = data.draw(st.sampled_from(self.sponsors + self.others), "funder")
-        self._fund(b, funder, data.draw(st.one_of(st.just(0), AMOUNT), "amount"))
+        self._fund(b, funder, data.draw(AMOUNT_OR_ZERO, "amount"))
 
     def _do_cancel(self, data) -> None:
-        """The sponsor cancels a bounty (before its first round, or after its deadline) and is refunded."""
-        b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._cancellable(), self._all_bounties())
+        """The sponsor cancels a bounty and is refunded: before its first round, or after its deadline. Half the
+        time, time first runs to the deadline of a bounty under way, or one second past it."""
+        under_way = [b for b in self._active() if b.rounds_opened]
+        if under_way and data.draw(st.booleans(), "at the deadline"):
+            b = under_way[data.draw(INDEX, "bounty") % len(under_way)]
+            self._run_time_to(b.deadline + data.draw(st.sampled_from([0, 1, 1]), "offset"))
+        else:
+            b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._cancellable(), self._all_bounties())
         self._cancel(b, data.draw(FOCUS, "caller ok"))
 
     def _do_refund_remainder(self, data) -> None:
@@ -392,7 +413,7 @@ class MoneyMachine(RuleBasedStateMachine):
         b = self._choose(data.draw(INDEX, "bounty"), data.draw(FOCUS, "focus"), self._payable(), self._all_bounties())
         payer = data.draw(st.sampled_from([self.others[0], self.others[1], b.sponsor, self.insts[0]]), "payer")
         token = data.draw(st.sampled_from(self.tokens), "token")
-        self._pay_revenue(b, payer, token, data.draw(st.one_of(st.just(0), AMOUNT), "amount"))
+        self._pay_revenue(b, payer, token, data.draw(AMOUNT_OR_ZERO, "amount"))
 
     def _do_claim(self, data) -> None:
         """An institution claims its reward; else (no focus) someone owed nothing there now (claimed already,
@@ -402,15 +423,20 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         b, who = self._choose(data.draw(INDEX, "claim"), data.draw(FOCUS, "focus"), self._owed(), everything)
         self._claim(b, who)
+        if data.draw(ODD, "claim again"):  # nobody is paid twice
+            self._claim(b, who)
 
     def _do_claim_revenue(self, data) -> None:
-        """An institution claims its share of revenue paid into a bounty in a token; else (no focus) one with
-        nothing due there now (claimed it already, or no score) tries."""
-        everything = [(b, t, a) for b in self._all_bounties() for t in sorted(b.rev_paid) for a in self.insts]
+        """An institution claims its share of revenue paid into a bounty in a token; else (no focus) a contributor
+        with nothing due there now (it claimed already) or an outsider tries."""
+        everything = [(b, t, a) for b in self._all_bounties() for t in sorted(b.rev_paid)
+                      for a in sorted(b.cum_score) + self.others[1:]]
         if not everything:
             return
         b, token, who = self._choose(data.draw(INDEX, "claim"), data.draw(FOCUS, "focus"), self._due(), everything)
         self._claim_revenue(b, token, who)
+        if data.draw(ODD, "claim again"):  # nobody is paid twice
+            self._claim_revenue(b, token, who)
 
     def _do_join(self, data) -> None:
         unregistered = [a for a in self.insts if not self.inst[a].registered]
@@ -438,23 +464,29 @@ class MoneyMachine(RuleBasedStateMachine):
         """Time passes: a fixed step, or up to a boundary, so that the next transaction runs ``offset`` seconds after
         the last second at which the earlier rule still held (a round's commit deadline, a bounty's deadline, the
         second before a leave cooldown ends)."""
-        jump = data.draw(st.sampled_from(["second", "hour", "commit window", "commit window", "deadline", "cooldown"]), "jump")
+        jump = data.draw(st.sampled_from(["second", "hour", "commit window", "commit window", "deadline", "deadline",
+                                          "cooldown"]), "jump")
         boundaries = {
             "commit window": [b.commit_deadline for b in self._live()],
-            "deadline": [b.deadline for b in self._active()],
+            "deadline": [b.deadline for b in self._active() if b.rounds_opened] or [b.deadline for b in self._active()],
             "cooldown": [m.leave_requested_at + COOLDOWN - 1 for m in self.inst.values() if m.registered and m.leave_requested_at],
         }.get(jump)
         if boundaries:
             boundary = boundaries[data.draw(INDEX, "which") % len(boundaries)]
-            seconds = boundary + data.draw(st.sampled_from([0, 1, 5]), "offset") - self._next_timestamp()
+            self._run_time_to(boundary + data.draw(st.sampled_from([0, 1, 5]), "offset"))
         else:
-            seconds = {"second": 1, "hour": 3_600}.get(jump, 1)
-        if seconds > 0:
-            before, block = latest_timestamp(self.w3), self.w3.eth.block_number
-            assert advance_time(self.w3, seconds) >= before + seconds
-            assert self.w3.eth.block_number == block + 1 and not self.w3.eth.get_block("latest")["transactions"]
-            if self._cache is not None and self._cache[0] == block:  # an empty block changes no state
-                self._cache = (block + 1, self._cache[1])
+            self._run_time_to(self._next_timestamp() + {"second": 1, "hour": 3_600}.get(jump, 1))
+
+    def _run_time_to(self, timestamp: int) -> None:
+        """Advance the chain so that the next transaction runs at ``timestamp`` (if that is still ahead)."""
+        if timestamp <= self._next_timestamp():
+            return
+        before, block = latest_timestamp(self.w3), self.w3.eth.block_number
+        advance_time(self.w3, timestamp - 1 - before)  # mines an empty block stamped timestamp - 1
+        assert self.w3.eth.block_number == block + 1 and not self.w3.eth.get_block("latest")["transactions"]
+        if self._cache is not None and self._cache[0] == block:  # an empty block changes no state
+            self._cache = (block + 1, self._cache[1])
+        assert self._next_timestamp() >= timestamp  # (later only if the wall clock is ahead of the chain)
 
     # -- institutions ----------------------------------------------------------------------------------
     def _join(self, who: str, stake: int) -> None:
@@ -535,6 +567,7 @@ class MoneyMachine(RuleBasedStateMachine):
         params = BountyParams(
             task_spec_hash=h(f"task {n}"),
             validation_set_hash=h(f"validation {n}"),
+            rules_hash=h(f"rules {n}"),
             aggregator=self.aggregator,
             num_rounds=rounds,
             commit_window=window,
@@ -574,8 +607,11 @@ class MoneyMachine(RuleBasedStateMachine):
         if b.rounds_opened and not self._after(b.deadline):  # allowed before the first round, or after the deadline
             return self._must_revert("cancel", "CancelNotAllowed", fn, b=b)
         receipt, gained = self._succeed("cancel", fn)
+        if b.credited:
+            event("cancel: ok, after credits")
         refund = b.escrowed
-        assert self.ledger.events(receipt, "BountyCancelled")[0]["refunded"] == refund
+        refunded = self.ledger.events(receipt, "BountyCancelled")[0]["refunded"]
+        assert refunded == refund, f"cancel refunded {refunded}, the escrow was {refund}"
         assert gained == refund, "the sponsor's balance did not rise by the refund"
         b.refunded += refund
         b.status = CANCELLED
@@ -590,7 +626,8 @@ class MoneyMachine(RuleBasedStateMachine):
         if b.escrowed == 0:
             return self._must_revert("refund_remainder", "NothingToRefund", fn, b=b)
         receipt, gained = self._succeed("refund_remainder", fn)
-        assert self.ledger.events(receipt, "RemainderRefunded")[0]["amount"] == b.escrowed == gained
+        refunded = self.ledger.events(receipt, "RemainderRefunded")[0]["amount"]
+        assert refunded == b.escrowed == gained, f"refunded {refunded} (balance +{gained}), the remainder was {b.escrowed}"
         b.refunded += gained
         assert b.escrowed == 0
 
@@ -822,13 +859,14 @@ class MoneyMachine(RuleBasedStateMachine):
         state = self._chain()
         for bid, b in self.bounties.items():
             onchain, escrow, _, _ = state["bounties"][bid]
-            assert escrow >= 0
+            assert escrow >= 0, bid
             assert onchain.credited + onchain.refunded + escrow == onchain.funded, f"bounty {bid}: books do not balance"
-            assert onchain.escrowed == escrow
-            assert (onchain.funded, onchain.credited, onchain.refunded) == (b.funded, b.credited, b.refunded), bid
-            assert (onchain.status, onchain.rounds_opened, onchain.rounds_finalized) == (
-                b.status, b.rounds_opened, b.rounds_finalized)
-            assert onchain.credited == sum(b.credit.values())
+            assert onchain.escrowed == escrow, f"bounty {bid}: escrowOf {escrow} != funded - credited - refunded"
+            books, shadow = (onchain.funded, onchain.credited, onchain.refunded), (b.funded, b.credited, b.refunded)
+            assert books == shadow, f"bounty {bid}: (funded, credited, refunded) {books} on chain, {shadow} expected"
+            progress = (onchain.status, onchain.rounds_opened, onchain.rounds_finalized)
+            assert progress == (b.status, b.rounds_opened, b.rounds_finalized), f"bounty {bid}: {progress}"
+            assert onchain.credited == sum(b.credit.values()), f"bounty {bid}: credited != the sum of its credits"
 
     @invariant()
     def nobody_paid_more_than_credited(self):
@@ -841,10 +879,10 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert claimed <= credited, f"{a} claimed {claimed} of bounty {bid}, credited only {credited}"
                 assert b.received.get(a, 0) == claimed, f"{a}'s balance rose by other than its claims"
                 assert claimed + unclaimed == credited, f"bounty {bid}, {a}: claimed + unclaimed != credited"
-                assert cumulative == b.cum_score.get(a, 0)
+                assert cumulative == b.cum_score.get(a, 0), f"bounty {bid}, {a}: cumulative score {cumulative}"
             # The committers hold all the credit and all the score: nobody else can be owed anything.
             assert sum(b.claimed.get(a, 0) + c[0] for a, c in contrib.items()) == onchain.credited
-            assert sum(c[1] for c in contrib.values()) == onchain.total_positive_score == b.total_positive
+            assert sum(c[1] for c in contrib.values()) == onchain.total_positive_score == b.total_positive, bid
 
     @invariant()
     def no_stranded_dust(self):
@@ -867,7 +905,7 @@ class MoneyMachine(RuleBasedStateMachine):
             for t in self.tokens:
                 total, released = revenue[t]
                 claimed = b.rev_claimed.get(t, {})
-                assert total == b.rev_paid.get(t, 0)
+                assert total == b.rev_paid.get(t, 0), f"bounty {bid}: revenue total {total} in {t}"
                 assert released == sum(claimed.values()) <= total, f"bounty {bid}: more revenue claimed than paid"
                 for a, amount in claimed.items():
                     share = total * contrib[a][1] // onchain.total_positive_score
@@ -878,7 +916,7 @@ class MoneyMachine(RuleBasedStateMachine):
         state = self._chain()
         # Stakes only change by join, withdrawStake and slash, whose rules compare each record with the chain.
         stakes = sum(m.stake for m in self.inst.values())
-        assert state["slashed"] == self.slashed
+        assert state["slashed"] == self.slashed, f"slashed balance {state['slashed']}, {self.slashed} expected"
         held = {ETH: 0, self.token.address: 0}
         for bid, b in self.bounties.items():
             onchain, _, _, revenue = state["bounties"][bid]

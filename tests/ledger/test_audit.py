@@ -36,6 +36,9 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
 
     events = [item["event"] for item in report["timeline"]]
     assert events[:2] == ["BountyCreated", "BountyFunded"]
+    on_chain = w.ledger.bounty(bounty_id)
+    assert report["created"]["rules_hash"] == "0x" + h("example scoring rules").hex() == "0x" + on_chain.rules_hash.hex()
+    assert report["timeline"][0]["rulesHash"] == report["created"]["rules_hash"]
     assert events.count("UpdateCommitted") == 4 and events.count("ContributionScored") == 4
     assert events[-1] == "RewardClaimed"
     r1, r2 = report["rounds"]

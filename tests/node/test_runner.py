@@ -234,6 +234,7 @@ def make_federation(standin_url_holder, *, num_rounds: int = 2, institutions: in
         ledger.as_sender(inst).join(f"hospital {inst.address[-4:]}", "", stake=MIN_STAKE)
     params = BountyParams(
         task_spec_hash=task_hash(spec), validation_set_hash=hashlib.sha256(b"validation").digest(),
+        rules_hash=hashlib.sha256(b"rules").digest(),
         aggregator=aggregator, num_rounds=num_rounds, commit_window=WINDOW,
         deadline=latest_timestamp(w3) + 10 * 86_400, token=ETH,
     )

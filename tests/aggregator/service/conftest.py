@@ -152,6 +152,7 @@ class World:
     def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None) -> int:
         params = BountyParams(
             task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(self.validation_path.read_bytes()).digest(),
+            rules_hash=hashlib.sha256(b"rules").digest(),
             aggregator=aggregator or self.aggregator.address, num_rounds=rounds, commit_window=WINDOW,
             deadline=self.w3.eth.get_block("latest")["timestamp"] + 365 * 86_400, min_reputation=min_reputation,
         )

@@ -89,6 +89,7 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
     password_file.write_text(PASSWORD + "\n")
     bounty_id = ledger.as_sender(sponsor).create_bounty(BountyParams(
         task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(validation_path.read_bytes()).digest(),
+        rules_hash=hashlib.sha256(b"rules").digest(),
         aggregator=aggregator.address, num_rounds=1, commit_window=3600,
         deadline=w3.eth.get_block("latest")["timestamp"] + 30 * 86_400,
     ), ONE_ETH)
