@@ -589,7 +589,6 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         validation_rows = check_validation_columns(data.validation_path, spec)
         params = BountyParams(
             task_spec_hash=task_hash(spec), validation_set_hash=file_sha256(data.validation_path),
-            rules_hash=hashlib.sha256(b"fedledger rules placeholder").digest(),  # TODO(rules)
             aggregator=aggregator.address, num_rounds=options.rounds, commit_window=COMMIT_WINDOW,
             deadline=latest_timestamp(w3) + DEADLINE_DAYS * 86_400, rules_hash=rules_hash(rules),
         )

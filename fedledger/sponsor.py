@@ -353,7 +353,6 @@ def _create_bounty(args: argparse.Namespace) -> int:
     w3, ledger = _connect(args, sender=True)
     deadline = latest_timestamp(w3) + int(round(args.deadline_days * DAY))
     params = BountyParams(task_spec_hash=task_hash(spec), validation_set_hash=validation_hash,
-                          rules_hash=hashlib.sha256(b"fedledger rules placeholder").digest(),  # TODO(rules)
                           aggregator=aggregator, num_rounds=args.rounds,
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
                           token=token, rules_hash=rules_hash(rules))

@@ -15,16 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from aggregator.scoring import score_round
+from aggregator.rounds import RoundInputs, compute_round
+from aggregator.rules import resolve_rules
 from aggregator.service.validation import load_validation_set
-from aggregator.strategies import make_strategy
-from fedcore.types import Update
 from fedcore import codec
-from fedcore.task import TaskSpec, derive_seed, task_hash
+from fedcore.models import initial_weights
+from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
+from fedcore.task import TaskSpec, task_hash
+from fedcore.types import Update
 from fedledger.audit_verify import NotServed, verify_bounty
 from fedledger.cli import main
 from fedledger.datasets import write_heart
-from fedledger.simulation import initial_weights_for
 from ledger.audit import sync_index
 from ledger.chain import connect
 from ledger.client import BountyParams, FedLedgerClient
@@ -119,19 +120,26 @@ def _embedded_world() -> World:
     return w
 
 
-def play(heart, *, strategy="fedadam", strategy_params=None, scorer="gtg", rounds=2, cheat_score=False):
+def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="gtg", rounds=2, cheat_score=False,
+         played_rules=None):
     """A bounty on a fresh embedded chain whose rounds are computed like the service: institutions 0-2 commit and
-    upload real updates, institution 3 commits and never uploads; FedAdam carries state across rounds."""
+    upload real updates, institution 3 commits and never uploads; FedAdam carries state across rounds.
+
+    The bounty fixes ``rules`` (written to ``tmp_path/rules.json``); the aggregator computes with ``played_rules``
+    when given (a cheat: other scorer settings or another seed than the bounty's)."""
     out, spec, validation = heart
     strategy_params = {"server_lr": 0.05} if strategy_params is None else strategy_params
+    rules = resolve_rules(spec=spec, strategy=strategy, strategy_params=strategy_params, estimator=scorer, seed=11)
+    rules.save(tmp_path / "rules.json")
+    played = played_rules or rules
     w = _embedded_world()
     params = BountyParams(task_spec_hash=task_hash(spec),
                           validation_set_hash=hashlib.sha256((out / "validation.csv").read_bytes()).digest(),
-                          rules_hash=hashlib.sha256(b"audit verify rules").digest(), aggregator=w.aggregator,
+                          rules_hash=rules_hash(rules), aggregator=w.aggregator,
                           num_rounds=rounds, commit_window=600, deadline=w.now() + 30 * 86_400)
     bounty_id = w.as_(w.sponsor).create_bounty(params, ONE_ETH)
     store = StandInAggregator()
-    weights = initial_weights_for(spec, spec.n_features, 7)
+    weights = initial_weights(spec)
     model = codec.encode(weights)
     store.models[hashlib.sha256(model).hexdigest()] = model
     state_before: dict = {}
@@ -148,21 +156,14 @@ def play(heart, *, strategy="fedadam", strategy_params=None, scorer="gtg", round
         w.as_(w.insts[3]).commit_update(bounty_id, number, hashlib.sha256(f"ghost {number}".encode()).digest(), 5)
 
         # What aggregator.service.coordinator._score does.
-        settings = {"strategy": strategy, "strategy_params": strategy_params, "scorer": scorer, "scorer_params": {},
-                    "seed": derive_seed(11, "score", bounty_id, number), "base_seed": 11, "selection": "all",
-                    "clients_per_round": None, "quorum": None}
-        updates = {inst: (codec.decode(data), n) for inst, data, n in sorted(used)}
-        strat = make_strategy(strategy, **strategy_params)
-        strat.load_state_dict(state_before)
-        aggregate = strat.aggregate_fit(number, weights, [Update(a, u, n) for a, (u, n) in updates.items()])
-        new_model = codec.encode(aggregate.weights)
+        updates = tuple(Update(inst, codec.decode(data), n) for inst, data, n in sorted(used))
+        outcome = compute_round(RoundInputs(round=number, global_weights=weights, updates=updates,
+                                            strategy_state=state_before, X_val=validation.X, y_val=validation.y),
+                                played, spec)
+        new_model = outcome.model_bytes
         store.models[hashlib.sha256(new_model).hexdigest()] = new_model
-        scores = score_round(global_weights=weights, updates=updates, strategy_name=strategy,
-                             strategy_params=strategy_params or None, strategy_state=state_before or None, spec=spec,
-                             X_val=validation.X, y_val=validation.y, estimator=scorer, estimator_params=None,
-                             seed=settings["seed"])
-        state_before = codec.decode(codec.encode(strat.state_dict())) if strat.state_dict() else {}
-        fixed = dict(scores.fixed_point)
+        state_before = outcome.strategy_state
+        fixed = dict(outcome.fixed_point)
         if cheat_score and number == rounds:
             fixed[w.insts[0]] += 1  # the aggregator posts a score the scorer did not give
         w.as_(w.aggregator).finalize_round(bounty_id, number, hashlib.sha256(new_model).digest(), fixed)
@@ -170,25 +171,27 @@ def play(heart, *, strategy="fedadam", strategy_params=None, scorer="gtg", round
             "bounty_id": bounty_id, "round": number, "status": "finalized", "step": "finalized",
             "global_model_hash": "0x" + hashlib.sha256(model).hexdigest(),
             "new_model_hash": "0x" + hashlib.sha256(new_model).hexdigest(),
-            "settings": settings,
+            "settings": {"rules": played.to_dict(), "rules_hash": rules_hash_hex(played),
+                         "seed": played.round_seed(number), "selection": "all", "clients_per_round": None,
+                         "quorum": None},
             "used": [{"institution": a, "sha256": "0x" + hashlib.sha256(d).hexdigest(), "num_samples": n}
                      for a, d, n in sorted(used)],
             "excluded": {w.insts[3]: "committed but did not upload"},
-            "scores": {"estimator": scorer, "fixed_point": {a: str(v) for a, v in fixed.items()}},
+            "scores": {"estimator": played.estimator, "fixed_point": {a: str(v) for a, v in fixed.items()}},
         }
-        weights, model = aggregate.weights, new_model
+        weights, model = outcome.weights, new_model
     w.as_(w.insts[0]).claim(bounty_id)
     return w, bounty_id, store
 
 
 def test_recompute_reproduces_models_and_scores_bit_for_bit(heart, tmp_path):
     out, _, _ = heart
-    w, bounty_id, store = play(heart)
+    w, bounty_id, store = play(heart, tmp_path)
     report = _verify(w, tmp_path, bounty_id, source=store, recompute=True, task=out / "task.json",
-                     validation=out / "validation.csv")
+                     validation=out / "validation.csv", rules=tmp_path / "rules.json")
     assert report["verified"] is True, report["reasons"]
     names = [c["name"] for c in report["checks"]]
-    assert names == CHAIN_CHECKS + ["round_records", "updates_match_commitments", "task_spec_hash",
+    assert names == CHAIN_CHECKS + ["round_records", "updates_match_commitments", "rules_hash", "task_spec_hash",
                                     "validation_set_hash", "global_model_round_1", "aggregate_round_1",
                                     "scores_round_1", "global_model_round_2", "aggregate_round_2", "scores_round_2"]
     assert report["skipped"] == []
@@ -197,11 +200,11 @@ def test_recompute_reproduces_models_and_scores_bit_for_bit(heart, tmp_path):
 
 def test_a_tampered_stored_update_is_reported(heart, tmp_path):
     out, _, _ = heart
-    w, bounty_id, store = play(heart)
+    w, bounty_id, store = play(heart, tmp_path)
     victim = store.records[2]["used"][1]
     store.tamper[victim["sha256"][2:]] = store.updates[victim["sha256"][2:]][:-4] + b"\x00\x00\x80\x3f"
     report = _verify(w, tmp_path, bounty_id, source=store, recompute=True, task=out / "task.json",
-                     validation=out / "validation.csv")
+                     validation=out / "validation.csv", rules=tmp_path / "rules.json")
     failed = _failed(report)
     assert report["verified"] is False
     assert f"round 2: {victim['institution']}'s stored update hashes to" in failed["updates_match_commitments"]
@@ -217,10 +220,10 @@ def test_a_tampered_stored_update_is_reported(heart, tmp_path):
 
 def test_a_posted_score_the_scorer_did_not_give_is_caught(heart, tmp_path):
     out, _, _ = heart
-    w, bounty_id, store = play(heart, strategy="fedavg", strategy_params={}, scorer="exact", cheat_score=True)
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, scorer="exact", cheat_score=True)
     store.records[2]["scores"]["fixed_point"] = {}  # a liar would not advertise it either
     report = _verify(w, tmp_path, bounty_id, source=store, recompute=True, task=out / "task.json",
-                     validation=out / "validation.csv")
+                     validation=out / "validation.csv", rules=tmp_path / "rules.json")
     failed = _failed(report)
     assert set(failed) == {"round_records", "scores_round_2"}
     assert failed["scores_round_2"].startswith(f"{w.insts[0]}: recomputed ")
@@ -228,17 +231,36 @@ def test_a_posted_score_the_scorer_did_not_give_is_caught(heart, tmp_path):
 
 def test_the_validation_set_and_task_must_be_the_bountys(heart, tmp_path):
     out, _, _ = heart
-    w, bounty_id, store = play(heart, strategy="fedavg", strategy_params={}, rounds=1)
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, rounds=1)
     other = tmp_path / "other.csv"
     other.write_bytes((out / "validation.csv").read_bytes() + b"\n")
-    report = _verify(w, tmp_path, bounty_id, source=store, recompute=True, task=out / "task.json", validation=other)
+    report = _verify(w, tmp_path, bounty_id, source=store, recompute=True, task=out / "task.json", validation=other,
+                     rules=tmp_path / "rules.json")
     failed = _failed(report)
     assert report["verified"] is False and set(failed) == {"validation_set_hash", "recompute"}
     assert "the chain has" in failed["validation_set_hash"]
 
 
+@pytest.mark.parametrize("change", [{"seed": 12}, {"estimator": "loo", "estimator_params": {}}],
+                         ids=["another seed", "another scorer"])
+def test_an_aggregator_that_scores_with_other_rules_than_the_bountys_is_caught(heart, tmp_path, change):
+    """The bounty fixed GTG with seed 11; the aggregator scores with another seed or another scorer. Audited with
+    the bounty's rules, the recomputed scores differ; handed the aggregator's rules, their hash is refused first."""
+    out, spec, _ = heart
+    fixed = resolve_rules(spec=spec, strategy="fedavg", strategy_params={}, estimator="tmc", seed=11)
+    played = RoundRules.from_dict({**fixed.to_dict(), **change})
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, scorer="tmc", rounds=1,
+                               played_rules=played)
+    inputs = dict(source=store, recompute=True, task=out / "task.json", validation=out / "validation.csv")
+    failed = _failed(_verify(w, tmp_path, bounty_id, **inputs, rules=tmp_path / "rules.json"))
+    assert set(failed) == {"scores_round_1"}  # same model, other scores: the books replay, the scores do not
+    played.save(tmp_path / "played.json")
+    failed = _failed(_verify(w, tmp_path, bounty_id, **inputs, rules=tmp_path / "played.json"))
+    assert set(failed) == {"rules_hash", "recompute"} and "the chain has" in failed["rules_hash"]
+
+
 def test_a_record_that_disagrees_with_the_chain_is_reported(heart, tmp_path):
-    w, bounty_id, store = play(heart, strategy="fedavg", strategy_params={}, rounds=1)
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, rounds=1)
     store.records[1]["used"].pop()  # claims to have used fewer updates than it scored on chain
     store.records[1]["excluded"] = {}
     failed = _failed(_verify(w, tmp_path, bounty_id, source=store))
@@ -283,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def test_cli_exit_codes_over_http(heart, tmp_path, monkeypatch, capsys):
     out, _, _ = heart
-    w, bounty_id, store = play(heart, strategy="fedavg", strategy_params={}, rounds=1)
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, rounds=1)
     handler = type("Handler", (_Handler,), {"store": store, "bounty_id": bounty_id})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -293,10 +315,11 @@ def test_cli_exit_codes_over_http(heart, tmp_path, monkeypatch, capsys):
         deployment = _deployment(w).save(tmp_path / "deployment.json")
         url = f"http://127.0.0.1:{server.server_address[1]}"
         args = ["audit", "verify", "--bounty", str(bounty_id), "--deployment", str(deployment), "--aggregator", url,
-                "--recompute", "--task", str(out / "task.json"), "--validation", str(out / "validation.csv")]
+                "--recompute", "--task", str(out / "task.json"), "--validation", str(out / "validation.csv"),
+                "--rules", str(tmp_path / "rules.json")]
         assert main(args + ["--format", "json"]) == 0
         report = json.loads(capsys.readouterr().out)
-        assert report["verified"] is True and len(report["checks"]) == 12
+        assert report["verified"] is True and len(report["checks"]) == 13
 
         store.tamper[store.records[1]["used"][0]["sha256"][2:]] = b"not an update"
         assert main(args) == 1
@@ -328,8 +351,8 @@ def test_verify_against_the_aggregator_service_in_process(tmp_path):
     from tests.aggregator.service.conftest import make_world
 
     world = make_world(tmp_path / "world")
-    h = world.harness(tmp_path, rounds=2)
-    context = h.context(strategy="fedadam", strategy_params={"server_lr": 0.1}, scorer="gtg", seed=5)
+    h = world.harness(tmp_path, rounds=2, strategy="fedadam", strategy_params={"server_lr": 0.1})
+    context = h.context(seed=5)
     try:
         client = h.client(context)
         coordinator = Coordinator(context)
@@ -347,7 +370,7 @@ def test_verify_against_the_aggregator_service_in_process(tmp_path):
         sync_index(h.w3, deployment, db)
         source = HttpAggregator("http://testserver", client=client)
         report = verify_bounty(h.ledger, db, h.bounty_id, source=source, recompute=True, task=h.task_path,
-                               validation=h.validation_path)
+                               validation=h.validation_path, rules=h.rules_path)
         assert report["verified"] is True, report["reasons"]
         assert sum(c["name"].startswith("scores_round_") for c in report["checks"]) == 2
 
@@ -355,16 +378,7 @@ def test_verify_against_the_aggregator_service_in_process(tmp_path):
         stored = sorted((tmp_path / "state" / "updates").iterdir())[0]
         stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")
         report = verify_bounty(h.ledger, db, h.bounty_id, source=source, recompute=True, task=h.task_path,
-                               validation=h.validation_path)
+                               validation=h.validation_path, rules=h.rules_path)
         assert report["verified"] is False and "updates_match_commitments" in _failed(report)
     finally:
         context.close()
-
-
-@pytest.mark.skip(reason="TO BE COMPLETED BY THE E2E ENGINEER: run `fedledger audit verify --recompute` over real "
-                         "processes (Ganache, `fedledger aggregator serve`, nodes) after a bounty on Fed-Heart-Disease")
-def test_verify_against_the_real_aggregator_service():
-    """Play a bounty with `fedledger data heart`, `fedledger sponsor create-bounty`, the aggregator service and
-    real nodes; then `fedledger audit verify --bounty ID --aggregator URL --recompute --task task.json
-    --validation validation.csv --format json` must exit 0 with ``verified: true``, and exit 1 naming
-    ``updates_match_commitments`` after one file in ``<state-dir>/updates/`` is overwritten with other bytes."""

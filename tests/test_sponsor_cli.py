@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from aggregator.rules import resolve_rules
+from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, TrainingSettings, task_hash
 from fedledger.cli import main
 from ledger.chain import fund_account
@@ -53,7 +55,11 @@ def cli(joined, tmp_path, monkeypatch, capsys):
 
 def _create(cli, task, val, *extra, sender=None, reward="1ether"):
     w = cli.world
-    return cli("sponsor", "create-bounty", "--task", str(task), "--validation", str(val), "--reward", reward,
+    rules = task.parent / "rules.json"
+    if not rules.exists():
+        resolve_rules(spec=TaskSpec.load(task)).save(rules)
+    return cli("sponsor", "create-bounty", "--task", str(task), "--validation", str(val), "--rules", str(rules),
+               "--reward", reward,
                "--aggregator", w.aggregator, "--rounds", "2", "--commit-window", "600", "--deadline-days", "10",
                *extra, *(() if {"--from", "--keystore"} & set(extra) else ("--from", sender or w.sponsor)))
 
@@ -69,6 +75,8 @@ def test_create_fund_status_cancel_with_ether(cli, task_files):
     on_chain = w.ledger.bounty(bounty_id)
     assert on_chain.sponsor == w.sponsor and on_chain.funded == ONE_ETH and on_chain.min_reputation == 100
     assert on_chain.task_spec_hash == task_hash(spec) and on_chain.deadline == out["deadline"]
+    rules = RoundRules.load(task.parent / "rules.json")
+    assert on_chain.rules_hash == rules_hash(rules) and out["rules_hash"] == rules_hash_hex(rules)
 
     code, out, _ = cli("sponsor", "fund", "--bounty", str(bounty_id), "--amount", "0.5ether", "--from", w.outsider)
     assert code == 0 and out["funded"] == 3 * ONE_ETH // 2 and out["escrowed"] == 3 * ONE_ETH // 2
@@ -151,6 +159,27 @@ def test_completed_bounty_revenue_and_remainder(cli, task_files):
     code, out, _ = cli("sponsor", "pay-revenue", "--bounty", str(bounty_id), "--amount", "4000", "--from", w.outsider)
     assert code == 0 and out == {"bounty_id": bounty_id, "token": "ETH", "amount": 4000, "revenue_total": 4000}
     assert w.ledger.revenue_due(bounty_id, a) == 3000
+
+
+def test_rules_are_resolved_written_and_hashed(task_files, tmp_path, capsys):
+    spec, task, _ = task_files
+    out = tmp_path / "prox.json"
+    args = ["sponsor", "rules", "--task", str(task), "--out", str(out), "--strategy", "fedprox", "--strategy-params",
+            '{"mu": 0.2}', "--scorer", "tmc", "--seed", "3", "--format", "json"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    rules = RoundRules.load(out)
+    assert printed["rules_hash"] == rules_hash_hex(rules)
+    assert rules.strategy_params["mu"] == 0.2 and rules.fit_config() == {"fedprox_mu": 0.2}
+    assert rules.estimator == "tmc" and "max_permutations" in rules.estimator_params and rules.seed == 3
+    assert main(args) == 0 and RoundRules.load(out) == rules  # the same choices give the same bytes
+    capsys.readouterr()
+    for bad, message in ((["--strategy", "fedmagic"], "unknown strategy"), (["--scorer-params", "[1]"], "JSON object"),
+                         (["--scorer", "oracle"], "unknown contribution estimator")):
+        assert main(["sponsor", "rules", "--task", str(task), "--out", str(tmp_path / "bad.json"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+        assert not (tmp_path / "bad.json").exists()
 
 
 def test_user_errors_are_one_line(cli, task_files, tmp_path):

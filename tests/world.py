@@ -73,7 +73,7 @@ class World:
         return BountyParams(
             task_spec_hash=h("task"),
             validation_set_hash=h("validation"),
-            rules_hash=hashlib.sha256(b"fedledger rules placeholder").digest(),  # TODO(rules)
+            rules_hash=h("rules"),
             aggregator=aggregator or self.aggregator,
             num_rounds=rounds,
             commit_window=window,

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from aggregator.service.context import ServiceContext, build_context
-from aggregator.service.coordinator import Coordinator, ScoreFn
+from aggregator.service.coordinator import Coordinator
 from aggregator.service.routers import health, models, rounds, tasks, updates
 from aggregator.service.settings import AggregatorSettings
 from fedcore.errors import AggregatorError, ChainError, FedLedgerError
@@ -32,7 +32,6 @@ def create_app(
     *,
     context: ServiceContext | None = None,
     run_coordinator: bool = True,
-    score_fn: ScoreFn | None = None,
     on_complete: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the app.
@@ -45,7 +44,7 @@ def create_app(
         A ready context (the CLI builds it before binding the port, so startup errors are one line).
     run_coordinator : bool
         Start the round loop in a background thread.
-    score_fn, on_complete
+    on_complete
         Passed to :class:`Coordinator`.
     """
 
@@ -59,7 +58,7 @@ def create_app(
         stop = threading.Event()
         thread = None
         if run_coordinator and ctx is not None:
-            coordinator = Coordinator(ctx, score_fn=score_fn, on_complete=on_complete)
+            coordinator = Coordinator(ctx, on_complete=on_complete)
             app.state.coordinator = coordinator
             thread = threading.Thread(target=coordinator.run, args=(stop,), name="fedledger-coordinator", daemon=True)
             thread.start()

@@ -113,12 +113,9 @@ class DecisionInfo(BaseModel):
 class RoundSettingsInfo(BaseModel):
     """What the round was computed with; with the stored blobs this recomputes the round bit for bit."""
 
-    strategy: str
-    strategy_params: dict[str, Any]
-    scorer: str
-    scorer_params: dict[str, Any]
-    seed: int = Field(description="the scorer's seed for this round, derived from base_seed, the bounty and the round")
-    base_seed: int
+    rules: dict[str, Any] = Field(description="the bounty's round rules (fedcore.rules.RoundRules as JSON)")
+    rules_hash: str = Field(description="their sha256, the bounty's rulesHash on chain")
+    seed: int = Field(description="the scorer's seed for this round, derived from the rules' seed and the round")
     selection: str
     clients_per_round: int | None = None
     quorum: int | None = None

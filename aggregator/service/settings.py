@@ -164,7 +164,7 @@ def _one_line(exc: ValidationError) -> str:
         return f"aggregator settings: {message}"
     field = location[0]
     option = "--" + {"bounty_id": "bounty", "task_path": "task", "validation_path": "validation",
-                     "keystore_path": "keystore"}.get(field, field).replace("_", "-")
+                     "keystore_path": "keystore", "rules_path": "rules"}.get(field, field).replace("_", "-")
     env = {v: k for k, v in _ENV_ALIASES.items()}.get(field, ENV_PREFIX + field.upper())
     if error.get("type") == "missing":
         return f"missing setting {option} (or {env})"

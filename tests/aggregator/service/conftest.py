@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,11 +15,14 @@ from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from web3 import Web3
 
+from aggregator.rounds import compute_round
+from aggregator.rules import resolve_rules
 from aggregator.service.app import create_app
 from aggregator.service.context import ServiceContext, build_context
 from fedcore.keystore import create_keystore
 from aggregator.service.settings import load_settings
 from fedcore import codec
+from fedcore.rules import RoundRules, rules_hash
 from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import advance_time, connect, fund_account
@@ -47,24 +49,19 @@ def validation_csv(path: Path, rows: int = 40, seed: int = 0) -> Path:
     return path
 
 
-class FakeScorer:
-    """A stand-in for aggregator.scoring.score_round: score = share of samples (counts its calls)."""
+class CountingCompute:
+    """The real :func:`aggregator.rounds.compute_round`, counting its calls and keeping what it was given."""
 
     def __init__(self):
         self.calls = 0
-        self.kwargs = []
+        self.inputs = []
+        self.rules = []
 
-    def __call__(self, *, global_weights, updates, strategy_name, strategy_params, strategy_state, spec, X_val, y_val,
-                 estimator="gtg", estimator_params=None, seed):
+    def __call__(self, inputs, rules, spec):
         self.calls += 1
-        self.kwargs.append(dict(strategy_name=strategy_name, strategy_params=strategy_params,
-                                strategy_state=strategy_state, estimator=estimator, seed=seed, ids=sorted(updates)))
-        total = sum(n for _, n in updates.values())
-        values = {k: n / total for k, (_, n) in updates.items()}
-        return SimpleNamespace(
-            values=values, std_errors={k: 0.0 for k in updates}, fixed_point={k: int(v * 10**18) for k, v in values.items()},
-            evaluations=len(updates) + 1, v_empty=0.5, v_grand=0.75, estimator=estimator, seconds=0.01,
-        )
+        self.inputs.append(inputs)
+        self.rules.append(rules)
+        return compute_round(inputs, rules, spec)
 
 
 @dataclass
@@ -81,11 +78,13 @@ class Harness:
     task_path: Path
     validation_path: Path
     keystore_path: Path
+    rules_path: Path
     contexts: list[ServiceContext] = field(default_factory=list)
 
     def settings(self, **overrides):
         values = dict(bounty_id=self.bounty_id, task_path=self.task_path, validation_path=self.validation_path,
-                      keystore_path=self.keystore_path, password=PASSWORD, deployment=self.deployment_path,
+                      keystore_path=self.keystore_path, rules_path=self.rules_path, password=PASSWORD,
+                      deployment=self.deployment_path,
                       state_dir=self.tmp / "state", upload_grace=0, poll_interval=0.05)
         values.update(overrides)
         return load_settings(values, environ={})
@@ -149,19 +148,29 @@ class World:
     validation_path: Path
     keystore_path: Path
 
-    def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None) -> int:
+    def rules(self, strategy: str = "fedavg", **strategy_params) -> tuple[RoundRules, Path]:
+        """A bounty's round rules and the file they are saved in (one file per distinct rules)."""
+        rules = resolve_rules(spec=SPEC, strategy=strategy, strategy_params=strategy_params, seed=11)
+        path = self.files / f"rules-{rules_hash(rules).hex()[:16]}.json"
+        rules.save(path)
+        return rules, path
+
+    def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None,
+                   rules: RoundRules | None = None) -> int:
         params = BountyParams(
             task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(self.validation_path.read_bytes()).digest(),
-            rules_hash=hashlib.sha256(b"rules").digest(),
+            rules_hash=rules_hash(rules or self.rules()[0]),
             aggregator=aggregator or self.aggregator.address, num_rounds=rounds, commit_window=WINDOW,
             deadline=self.w3.eth.get_block("latest")["timestamp"] + 365 * 86_400, min_reputation=min_reputation,
         )
         return self.ledger.as_sender(self.sponsor).create_bounty(params, ONE_ETH)
 
-    def harness(self, tmp: Path, **bounty_kwargs) -> Harness:
+    def harness(self, tmp: Path, *, strategy: str = "fedavg", strategy_params: dict | None = None,
+                **bounty_kwargs) -> Harness:
+        rules, rules_path = self.rules(strategy, **(strategy_params or {}))
         return Harness(self.w3, self.ledger, self.deployment_path, self.aggregator, self.insts, self.outsider,
-                       self.sponsor, self.new_bounty(**bounty_kwargs), tmp, self.task_path, self.validation_path,
-                       self.keystore_path)
+                       self.sponsor, self.new_bounty(rules=rules, **bounty_kwargs), tmp, self.task_path,
+                       self.validation_path, self.keystore_path, rules_path)
 
 
 def make_world(files: Path, *, n_insts: int = 3) -> World:
@@ -201,7 +210,7 @@ def harness(service_world, tmp_path) -> Harness:
 
 
 @pytest.fixture
-def fake_scorer() -> FakeScorer:
-    return FakeScorer()
+def counting_compute() -> CountingCompute:
+    return CountingCompute()
 
 

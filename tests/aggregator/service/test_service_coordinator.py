@@ -18,6 +18,7 @@ from aggregator.strategies import make_strategy
 from fedcore.types import Update
 from fedcore import codec
 from fedcore.errors import AggregatorError, ConfigError
+from fedcore.rules import RoundRules
 from ledger.client import BountyStatus, Institution
 
 
@@ -45,11 +46,11 @@ def play_uploads(h, client, round_: int, who, samples=(10, 30, 60)):
     return sent
 
 
-def test_a_whole_bounty_is_reproducible_from_what_the_service_serves(harness, fake_scorer):
+def test_a_whole_bounty_is_reproducible_from_what_the_service_serves(harness, counting_compute):
     h = harness
     context = h.context()
     client = h.client(context)
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     for round_ in (1, 2):
         assert coordinator.step() == "opened"
         play_uploads(h, client, round_, h.insts)
@@ -73,25 +74,26 @@ def test_a_whole_bounty_is_reproducible_from_what_the_service_serves(harness, fa
                 f"/bounties/{h.bounty_id}/rounds/{round_}/updates/{u['sha256'][2:]}").content), u["num_samples"])
             for u in detail["used"]
         ]
-        strategy = make_strategy(detail["settings"]["strategy"], **detail["settings"]["strategy_params"])
+        rules = RoundRules.from_dict(detail["settings"]["rules"])
+        assert rules == context.rules and detail["settings"]["seed"] == rules.round_seed(round_)
+        strategy = make_strategy(rules.strategy, **rules.strategy_params)
         weights = strategy.aggregate_fit(round_, codec.decode(global_bytes), results).weights
         assert "0x" + hashlib.sha256(codec.encode(weights)).hexdigest() == detail["new_model_hash"]
         assert detail["scores"]["fixed_point"] == {k: str(v) for k, v in record.fixed_point_scores.items()}
-        assert fake_scorer.kwargs[-1]["seed"] == detail["settings"]["seed"]
     assert coordinator.step() == "completed"
     assert h.ledger.bounty(h.bounty_id).status == BountyStatus.COMPLETED
     current = client.get(f"/bounties/{h.bounty_id}/rounds/current").json()
     assert current["status"] == "completed" and current["round"] == 2
-    assert fake_scorer.calls == 2
+    assert counting_compute.calls == 2
     # round 2 started from round 1's model, as the contract requires
     assert context.state.round(2).global_model_sha == context.state.round(1).new_model_sha
 
 
-def test_crash_after_scoring_finalizes_exactly_once_with_the_saved_scores(harness, fake_scorer):
+def test_crash_after_scoring_finalizes_exactly_once_with_the_saved_scores(harness, counting_compute):
     h = harness
     first = h.context()
     client = h.client(first)
-    coordinator = Coordinator(first, score_fn=fake_scorer)
+    coordinator = Coordinator(first, compute=counting_compute)
     coordinator.step()
     play_uploads(h, client, 1, h.insts[:2])
     h.advance()
@@ -100,37 +102,37 @@ def test_crash_after_scoring_finalizes_exactly_once_with_the_saved_scores(harnes
     assert saved.step == "scored" and not h.ledger.round(h.bounty_id, 1).finalized
     first.close()  # the process dies here, before finalizeRound
 
-    def must_not_score(**kwargs):
+    def must_not_compute(*args):
         raise AssertionError("a restart must reuse the saved scores")
 
     second = h.context()
-    restarted = Coordinator(second, score_fn=must_not_score)
+    restarted = Coordinator(second, compute=must_not_compute)
     assert restarted.step() == "finalized"
     assert len(finalized_events(h, 1)) == 1
     assert scored_on_chain(h, 1) == saved.fixed_point_scores
     assert bytes(h.ledger.round(h.bounty_id, 1).new_model_hash).hex() == saved.new_model_sha
     assert restarted.step() == "opened"  # round 2, not a second finalize
-    assert len(finalized_events(h, 1)) == 1 and fake_scorer.calls == 1
+    assert len(finalized_events(h, 1)) == 1 and counting_compute.calls == 1
     assert [j["step"] for j in second.state.journal(1)] == ["opening", "open", "scoring", "scored", "finalized"]
 
 
-def test_crash_before_the_open_transaction_opens_once(harness, fake_scorer, monkeypatch):
+def test_crash_before_the_open_transaction_opens_once(harness, counting_compute, monkeypatch):
     h = harness
     first = h.context()
     monkeypatch.setattr(first.ledger, "open_round", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        Coordinator(first, score_fn=fake_scorer).step()
+        Coordinator(first, compute=counting_compute).step()
     assert first.state.round(1).step == "opening" and h.ledger.bounty(h.bounty_id).rounds_opened == 0
     assert h.client(first).get(f"/bounties/{h.bounty_id}/rounds/current").json()["status"] == "waiting"
     monkeypatch.undo()
     second = h.context()
-    coordinator = Coordinator(second, score_fn=fake_scorer)
+    coordinator = Coordinator(second, compute=counting_compute)
     assert coordinator.step() == "opened" and coordinator.step() == "waiting"
     assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
     assert second.state.round(1).global_model_sha == first.state.round(1).global_model_sha
 
 
-def test_crash_after_the_open_transaction_does_not_open_twice(harness, fake_scorer, monkeypatch):
+def test_crash_after_the_open_transaction_does_not_open_twice(harness, counting_compute, monkeypatch):
     h = harness
     first = h.context()
 
@@ -139,13 +141,13 @@ def test_crash_after_the_open_transaction_does_not_open_twice(harness, fake_scor
 
     monkeypatch.setattr(first.state, "mark_open", die)
     with pytest.raises(KeyboardInterrupt):
-        Coordinator(first, score_fn=fake_scorer).step()
+        Coordinator(first, compute=counting_compute).step()
     assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
     assert first.state.round(1).step == "opening"
     monkeypatch.undo()
 
     second = h.context()
-    coordinator = Coordinator(second, score_fn=fake_scorer)
+    coordinator = Coordinator(second, compute=counting_compute)
     assert coordinator.step() == "opened"  # recorded from the chain, not sent again
     assert h.ledger.bounty(h.bounty_id).rounds_opened == 1
     record = second.state.round(1)
@@ -153,11 +155,11 @@ def test_crash_after_the_open_transaction_does_not_open_twice(harness, fake_scor
     assert coordinator.step() == "waiting"
 
 
-def test_crash_after_the_finalize_transaction_records_it_from_the_chain(harness, fake_scorer, monkeypatch):
+def test_crash_after_the_finalize_transaction_records_it_from_the_chain(harness, counting_compute, monkeypatch):
     h = harness
     first = h.context()
     client = h.client(first)
-    coordinator = Coordinator(first, score_fn=fake_scorer)
+    coordinator = Coordinator(first, compute=counting_compute)
     coordinator.step()
     play_uploads(h, client, 1, h.insts)
     assert coordinator.run_until("scored") == "scored"
@@ -168,18 +170,18 @@ def test_crash_after_the_finalize_transaction_records_it_from_the_chain(harness,
     monkeypatch.undo()
 
     second = h.context()
-    assert Coordinator(second, score_fn=fake_scorer).step() == "opened"
+    assert Coordinator(second, compute=counting_compute).step() == "opened"
     record = second.state.round(1)
     assert record.step == "finalized" and record.finalize_tx == "0x" + bytes(finalized_events(h, 1)[0]["transactionHash"]).hex()
     assert len(finalized_events(h, 1)) == 1 and h.ledger.bounty(h.bounty_id).rounds_opened == 2
 
 
-def test_window_then_grace_and_who_is_left_out(harness, fake_scorer):
+def test_window_then_grace_and_who_is_left_out(harness, counting_compute):
     """A copied hash is dropped with its original; a committer that never uploads is left out."""
     h = harness
     context = h.context()
     client = h.client(context)
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     coordinator.step()
     original = h.update(0.3)
     h.commit(h.insts[0], 1, original)
@@ -195,7 +197,7 @@ def test_window_then_grace_and_who_is_left_out(harness, fake_scorer):
     assert set(record.excluded) == {i.address for i in h.insts}
     assert "committed by 2 institutions" in record.excluded[h.insts[0].address]
     assert record.excluded[h.insts[2].address] == "committed but did not upload"
-    assert fake_scorer.calls == 0 and scored_on_chain(h, 1) == {}
+    assert counting_compute.inputs[0].updates == () and scored_on_chain(h, 1) == {}
     # nothing usable: the model stays the same and round 2 opens from it
     assert record.new_model_sha == record.global_model_sha
     assert coordinator.step() == "opened"
@@ -203,11 +205,11 @@ def test_window_then_grace_and_who_is_left_out(harness, fake_scorer):
     assert not any(d.used for d in decisions.values())
 
 
-def test_quorum_closes_early(harness, fake_scorer):
+def test_quorum_closes_early(harness, counting_compute):
     h = harness
     context = h.context(quorum=1)
     client = h.client(context)
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     coordinator.step()
     play_uploads(h, client, 1, h.insts[:1])
     assert coordinator.step() == "closed"
@@ -215,11 +217,11 @@ def test_quorum_closes_early(harness, fake_scorer):
     assert list(scored_on_chain(h, 1)) == [h.insts[0].address]
 
 
-def test_reputation_selection_invites_k_and_refuses_the_others(service_world, tmp_path, fake_scorer):
+def test_reputation_selection_invites_k_and_refuses_the_others(service_world, tmp_path, counting_compute):
     h = service_world.harness(tmp_path)
     context = h.context(selection="reputation", clients_per_round=2, seed=7)
     client = h.client(context)
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     coordinator.step()
     selected = context.state.round(1).selected
     assert len(selected) == 2 and selected == sorted(selected)
@@ -248,11 +250,11 @@ def test_selection_is_seeded_and_respects_minimum_reputation():
     assert counts[insts[3].address] > counts[insts[1].address]  # 9000 bps is drawn more often than 2000
 
 
-def test_server_optimizer_state_carries_over(harness, fake_scorer):
-    h = harness
-    context = h.context(strategy="fedadam", strategy_params='{"server_lr": 0.05}')
+def test_server_optimizer_state_carries_over(service_world, tmp_path, counting_compute):
+    h = service_world.harness(tmp_path, strategy="fedadam", strategy_params={"server_lr": 0.05})
+    context = h.context()
     client = h.client(context)
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     for round_ in (1, 2):
         coordinator.step()
         play_uploads(h, client, round_, h.insts)
@@ -260,12 +262,16 @@ def test_server_optimizer_state_carries_over(harness, fake_scorer):
     first, second = context.state.round(1), context.state.round(2)
     assert first.state_before_sha is None and first.state_after_sha
     assert second.state_before_sha == first.state_after_sha
-    assert fake_scorer.kwargs[0]["strategy_state"] is None
-    state = fake_scorer.kwargs[1]["strategy_state"]
-    assert int(state["step"]) == 1 and fake_scorer.kwargs[1]["strategy_params"] == {"server_lr": 0.05}
+    assert dict(counting_compute.inputs[0].strategy_state) == {}
+    state = counting_compute.inputs[1].strategy_state
+    assert int(state["step"]) == 1 and counting_compute.rules[1].strategy_params["server_lr"] == 0.05
     download = client.get(f"/bounties/{h.bounty_id}/states/{first.state_after_sha}")
     assert download.status_code == 200
     assert np.array_equal(codec.decode(download.content)["step"], state["step"])
+
+
+def h_rules(h) -> RoundRules:
+    return RoundRules.load(h.rules_path)
 
 
 def test_startup_refuses_with_one_line(harness, service_world, tmp_path):
@@ -285,13 +291,18 @@ def test_startup_refuses_with_one_line(harness, service_world, tmp_path):
     foreign = service_world.new_bounty(aggregator=h.insts[0].address)
     with pytest.raises(ConfigError, match="is not bounty .* aggregator"):
         h.context(bounty_id=foreign)
-    with pytest.raises(ConfigError, match="unknown strategy"):
-        h.context(strategy="fedmagic")
+    # rules other than the bounty's (another scoring seed, another scorer) are refused before serving
+    for other_rules in (RoundRules.from_dict({**h_rules(h).to_dict(), "seed": 12}),
+                        RoundRules.from_dict({**h_rules(h).to_dict(), "estimator": "loo", "estimator_params": {}})):
+        path = tmp_path / f"rules-{other_rules.seed}-{other_rules.estimator}.json"
+        other_rules.save(path)
+        with pytest.raises(ConfigError, match="rulesHash"):
+            h.context(rules_path=path)
     h.context().close()
     with pytest.raises(ConfigError, match="belongs to bounty_id"):
         h.context(bounty_id=service_world.new_bounty())
     with pytest.raises(ConfigError, match="missing setting --keystore"):
-        load_settings({"bounty_id": 1, "task_path": "t", "validation_path": "v"}, environ={})
+        load_settings({"bounty_id": 1, "task_path": "t", "validation_path": "v", "rules_path": "r"}, environ={})
     with pytest.raises(ConfigError, match="needs --clients-per-round"):
         h.settings(selection="reputation")
 
@@ -299,11 +310,11 @@ def test_startup_refuses_with_one_line(harness, service_world, tmp_path):
 def test_settings_come_from_the_environment(tmp_path):
     env = {"FEDLEDGER_BOUNTY": "3", "FEDLEDGER_TASK": "t.json", "FEDLEDGER_VALIDATION": "v.csv",
            "FEDLEDGER_KEYSTORE": "k.json", "FEDLEDGER_PASSWORD": "pw", "FEDLEDGER_PORT": "9001",
-           "FEDLEDGER_QUORUM": "2", "FEDLEDGER_STRATEGY_PARAMS": '{"server_lr": 0.5}', "FEDLEDGER_WALL_CLOCK": "false",
+           "FEDLEDGER_QUORUM": "2", "FEDLEDGER_RULES": "rules.json", "FEDLEDGER_WALL_CLOCK": "false",
            "FEDLEDGER_UNRELATED": "ignored"}
     settings = load_settings({"port": 9002}, environ=env)
     assert settings.bounty_id == 3 and settings.port == 9002 and settings.quorum == 2
-    assert settings.strategy_params == {"server_lr": 0.5} and settings.wall_clock is False
+    assert str(settings.rules_path) == "rules.json" and settings.wall_clock is False
     assert settings.resolve_password() == "pw" and "password" not in settings.public()
     with pytest.raises(ConfigError, match="invalid --port"):
         load_settings({"port": "eighty"}, environ=env)

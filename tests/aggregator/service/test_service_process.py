@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from eth_account import Account
 
+from aggregator.rules import resolve_rules
+from fedcore.rules import rules_hash
 from fedcore.keystore import create_keystore
 from fedcore import codec
 from fedcore.signing import sign_upload
@@ -87,15 +89,18 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
     create_keystore(keystore, PASSWORD, private_key=aggregator.key, scrypt_n=2**4)  # cheap scrypt for tests
     password_file = tmp_path / "password.txt"
     password_file.write_text(PASSWORD + "\n")
+    rules = resolve_rules(spec=SPEC)
+    rules_path = tmp_path / "rules.json"
+    rules.save(rules_path)
     bounty_id = ledger.as_sender(sponsor).create_bounty(BountyParams(
         task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(validation_path.read_bytes()).digest(),
-        rules_hash=hashlib.sha256(b"rules").digest(),
+        rules_hash=rules_hash(rules),
         aggregator=aggregator.address, num_rounds=1, commit_window=3600,
         deadline=w3.eth.get_block("latest")["timestamp"] + 30 * 86_400,
     ), ONE_ETH)
 
     base = [sys.executable, "-m", "fedledger", "aggregator", "serve", "--bounty", str(bounty_id), "--task", str(task_path),
-            "--validation", str(validation_path), "--keystore", str(keystore), "--rpc", ganache.url,
+            "--validation", str(validation_path), "--rules", str(rules_path), "--keystore", str(keystore), "--rpc", ganache.url,
             "--deployment", str(deployment_path), "--state-dir", str(tmp_path / "state")]
 
     # a wrong password is one line on stderr and exit code 2

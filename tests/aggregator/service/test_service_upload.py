@@ -19,10 +19,10 @@ from fedcore.task import TaskSpec, task_hash
 
 
 @pytest.fixture
-def service(harness, fake_scorer):
+def service(harness, counting_compute):
     """Round 1 open, a TestClient on the app (no background coordinator)."""
     context = harness.context()
-    coordinator = Coordinator(context, score_fn=fake_scorer)
+    coordinator = Coordinator(context, compute=counting_compute)
     assert coordinator.step() == "opened"
     client = harness.client(context)
     return harness, context, coordinator, client
