@@ -301,7 +301,7 @@ class Coordinator:
                              strategy_state=self._load_state(record.state_before_sha),
                              X_val=ctx.validation.X, y_val=ctx.validation.y)
         outcome = self.compute(inputs, ctx.rules, ctx.spec)
-        log.info("round %d computed from %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
+        log.info("round %d scored %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
         new_model_sha = ctx.blobs.put("models", outcome.model_bytes)
         state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
         report = scores_report(outcome.scores)

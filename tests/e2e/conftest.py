@@ -292,10 +292,17 @@ class Federation:
         return ["--rpc", self.rpc, "--deployment", str(self.deployment)]
 
     # -- sponsor ----------------------------------------------------------------------------------------
+    @property
+    def rules(self) -> Path:
+        return self.data / "rules.json"
+
     def create_bounty(self, procs: Processes, *, rounds: int, commit_window: int = 30, reward: str = "3ether") -> int:
+        if not self.rules.exists():  # the sponsor fixes the round rules before anyone trains
+            procs.run("sponsor-rules", "sponsor", "rules", "--task", self.data / "task.json", "--out", self.rules)
         proc = procs.run(
             "sponsor-create-bounty", "sponsor", "create-bounty", *self.chain, "--from", self.sponsor_address,
-            "--task", self.data / "task.json", "--validation", self.data / "validation.csv", "--reward", reward,
+            "--task", self.data / "task.json", "--validation", self.data / "validation.csv", "--rules", self.rules,
+            "--reward", reward,
             "--aggregator", self.aggregator_address, "--rounds", rounds, "--commit-window", commit_window,
             "--deadline-days", 1, "--format", "json",
         )
@@ -304,7 +311,8 @@ class Federation:
     # -- aggregator -------------------------------------------------------------------------------------
     def aggregator_args(self, bounty_id: int, state_dir: Path, port: int, *extra: Any) -> list[Any]:
         return ["aggregator", "serve", "--bounty", bounty_id, "--task", self.data / "task.json",
-                "--validation", self.data / "validation.csv", "--keystore", self.aggregator_keystore, *self.chain,
+                "--validation", self.data / "validation.csv", "--rules", self.rules, "--keystore", self.aggregator_keystore,
+                *self.chain,
                 "--state-dir", state_dir, "--port", port, "--quorum", len(self.hospitals), *extra]
 
     def start_aggregator(self, procs: Processes, bounty_id: int, state_dir: Path, *, port: int | None = None,
@@ -426,7 +434,7 @@ class Federation:
         proc = procs.run(
             "audit-verify", "audit", "verify", "--bounty", bounty_id, *self.chain, "--aggregator", aggregator_url,
             "--recompute", "--task", self.data / "task.json", "--validation", self.data / "validation.csv",
-            "--format", "json", timeout=300,
+            "--rules", self.rules, "--format", "json", timeout=300,
         )
         report = json.loads(proc.stdout())
         assert report["verified"] is True, report["reasons"]
