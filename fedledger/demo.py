@@ -723,7 +723,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         http = httpx.Client(base_url=base_url, transport=transport, timeout=60)
         stack.callback(http.close)
         audit = verify_bounty(ledger, db, bounty_id, source=HttpAggregator(base_url, client=http), recompute=True,
-                              task=data.task_path, validation=data.validation_path)
+                              task=data.task_path, validation=data.validation_path, rules=rules_path)
         for line in format_report(audit).splitlines()[1:]:
             say(f"audit    {line.strip()}")
         books = trace(db, bounty_id, ledger)
