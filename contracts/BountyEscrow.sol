@@ -97,6 +97,9 @@ abstract contract BountyEscrow is InstitutionRegistry {
 
     /// @notice Create a bounty and escrow `initialFunding` of its reward asset (send it as `msg.value` for ETH;
     ///         approve this contract first for a token).
+    /// @param p The bounty's fixed terms: task, validation-set and scoring-rules hashes, aggregator, rounds, commit
+    ///        window, deadline, minimum reputation and reward token (address(0) for ETH).
+    /// @param initialFunding Reward escrowed now, in wei or token units (may be zero).
     /// @return bountyId The new bounty's id (ids start at 1).
     function createBounty(BountyParams calldata p, uint256 initialFunding)
         external
@@ -141,6 +144,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
     }
 
     /// @notice Top up an active bounty with `amount` (as `msg.value` for ETH; approve first for a token). Anyone may fund.
+    /// @param bountyId The bounty to top up.
+    /// @param amount How much to add, in wei or token units (not zero).
     function fundBounty(uint256 bountyId, uint256 amount) external payable nonReentrant {
         Bounty storage b = _activeBounty(bountyId);
         if (amount == 0) revert ZeroAmount();
@@ -149,6 +154,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
 
     /// @notice The sponsor cancels a bounty before its first round opens, or after its deadline, and is refunded
     ///         everything not yet credited to institutions. Credited rewards stay claimable.
+    /// @param bountyId The bounty to cancel.
     function cancelBounty(uint256 bountyId) external nonReentrant {
         Bounty storage b = _activeBounty(bountyId);
         if (msg.sender != b.sponsor) revert NotSponsor(bountyId, msg.sender);
@@ -162,6 +168,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
 
     /// @notice After completion, the sponsor takes back what no round could credit (a round in which no update
     ///         scored above zero credits nothing).
+    /// @param bountyId The completed bounty.
     function refundRemainder(uint256 bountyId) external nonReentrant {
         Bounty storage b = _bounty(bountyId);
         if (b.status != BountyStatus.Completed) revert BountyNotCompleted(bountyId, b.status);
@@ -174,16 +181,21 @@ abstract contract BountyEscrow is InstitutionRegistry {
     }
 
     /// @notice A bounty's full record.
+    /// @param bountyId The bounty.
+    /// @return The bounty's terms, progress, status and books.
     function getBounty(uint256 bountyId) external view returns (Bounty memory) {
         return _bounty(bountyId);
     }
 
     /// @notice Reward still held for the bounty's coming rounds: funded - credited - refunded.
+    /// @param bountyId The bounty.
+    /// @return The escrowed amount, in wei or token units.
     function escrowOf(uint256 bountyId) external view returns (uint256) {
         return _escrowed(_bounty(bountyId));
     }
 
     /// @notice How many bounties exist; ids run from 1 to this number.
+    /// @return The number of bounties created.
     function bountyCount() external view returns (uint256) {
         return _bountyCount;
     }

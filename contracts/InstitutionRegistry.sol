@@ -3,18 +3,22 @@ pragma solidity ^0.8.20;
 
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Governed} from "./Governed.sol";
 
 /// @title InstitutionRegistry
 /// @notice Institutions join with an ETH stake, leave after a cooldown, and carry a reputation that only
-///         round finalization changes. A governance address may slash stake for proven misbehaviour.
+///         round finalization changes. Governance (handed over in two steps) may slash stake for proven misbehaviour.
 /// @dev Reputation is fixed point in basis points: 0 = none, 10_000 = perfect. Each finalized round moves a
 ///      participant's reputation 20% of the way towards its normalized score (an exponential moving average):
 ///      rep' = rep + (target - rep) * 2_000 / 10_000, where target = 10_000 * score / bestScore for a positive
 ///      score and 0 otherwise. A new institution starts at 5_000; leaving keeps the reputation, so leaving and
 ///      re-joining cannot launder it.
-abstract contract InstitutionRegistry is ReentrancyGuard {
+abstract contract InstitutionRegistry is ReentrancyGuard, Governed {
+    /// @notice A perfect reputation, in basis points.
     uint16 public constant REPUTATION_ONE = 10_000;
+    /// @notice The reputation a first-time institution starts with.
     uint16 public constant INITIAL_REPUTATION = 5_000;
+    /// @notice How far each finalized round moves a reputation towards its target, in basis points.
     uint16 public constant REPUTATION_ALPHA_BPS = 2_000;
 
     struct Institution {
@@ -26,7 +30,6 @@ abstract contract InstitutionRegistry is ReentrancyGuard {
         bool everJoined;
     }
 
-    address private immutable _governance;
     uint256 private immutable _minStake;
     uint256 private immutable _leaveCooldown;
     mapping(address => Institution) private _institutions;
@@ -44,18 +47,14 @@ abstract contract InstitutionRegistry is ReentrancyGuard {
     error LeaveAlreadyRequested(address institution);
     error LeaveNotRequested(address institution);
     error CooldownNotOver(address institution, uint256 availableAt);
-    error NotGovernance(address caller);
     error SlashExceedsStake(address institution, uint256 amount, uint256 stake);
     error NothingToWithdraw(address caller);
     error TransferFailed(address to, uint256 amount);
 
-    modifier onlyGovernance() {
-        if (msg.sender != _governance) revert NotGovernance(msg.sender);
-        _;
-    }
-
-    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_) {
-        _governance = governance_;
+    /// @param governance_ May slash stake for proven misbehaviour and withdraw slashed funds (not zero).
+    /// @param minStake_ Minimum stake to join, in wei.
+    /// @param leaveCooldown_ Seconds between `requestLeave` and `withdrawStake`.
+    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_) Governed(governance_) {
         _minStake = minStake_;
         _leaveCooldown = leaveCooldown_;
     }
@@ -102,6 +101,8 @@ abstract contract InstitutionRegistry is ReentrancyGuard {
     }
 
     /// @notice Governance slashes `amount` of an institution's stake for proven misbehaviour.
+    /// @param institution The institution to slash.
+    /// @param amount Stake to take, in wei (at most its stake).
     /// @param evidenceHash Hash of the published evidence (for example the offending update and the audit report).
     function slash(address institution, uint256 amount, bytes32 evidenceHash) external onlyGovernance {
         Institution storage inst = _institutions[institution];
@@ -113,6 +114,7 @@ abstract contract InstitutionRegistry is ReentrancyGuard {
     }
 
     /// @notice Governance withdraws all slashed stake to `to`.
+    /// @param to Who receives the slashed stake.
     function withdrawSlashed(address to) external onlyGovernance nonReentrant {
         uint256 amount = _slashedBalance;
         if (amount == 0) revert NothingToWithdraw(msg.sender);
@@ -122,26 +124,26 @@ abstract contract InstitutionRegistry is ReentrancyGuard {
     }
 
     /// @notice An institution's record (stake, reputation, join and leave times, registration).
+    /// @param institution The institution's address.
+    /// @return The record (all zero for an address that never joined).
     function getInstitution(address institution) external view returns (Institution memory) {
         return _institutions[institution];
     }
 
-    /// @notice The governance address (may slash).
-    function governance() external view returns (address) {
-        return _governance;
-    }
-
     /// @notice The minimum stake to join, in wei.
+    /// @return The minimum stake.
     function minStake() external view returns (uint256) {
         return _minStake;
     }
 
     /// @notice Seconds between `requestLeave` and `withdrawStake`.
+    /// @return The cooldown in seconds.
     function leaveCooldown() external view returns (uint256) {
         return _leaveCooldown;
     }
 
     /// @notice Slashed stake not yet withdrawn by governance, in wei.
+    /// @return The slashed balance.
     function slashedBalance() external view returns (uint256) {
         return _slashedBalance;
     }

@@ -22,6 +22,9 @@ abstract contract RevenueSplitter is RoundLedger {
     error NothingDue(uint256 bountyId, address token, address institution);
 
     /// @notice Pay `amount` of revenue in `token` (address(0) and `msg.value` for ETH) into a completed bounty.
+    /// @param bountyId The completed bounty whose model earned the revenue.
+    /// @param token The revenue's asset, address(0) for ETH (approve first for a token).
+    /// @param amount How much, in wei or token units (not zero).
     function payRevenue(uint256 bountyId, address token, uint256 amount) external payable nonReentrant {
         Bounty storage b = _bounty(bountyId);
         if (b.status != BountyStatus.Completed) revert BountyNotCompleted(bountyId, b.status);
@@ -33,6 +36,8 @@ abstract contract RevenueSplitter is RoundLedger {
     }
 
     /// @notice Withdraw the caller's due share of the bounty's revenue in `token` (address(0) for ETH).
+    /// @param bountyId The bounty.
+    /// @param token The revenue's asset, address(0) for ETH.
     function claimRevenue(uint256 bountyId, address token) external nonReentrant {
         uint256 amount = revenueDue(bountyId, token, msg.sender);
         if (amount == 0) revert NothingDue(bountyId, token, msg.sender);
@@ -43,6 +48,10 @@ abstract contract RevenueSplitter is RoundLedger {
     }
 
     /// @notice Revenue in `token` that `institution` may claim now.
+    /// @param bountyId The bounty.
+    /// @param token The revenue's asset, address(0) for ETH.
+    /// @param institution The contributor.
+    /// @return The amount it may claim.
     function revenueDue(uint256 bountyId, address token, address institution) public view returns (uint256) {
         Bounty storage b = _bounty(bountyId);
         if (b.totalPositiveScore == 0) return 0;
@@ -53,11 +62,17 @@ abstract contract RevenueSplitter is RoundLedger {
     }
 
     /// @notice All revenue ever paid into a bounty in `token`.
+    /// @param bountyId The bounty.
+    /// @param token The revenue's asset, address(0) for ETH.
+    /// @return The total paid in.
     function revenueTotal(uint256 bountyId, address token) external view returns (uint256) {
         return _revenueTotal[bountyId][token];
     }
 
     /// @notice All revenue in `token` already claimed from a bounty.
+    /// @param bountyId The bounty.
+    /// @param token The revenue's asset, address(0) for ETH.
+    /// @return The total released.
     function revenueReleased(uint256 bountyId, address token) external view returns (uint256) {
         return _revenueReleasedTotal[bountyId][token];
     }

@@ -75,6 +75,8 @@ abstract contract RoundLedger is BountyEscrow {
 
     /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
     ///         From round 2 on, the hash must be the one the previous round finalized.
+    /// @param bountyId The bounty.
+    /// @param globalModelHash sha256 of the global model the round trains from.
     /// @return round The round number (from 1).
     function openRound(uint256 bountyId, bytes32 globalModelHash) external returns (uint256 round) {
         Bounty storage b = _activeBounty(bountyId);
@@ -102,6 +104,10 @@ abstract contract RoundLedger is BountyEscrow {
 
     /// @notice A registered, active institution with enough reputation commits the sha256 of its update and its
     ///         sample count, once per round, before the commit window closes and before finalization.
+    /// @param bountyId The bounty.
+    /// @param round The open round.
+    /// @param updateHash sha256 of the update the institution will upload.
+    /// @param sampleCount How many training samples the update was computed on (not zero).
     function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external {
         Bounty storage b = _activeBounty(bountyId);
         Round storage r = _rounds[bountyId][round];
@@ -122,6 +128,9 @@ abstract contract RoundLedger is BountyEscrow {
     ///         score per kept participant. Participants must be committed and listed by strictly ascending
     ///         update hash, so no one is listed twice and a copied hash is refused. Reputations are updated and the round's
     ///         reward is credited in proportion to the positive scores.
+    /// @param bountyId The bounty.
+    /// @param round The open round.
+    /// @param newModelHash sha256 of the aggregated global model.
     /// @param participants Committed institutions whose updates were kept, ordered by strictly ascending update hash.
     /// @param scores Their contribution scores, fixed point with 18 decimals, signed.
     function finalizeRound(
@@ -161,6 +170,7 @@ abstract contract RoundLedger is BountyEscrow {
     }
 
     /// @notice Withdraw everything credited to the caller by `bountyId`'s rounds, in the bounty's asset.
+    /// @param bountyId The bounty.
     function claim(uint256 bountyId) external nonReentrant {
         Bounty storage b = _bounty(bountyId);
         Contribution storage c = _contributions[bountyId][msg.sender];
@@ -172,16 +182,27 @@ abstract contract RoundLedger is BountyEscrow {
     }
 
     /// @notice A round's record: the global-model hash it opened with, the one it finalized with, its times.
+    /// @param bountyId The bounty.
+    /// @param round The round number (from 1).
+    /// @return The round's record (all zero for a round not opened).
     function getRound(uint256 bountyId, uint256 round) external view returns (Round memory) {
         return _rounds[bountyId][round];
     }
 
     /// @notice The update hash `institution` committed in a round (zero when it did not commit).
+    /// @param bountyId The bounty.
+    /// @param round The round number.
+    /// @param institution The institution.
+    /// @return The committed update hash.
     function commitmentOf(uint256 bountyId, uint256 round, address institution) external view returns (bytes32) {
         return _commitments[bountyId][round][institution];
     }
 
     /// @notice An institution's unclaimed reward and cumulative positive score in a bounty.
+    /// @param bountyId The bounty.
+    /// @param institution The institution.
+    /// @return unclaimed Reward credited and not yet claimed, in the bounty's asset.
+    /// @return cumulativeScore Sum of its positive scores over the bounty's rounds.
     function contributionOf(uint256 bountyId, address institution) external view returns (uint256 unclaimed, uint256 cumulativeScore) {
         Contribution storage c = _contributions[bountyId][institution];
         return (c.unclaimed, c.cumulativeScore);

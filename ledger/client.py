@@ -202,6 +202,18 @@ class FedLedgerClient:
     def governance(self) -> str:
         return self._view("governance")
 
+    def pending_governance(self) -> str:
+        """The successor governance named and not yet accepted (the zero address when none)."""
+        return self._view("pendingGovernance")
+
+    def transfer_governance(self, new_governance: str) -> TxReceipt:
+        """Governance names its successor (the zero address withdraws a pending handover)."""
+        return self._send("transferGovernance", Web3.to_checksum_address(new_governance))
+
+    def accept_governance(self) -> TxReceipt:
+        """The named successor takes over governance."""
+        return self._send("acceptGovernance")
+
     def slashed_balance(self) -> int:
         return self._view("slashedBalance")
 
