@@ -206,7 +206,8 @@ def numeric_columns(path: str | os.PathLike, columns: Sequence[str]) -> set[str]
 def format_number(value: float) -> str:
     """A float as text that reads back as the same float64: integers without ``.0``, anything else by ``repr``."""
     value = float(value)  # a float32 widens exactly
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    negative_zero = value == 0.0 and math.copysign(1.0, value) < 0  # "-0.0", as "0" would lose the sign
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 and not negative_zero else repr(value)
 
 
 def task_table_bytes(
