@@ -48,8 +48,8 @@ def test_files_row_counts_and_hashes(written):
     for name, (n_train, n_val, n_test) in SIZES.items():
         assert manifest["sites"][name] == {"file": f"{name}.csv", "test_file": f"test/{name}.csv",
                                            "train_rows": n_train, "validation_rows": n_val, "test_rows": n_test}
-        assert len(read_site_table(out / f"{name}.csv", spec.feature_columns, spec.label_column).labels) == n_train
-        assert len(read_site_table(out / "test" / f"{name}.csv", spec.feature_columns, spec.label_column).labels) == n_test
+        assert len(read_site_table(out / f"{name}.csv", spec.feature_columns, spec.label_column)) == n_train
+        assert len(read_site_table(out / "test" / f"{name}.csv", spec.feature_columns, spec.label_column)) == n_test
     assert manifest["files"]["validation.csv"]["rows"] == sum(v for _, v, _ in SIZES.values()) == 123
     for relative, info in manifest["files"].items():
         data = (out / relative).read_bytes()
@@ -70,7 +70,7 @@ def test_site_and_test_files_hold_the_raw_rows_and_validation_is_scaled_like_its
         np.testing.assert_array_equal(test.features, part.table.X[part.test_index])
     validation = read_site_table(out / "validation.csv", spec.feature_columns, spec.label_column)
     expected = np.concatenate([validation_features(p) for p in parts])
-    np.testing.assert_array_equal(validation.features.astype(np.float32), expected)  # bit for bit after the CSV round trip
+    np.testing.assert_array_equal(validation.features.astype(np.float32), expected)  # bit for bit after the round trip
     np.testing.assert_array_equal(validation.labels, np.concatenate([p.table.y[p.validation_index] for p in parts]))
 
 

@@ -89,12 +89,13 @@ def test_the_demo_reads_site_files_by_the_same_rules(tmp_path):
     rows = "".join(f"{i},{i % 3},{i * 0.5},{i % 2},s{i}\n" for i in range(16))
     good = tmp_path / "a.csv"
     good.write_bytes(codecs.BOM_UTF8 + ("f0,f1,f2,label,site\n" + rows).encode())
-    data = prepare_sites([good, good], "label", tmp_path / "out", seed=0, strategy="fedavg", task_path=tmp_path / "t.json")
+    options = {"seed": 0, "strategy": "fedavg", "task_path": tmp_path / "t.json"}
+    data = prepare_sites([good, good], "label", tmp_path / "out", **options)
     assert data.spec.feature_columns == ("f0", "f1", "f2")  # the text column is not a feature
     bad = tmp_path / "b.csv"
     bad.write_text("f0,f1,f2,label\n0,0,0,0\n1,1,1,2\n" + "".join(f"{i},{i % 3},{i},{i % 2}\n" for i in range(16)))
     with pytest.raises(DataError) as info:
-        prepare_sites([good, bad], "label", tmp_path / "out", seed=0, strategy="fedavg", task_path=tmp_path / "t.json")
+        prepare_sites([good, bad], "label", tmp_path / "out", **options)
     assert str(info.value) == f"{bad} line 3: label 'label' must be 0 or 1"
 
 
