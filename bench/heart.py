@@ -35,12 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from fedsets.heart import BATCH_SIZE, FLAMBY_OPT, FLAMBY_SETTINGS, LOCAL_STEPS, ROUNDS  # noqa: F401 (bench.heart's names)
+
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "heart.json"
 
 SEEDS = (42, 43, 44, 45, 46)
-ROUNDS = 15
-LOCAL_STEPS = 100
-BATCH_SIZE = 4
 CENTRALIZED_EPOCHS = 50
 CENTRALIZED_LR = 1e-3
 
@@ -49,22 +48,6 @@ CENTRALIZED_LR = 1e-3
 VALIDATION_FRACTION = 0.25
 TUNING_SPLIT_SEEDS = (0, 1, 2, 3, 4)
 TUNING_TRAIN_SEEDS = (0, 1)
-
-FLAMBY_OPT = {"beta1": 0.9, "beta2": 0.999, "tau": 1e-8}
-
-# Strategy -> (strategy keyword arguments, client training settings). FedAvg..FedAdagrad are
-# FLamby's config_heart_disease.json; the robust rules reuse FedAvg's client settings.
-FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "fedavg": ({}, {"lr": 0.001}),
-    "fedprox": ({"mu": 0.01}, {"lr": 0.001}),
-    "fedadam": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.01}),
-    "fedyogi": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.003162}),
-    "fedadagrad": ({"server_lr": 0.316228, **FLAMBY_OPT}, {"lr": 0.003162}),
-    "median": ({}, {"lr": 0.001}),
-    "trimmed_mean": ({"trim_fraction": 0.25}, {"lr": 0.001}),
-    "krum": ({"n_byzantine": 1}, {"lr": 0.001}),
-    "multikrum": ({"n_byzantine": 1}, {"lr": 0.001}),
-}
 
 # What a user can tune, per strategy: grids fixed before looking at any result.
 CLIENT_LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
@@ -118,7 +101,7 @@ FLAMBY_PUBLISHED = {
 
 @lru_cache(maxsize=1)
 def _sites():
-    from node.data import load_fed_heart_disease
+    from fedsets.heart import load_fed_heart_disease
 
     return tuple(load_fed_heart_disease())
 
@@ -127,7 +110,7 @@ def _sites():
 def _split(split: str, split_seed: int):
     """(institutions, extra evaluation sets) for the test protocol or one validation carving."""
     from fedledger.simulation import Institution
-    from node.data import carve_validation, pool_sites
+    from fedsets.data import carve_validation, pool_sites
 
     sites = _sites()
     if split == "test":

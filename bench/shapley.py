@@ -84,7 +84,8 @@ GRID_CONVERGENCE_SHARE = (0.75, 1.5, 3.0, 6.0, 12.0)
 @lru_cache(maxsize=1)
 def _pooled_training():
     """Pooled training parts of the 4 centers, split into (train rows, validation rows)."""
-    from node.data import carve_validation, load_fed_heart_disease, pool_sites
+    from fedsets.data import carve_validation, pool_sites
+    from fedsets.heart import load_fed_heart_disease
 
     pooled = pool_sites(load_fed_heart_disease())
     return carve_validation(pooled, fraction=VALIDATION_FRACTION, seed=0)

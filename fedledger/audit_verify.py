@@ -471,11 +471,11 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int
 
 
 def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
-    """``(X_val, y_val)`` from the validation CSV, prepared exactly as the aggregator prepares it for scoring."""
-    from aggregator.service.validation import load_validation_set  # the aggregator's own reader: same rows, same floats
+    """``(X_val, y_val)`` from the validation CSV, read by the one task-table reader the aggregator scores with."""
+    from fedcore.tables import read_task_table
 
-    validation = load_validation_set(path, spec)
-    return validation.X, validation.y
+    table = read_task_table(path, spec.feature_columns, spec.label_column)
+    return table.features, table.labels
 
 
 def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],

@@ -1,6 +1,6 @@
 """``fedledger data heart``: the real Fed-Heart-Disease data as per-hospital CSV files for a federation on one machine.
 
-From the four raw UCI files (``node.data``: FLamby's preprocessing and its per-center 66/34 split, seed 43) it
+From the four raw UCI files (:mod:`fedsets.heart`: FLamby's preprocessing and its per-center 66/34 split, seed 43) it
 writes, into ``--out``:
 
 =========================  ===================================================================================
@@ -13,13 +13,14 @@ writes, into ``--out``:
 ``manifest.json``          how it was made, row counts, positives and the sha256 of every file
 =========================  ===================================================================================
 
-Every CSV has a header of the 13 feature names then the label ``num`` (0/1: ``num > 0`` in the raw data). The site
-and test files hold the raw numbers after FLamby's cleaning and one-hot encoding, NOT normalized: each node
-standardizes with its own site rows' mean and std (``node.site.load_site``), and its test rows with the same
-statistics, as FLamby does. The aggregator uses validation features as they are (``aggregator.service.validation``),
-so ``validation.csv`` is already standardized: each center's slice with that center's site statistics, exactly what
-its node applies, so the global model is scored on data scaled as it was trained on. The slices are carved from each
-center's *training* part (stratified by label like FLamby's split, seeded by ``--seed``), so the validation set is
+Every CSV has a header of the 13 feature names then the label ``num`` (0/1: ``num > 0`` in the raw data), and is
+written and read by :mod:`fedcore.tables`. The site and test files hold the raw numbers after FLamby's cleaning and
+one-hot encoding, NOT normalized: each node standardizes with its own site rows' mean and std
+(``node.site.load_site``), and its test rows with the same statistics, as FLamby does. The aggregator uses
+validation features as they are (``aggregator.service.validation``), so ``validation.csv`` is already standardized:
+each center's slice with that center's site statistics, exactly what its node applies, so the global model is
+scored on data scaled as it was trained on. The slices are carved from each center's *training* part (stratified by
+label like FLamby's split, seeded by ``--seed``), so the validation set is
 disjoint from every test part and from the site files. Equal arguments give byte-identical files.
 
 A column constant in a center's site rows has std 0 and FLamby's epsilon (1e-9) as its scale: a validation or test
@@ -29,12 +30,9 @@ row that differs there becomes about 1e9 (with the defaults, Cleveland's ``reste
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,102 +40,10 @@ import numpy as np
 
 from fedcore.files import write_atomic
 
-HEART_LABEL = "num"
 VALIDATION_FILE = "validation.csv"
 TASK_FILE = "task.json"
 MANIFEST_FILE = "manifest.json"
 TEST_DIR = "test"
-
-
-@dataclass(frozen=True)
-class HeartPart:
-    """The rows of one center in each of the three parts (indices into the center's cleaned table)."""
-
-    name: str
-    table: Any  # node.data.Table: raw (cleaned, one-hot) features and 0/1 labels
-    train_index: np.ndarray
-    validation_index: np.ndarray
-    test_index: np.ndarray
-
-
-def heart_parts(*, validation_fraction: float = 0.25, seed: int = 42, data_root: str | os.PathLike | None = None
-                ) -> list[HeartPart]:
-    """Split every Fed-Heart-Disease center into site-train, validation and test rows.
-
-    Parameters
-    ----------
-    validation_fraction : float in (0, 1)
-        Share of each center's FLamby *training* part carved out for the sponsor's validation set.
-    seed : int
-        Seed of the carving (stratified by label when both classes have more than 2 rows, as FLamby's split).
-    data_root : path, optional
-        Folder of the raw files (default: ``node.data.default_data_root()``).
-
-    Returns
-    -------
-    list of HeartPart
-        Centers cleveland, hungarian, switzerland, va. With the defaults the site/validation/test rows are
-        149/50/104, 129/43/89, 22/8/16 and 63/22/45.
-    """
-    from fedcore.errors import ConfigError
-    from node.data import carve_validation, load_fed_heart_disease
-
-    if not 0.0 < validation_fraction < 1.0:
-        raise ConfigError(f"--validation-fraction must be in (0, 1), got {validation_fraction!r}")
-    parts = []
-    for site in load_fed_heart_disease(data_root, normalize=False):
-        carved = carve_validation(site, fraction=validation_fraction, seed=seed, normalize=False)
-        parts.append(HeartPart(site.name, site.table, carved.train_index, carved.test_index, site.test_index))
-    return parts
-
-
-def heart_task_spec(feature_columns: tuple[str, ...]):
-    """FLamby's Fed-Heart-Disease task: logistic regression, accuracy, FedAvg's client settings
-    (100 local SGD steps of batch 4 at lr 1e-3 per round), taken from ``bench.heart`` so the two agree."""
-    from bench.heart import BATCH_SIZE, FLAMBY_SETTINGS, LOCAL_STEPS
-    from fedcore.task import TaskSpec, TrainingSettings
-
-    client = FLAMBY_SETTINGS["fedavg"][1]
-    return TaskSpec(
-        name="fed-heart-disease",
-        model="logreg",
-        feature_columns=tuple(feature_columns),
-        label_column=HEART_LABEL,
-        metric="accuracy",
-        training=TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE, lr=client["lr"], optimizer="sgd"),
-    )
-
-
-def validation_features(part: HeartPart) -> np.ndarray:
-    """The center's validation rows standardized exactly as its node standardizes its own data: with the mean and
-    std of the center's site-CSV rows (``node.data.fit_preprocessor``, as ``node.site.load_site`` does).
-
-    Returns
-    -------
-    np.ndarray, shape (n_validation, d), float32
-    """
-    from node.data import fit_preprocessor
-
-    preprocessor = fit_preprocessor(part.table.X[part.train_index], impute="drop", normalize=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return preprocessor.transform(part.table.X[part.validation_index])
-
-
-def _number(value: float) -> str:
-    value = float(value)  # a float32 widens exactly, and repr round-trips: the reader gets the same float32 back
-    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-
-
-def csv_bytes(feature_names: tuple[str, ...], X: np.ndarray, y: np.ndarray) -> bytes:
-    """A header (features, then ``num``) and one row per sample; integers without ``.0``, LF line endings."""
-    if np.isnan(X).any():
-        raise ValueError("rows with missing values cannot be written: the cleaning should have dropped them")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*feature_names, HEART_LABEL])
-    for row, label in zip(X, y):
-        writer.writerow([*(_number(v) for v in row), str(int(label))])
-    return buffer.getvalue().encode("utf-8")
 
 
 def _write(path: Path, data: bytes) -> dict[str, Any]:
@@ -162,8 +68,17 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
 
         ``task_hash`` and ``validation_set_hash`` are what ``fedledger sponsor create-bounty`` puts on chain.
     """
+    from fedcore.tables import task_table_bytes
     from fedcore.task import task_hash_hex
-    from node.data import HEART_SPLIT_SEED, HEART_TRAIN_FRACTION, heart_paths
+    from fedsets.heart import (
+        HEART_LABEL,
+        HEART_SPLIT_SEED,
+        HEART_TRAIN_FRACTION,
+        heart_parts,
+        heart_paths,
+        heart_task_spec,
+        validation_features,
+    )
 
     out = Path(out)
     parts = heart_parts(validation_fraction=validation_fraction, seed=seed, data_root=data_root)
@@ -172,7 +87,7 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
     sites: dict[str, dict[str, Any]] = {}
 
     def emit_csv(relative: str, X: np.ndarray, y: np.ndarray) -> None:
-        info = _write(out / relative, csv_bytes(features, X, y))
+        info = _write(out / relative, task_table_bytes(features, HEART_LABEL, X, y))
         files[relative] = {"rows": int(len(y)), "positives": int(np.sum(y)), **info}
 
     for part in parts:

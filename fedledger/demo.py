@@ -47,9 +47,7 @@ deployment file, event index). The folder's previous ``data/`` and ``state/`` ar
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import shutil
 import sys
@@ -66,7 +64,7 @@ import numpy as np
 from fedcore.errors import ConfigError, FedLedgerError
 
 DEFAULT_OUT = Path("runs/demo")
-DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (bench.heart.ROUNDS)
+DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
 DEFAULT_SEED = 42
 DEFAULT_REWARD = 10 * 10**18
 MIN_STAKE = 10**17  # 0.1 ETH
@@ -172,9 +170,9 @@ class DemoData:
 
 def _strategy_settings(strategy: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(strategy kwargs, client training changes): FLamby's Fed-Heart-Disease settings for the strategy
-    (``bench.heart.FLAMBY_SETTINGS``), FedAvg's client settings for any other."""
+    (``fedsets.heart.FLAMBY_SETTINGS``), FedAvg's client settings for any other."""
     from aggregator.strategies import make_strategy
-    from bench.heart import FLAMBY_SETTINGS
+    from fedsets.heart import FLAMBY_SETTINGS
 
     key = make_strategy(strategy).name  # one line for an unknown strategy
     kwargs, client = FLAMBY_SETTINGS.get(key, ({}, FLAMBY_SETTINGS["fedavg"][1]))
@@ -212,41 +210,6 @@ def _site_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def _numeric_columns(path: Path, columns: Sequence[str]) -> set[str]:
-    """The ``columns`` whose every cell in ``path`` is a finite number."""
-    import math
-
-    numeric = set(columns)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = [c.strip() for c in next(reader)]
-        positions = {c: header.index(c) for c in columns}
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            for column in list(numeric):
-                j = positions[column]
-                try:
-                    if not math.isfinite(float(row[j])):
-                        numeric.discard(column)
-                except (ValueError, IndexError):
-                    numeric.discard(column)
-    return numeric
-
-
-def _csv_bytes(features: Sequence[str], label: str, X: np.ndarray, y: np.ndarray) -> bytes:
-    def number(value: float) -> str:
-        value = float(value)
-        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*features, label])
-    for row, target in zip(X, y):
-        writer.writerow([*(number(v) for v in row), str(int(target))])
-    return buffer.getvalue().encode("utf-8")
-
-
 def prepare_sites(files: Sequence[Path], label: str, data_dir: Path, *, seed: int, strategy: str,
                   task_path: Path) -> DemoData:
     """The user's per-site CSVs, split like Fed-Heart-Disease.
@@ -257,35 +220,27 @@ def prepare_sites(files: Sequence[Path], label: str, data_dir: Path, *, seed: in
     validation slices, each standardized with its site's training statistics, form the sponsor's validation set.
     The task is FLamby's Fed-Heart-Disease logistic regression on these columns.
     """
-    from fedcore.files import write_atomic
+    from fedcore.tables import numeric_columns, read_header, read_task_table, write_task_table
     from fedcore.task import TaskSpec
-    from fedledger.datasets import HeartPart, heart_task_spec, validation_features
-    from node.data import flamby_stratify, train_test_split_indices
-    from node.site import read_site_table
+    from fedsets.data import Table, flamby_stratify, train_test_split_indices
+    from fedsets.heart import HeartPart, heart_task_spec, validation_features
 
     files = [Path(f) for f in files]
-    headers = []
-    for path in files:
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as handle:
-                headers.append([c.strip() for c in next(csv.reader(handle), [])])
-        except OSError as exc:
-            raise ConfigError(f"cannot read site file {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"site file {path} is not UTF-8 text") from None
+    headers = [read_header(path) for path in files]
     for path, header in zip(files, headers):
         if label not in header:
             raise ConfigError(f"site file {path} has no column {label!r} (--label)")
     common = [c for c in headers[0] if c != label and c and all(c in h for h in headers[1:])]
     numeric = set(common)
     for path in files:
-        numeric &= _numeric_columns(path, common)
+        numeric &= numeric_columns(path, common)
     features = tuple(c for c in common if c in numeric)
     if not features:
         raise ConfigError(f"the site files share no numeric column besides {label!r}")
     parts = []
     for path, name in zip(files, _site_names(files)):
-        table = read_site_table(path, features, label, name=name)
+        read = read_task_table(path, features, label, dtype=np.float64)  # raw values, written back exactly
+        table = Table(name, features, read.features, read.labels)
         if len(table) < MIN_SITE_ROWS:
             raise ConfigError(f"site file {path} has {len(table)} rows: the demo needs at least {MIN_SITE_ROWS}")
         train, test = train_test_split_indices(len(table), train_fraction=SITE_TRAIN_FRACTION, seed=seed,
@@ -297,13 +252,12 @@ def prepare_sites(files: Sequence[Path], label: str, data_dir: Path, *, seed: in
     for part in parts:
         X, y = part.table.X, part.table.y
         train_path, test_path = data_dir / f"{part.name}.csv", data_dir / "test" / f"{part.name}.csv"
-        write_atomic(train_path, _csv_bytes(features, label, X[part.train_index], y[part.train_index]))
-        write_atomic(test_path, _csv_bytes(features, label, X[part.test_index], y[part.test_index]))
+        write_task_table(train_path, features, label, X[part.train_index], y[part.train_index])
+        write_task_table(test_path, features, label, X[part.test_index], y[part.test_index])
         sites.append(DemoSite(part.name, train_path, test_path))
     validation_path = data_dir / "validation.csv"
-    write_atomic(validation_path, _csv_bytes(
-        features, label, np.concatenate([validation_features(p) for p in parts]),
-        np.concatenate([p.table.y[p.validation_index] for p in parts])))
+    write_task_table(validation_path, features, label, np.concatenate([validation_features(p) for p in parts]),
+                     np.concatenate([p.table.y[p.validation_index] for p in parts]))
     base = heart_task_spec(features)
     spec = TaskSpec(name="demo-sites", model=base.model, feature_columns=features, label_column=label,
                     metric=base.metric, training=base.training)
@@ -331,14 +285,14 @@ class Participant:
 
 def _load_participants(data: DemoData, accounts: dict[str, Any], roles: dict[str, str]) -> list[Participant]:
     from fedledger.simulation import Institution
-    from node.site import load_site, read_site_table
+    from fedcore.tables import read_task_table
+    from node.site import load_site
 
     participants = []
     for site in data.sites:
         local = load_site(site.train_path, data.spec, name=site.name)
-        test = read_site_table(site.test_path, data.spec.feature_columns, data.spec.label_column, name=site.name)
-        evaluation = Institution(site.name, local.X, local.y, local.preprocessor.transform(test.X),
-                                 test.y.astype(np.float32))
+        test = read_task_table(site.test_path, data.spec.feature_columns, data.spec.label_column, dtype=np.float64)
+        evaluation = Institution(site.name, local.X, local.y, local.preprocessor.transform(test.features), test.labels)
         role = roles.get(site.name, HONEST)
         y = (1.0 - local.y).astype(np.float32) if role == ATTACKER else local.y
         participants.append(Participant(site.name, role, accounts[site.name], local.X, y, evaluation))

@@ -54,7 +54,7 @@ class Institution:
 
     @classmethod
     def from_site(cls, site) -> Institution:
-        """From a :class:`node.data.SiteData` (train part to train, test part to evaluate)."""
+        """From a :class:`fedsets.data.SiteData` (train part to train, test part to evaluate)."""
         return cls(site.name, site.X_train, site.y_train, site.X_test, site.y_test)
 
 

@@ -16,7 +16,6 @@ The sponsor never imports ``node``; it imports ``aggregator`` only to resolve ro
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -120,19 +119,11 @@ def file_sha256(path: str | os.PathLike) -> bytes:
 
 
 def check_validation_columns(path: str | os.PathLike, spec) -> int:
-    """Check that the validation CSV's header holds the task's feature and label columns; returns its data rows."""
-    try:
-        with Path(path).open(newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle) if row]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read validation set {path}: {getattr(error, 'strerror', None) or error}") from None
-    if len(rows) < 2:
-        raise ConfigError(f"validation set {path} has no data rows under a header")
-    header = [c.strip() for c in rows[0]]
-    missing = [c for c in (*spec.feature_columns, spec.label_column) if c not in header]
-    if missing:
-        raise ConfigError(f"validation set {path} lacks the task's column(s) {', '.join(missing)}")
-    return len(rows) - 1
+    """Check the validation CSV as the aggregator will read it (:func:`fedcore.tables.read_task_table`: the task's
+    columns, finite numbers, 0/1 labels); returns its data rows."""
+    from fedcore.tables import read_task_table
+
+    return len(read_task_table(path, spec.feature_columns, spec.label_column))
 
 
 def _hex(value: bytes) -> str:

@@ -8,9 +8,15 @@ import pytest
 
 from fedcore.task import TaskSpec, task_hash_hex
 from fedledger.cli import main
-from fedledger.datasets import heart_parts, validation_features, write_heart
-from node.data import HEART_CENTERS, default_data_root, heart_paths
-from node.site import read_site_table
+from fedcore.tables import read_task_table
+from fedledger.datasets import write_heart
+from fedsets.data import default_data_root
+from fedsets.heart import HEART_CENTERS, heart_parts, heart_paths, validation_features
+
+
+def read_site_table(path, feature_columns, label_column):
+    """A written file's raw values (float64, as the node standardizes them) and labels."""
+    return read_task_table(path, feature_columns, label_column, dtype=np.float64)
 
 try:
     heart_paths(default_data_root())
@@ -42,8 +48,8 @@ def test_files_row_counts_and_hashes(written):
     for name, (n_train, n_val, n_test) in SIZES.items():
         assert manifest["sites"][name] == {"file": f"{name}.csv", "test_file": f"test/{name}.csv",
                                            "train_rows": n_train, "validation_rows": n_val, "test_rows": n_test}
-        assert len(read_site_table(out / f"{name}.csv", spec.feature_columns, spec.label_column).y) == n_train
-        assert len(read_site_table(out / "test" / f"{name}.csv", spec.feature_columns, spec.label_column).y) == n_test
+        assert len(read_site_table(out / f"{name}.csv", spec.feature_columns, spec.label_column)) == n_train
+        assert len(read_site_table(out / "test" / f"{name}.csv", spec.feature_columns, spec.label_column)) == n_test
     assert manifest["files"]["validation.csv"]["rows"] == sum(v for _, v, _ in SIZES.values()) == 123
     for relative, info in manifest["files"].items():
         data = (out / relative).read_bytes()
@@ -59,13 +65,13 @@ def test_site_and_test_files_hold_the_raw_rows_and_validation_is_scaled_like_its
     for part in parts:
         site = read_site_table(out / f"{part.name}.csv", spec.feature_columns, spec.label_column)
         test = read_site_table(out / "test" / f"{part.name}.csv", spec.feature_columns, spec.label_column)
-        np.testing.assert_array_equal(site.X, part.table.X[part.train_index])  # raw, not normalized
-        np.testing.assert_array_equal(site.y, part.table.y[part.train_index])
-        np.testing.assert_array_equal(test.X, part.table.X[part.test_index])
+        np.testing.assert_array_equal(site.features, part.table.X[part.train_index])  # raw, not normalized
+        np.testing.assert_array_equal(site.labels, part.table.y[part.train_index])
+        np.testing.assert_array_equal(test.features, part.table.X[part.test_index])
     validation = read_site_table(out / "validation.csv", spec.feature_columns, spec.label_column)
     expected = np.concatenate([validation_features(p) for p in parts])
-    np.testing.assert_array_equal(validation.X.astype(np.float32), expected)  # bit for bit after the CSV round trip
-    np.testing.assert_array_equal(validation.y, np.concatenate([p.table.y[p.validation_index] for p in parts]))
+    np.testing.assert_array_equal(validation.features.astype(np.float32), expected)  # bit for bit after the round trip
+    np.testing.assert_array_equal(validation.labels, np.concatenate([p.table.y[p.validation_index] for p in parts]))
 
 
 def test_validation_rows_are_in_no_site_or_test_file_by_content(written):
@@ -79,7 +85,7 @@ def test_validation_rows_are_in_no_site_or_test_file_by_content(written):
         others = set()
         for relative in (f"{part.name}.csv", f"test/{part.name}.csv"):
             table = read_site_table(out / relative, spec.feature_columns, spec.label_column)
-            rows = {tuple(r) + (y,) for r, y in zip(table.X, table.y)}
+            rows = {tuple(r) + (y,) for r, y in zip(table.features, table.labels)}
             assert not (rows & others) - duplicated  # site and test files are disjoint too
             others |= rows
         validation_rows = {raw_rows[i] for i in part.validation_index}

@@ -14,7 +14,7 @@ import pytest
 
 from fedledger.cli import main
 from fedledger.demo_report import PLOTS, format_report
-from node.data import default_data_root
+from fedsets.data import default_data_root
 
 pytestmark = pytest.mark.skipif(
     not (default_data_root() / "fed-heart-disease").is_dir(), reason="Fed-Heart-Disease raw files not present"

@@ -118,7 +118,7 @@ def test_run_simulation_argument_checks():
 
 
 def test_heart_disease_federation_learns():
-    from node.data import load_fed_heart_disease
+    from fedsets.heart import load_fed_heart_disease
 
     institutions = [Institution.from_site(s) for s in load_fed_heart_disease()]
     spec = TaskSpec(

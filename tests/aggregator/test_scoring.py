@@ -47,7 +47,8 @@ from fedcore.errors import AggregatorError, FedLedgerError
 from fedcore.models import predict_with_weights
 from fedcore.task import TaskSpec, TrainingSettings
 from fedledger.simulation import Institution, run_simulation
-from node.data import carve_validation, load_fed_heart_disease, pool_sites
+from fedsets.data import carve_validation, pool_sites
+from fedsets.heart import load_fed_heart_disease
 from node.partition import iid_partition, perturb_institutions, split_by_partition
 
 SEEDS = (0, 1, 2)

@@ -227,7 +227,7 @@ def test_train_errors_are_one_line(setup, capsys, monkeypatch):
     bad.write_text("f0,f1,f2,label\n1,2,3,0\n1,2,private-entry,1\n")
     assert node(*train, "--data", str(bad)) == 2
     err = capsys.readouterr().err
-    assert err == "error: bad.csv line 3: column 'f2' is not a number\n"
+    assert err == f"error: {bad} line 3: column 'f2' is not a number\n"  # the path as given, never the value
 
     wrong_columns = tmp_path / "cols.csv"
     wrong_columns.write_text("a,b,label\n1,2,0\n")

@@ -38,7 +38,8 @@ from node import runner as runner_module
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.runner import LOST, MISSED, NOT_SELECTED, NOT_UPLOADED, UPLOADED, ModelMismatch, NodeRunner
 from fedcore.seeds import training_seed
-from node.site import load_site, read_site_table
+from fedcore.tables import read_task_table
+from node.site import load_site
 from node.training import train_local
 
 MIN_STAKE = 10**16
@@ -301,8 +302,8 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
     # Privacy: GETs carry no body, POST bodies are exactly the update bytes, nothing carries a record.
     assert all(body == b"" for body in fed.standin.bodies("GET"))
     assert fed.standin.bodies("POST") == [body for _, _, body in fed.standin.uploads]
-    raw = read_site_table(tmp_path / "site.csv", SPEC.feature_columns, SPEC.label_column)
-    first_row = raw.X[0]
+    raw = read_task_table(tmp_path / "site.csv", SPEC.feature_columns, SPEC.label_column, dtype=np.float64)
+    first_row = raw.features[0]
     texts = [caplog.text, *lines, *(json.dumps(r["headers"]) for r in fed.standin.requests)]
     for text in texts:
         assert "patient-" not in text and "confidential" not in text
@@ -566,41 +567,12 @@ def test_site_data_must_fit_the_task(fed, tmp_path):
 def test_site_csv_is_read_in_the_task_s_column_order_and_standardized(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("id,f0,f1,label,f2\nx,1,10,0,100\ny,3,30,1,300\nz,5,50,1,500\n")
-    table = read_site_table(path, ("f2", "f0", "f1"), "label")
-    assert table.X.tolist() == [[100, 1, 10], [300, 3, 30], [500, 5, 50]] and table.y.tolist() == [0, 1, 1]
+    table = read_task_table(path, ("f2", "f0", "f1"), "label")
+    assert table.features.tolist() == [[100, 1, 10], [300, 3, 30], [500, 5, 50]] and table.labels.tolist() == [0, 1, 1]
     site = load_site(path, SPEC)
     assert site.feature_names == ("f2", "f0", "f1") and site.X.dtype == np.float32
     np.testing.assert_allclose(site.X.mean(axis=0), 0, atol=1e-6)
     np.testing.assert_allclose(site.X.std(axis=0, ddof=1), 1, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("", "empty file"),
-        ("f0,f1,label\n1,2,0\n", "missing column(s) f2"),
-        ("f0,f1,f2,label\n", "no data rows"),
-        ("f0,f1,f2,label\n1,2,3,0\n1,2,secret-value,1\n", "line 3: column 'f2' is not a number"),
-        ("f0,f1,f2,label\n1,2,NaN,0\n", "line 2: column 'f2' is NaN or infinite"),
-        ("f0,f1,f2,label\n1,2,inf,0\n", "NaN or infinite"),
-        ("f0,f1,f2,label\n1,,3,0\n", "column 'f1' is empty"),
-        ("f0,f1,f2,label\n1,2,3,2\n", "label 'label' must be 0 or 1"),
-        ("f0,f1,f2,label\n1,2,3\n", "3 fields, the header has 4"),
-        ("f0,f1,f1,f2,label\n1,2,2,3,0\n", "duplicated column(s) f1"),
-    ],
-)
-def test_bad_site_csv_is_one_line_without_the_values(tmp_path, content, message):
-    path = tmp_path / "site.csv"
-    path.write_text(content)
-    with pytest.raises(DataError) as info:
-        load_site(path, SPEC)
-    text = str(info.value)
-    assert message in text and "\n" not in text and "secret-value" not in text
-
-
-def test_missing_site_file(tmp_path):
-    with pytest.raises(DataError, match="cannot read"):
-        load_site(tmp_path / "none.csv", SPEC)
 
 
 # -- the HTTP client ------------------------------------------------------------------------------------------

@@ -1,21 +1,20 @@
-"""Loading an institution's tabular data, and the Fed-Heart-Disease benchmark loader.
+"""Raw data sets as benchmark sites: source-file parsing, FLamby's splits, per-site preprocessing.
 
 The pipeline is a chain of pure steps:
 
-1. :func:`read_table` parses a CSV under a :class:`CsvSchema` (missing tokens, dropped columns,
-   fixed one-hot levels, binary label) into a :class:`Table` of raw features;
+1. :func:`read_table` parses a raw source file (header-less or headed, missing tokens such as ``?``, dropped
+   columns, fixed one-hot levels, a label to threshold) under a :class:`CsvSchema` into a :class:`Table` of raw
+   features. Task tables (headed, numeric, what institutions hold) are read by :mod:`fedcore.tables` instead;
 2. :func:`train_test_split_indices` splits rows (scikit-learn's ``train_test_split`` reproduced
    exactly, stratified or not);
-3. :func:`prepare_site` imputes and standardizes with statistics fitted on the site's own training
-   rows only, giving a :class:`SiteData` ready for training.
+3. :func:`prepare_site` imputes and standardizes (:mod:`fedcore.preprocessing`) with statistics fitted on the
+   site's own training rows only, giving a :class:`SiteData` ready for training.
 
-Nothing here sends data anywhere; a :class:`SiteData` lives inside its institution.
+Nothing here sends data anywhere.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.errors import DataError
+from fedcore.preprocessing import Preprocessor, fit_preprocessor
+from fedcore.tables import read_csv_rows
 
 DATA_ENV = "FEDLEDGER_DATA"
 MISSING_POLICIES = ("drop", "impute_mean", "impute_median")
@@ -135,15 +136,13 @@ def read_table(path: str | Path, schema: CsvSchema, name: str | None = None) -> 
         gone, otherwise NaN marks them for imputation.
     """
     path = Path(path)
-    try:
-        with path.open(newline="") as handle:
-            rows = [row for row in csv.reader(handle, delimiter=schema.delimiter) if row]
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    _, numbered = read_csv_rows(path, delimiter=schema.delimiter)
+    lines = [line for line, _ in numbered]
+    rows = [row for _, row in numbered]
     if schema.columns is None:
         if not rows:
             raise DataError(f"{path.name}: empty file, expected a header row")
-        columns, rows = tuple(c.strip() for c in rows[0]), rows[1:]
+        columns, rows, lines = tuple(c.strip() for c in rows[0]), rows[1:], lines[1:]
     else:
         columns = tuple(schema.columns)
     for needed in [schema.label, *schema.drop, *schema.categorical]:
@@ -153,10 +152,9 @@ def read_table(path: str | Path, schema: CsvSchema, name: str | None = None) -> 
         raise DataError(f"{path.name}: no data rows")
     missing = set(schema.missing_tokens)
     values = np.empty((len(rows), len(columns)), dtype=np.float64)
-    first_line = 2 if schema.columns is None else 1
-    for i, row in enumerate(rows):
+    for i, (line, row) in enumerate(zip(lines, rows)):
         if len(row) != len(columns):
-            raise DataError(f"{path.name} line {first_line + i}: {len(row)} fields, expected {len(columns)}")
+            raise DataError(f"{path.name} line {line}: {len(row)} fields, expected {len(columns)}")
         for j, cell in enumerate(row):
             cell = cell.strip()
             if cell in missing:
@@ -166,7 +164,7 @@ def read_table(path: str | Path, schema: CsvSchema, name: str | None = None) -> 
                 values[i, j] = float(cell)
             except ValueError:
                 raise DataError(
-                    f"{path.name} line {first_line + i}: column {columns[j]!r} is not a number: {cell!r}"
+                    f"{path.name} line {line}: column {columns[j]!r} is not a number"
                 ) from None
     return table_from_array(values, columns, schema, name or path.stem)
 
@@ -330,63 +328,6 @@ def flamby_stratify(y: np.ndarray) -> np.ndarray | None:
 
 
 @dataclass(frozen=True)
-class Preprocessor:
-    """Imputation values and standardization fitted on one site's training rows.
-
-    ``transform(X) = (fill_nan(X) - mean) / (std + epsilon)``, std with ``ddof=1`` (as
-    ``torch.std``, which FLamby uses). A column constant on the training rows gets std 1, not 0: FLamby's
-    ``1 / epsilon`` would turn an unseen value there into about 1e9 (its own split has no such value).
-    """
-
-    fill: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    epsilon: float = 1e-9
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        X = np.where(np.isnan(X), self.fill[None, :], X)
-        return ((X - self.mean[None, :]) / (self.std[None, :] + self.epsilon)).astype(np.float32)
-
-
-def fit_preprocessor(
-    X_train: np.ndarray, *, impute: str = "drop", normalize: bool = True, epsilon: float = 1e-9
-) -> Preprocessor:
-    """Fit imputation and scaling on training rows only.
-
-    Parameters
-    ----------
-    X_train : np.ndarray, shape (n_train, d)
-        Raw features, NaN for missing values.
-    impute : str
-        ``"impute_mean"``, ``"impute_median"``, or ``"drop"`` (no NaN expected).
-    normalize : bool
-        ``False`` gives the identity scaling (mean 0, std 1, epsilon 0).
-    """
-    d = X_train.shape[1]
-    if impute == "impute_median":
-        fill = _nan_stat(np.nanmedian, X_train)
-    elif impute == "impute_mean":
-        fill = _nan_stat(np.nanmean, X_train)
-    else:
-        if np.isnan(X_train).any():
-            raise DataError("training rows contain missing values but the schema imputes nothing")
-        fill = np.zeros(d)
-    if not normalize:
-        return Preprocessor(fill, np.zeros(d), np.ones(d), 0.0)
-    filled = np.where(np.isnan(X_train), fill[None, :], X_train)
-    mean = filled.mean(axis=0)
-    std = filled.std(axis=0, ddof=1) if filled.shape[0] > 1 else np.zeros(d)
-    std = np.where(std > 0, std, 1.0)  # a constant column stays centred instead of exploding
-    return Preprocessor(fill, mean, std, epsilon)
-
-
-def _nan_stat(function, X: np.ndarray) -> np.ndarray:
-    column_all_nan = np.isnan(X).all(axis=0)
-    safe = np.where(column_all_nan[None, :], 0.0, X)
-    return np.where(column_all_nan, 0.0, function(safe, axis=0))
-
-
-@dataclass(frozen=True)
 class SiteData:
     """One institution's data, split and preprocessed.
 
@@ -514,76 +455,6 @@ def pool_sites(sites: Sequence[SiteData], *, name: str = "pooled", normalize: bo
     impute = "impute_mean" if np.isnan(table.X).any() else "drop"
     epsilon = sites[0].preprocessor.epsilon
     return prepare_site(table, train_index, test_index, impute=impute, normalize=normalize, epsilon=epsilon, name=name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fed-Heart-Disease (FLamby)
-
-HEART_DIR = "fed-heart-disease"
-HEART_CENTERS = ("cleveland", "hungarian", "switzerland", "va")  # FLamby center ids 0..3
-HEART_COLUMNS = (
-    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
-)  # fmt: skip
-HEART_SCHEMA = CsvSchema(
-    label="num",
-    columns=HEART_COLUMNS,
-    drop=("slope", "ca", "thal"),  # FLamby drops these columns: mostly missing outside Cleveland
-    categorical={"cp": (1.0, 2.0, 3.0, 4.0), "restecg": (0.0, 1.0, 2.0)},
-    drop_first=True,
-    missing_tokens=("?",),
-    missing="drop",
-    label_threshold=0.0,  # num > 0 means disease
-)
-HEART_TRAIN_FRACTION = 0.66
-HEART_SPLIT_SEED = 43
-
-
-def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> list[Path]:
-    """Paths of the 4 center files, checked against ``SHA256SUMS`` when it is present."""
-    directory = Path(data_root) if data_root is not None else default_data_root()
-    if (directory / HEART_DIR).is_dir():
-        directory = directory / HEART_DIR
-    paths = [directory / f"processed.{center}.data" for center in HEART_CENTERS]
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"Fed-Heart-Disease file not found: {path} (set {DATA_ENV} to the data folder)")
-    sums = directory / "SHA256SUMS"
-    if verify and sums.is_file():
-        expected = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
-        for path in paths:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if path.name in expected and expected[path.name] != digest:
-                raise DataError(f"{path.name}: sha256 does not match SHA256SUMS (edited copy?)")
-    return paths
-
-
-def load_heart_tables(data_root: str | Path | None = None) -> list[Table]:
-    """The 4 cleaned center tables (303/261/46/130 rows), raw feature values, 13 features."""
-    return [read_table(path, HEART_SCHEMA, name=center) for path, center in zip(heart_paths(data_root), HEART_CENTERS)]
-
-
-def load_fed_heart_disease(data_root: str | Path | None = None, *, normalize: bool = True) -> list[SiteData]:
-    """The 4 Fed-Heart-Disease centers with FLamby's preprocessing and split.
-
-    Per center: ``?`` -> missing, drop slope/ca/thal, drop rows with a missing value, one-hot cp
-    and restecg (first level dropped), label ``num > 0``; then a 66% shuffled split with
-    ``random_state=43``, stratified by label when both classes have more than 2 rows (all centers
-    but Switzerland); features standardized with the center's own training mean and std.
-
-    Returns
-    -------
-    list of SiteData
-        Centers 0 cleveland, 1 hungarian, 2 switzerland, 3 va; train/test sizes 199/104, 172/89,
-        30/16, 85/45.
-    """
-    sites = []
-    for table in load_heart_tables(data_root):
-        train_index, test_index = train_test_split_indices(
-            len(table), train_fraction=HEART_TRAIN_FRACTION, seed=HEART_SPLIT_SEED, stratify=flamby_stratify(table.y)
-        )
-        sites.append(prepare_site(table, train_index, test_index, normalize=normalize))
-    return sites
 
 
 def _format_level(level: float) -> str:

@@ -1,4 +1,4 @@
-"""Data loading: the generic CSV loader and FLamby's Fed-Heart-Disease preprocessing and split."""
+"""Data sets: the raw source-file loader and FLamby's Fed-Heart-Disease preprocessing and split."""
 
 import hashlib
 import shutil
@@ -7,20 +7,18 @@ import numpy as np
 import pytest
 
 from fedcore.errors import DataError
-from node import data as nd
-from node.data import (
+from fedsets import data as nd
+from fedsets.data import (
     CsvSchema,
     carve_validation,
     default_data_root,
-    heart_paths,
     load_csv_site,
-    load_fed_heart_disease,
-    load_heart_tables,
     pool_sites,
     read_table,
     split_sizes,
     train_test_split_indices,
 )
+from fedsets.heart import heart_paths, load_fed_heart_disease, load_heart_tables
 
 CENTERS = ("cleveland", "hungarian", "switzerland", "va")
 
@@ -252,7 +250,7 @@ def test_split_is_deterministic_per_seed():
 
 
 def test_a_column_constant_on_training_rows_does_not_explode():
-    from node.data import fit_preprocessor
+    from fedcore.preprocessing import fit_preprocessor
 
     X_train = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
     pre = fit_preprocessor(X_train)

@@ -1,0 +1,190 @@
+"""FLamby's Fed-Heart-Disease: the four hospitals' raw files, FLamby's cleaning, split and training settings.
+
+Everything here follows FLamby (``flamby/datasets/fed_heart_disease`` and ``config_heart_disease.json``), so the
+benchmark (``python -m bench.heart``), ``fedledger data heart`` and the demo run the same data the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcore.errors import ConfigError, DataError
+from fedcore.preprocessing import fit_preprocessor
+from fedsets.data import (
+    DATA_ENV,
+    CsvSchema,
+    SiteData,
+    Table,
+    carve_validation,
+    default_data_root,
+    flamby_stratify,
+    prepare_site,
+    read_table,
+    train_test_split_indices,
+)
+
+# FLamby's federated settings for Fed-Heart-Disease: 15 rounds of 100 local steps of batch 4.
+ROUNDS = 15
+LOCAL_STEPS = 100
+BATCH_SIZE = 4
+HEART_LABEL = "num"
+
+FLAMBY_OPT = {"beta1": 0.9, "beta2": 0.999, "tau": 1e-8}
+
+# Strategy -> (strategy keyword arguments, client training settings). FedAvg..FedAdagrad are
+# FLamby's config_heart_disease.json; the robust rules reuse FedAvg's client settings.
+FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "fedavg": ({}, {"lr": 0.001}),
+    "fedprox": ({"mu": 0.01}, {"lr": 0.001}),
+    "fedadam": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.01}),
+    "fedyogi": ({"server_lr": 0.01, **FLAMBY_OPT}, {"lr": 0.003162}),
+    "fedadagrad": ({"server_lr": 0.316228, **FLAMBY_OPT}, {"lr": 0.003162}),
+    "median": ({}, {"lr": 0.001}),
+    "trimmed_mean": ({"trim_fraction": 0.25}, {"lr": 0.001}),
+    "krum": ({"n_byzantine": 1}, {"lr": 0.001}),
+    "multikrum": ({"n_byzantine": 1}, {"lr": 0.001}),
+}
+
+HEART_DIR = "fed-heart-disease"
+HEART_CENTERS = ("cleveland", "hungarian", "switzerland", "va")  # FLamby center ids 0..3
+HEART_COLUMNS = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)  # fmt: skip
+HEART_SCHEMA = CsvSchema(
+    label="num",
+    columns=HEART_COLUMNS,
+    drop=("slope", "ca", "thal"),  # FLamby drops these columns: mostly missing outside Cleveland
+    categorical={"cp": (1.0, 2.0, 3.0, 4.0), "restecg": (0.0, 1.0, 2.0)},
+    drop_first=True,
+    missing_tokens=("?",),
+    missing="drop",
+    label_threshold=0.0,  # num > 0 means disease
+)
+HEART_TRAIN_FRACTION = 0.66
+HEART_SPLIT_SEED = 43
+
+
+def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> list[Path]:
+    """Paths of the 4 center files, checked against ``SHA256SUMS`` when it is present."""
+    directory = Path(data_root) if data_root is not None else default_data_root()
+    if (directory / HEART_DIR).is_dir():
+        directory = directory / HEART_DIR
+    paths = [directory / f"processed.{center}.data" for center in HEART_CENTERS]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"Fed-Heart-Disease file not found: {path} (set {DATA_ENV} to the data folder)")
+    sums = directory / "SHA256SUMS"
+    if verify and sums.is_file():
+        expected = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
+        for path in paths:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if path.name in expected and expected[path.name] != digest:
+                raise DataError(f"{path.name}: sha256 does not match SHA256SUMS (edited copy?)")
+    return paths
+
+
+def load_heart_tables(data_root: str | Path | None = None) -> list[Table]:
+    """The 4 cleaned center tables (303/261/46/130 rows), raw feature values, 13 features."""
+    return [read_table(path, HEART_SCHEMA, name=center) for path, center in zip(heart_paths(data_root), HEART_CENTERS)]
+
+
+def load_fed_heart_disease(data_root: str | Path | None = None, *, normalize: bool = True) -> list[SiteData]:
+    """The 4 Fed-Heart-Disease centers with FLamby's preprocessing and split.
+
+    Per center: ``?`` -> missing, drop slope/ca/thal, drop rows with a missing value, one-hot cp
+    and restecg (first level dropped), label ``num > 0``; then a 66% shuffled split with
+    ``random_state=43``, stratified by label when both classes have more than 2 rows (all centers
+    but Switzerland); features standardized with the center's own training mean and std.
+
+    Returns
+    -------
+    list of SiteData
+        Centers 0 cleveland, 1 hungarian, 2 switzerland, 3 va; train/test sizes 199/104, 172/89,
+        30/16, 85/45.
+    """
+    sites = []
+    for table in load_heart_tables(data_root):
+        train_index, test_index = train_test_split_indices(
+            len(table), train_fraction=HEART_TRAIN_FRACTION, seed=HEART_SPLIT_SEED, stratify=flamby_stratify(table.y)
+        )
+        sites.append(prepare_site(table, train_index, test_index, normalize=normalize))
+    return sites
+
+
+# ---------------------------------------------------------------------------------------------
+# Three parts per center: site training rows, a carved validation slice, FLamby's test rows
+
+
+@dataclass(frozen=True)
+class HeartPart:
+    """The rows of one center in each of the three parts (indices into the center's cleaned table)."""
+
+    name: str
+    table: Table  # raw (cleaned, one-hot) features and 0/1 labels
+    train_index: np.ndarray
+    validation_index: np.ndarray
+    test_index: np.ndarray
+
+
+def heart_parts(*, validation_fraction: float = 0.25, seed: int = 42, data_root: str | os.PathLike | None = None
+                ) -> list[HeartPart]:
+    """Split every Fed-Heart-Disease center into site-train, validation and test rows.
+
+    Parameters
+    ----------
+    validation_fraction : float in (0, 1)
+        Share of each center's FLamby *training* part carved out for the sponsor's validation set.
+    seed : int
+        Seed of the carving (stratified by label when both classes have more than 2 rows, as FLamby's split).
+    data_root : path, optional
+        Folder of the raw files (default: :func:`fedsets.data.default_data_root`).
+
+    Returns
+    -------
+    list of HeartPart
+        Centers cleveland, hungarian, switzerland, va. With the defaults the site/validation/test rows are
+        149/50/104, 129/43/89, 22/8/16 and 63/22/45.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError(f"--validation-fraction must be in (0, 1), got {validation_fraction!r}")
+    parts = []
+    for site in load_fed_heart_disease(data_root, normalize=False):
+        carved = carve_validation(site, fraction=validation_fraction, seed=seed, normalize=False)
+        parts.append(HeartPart(site.name, site.table, carved.train_index, carved.test_index, site.test_index))
+    return parts
+
+
+def heart_task_spec(feature_columns: tuple[str, ...]):
+    """FLamby's Fed-Heart-Disease task: logistic regression, accuracy, FedAvg's client settings
+    (``LOCAL_STEPS`` local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round)."""
+    from fedcore.task import TaskSpec, TrainingSettings
+
+    client = FLAMBY_SETTINGS["fedavg"][1]
+    return TaskSpec(
+        name="fed-heart-disease",
+        model="logreg",
+        feature_columns=tuple(feature_columns),
+        label_column=HEART_LABEL,
+        metric="accuracy",
+        training=TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE, lr=client["lr"], optimizer="sgd"),
+    )
+
+
+def validation_features(part: HeartPart) -> np.ndarray:
+    """The center's validation rows standardized exactly as its node standardizes its own data: with the mean and
+    std of the center's site-CSV rows (:func:`fedcore.preprocessing.fit_preprocessor`, as ``node.site.load_site``).
+
+    Returns
+    -------
+    np.ndarray, shape (n_validation, d), float32
+    """
+    preprocessor = fit_preprocessor(part.table.X[part.train_index], impute="drop", normalize=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return preprocessor.transform(part.table.X[part.validation_index])
