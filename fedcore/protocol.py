@@ -342,6 +342,10 @@ class RoundReport(_Model):
     finalize_tx: str | None = None
     journal: list[JournalEntry] = Field(default_factory=list)
 
+    def fixed_point_scores(self) -> dict[str, int] | None:
+        """The on-chain scores by institution, as integers (None before scoring)."""
+        return None if self.scores is None else {who: int(value) for who, value in self.scores.fixed_point.items()}
+
 
 __all__ = [
     "REJECTION_STATUS", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",

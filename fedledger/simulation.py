@@ -3,7 +3,7 @@
 One call runs R rounds of: strategy.configure_fit -> every institution trains locally from the
 global weights -> strategy.aggregate_fit -> evaluation of the new global model. It is the engine
 of the benchmarks, of the demo's learning half and of contribution scoring, which is why every
-round is kept as a :class:`RoundRecord` holding the global weights the institutions started from,
+round is kept as a :class:`SimulatedRound` holding the global weights the institutions started from,
 each institution's update and sample count, and the aggregate.
 
 Everything is a deterministic function of (institutions' data, task spec, strategy settings,
@@ -65,7 +65,7 @@ class ClientUpdate:
 
 
 @dataclass(frozen=True)
-class RoundRecord:
+class SimulatedRound:
     """Everything contribution scoring needs to replay a round.
 
     Attributes
@@ -100,14 +100,14 @@ class SimulationResult:
     initial_weights, final_weights : dict[str, np.ndarray]
     history : list of dict
         ``history[0]`` evaluates the initial model, ``history[r]`` the model after round r.
-    rounds : list of RoundRecord
+    rounds : list of SimulatedRound
         Empty when ``keep_records=False``.
     """
 
     initial_weights: Arrays
     final_weights: Arrays
     history: list[dict]
-    rounds: list[RoundRecord]
+    rounds: list[SimulatedRound]
 
     @property
     def final(self) -> dict:
@@ -115,7 +115,7 @@ class SimulationResult:
 
 
 UpdateTransform = Callable[[int, str, LocalResult], "LocalResult | None"]
-RoundCallback = Callable[[RoundRecord], None]
+RoundCallback = Callable[[SimulatedRound], None]
 
 
 def evaluate_weights(spec: TaskSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -196,10 +196,10 @@ def run_simulation(
     transform_update : callable ``(round, name, LocalResult) -> LocalResult | None``, optional
         Lets a simulation play attackers (return a poisoned result) or crashes (return ``None``,
         recorded as a failure).
-    on_round : callable ``(RoundRecord) -> None``, optional
+    on_round : callable ``(SimulatedRound) -> None``, optional
         Called after each round (progress bars, streaming contribution scores).
     keep_records : bool
-        Keep every :class:`RoundRecord` in the result (memory grows with rounds x institutions).
+        Keep every :class:`SimulatedRound` in the result (memory grows with rounds x institutions).
     evaluate_every_round : bool
         ``False`` evaluates only the initial and the final model (faster tuning).
 
@@ -224,7 +224,7 @@ def run_simulation(
     )
     start = weights
     history = [evaluate_federation(run_spec, weights, institutions, extra_eval_sets)]
-    records: list[RoundRecord] = []
+    records: list[SimulatedRound] = []
     for r in range(1, rounds + 1):
         configs = strategy.configure_fit(r, names)
         updates: list[ClientUpdate] = []
@@ -256,7 +256,7 @@ def run_simulation(
             if evaluate_every_round or last
             else {}
         )
-        record = RoundRecord(r, weights, tuple(sorted(updates, key=lambda u: u.institution)), tuple(failures), aggregate, evaluation)
+        record = SimulatedRound(r, weights, tuple(sorted(updates, key=lambda u: u.institution)), tuple(failures), aggregate, evaluation)
         if keep_records:
             records.append(record)
         if evaluation:
