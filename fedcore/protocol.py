@@ -14,7 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from eth_utils import is_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _DECIMAL = re.compile(r"^-?[0-9]+$")
@@ -139,7 +139,7 @@ def _decimal(value: Any) -> Any:
 
 Hash = Annotated[str, BeforeValidator(_hash0x)]
 Address = Annotated[str, BeforeValidator(_checksum)]
-DecimalInt = Annotated[str, BeforeValidator(_decimal), AfterValidator(str)]
+DecimalInt = Annotated[str, BeforeValidator(_decimal)]
 
 
 class _Model(BaseModel):

@@ -61,7 +61,6 @@ STATE_VERSION = 1
 ZERO_HASH = b"\x00" * 32
 
 
-
 class NodeRoundStatus(enum.StrEnum):
     """Where this node is in one round (``state.json``'s ``status``); the first two are in progress."""
 
