@@ -52,7 +52,7 @@ printed either way), 2 for a usage error (unknown bounty, no chain, unreachable 
 
 What the aggregator must serve
 ------------------------------
-The aggregator service's API (``aggregator.service.schemas.RoundDetail``); the audit reads only these fields:
+The aggregator service's API (``fedcore.protocol.RoundReport``, which parses it); the audit reads only these fields:
 
 ``GET {URL}/bounties/{id}/rounds/{r}`` -> JSON::
 
@@ -86,7 +86,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
+from fedcore.protocol import ErrorBody, RoundReport
 
 EXIT_NOT_VERIFIED = 1
 RECOMPUTE_NEEDS = "--recompute needs --aggregator URL, --task task.json, --validation val.csv and --rules rules.json"
@@ -136,8 +139,12 @@ class HttpAggregator:
         except httpx.TransportError as error:
             raise AggregatorError(f"no aggregator answers at {self.url} ({type(error).__name__})") from None
         if response.status_code != 200:
-            detail = response.text[:200].replace("\n", " ")
-            raise NotServed(f"GET {path} answered {response.status_code} {detail}".rstrip())
+            try:
+                error = ErrorBody.model_validate_json(response.content)
+                detail = f"{error.code}: {error.detail}"
+            except ValidationError:
+                detail = response.text
+            raise NotServed(f"GET {path} answered {response.status_code} {' '.join(detail.split())[:200]}".rstrip())
         return response
 
     def round_record(self, bounty_id: int, round_: int) -> dict:
@@ -187,80 +194,30 @@ def _addr(value: Any) -> str | None:
     return Web3.to_checksum_address(value) if isinstance(value, str) and Web3.is_address(value) else None
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
-        return int(value)
-    return None
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """The parts of the aggregator's round record the audit uses, normalized (addresses checksummed, hashes 0x-hex)."""
-
-    round: int
-    global_model_hash: str | None
-    new_model_hash: str | None
-    updates: dict[str, tuple[str, int]]  # institution -> (update hash, sample count), the updates used
-    excluded: dict[str, str]  # institution -> reason
-    strategy_name: str | None
-    strategy_params: dict
-    estimator: str | None
-    estimator_params: dict
-    seed: int | None
-    scores: dict[str, int] | None
-
-
-def parse_round_record(raw: Mapping[str, Any], round_: int) -> RoundRecord:
-    """Normalize the JSON of ``GET /bounties/{id}/rounds/{r}`` (shape in the module doc).
+def parse_round_record(raw: Mapping[str, Any], round_: int) -> RoundReport:
+    """The JSON of ``GET /bounties/{id}/rounds/{r}`` as the protocol's :class:`~fedcore.protocol.RoundReport`
+    (addresses checksummed, hashes 0x-hex), checked for what the audit needs.
 
     Raises
     ------
     NotServed
-        When a field the audit needs is missing or malformed (reported as a failed check).
+        When the record is malformed, of another round, not scored yet, or uses an institution twice (reported as a
+        failed check).
     """
-    entries = raw.get("used")
-    if not isinstance(entries, list):
+    try:
+        record = RoundReport.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise NotServed(f"round {round_} record is malformed: {where}: {first['msg']}"[:300]) from None
+    if record.round != round_:
+        raise NotServed(f"the record served for round {round_} is of round {record.round}")
+    if record.used is None:
         raise NotServed(f"round {round_} record has no 'used' list (not scored yet?)")
-    updates: dict[str, tuple[str, int]] = {}
-    for entry in entries:
-        if not isinstance(entry, Mapping):
-            raise NotServed(f"round {round_} record: an entry of 'used' is not an object")
-        who, digest = _addr(entry.get("institution")), _norm_hash(entry.get("sha256"))
-        count = _int(entry.get("num_samples"))
-        if who is None or digest is None or count is None:
-            raise NotServed(f"round {round_} record: malformed entry of 'used' {dict(entry)!r}"[:300])
-        if who in updates:
-            raise NotServed(f"round {round_} record uses {who} twice")
-        updates[who] = (digest, count)
-    excluded = raw.get("excluded") if isinstance(raw.get("excluded"), Mapping) else {}
-    settings = raw.get("settings") if isinstance(raw.get("settings"), Mapping) else {}
-    scores = None
-    fixed = raw.get("scores", {}).get("fixed_point") if isinstance(raw.get("scores"), Mapping) else None
-    if isinstance(fixed, Mapping):
-        scores = {}
-        for who, value in fixed.items():
-            if _addr(who) is None or _int(value) is None:
-                raise NotServed(f"round {round_} record: malformed score {who!r}: {value!r}"[:300])
-            scores[_addr(who)] = _int(value)
-    params = settings.get("strategy_params")
-    scorer_params = settings.get("scorer_params")
-    return RoundRecord(
-        round=round_,
-        global_model_hash=_norm_hash(raw.get("global_model_hash")),
-        new_model_hash=_norm_hash(raw.get("new_model_hash")),
-        updates=updates,
-        excluded={(_addr(k) or str(k)): str(v) for k, v in excluded.items()},
-        strategy_name=settings.get("strategy") if isinstance(settings.get("strategy"), str) else None,
-        strategy_params=dict(params) if isinstance(params, Mapping) else {},
-        estimator=settings.get("scorer") if isinstance(settings.get("scorer"), str) else None,
-        estimator_params=dict(scorer_params) if isinstance(scorer_params, Mapping) else {},
-        seed=_int(settings.get("seed")),
-        scores=scores,
-    )
+    twice = sorted(who for who, n in Counter(u.institution for u in record.used).items() if n > 1)
+    if twice:
+        raise NotServed(f"round {round_} record uses {', '.join(twice)} twice")
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,12 +349,13 @@ def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, i
     return {w: hashes.get(w) for w in scores}, scores, {w: samples.get(w) for w in scores}
 
 
-def _record_problems(report: dict, r: dict, record: RoundRecord, hashes: dict, scores: dict, samples: dict
+def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict
                      ) -> list[str]:
     """How a round record disagrees with the chain (empty when it agrees)."""
     number = r["round"]
     record_problems: list[str] = []
-    kept = {who: digest for who, (digest, _) in record.updates.items()}
+    kept = {u.institution: u.sha256 for u in record.used}
+    counts = {u.institution: u.num_samples for u in record.used}
     if set(kept) != set(hashes):
         missing, extra = sorted(set(hashes) - set(kept)), sorted(set(kept) - set(hashes))
         record_problems.append(f"round {number}: the record's updates differ from the chain's scored participants"
@@ -407,8 +365,8 @@ def _record_problems(report: dict, r: dict, record: RoundRecord, hashes: dict, s
         if kept[who] != hashes[who]:
             record_problems.append(f"round {number}: the record gives {who} hash {_short(kept[who])}, "
                                    f"the chain {_short(hashes[who])}")
-        if record.updates[who][1] != samples[who]:
-            record_problems.append(f"round {number}: the record gives {who} {record.updates[who][1]} samples, "
+        if counts[who] != samples[who]:
+            record_problems.append(f"round {number}: the record gives {who} {counts[who]} samples, "
                                    f"the chain {samples[who]}")
     if record.new_model_hash != r["new_model_hash"]:
         record_problems.append(f"round {number}: the record's new model {_short(record.new_model_hash)} is not the "
@@ -416,19 +374,19 @@ def _record_problems(report: dict, r: dict, record: RoundRecord, hashes: dict, s
     if record.global_model_hash is not None and record.global_model_hash != r["global_model_hash"]:
         record_problems.append(f"round {number}: the record's global model {_short(record.global_model_hash)} is "
                                f"not the chain's {_short(r['global_model_hash'])}")
-    if record.scores is not None and record.scores != scores:
+    if record.scores is not None and record.fixed_point_scores() != scores:
         record_problems.append(f"round {number}: the record's scores differ from the chain's")
     committers = {c["institution"] for c in _committed_by_round(report["timeline"]).get(number, [])}
-    unexplained = sorted(committers - set(hashes) - set(record.excluded))
+    unexplained = sorted(committers - set(hashes) - set(record.excluded or {}))
     if unexplained:
         record_problems.append(f"round {number}: committed, not used, and no reason given: {', '.join(unexplained)}")
     return record_problems
 
 
 def store_checks(report: dict, source: AggregatorSource, bounty_id: int
-                 ) -> tuple[list[Check], dict[int, RoundRecord], dict[int, dict[str, bytes]]]:
+                 ) -> tuple[list[Check], dict[int, RoundReport], dict[int, dict[str, bytes]]]:
     """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes."""
-    records: dict[int, RoundRecord] = {}
+    records: dict[int, RoundReport] = {}
     payloads: dict[int, dict[str, bytes]] = {}
     record_problems, update_problems = [], []
     n_updates = 0
@@ -478,7 +436,7 @@ def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
     return table.features, table.labels
 
 
-def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
+def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
                      rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None
                      ) -> list[Check]:
@@ -514,7 +472,7 @@ def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, rec
     return checks
 
 
-def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundRecord],
+def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                   payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round

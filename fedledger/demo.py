@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import ConfigError, FedLedgerError
+from fedcore.protocol import CoordinatorPhase as Phase
 
 DEFAULT_OUT = Path("runs/demo")
 DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
@@ -512,7 +513,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
     with ExitStack() as stack:
         from aggregator.service.app import create_app
         from aggregator.service.context import build_context
-        from aggregator.service.coordinator import TERMINAL, Coordinator
+        from aggregator.service.coordinator import Coordinator
         from aggregator.service.settings import load_settings
         from fedcore import codec
         from fedcore.keystore import create_keystore
@@ -644,10 +645,10 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 f"scores {shown}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
-        outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time, TERMINAL,
+        outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time, {p for p in Phase if p.terminal},
                          limit=options.rounds * 40, status=bar.set_postfix_str)
         bar.close()
-        if outcome != "completed":
+        if outcome != Phase.COMPLETED:
             raise DemoError(f"bounty {bounty_id} ended {outcome} after {len(rounds)} rounds")
         timings["rounds"] = time.perf_counter() - mark
         timings["per_round_mean"] = timings["rounds"] / max(1, len(rounds))
@@ -779,10 +780,10 @@ def _drive(coordinator, participants: list[Participant], w3, context, finalized:
         status(f"aggregator: {outcome}")
         if outcome in terminal:
             return outcome
-        if outcome == "finalized":
+        if outcome == Phase.FINALIZED:
             finalized(int(context.ledger.bounty().rounds_finalized))
-        moved = outcome != "waiting"
-        if outcome in ("opened", "waiting"):
+        moved = outcome != Phase.WAITING
+        if outcome in (Phase.OPENED, Phase.WAITING):
             for p in participants:
                 if p.failure is not None:
                     continue

@@ -1,27 +1,31 @@
 """The node's HTTP client to the aggregator service.
 
 Only three things ever go to the aggregator: GET requests without a body, and the update bytes
-(POSTed raw, with the upload signature in a header). Connection failures, timeouts and 502/503/504
-answers are retried with exponential backoff; a 4xx answer becomes a one-line :class:`NodeError`
-carrying the service's ``detail``.
+(POSTed raw, with the upload signature in a header). Every JSON answer is parsed with the models of
+:mod:`fedcore.protocol`. Connection failures, timeouts and 502/503/504 answers are retried with exponential
+backoff; a 4xx answer becomes a one-line :class:`AggregatorRefused` carrying the service's ``detail`` and
+its :class:`~fedcore.protocol.RejectionCode`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from fedcore.codec import DEFAULT_MAX_BYTES
 from fedcore.errors import NodeError
+from fedcore.protocol import ErrorBody, Health, RejectionCode, RoundInfo, TaskInfo, UploadAccepted
+from fedcore.task import TaskSpec
 
 log = logging.getLogger("fedledger.node.remote")
 
 RETRY_STATUS = frozenset({502, 503, 504})
-ROUND_STATUSES = ("waiting", "open", "scoring", "finalized", "completed")
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class AggregatorUnavailable(NodeError):
@@ -29,43 +33,14 @@ class AggregatorUnavailable(NodeError):
 
 
 class AggregatorRefused(NodeError):
-    """The aggregator answered 4xx. ``status`` is the HTTP code, ``detail`` its explanation."""
+    """The aggregator answered 4xx. ``status`` is the HTTP code, ``detail`` its explanation, ``code`` why
+    (None when the answer was not the protocol's error body, e.g. from a proxy)."""
 
-    def __init__(self, message: str, *, status: int, detail: str):
+    def __init__(self, message: str, *, status: int, detail: str, code: RejectionCode | None = None):
         super().__init__(message)
         self.status = status
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class RoundInfo:
-    """``GET /bounties/{id}/rounds/current``.
-
-    Attributes
-    ----------
-    round : int
-        The current round number (0 before the first round opens).
-    status : str
-        ``waiting``, ``open``, ``scoring``, ``finalized`` or ``completed``.
-    global_model_hash : str
-        ``0x`` hex of the round's global model.
-    commit_deadline : int
-        Unix time the commit window closes.
-    selected : tuple of str
-        Addresses selected for the round (lowercase); empty means everyone.
-    config : dict
-        Per-round training overrides handed out by the strategy (e.g. ``{"fedprox_mu": 0.01}``), if any.
-    """
-
-    round: int
-    status: str
-    global_model_hash: str
-    commit_deadline: int
-    selected: tuple[str, ...] = ()
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def selects(self, address: str) -> bool:
-        return not self.selected or address.lower() in self.selected
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -171,56 +146,38 @@ class AggregatorClient:
     def _checked(self, response: httpx.Response, what: str) -> httpx.Response:
         if response.status_code < 400:
             return response
-        detail = _detail(response)
+        error = _error_body(response)
+        detail = error.detail if error else " ".join((response.reason_phrase or "error").split())
         if response.status_code < 500:
             raise AggregatorRefused(
                 f"aggregator refused {what}: {response.status_code} {detail}",
-                status=response.status_code, detail=detail,
+                status=response.status_code, detail=detail, code=error.code if error else None,
             )
         raise AggregatorUnavailable(f"aggregator failed {what}: {response.status_code} {detail}")
 
-    def _json(self, response: httpx.Response, what: str) -> Any:
+    def _parsed(self, model: type[Body], response: httpx.Response, what: str) -> Body:
         try:
-            return response.json()
-        except ValueError:
-            raise NodeError(f"aggregator sent malformed JSON for {what}") from None
+            return model.model_validate_json(response.content)
+        except ValidationError:
+            raise NodeError(f"aggregator sent a malformed answer for {what}") from None
+
+    def _get(self, model: type[Body], path: str, what: str) -> Body:
+        return self._parsed(model, self._request("GET", path, what), what)
 
     # -- API ----------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        """``{"status", "bounty_id", "chain_id", "ledger"}``."""
-        data = self._json(self._request("GET", "/health", "the health check"), "the health check")
-        if not isinstance(data, dict):
-            raise NodeError("aggregator sent a malformed health answer")
-        return data
+    def health(self) -> Health:
+        """Which bounty, chain and ledger the aggregator serves."""
+        return self._get(Health, "/health", "the health check")
 
-    def task(self, bounty_id: int) -> dict[str, Any]:
-        """The bounty's task spec as a dict (build it with ``TaskSpec.from_dict``)."""
-        what = f"the task of bounty {bounty_id}"
-        data = self._json(self._request("GET", f"/bounties/{int(bounty_id)}/task", what), what)
-        if not isinstance(data, dict):
-            raise NodeError(f"aggregator sent a malformed task spec for bounty {bounty_id}")
-        return data
+    def task(self, bounty_id: int) -> TaskSpec:
+        """The bounty's task spec (check ``task_hash`` of it against the chain before training)."""
+        info = self._get(TaskInfo, f"/bounties/{int(bounty_id)}/task", f"the task of bounty {bounty_id}")
+        return TaskSpec.from_dict(info.model_dump())
 
     def current_round(self, bounty_id: int) -> RoundInfo:
-        """The bounty's current round as the aggregator sees it."""
-        what = f"the current round of bounty {bounty_id}"
-        data = self._json(self._request("GET", f"/bounties/{int(bounty_id)}/rounds/current", what), what)
-        try:
-            selected = tuple(str(a).lower() for a in (data.get("selected") or ()))
-            config = data.get("config") or {}
-            if not isinstance(config, dict):
-                raise TypeError("config")
-            info = RoundInfo(
-                round=int(data["round"]),
-                status=str(data["status"]),
-                global_model_hash=str(data.get("global_model_hash") or "").lower(),
-                commit_deadline=int(data.get("commit_deadline") or 0),
-                selected=selected,
-                config=dict(config),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise NodeError(f"aggregator sent a malformed answer for {what}") from None
-        return info
+        """The bounty's current round as the aggregator sees it (with the round's fit config)."""
+        return self._get(RoundInfo, f"/bounties/{int(bounty_id)}/rounds/current",
+                         f"the current round of bounty {bounty_id}")
 
     def model(self, bounty_id: int) -> ModelDownload:
         """Download the current global model (safetensors bytes), at most ``max_model_bytes``."""
@@ -235,33 +192,26 @@ class AggregatorClient:
             data=response.content, sha256=(response.headers.get("x-model-sha256") or "").lower(), round=round_
         )
 
-    def upload(self, bounty_id: int, round_: int, data: bytes, signature: str) -> dict[str, Any]:
+    def upload(self, bounty_id: int, round_: int, data: bytes, signature: str) -> UploadAccepted:
         """POST the update bytes (the body is exactly ``data``); returns the 202 answer.
 
-        Uploading the same bytes twice is harmless: the aggregator content-addresses updates by sha256.
+        A second upload for the round is refused with ``RejectionCode.DUPLICATE_UPLOAD`` and changes nothing.
         """
         what = f"the update for bounty {bounty_id} round {round_}"
         response = self._request(
             "POST", f"/bounties/{int(bounty_id)}/rounds/{int(round_)}/updates", what,
             content=bytes(data), headers={"X-Signature": signature, "Content-Type": "application/octet-stream"},
         )
-        answer = self._json(response, what) if response.content else {}
-        return answer if isinstance(answer, dict) else {}
+        return self._parsed(UploadAccepted, response, what)
 
 
-def _detail(response: httpx.Response) -> str:
+def _error_body(response: httpx.Response) -> ErrorBody | None:
+    """The protocol's error body, squashed to one line, or None when the answer is something else."""
     try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and "detail" in data:
-        detail = data["detail"]
-        if isinstance(detail, list):  # FastAPI validation errors
-            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-        text = str(detail)
-    else:
-        text = response.reason_phrase or "error"
-    return " ".join(text.split())[:300]
+        error = ErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        return None
+    return error.model_copy(update={"detail": " ".join(error.detail.split())[:300]})
 
 
-__all__ = ["AggregatorClient", "AggregatorRefused", "AggregatorUnavailable", "ModelDownload", "RoundInfo"]
+__all__ = ["AggregatorClient", "AggregatorRefused", "AggregatorUnavailable", "ModelDownload"]

@@ -25,6 +25,7 @@ aggregate metrics, never records.
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import json
 import logging
@@ -43,13 +44,14 @@ from web3 import Web3
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
 from fedcore.errors import ContractRevert, DataError, NodeError
 from fedcore.models import build_model, weight_spec
+from fedcore.protocol import RejectionCode, RoundInfo, RoundStatus
 from fedcore.signing import sign_upload
 from fedcore.seeds import training_seed
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
 from ledger.client import BountyStatus, FedLedgerClient
 from fedcore.keystore import write_private_file
-from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable, RoundInfo
+from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.training import train_local
 
 log = logging.getLogger("fedledger.node")
@@ -59,17 +61,20 @@ DEFAULT_STATE_ROOT = Path("~/.fedledger/state")
 STATE_VERSION = 1
 ZERO_HASH = b"\x00" * 32
 
-# Final statuses of a round record.
-UPLOADED = "uploaded"  # committed on chain and the aggregator accepted the bytes
-REJECTED = "rejected"  # committed, but the aggregator refused the upload (see upload_status)
-NOT_SELECTED = "not-selected"  # the aggregator did not select this institution
-MISSED = "missed"  # the commit window closed before this node could commit
-LOST = "committed-without-bytes"  # the chain holds a commitment, but its bytes are not in the state dir
-NOT_UPLOADED = "not-uploaded"  # committed, but the round closed before an upload got through
+
+class NodeRoundStatus(enum.StrEnum):
+    """Where this node is in one round (``state.json``'s ``status``); the first two are in progress."""
+
+    SAVED = "saved"  # the update bytes are saved, not committed yet
+    COMMITTED = "committed"  # committed on chain, not uploaded yet
+    UPLOADED = "uploaded"  # committed on chain and the aggregator accepted the bytes
+    REJECTED = "rejected"  # committed, but the aggregator refused the upload (see upload_status)
+    NOT_SELECTED = "not-selected"  # the aggregator did not select this institution
+    MISSED = "missed"  # the commit window closed before this node could commit
+    LOST = "committed-without-bytes"  # the chain holds a commitment, but its bytes are not in the state dir
+    NOT_UPLOADED = "not-uploaded"  # committed, but the round closed before an upload got through
 
 Hook = Callable[[str, int], None]
-# Aggregator round statuses after which nothing more happens in the bounty.
-TERMINAL_STATUSES = ("completed", "cancelled", "expired")
 
 
 def default_state_dir(address: str) -> Path:
@@ -89,17 +94,14 @@ class ModelMismatch(NodeError):
 
 
 @dataclass
-class RoundRecord:
+class NodeRound:
     """What the node did in one round.
 
     Attributes
     ----------
     bounty, round : int
-    status : str
-        ``uploaded``, ``rejected`` (the aggregator refused the upload), ``not-selected``, ``missed`` (the
-        commit window closed first), ``not-uploaded`` (committed, but the round closed before the upload
-        got through) or ``committed-without-bytes`` (the chain holds a commitment whose bytes are not in
-        the state folder).
+    status : NodeRoundStatus
+        A final status (``UPLOADED``, ``REJECTED``, ``NOT_SELECTED``, ``MISSED``, ``NOT_UPLOADED``, ``LOST``).
     sha256 : str or None
         The committed update hash (0x hex).
     samples : int or None
@@ -117,7 +119,7 @@ class RoundRecord:
 
     bounty: int
     round: int
-    status: str
+    status: NodeRoundStatus
     sha256: str | None = None
     samples: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -311,9 +313,9 @@ class NodeRunner:
         self.verify_task = verify_task
         self.trainer = trainer or train_local
         self.chain_id = int(self.ledger.w3.eth.chain_id)
-        self.records: dict[int, RoundRecord] = {}
+        self.records: dict[int, NodeRound] = {}
         self.state: NodeState | None = None
-        self.finished: str | None = None  # "completed", "cancelled" or "expired" once the bounty is over
+        self.finished: RoundStatus | None = None  # COMPLETED, CANCELLED or EXPIRED once the bounty is over
         self._expected: dict | None = None
         self._bar = None
 
@@ -333,7 +335,7 @@ class NodeRunner:
             raise NodeError(f"bounty {self.bounty_id} does not exist on ledger {self.ledger.address}")
         self._check_aggregator()
         if self.spec is None:
-            self.spec = TaskSpec.from_dict(self.aggregator.task(self.bounty_id))
+            self.spec = self.aggregator.task(self.bounty_id)
         if self.verify_task and task_hash(self.spec) != bytes(bounty.task_spec_hash):
             raise NodeError(
                 f"the task spec served for bounty {self.bounty_id} hashes to {_hex(task_hash(self.spec))}, "
@@ -363,21 +365,15 @@ class NodeRunner:
         return self
 
     def _check_aggregator(self) -> None:
-        """The aggregator must serve this bounty of this ledger on this chain (fields it leaves out are not checked)."""
+        """The aggregator must serve this bounty of this ledger on this chain."""
         health = self.aggregator.health()
         served = {
-            "chain id": (health.get("chain_id"), self.chain_id),
-            "ledger": (str(health.get("ledger") or "").lower() or None, self.ledger.address.lower()),
-            "bounty": (health.get("bounty_id"), self.bounty_id),
+            "chain id": (health.chain_id, self.chain_id),
+            "ledger": (health.ledger, Web3.to_checksum_address(self.ledger.address)),
+            "bounty": (health.bounty_id, self.bounty_id),
         }
         for what, (theirs, ours) in served.items():
-            if theirs is None:
-                continue
-            try:
-                same = int(theirs) == ours if what != "ledger" else theirs == ours
-            except (TypeError, ValueError):
-                same = False
-            if not same:
+            if theirs != ours:
                 raise NodeError(
                     f"the aggregator at {self.aggregator.base_url} serves {what} {theirs}, not {ours}: wrong --aggregator?"
                 )
@@ -397,7 +393,7 @@ class NodeRunner:
         self.close()
 
     # -- the loop ------------------------------------------------------------------------------------
-    def run(self) -> list[RoundRecord]:
+    def run(self) -> list[NodeRound]:
         """Poll and take part until the bounty is over (completed, cancelled, expired), ``rounds_max``
         is reached, or ``stop`` is set. Returns the round records in round order.
 
@@ -435,7 +431,7 @@ class NodeRunner:
         finally:
             self.close()
 
-    def results(self) -> list[RoundRecord]:
+    def results(self) -> list[NodeRound]:
         return [self.records[r] for r in sorted(self.records)]
 
     def _reached_max(self) -> bool:
@@ -443,7 +439,7 @@ class NodeRunner:
             return False
         return sum(1 for r in self.records.values() if r.sha256 is not None) >= self.rounds_max
 
-    def _finish_round(self, record: RoundRecord) -> RoundRecord:
+    def _finish_round(self, record: NodeRound) -> NodeRound:
         self.records[record.round] = record
         if self._bar is not None:
             self._bar.update(max(0, record.round - self._bar.n))
@@ -453,17 +449,17 @@ class NodeRunner:
             line += f" sha256={record.sha256[:18]}… samples={record.samples}"
         if "loss_before" in record.metrics:
             line += f" loss {record.metrics['loss_before']:.4f}->{record.metrics['loss_after']:.4f}"
-        if record.upload_status and record.status != UPLOADED:
+        if record.upload_status and record.status != NodeRoundStatus.UPLOADED:
             line += f" ({record.upload_status})"
         self.echo(line)
         return record
 
-    def poll_once(self) -> RoundRecord | None:
+    def poll_once(self) -> NodeRound | None:
         """Look at the bounty once and do what its current round needs.
 
         Returns
         -------
-        RoundRecord or None
+        NodeRound or None
             The record of a round this poll finished (participated, resumed, skipped), else None.
 
         Raises
@@ -476,50 +472,50 @@ class NodeRunner:
         self.open()
         bounty = self.ledger.bounty(self.bounty_id)
         if bounty.status in (BountyStatus.COMPLETED, BountyStatus.CANCELLED):
-            self.finished = bounty.status.name.lower()
+            self.finished = RoundStatus(bounty.status.name.lower())
             return self._sweep(None)
         info = self.aggregator.current_round(self.bounty_id)
         r = info.round
-        if info.status in TERMINAL_STATUSES:
+        if info.status.terminal:
             self.finished = info.status
             return self._sweep(None)
         swept = self._sweep(info)
-        if info.status != "open" or r < 1 or r in self.records:
+        if info.status != RoundStatus.OPEN or r < 1 or r in self.records:
             return swept
         chain_round = self.ledger.round(self.bounty_id, r)
         if chain_round.opened_at == 0 or chain_round.finalized:
             return None  # the chain has not caught up with the aggregator, or the round is over
         if not info.selects(self.address):
-            return self._finish_round(RoundRecord(self.bounty_id, r, NOT_SELECTED))
+            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.NOT_SELECTED))
         commitment = self.ledger.commitment_of(self.bounty_id, r, self.address)
         if commitment != ZERO_HASH:
             return self._resume(r, commitment)
         return self._participate(r, info, chain_round)
 
-    def _sweep(self, info: RoundInfo | None) -> RoundRecord | None:
+    def _sweep(self, info: RoundInfo | None) -> NodeRound | None:
         """Record rounds this node committed in (or saved for) that closed before their upload got through
         (``info`` None: the bounty is over, every round is closed)."""
         assert self.state is not None
         last = None
         for key in sorted(self.state.data["rounds"], key=int):
             r, saved = int(key), self.state.data["rounds"][key]
-            closed = info is None or r < info.round or (r == info.round and info.status != "open")
-            if r in self.records or not closed or saved.get("status") not in ("saved", "committed"):
+            closed = info is None or r < info.round or (r == info.round and info.status != RoundStatus.OPEN)
+            if r in self.records or not closed or saved.get("status") not in (NodeRoundStatus.SAVED, NodeRoundStatus.COMMITTED):
                 continue
-            committed = saved["status"] == "committed" or (
+            committed = saved["status"] == NodeRoundStatus.COMMITTED or (
                 # a crash between the commit's receipt and its record leaves "saved": ask the chain
                 self.ledger.commitment_of(self.bounty_id, r, self.address) != ZERO_HASH
             )
             if committed:
-                self.state.put(r, status=NOT_UPLOADED)
+                self.state.put(r, status=NodeRoundStatus.NOT_UPLOADED)
                 last = self._finish_round(self._record_from_state(r, resumed=False))
             else:
-                self.state.put(r, status=MISSED)
+                self.state.put(r, status=NodeRoundStatus.MISSED)
                 last = self._finish_round(replace(self._record_from_state(r, resumed=False), upload_status="never committed"))
         return last
 
     # -- one round -----------------------------------------------------------------------------------
-    def _participate(self, r: int, info: RoundInfo, chain_round) -> RoundRecord | None:
+    def _participate(self, r: int, info: RoundInfo, chain_round) -> NodeRound | None:
         assert self.state is not None and self.spec is not None
         chain_hash = _hex(chain_round.global_model_hash)
         if info.global_model_hash and info.global_model_hash != chain_hash:
@@ -528,7 +524,7 @@ class NodeRunner:
                 f"{chain_hash}: refusing to train"
             )
         if latest_timestamp(self.ledger.w3) > chain_round.commit_deadline:
-            return self._finish_round(RoundRecord(self.bounty_id, r, MISSED, upload_status="commit window closed"))
+            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.MISSED, upload_status="commit window closed"))
         seed = training_seed(self.spec.training.seed, r, Web3.to_checksum_address(self.address))
         resumed = False
         saved = self.state.round(r)
@@ -543,29 +539,29 @@ class NodeRunner:
                 return None  # the aggregator moved on between the two requests: look again
             self._check_model(r, model.data, model.sha256, chain_hash)
             weights = decode(model.data, expected=self._expected)
-            result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=info.config or None)
+            result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=info.fit_config.overrides() or None)
             data = encode(result.arrays)
             sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
             self.state.save_update(r, data)
             self.state.put(
                 r, global_model_hash=chain_hash, seed=seed, sha256=sha, samples=samples, metrics=metrics,
-                file=self.state.update_path(r).name, status="saved", commit_tx=None, upload_status=None,
+                file=self.state.update_path(r).name, status=NodeRoundStatus.SAVED, commit_tx=None, upload_status=None,
             )
-            self._fire("saved", r)
+            self._fire(NodeRoundStatus.SAVED, r)
         try:
             receipt = self.ledger.commit_update(self.bounty_id, r, bytes.fromhex(sha[2:]), samples)
         except ContractRevert as exc:
             if exc.name == "AlreadyCommitted":  # another process of this identity got there first
                 return self._resume(r, self.ledger.commitment_of(self.bounty_id, r, self.address))
             if exc.name == "RoundClosed":
-                self.state.put(r, status=MISSED)
-                return self._finish_round(RoundRecord(
-                    self.bounty_id, r, MISSED, sha, samples, metrics, upload_status="commit window closed", resumed=resumed,
+                self.state.put(r, status=NodeRoundStatus.MISSED)
+                return self._finish_round(NodeRound(
+                    self.bounty_id, r, NodeRoundStatus.MISSED, sha, samples, metrics, upload_status="commit window closed", resumed=resumed,
                 ))
             raise
         commit_tx = _hex(receipt["transactionHash"])
-        self.state.put(r, status="committed", commit_tx=commit_tx, upload_status=None)
-        self._fire("committed", r)
+        self.state.put(r, status=NodeRoundStatus.COMMITTED, commit_tx=commit_tx, upload_status=None)
+        self._fire(NodeRoundStatus.COMMITTED, r)
         return self._upload(r, data, resumed=resumed)
 
     def _reusable_update(self, r: int, saved: Mapping | None, chain_hash: str, seed: int) -> bytes | None:
@@ -595,7 +591,7 @@ class NodeRunner:
                 f"{chain_hash}: refusing to train"
             )
 
-    def _resume(self, r: int, commitment: bytes) -> RoundRecord | None:
+    def _resume(self, r: int, commitment: bytes) -> NodeRound | None:
         """The chain holds this institution's commitment for round ``r``: never commit again; upload if we can."""
         assert self.state is not None
         saved = self.state.round(r) or {}
@@ -606,42 +602,41 @@ class NodeRunner:
                 f"bounty {self.bounty_id} round {r}: the chain holds commitment {sha} of {self.address} but no saved "
                 f"update in {self.state.dir} hashes to it; not committing again"
             )
-            return self._finish_round(RoundRecord(self.bounty_id, r, LOST, sha, upload_status="no bytes to upload"))
-        if saved.get("status") == UPLOADED:
+            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, sha, upload_status="no bytes to upload"))
+        if saved.get("status") == NodeRoundStatus.UPLOADED:
             return self._finish_round(self._record_from_state(r, resumed=True))
         # committed (perhaps by a run that crashed before recording it), or refused before: (re)upload
-        self.state.put(r, status="committed", sha256=sha)
+        self.state.put(r, status=NodeRoundStatus.COMMITTED, sha256=sha)
         return self._upload(r, data, resumed=True)
 
-    def _upload(self, r: int, data: bytes, *, resumed: bool) -> RoundRecord | None:
+    def _upload(self, r: int, data: bytes, *, resumed: bool) -> NodeRound | None:
         signature = sign_upload(self.account, self.chain_id, self.ledger.address, self.bounty_id, r, update_hash(data))
         try:
             answer = self.aggregator.upload(self.bounty_id, r, data, signature)
         except AggregatorRefused as exc:
-            if exc.status == 409 and "already" in exc.detail.lower():
-                upload_status, status = "duplicate", UPLOADED
+            if exc.code == RejectionCode.DUPLICATE_UPLOAD:  # an earlier run's upload got in
+                upload_status, status = "duplicate", NodeRoundStatus.UPLOADED
             else:
-                upload_status, status = f"refused {exc.status}: {exc.detail}", REJECTED
+                upload_status, status = f"refused {exc.status}: {exc.detail}", NodeRoundStatus.REJECTED
         except AggregatorUnavailable as exc:
             # Unreachable: the round stays unfinished; the next poll finds the commitment and retries.
             self.echo(f"bounty {self.bounty_id} round {r}: upload failed, will retry: {exc}")
             return None
         else:
-            upload_status, status = str(answer.get("status") or "accepted"), UPLOADED
-            sent = str(answer.get("sha256") or "").lower().removeprefix("0x")
-            if sent and sent != update_hash(data).hex():
-                upload_status, status = f"aggregator acknowledged {sent}, not our update", REJECTED
+            upload_status, status = answer.status, NodeRoundStatus.UPLOADED
+            if answer.sha256 != _hex(update_hash(data)):
+                upload_status, status = f"aggregator acknowledged {answer.sha256}, not our update", NodeRoundStatus.REJECTED
         self.state.put(r, status=status, upload_status=upload_status)
-        if status == UPLOADED:
-            self._fire("uploaded", r)
+        if status == NodeRoundStatus.UPLOADED:
+            self._fire(NodeRoundStatus.UPLOADED, r)
         return self._finish_round(self._record_from_state(r, resumed=resumed))
 
-    def _record_from_state(self, r: int, *, resumed: bool) -> RoundRecord:
+    def _record_from_state(self, r: int, *, resumed: bool) -> NodeRound:
         saved = self.state.round(r) or {}
-        return RoundRecord(
+        return NodeRound(
             bounty=self.bounty_id,
             round=r,
-            status=str(saved.get("status") or "committed"),
+            status=NodeRoundStatus(saved.get("status") or NodeRoundStatus.COMMITTED),
             sha256=saved.get("sha256"),
             samples=saved.get("samples"),
             metrics=dict(saved.get("metrics") or {}),
@@ -650,7 +645,7 @@ class NodeRunner:
             resumed=resumed,
         )
 
-    def _fire(self, stage: str, r: int) -> None:
+    def _fire(self, stage: NodeRoundStatus, r: int) -> None:
         if self.hook is not None:
             self.hook(stage, r)
 
@@ -670,7 +665,7 @@ def open_runner_for_site(
     """
     from node.site import load_site
 
-    spec = kwargs.pop("spec", None) or TaskSpec.from_dict(aggregator.task(bounty_id))
+    spec = kwargs.pop("spec", None) or aggregator.task(bounty_id)
     site = load_site(data_path, spec)
     return NodeRunner(
         ledger=ledger, aggregator=aggregator, account=account, bounty_id=bounty_id, X=site.X, y=site.y, spec=spec, **kwargs
@@ -678,16 +673,11 @@ def open_runner_for_site(
 
 
 __all__ = [
-    "LOST",
-    "MISSED",
-    "NOT_SELECTED",
-    "NOT_UPLOADED",
-    "REJECTED",
-    "UPLOADED",
     "ModelMismatch",
+    "NodeRound",
+    "NodeRoundStatus",
     "NodeRunner",
     "NodeState",
-    "RoundRecord",
     "default_state_dir",
     "open_runner_for_site",
 ]

@@ -1,7 +1,7 @@
 """``fedledger audit verify``: chain checks on the scripted example, and store and recompute checks against a
 stand-in aggregator that computes rounds exactly as ``aggregator.service.coordinator`` does.
 
-The stand-in (``StandInAggregator``) serves the service's JSON shape (``aggregator.service.schemas.RoundDetail``)
+The stand-in (``StandInAggregator``) serves the service's JSON shape (``fedcore.protocol.RoundReport``)
 and blobs; ``test_verify_against_the_real_aggregator_service`` at the end is left for the end-to-end engineer.
 """
 

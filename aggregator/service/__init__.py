@@ -5,16 +5,20 @@ Run it with ``fedledger aggregator serve`` (options in :mod:`aggregator.cli`, se
 
 HTTP contract
 -------------
-Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is ``{"detail": "one line"}``.
+Every body is a model of :mod:`fedcore.protocol` (the one definition the node and the auditor parse with).
+Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
+``{"detail": "one line", "code": RejectionCode}`` (:class:`~fedcore.protocol.ErrorBody`): branch on the code.
 
 ``GET /health``
-    ``{"status": "ok", "bounty_id", "chain_id", "ledger", "aggregator", "coordinator", "last_error"}``
+    ``Health``: ``{"status": "ok", "bounty_id", "chain_id", "ledger", "aggregator", "coordinator", "last_error"}``
 ``GET /bounties/{id}/task``
-    ``TaskSpec.to_dict()``; ``task_hash(TaskSpec.from_dict(json))`` is the bounty's ``taskSpecHash``.
+    ``TaskInfo`` = ``TaskSpec.to_dict()``; ``task_hash(TaskSpec.from_dict(json))`` is the bounty's ``taskSpecHash``.
 ``GET /bounties/{id}/rounds/current``
-    ``{"bounty_id", "round", "status", "global_model_hash", "new_model_hash", "commit_deadline", "selected",
-    "uploads"}``; ``status`` is ``waiting`` (round 0, no round yet: hash null, deadline 0), ``open``, ``scoring``,
-    ``finalized``, ``completed``, ``cancelled`` or ``expired``. Train only when ``open`` and selected.
+    ``RoundInfo``: ``{"bounty_id", "round", "status", "global_model_hash", "new_model_hash", "commit_deadline",
+    "selected", "uploads", "fit_config"}``; ``status`` (``RoundStatus``) is ``waiting`` (round 0, no round yet: hash
+    null, deadline 0), ``open``, ``scoring``, ``finalized``, ``completed``, ``cancelled`` or ``expired``. Train only
+    when ``open`` and selected, with ``fit_config`` (``FitConfig``: the bounty's rules' ``fit_config()``, e.g.
+    FedProx's ``fedprox_mu``; see :mod:`~aggregator.service.fit`).
 ``GET /bounties/{id}/model``
     The current round's global model (safetensors), headers ``X-Model-Sha256`` and ``X-Round``; compare the
     sha256 of the bytes with the chain's ``getRound(id, round).globalModelHash``. 404 before the first round.
@@ -22,12 +26,13 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is 
     Body: the update's canonical safetensors bytes (``fedcore.codec.encode`` of ``w_local - w_global``, float32,
     the model's tensor names and shapes). Header ``X-Signature``:
     ``fedcore.signing.sign_upload(account, chain_id, ledger_address, id, r, sha256(body))``. Commit
-    ``sha256(body)`` on chain first. 202 ``{"sha256", "institution", "status": "accepted", "round"}`` (the same
-    for a re-upload of the same bytes); 400 malformed, 401 signature, 403 not registered / not committed / not
-    selected, 404 unknown bounty, 409 hash differs from the commitment or round not open, 413 too large,
-    503 chain unreachable. A refused upload changes nothing.
+    ``sha256(body)`` on chain first. 202 ``UploadAccepted`` ``{"sha256", "institution", "status": "accepted",
+    "round"}``; refusals by code: 400 ``malformed``, 401 ``unsigned`` / ``bad_signature``, 403 ``not_registered`` /
+    ``not_committed`` / ``not_selected``, 404 ``unknown_bounty``, 409 ``hash_mismatch`` / ``round_closed`` /
+    ``duplicate_upload`` (the signer's update is already in), 413 ``too_large``, 503 ``unavailable``. A refused
+    upload changes nothing.
 ``GET /bounties/{id}/rounds/{r}``
-    The round's record (:class:`~aggregator.service.schemas.RoundDetail`): uploads, used updates with sample
+    The round's record (:class:`~fedcore.protocol.RoundReport`): uploads, used updates with sample
     counts, exclusions and why, scores (fixed point as decimal strings), settings (strategy, scorer, seed),
     optimizer-state hashes, transactions, journal.
 ``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET /bounties/{id}/states/{sha256}``

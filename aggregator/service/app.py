@@ -15,12 +15,15 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aggregator.service.context import ServiceContext, build_context
 from aggregator.service.coordinator import Coordinator
+from aggregator.service.rejection import Rejected
 from aggregator.service.routers import health, models, rounds, tasks, updates
 from aggregator.service.settings import AggregatorSettings
 from fedcore.errors import AggregatorError, ChainError, FedLedgerError
+from fedcore.protocol import REJECTION_STATUS, ErrorBody, RejectionCode
 
 log = logging.getLogger("fedledger.aggregator")
 
@@ -78,7 +81,8 @@ def create_app(
             "Round coordinator of one fedledger bounty. Institutions read the task and the current round, download "
             "the global model (check its sha256 against the chain), commit sha256(update) on chain, then POST the "
             "update signed with fedcore.signing.sign_upload. Auditors download stored updates, models and optimizer "
-            "states by sha256 and read each round's record. Every error is {\"detail\": \"one line\"}."
+            "states by sha256 and read each round's record. Every error is {\"detail\": \"one line\", \"code\": ...} "
+            "(fedcore.protocol.ErrorBody): branch on the code."
         ),
         lifespan=lifespan,
     )
@@ -86,21 +90,37 @@ def create_app(
     for module in (health, tasks, rounds, models, updates):
         app.include_router(module.router)
 
+    @app.exception_handler(Rejected)
+    async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
+        return error_response(exc.code, exc.detail)
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=400)
+        return error_response(RejectionCode.MALFORMED, _one_line(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # unknown path, wrong method
+        code = RejectionCode.NOT_FOUND if exc.status_code == 404 else (
+            RejectionCode.INTERNAL if exc.status_code >= 500 else RejectionCode.MALFORMED)
+        return error_response(code, str(exc.detail), status=exc.status_code)
 
     @app.exception_handler(ChainError)
     async def _chain_down(request: Request, exc: ChainError) -> JSONResponse:
-        return JSONResponse({"detail": f"chain unavailable: {_squash(exc)}"}, status_code=503)
+        return error_response(RejectionCode.UNAVAILABLE, f"chain unavailable: {_squash(exc)}")
 
     @app.exception_handler(FedLedgerError)
     async def _internal(request: Request, exc: FedLedgerError) -> JSONResponse:
         log.warning("request %s %s failed: %s", request.method, request.url.path, exc)
-        status = 500 if isinstance(exc, AggregatorError) else 400
-        return JSONResponse({"detail": _squash(exc)}, status_code=status)
+        code = RejectionCode.INTERNAL if isinstance(exc, AggregatorError) else RejectionCode.MALFORMED
+        return error_response(code, _squash(exc))
 
     return app
+
+
+def error_response(code: RejectionCode, detail: str, *, status: int | None = None) -> JSONResponse:
+    """An :class:`ErrorBody` with the code's HTTP status (or ``status`` for framework errors)."""
+    body = ErrorBody(detail=" ".join(detail.split()) or code.value, code=code)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status or REJECTION_STATUS[code])
 
 
 def _squash(exc: Exception) -> str:

@@ -26,6 +26,7 @@ from aggregator.service.validation import ValidationSet, load_validation_set
 from fedcore import codec
 from fedcore.errors import ConfigError, ContractRevert
 from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
+from fedcore.protocol import CoordinatorPhase
 from fedcore.task import TaskSpec, task_hash
 
 log = logging.getLogger("fedledger.aggregator")
@@ -36,11 +37,11 @@ class CoordinatorStatus:
     """What the round loop is doing, for ``/health`` (written by the coordinator thread)."""
 
     running: bool = False
-    phase: str = "starting"
+    phase: CoordinatorPhase = CoordinatorPhase.STARTING
     last_error: str | None = None
     updated_at: float = field(default_factory=time.time)
 
-    def set(self, phase: str, error: str | None = None) -> None:
+    def set(self, phase: CoordinatorPhase, error: str | None = None) -> None:
         self.phase, self.last_error, self.updated_at = phase, error, time.time()
 
 

@@ -37,7 +37,7 @@ from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service.context import ServiceContext
 from aggregator.service.gateway import TxRecord
 from aggregator.service.selection import eligible, select_clients
-from aggregator.service.state import Decision, RoundRecord
+from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
 from aggregator.service.verify import select_updates
 from fedcore import codec
@@ -45,13 +45,14 @@ from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedge
 from fedcore.rules import RoundRules, rules_hash_hex
 from fedcore.task import TaskSpec
 from fedcore.types import Update
+from fedcore.protocol import CoordinatorPhase as Phase
+from fedcore.protocol import RoundStatus, RoundStep
 from ledger.client import BountyStatus
 
 log = logging.getLogger("fedledger.aggregator")
 
 ComputeFn = Callable[[RoundInputs, RoundRules, TaskSpec], RoundOutcome]
 MAX_BACKOFF = 30.0
-TERMINAL = ("completed", "cancelled", "expired")
 # TEST-ONLY fault injection (tests/e2e): FEDLEDGER_FAULT=crash-after:scored makes the process exit at once (code 137,
 # as if SIGKILLed) right after a round's scores are saved and before finalizeRound is sent. That exact crash point
 # cannot be hit reliably from outside the process; nothing sets this variable in normal use.
@@ -89,7 +90,7 @@ class Coordinator:
         self._closed_seen: dict[int, float] = {}
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> str | None:
+    def run(self, stop: threading.Event) -> Phase | None:
         """Step until the bounty is over or ``stop`` is set; chain and other errors are logged and retried."""
         status = self.context.status
         status.running = True
@@ -100,43 +101,43 @@ class Coordinator:
                     outcome = self.step()
                 except FedLedgerError as exc:
                     log.warning("round step failed: %s", exc)
-                    status.set("error", str(exc))
+                    status.set(Phase.ERROR, str(exc))
                     stop.wait(delay)
                     delay = min(delay * 2, MAX_BACKOFF)
                     continue
                 except Exception as exc:  # a bug: keep the traceback in the log, keep serving
                     log.exception("round step crashed")
-                    status.set("error", f"{type(exc).__name__}: {exc}")
+                    status.set(Phase.ERROR, f"{type(exc).__name__}: {exc}")
                     stop.wait(delay)
                     delay = min(delay * 2, MAX_BACKOFF)
                     continue
                 delay = self.context.settings.poll_interval
                 status.set(outcome)
-                if outcome in TERMINAL:
+                if outcome.terminal:
                     log.info("bounty %s is %s", self.context.bounty_id, outcome)
                     if self.on_complete is not None:
                         self.on_complete(outcome)
                     return outcome
-                if outcome == "waiting":
+                if outcome == Phase.WAITING:
                     stop.wait(self.context.settings.poll_interval)
         finally:
             status.running = False
         return None
 
-    def run_until(self, *outcomes: str, max_steps: int = 100) -> str:
+    def run_until(self, *outcomes: str, max_steps: int = 100) -> Phase:
         """Step until one of ``outcomes`` (or a terminal one) is reached; for tests and scripts."""
         for _ in range(max_steps):
             outcome = self.step()
-            if outcome in outcomes or outcome in TERMINAL:
+            if outcome in outcomes or outcome.terminal:
                 return outcome
         raise AggregatorError(f"no {'/'.join(outcomes)} within {max_steps} steps")
 
-    def step(self) -> str:
+    def step(self) -> Phase:
         """Make one move; returns what happened.
 
         Returns
         -------
-        str
+        CoordinatorPhase
             ``"opened"``, ``"waiting"`` (round open, nothing to do yet), ``"closed"`` (uploads closed),
             ``"scored"``, ``"finalized"``, or the terminal ``"completed"``, ``"cancelled"``, ``"expired"``
             (deadline passed with rounds left; the sponsor may cancel and be refunded).
@@ -144,42 +145,42 @@ class Coordinator:
         ctx = self.context
         bounty = ctx.ledger.bounty()
         if bounty.status == BountyStatus.CANCELLED:
-            ctx.state.set_meta("bounty_status", "cancelled")
-            return "cancelled"
+            ctx.state.set_meta("bounty_status", RoundStatus.CANCELLED)
+            return Phase.CANCELLED
         if bounty.rounds_opened > bounty.rounds_finalized:
             return self._advance(bounty.rounds_opened, bounty)
         for number in range(1, bounty.rounds_finalized + 1):
             record = ctx.state.round(number)
-            if record is not None and record.step != "finalized":
+            if record is not None and record.step != RoundStep.FINALIZED:
                 self._record_finalized_on_chain(record)
         if bounty.status == BountyStatus.COMPLETED:
-            ctx.state.set_meta("bounty_status", "completed")
-            return "completed"
+            ctx.state.set_meta("bounty_status", RoundStatus.COMPLETED)
+            return Phase.COMPLETED
         return self._open(bounty.rounds_finalized + 1, bounty)
 
     # -- opening --------------------------------------------------------------------------------
-    def _open(self, number: int, bounty) -> str:
+    def _open(self, number: int, bounty) -> Phase:
         ctx = self.context
         record = ctx.state.round(number) or self._prepare(number, bounty)
         if ctx.ledger.now() > bounty.deadline:
-            ctx.state.set_meta("bounty_status", "expired")
-            return "expired"
-        if record.step != "opening":
+            ctx.state.set_meta("bounty_status", RoundStatus.EXPIRED)
+            return Phase.EXPIRED
+        if record.step != RoundStep.OPENING:
             raise AggregatorError(f"round {number} is not open on chain but recorded as {record.step}")
         try:
             opened = ctx.ledger.open_round(bytes.fromhex(record.global_model_sha))
         except ContractRevert as exc:
             if exc.name != "DeadlinePassed":
                 raise
-            ctx.state.set_meta("bounty_status", "expired")
-            return "expired"
+            ctx.state.set_meta("bounty_status", RoundStatus.EXPIRED)
+            return Phase.EXPIRED
         if opened.round != number:
             raise AggregatorError(f"the chain opened round {opened.round}, expected {number}")
         self._record_open(number, opened)
         log.info("round %d opened with model 0x%s, %d invited", number, record.global_model_sha, len(record.selected))
-        return "opened"
+        return Phase.OPENED
 
-    def _prepare(self, number: int, bounty, global_model_sha: str | None = None) -> RoundRecord:
+    def _prepare(self, number: int, bounty, global_model_sha: str | None = None) -> RoundState:
         """Save round ``number``'s global model, invitations and settings (step ``opening``)."""
         ctx = self.context
         state_before = None
@@ -214,7 +215,7 @@ class Coordinator:
             "selection": s.selection, "clients_per_round": s.clients_per_round, "quorum": s.quorum,
         }
 
-    def _record_open(self, number: int, opened: TxRecord | None = None) -> RoundRecord:
+    def _record_open(self, number: int, opened: TxRecord | None = None) -> RoundState:
         ctx = self.context
         chain_round = ctx.ledger.round(number)
         opened = opened or ctx.ledger.event_tx("RoundOpened", number)
@@ -223,7 +224,7 @@ class Coordinator:
                                    open_block=opened.block_number if opened else None)
 
     # -- an open round --------------------------------------------------------------------------
-    def _advance(self, number: int, bounty) -> str:
+    def _advance(self, number: int, bounty) -> Phase:
         ctx = self.context
         chain_round = ctx.ledger.round(number)
         chain_model = bytes(chain_round.global_model_hash).hex()
@@ -234,28 +235,28 @@ class Coordinator:
             raise AggregatorError(
                 f"round {number} is open on chain with model 0x{chain_model} but the state has 0x{record.global_model_sha}"
             )
-        if record.step == "opening":
+        if record.step == RoundStep.OPENING:
             self._record_open(number)
             log.info("round %d was already open on chain: recorded", number)
-            return "opened"
-        if record.step == "open":
+            return Phase.OPENED
+        if record.step == RoundStep.OPEN:
             if not self._ready_to_close(record, chain_round):
-                return "waiting"
+                return Phase.WAITING
             ctx.state.begin_scoring(number)
             log.info("round %d closed to uploads with %d uploads", number, len(ctx.state.uploads(number)))
-            return "closed"
-        if record.step == "scoring":
+            return Phase.CLOSED
+        if record.step == RoundStep.SCORING:
             self._score(record)
-            _fault_point("scored")  # test-only crash hook, a no-op unless FEDLEDGER_FAULT is set
-            return "scored"
-        if record.step == "scored":
+            _fault_point(RoundStep.SCORED)  # test-only crash hook, a no-op unless FEDLEDGER_FAULT is set
+            return Phase.SCORED
+        if record.step == RoundStep.SCORED:
             tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha), record.fixed_point_scores)
             ctx.state.mark_finalized(number, finalize_tx=tx)
             log.info("round %d finalized (tx %s), new model 0x%s", number, tx, record.new_model_sha)
-            return "finalized"
+            return Phase.FINALIZED
         raise AggregatorError(f"round {number} is open on chain but recorded as {record.step}")
 
-    def _ready_to_close(self, record: RoundRecord, chain_round) -> bool:
+    def _ready_to_close(self, record: RoundState, chain_round) -> bool:
         ctx = self.context
         s = ctx.settings
         uploaded = {u.institution for u in ctx.state.uploads(record.round)}
@@ -275,7 +276,7 @@ class Coordinator:
         return self.monotonic() - first_seen >= s.upload_grace
 
     # -- scoring --------------------------------------------------------------------------------
-    def _score(self, record: RoundRecord) -> RoundRecord:
+    def _score(self, record: RoundState) -> RoundState:
         ctx = self.context
         number = record.round
         settings = record.settings
@@ -331,7 +332,7 @@ class Coordinator:
         return codec.decode(self.context.blobs.get("states", sha), max_bytes=1 << 40)
 
     # -- reconciling ----------------------------------------------------------------------------
-    def _record_finalized_on_chain(self, record: RoundRecord) -> None:
+    def _record_finalized_on_chain(self, record: RoundState) -> None:
         ctx = self.context
         chain_round = ctx.ledger.round(record.round)
         chain_model = bytes(chain_round.new_model_hash).hex()

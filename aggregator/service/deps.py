@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Path, Request
 
 from aggregator.service.context import ServiceContext
+from aggregator.service.rejection import Rejected
+from fedcore.protocol import RejectionCode
 
 
 def get_context(request: Request) -> ServiceContext:
     """The shared :class:`ServiceContext` (set by the app's lifespan)."""
     context = getattr(request.app.state, "context", None)
     if context is None:
-        raise HTTPException(503, "the aggregator is starting: try again in a moment")
+        raise Rejected(RejectionCode.UNAVAILABLE, "the aggregator is starting: try again in a moment")
     return context
 
 
@@ -29,9 +31,9 @@ UploadLimit = Annotated[int, Depends(get_upload_limit)]
 
 
 def known_bounty(context: Context, bounty_id: Annotated[int, Path(description="the bounty this aggregator runs")]) -> int:
-    """The path's bounty id, if it is the one this aggregator serves (404 otherwise)."""
+    """The path's bounty id, if it is the one this aggregator serves (UNKNOWN_BOUNTY otherwise)."""
     if bounty_id != context.bounty_id:
-        raise HTTPException(404, f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")
+        raise Rejected(RejectionCode.UNKNOWN_BOUNTY, f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")
     return bounty_id
 
 

@@ -18,7 +18,7 @@ Schema
 ------
 ``meta(key, value)``: what this state directory belongs to (chain id, ledger, bounty, aggregator) and the
 bounty's last known status.
-``rounds``: one row per round (see :class:`RoundRecord`); JSON columns hold lists and objects.
+``rounds``: one row per round (see :class:`RoundState`); JSON columns hold lists and objects.
 ``uploads(round, institution, sha256, size, received_at)``: accepted uploads, one per institution and round.
 ``decisions(round, institution, sha256, num_samples, used, reason, score, score_fixed)``: per round, what became
 of every committed institution (used, or excluded and why) and its score (``score_fixed`` as a decimal string).
@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from fedcore.errors import AggregatorError, ConfigError
+from fedcore.protocol import RoundStep
 
 DB_NAME = "aggregator.sqlite"
-STEPS = ("opening", "open", "scoring", "scored", "finalized")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
-    step TEXT NOT NULL CHECK (step IN ('opening', 'open', 'scoring', 'scored', 'finalized')),
+    step TEXT NOT NULL CHECK (step IN (%s)),
     global_model_sha TEXT NOT NULL,
     selected_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
@@ -93,7 +93,7 @@ CREATE TABLE IF NOT EXISTS journal (
     at REAL NOT NULL,
     note TEXT
 );
-"""
+""" % ", ".join(f"'{step}'" for step in RoundStep)
 
 
 class RoundNotAccepting(AggregatorError):
@@ -121,7 +121,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class RoundRecord:
+class RoundState:
     """One round as the aggregator saw it (hashes are 64 hex characters without ``0x``).
 
     ``settings`` holds what the round is computed with: strategy and its parameters, scorer and its
@@ -131,7 +131,7 @@ class RoundRecord:
     """
 
     round: int
-    step: str
+    step: RoundStep
     global_model_sha: str
     selected: list[str]
     settings: dict[str, Any]
@@ -233,19 +233,19 @@ class StateDB:
                     )
 
     # -- rounds ---------------------------------------------------------------------------------
-    def round(self, number: int) -> RoundRecord | None:
+    def round(self, number: int) -> RoundState | None:
         row = self._one("SELECT * FROM rounds WHERE round = ?", (int(number),))
         return _record(row) if row else None
 
-    def rounds(self) -> list[RoundRecord]:
+    def rounds(self) -> list[RoundState]:
         return [_record(row) for row in self._query("SELECT * FROM rounds ORDER BY round")]
 
-    def latest_round(self) -> RoundRecord | None:
+    def latest_round(self) -> RoundState | None:
         row = self._one("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
         return _record(row) if row else None
 
     def insert_opening(self, number: int, *, global_model_sha: str, selected: list[str], settings: dict[str, Any],
-                       state_before_sha: str | None) -> RoundRecord:
+                       state_before_sha: str | None) -> RoundState:
         """Create round ``number`` at step ``opening`` (idempotent: an existing row is returned unchanged)."""
         now = time.time()
         with self._transaction():
@@ -254,40 +254,40 @@ class StateDB:
                 return existing
             self._execute(
                 "INSERT INTO rounds (round, step, global_model_sha, selected_json, settings_json, state_before_sha,"
-                " created_at, updated_at) VALUES (?, 'opening', ?, ?, ?, ?, ?, ?)",
-                (int(number), global_model_sha, _dump(selected), _dump(settings), state_before_sha, now, now),
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (int(number), RoundStep.OPENING, global_model_sha, _dump(selected), _dump(settings), state_before_sha, now, now),
             )
-            self._journal(number, "opening")
+            self._journal(number, RoundStep.OPENING)
         return self.round(number)
 
     def mark_open(self, number: int, *, commit_deadline: int, opened_at: int, open_tx: str | None,
-                  open_block: int | None) -> RoundRecord:
+                  open_block: int | None) -> RoundState:
         with self._transaction():
             record = self._require(number)
-            if record.step == "opening":
-                self._update(number, step="open", commit_deadline=int(commit_deadline), opened_at=int(opened_at),
+            if record.step == RoundStep.OPENING:
+                self._update(number, step=RoundStep.OPEN, commit_deadline=int(commit_deadline), opened_at=int(opened_at),
                              open_tx=open_tx, open_block=open_block)
-                self._journal(number, "open", open_tx)
+                self._journal(number, RoundStep.OPEN, open_tx)
         return self.round(number)
 
-    def begin_scoring(self, number: int) -> RoundRecord:
+    def begin_scoring(self, number: int) -> RoundState:
         """Close round ``number`` to uploads (``open`` -> ``scoring``); later steps are left alone."""
         with self._transaction():
             record = self._require(number)
-            if record.step == "open":
-                self._update(number, step="scoring")
-                self._journal(number, "scoring", f"{len(self.uploads(number))} uploads")
+            if record.step == RoundStep.OPEN:
+                self._update(number, step=RoundStep.SCORING)
+                self._journal(number, RoundStep.SCORING, f"{len(self.uploads(number))} uploads")
         return self.round(number)
 
     def save_scored(self, number: int, *, new_model_sha: str, state_after_sha: str | None, used: list[dict[str, Any]],
                     excluded: dict[str, str], aggregate: dict[str, Any], scores: dict[str, Any],
-                    decisions: list[Decision]) -> RoundRecord:
+                    decisions: list[Decision]) -> RoundState:
         """Save everything finalization needs, at once (``scoring`` -> ``scored``)."""
         with self._transaction():
             record = self._require(number)
-            if record.step != "scoring":
+            if record.step != RoundStep.SCORING:
                 return record
-            self._update(number, step="scored", new_model_sha=new_model_sha, state_after_sha=state_after_sha,
+            self._update(number, step=RoundStep.SCORED, new_model_sha=new_model_sha, state_after_sha=state_after_sha,
                          used_json=_dump(used), excluded_json=_dump(excluded), aggregate_json=_dump(aggregate),
                          scores_json=_dump(scores))
             self._execute("DELETE FROM decisions WHERE round = ?", (number,))
@@ -298,15 +298,15 @@ class StateDB:
                     (number, d.institution, d.sha256, int(d.num_samples), int(d.used), d.reason, d.score,
                      None if d.score_fixed is None else str(int(d.score_fixed))),
                 )
-            self._journal(number, "scored", f"{len(used)} used, {len(excluded)} excluded")
+            self._journal(number, RoundStep.SCORED, f"{len(used)} used, {len(excluded)} excluded")
         return self.round(number)
 
-    def mark_finalized(self, number: int, *, finalize_tx: str | None, note: str | None = None) -> RoundRecord:
+    def mark_finalized(self, number: int, *, finalize_tx: str | None, note: str | None = None) -> RoundState:
         with self._transaction():
             record = self._require(number)
-            if record.step != "finalized":
-                self._update(number, step="finalized", finalize_tx=finalize_tx)
-                self._journal(number, "finalized", note or finalize_tx)
+            if record.step != RoundStep.FINALIZED:
+                self._update(number, step=RoundStep.FINALIZED, finalize_tx=finalize_tx)
+                self._journal(number, RoundStep.FINALIZED, note or finalize_tx)
         return self.round(number)
 
     def journal(self, number: int | None = None) -> list[dict[str, Any]]:
@@ -331,7 +331,7 @@ class StateDB:
 
         ``store`` (writing the blob) runs inside the same critical section, after the check and before the
         row is written, so nothing is stored for a refused upload. Returns ``(record, created)``; an upload
-        already recorded for this institution and round is returned with ``created=False``.
+        already recorded for this institution and round is returned with ``created=False`` (nothing is stored).
 
         Raises
         ------
@@ -341,15 +341,12 @@ class StateDB:
         with self._transaction():
             record = self.round(number)
             existing = self.upload_of(number, institution)
-            if existing is not None and existing.sha256 == sha256:
+            if existing is not None:
                 return existing, False
-            if record is None or record.step != "open":
+            if record is None or record.step != RoundStep.OPEN:
                 raise RoundNotAccepting(
                     f"round {number} is not open for uploads" + (f" (it is {record.step})" if record else "")
                 )
-            if existing is not None:
-                # Cannot happen for verified uploads (one commitment per institution and round).
-                raise RoundNotAccepting(f"{institution} already uploaded 0x{existing.sha256} in round {number}")
             if store is not None:
                 store()
             now = time.time()
@@ -369,7 +366,7 @@ class StateDB:
         return {u.sha256 for u in self.uploads(number)}
 
     # -- helpers --------------------------------------------------------------------------------
-    def _require(self, number: int) -> RoundRecord:
+    def _require(self, number: int) -> RoundState:
         record = self.round(number)
         if record is None:
             raise AggregatorError(f"round {number} is not in the aggregator's state")
@@ -380,7 +377,7 @@ class StateDB:
         assignments = ", ".join(f"{name} = ?" for name in columns)
         self._execute(f"UPDATE rounds SET {assignments} WHERE round = ?", (*columns.values(), int(number)))
 
-    def _journal(self, number: int, step: str, note: str | None = None) -> None:
+    def _journal(self, number: int, step: RoundStep, note: str | None = None) -> None:
         self._execute("INSERT INTO journal (round, step, at, note) VALUES (?, ?, ?, ?)", (int(number), step, time.time(), note))
 
 
@@ -410,17 +407,18 @@ def _dump(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _record(row: sqlite3.Row) -> RoundRecord:
+def _record(row: sqlite3.Row) -> RoundState:
     values = dict(row)
     kwargs: dict[str, Any] = {}
     for name, column in _JSON_COLUMNS.items():
         raw = values.pop(column)
         kwargs[name] = json.loads(raw) if raw is not None else None
-    return RoundRecord(**values, **kwargs)
+    values["step"] = RoundStep(values["step"])
+    return RoundState(**values, **kwargs)
 
 
 def _upload(row: sqlite3.Row) -> UploadRecord:
     return UploadRecord(row["round"], row["institution"], row["sha256"], row["size"], row["received_at"])
 
 
-__all__ = ["DB_NAME", "STEPS", "Decision", "RoundNotAccepting", "RoundRecord", "StateDB", "UploadRecord"]
+__all__ = ["DB_NAME", "Decision", "RoundNotAccepting", "RoundState", "StateDB", "UploadRecord"]

@@ -2,18 +2,20 @@
 
 Upload checks, in order (the first failure is the answer; nothing is stored for a refused upload):
 
-=====  ==========================================================================================
-401    ``X-Signature`` missing, not 65 bytes of hex, or not recoverable
-200    the signer already has these exact bytes accepted in this round (idempotent re-upload)
-409    the round is not the open one (unknown, wrong number, closed for scoring, finalized)
-403    the signer is not a registered institution, has not committed in this round, or (reputation
-       selection) was not invited to it
-409    sha256 of the body differs from the signer's on-chain commitment
-400    the body does not decode to the model's tensors (names, shapes, float32), or holds NaN/Inf,
-       or is not canonical safetensors
-=====  ==========================================================================================
+=====  =================  ===================================================================================
+401    UNSIGNED           ``X-Signature`` missing
+401    BAD_SIGNATURE      ``X-Signature`` not 65 bytes of hex, or not recoverable
+409    DUPLICATE_UPLOAD   the signer's update for this round is already accepted (nothing changes)
+409    ROUND_CLOSED       the round is not the open one (unknown, wrong number, closed for scoring, finalized)
+403    NOT_REGISTERED     the signer is not a registered institution
+403    NOT_COMMITTED      the signer has not committed in this round
+403    NOT_SELECTED       (reputation selection) the signer was not invited to the round
+409    HASH_MISMATCH      sha256 of the body differs from the signer's on-chain commitment
+400    MALFORMED          the body does not decode to the model's tensors (names, shapes, float32), or holds
+                          NaN/Inf, or is not canonical safetensors
+=====  =================  ===================================================================================
 
-Size (413) is checked by the router before and while the body is read.
+Size (413, TOO_LARGE) is checked by the router before and while the body is read.
 """
 
 from __future__ import annotations
@@ -27,21 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from aggregator.service.gateway import Commitment
+from aggregator.service.rejection import Rejected
 from fedcore import codec
-from fedcore.errors import AggregatorError, CodecError, DataError
+from fedcore.errors import CodecError, DataError
+from fedcore.protocol import RejectionCode, RoundStep
 from fedcore.signing import recover_upload_signer
 
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 ZERO_HASH = bytes(32)
-
-
-class UploadRejected(AggregatorError):
-    """An upload refused with an HTTP status and one line of detail."""
-
-    def __init__(self, status_code: int, detail: str):
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -52,16 +47,15 @@ class VerifiedUpload:
     institution: str
     sha256: str
     size: int
-    already_accepted: bool = False
 
 
 def parse_signature(header: str | None) -> str:
     """The ``X-Signature`` value, checked for shape only (0x + 130 hex digits)."""
     if header is None or not header.strip():
-        raise UploadRejected(401, "missing X-Signature header: sign the upload with fedcore.signing.sign_upload")
+        raise Rejected(RejectionCode.UNSIGNED, "missing X-Signature header: sign the upload with fedcore.signing.sign_upload")
     value = header.strip()
     if not SIGNATURE.match(value):
-        raise UploadRejected(401, "malformed X-Signature: expected 0x followed by 130 hex digits (65 bytes)")
+        raise Rejected(RejectionCode.BAD_SIGNATURE, "malformed X-Signature: expected 0x followed by 130 hex digits (65 bytes)")
     return value
 
 
@@ -70,11 +64,11 @@ def recover_signer(signature: str, *, chain_id: int, ledger_address: str, bounty
     try:
         return recover_upload_signer(signature, chain_id, ledger_address, bounty_id, round_, digest)
     except DataError as exc:
-        raise UploadRejected(401, f"X-Signature does not verify: {exc}") from None
+        raise Rejected(RejectionCode.BAD_SIGNATURE, f"X-Signature does not verify: {exc}") from None
 
 
 def verify_upload(context, round_: int, body: bytes, signature: str) -> VerifiedUpload:
-    """Run every check but size on an upload (see the module doc); raises :class:`UploadRejected`.
+    """Run every check but size on an upload (see the module doc); raises :class:`Rejected`.
 
     Parameters
     ----------
@@ -91,35 +85,36 @@ def verify_upload(context, round_: int, body: bytes, signature: str) -> Verified
     signer = recover_signer(signature, chain_id=context.chain_id, ledger_address=context.ledger_address,
                             bounty_id=context.bounty_id, round_=round_, digest=digest)
     existing = context.state.upload_of(round_, signer)
-    if existing is not None and existing.sha256 == sha:
-        return VerifiedUpload(round_, signer, sha, len(body), already_accepted=True)
+    if existing is not None:
+        raise Rejected(RejectionCode.DUPLICATE_UPLOAD,
+                       f"{signer} already has update 0x{existing.sha256} accepted in round {round_}")
     record = context.state.round(round_)
-    if record is None or record.step != "open":
+    if record is None or record.step != RoundStep.OPEN:
         current = context.state.latest_round()
         where = f"current round {current.round} is {current.step}" if current else "no round has been opened yet"
-        raise UploadRejected(409, f"round {round_} is not open for uploads ({where})")
+        raise Rejected(RejectionCode.ROUND_CLOSED, f"round {round_} is not open for uploads ({where})")
     institution = context.ledger.institution(signer)
     if not institution.registered:
-        raise UploadRejected(403, f"signer {signer} is not a registered institution")
+        raise Rejected(RejectionCode.NOT_REGISTERED, f"signer {signer} is not a registered institution")
     commitment = context.ledger.commitment_of(round_, signer)
     if commitment == ZERO_HASH:
-        raise UploadRejected(403, f"signer {signer} has not committed an update in round {round_}")
+        raise Rejected(RejectionCode.NOT_COMMITTED, f"signer {signer} has not committed an update in round {round_}")
     if context.settings.selection == "reputation" and signer not in set(record.selected):
-        raise UploadRejected(403, f"signer {signer} was not selected for round {round_}")
+        raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
     if commitment != digest:
-        raise UploadRejected(
-            409, f"the body hashes to 0x{sha} but {signer}'s commitment in round {round_} is 0x{commitment.hex()}"
+        raise Rejected(
+            RejectionCode.HASH_MISMATCH, f"the body hashes to 0x{sha} but {signer}'s commitment in round {round_} is 0x{commitment.hex()}"
         )
     decode_update(body, context.expected, context.settings.max_upload_bytes)
     return VerifiedUpload(round_, signer, sha, len(body))
 
 
 def decode_update(body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str]], max_bytes: int) -> dict[str, np.ndarray]:
-    """Decode an update against the model's tensors; :class:`UploadRejected` (400) when it does not fit."""
+    """Decode an update against the model's tensors; :class:`Rejected` (MALFORMED) when it does not fit."""
     try:
         return codec.decode(body, expected=expected, max_bytes=max_bytes)
     except CodecError as exc:
-        raise UploadRejected(400, f"update rejected: {exc}") from None
+        raise Rejected(RejectionCode.MALFORMED, f"update rejected: {exc}") from None
 
 
 def select_updates(

@@ -35,8 +35,9 @@ from ledger.client import ETH, BountyParams, FedLedgerClient
 from ledger.deployment import deploy_fedledger
 from ledger.ganache import free_port
 from node import runner as runner_module
+from fedcore.protocol import ErrorBody, FitConfig, Health, RejectionCode, RoundInfo, RoundStatus, UploadAccepted
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
-from node.runner import LOST, MISSED, NOT_SELECTED, NOT_UPLOADED, UPLOADED, ModelMismatch, NodeRunner
+from node.runner import ModelMismatch, NodeRoundStatus, NodeRunner
 from fedcore.seeds import training_seed
 from fedcore.tables import read_task_table
 from node.site import load_site
@@ -76,7 +77,8 @@ class StandIn:
         self.ledger = ledger
         self.task = spec.to_dict()
         self.round = 0
-        self.status = "waiting"
+        self.status = RoundStatus.WAITING
+        self.fit_config = FitConfig()
         self.model = b""
         self.model_header: str | None = None  # what X-Model-Sha256 says (default: the true hash)
         self.announced: str | None = None  # what rounds/current says the global hash is (default: the true one)
@@ -84,15 +86,19 @@ class StandIn:
         self.selected: list[str] = []
         self.requests: list[dict] = []
         self.uploads: list[tuple[int, str, bytes]] = []
-        self.refuse_uploads: tuple[int, str] | None = None
+        self.refuse_uploads: tuple[RejectionCode, str] | None = None
         self.app = self._build()
 
     def open(self, round_: int, model: bytes, deadline: int) -> None:
-        self.round, self.status, self.model, self.commit_deadline = round_, "open", model, deadline
+        self.round, self.status, self.model, self.commit_deadline = round_, RoundStatus.OPEN, model, deadline
         self.model_header = self.announced = None
 
     def _build(self) -> FastAPI:
         app = FastAPI()
+
+        def refuse(code: RejectionCode, detail: str) -> JSONResponse:
+            status = {RejectionCode.BAD_SIGNATURE: 401, RejectionCode.MALFORMED: 400}.get(code, 409)
+            return JSONResponse(ErrorBody(detail=detail, code=code).model_dump(mode="json"), status_code=status)
 
         async def record(request: Request) -> bytes:
             body = await request.body()
@@ -104,7 +110,8 @@ class StandIn:
         @app.get("/health")
         async def health(request: Request):
             await record(request)
-            return {"status": "ok", "bounty_id": self.bounty_id, "chain_id": self.chain_id, "ledger": self.ledger}
+            return Health(bounty_id=self.bounty_id, chain_id=self.chain_id, ledger=self.ledger, aggregator=self.ledger,
+                          coordinator="waiting").model_dump(mode="json")
 
         @app.get("/bounties/{bounty_id}/task")
         async def task(bounty_id: int, request: Request):
@@ -114,11 +121,11 @@ class StandIn:
         @app.get("/bounties/{bounty_id}/rounds/current")
         async def current(bounty_id: int, request: Request):
             await record(request)
-            return {
-                "round": self.round, "status": self.status,
-                "global_model_hash": self.announced or (update_hash_hex(self.model) if self.model else "0x" + "00" * 32),
-                "commit_deadline": self.commit_deadline, "selected": self.selected,
-            }
+            return RoundInfo(
+                bounty_id=self.bounty_id, round=self.round, status=self.status,
+                global_model_hash=self.announced or (update_hash_hex(self.model) if self.model else "0x" + "00" * 32),
+                commit_deadline=self.commit_deadline, selected=self.selected, fit_config=self.fit_config,
+            ).model_dump(mode="json")
 
         @app.get("/bounties/{bounty_id}/model")
         async def model(bounty_id: int, request: Request):
@@ -135,15 +142,17 @@ class StandIn:
                     hashlib.sha256(body).digest(),
                 )
             except DataError as exc:
-                return JSONResponse({"detail": str(exc)}, status_code=401)
+                return refuse(RejectionCode.BAD_SIGNATURE, str(exc))
             if self.refuse_uploads:
-                return JSONResponse({"detail": self.refuse_uploads[1]}, status_code=self.refuse_uploads[0])
-            if round_ != self.round or self.status != "open":
-                return JSONResponse({"detail": f"round {round_} is not open for uploads"}, status_code=409)
-            again = (round_, signer, body) in self.uploads
+                return refuse(*self.refuse_uploads)
+            if any(r == round_ and who == signer for r, who, _ in self.uploads):  # as the service: refused, recorded here
+                self.uploads.append((round_, signer, body))
+                return refuse(RejectionCode.DUPLICATE_UPLOAD, f"{signer} already has an update accepted in round {round_}")
+            if round_ != self.round or self.status != RoundStatus.OPEN:
+                return refuse(RejectionCode.ROUND_CLOSED, f"round {round_} is not open for uploads")
             self.uploads.append((round_, signer, body))
-            answer = {"sha256": update_hash_hex(body), "institution": signer, "status": "accepted"}
-            return JSONResponse(answer, status_code=200 if again else 202)
+            answer = UploadAccepted(sha256=update_hash_hex(body), institution=signer, round=round_)
+            return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
         return app
 
@@ -202,17 +211,17 @@ class Federation:
         self.ledger.as_sender(self.aggregator).finalize_round(
             self.bounty_id, r, update_hash(self.model), {a: 10**18 for a in committed}
         )
-        self.standin.status = "finalized"
+        self.standin.status = RoundStatus.FINALIZED
         self.finalized.append(r)
 
     def drive(self, _seconds: float = 0) -> None:
         """The aggregator's next move, run between the node's polls: finalize the open round, open the next."""
-        if self.standin.status == "open":
+        if self.standin.status == RoundStatus.OPEN:
             self.finalize()
             if len(self.finalized) < self.num_rounds:
                 self.open_round()
             else:
-                self.standin.status = "completed"
+                self.standin.status = RoundStatus.COMPLETED
 
     def commits(self, address: str | None = None) -> list[dict]:
         events = self.ledger.contract.events.UpdateCommitted.get_logs(from_block=0)
@@ -282,7 +291,7 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
     me = fed.insts[0]
     records = new_runner(fed, site, tmp_path / "state", echo=lines.append).run()
 
-    assert [r.round for r in records] == [1, 2] and all(r.status == UPLOADED for r in records)
+    assert [r.round for r in records] == [1, 2] and all(r.status == NodeRoundStatus.UPLOADED for r in records)
     assert fed.ledger.bounty(fed.bounty_id).status.name == "COMPLETED"
     commits = fed.commits(me.address)
     assert sorted(c["round"] for c in commits) == [1, 2]  # exactly once per round
@@ -296,7 +305,7 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
     folder = tmp_path / "state" / str(fed.bounty_id)
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "round-1.safetensors", "round-2.safetensors", "state.json"]
     state = json.loads((folder / "state.json").read_text())
-    assert state["address"] == me.address and state["rounds"]["2"]["status"] == UPLOADED
+    assert state["address"] == me.address and state["rounds"]["2"]["status"] == NodeRoundStatus.UPLOADED
     assert (folder / "state.json").stat().st_mode & 0o077 == 0
 
     # Privacy: GETs carry no body, POST bodies are exactly the update bytes, nothing carries a record.
@@ -330,7 +339,7 @@ def test_two_institutions_each_commit_their_own_update(fed, site, tmp_path):
     fed.open_round()
     first = poll(fed, site, tmp_path / "a", inst=0)
     second = poll(fed, site, tmp_path / "b", inst=1)
-    assert first.status == second.status == UPLOADED and first.sha256 != second.sha256
+    assert first.status == second.status == NodeRoundStatus.UPLOADED and first.sha256 != second.sha256
     assert {u[1] for u in fed.standin.uploads} == {fed.insts[0].address, fed.insts[1].address}
 
 
@@ -393,7 +402,7 @@ def test_crash_after_commit_before_upload_then_restart_uploads_without_a_second_
 
     monkeypatch.setattr(runner_module, "train_local", lambda *a, **k: pytest.fail("retrained after a commit"))
     record = poll(fed, site, tmp_path / "s")
-    assert record.status == UPLOADED and record.resumed
+    assert record.status == NodeRoundStatus.UPLOADED and record.resumed
     saved = (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").read_bytes()
     assert record.sha256 == update_hash_hex(saved) == "0x" + fed.commits(me.address)[0]["updateHash"].hex()
     assert fed.standin.uploads == [(1, me.address, saved)]
@@ -409,7 +418,7 @@ def test_crash_after_saving_before_commit_reuses_the_saved_bytes(fed, site, tmp_
     saved = (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").read_bytes()
     monkeypatch.setattr(runner_module, "train_local", lambda *a, **k: pytest.fail("retrained the saved update"))
     record = poll(fed, site, tmp_path / "s")
-    assert record.status == UPLOADED and record.resumed and record.sha256 == update_hash_hex(saved)
+    assert record.status == NodeRoundStatus.UPLOADED and record.resumed and record.sha256 == update_hash_hex(saved)
     assert len(fed.commits(me.address)) == 1
 
 
@@ -423,7 +432,8 @@ def test_uploading_the_same_bytes_again_is_harmless(fed, site, tmp_path):
     state["rounds"]["1"].update(status="committed", upload_status=None)
     state_path.write_text(json.dumps(state))
     second = poll(fed, site, tmp_path / "s")
-    assert second.status == UPLOADED and second.sha256 == first.sha256
+    assert second.status == NodeRoundStatus.UPLOADED and second.sha256 == first.sha256
+    assert second.upload_status == "duplicate"  # recognised by RejectionCode.DUPLICATE_UPLOAD
     assert [u[2] for u in fed.standin.uploads] == [u[2] for u in fed.standin.uploads[:1]] * 2
     assert len(fed.commits(me.address)) == 1
 
@@ -434,13 +444,13 @@ def test_a_commitment_without_saved_bytes_is_never_committed_again(fed, site, tm
     with pytest.raises(Crash):
         poll(fed, site, tmp_path / "lost", hook=crash_at("committed"))
     record = poll(fed, site, tmp_path / "fresh")  # a new state folder: the bytes are elsewhere
-    assert record.status == LOST and fed.standin.uploads == []
+    assert record.status == NodeRoundStatus.LOST and fed.standin.uploads == []
     assert len(fed.commits(me.address)) == 1
 
 
 def test_an_upload_refused_by_the_aggregator_is_recorded(fed, site, tmp_path):
     fed.open_round()
-    fed.standin.refuse_uploads = (400, "update rejected: tensor 'linear.bias' contains NaN")
+    fed.standin.refuse_uploads = (RejectionCode.MALFORMED, "update rejected: tensor 'linear.bias' contains NaN")
     record = poll(fed, site, tmp_path / "s")
     assert record.status == "rejected" and record.upload_status.startswith("refused 400: update rejected")
 
@@ -473,7 +483,7 @@ def test_aggregator_outages_mid_run_are_waited_out_and_the_upload_retried(fed, s
                         y=site.y, state_dir=tmp_path / "s", progress=False, poll_seconds=0, sleep=patient_aggregator,
                         echo=lines.append)
     records = runner.run()
-    assert [(r.round, r.status) for r in records] == [(1, UPLOADED), (2, UPLOADED)] and records[0].resumed
+    assert [(r.round, r.status) for r in records] == [(1, NodeRoundStatus.UPLOADED), (2, NodeRoundStatus.UPLOADED)] and records[0].resumed
     assert len(fed.commits(fed.insts[0].address)) == 2 and len(fed.standin.uploads) == 2
     assert any("upload failed, will retry" in line for line in lines)
     assert any("unreachable, waiting" in line for line in lines)
@@ -490,7 +500,7 @@ def test_a_round_that_closes_before_the_upload_gets_through_is_recorded(fed, sit
     runner = NodeRunner(ledger=fed.ledger, aggregator=client, account=fed.insts[0], bounty_id=fed.bounty_id, X=site.X,
                         y=site.y, state_dir=tmp_path / "s", progress=False, poll_seconds=0, sleep=fed.drive)
     records = runner.run()
-    assert [(r.round, r.status) for r in records] == [(1, NOT_UPLOADED), (2, NOT_UPLOADED)]
+    assert [(r.round, r.status) for r in records] == [(1, NodeRoundStatus.NOT_UPLOADED), (2, NodeRoundStatus.NOT_UPLOADED)]
     assert all(r.sha256 and r.commit_tx for r in records) and len(fed.commits()) == 2
 
 
@@ -519,14 +529,14 @@ def test_a_round_it_is_not_selected_for_is_skipped(fed, site, tmp_path):
     fed.open_round()
     fed.standin.selected = [fed.insts[1].address.lower()]
     record = poll(fed, site, tmp_path / "s")
-    assert record.status == NOT_SELECTED and fed.commits() == [] and fed.standin.uploads == []
+    assert record.status == NodeRoundStatus.NOT_SELECTED and fed.commits() == [] and fed.standin.uploads == []
 
 
 def test_a_closed_commit_window_is_recorded_as_missed(fed, site, tmp_path):
     fed.open_round()
     advance_time(fed.w3, WINDOW + 5)
     record = poll(fed, site, tmp_path / "s")
-    assert record.status == MISSED and fed.commits() == []
+    assert record.status == NodeRoundStatus.MISSED and fed.commits() == []
 
 
 def test_rounds_max_stops_early(fed, site, tmp_path):
@@ -576,6 +586,9 @@ def test_site_csv_is_read_in_the_task_s_column_order_and_standardized(tmp_path):
 
 
 # -- the HTTP client ------------------------------------------------------------------------------------------
+HEALTH = Health(bounty_id=1, chain_id=1337, ledger="0x" + "ab" * 20, aggregator="0x" + "cd" * 20, coordinator="waiting")
+
+
 def test_client_retries_connection_errors_with_backoff():
     calls, waits = [], []
 
@@ -583,10 +596,10 @@ def test_client_retries_connection_errors_with_backoff():
         calls.append(request)
         if len(calls) < 3:
             raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200, json={"status": "ok"})
+        return httpx.Response(200, json=HEALTH.model_dump(mode="json"))
 
     client = AggregatorClient("http://agg", transport=httpx.MockTransport(handler), backoff=0.1, sleep=waits.append)
-    assert client.health()["status"] == "ok"
+    assert client.health() == HEALTH
     assert len(calls) == 3 and waits == [0.1, 0.2]
 
 
@@ -600,14 +613,19 @@ def test_client_gives_up_after_its_retries_in_one_line():
     assert "\n" not in str(info.value)
 
 
-def test_client_retries_503_and_maps_4xx_detail():
-    answers = iter([httpx.Response(503), httpx.Response(403, json={"detail": "signer 0xabc was\nnot selected"})])
+def test_client_retries_503_and_maps_4xx_detail_and_code():
+    refusal = ErrorBody(detail="signer 0xabc was\nnot selected", code=RejectionCode.NOT_SELECTED)
+    answers = iter([httpx.Response(503), httpx.Response(403, json=refusal.model_dump(mode="json")),
+                    httpx.Response(403, text="<html>forbidden by a proxy</html>")])
     client = AggregatorClient("http://agg", transport=httpx.MockTransport(lambda r: next(answers)), sleep=lambda s: None)
     with pytest.raises(AggregatorRefused) as info:
         client.upload(1, 2, b"bytes", "0x00")
-    assert info.value.status == 403 and str(info.value) == (
+    assert info.value.status == 403 and info.value.code == RejectionCode.NOT_SELECTED and str(info.value) == (
         "aggregator refused the update for bounty 1 round 2: 403 signer 0xabc was not selected"
     )
+    with pytest.raises(AggregatorRefused) as info:  # not the protocol's body: no code, the status line
+        client.upload(1, 2, b"bytes", "0x00")
+    assert info.value.code is None and str(info.value).endswith("403 Forbidden")
 
 
 def test_client_sends_the_update_bytes_as_the_whole_body():
@@ -615,10 +633,11 @@ def test_client_sends_the_update_bytes_as_the_whole_body():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(202, json={"sha256": "0x", "institution": "0x", "status": "accepted"})
+        answer = UploadAccepted(sha256=update_hash_hex(b"\x00update-bytes"), institution="0x" + "ab" * 20, round=4)
+        return httpx.Response(202, json=answer.model_dump(mode="json"))
 
     client = AggregatorClient("http://agg", transport=httpx.MockTransport(handler))
-    client.upload(3, 4, b"\x00update-bytes", "0xsig")
+    assert client.upload(3, 4, b"\x00update-bytes", "0xsig").sha256 == update_hash_hex(b"\x00update-bytes")
     (request,) = seen
     assert request.url.path == "/bounties/3/rounds/4/updates" and request.content == b"\x00update-bytes"
     assert request.headers["x-signature"] == "0xsig"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from aggregator.service.deps import Context
-from aggregator.service.schemas import Health
+from fedcore.protocol import Health
 
 router = APIRouter(tags=["health"])
 

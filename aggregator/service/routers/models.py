@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
 from aggregator.service import views
 from aggregator.service.deps import BountyId, Context
-from aggregator.service.schemas import ErrorResponse
+from aggregator.service.rejection import Rejected, error_responses
 from aggregator.service.store import normalize_sha
 from fedcore.errors import AggregatorError
+from fedcore.protocol import RejectionCode
 
 router = APIRouter(tags=["models"])
 
@@ -26,7 +27,7 @@ SHA_PATH = Annotated[str, Path(description="sha256 as 64 hex digits, with or wit
 
 def _binary(description: str) -> dict:
     return {200: {"description": description, "content": {OCTET: {"schema": {"type": "string", "format": "binary"}}}},
-            404: {"model": ErrorResponse}}
+            **error_responses(RejectionCode.NOT_FOUND, RejectionCode.UNKNOWN_BOUNTY)}
 
 
 def blob_response(context, kind: str, sha: str, headers: dict[str, str] | None = None) -> Response:
@@ -34,7 +35,7 @@ def blob_response(context, kind: str, sha: str, headers: dict[str, str] | None =
         key = normalize_sha(sha)
         data = context.blobs.get(kind, key)
     except AggregatorError:
-        raise HTTPException(404, f"no {kind[:-1]} 0x{sha.removeprefix('0x').lower()} is stored here") from None
+        raise Rejected(RejectionCode.NOT_FOUND, f"no {kind[:-1]} 0x{sha.removeprefix('0x').lower()} is stored here") from None
     return Response(content=data, media_type=OCTET, headers={"X-Sha256": "0x" + key, **(headers or {})})
 
 
@@ -46,7 +47,7 @@ def blob_response(context, kind: str, sha: str, headers: dict[str, str] | None =
 def get_current_model(bounty_id: BountyId, context: Context) -> Response:
     record = views.current_record(context)
     if record is None:
-        raise HTTPException(404, f"no round of bounty {bounty_id} has been opened yet")
+        raise Rejected(RejectionCode.NOT_FOUND, f"no round of bounty {bounty_id} has been opened yet")
     return blob_response(context, "models", record.global_model_sha,
                          {"X-Model-Sha256": "0x" + record.global_model_sha, "X-Round": str(record.round)})
 

@@ -4,29 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 
 from aggregator.service import views
 from aggregator.service.deps import BountyId, Context
-from aggregator.service.schemas import CurrentRound, ErrorResponse, RoundDetail
+from aggregator.service.rejection import Rejected, error_responses
+from fedcore.protocol import RejectionCode, RoundInfo, RoundReport
 
 router = APIRouter(tags=["rounds"])
 
 
 @router.get(
-    "/bounties/{bounty_id}/rounds/current", response_model=CurrentRound, responses={404: {"model": ErrorResponse}},
-    summary="The round to work on: number, status, global-model hash, commit deadline, invited institutions",
+    "/bounties/{bounty_id}/rounds/current", response_model=RoundInfo, responses=error_responses(RejectionCode.UNKNOWN_BOUNTY),
+    summary="The round to work on: number, status, global-model hash, commit deadline, invited institutions, fit config",
 )
-def get_current_round(bounty_id: BountyId, context: Context) -> CurrentRound:
+def get_current_round(bounty_id: BountyId, context: Context) -> RoundInfo:
     return views.current_round(context)
 
 
 @router.get(
-    "/bounties/{bounty_id}/rounds/{round}", response_model=RoundDetail, responses={404: {"model": ErrorResponse}},
+    "/bounties/{bounty_id}/rounds/{round}", response_model=RoundReport,
+    responses=error_responses(RejectionCode.NOT_FOUND, RejectionCode.UNKNOWN_BOUNTY),
     summary="One round's record: uploads, used and excluded updates, scores, settings, transactions",
 )
-def get_round(bounty_id: BountyId, round: Annotated[int, Path(ge=1)], context: Context) -> RoundDetail:
+def get_round(bounty_id: BountyId, round: Annotated[int, Path(ge=1)], context: Context) -> RoundReport:
     record = context.state.round(round)
     if record is None:
-        raise HTTPException(404, f"round {round} of bounty {bounty_id} is not known to this aggregator")
+        raise Rejected(RejectionCode.NOT_FOUND, f"round {round} of bounty {bounty_id} is not known to this aggregator")
     return views.round_detail(context, record)

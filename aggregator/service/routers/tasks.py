@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from aggregator.service.deps import BountyId, Context
-from aggregator.service.schemas import ErrorResponse, TaskSpecOut
+from aggregator.service.rejection import error_responses
+from fedcore.protocol import RejectionCode, TaskInfo
 
 router = APIRouter(tags=["tasks"])
 
 
 @router.get(
-    "/bounties/{bounty_id}/task", response_model=TaskSpecOut, responses={404: {"model": ErrorResponse}},
+    "/bounties/{bounty_id}/task", response_model=TaskInfo, responses=error_responses(RejectionCode.UNKNOWN_BOUNTY),
     summary="The bounty's task spec (TaskSpec.to_dict(); its task_hash is the bounty's taskSpecHash)",
 )
 def get_task(bounty_id: BountyId, context: Context) -> dict:

@@ -3,23 +3,25 @@
 
 The upload body is the update's canonical safetensors bytes; ``X-Signature`` is
 ``fedcore.signing.sign_upload(account, chain_id, ledger_address, bounty_id, round, sha256(body))``.
-See :mod:`aggregator.service.verify` for the checks and their status codes. A refused upload changes nothing.
+See :mod:`aggregator.service.verify` for the checks and their rejection codes. A refused upload changes nothing.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from aggregator.service.deps import BountyId, Context, UploadLimit
 from aggregator.service.routers.models import SHA_PATH, _binary, blob_response
-from aggregator.service.schemas import ErrorResponse, UploadAccepted
+from aggregator.service.rejection import Rejected, error_responses
 from aggregator.service.state import RoundNotAccepting
 from aggregator.service.store import normalize_sha
-from aggregator.service.verify import UploadRejected, parse_signature, verify_upload
+from aggregator.service.verify import parse_signature, verify_upload
+from fedcore.protocol import RejectionCode as Code
+from fedcore.protocol import UploadAccepted
 
 router = APIRouter(tags=["updates"])
 
@@ -32,15 +34,13 @@ _UPLOAD_BODY = {
 }
 
 
-
-
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as more than ``limit`` bytes arrived."""
+    """The body, refusing (TOO_LARGE) as soon as more than ``limit`` bytes arrived."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(413, f"update body is over the limit of {limit} bytes")
+            raise Rejected(Code.TOO_LARGE, f"update body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -50,15 +50,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
     status_code=202,
     response_model=UploadAccepted,
     openapi_extra=_UPLOAD_BODY,
-    responses={
-        400: {"model": ErrorResponse, "description": "not canonical safetensors, wrong tensors/shapes/dtypes, NaN/Inf"},
-        401: {"model": ErrorResponse, "description": "X-Signature missing or malformed"},
-        403: {"model": ErrorResponse, "description": "signer not registered, not committed in this round, or not selected"},
-        404: {"model": ErrorResponse, "description": "unknown bounty"},
-        409: {"model": ErrorResponse, "description": "body does not match the signer's commitment, or round not open"},
-        413: {"model": ErrorResponse, "description": "body over --max-upload-bytes"},
-    },
-    summary="Upload an update (202; re-uploading the same bytes answers the same)",
+    responses=error_responses(
+        Code.MALFORMED, Code.UNSIGNED, Code.BAD_SIGNATURE, Code.NOT_REGISTERED, Code.NOT_COMMITTED, Code.NOT_SELECTED,
+        Code.UNKNOWN_BOUNTY, Code.HASH_MISMATCH, Code.ROUND_CLOSED, Code.DUPLICATE_UPLOAD, Code.TOO_LARGE,
+    ),
+    summary="Upload an update (202; a second upload for the round answers 409 duplicate_upload and changes nothing)",
 )
 async def upload_update(
     bounty_id: BountyId,
@@ -71,27 +67,24 @@ async def upload_update(
     length = request.headers.get("content-length")
     if length is not None:
         if not length.strip().isdigit():
-            raise HTTPException(400, "malformed Content-Length header")
+            raise Rejected(Code.MALFORMED, "malformed Content-Length header")
         if int(length) > limit:
-            raise HTTPException(413, f"update body of {int(length)} bytes is over the limit of {limit} bytes")
-    try:
-        signature = parse_signature(x_signature)
-    except UploadRejected as exc:
-        raise HTTPException(exc.status_code, exc.detail) from None
+            raise Rejected(Code.TOO_LARGE, f"update body of {int(length)} bytes is over the limit of {limit} bytes")
+    signature = parse_signature(x_signature)
     body = await read_limited(request, limit)
     if not body:
-        raise HTTPException(400, "empty body: send the update's safetensors bytes")
+        raise Rejected(Code.MALFORMED, "empty body: send the update's safetensors bytes")
+    verified = await run_in_threadpool(verify_upload, context, round, body, signature)
     try:
-        verified = await run_in_threadpool(verify_upload, context, round, body, signature)
-        if not verified.already_accepted:
-            await run_in_threadpool(
-                context.state.accept_upload, round, verified.institution, verified.sha256, len(body),
-                lambda: context.blobs.put("updates", body),
-            )
-    except UploadRejected as exc:
-        raise HTTPException(exc.status_code, exc.detail) from None
+        existing, created = await run_in_threadpool(
+            context.state.accept_upload, round, verified.institution, verified.sha256, len(body),
+            lambda: context.blobs.put("updates", body),
+        )
     except RoundNotAccepting as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
+    if not created:  # a concurrent upload of the same institution got in first
+        raise Rejected(Code.DUPLICATE_UPLOAD,
+                       f"{verified.institution} already has update 0x{existing.sha256} accepted in round {round}")
     return UploadAccepted(sha256="0x" + verified.sha256, institution=verified.institution, round=round)
 
 
@@ -102,5 +95,5 @@ async def upload_update(
 )
 def get_update(bounty_id: BountyId, round: Annotated[int, Path(ge=1)], sha256: SHA_PATH, context: Context) -> Response:
     if normalize_sha(sha256) not in context.state.upload_shas(round):
-        raise HTTPException(404, f"no update 0x{normalize_sha(sha256)} was accepted in round {round}")
+        raise Rejected(Code.NOT_FOUND, f"no update 0x{normalize_sha(sha256)} was accepted in round {round}")
     return blob_response(context, "updates", sha256)

@@ -1,7 +1,7 @@
 """The upload endpoint and the read endpoints, over TestClient, with real signatures on a real embedded chain.
 
-Every rejection answers ``{"detail": one line}`` with its status code and changes no state: no upload row, no
-stored blob.
+Every rejection answers ``{"detail": one line, "code": RejectionCode}`` with the code's status and changes no state:
+no upload row, no stored blob.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from aggregator.service.coordinator import Coordinator
 from aggregator.service.deps import get_context, get_upload_limit
 from fedcore import codec
 from fedcore.errors import ChainError
+from fedcore.protocol import ErrorBody, FitConfig, RejectionCode, RoundInfo, RoundReport
 from fedcore.task import TaskSpec, task_hash
 
 
@@ -32,15 +33,16 @@ def stored_updates(context) -> list:
     return sorted(p.name for p in (context.blobs.root / "updates").iterdir())
 
 
-def assert_one_line(response, status: int, *fragments: str) -> None:
+def assert_one_line(response, status: int, code: RejectionCode, *fragments: str) -> None:
     assert response.status_code == status, response.text
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and "\n" not in detail and detail
+    body = ErrorBody.model_validate_json(response.content)
+    assert body.code == code, body
+    assert "\n" not in body.detail and body.detail
     for fragment in fragments:
-        assert fragment in detail, detail
+        assert fragment in body.detail, body.detail
 
 
-def test_accepts_a_committed_upload_and_is_idempotent(service):
+def test_accepts_a_committed_upload_and_refuses_it_twice(service):
     h, context, _, client = service
     data = h.update(0.02)
     h.commit(h.insts[0], 1, data)
@@ -49,8 +51,11 @@ def test_accepts_a_committed_upload_and_is_idempotent(service):
     sha = hashlib.sha256(data).hexdigest()
     assert first.json() == {"sha256": "0x" + sha, "institution": h.insts[0].address, "status": "accepted", "round": 1}
     assert stored_updates(context) == [sha]
+    journal = context.state.journal()
     again = h.upload(client, h.insts[0], 1, data)
-    assert again.status_code == 202 and again.json() == first.json()
+    assert_one_line(again, 409, RejectionCode.DUPLICATE_UPLOAD, "already has update 0x" + sha)
+    assert stored_updates(context) == [sha] and len(context.state.uploads(1)) == 1
+    assert context.state.journal() == journal
     assert len(context.state.uploads(1)) == 1
     current = client.get(f"/bounties/{h.bounty_id}/rounds/current").json()
     assert current["uploads"] == 1
@@ -160,33 +165,33 @@ def _too_large_streamed(h, client):
 
 
 CASES = {
-    "unknown bounty": (_unknown_bounty, 404, "unknown bounty 99"),
-    "missing signature": (_missing_signature, 401, "missing X-Signature"),
-    "malformed signature": (_malformed_signature, 401, "malformed X-Signature"),
-    "unrecoverable signature": (_unrecoverable_signature, 401, "does not verify"),
-    "unregistered signer": (_unregistered_signer, 403, "not a registered institution"),
-    "not committed": (_not_committed, 403, "has not committed"),
-    "signature for another round": (_signature_for_another_round, 403, ""),
-    "hash mismatch": (_hash_mismatch, 409, "commitment in round 1"),
-    "wrong round": (_wrong_round, 409, "round 2 is not open"),
-    "committed garbage": (_committed_garbage, 400, "not safetensors"),
-    "wrong shape": (_wrong_shape, 400, "shape"),
-    "wrong names": (_wrong_names, 400, "missing tensor"),
-    "wrong dtype": (_wrong_dtype, 400, "dtype"),
-    "NaN": (_nan, 400, "NaN"),
-    "empty body": (_empty_body, 400, "empty body"),
-    "too large (Content-Length)": (_too_large_by_content_length, 413, "over the limit of 100"),
-    "too large (streamed)": (_too_large_streamed, 413, "over the limit of 100"),
+    "unknown bounty": (_unknown_bounty, 404, RejectionCode.UNKNOWN_BOUNTY, "unknown bounty 99"),
+    "missing signature": (_missing_signature, 401, RejectionCode.UNSIGNED, "missing X-Signature"),
+    "malformed signature": (_malformed_signature, 401, RejectionCode.BAD_SIGNATURE, "malformed X-Signature"),
+    "unrecoverable signature": (_unrecoverable_signature, 401, RejectionCode.BAD_SIGNATURE, "does not verify"),
+    "unregistered signer": (_unregistered_signer, 403, RejectionCode.NOT_REGISTERED, "not a registered institution"),
+    "not committed": (_not_committed, 403, RejectionCode.NOT_COMMITTED, "has not committed"),
+    "signature for another round": (_signature_for_another_round, 403, RejectionCode.NOT_REGISTERED, ""),
+    "hash mismatch": (_hash_mismatch, 409, RejectionCode.HASH_MISMATCH, "commitment in round 1"),
+    "wrong round": (_wrong_round, 409, RejectionCode.ROUND_CLOSED, "round 2 is not open"),
+    "committed garbage": (_committed_garbage, 400, RejectionCode.MALFORMED, "not safetensors"),
+    "wrong shape": (_wrong_shape, 400, RejectionCode.MALFORMED, "shape"),
+    "wrong names": (_wrong_names, 400, RejectionCode.MALFORMED, "missing tensor"),
+    "wrong dtype": (_wrong_dtype, 400, RejectionCode.MALFORMED, "dtype"),
+    "NaN": (_nan, 400, RejectionCode.MALFORMED, "NaN"),
+    "empty body": (_empty_body, 400, RejectionCode.MALFORMED, "empty body"),
+    "too large (Content-Length)": (_too_large_by_content_length, 413, RejectionCode.TOO_LARGE, "over the limit of 100"),
+    "too large (streamed)": (_too_large_streamed, 413, RejectionCode.TOO_LARGE, "over the limit of 100"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_rejections_are_one_line_and_change_nothing(service, case):
     h, context, _, client = service
-    make, status, fragment = CASES[case]
+    make, status, code, fragment = CASES[case]
     journal_before = context.state.journal()
     response = make(h, client)
-    assert_one_line(response, status, fragment)
+    assert_one_line(response, status, code, fragment)
     assert context.state.uploads(1) == [] and context.state.uploads(2) == []
     assert stored_updates(context) == []
     assert context.state.journal() == journal_before
@@ -200,10 +205,10 @@ def test_uploads_are_refused_once_the_round_closes(service):
     h.commit(h.insts[1], 1, late)
     assert h.upload(client, h.insts[0], 1, early).status_code == 202
     context.state.begin_scoring(1)
-    assert_one_line(h.upload(client, h.insts[1], 1, late), 409, "round 1 is not open", "scoring")
+    assert_one_line(h.upload(client, h.insts[1], 1, late), 409, RejectionCode.ROUND_CLOSED, "round 1 is not open", "scoring")
     assert [u.institution for u in context.state.uploads(1)] == [h.insts[0].address]
-    # the upload that got in is still acknowledged the same way (a retry after a lost response)
-    assert h.upload(client, h.insts[0], 1, early).status_code == 202
+    # a retry after a lost response learns that the upload got in
+    assert_one_line(h.upload(client, h.insts[0], 1, early), 409, RejectionCode.DUPLICATE_UPLOAD, "already has update")
 
 
 def test_chain_failure_is_503(service, monkeypatch):
@@ -215,7 +220,7 @@ def test_chain_failure_is_503(service, monkeypatch):
         raise ChainError("no chain answers at http://127.0.0.1:1")
 
     monkeypatch.setattr(context.ledger, "institution", down)
-    assert_one_line(h.upload(client, h.insts[0], 1, data), 503, "chain unavailable")
+    assert_one_line(h.upload(client, h.insts[0], 1, data), 503, RejectionCode.UNAVAILABLE, "chain unavailable")
     assert context.state.uploads(1) == []
 
 
@@ -231,6 +236,7 @@ def test_read_endpoints(service):
     assert task_hash(TaskSpec.from_dict(task)) == bytes(h.ledger.bounty(b).task_spec_hash)
 
     current = client.get(f"/bounties/{b}/rounds/current").json()
+    assert RoundInfo.model_validate(current).fit_config.overrides() == {}  # FedAvg hands out no overrides
     chain_round = h.ledger.round(b, 1)
     assert current["round"] == 1 and current["status"] == "open"
     assert current["global_model_hash"] == "0x" + bytes(chain_round.global_model_hash).hex()
@@ -245,14 +251,15 @@ def test_read_endpoints(service):
     assert client.get(f"/bounties/{b}/models/{current['global_model_hash']}").content == model.content
 
     record = client.get(f"/bounties/{b}/rounds/1").json()
+    RoundReport.model_validate(record)
     assert record["step"] == "open" and record["open_tx"].startswith("0x") and record["used"] is None
 
-    assert_one_line(client.get(f"/bounties/{b}/rounds/7"), 404, "round 7")
-    assert_one_line(client.get(f"/bounties/{b}/models/{'ab' * 32}"), 404, "no model")
-    assert_one_line(client.get(f"/bounties/{b}/rounds/1/updates/{'ab' * 32}"), 404, "was accepted")
-    assert_one_line(client.get(f"/bounties/{b + 1}/task"), 404, "unknown bounty")
-    assert_one_line(client.get("/bounties/abc/task"), 400, "malformed request")
-    assert_one_line(client.get(f"/bounties/{b}/models/xyz"), 400, "malformed request")
+    assert_one_line(client.get(f"/bounties/{b}/rounds/7"), 404, RejectionCode.NOT_FOUND, "round 7")
+    assert_one_line(client.get(f"/bounties/{b}/models/{'ab' * 32}"), 404, RejectionCode.NOT_FOUND, "no model")
+    assert_one_line(client.get(f"/bounties/{b}/rounds/1/updates/{'ab' * 32}"), 404, RejectionCode.NOT_FOUND, "was accepted")
+    assert_one_line(client.get(f"/bounties/{b + 1}/task"), 404, RejectionCode.UNKNOWN_BOUNTY, "unknown bounty")
+    assert_one_line(client.get("/bounties/abc/task"), 400, RejectionCode.MALFORMED, "malformed request")
+    assert_one_line(client.get(f"/bounties/{b}/models/xyz"), 400, RejectionCode.MALFORMED, "malformed request")
 
 
 def test_waiting_before_the_first_round(harness):
@@ -260,10 +267,11 @@ def test_waiting_before_the_first_round(harness):
     client = harness.client(context)
     current = client.get(f"/bounties/{harness.bounty_id}/rounds/current").json()
     assert current == {"bounty_id": harness.bounty_id, "round": 0, "status": "waiting", "global_model_hash": None,
-                       "new_model_hash": None, "commit_deadline": 0, "selected": [], "uploads": 0}
-    assert_one_line(client.get(f"/bounties/{harness.bounty_id}/model"), 404, "no round")
+                       "new_model_hash": None, "commit_deadline": 0, "selected": [], "uploads": 0,
+                       "fit_config": FitConfig().model_dump(mode="json")}
+    assert_one_line(client.get(f"/bounties/{harness.bounty_id}/model"), 404, RejectionCode.NOT_FOUND, "no round")
     data = harness.update()
-    assert_one_line(harness.upload(client, harness.insts[0], 1, data), 409, "no round has been opened")
+    assert_one_line(harness.upload(client, harness.insts[0], 1, data), 409, RejectionCode.ROUND_CLOSED, "no round has been opened")
 
 
 def test_dependency_override_of_the_context(service, harness):

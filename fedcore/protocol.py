@@ -1,0 +1,351 @@
+"""The aggregator's wire format: one pydantic model per JSON body, the round steps and statuses, the rejection codes.
+
+The service answers with these models, the node client and the auditor parse with them; nothing else spells
+the format out. Conventions: hashes are ``0x`` + 64 lowercase hex (accepted with or without ``0x``, any case);
+addresses are checksummed; on-chain fixed-point scores are decimal strings (they exceed JavaScript's 2**53);
+every 4xx/5xx body is :class:`ErrorBody`, ``{"detail": "one line", "code": RejectionCode}``: clients branch on
+``code``, never on the text.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from eth_utils import is_address, to_checksum_address
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_DECIMAL = re.compile(r"^-?[0-9]+$")
+
+
+# -- enums --------------------------------------------------------------------------------------------------------
+
+class RoundStep(enum.StrEnum):
+    """Where the aggregator is in one round; each step is saved before the action that follows it.
+
+    ``OPENING`` (model, invitations and settings saved; ``openRound`` maybe mined) -> ``OPEN`` (uploads accepted)
+    -> ``SCORING`` (uploads closed) -> ``SCORED`` (new model and scores saved) -> ``FINALIZED`` (on chain).
+    """
+
+    OPENING = "opening"
+    OPEN = "open"
+    SCORING = "scoring"
+    SCORED = "scored"
+    FINALIZED = "finalized"
+
+
+class RoundStatus(enum.StrEnum):
+    """What an institution should do: train only when ``OPEN`` (and selected).
+
+    ``WAITING``: no round announced yet; ``SCORING``: uploads closed; ``FINALIZED``: the next round opens
+    shortly; ``COMPLETED``: last round finalized; ``CANCELLED``: the sponsor cancelled; ``EXPIRED``: the deadline
+    passed with rounds left.
+    """
+
+    WAITING = "waiting"
+    OPEN = "open"
+    SCORING = "scoring"
+    FINALIZED = "finalized"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        """Nothing more happens in the bounty."""
+        return self in (RoundStatus.COMPLETED, RoundStatus.CANCELLED, RoundStatus.EXPIRED)
+
+
+class CoordinatorPhase(enum.StrEnum):
+    """What the aggregator's round loop last did (``Health.coordinator``)."""
+
+    STARTING = "starting"
+    OPENED = "opened"
+    WAITING = "waiting"
+    CLOSED = "closed"
+    SCORED = "scored"
+    FINALIZED = "finalized"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    ERROR = "error"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (CoordinatorPhase.COMPLETED, CoordinatorPhase.CANCELLED, CoordinatorPhase.EXPIRED)
+
+
+class RejectionCode(enum.StrEnum):
+    """Why a request was refused; carried in every error body (:class:`ErrorBody`)."""
+
+    MALFORMED = "malformed"  # bad request, body not canonical safetensors, wrong tensors, NaN/Inf, empty
+    TOO_LARGE = "too_large"  # body over the upload limit
+    UNSIGNED = "unsigned"  # X-Signature missing
+    BAD_SIGNATURE = "bad_signature"  # X-Signature malformed or not recoverable
+    NOT_REGISTERED = "not_registered"  # the signer is not a registered institution
+    NOT_COMMITTED = "not_committed"  # the signer has no commitment in the round
+    NOT_SELECTED = "not_selected"  # the signer was not invited to the round
+    HASH_MISMATCH = "hash_mismatch"  # sha256 of the body is not the signer's commitment
+    ROUND_CLOSED = "round_closed"  # the round is not the open one
+    DUPLICATE_UPLOAD = "duplicate_upload"  # the signer's update for the round is already accepted
+    UNKNOWN_BOUNTY = "unknown_bounty"  # this aggregator serves another bounty
+    NOT_FOUND = "not_found"  # no such round, model, state or update
+    UNAVAILABLE = "unavailable"  # the chain is unreachable or the service is starting (retry later)
+    INTERNAL = "internal"  # a failure of the aggregator itself
+
+
+#: The HTTP status that goes with each code (the one place it is decided).
+REJECTION_STATUS: dict[RejectionCode, int] = {
+    RejectionCode.MALFORMED: 400,
+    RejectionCode.TOO_LARGE: 413,
+    RejectionCode.UNSIGNED: 401,
+    RejectionCode.BAD_SIGNATURE: 401,
+    RejectionCode.NOT_REGISTERED: 403,
+    RejectionCode.NOT_COMMITTED: 403,
+    RejectionCode.NOT_SELECTED: 403,
+    RejectionCode.HASH_MISMATCH: 409,
+    RejectionCode.ROUND_CLOSED: 409,
+    RejectionCode.DUPLICATE_UPLOAD: 409,
+    RejectionCode.UNKNOWN_BOUNTY: 404,
+    RejectionCode.NOT_FOUND: 404,
+    RejectionCode.UNAVAILABLE: 503,
+    RejectionCode.INTERNAL: 500,
+}
+
+
+# -- field types --------------------------------------------------------------------------------------------------
+
+def _hash0x(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray) and len(value) == 32:
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str) and _HEX64.match(value):
+        return "0x" + value.lower().removeprefix("0x")
+    raise ValueError("expected a sha256 as 64 hex digits, with or without 0x")
+
+
+def _checksum(value: Any) -> Any:
+    if isinstance(value, str) and is_address(value):
+        return to_checksum_address(value)
+    raise ValueError("expected a 20-byte hex address")
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | str) or not _DECIMAL.match(str(value)):
+        raise ValueError("expected an integer as a decimal string")
+    return str(int(value))
+
+
+Hash = Annotated[str, BeforeValidator(_hash0x)]
+Address = Annotated[str, BeforeValidator(_checksum)]
+DecimalInt = Annotated[str, BeforeValidator(_decimal)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+# -- bodies -------------------------------------------------------------------------------------------------------
+
+class ErrorBody(_Model):
+    """Every refusal: one clear line, and the code to branch on."""
+
+    detail: str = Field(examples=["signer 0xAbC... has not committed an update in round 2"])
+    code: RejectionCode
+
+
+class Health(_Model):
+    """``GET /health``."""
+
+    status: Literal["ok"] = "ok"
+    bounty_id: int
+    chain_id: int
+    ledger: Address = Field(description="address of the FedLedger contract")
+    aggregator: Address = Field(description="address of this aggregator's key (the bounty's aggregator)")
+    coordinator: CoordinatorPhase = Field(description="what the round loop last did")
+    last_error: str | None = None
+
+
+class TrainingSettingsInfo(_Model):
+    """``fedcore.task.TrainingSettings`` as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    local_steps: int | None
+    local_epochs: int | None
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    fedprox_mu: float
+    seed: int
+
+
+class TaskInfo(_Model):
+    """``GET /bounties/{id}/task``: ``fedcore.task.TaskSpec.to_dict()``; ``TaskSpec.from_dict`` of this JSON hashes
+    (``task_hash``) to the bounty's on-chain ``taskSpecHash``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str
+    model: str
+    feature_columns: list[str]
+    label_column: str
+    metric: str
+    model_params: dict[str, Any]
+    training: TrainingSettingsInfo
+
+
+class FitConfig(_Model):
+    """One round's training overrides, handed to every institution by the bounty's strategy.
+
+    Each field overrides the task's ``fedcore.task.TrainingSettings`` field of the same name; ``None`` keeps the
+    task's value. ``node.training.train_local(config=fit.overrides())`` applies them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fedprox_mu: float | None = Field(default=None, ge=0, allow_inf_nan=False,
+                                     description="FedProx proximal weight mu (0 disables the term)")
+    local_steps: int | None = Field(default=None, ge=1)
+    local_epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    optimizer: str | None = None
+    momentum: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    weight_decay: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields that are set, as ``train_local``'s ``config``."""
+        return self.model_dump(exclude_none=True)
+
+
+class RoundInfo(_Model):
+    """``GET /bounties/{id}/rounds/current``: the round institutions should be working on.
+
+    Train only when ``status`` is ``open`` and :meth:`selects` your address, with ``fit_config``.
+    """
+
+    bounty_id: int
+    round: int = Field(description="0 before the first round")
+    status: RoundStatus
+    global_model_hash: Hash | None = Field(
+        default=None, description="sha256 of the model GET .../model serves; equals the chain's round.globalModelHash")
+    new_model_hash: Hash | None = Field(default=None, description="sha256 of the model this round produced, once scored")
+    commit_deadline: int = Field(default=0, description="chain timestamp after which commitUpdate reverts; 0 before round 1")
+    selected: list[Address] = Field(default_factory=list, description="institutions invited to this round; empty: all")
+    uploads: int = Field(default=0, description="uploads accepted so far in this round")
+    fit_config: FitConfig = Field(default_factory=FitConfig, description="this round's training overrides")
+
+    def selects(self, address: str) -> bool:
+        return not self.selected or address.lower() in {a.lower() for a in self.selected}
+
+
+class UploadAccepted(_Model):
+    """``POST /bounties/{id}/rounds/{r}/updates`` answered 202."""
+
+    sha256: Hash = Field(description="sha256 of the body (= the institution's on-chain commitment)")
+    institution: Address = Field(description="the signer, recovered from X-Signature")
+    status: Literal["accepted"] = "accepted"
+    round: int
+
+
+class UploadInfo(_Model):
+    institution: Address
+    sha256: Hash
+    size: int
+    received_at: float
+
+
+class UsedUpdate(_Model):
+    institution: Address
+    sha256: Hash
+    num_samples: int = Field(description="sample count from the institution's on-chain commitment")
+
+
+class DecisionInfo(_Model):
+    institution: Address
+    sha256: Hash | None = None
+    num_samples: int
+    used: bool
+    reason: str | None = None
+    score: float | None = None
+    score_fixed: DecimalInt | None = Field(default=None, description="the on-chain score (18 decimals)")
+
+
+class RoundSettings(_Model):
+    """What a round was computed with; with the stored blobs this recomputes the round bit for bit."""
+
+    rules: dict[str, Any] = Field(description="the bounty's round rules (fedcore.rules.RoundRules as JSON)")
+    rules_hash: str = Field(description="their sha256, the bounty's rulesHash on chain")
+    seed: int = Field(description="the scorer's seed for this round, derived from the rules' seed and the round")
+    selection: str | None = None
+    clients_per_round: int | None = None
+    quorum: int | None = None
+
+
+class ScoresReport(_Model):
+    """The scorer's report of a round (``fixed_point``: the on-chain scores)."""
+
+    estimator: str | None = None
+    values: dict[str, float | None] = Field(default_factory=dict)
+    std_errors: dict[str, float | None] = Field(default_factory=dict)
+    fixed_point: dict[Address, DecimalInt] = Field(default_factory=dict)
+    evaluations: int = 0
+    v_empty: float | None = None
+    v_grand: float | None = None
+    seconds: float | None = None
+    metric: str | None = None
+    estimator_params: dict[str, Any] | None = None
+    permutations: int = 0
+    converged: bool = True
+
+
+class JournalEntry(_Model):
+    step: RoundStep
+    at: float
+    note: str | None = None
+
+
+class RoundReport(_Model):
+    """``GET /bounties/{id}/rounds/{r}``: everything the aggregator recorded about one round (nodes, auditors,
+    the explorer)."""
+
+    bounty_id: int
+    round: int
+    status: RoundStatus
+    step: RoundStep
+    global_model_hash: Hash
+    new_model_hash: Hash | None = None
+    commit_deadline: int | None = None
+    opened_at: int | None = None
+    selected: list[Address] = Field(default_factory=list)
+    settings: RoundSettings
+    strategy_state_before: Hash | None = Field(
+        default=None, description="sha256 of the server-optimizer state the round started from (GET .../states/{sha})")
+    strategy_state_after: Hash | None = None
+    uploads: list[UploadInfo] = Field(default_factory=list)
+    used: list[UsedUpdate] | None = Field(
+        default=None, description="updates that entered aggregation and scoring, sorted by institution")
+    excluded: dict[Address, str] | None = Field(
+        default=None, description="institution -> why its commitment or upload was not used")
+    decisions: list[DecisionInfo] = Field(default_factory=list)
+    aggregate: dict[str, Any] | None = Field(
+        default=None, description="the strategy's own report: used/excluded by the rule, metrics, hyperparameters")
+    scores: ScoresReport | None = None
+    open_tx: str | None = None
+    finalize_tx: str | None = None
+    journal: list[JournalEntry] = Field(default_factory=list)
+
+    def fixed_point_scores(self) -> dict[str, int] | None:
+        """The on-chain scores by institution, as integers (None before scoring)."""
+        return None if self.scores is None else {who: int(value) for who, value in self.scores.fixed_point.items()}
+
+
+__all__ = [
+    "REJECTION_STATUS", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
+    "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
+    "ScoresReport", "TaskInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo", "UsedUpdate",
+]

@@ -1,0 +1,67 @@
+"""Each round's fit config travels from the bounty's rules to the nodes: a FedProx bounty's institutions train with
+the bounty's mu, through the real service over HTTP and the real node runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aggregator.service.app import create_app
+from aggregator.service.coordinator import Coordinator
+from aggregator.rules import resolve_rules
+from fedcore import codec
+from fedcore.errors import ConfigError
+from fedcore.protocol import FitConfig, RoundInfo
+from node.remote import AggregatorClient
+from fedcore.seeds import training_seed
+from node.runner import NodeRoundStatus, NodeRunner
+from node.training import train_local
+from tests.aggregator.service.conftest import SPEC
+from tests.node.test_runner import serve
+
+MU = 5.0
+
+
+def fit_config(strategy: str, params: dict) -> FitConfig:
+    return FitConfig.model_validate(resolve_rules(strategy=strategy, strategy_params=params).fit_config())
+
+
+def test_fit_config_comes_from_the_rules():
+    assert fit_config("fedprox", {"mu": 0.25}) == FitConfig(fedprox_mu=0.25)
+    assert fit_config("fedavg", {}) == FitConfig()
+    assert fit_config("fedavg", {"fit_config": {"lr": 0.5, "local_steps": 7}}).overrides() == {"lr": 0.5, "local_steps": 7}
+    with pytest.raises(ConfigError, match="mu must be >= 0"):
+        fit_config("fedprox", {"mu": -1})
+
+
+def test_a_fedprox_bounty_s_node_trains_with_the_bounty_s_mu(service_world, counting_compute, tmp_path):
+    h = service_world.harness(tmp_path, strategy="fedprox", strategy_params={"mu": MU})
+    context = h.context()
+    assert Coordinator(context, compute=counting_compute).step() == "opened"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.float32)
+    received = []
+
+    def recording_trainer(weights, X_, y_, spec, *, seed, config):
+        received.append(config)
+        return train_local(weights, X_, y_, spec, seed=seed, config=config)
+
+    with serve(create_app(context=context, run_coordinator=False)) as url, AggregatorClient(url, retries=0) as client:
+        info = client.current_round(h.bounty_id)
+        assert isinstance(info, RoundInfo) and info.fit_config == FitConfig(fedprox_mu=MU)
+        runner = NodeRunner(ledger=h.ledger, aggregator=client, account=h.insts[0], bounty_id=h.bounty_id, X=X, y=y,
+                            state_dir=tmp_path / "node", poll_seconds=0, progress=False, trainer=recording_trainer)
+        with runner:
+            record = runner.poll_once()
+
+    assert record.status == NodeRoundStatus.UPLOADED
+    assert received == [{"fedprox_mu": MU}]
+    (upload,) = context.state.uploads(1)
+    uploaded = codec.decode(context.blobs.get("updates", upload.sha256))
+    global_weights = codec.decode(context.blobs.get("models", context.state.round(1).global_model_sha))
+    seed = training_seed(SPEC.training.seed, 1, h.insts[0].address)
+    with_mu = train_local(global_weights, X, y, SPEC, seed=seed, config={"fedprox_mu": MU}).arrays
+    without = train_local(global_weights, X, y, SPEC, seed=seed).arrays
+    assert all(np.array_equal(uploaded[k], with_mu[k]) for k in uploaded)  # what the node sent is mu-training
+    assert any(not np.array_equal(uploaded[k], without[k]) for k in uploaded)  # and not mu = 0 training
