@@ -18,7 +18,7 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
     "selected", "uploads", "fit_config"}``; ``status`` (``RoundStatus``) is ``waiting`` (round 0, no round yet: hash
     null, deadline 0), ``open``, ``scoring``, ``finalized``, ``completed``, ``cancelled`` or ``expired``. Train only
     when ``open`` and selected, with ``fit_config`` (``FitConfig``: the bounty's rules' ``fit_config()``, e.g.
-    FedProx's ``fedprox_mu``; see :mod:`~aggregator.service.fit`).
+    FedProx's ``fedprox_mu``; see :meth:`fedcore.rules.RoundRules.fit_config`).
 ``GET /bounties/{id}/model``
     The current round's global model (safetensors), headers ``X-Model-Sha256`` and ``X-Round``; compare the
     sha256 of the bytes with the chain's ``getRound(id, round).globalModelHash``. 404 before the first round.
