@@ -18,8 +18,9 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from fedcore.codec import DEFAULT_MAX_BYTES
-from fedcore.errors import NodeError
+from fedcore.errors import ConfigError, NodeError
 from fedcore.protocol import ErrorBody, Health, RejectionCode, RoundInfo, TaskInfo, UploadAccepted
+from fedcore.rules import RoundRules
 from fedcore.task import TaskSpec
 
 log = logging.getLogger("fedledger.node.remote")
@@ -173,6 +174,14 @@ class AggregatorClient:
         """The bounty's task spec (check ``task_hash`` of it against the chain before training)."""
         info = self._get(TaskInfo, f"/bounties/{int(bounty_id)}/task", f"the task of bounty {bounty_id}")
         return TaskSpec.from_dict(info.model_dump())
+
+    def rules(self, bounty_id: int) -> RoundRules:
+        """The bounty's round rules (check ``rules_hash`` of them against the chain before training)."""
+        what = f"the round rules of bounty {bounty_id}"
+        try:
+            return RoundRules.from_json(self._request("GET", f"/bounties/{int(bounty_id)}/rules", what).content)
+        except ConfigError as error:
+            raise NodeError(f"aggregator sent malformed {what}: {error}") from None
 
     def current_round(self, bounty_id: int) -> RoundInfo:
         """The bounty's current round as the aggregator sees it (with the round's fit config)."""

@@ -46,6 +46,7 @@ from fedcore.errors import ContractRevert, DataError, NodeError
 from fedcore.models import build_model, weight_spec
 from fedcore.protocol import RejectionCode, RoundInfo, RoundStatus
 from fedcore.signing import sign_upload
+from fedcore.rules import RoundRules, rules_hash
 from fedcore.seeds import training_seed
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
@@ -302,6 +303,7 @@ class NodeRunner:
             raise NodeError(f"site data must be X (n, d) and y (n,) with n > 0, got {self.X.shape} and {self.y.shape}")
         self.state_dir = Path(state_dir).expanduser() if state_dir is not None else default_state_dir(self.address)
         self.spec = spec
+        self.rules: RoundRules | None = None
         self.poll_seconds = float(poll_seconds)
         self.rounds_max = rounds_max
         self.progress = progress
@@ -340,6 +342,13 @@ class NodeRunner:
             raise NodeError(
                 f"the task spec served for bounty {self.bounty_id} hashes to {_hex(task_hash(self.spec))}, "
                 f"but the chain fixed {_hex(bounty.task_spec_hash)}: refusing to train for it"
+            )
+        self.rules = self.aggregator.rules(self.bounty_id)
+        if rules_hash(self.rules) != bytes(bounty.rules_hash):
+            raise NodeError(
+                f"the round rules served for bounty {self.bounty_id} hash to {_hex(rules_hash(self.rules))}, but the "
+                f"chain fixed {_hex(bounty.rules_hash)}: another scorer, seed or strategy than the bounty's; refusing "
+                "to train for it"
             )
         if self.X.shape[1] != self.spec.n_features:
             raise NodeError(
@@ -539,7 +548,8 @@ class NodeRunner:
                 return None  # the aggregator moved on between the two requests: look again
             self._check_model(r, model.data, model.sha256, chain_hash)
             weights = decode(model.data, expected=self._expected)
-            result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=info.fit_config.overrides() or None)
+            config = self._fit_config(r, info)
+            result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=config or None)
             data = encode(result.arrays)
             sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
             self.state.save_update(r, data)
@@ -563,6 +573,18 @@ class NodeRunner:
         self.state.put(r, status=NodeRoundStatus.COMMITTED, commit_tx=commit_tx, upload_status=None)
         self._fire(NodeRoundStatus.COMMITTED, r)
         return self._upload(r, data, resumed=resumed)
+
+    def _fit_config(self, r: int, info: RoundInfo) -> dict[str, Any]:
+        """The bounty's rules' fit config; the aggregator must hand out the same (else it plays other rules)."""
+        assert self.rules is not None
+        config = self.rules.fit_config()
+        served = info.fit_config.overrides()
+        if served != config:
+            raise NodeError(
+                f"round {r}: the aggregator hands out fit config {served}, but the bounty's rules say {config}: "
+                "refusing to train"
+            )
+        return config
 
     def _reusable_update(self, r: int, saved: Mapping | None, chain_hash: str, seed: int) -> bytes | None:
         """Saved, uncommitted bytes of round ``r`` trained from the same model with the same seed."""

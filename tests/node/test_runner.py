@@ -38,6 +38,8 @@ from node import runner as runner_module
 from fedcore.protocol import ErrorBody, FitConfig, Health, RejectionCode, RoundInfo, RoundStatus, UploadAccepted
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.runner import ModelMismatch, NodeRoundStatus, NodeRunner
+from aggregator.rules import resolve_rules
+from fedcore.rules import rules_hash
 from fedcore.seeds import training_seed
 from fedcore.tables import read_task_table
 from node.site import load_site
@@ -52,6 +54,7 @@ SPEC = TaskSpec(
     label_column="label",
     training=TrainingSettings(local_steps=12, batch_size=8, lr=0.1, seed=5),
 )
+RULES = resolve_rules(spec=SPEC, seed=3)
 
 
 # -- site data ----------------------------------------------------------------------------------------------
@@ -76,6 +79,7 @@ class StandIn:
         self.chain_id = chain_id
         self.ledger = ledger
         self.task = spec.to_dict()
+        self.rules = RULES.to_dict()
         self.round = 0
         self.status = RoundStatus.WAITING
         self.fit_config = FitConfig()
@@ -117,6 +121,11 @@ class StandIn:
         async def task(bounty_id: int, request: Request):
             await record(request)
             return self.task
+
+        @app.get("/bounties/{bounty_id}/rules")
+        async def rules(bounty_id: int, request: Request):
+            await record(request)
+            return self.rules
 
         @app.get("/bounties/{bounty_id}/rounds/current")
         async def current(bounty_id: int, request: Request):
@@ -244,7 +253,7 @@ def make_federation(standin_url_holder, *, num_rounds: int = 2, institutions: in
         ledger.as_sender(inst).join(f"hospital {inst.address[-4:]}", "", stake=MIN_STAKE)
     params = BountyParams(
         task_spec_hash=task_hash(spec), validation_set_hash=hashlib.sha256(b"validation").digest(),
-        rules_hash=hashlib.sha256(b"rules").digest(),
+        rules_hash=rules_hash(RULES),
         aggregator=aggregator, num_rounds=num_rounds, commit_window=WINDOW,
         deadline=latest_timestamp(w3) + 10 * 86_400, token=ETH,
     )
@@ -371,6 +380,24 @@ def test_a_task_spec_that_is_not_the_chain_s_is_refused(fed, site, tmp_path):
     fed.open_round()
     with pytest.raises(NodeError, match="task spec .* hashes to .* refusing"):
         new_runner(fed, site, tmp_path / "s").run()
+    assert fed.commits() == []
+
+
+@pytest.mark.parametrize("change", [{"seed": 99}, {"estimator": "loo", "estimator_params": {}}],
+                         ids=["another scoring seed", "another scorer"])
+def test_round_rules_that_are_not_the_chain_s_are_refused_before_training(fed, site, tmp_path, change):
+    fed.standin.rules = {**RULES.to_dict(), **change}
+    fed.open_round()
+    with pytest.raises(NodeError, match="round rules .* hash to .* chain fixed .* refusing"):
+        new_runner(fed, site, tmp_path / "s").run()
+    assert fed.commits() == [] and fed.standin.uploads == []
+
+
+def test_a_fit_config_other_than_the_rules_is_refused(fed, site, tmp_path):
+    fed.standin.fit_config = FitConfig(fedprox_mu=3.0)  # the rules say plain FedAvg
+    fed.open_round()
+    with pytest.raises(NodeError, match="fit config .* rules say .* refusing"):
+        poll(fed, site, tmp_path / "s")
     assert fed.commits() == []
 
 

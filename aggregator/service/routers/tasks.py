@@ -1,4 +1,4 @@
-"""``GET /bounties/{bounty_id}/task``."""
+"""``GET /bounties/{bounty_id}/task`` and ``GET /bounties/{bounty_id}/rules``."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ router = APIRouter(tags=["tasks"])
 )
 def get_task(bounty_id: BountyId, context: Context) -> dict:
     return context.spec.to_dict()
+
+
+@router.get(
+    "/bounties/{bounty_id}/rules", responses=error_responses(RejectionCode.UNKNOWN_BOUNTY),
+    summary="The bounty's round rules (fedcore.rules.RoundRules as JSON; their rules_hash is the bounty's rulesHash)",
+)
+def get_rules(bounty_id: BountyId, context: Context) -> dict:
+    return context.rules.to_dict()

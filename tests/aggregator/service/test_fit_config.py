@@ -10,8 +10,9 @@ from aggregator.service.app import create_app
 from aggregator.service.coordinator import Coordinator
 from aggregator.rules import resolve_rules
 from fedcore import codec
-from fedcore.errors import ConfigError
+from fedcore.errors import ConfigError, NodeError
 from fedcore.protocol import FitConfig, RoundInfo
+from fedcore.rules import RoundRules
 from node.remote import AggregatorClient
 from fedcore.seeds import training_seed
 from node.runner import NodeRoundStatus, NodeRunner
@@ -65,3 +66,55 @@ def test_a_fedprox_bounty_s_node_trains_with_the_bounty_s_mu(service_world, coun
     without = train_local(global_weights, X, y, SPEC, seed=seed).arrays
     assert all(np.array_equal(uploaded[k], with_mu[k]) for k in uploaded)  # what the node sent is mu-training
     assert any(not np.array_equal(uploaded[k], without[k]) for k in uploaded)  # and not mu = 0 training
+
+
+def test_an_aggregator_serving_other_rules_than_the_bounty_s_is_caught_by_the_node(harness, tmp_path):
+    """A dishonest aggregator (the real service, its rules swapped after the startup check) serves another scoring
+    seed: the node compares the rules' hash with the chain's and refuses before training or committing."""
+    h = harness
+    context = h.context()
+    assert Coordinator(context).step() == "opened"
+    context.rules = RoundRules.from_dict({**context.rules.to_dict(), "seed": context.rules.seed + 1})
+    X = np.random.default_rng(1).normal(size=(20, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.float32)
+    with serve(create_app(context=context, run_coordinator=False)) as url, AggregatorClient(url, retries=0) as client:
+        runner = NodeRunner(ledger=h.ledger, aggregator=client, account=h.insts[0], bounty_id=h.bounty_id, X=X, y=y,
+                            state_dir=tmp_path / "node", poll_seconds=0, progress=False)
+        with pytest.raises(NodeError, match="round rules .* chain fixed"):
+            runner.open()
+    assert context.state.uploads(1) == [] and h.ledger.commitment_of(h.bounty_id, 1, h.insts[0].address) == bytes(32)
+
+
+def test_a_simulation_and_a_federation_through_the_service_produce_the_same_models(service_world, tmp_path):
+    """Three rounds through the real service, real node runners and the embedded chain, and three rounds of the
+    in-process simulation with the same task, rules and institutions (named by their addresses): the same global
+    model hashes round by round, and the same scores."""
+    from fedledger.simulation import Institution, run_simulation
+
+    h = service_world.harness(tmp_path, rounds=3)
+    context = h.context()
+    coordinator = Coordinator(context)
+    rng = np.random.default_rng(7)
+    data = {}
+    for inst in h.insts:
+        X = rng.normal(size=(25, 3)).astype(np.float32)
+        data[inst.address] = (X, (X @ np.array([1.0, -0.5, 0.25]) > 0).astype(np.float32))
+    with serve(create_app(context=context, run_coordinator=False)) as url, AggregatorClient(url, retries=0) as client:
+        runners = [NodeRunner(ledger=h.ledger, aggregator=client, account=inst, bounty_id=h.bounty_id,
+                              X=data[inst.address][0], y=data[inst.address][1], state_dir=tmp_path / inst.address,
+                              poll_seconds=0, progress=False).open() for inst in h.insts]
+        for _ in range(3):
+            assert coordinator.step() == "opened"
+            for runner in runners:
+                assert runner.poll_once().status == NodeRoundStatus.UPLOADED
+            assert coordinator.run_until("finalized") == "finalized"
+        for runner in runners:
+            runner.close()
+    deployed = [bytes(h.ledger.round(h.bounty_id, r).new_model_hash) for r in (1, 2, 3)]
+
+    institutions = [Institution(address, X, y) for address, (X, y) in data.items()]
+    simulated = run_simulation(institutions, SPEC, context.rules, rounds=3, seed=SPEC.training.seed,
+                               validation=(context.validation.X, context.validation.y), evaluate_every_round=False)
+    assert [bytes(r.outcome.model_hash) for r in simulated.rounds] == deployed
+    assert [r.outcome.fixed_point for r in simulated.rounds] == [context.state.round(r).fixed_point_scores
+                                                                 for r in (1, 2, 3)]
