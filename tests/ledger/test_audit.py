@@ -16,8 +16,7 @@ from tests.world import ONE_ETH, h
 
 
 def _deployment(world) -> Deployment:
-    return Deployment(chain_id=world.w3.eth.chain_id, rpc_url=None,
-                      contracts={"FedLedger": {"address": world.ledger.address, "block": 0}})
+    return world.deployment
 
 
 def _story(w) -> int:
