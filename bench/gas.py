@@ -18,7 +18,7 @@ from eth_account import Account
 from web3 import Web3
 
 from ledger.chain import connect, fund_account, latest_timestamp
-from ledger.client import ETH, BountyParams, FedLedgerClient, TokenClient
+from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, TokenClient
 from ledger.compile import load_artifact
 from ledger.deployment import deploy, deploy_fedledger
 
@@ -39,6 +39,7 @@ class _Bench:
         self.gov, self.sponsor, self.aggregator = self.w3.eth.accounts[:3]
         deployment = deploy_fedledger(self.w3, self.gov, governance=self.gov, min_stake=MIN_STAKE, leave_cooldown=3600)
         self.ledger = FedLedgerClient.from_deployment(self.w3, deployment)
+        self.splitter = RevenueSplitterClient.from_deployment(self.w3, deployment)
         self.created = 0
 
     def institutions(self, n: int) -> list:
@@ -99,9 +100,9 @@ def measure() -> dict:
         second_finalize.append(finalize_again)
         if n == SIZES[0]:
             results["claim_eth"] = bench.gas(bench.ledger.as_sender(members[0])._send("claim", bounty_id))
-            payer = bench.ledger.as_sender(bench.sponsor)
+            payer = bench.splitter.as_sender(bench.sponsor)
             results["pay_revenue_eth"] = bench.gas(payer.pay_revenue(bounty_id, 10**15))
-            results["claim_revenue_eth"] = bench.gas(bench.ledger.as_sender(members[0])._send("claimRevenue", bounty_id, ETH))
+            results["claim_revenue_eth"] = bench.gas(bench.splitter.as_sender(members[0])._send("claimRevenue", bounty_id, ETH))
     results["finalize_round_base"], results["finalize_round_per_participant"] = _slope(SIZES, first_finalize)
     _, results["finalize_round_per_participant_returning"] = _slope(SIZES, second_finalize)
     results.update({f"finalize_round_{n}_participants": g for n, g in zip(SIZES, first_finalize)})

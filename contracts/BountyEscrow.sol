@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.20;
 
-import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {InstitutionRegistry} from "./InstitutionRegistry.sol";
 
@@ -10,11 +8,8 @@ import {InstitutionRegistry} from "./InstitutionRegistry.sol";
 /// @notice Sponsors publish a task as a bounty and escrow its reward in ETH or one ERC-20 token; anyone may top it up.
 ///         The sponsor cancels and is refunded what is not yet credited, before the first round opens or after the deadline.
 /// @dev Money invariant, per bounty and at every step: credited + refunded + escrowed == funded.
-///      Tokens that deliver less than the amount asked for (fee-on-transfer, rebasing down) are rejected with
-///      `TokenAmountMismatch`: the escrow only ever counts what it really received.
+///      Tokens that deliver less than the amount asked for are rejected (see AssetTransfers).
 abstract contract BountyEscrow is InstitutionRegistry {
-    using SafeERC20 for IERC20;
-
     enum BountyStatus {
         None,
         Active,
@@ -37,7 +32,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint128 funded;
         uint128 credited;
         uint128 refunded;
-        uint128 totalPositiveScore; // frozen at completion: the revenue splitter's denominator
+        uint128 totalPositiveScore; // frozen at completion: the revenue splitter's denominator (see `finalScores`)
         bytes32 taskSpecHash;
         bytes32 validationSetHash;
         bytes32 rulesHash; // its own slot, written once: commit and finalize never read it
@@ -91,8 +86,6 @@ abstract contract BountyEscrow is InstitutionRegistry {
     error NotSponsor(uint256 bountyId, address caller);
     error CancelNotAllowed(uint256 bountyId, uint256 deadline);
     error NothingToRefund(uint256 bountyId);
-    error WrongValue(uint256 sent, uint256 expected);
-    error TokenAmountMismatch(address token, uint256 expected, uint256 received);
     error ZeroAmount();
 
     /// @notice Create a bounty and escrow `initialFunding` of its reward asset (send it as `msg.value` for ETH;
@@ -218,30 +211,5 @@ abstract contract BountyEscrow is InstitutionRegistry {
         _receive(b.token, amount);
         b.funded = SafeCast.toUint128(uint256(b.funded) + amount);
         if (amount != 0) emit BountyFunded(bountyId, msg.sender, amount);
-    }
-
-    /// @dev Takes `amount` of `token` (ETH when zero) from the caller and checks it really arrived.
-    function _receive(address token, uint256 amount) internal {
-        if (token == address(0)) {
-            if (msg.value != amount) revert WrongValue(msg.value, amount);
-            return;
-        }
-        if (msg.value != 0) revert WrongValue(msg.value, 0);
-        if (amount == 0) return;
-        IERC20 erc20 = IERC20(token);
-        uint256 before = erc20.balanceOf(address(this));
-        erc20.safeTransferFrom(msg.sender, address(this), amount);
-        uint256 received = erc20.balanceOf(address(this)) - before;
-        if (received != amount) revert TokenAmountMismatch(token, amount, received);
-    }
-
-    /// @dev Pays `amount` of `token` (ETH when zero) to `to`. Callers have already updated their books.
-    function _payOut(address token, address to, uint256 amount) internal {
-        if (amount == 0) return;
-        if (token == address(0)) {
-            _sendEth(to, amount);
-        } else {
-            IERC20(token).safeTransfer(to, amount);
-        }
     }
 }

@@ -2,14 +2,15 @@
 pragma solidity ^0.8.20;
 
 import {InstitutionRegistry} from "./InstitutionRegistry.sol";
-import {RevenueSplitter} from "./RevenueSplitter.sol";
+import {RoundLedger} from "./RoundLedger.sol";
 
 /// @title FedLedger
-/// @notice The one deployed contract of a fedledger federation: institutions and reputation, bounties and their
-///         escrow, committed rounds and credited rewards, and the revenue splitter, composed by inheritance.
-/// @dev One contract rather than several talking to each other: every commit and finalize would otherwise pay
-///      for cold cross-contract calls, and the per-commit gas budget cannot afford them.
-contract FedLedger is RevenueSplitter {
+/// @notice The ledger of a fedledger federation: institutions and reputation, bounties and their escrow, committed
+///         rounds and credited rewards, composed by inheritance. Revenue goes to a separate RevenueSplitter, which
+///         reads completed bounties' scores through `finalScores`, so escrow and revenue never share a balance.
+/// @dev One contract for everything a round touches: every commit and finalize would otherwise pay for cold
+///      cross-contract calls, and the per-commit gas budget cannot afford them.
+contract FedLedger is RoundLedger {
     /// @param governance_ May slash stake for proven misbehaviour and withdraw slashed funds.
     /// @param minStake_ Minimum stake to join, in wei.
     /// @param leaveCooldown_ Seconds between `requestLeave` and `withdrawStake`.

@@ -3,6 +3,7 @@ pragma solidity ^0.8.20;
 
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {AssetTransfers} from "./AssetTransfers.sol";
 import {Governed} from "./Governed.sol";
 
 /// @title InstitutionRegistry
@@ -13,7 +14,7 @@ import {Governed} from "./Governed.sol";
 ///      rep' = rep + (target - rep) * 2_000 / 10_000, where target = 10_000 * score / bestScore for a positive
 ///      score and 0 otherwise. A new institution starts at 5_000; leaving keeps the reputation, so leaving and
 ///      re-joining cannot launder it.
-abstract contract InstitutionRegistry is ReentrancyGuard, Governed {
+abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfers {
     /// @notice A perfect reputation, in basis points.
     uint16 public constant REPUTATION_ONE = 10_000;
     /// @notice The reputation a first-time institution starts with.
@@ -49,7 +50,6 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed {
     error CooldownNotOver(address institution, uint256 availableAt);
     error SlashExceedsStake(address institution, uint256 amount, uint256 stake);
     error NothingToWithdraw(address caller);
-    error TransferFailed(address to, uint256 amount);
 
     /// @param governance_ May slash stake for proven misbehaviour and withdraw slashed funds (not zero).
     /// @param minStake_ Minimum stake to join, in wei.
@@ -167,10 +167,5 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed {
                 : uint16(current - ((current - target) * REPUTATION_ALPHA_BPS) / REPUTATION_ONE);
         }
         inst.reputation = updated;
-    }
-
-    function _sendEth(address to, uint256 amount) internal {
-        (bool ok,) = payable(to).call{value: amount}("");
-        if (!ok) revert TransferFailed(to, amount);
     }
 }

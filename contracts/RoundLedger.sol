@@ -41,7 +41,7 @@ abstract contract RoundLedger is BountyEscrow {
 
     mapping(uint256 => mapping(uint256 => Round)) private _rounds;
     mapping(uint256 => mapping(uint256 => mapping(address => bytes32))) private _commitments;
-    mapping(uint256 => mapping(address => Contribution)) internal _contributions;
+    mapping(uint256 => mapping(address => Contribution)) private _contributions;
 
     event RoundOpened(uint256 indexed bountyId, uint256 indexed round, bytes32 globalModelHash, uint256 commitDeadline);
     event UpdateCommitted(
@@ -206,6 +206,18 @@ abstract contract RoundLedger is BountyEscrow {
     function contributionOf(uint256 bountyId, address institution) external view returns (uint256 unclaimed, uint256 cumulativeScore) {
         Contribution storage c = _contributions[bountyId][institution];
         return (c.unclaimed, c.cumulativeScore);
+    }
+
+    /// @notice A completed bounty's final scores, which fix each contributor's share of the revenue its model earns:
+    ///         no round can follow completion, so both numbers are frozen.
+    /// @param bountyId The completed bounty.
+    /// @param institution The contributor (any address: one that never scored has score 0).
+    /// @return score The institution's cumulative positive score in the bounty.
+    /// @return totalScore The bounty's total positive score (0 when no update scored above zero).
+    function finalScores(uint256 bountyId, address institution) external view returns (uint256 score, uint256 totalScore) {
+        Bounty storage b = _bounty(bountyId);
+        if (b.status != BountyStatus.Completed) revert BountyNotCompleted(bountyId, b.status);
+        return (_contributions[bountyId][institution].cumulativeScore, b.totalPositiveScore);
     }
 
     /// @dev Checks every participant and returns the positive total and the best score. Requiring the participants'

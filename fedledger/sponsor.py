@@ -88,6 +88,14 @@ def _connect(args: argparse.Namespace, *, sender: bool):
     return w3, ledger
 
 
+def _revenue_splitter(args: argparse.Namespace, ledger):
+    """The deployment's RevenueSplitter, acting as ``ledger``'s sender."""
+    from ledger.client import RevenueSplitterClient
+    from ledger.deployment import Deployment
+
+    return RevenueSplitterClient.from_deployment(ledger.w3, Deployment.load(args.deployment), sender=ledger.sender)
+
+
 def existing_bounty(ledger, bounty_id: int):
     """``ledger.bounty(bounty_id)``, or ChainError ``unknown bounty id N``."""
     from ledger.client import BountyStatus
@@ -103,11 +111,12 @@ def existing_bounty(ledger, bounty_id: int):
     return bounty
 
 
-def _approve_if_token(w3, ledger, token: str, amount: int) -> None:
+def _approve_if_token(w3, spender, token: str, amount: int) -> None:
+    """Let the ``spender`` client's contract take ``amount`` of ``token`` from its sender (nothing to do for ETH)."""
     from ledger.client import TokenClient
 
     if int(token, 16) != 0:
-        TokenClient(w3, token, sender=ledger.sender).approve(ledger.address, amount)
+        TokenClient(w3, token, sender=spender.sender).approve(spender.address, amount)
 
 
 def file_sha256(path: str | os.PathLike) -> bytes:
@@ -412,10 +421,11 @@ def _pay_revenue(args: argparse.Namespace) -> int:
     token = _address(args.token, "--token") if args.token else ETH
     w3, ledger = _connect(args, sender=True)
     existing_bounty(ledger, args.bounty)
-    _approve_if_token(w3, ledger, token, args.amount)
-    ledger.pay_revenue(args.bounty, args.amount, token)
+    splitter = _revenue_splitter(args, ledger)
+    _approve_if_token(w3, splitter, token, args.amount)
+    splitter.pay_revenue(args.bounty, args.amount, token)
     emit({"bounty_id": args.bounty, "token": "ETH" if token == ETH else token, "amount": args.amount,
-          "revenue_total": ledger.revenue_total(args.bounty, token)}, args.format)
+          "revenue_total": splitter.revenue_total(args.bounty, token)}, args.format)
     return 0
 
 

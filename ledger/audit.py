@@ -15,7 +15,7 @@ from web3 import Web3
 from fedcore.errors import ChainError
 from ledger.client import FedLedgerClient
 from ledger.compile import load_artifact
-from ledger.deployment import MAIN_CONTRACT, Deployment
+from ledger.deployment import CONTRACTS, Deployment
 from ledger.indexer import events, sync
 
 # Which argument of an event adds to the bounty's funded or refunded total.
@@ -32,8 +32,9 @@ def default_index_path(deployment_path: str | Path | None) -> Path:
 
 
 def sync_index(w3: Web3, deployment: Deployment, db: str | Path) -> int:
-    """Bring the index up to the chain's latest block; returns the number of new events."""
-    return sync(w3, deployment, db, {MAIN_CONTRACT: load_artifact(MAIN_CONTRACT)["abi"]})
+    """Bring the index up to the chain's latest block (the ledger's and the revenue splitter's events); returns the
+    number of new events."""
+    return sync(w3, deployment, db, {name: load_artifact(name)["abi"] for name in CONTRACTS})
 
 
 def _hex(value) -> str:

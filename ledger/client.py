@@ -18,7 +18,7 @@ from web3.types import TxReceipt
 from fedcore.errors import ChainError
 from ledger.chain import Sender, call, send_transaction
 from ledger.compile import load_artifact
-from ledger.deployment import MAIN_CONTRACT, Deployment
+from ledger.deployment import MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment
 
 ETH = "0x" + "00" * 20  # the reward "token" address that means ether
 SCORE_SCALE = 10**18  # scores on chain are fixed point with 18 decimals
@@ -116,8 +116,8 @@ class Round:
     finalized: bool
 
 
-class FedLedgerClient:
-    """A thin typed client for one deployed ``FedLedger``, acting as ``sender``.
+class _ContractClient:
+    """Plumbing shared by the typed clients: one deployed contract, acting as ``sender``.
 
     Parameters
     ----------
@@ -128,25 +128,29 @@ class FedLedgerClient:
     sender : LocalAccount or str, optional
         Who signs transactions: a local account, or the address of an account the node holds unlocked.
         Views need none.
+    abi : list, optional
+        The contract's ABI; by default its artifact's (``ARTIFACT``).
     """
+
+    ARTIFACT: str
 
     def __init__(self, w3: Web3, address: str, *, sender: Sender | None = None, abi: list | None = None):
         self.w3 = w3
         self.address = Web3.to_checksum_address(address)
         self.sender = sender
-        self._abi = abi or load_artifact(MAIN_CONTRACT)["abi"]
+        self._abi = abi or load_artifact(self.ARTIFACT)["abi"]
         self.contract: Contract = w3.eth.contract(address=self.address, abi=self._abi)
         if not w3.eth.get_code(self.address):
             raise ChainError(f"no contract at {self.address} on this chain: is the deployment file for another chain?")
 
     @classmethod
-    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None) -> "FedLedgerClient":
+    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None):
         deployment.check_chain(w3)
-        return cls(w3, deployment.address(MAIN_CONTRACT), sender=sender)
+        return cls(w3, deployment.address(cls.ARTIFACT), sender=sender)
 
-    def as_sender(self, sender: Sender) -> "FedLedgerClient":
+    def as_sender(self, sender: Sender):
         """The same contract, with transactions signed by ``sender``."""
-        other = object.__new__(FedLedgerClient)
+        other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         other.sender = sender
         return other
@@ -172,6 +176,12 @@ class FedLedgerClient:
         """Decoded ``name`` events emitted by this contract in ``receipt``."""
         event = getattr(self.contract.events, name)()
         return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
+
+class FedLedgerClient(_ContractClient):
+    """A thin typed client for one deployed ``FedLedger`` (see ``_ContractClient`` for the parameters)."""
+
+    ARTIFACT = MAIN_CONTRACT
 
     # -- institutions -----------------------------------------------------------------------------------
     def join(self, name: str, metadata_uri: str = "", *, stake: int) -> TxReceipt:
@@ -287,14 +297,25 @@ class FedLedgerClient:
         unclaimed, cumulative = self._view("contributionOf", bounty_id, Web3.to_checksum_address(institution))
         return unclaimed, cumulative
 
+    def final_scores(self, bounty_id: int, institution: str) -> tuple[int, int]:
+        """(cumulative positive score of ``institution``, total positive score) of a completed bounty."""
+        return tuple(self._view("finalScores", bounty_id, Web3.to_checksum_address(institution)))
+
+
+class RevenueSplitterClient(_ContractClient):
+    """A thin typed client for the ``RevenueSplitter`` deployed beside the ledger: it holds revenue only and splits
+    it by the final scores of completed bounties, which it reads from the ledger."""
+
+    ARTIFACT = SPLITTER_CONTRACT
+
     def pay_revenue(self, bounty_id: int, amount: int, token: str = ETH) -> TxReceipt:
         value = amount if int(token, 16) == 0 else 0
         return self._send(
-            "payRevenue", bounty_id, Web3.to_checksum_address(token), amount, value=value, extra_abi=_token_errors()
+            "payRevenue", bounty_id, Web3.to_checksum_address(token), amount, value=value, extra_abi=_splitter_errors()
         )
 
     def claim_revenue(self, bounty_id: int, token: str = ETH) -> int:
-        receipt = self._send("claimRevenue", bounty_id, Web3.to_checksum_address(token), extra_abi=_token_errors())
+        receipt = self._send("claimRevenue", bounty_id, Web3.to_checksum_address(token), extra_abi=_splitter_errors())
         return self.events(receipt, "RevenueClaimed")[0]["amount"]
 
     def revenue_due(self, bounty_id: int, institution: str, token: str = ETH) -> int:
@@ -307,6 +328,10 @@ class FedLedgerClient:
 
     def revenue_released(self, bounty_id: int, token: str = ETH) -> int:
         return self._view("revenueReleased", bounty_id, Web3.to_checksum_address(token))
+
+    def ledger_address(self) -> str:
+        """The FedLedger whose final scores split this splitter's revenue."""
+        return self._view("ledger")
 
 
 class TokenClient:
@@ -342,3 +367,8 @@ class TokenClient:
 def _token_errors() -> list:
     # SafeERC20's and OZ ERC20's custom errors bubble up through the ledger; decode them by name too.
     return [e for e in load_artifact("TestToken")["abi"] if e.get("type") == "error"]
+
+
+def _splitter_errors() -> list:
+    # The ledger's errors (BountyNotCompleted, UnknownBounty) bubble up through finalScores, a token's through transfers.
+    return _token_errors() + [e for e in load_artifact(MAIN_CONTRACT)["abi"] if e.get("type") == "error"]

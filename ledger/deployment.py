@@ -25,6 +25,8 @@ from ledger.compile import load_artifact
 DEFAULT_FILE = "deployment.json"
 ENV_VAR = "FEDLEDGER_DEPLOYMENT"
 MAIN_CONTRACT = "FedLedger"
+SPLITTER_CONTRACT = "RevenueSplitter"
+CONTRACTS = (MAIN_CONTRACT, SPLITTER_CONTRACT)  # what a deployment holds, in deployment order
 
 
 def default_path() -> Path:
@@ -169,7 +171,8 @@ def fedledger_constructor_inputs(artifact: dict | None = None) -> list[dict]:
 
 
 def deploy_fedledger(w3: Web3, sender: Sender, *, artifact: dict | None = None, **params: Any) -> Deployment:
-    """Deploy ``FedLedger`` and return a ``Deployment`` holding it (not yet saved).
+    """Deploy ``FedLedger`` and the ``RevenueSplitter`` reading its scores; return a ``Deployment`` holding both
+    (not yet saved).
 
     Parameters
     ----------
@@ -219,4 +222,5 @@ def deploy_fedledger(w3: Web3, sender: Sender, *, artifact: dict | None = None, 
     rpc_url = getattr(w3.provider, "endpoint_uri", None) or "embedded"
     deployment = Deployment(chain_id=w3.eth.chain_id, rpc_url=str(rpc_url))
     deployment.add(MAIN_CONTRACT, address, block)
+    deployment.add(SPLITTER_CONTRACT, *deploy(w3, SPLITTER_CONTRACT, address, sender=sender))
     return deployment

@@ -37,8 +37,7 @@ CHAIN_CHECKS = ["commitments", "unique_participants", "model_chain", "money_inva
 
 
 def _deployment(w) -> Deployment:
-    return Deployment(chain_id=w.w3.eth.chain_id, rpc_url=None,
-                      contracts={"FedLedger": {"address": w.ledger.address, "block": 0}})
+    return w.deployment
 
 
 def _verify(w, tmp_path, bounty_id, **kwargs) -> dict:
@@ -115,7 +114,7 @@ def _embedded_world() -> World:
     gov, sponsor, aggregator, outsider = accounts[:4]
     deployment = deploy_fedledger(w3, gov, governance=gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
     w = World(w3, FedLedgerClient.from_deployment(w3, deployment), gov, sponsor, aggregator, outsider,
-              list(accounts[4:8]))
+              list(accounts[4:8]), deployment=deployment)
     w.join_all()
     return w
 

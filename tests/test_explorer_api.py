@@ -19,8 +19,7 @@ from tests.world import COOLDOWN, MIN_STAKE, ONE_ETH, World, deploy_token
 
 
 def _deployment(w) -> Deployment:
-    return Deployment(chain_id=w.w3.eth.chain_id, rpc_url="embedded",
-                      contracts={"FedLedger": {"address": w.ledger.address, "block": 0}})
+    return w.deployment
 
 
 def eth6(wei: int) -> str:
@@ -36,9 +35,9 @@ def built_story():
     one round; 3 cancelled before a round."""
     w3 = connect("embedded")
     accounts = w3.eth.accounts
-    ledger = FedLedgerClient.from_deployment(
-        w3, deploy_fedledger(w3, accounts[0], min_stake=MIN_STAKE, leave_cooldown=COOLDOWN))
-    w = World(w3, ledger, *accounts[:4], list(accounts[4:8]))
+    deployment = deploy_fedledger(w3, accounts[0], min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
+    ledger = FedLedgerClient.from_deployment(w3, deployment)
+    w = World(w3, ledger, *accounts[:4], list(accounts[4:8]), deployment=deployment)
     w.tokens = {"TestToken": deploy_token(w3, "TestToken", w.gov)}
     w.join_all()
     first = scripted_bounty(w.ledger, sponsor=w.sponsor, aggregator=w.aggregator, funder=w.outsider, institutions=w.insts)

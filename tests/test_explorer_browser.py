@@ -125,7 +125,7 @@ def story(ganache, tmp_path):
     deployment.rpc_url = ganache.url
     path = deployment.save(tmp_path / "deployment.json")
     ledger = FedLedgerClient.from_deployment(w3, deployment)
-    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
+    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]), deployment=deployment)
     first = scripted_bounty(ledger, sponsor=w.sponsor, aggregator=w.aggregator, funder=w.outsider, institutions=w.insts)
     second = w.new_bounty(funding=3 * ONE_ETH, rounds=3)
     model = h("bounty 2 model 0")

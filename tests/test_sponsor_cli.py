@@ -34,9 +34,7 @@ def task_files(tmp_path):
 @pytest.fixture
 def cli(joined, tmp_path, monkeypatch, capsys):
     """``run(*args) -> (exit code, parsed JSON or text, stderr)`` against ``joined``'s chain and deployment."""
-    deployment = Deployment(chain_id=joined.w3.eth.chain_id, rpc_url=None,
-                            contracts={"FedLedger": {"address": joined.ledger.address, "block": 0}})
-    path = deployment.save(tmp_path / "deployment.json")
+    path = joined.deployment.save(tmp_path / "deployment.json")
     monkeypatch.setattr("ledger.chain.connect", lambda rpc=None, **kwargs: joined.w3)
     monkeypatch.delenv("FEDLEDGER_PASSWORD", raising=False)
 
@@ -158,7 +156,8 @@ def test_completed_bounty_revenue_and_remainder(cli, task_files):
     assert code == 0 and out["refunded"] == ONE_ETH // 2 and out["escrowed"] == 0
     code, out, _ = cli("sponsor", "pay-revenue", "--bounty", str(bounty_id), "--amount", "4000", "--from", w.outsider)
     assert code == 0 and out == {"bounty_id": bounty_id, "token": "ETH", "amount": 4000, "revenue_total": 4000}
-    assert w.ledger.revenue_due(bounty_id, a) == 3000
+    assert w.splitter.revenue_due(bounty_id, a) == 3000
+    assert w.balance(w.splitter.address) == 4000  # revenue never mixes with the ledger's escrow
 
 
 def test_rules_are_resolved_written_and_hashed(task_files, tmp_path, capsys):

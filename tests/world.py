@@ -14,9 +14,9 @@ from web3 import Web3
 
 from fedcore.errors import ContractRevert
 from ledger.chain import advance_time, connect, latest_timestamp, send_transaction
-from ledger.client import ETH, BountyParams, FedLedgerClient, TokenClient
+from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, TokenClient
 from ledger.compile import load_artifact
-from ledger.deployment import deploy, deploy_fedledger
+from ledger.deployment import Deployment, deploy, deploy_fedledger
 
 MIN_STAKE = 10**16
 COOLDOWN = 86_400
@@ -51,9 +51,17 @@ class World:
     outsider: str
     insts: list[str]
     tokens: dict[str, TokenClient] = field(default_factory=dict)
+    deployment: Deployment | None = None  # the ledger and its revenue splitter
 
     def as_(self, who: str) -> FedLedgerClient:
         return self.ledger.as_sender(who)
+
+    @property
+    def splitter(self) -> RevenueSplitterClient:
+        return RevenueSplitterClient.from_deployment(self.w3, self.deployment)
+
+    def revenue_as(self, who: str) -> RevenueSplitterClient:
+        return self.splitter.as_sender(who)
 
     def now(self) -> int:
         return latest_timestamp(self.w3)
@@ -130,7 +138,7 @@ def world(chain) -> World:
     gov, sponsor, aggregator, outsider = accounts[:4]
     deployment = deploy_fedledger(chain, gov, governance=gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
     ledger = FedLedgerClient.from_deployment(chain, deployment)
-    w = World(chain, ledger, gov, sponsor, aggregator, outsider, list(accounts[4:8]))
+    w = World(chain, ledger, gov, sponsor, aggregator, outsider, list(accounts[4:8]), deployment=deployment)
     w.tokens = {name: deploy_token(chain, name, gov) for name in ("TestToken", "FalseReturningToken", "FeeOnTransferToken")}
     return w
 

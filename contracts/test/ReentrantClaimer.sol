@@ -5,20 +5,25 @@ interface IFedLedgerForAttack {
     function join(string calldata name, string calldata metadataURI) external payable;
     function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external;
     function claim(uint256 bountyId) external;
+}
+
+interface IRevenueSplitterForAttack {
     function claimRevenue(uint256 bountyId, address token) external;
 }
 
 /// @notice An institution run by a contract that tries to claim again from inside the payment it receives.
 contract ReentrantClaimer {
     IFedLedgerForAttack public immutable ledger;
+    IRevenueSplitterForAttack public immutable splitter;
     uint256 public bountyId;
     bool public attackRevenue;
     uint256 public reentryAttempts;
     uint256 public reentrySucceeded;
     bool public rejectPayments;
 
-    constructor(address ledger_) {
+    constructor(address ledger_, address splitter_) {
         ledger = IFedLedgerForAttack(ledger_);
+        splitter = IRevenueSplitterForAttack(splitter_);
     }
 
     /// @notice Join the federation with the attached stake.
@@ -56,7 +61,7 @@ contract ReentrantClaimer {
         bountyId = bountyId_;
         reentryAttempts = 0;
         attackRevenue = true;
-        ledger.claimRevenue(bountyId_, address(0));
+        splitter.claimRevenue(bountyId_, address(0));
     }
 
     receive() external payable {
@@ -64,7 +69,7 @@ contract ReentrantClaimer {
         if (reentryAttempts > 0) return;
         reentryAttempts += 1;
         if (attackRevenue) {
-            try ledger.claimRevenue(bountyId, address(0)) {
+            try splitter.claimRevenue(bountyId, address(0)) {
                 reentrySucceeded += 1;
             } catch {}
         } else {

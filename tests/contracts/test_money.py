@@ -74,20 +74,24 @@ def test_revenue_is_shared_by_cumulative_positive_score(joined):
     w = joined
     a, b, c, _ = w.insts
     bounty_id = _completed_bounty(w, {a: 3, b: 1, c: -1})
-    payer = w.as_(w.outsider)
+    assert w.ledger.final_scores(bounty_id, a) == (3, 4) and w.ledger.final_scores(bounty_id, c) == (0, 4)
+    ledger_balance = w.balance(w.ledger.address)
+    payer = w.revenue_as(w.outsider)
     receipt = payer.pay_revenue(bounty_id, 1_000)
-    assert w.ledger.events(receipt, "RevenuePaid")[0]["amount"] == 1_000
-    assert w.ledger.revenue_due(bounty_id, a) == 750
-    assert w.as_(a).claim_revenue(bounty_id) == 750
+    # Revenue and escrow never share a balance: the splitter holds the revenue, the ledger's balance is untouched.
+    assert (w.balance(w.splitter.address), w.balance(w.ledger.address)) == (1_000, ledger_balance)
+    assert w.splitter.events(receipt, "RevenuePaid")[0]["amount"] == 1_000
+    assert w.splitter.revenue_due(bounty_id, a) == 750
+    assert w.revenue_as(a).claim_revenue(bounty_id) == 750
     payer.pay_revenue(bounty_id, 1_001)  # dust of this payment waits for the next one
-    assert w.as_(a).claim_revenue(bounty_id) == 750  # floor(2001 * 3/4) - 750
-    assert w.as_(b).claim_revenue(bounty_id) == 500  # floor(2001 / 4)
+    assert w.revenue_as(a).claim_revenue(bounty_id) == 750  # floor(2001 * 3/4) - 750
+    assert w.revenue_as(b).claim_revenue(bounty_id) == 500  # floor(2001 / 4)
     with reverts("NothingDue", bountyId=bounty_id, institution=c):
-        w.as_(c).claim_revenue(bounty_id)
+        w.revenue_as(c).claim_revenue(bounty_id)
     with reverts("NothingDue"):
-        w.as_(b).claim_revenue(bounty_id)
-    assert w.ledger.revenue_total(bounty_id) == 2_001
-    assert w.ledger.revenue_released(bounty_id) == 2_000  # 1 wei of dust, visible, claimable later
+        w.revenue_as(b).claim_revenue(bounty_id)
+    assert w.splitter.revenue_total(bounty_id) == 2_001
+    assert w.splitter.revenue_released(bounty_id) == 2_000  # 1 wei of dust, visible, claimable later
 
 
 def test_revenue_in_a_token(joined):
@@ -96,31 +100,37 @@ def test_revenue_in_a_token(joined):
     bounty_id = _completed_bounty(w, {a: 1, b: 1})
     token = w.tokens["TestToken"]
     token.as_sender(w.outsider).mint(w.outsider, 100)
-    token.as_sender(w.outsider).approve(w.ledger.address, 100)
-    w.as_(w.outsider).pay_revenue(bounty_id, 100, token=token.address)
-    assert w.as_(b).claim_revenue(bounty_id, token=token.address) == 50
+    token.as_sender(w.outsider).approve(w.splitter.address, 100)
+    w.revenue_as(w.outsider).pay_revenue(bounty_id, 100, token=token.address)
+    assert w.revenue_as(b).claim_revenue(bounty_id, token=token.address) == 50
     assert token.balance_of(b) == 50
+    assert token.balance_of(w.splitter.address) == 50 and token.balance_of(w.ledger.address) == 0
 
 
 def test_revenue_reverts(joined):
     w = joined
     a = w.insts[0]
+    with reverts("UnknownBounty", bountyId=99):
+        w.revenue_as(w.outsider).pay_revenue(99, 1)
     active = w.new_bounty(rounds=2)
     with reverts("BountyNotCompleted", bountyId=active):
-        w.as_(w.outsider).pay_revenue(active, 1)
+        w.ledger.final_scores(active, a)
+    with reverts("BountyNotCompleted", bountyId=active):
+        w.revenue_as(w.outsider).pay_revenue(active, 1)
     nobody = _completed_bounty(w, {a: 0})
     with reverts("NoContributors", bountyId=nobody):
-        w.as_(w.outsider).pay_revenue(nobody, 1)
-    assert w.ledger.revenue_due(nobody, a) == 0
+        w.revenue_as(w.outsider).pay_revenue(nobody, 1)
+    assert w.splitter.revenue_due(nobody, a) == 0 and w.splitter.revenue_due(active, a) == 0
     done = _completed_bounty(w, {a: 1})
     with reverts("ZeroAmount"):
-        w.as_(w.outsider).pay_revenue(done, 0)
+        w.revenue_as(w.outsider).pay_revenue(done, 0)
     with reverts("WrongValue", sent=0, expected=5):
-        w.as_(w.outsider)._send("payRevenue", done, "0x" + "00" * 20, 5, value=0)
+        w.revenue_as(w.outsider)._send("payRevenue", done, "0x" + "00" * 20, 5, value=0)
 
 
 def _attacker(w):
-    address, _ = deploy(w.w3, "ReentrantClaimer", w.ledger.address, sender=w.gov, artifact=load_artifact("ReentrantClaimer"))
+    address, _ = deploy(w.w3, "ReentrantClaimer", w.ledger.address, w.splitter.address, sender=w.gov,
+                        artifact=load_artifact("ReentrantClaimer"))
     attacker = w.w3.eth.contract(address=address, abi=load_artifact("ReentrantClaimer")["abi"])
     send(w, attacker.functions.join(), w.gov, value=MIN_STAKE)
     return attacker
@@ -142,7 +152,7 @@ def test_reentrant_claim_is_blocked_and_paid_once(joined):
     assert w.balance(w.ledger.address) == ledger_before - ONE_ETH // 2
     assert w.ledger.contribution_of(bounty_id, attacker.address)[0] == 0
 
-    w.as_(w.outsider).pay_revenue(bounty_id, 1_000)
+    w.revenue_as(w.outsider).pay_revenue(bounty_id, 1_000)
     send(w, attacker.functions.attackClaimRevenue(bounty_id), w.gov)
     assert attacker.functions.reentrySucceeded().call() == 0
     assert w.balance(attacker.address) == ONE_ETH // 2 + 500

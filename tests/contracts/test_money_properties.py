@@ -22,8 +22,9 @@ After every step, for every bounty, read from the chain:
   every credit, the dust included, to the wei); any other completed bounty holds exactly its refundable
   remainder; a cancelled one holds nothing;
 * revenue: claimed <= paid per (bounty, token), and each institution's claims <= its pro-rata share;
-* the contract's ETH balance == what the ETH bounties hold (funded - refunded - claimed) + stakes + slashed
-  funds + ETH revenue not yet claimed, exactly; likewise its token balance.
+* the ledger's ETH balance == what the ETH bounties hold (funded - refunded - claimed) + stakes + slashed
+  funds, exactly, and the revenue splitter's == ETH revenue not yet claimed, exactly (revenue and escrow never
+  share a balance); likewise their token balances.
 
 Run time: about a minute for 25 examples of up to 30 steps on the 2-core machine (``TestMoneyProperties``).
 """
@@ -38,7 +39,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from fedcore.errors import ContractRevert
 from ledger.chain import advance_time, connect, latest_timestamp
-from ledger.client import ETH, BountyParams, BountyStatus, FedLedgerClient
+from ledger.client import ETH, BountyParams, BountyStatus, FedLedgerClient, RevenueSplitterClient
 from ledger.deployment import deploy_fedledger
 from tests.world import COOLDOWN, MIN_STAKE, deploy_token, h
 
@@ -160,6 +161,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.others = [accounts[8], accounts[9]]  # funders, revenue payers, callers with no business
         deployment = deploy_fedledger(self.w3, self.gov, governance=self.gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
         self.ledger = FedLedgerClient.from_deployment(self.w3, deployment)
+        self.splitter = RevenueSplitterClient.from_deployment(self.w3, deployment)
         self.token = deploy_token(self.w3, "TestToken", self.gov)
         self.tokens = (ETH, self.token.address)
         self.token_ready: set[str] = set()
@@ -172,6 +174,9 @@ class MoneyMachine(RuleBasedStateMachine):
     # -- helpers ---------------------------------------------------------------------------------------
     def _as(self, who: str) -> FedLedgerClient:
         return self.ledger.as_sender(who)
+
+    def _revenue_as(self, who: str) -> RevenueSplitterClient:
+        return self.splitter.as_sender(who)
 
     def _next(self) -> int:
         self.serial += 1
@@ -258,6 +263,7 @@ class MoneyMachine(RuleBasedStateMachine):
         if who not in self.token_ready:
             self.token.as_sender(who).mint(who, 10**30)
             self.token.as_sender(who).approve(self.ledger.address, MAX_UINT)
+            self.token.as_sender(who).approve(self.splitter.address, MAX_UINT)
             self.token_ready.add(who)
 
     def _succeed(self, label: str, fn):
@@ -271,13 +277,13 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _snapshot(self, b: BountyModel | None, who: str | None) -> tuple:
         """What a refused transaction on bounty ``b`` by ``who`` would change if it went through, read from the
-        chain: the block number and the contract's ETH and token balances; the bounty's record (its books, status
+        chain: the block number and both contracts' ETH and token balances; the bounty's record (its books, status
         and rounds) and the caller's contribution to it; or the institution's record; or, for neither, the slashed
         funds. (The invariants read everything else after the step.)"""
         L = self.ledger
-        snap = [self.w3.eth.block_number, self.w3.eth.get_balance(L.address)]
+        snap = [self.w3.eth.block_number, self.w3.eth.get_balance(L.address), self.w3.eth.get_balance(self.splitter.address)]
         if self.token_ready:
-            snap.append(self.token.balance_of(L.address))
+            snap += [self.token.balance_of(L.address), self.token.balance_of(self.splitter.address)]
         if b is not None:
             snap.append(L.bounty(b.id))
             if who is not None:
@@ -634,16 +640,16 @@ class MoneyMachine(RuleBasedStateMachine):
     def _pay_revenue(self, b: BountyModel, payer: str, token: str, amount: int) -> None:
         if token != ETH:
             self._ensure_tokens(payer)
-        fn = lambda: self._as(payer).pay_revenue(b.id, amount, token)  # noqa: E731
+        fn = lambda: self._revenue_as(payer).pay_revenue(b.id, amount, token)  # noqa: E731
         if b.status != COMPLETED:
             return self._must_revert("pay_revenue", "BountyNotCompleted", fn, b=b)
         if b.total_positive == 0:
             return self._must_revert("pay_revenue", "NoContributors", fn, b=b)
         if amount == 0:
             return self._must_revert("pay_revenue", "ZeroAmount", fn, b=b)
-        before = self._balance(self.ledger.address, token)
+        before = self._balance(self.splitter.address, token)
         self._succeed("pay_revenue", fn)
-        assert self._balance(self.ledger.address, token) - before == amount
+        assert self._balance(self.splitter.address, token) - before == amount
         b.rev_paid[token] = b.rev_paid.get(token, 0) + amount
 
     # -- rounds ----------------------------------------------------------------------------------------
@@ -820,7 +826,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _claim_revenue(self, b: BountyModel, token: str, who: str) -> None:
         owed = b.revenue_due(token, who)
-        fn = lambda: self._paying(who, token, lambda: self._as(who).claim_revenue(b.id, token))  # noqa: E731
+        fn = lambda: self._paying(who, token, lambda: self._revenue_as(who).claim_revenue(b.id, token))  # noqa: E731
         if owed == 0:
             return self._must_revert("claim_revenue", "NothingDue", fn, b=b, who=who)
         amount, gained = self._succeed("claim_revenue", fn)
@@ -835,11 +841,13 @@ class MoneyMachine(RuleBasedStateMachine):
         block = self.w3.eth.block_number
         if self._cache is not None and self._cache[0] == block:
             return self._cache[1]
-        L = self.ledger
+        L, S = self.ledger, self.splitter
         state = {
             "eth": self.w3.eth.get_balance(L.address),
-            # Nothing can move the token into or out of the ledger before some account holds it.
+            "splitter eth": self.w3.eth.get_balance(S.address),
+            # Nothing can move the token into or out of either contract before some account holds it.
             "tok": self.token.balance_of(L.address) if self.token_ready else 0,
+            "splitter tok": self.token.balance_of(S.address) if self.token_ready else 0,
             "slashed": L.slashed_balance(),
             "bounties": {},
         }
@@ -849,7 +857,7 @@ class MoneyMachine(RuleBasedStateMachine):
             contrib = {a: L.contribution_of(bid, a) for a in sorted(b.committers)}
             revenue = {}
             if b.rev_paid:  # from the first payment on (payRevenue is the only way in)
-                revenue = {t: (L.revenue_total(bid, t), L.revenue_released(bid, t)) for t in self.tokens}
+                revenue = {t: (S.revenue_total(bid, t), S.revenue_released(bid, t)) for t in self.tokens}
             state["bounties"][bid] = (onchain, L.escrow_of(bid), contrib, revenue)
         self._cache = (block, state)
         return state
@@ -917,14 +925,16 @@ class MoneyMachine(RuleBasedStateMachine):
         # Stakes only change by join, withdrawStake and slash, whose rules compare each record with the chain.
         stakes = sum(m.stake for m in self.inst.values())
         assert state["slashed"] == self.slashed, f"slashed balance {state['slashed']}, {self.slashed} expected"
-        held = {ETH: 0, self.token.address: 0}
+        escrow, revenue_held = {ETH: 0, self.token.address: 0}, {ETH: 0, self.token.address: 0}
         for bid, b in self.bounties.items():
             onchain, _, _, revenue = state["bounties"][bid]
-            held[b.token] += onchain.funded - onchain.refunded - sum(b.claimed.values())
+            escrow[b.token] += onchain.funded - onchain.refunded - sum(b.claimed.values())
             for t, (total, released) in revenue.items():
-                held[t] += total - released
-        assert state["eth"] == held[ETH] + stakes + state["slashed"], "the contract's ETH balance leaks"
-        assert state["tok"] == held[self.token.address], "the contract's token balance leaks"
+                revenue_held[t] += total - released
+        assert state["eth"] == escrow[ETH] + stakes + state["slashed"], "the ledger's ETH balance leaks"
+        assert state["tok"] == escrow[self.token.address], "the ledger's token balance leaks"
+        assert state["splitter eth"] == revenue_held[ETH], "the revenue splitter's ETH balance leaks"
+        assert state["splitter tok"] == revenue_held[self.token.address], "the revenue splitter's token balance leaks"
 
 
 class TestMoneyProperties(MoneyMachine.TestCase):

@@ -16,8 +16,7 @@ from tests.world import ONE_ETH, h
 
 
 def _deployment(world) -> Deployment:
-    return Deployment(chain_id=world.w3.eth.chain_id, rpc_url=None,
-                      contracts={"FedLedger": {"address": world.ledger.address, "block": 0}})
+    return world.deployment
 
 
 def _story(w) -> int:
@@ -57,6 +56,20 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
     # Re-syncing adds nothing: the index is keyed by each log's position.
     assert sync_index(w.w3, _deployment(w), db) == 0
     assert trace(db, bounty_id)["timeline"] == report["timeline"]
+
+
+def test_trace_books_revenue_from_the_splitter(joined, tmp_path):
+    w = joined
+    bounty_id = _story(w)  # complete: institution 0 holds 4/5 of the positive score, institution 1 1/5
+    w.revenue_as(w.outsider).pay_revenue(bounty_id, 1_000)
+    assert w.revenue_as(w.insts[1]).claim_revenue(bounty_id) == 200
+    db = tmp_path / "index.sqlite"
+    sync_index(w.w3, _deployment(w), db)
+    report = trace(db, bounty_id, w.ledger)
+    assert [item["event"] for item in report["timeline"]][-2:] == ["RevenuePaid", "RevenueClaimed"]
+    assert (report["books"]["revenue_paid"], report["books"]["revenue_claimed"]) == (1_000, 200)
+    assert report["institutions"][w.insts[1]]["revenue_claimed"] == 200
+    assert report["books"]["matches_contract"]
 
 
 def test_unknown_bounty_is_a_clear_error(joined, tmp_path):

@@ -6,7 +6,10 @@ import pytest
 
 from fedcore.errors import ChainError, ConfigError
 from ledger.compile import ARTIFACTS_DIR
-from ledger.deployment import Deployment, default_path, deploy, deploy_fedledger
+from ledger.client import FedLedgerClient, RevenueSplitterClient
+from ledger.deployment import (
+    CONTRACTS, MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment, default_path, deploy, deploy_fedledger,
+)
 
 
 def test_deploy_records_address_and_block(backend, sol_artifacts, tmp_path):
@@ -88,3 +91,13 @@ def test_deploy_the_real_fedledger(embedded_w3, tmp_path):
     path = deployment.save(tmp_path / "deployment.json")
     loaded = Deployment.load(path, embedded_w3)
     assert len(embedded_w3.eth.get_code(loaded.address())) > 0
+
+
+def test_deploy_fedledger_deploys_the_revenue_splitter_beside_the_ledger(embedded_w3):
+    sender = embedded_w3.eth.accounts[0]
+    deployment = deploy_fedledger(embedded_w3, sender, min_stake=10**16)
+    assert sorted(deployment.contracts) == sorted(CONTRACTS)
+    ledger = FedLedgerClient.from_deployment(embedded_w3, deployment)
+    splitter = RevenueSplitterClient.from_deployment(embedded_w3, deployment)
+    assert splitter.address != ledger.address and splitter.ledger_address() == ledger.address
+    assert deployment.block(SPLITTER_CONTRACT) > deployment.block(MAIN_CONTRACT)
