@@ -58,7 +58,7 @@ HEART_COLUMNS = (
     "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
 )  # fmt: skip
 HEART_SCHEMA = CsvSchema(
-    label="num",
+    label=HEART_LABEL,
     columns=HEART_COLUMNS,
     drop=("slope", "ca", "thal"),  # FLamby drops these columns: mostly missing outside Cleveland
     categorical={"cp": (1.0, 2.0, 3.0, 4.0), "restecg": (0.0, 1.0, 2.0)},
