@@ -11,6 +11,7 @@ import pytest
 from fedcore.output import emit
 from fedledger.cli import main
 from ledger.cli import parse_wei
+from ledger.compile import load_artifact
 from ledger.ganache import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,7 @@ def test_deploy_command_against_ganache(ganache, tmp_path, sol_artifacts_cli):
     artifacts.mkdir()
     fake = dict(sol_artifacts_cli["FakeFedLedger"], contractName="FedLedger")
     (artifacts / "FedLedger.json").write_text(json.dumps(fake))
+    (artifacts / "RevenueSplitter.json").write_text(json.dumps(load_artifact("RevenueSplitter")))  # deployed beside it
     path = tmp_path / "deployment.json"
     result = run("deploy", "--rpc", ganache.url, "--deployment", str(path), "--min-stake", "0.25ether",
                  "--cooldown", "60", "--format", "json", FEDLEDGER_ARTIFACTS=str(artifacts))
@@ -112,6 +114,7 @@ def test_deploy_command_against_ganache(ganache, tmp_path, sol_artifacts_cli):
     saved = json.loads(path.read_text())
     assert saved["chain_id"] == 1337 and saved["rpc_url"] == ganache.url
     assert json.loads(result.stdout)["FedLedger.address"] == saved["contracts"]["FedLedger"]["address"]
+    assert json.loads(result.stdout)["RevenueSplitter.address"] == saved["contracts"]["RevenueSplitter"]["address"]
 
     from ledger.chain import connect
 
