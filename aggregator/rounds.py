@@ -127,7 +127,7 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     if score and updates:
         scores = score_round(
             global_weights=global_weights,
-            updates={u.institution: (u.arrays, u.num_samples) for u in updates},
+            updates=updates,
             strategy_name=rules.strategy, strategy_params=rules.strategy_params, strategy_state=state_before or None,
             spec=spec, X_val=inputs.X_val, y_val=inputs.y_val, estimator=rules.estimator,
             estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),

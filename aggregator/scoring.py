@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -192,25 +192,25 @@ def _check_weights(global_weights: Any) -> Arrays:
     return out
 
 
-def _check_updates(
-    updates: Any, global_weights: Mapping[str, np.ndarray]
-) -> tuple[list[str], list[tuple[Arrays, int]]]:
-    """Sorted ids and, in that order, each (update, sample count); raises on anything malformed."""
-    if not isinstance(updates, Mapping):
-        raise AggregatorError(f"updates must map institution id -> (update, sample count), got {type(updates).__name__}")
+def _check_updates(updates: Any, global_weights: Mapping[str, np.ndarray]) -> list[Update]:
+    """The updates sorted by institution, each checked and with its arrays in the model's tensor order; raises on
+    anything malformed."""
+    if isinstance(updates, Mapping | str | bytes) or not isinstance(updates, Sequence | tuple):
+        raise AggregatorError(f"updates must be a sequence of Update, got {type(updates).__name__}")
     if not updates:
         raise AggregatorError("no updates to score")
-    for key in updates:
-        if not isinstance(key, str) or not key:
-            raise AggregatorError(f"institution ids must be non-empty strings, got {key!r}")
-    ids = sorted(updates)
-    players: list[tuple[Arrays, int]] = []
+    for update in updates:
+        if not isinstance(update, Update):
+            raise AggregatorError(f"updates must be Update objects, got {type(update).__name__}")
+        if not isinstance(update.institution, str) or not update.institution:
+            raise AggregatorError(f"institution ids must be non-empty strings, got {update.institution!r}")
+    ids = [u.institution for u in updates]
+    if len(set(ids)) != len(ids):
+        raise AggregatorError(f"an institution has two updates in one round: {sorted(i for i in ids if ids.count(i) > 1)}")
+    checked_updates: list[Update] = []
     names = set(global_weights)
-    for cid in ids:
-        entry = updates[cid]
-        if not isinstance(entry, tuple | list) or len(entry) != 2:
-            raise AggregatorError(f"update of {cid}: expected (arrays, sample count), got {type(entry).__name__}")
-        arrays, count = entry
+    for update in sorted(updates, key=lambda u: u.institution):
+        cid, arrays, count = update.institution, update.arrays, update.num_samples
         if isinstance(count, bool) or not isinstance(count, int | np.integer) or count <= 0:
             raise AggregatorError(f"update of {cid}: sample count must be a positive integer, got {count!r}")
         if not isinstance(arrays, Mapping) or set(arrays) != names:
@@ -226,8 +226,8 @@ def _check_updates(
             if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
                 raise AggregatorError(f"update of {cid}: tensor {name!r} is not finite numeric")
             checked[name] = array
-        players.append((checked, int(count)))
-    return ids, players
+        checked_updates.append(Update(cid, checked, int(count), update.metrics))
+    return checked_updates
 
 
 def _check_validation(X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +292,7 @@ class CoalitionUtility:
         self,
         *,
         global_weights: Mapping[str, np.ndarray],
-        ids: list[str],
-        players: list[tuple[Arrays, int]],
+        updates: list[Update],
         strategy_name: str,
         strategy_params: Mapping[str, Any] | None,
         strategy_state: Mapping[str, Any] | None,
@@ -303,13 +302,13 @@ class CoalitionUtility:
         metric: str,
         server_round: int = 0,
     ):
-        self.ids = tuple(ids)
-        self.n = len(ids)
+        self.ids = tuple(u.institution for u in updates)
+        self.n = len(updates)
         self.metric = metric
         self.spec = spec
         self.server_round = int(server_round)
         self._global = {k: np.asarray(v, dtype=np.float32).copy() for k, v in global_weights.items()}
-        self.results = tuple(Update(cid, arrays, count) for cid, (arrays, count) in zip(ids, players))
+        self.results = tuple(updates)
         self._strategy = _make_round_strategy(strategy_name, strategy_params)
         self._state = _copy_state(strategy_state)  # private: the caller's arrays are never touched
         self._X, self._y = X_val, y_val
@@ -343,7 +342,7 @@ class CoalitionUtility:
 def coalition_utility(
     *,
     global_weights: Mapping[str, np.ndarray],
-    updates: Mapping[str, tuple[Mapping[str, np.ndarray], int]],
+    updates: Sequence[Update],
     strategy_name: str,
     strategy_params: Mapping[str, Any] | None,
     strategy_state: Mapping[str, Any] | None,
@@ -359,9 +358,9 @@ def coalition_utility(
     ----------
     global_weights : Mapping[str, np.ndarray]
         The round's global model (what the institutions trained from).
-    updates : Mapping[str, (Mapping[str, np.ndarray], int)]
-        Institution id -> (delta ``w_local - w_global`` with the global weights' names and shapes,
-        sample count > 0).
+    updates : sequence of Update
+        One per institution: the delta ``w_local - w_global`` with the global weights' names and shapes, and a
+        sample count > 0. Their order does not matter.
     strategy_name, strategy_params : str, Mapping or None
         The bounty's strategy, as :func:`aggregator.strategies.make_strategy` takes them.
     strategy_state : Mapping or None
@@ -389,14 +388,13 @@ def coalition_utility(
         On malformed updates, weights or validation data, or an unknown strategy or metric.
     """
     weights = _check_weights(global_weights)
-    ids, players = _check_updates(updates, weights)
+    checked = _check_updates(updates, weights)
     X, y = _check_validation(X_val, y_val)
     if not isinstance(spec, TaskSpec):
         raise AggregatorError(f"spec must be a TaskSpec, got {type(spec).__name__}")
     return CoalitionUtility(
         global_weights=weights,
-        ids=ids,
-        players=players,
+        updates=checked,
         strategy_name=strategy_name,
         strategy_params=strategy_params,
         strategy_state=strategy_state,
@@ -462,7 +460,7 @@ def _resolve_share(params: Mapping[str, Any], n: int) -> dict[str, Any]:
 def score_round(
     *,
     global_weights: Mapping[str, np.ndarray],
-    updates: Mapping[str, tuple[Mapping[str, np.ndarray], int]],
+    updates: Sequence[Update],
     strategy_name: str,
     strategy_params: Mapping[str, Any] | None,
     strategy_state: Mapping[str, Any] | None,

@@ -123,7 +123,7 @@ def federation(n: int, seed: int) -> dict[str, Any]:
     sizes = np.array([len(p) for p in parts], dtype=float)
     return {
         "rounds": [
-            {"global_weights": r.global_weights, "updates": {u.institution: (u.arrays, u.num_samples) for u in r.updates}}
+            {"global_weights": r.global_weights, "updates": list(r.updates)}
             for r in result.rounds
         ],
         "sizes": sizes,

@@ -44,7 +44,7 @@ def test_scores_are_the_scorers_with_exactly_the_rules(round_inputs):
     outcome = compute_round(round_inputs, rules, SPEC)
     direct = score_round(
         global_weights=round_inputs.global_weights,
-        updates={u.institution: (u.arrays, u.num_samples) for u in round_inputs.updates}, strategy_name="fedavg",
+        updates=round_inputs.updates, strategy_name="fedavg",
         strategy_params=None, strategy_state=None, spec=SPEC, X_val=round_inputs.X_val, y_val=round_inputs.y_val,
         estimator="tmc", seed=rules.round_seed(2), server_round=2,
     )

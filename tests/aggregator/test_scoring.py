@@ -103,7 +103,7 @@ def simulate(institutions, spec, *, seed, rounds=3, strategy="fedavg", transform
 
 
 def updates_of(record):
-    return {u.institution: (u.arrays, u.num_samples) for u in record.updates}
+    return list(record.updates)
 
 
 def score(record, spec, data, *, seed=0, estimator=DEFAULT_ESTIMATOR, estimator_params=None, strategy="fedavg",
@@ -276,8 +276,8 @@ def test_same_inputs_same_scores_bit_for_bit(data):
     again = score(record, spec, data, seed=11)
     assert first.reproducible_fields() == again.reproducible_fields()
     assert list(first.values) == sorted(first.values)
-    # the caller's dict order does not matter
-    reversed_updates = dict(reversed(list(updates_of(record).items())))
+    # the caller's order does not matter
+    reversed_updates = list(reversed(updates_of(record)))
     shuffled = score_round(
         global_weights=dict(reversed(list(record.global_weights.items()))),
         updates=reversed_updates,
@@ -359,7 +359,7 @@ def test_robust_strategy_coalitions_use_the_rule_on_the_coalition_only(data):
     )
     # a single-member coalition's median is that member's own update
     alone = utility.weights(frozenset({3}))
-    update = updates_of(record)["inst3"][0]
+    update = next(u.arrays for u in updates_of(record) if u.institution == "inst3")
     for name, array in alone.items():
         np.testing.assert_allclose(array, record.global_weights[name] + update[name], rtol=0, atol=1e-6)
 
@@ -453,18 +453,24 @@ def test_bad_input_is_refused_with_a_clear_error(data):
         arguments.update(changes)
         return score_round(**arguments)
 
-    update, count = good["inst1"]
+    others = [u for u in good if u.institution != "inst1"]
+    update, count = next(u for u in good if u.institution == "inst1").arrays, 10
+
+    def inst1(arrays, samples):
+        return {"updates": [*others, Update("inst1", arrays, samples)]}
+
     nan = {k: np.full_like(v, np.nan) for k, v in update.items()}
     wrong_shape = {k: np.zeros((7,), np.float32) for k in update}
     cases = [
-        ({"updates": {}}, "no updates"),
-        ({"updates": {**good, "inst1": (nan, count)}}, "inst1.*not finite"),
-        ({"updates": {**good, "inst1": (wrong_shape, count)}}, "inst1.*shape"),
-        ({"updates": {**good, "inst1": (update, 0)}}, "inst1.*sample count"),
-        ({"updates": {**good, "inst1": (update, True)}}, "inst1.*sample count"),
-        ({"updates": {**good, "inst1": ({"other": np.zeros(1)}, count)}}, "inst1.*tensors"),
-        ({"updates": {**good, 7: (update, count)}}, "ids must be"),
-        ({"updates": {**good, "inst1": update}}, "inst1.*expected"),
+        ({"updates": []}, "no updates"),
+        (inst1(nan, count), "inst1.*not finite"),
+        (inst1(wrong_shape, count), "inst1.*shape"),
+        (inst1(update, 0), "inst1.*sample count"),
+        (inst1(update, True), "inst1.*sample count"),
+        (inst1({"other": np.zeros(1)}, count), "inst1.*tensors"),
+        ({"updates": [*good, Update(7, update, count)]}, "ids must be"),
+        ({"updates": [*good, Update("inst1", update, count)]}, "two updates"),
+        ({"updates": {u.institution: (u.arrays, u.num_samples) for u in good}}, "sequence of Update"),
         ({"strategy_name": "fedsgd"}, "strategy"),
         ({"strategy_params": {"server_lr": -1}}, "strategy"),
         ({"estimator": "banzhaf"}, "unknown contribution estimator"),
@@ -475,7 +481,7 @@ def test_bad_input_is_refused_with_a_clear_error(data):
         ({"y_val": data.y_test[:-1]}, "rows"),
         ({"y_val": data.y_test * 2}, "0/1"),
         ({"X_val": np.full_like(data.X_test, np.inf)}, "NaN or Inf"),
-        ({"estimator": "exact", "updates": {f"i{k:02d}": (update, count) for k in range(15)}}, "exact Shapley needs"),
+        ({"estimator": "exact", "updates": [Update(f"i{k:02d}", update, count) for k in range(15)]}, "exact Shapley needs"),
     ]
     for changes, message in cases:
         with pytest.raises(AggregatorError, match=message):
@@ -483,10 +489,9 @@ def test_bad_input_is_refused_with_a_clear_error(data):
     assert issubclass(AggregatorError, FedLedgerError)
 
 
-def test_a_round_of_40_institutions_is_scored_quickly(data):
-    """The issue's target (a round of 100 institutions of a tabular model in at most 30 s) is measured
-    by the benchmark (make bench-shapley); here a generous bound at n = 40 guards against a regression
-    by an order of magnitude without slowing the suite."""
+def test_a_round_of_40_institutions_is_scored(data):
+    """The issue's speed target (a round of 100 institutions of a tabular model in at most 30 s) is measured by the
+    benchmark (make bench-shapley), never by a timed test; here a round of 40 is scored completely and efficiently."""
     spec = make_spec(data, local_steps=5)
     parts = iid_partition(data.n_train, 40, seed=0)
     institutions = [Institution(f"inst{k:03d}", X, y) for k, (X, y) in enumerate(split_by_partition(data.X_train, data.y_train, parts))]
@@ -494,5 +499,4 @@ def test_a_round_of_40_institutions_is_scored_quickly(data):
     result = score(record, spec, data)
     assert len(result.values) == 40
     assert math.fsum(result.values.values()) == pytest.approx(result.total, rel=1e-12)
-    assert result.seconds < 20, result.seconds
     assert scoring.CHAIN_SCORE_CAP == 10**36 and all(abs(v) <= 10**36 for v in result.fixed_point.values())
