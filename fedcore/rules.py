@@ -14,14 +14,13 @@ which is all a node needs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fedcore import jsondoc
 from fedcore.errors import ConfigError
 from fedcore.seeds import scoring_seed
 
@@ -82,7 +81,7 @@ class RoundRules:
             raise ConfigError("rules.estimator_params must not hold a seed: the rules' seed is the only one")
         if self.utility_metric not in UTILITY_METRICS:
             raise ConfigError(f"rules.utility_metric must be one of {UTILITY_METRICS}, got {self.utility_metric!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not jsondoc.is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"rules.seed must be a non-negative integer, got {self.seed!r}")
         if self.fixed_point_scale != FIXED_POINT_SCALE:
             raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
@@ -104,48 +103,36 @@ class RoundRules:
         return scoring_seed(self.seed, round_)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _thaw(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: jsondoc.thaw(getattr(self, f.name)) for f in fields(self)}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no whitespace, no NaN): what :func:`rules_hash` hashes."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return jsondoc.canonical(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any) -> RoundRules:
         if not isinstance(data, Mapping):
             raise ConfigError("round rules must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - known), sorted(known - set(data))
-        if unknown:
-            raise ConfigError(f"rules: unknown field(s) {', '.join(unknown)}")
-        if missing:  # resolved rules spell out every field: nothing is left to a default of this build
-            raise ConfigError(f"rules: missing field(s) {', '.join(missing)}")
+        # resolved rules spell out every field: nothing is left to a default of this build
+        jsondoc.check_keys("rules", data, cls, all_required=True)
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RoundRules:
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ConfigError(f"round rules are not valid JSON: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(jsondoc.parse(text, "round rules"))
 
     def save(self, path: str | Path) -> None:
         """Write pretty-printed JSON (the hash does not depend on the layout)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        jsondoc.write_pretty(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> RoundRules:
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except OSError as error:
-            raise ConfigError(f"cannot read round rules {path}: {error.strerror}") from None
-        return cls.from_json(text)
+        return cls.from_dict(jsondoc.read(path, "round rules"))
 
 
 def rules_hash(rules: RoundRules) -> bytes:
     """sha256 of the canonical JSON, 32 bytes: the ``rulesHash`` a bounty fixes on chain."""
-    return hashlib.sha256(rules.to_json().encode("utf-8")).digest()
+    return jsondoc.digest(rules.to_dict())
 
 
 def rules_hash_hex(rules: RoundRules) -> str:
@@ -163,19 +150,3 @@ def _plain(value: Any, where: str) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
         return value
     raise ConfigError(f"{where} is not plain JSON: {value!r}")
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -7,14 +7,14 @@ keys, no whitespace), so the same task gives the same 32 bytes on every machine.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fedcore import jsondoc
 from fedcore.errors import ConfigError
 
 METRICS = ("accuracy", "auc", "neg_loss")
@@ -65,11 +65,11 @@ class TrainingSettings:
             raise ConfigError("training: set exactly one of local_steps and local_epochs")
         for name in ("local_steps", "local_epochs"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not jsondoc.is_int(value) or value < 1):
                 raise ConfigError(f"training.{name} must be a positive integer, got {value!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not jsondoc.is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError(f"training.batch_size must be a positive integer, got {self.batch_size!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not jsondoc.is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"training.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -158,7 +158,7 @@ class TaskSpec:
         """Plain JSON-ready dict (lists, not tuples)."""
         data = asdict(self)
         data["feature_columns"] = list(self.feature_columns)
-        data["model_params"] = _thaw(self.model_params)
+        data["model_params"] = jsondoc.thaw(self.model_params)
         return data
 
     @classmethod
@@ -166,11 +166,11 @@ class TaskSpec:
         """Build from a parsed JSON object; missing or unknown fields raise ConfigError."""
         if not isinstance(data, Mapping):
             raise ConfigError("task spec must be a JSON object")
-        _check_keys("task", data, cls)
+        jsondoc.check_keys("task", data, cls)
         training_data = data.get("training", {})
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
-        _check_keys("training", training_data, TrainingSettings)
+        jsondoc.check_keys("training", training_data, TrainingSettings)
         try:
             training = TrainingSettings(**training_data)
             values = {k: v for k, v in data.items() if k != "training"}
@@ -184,33 +184,25 @@ class TaskSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TaskSpec:
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ConfigError(f"task spec is not valid JSON: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(jsondoc.parse(text, "task spec"))
 
     def save(self, path: str | Path) -> None:
         """Write the pretty-printed JSON (the hash does not depend on the layout)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        jsondoc.write_pretty(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> TaskSpec:
-        try:
-            text = Path(path).read_text()
-        except OSError as error:
-            raise ConfigError(f"cannot read task spec {path}: {error.strerror}") from None
-        return cls.from_json(text)
+        return cls.from_dict(jsondoc.read(path, "task spec"))
 
 
 def canonical_json(spec: TaskSpec) -> str:
     """Sorted keys, no whitespace, no NaN: equal specs give equal strings."""
-    return json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return jsondoc.canonical(spec.to_dict())
 
 
 def task_hash(spec: TaskSpec) -> bytes:
     """sha256 of the canonical JSON, 32 bytes (the task id that goes on chain)."""
-    return hashlib.sha256(canonical_json(spec).encode("utf-8")).digest()
+    return jsondoc.digest(spec.to_dict())
 
 
 def task_hash_hex(spec: TaskSpec) -> str:
@@ -218,30 +210,11 @@ def task_hash_hex(spec: TaskSpec) -> str:
     return "0x" + task_hash(spec).hex()
 
 
-def _check_keys(where: str, data: Mapping[str, Any], cls: type) -> None:
-    known = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-    missing = sorted(required - set(data))
-    if missing:
-        raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}")
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
-
-
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
         return _FrozenDict({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
     return value
 
 
@@ -254,15 +227,7 @@ class _FrozenDict(dict):
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
 
     def __hash__(self) -> int:  # type: ignore[override]
-        return hash(json.dumps(_thaw(self), sort_keys=True))
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        return hash(json.dumps(jsondoc.thaw(self), sort_keys=True))
 
 
 def _is_number(value: Any) -> bool:
