@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount

@@ -478,11 +478,10 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
     cannot be replayed, later rounds of a stateful strategy are not recomputed."""
     from aggregator.rounds import RoundInputs, compute_round
-    from fedcore.codec import decode, describe
-    from fedcore.types import Update
-
     from aggregator.rules import strategy_from_rules
     from aggregator.strategies import Strategy
+    from fedcore.codec import decode, describe
+    from fedcore.types import Update
 
     stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict
     checks: list[Check] = []

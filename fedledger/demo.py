@@ -285,8 +285,8 @@ class Participant:
 
 
 def _load_participants(data: DemoData, accounts: dict[str, Any], roles: dict[str, str]) -> list[Participant]:
-    from fedledger.simulation import Institution
     from fedcore.tables import read_task_table
+    from fedledger.simulation import Institution
     from node.site import load_site
 
     participants = []

@@ -6,9 +6,10 @@ the event it emitted); every revert surfaces as ``ContractRevert`` with the cust
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping
+from typing import Any
 
 from web3 import Web3
 from web3.contract import Contract
@@ -140,11 +141,11 @@ class FedLedgerClient:
             raise ChainError(f"no contract at {self.address} on this chain: is the deployment file for another chain?")
 
     @classmethod
-    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None) -> "FedLedgerClient":
+    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None) -> FedLedgerClient:
         deployment.check_chain(w3)
         return cls(w3, deployment.address(MAIN_CONTRACT), sender=sender)
 
-    def as_sender(self, sender: Sender) -> "FedLedgerClient":
+    def as_sender(self, sender: Sender) -> FedLedgerClient:
         """The same contract, with transactions signed by ``sender``."""
         other = object.__new__(FedLedgerClient)
         other.__dict__.update(self.__dict__)
@@ -318,7 +319,7 @@ class TokenClient:
         self.sender = sender
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact(artifact)["abi"])
 
-    def as_sender(self, sender: Sender) -> "TokenClient":
+    def as_sender(self, sender: Sender) -> TokenClient:
         other = object.__new__(TokenClient)
         other.__dict__.update(self.__dict__)
         other.sender = sender

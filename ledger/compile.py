@@ -20,9 +20,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 from fedcore.errors import ConfigError
 
@@ -80,7 +80,7 @@ def _resolve_sources(entry_units: list[str], search: list[Path]) -> dict[str, di
     return dict(sorted(sources.items()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _native_solc() -> str | None:
     """Path of a native ``solc`` of the pinned version, or None (a different version would change the bytecode)."""
     exe = shutil.which("solc")
@@ -125,7 +125,7 @@ def _run_solcjs(standard_input: dict, node_modules: Path) -> tuple[dict, str]:
         raise ConfigError(f"solc-js printed invalid JSON: {exc}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _solcjs_version(node: str, solcjs: str) -> str:
     return subprocess.run([node, solcjs, "--version"], capture_output=True, text=True, check=True).stdout.strip()
 

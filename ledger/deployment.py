@@ -88,7 +88,7 @@ class Deployment:
         return write_atomic(Path(path) if path else default_path(), self.to_json().encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, w3: Web3 | None = None) -> "Deployment":
+    def load(cls, path: str | os.PathLike | None = None, w3: Web3 | None = None) -> Deployment:
         """Read a deployment file, and check it against ``w3``'s chain id when given.
 
         Raises

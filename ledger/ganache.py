@@ -93,7 +93,7 @@ class Ganache:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Ganache":
+    def __enter__(self) -> Ganache:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -200,7 +200,7 @@ def run_foreground(port: int = 8545, *, accounts: int = DEFAULT_ACCOUNTS, db_pat
     with start_ganache(port, accounts=accounts, db_path=db_path) as ganache:
         out(f"Ganache listening on {ganache.url} (chain id {ganache.chain_id}, Shanghai)")
         out(f"Mnemonic: {MNEMONIC}")
-        out("Accounts (address  private key), each with {:,} ETH:".format(DEFAULT_BALANCE_ETH))
+        out(f"Accounts (address  private key), each with {DEFAULT_BALANCE_ETH:,} ETH:")
         for i, acct in enumerate(ganache.accounts):
             out(f"  ({i}) {acct.address}  0x{bytes(acct.key).hex()}")
         out("Press Ctrl-C to stop.")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError

@@ -207,8 +207,8 @@ def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedcore.errors import NodeError
-    from fedcore.output import emit
     from fedcore.keystore import create_keystore, read_password, resolve_keystore_path
+    from fedcore.output import emit
 
     path = resolve_keystore_path(args.keystore)
     if path.exists() and not args.force:
@@ -301,8 +301,8 @@ def _status(args: argparse.Namespace) -> int:
     from eth_utils import to_checksum_address
 
     from fedcore.errors import NodeError
-    from fedcore.output import emit
     from fedcore.keystore import keystore_address, resolve_keystore_path
+    from fedcore.output import emit
 
     if args.address:
         try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -99,7 +100,7 @@ class AggregatorClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "AggregatorClient":
+    def __enter__(self) -> AggregatorClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -43,14 +43,14 @@ from web3 import Web3
 
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
 from fedcore.errors import ContractRevert, DataError, NodeError
+from fedcore.keystore import write_private_file
 from fedcore.models import build_model, weight_spec
 from fedcore.protocol import RejectionCode, RoundInfo, RoundStatus
-from fedcore.signing import sign_upload
 from fedcore.seeds import training_seed
+from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
 from ledger.client import BountyStatus, FedLedgerClient
-from fedcore.keystore import write_private_file
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.training import train_local
 
@@ -326,7 +326,7 @@ class NodeRunner:
         else:
             log.info("%s", line)
 
-    def open(self) -> "NodeRunner":
+    def open(self) -> NodeRunner:
         """Check the task, the data and the registration; take the state folder's lock."""
         if self.state is not None:
             return self
@@ -386,7 +386,7 @@ class NodeRunner:
             self.state.unlock()
             self.state = None
 
-    def __enter__(self) -> "NodeRunner":
+    def __enter__(self) -> NodeRunner:
         return self.open()
 
     def __exit__(self, *exc: Any) -> None:

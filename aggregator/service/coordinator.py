@@ -42,11 +42,11 @@ from aggregator.service.store import sha_hex
 from aggregator.service.verify import select_updates
 from fedcore import codec
 from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedgerError
+from fedcore.protocol import CoordinatorPhase as Phase
+from fedcore.protocol import RoundStatus, RoundStep
 from fedcore.rules import RoundRules, rules_hash_hex
 from fedcore.task import TaskSpec
 from fedcore.types import Update
-from fedcore.protocol import CoordinatorPhase as Phase
-from fedcore.protocol import RoundStatus, RoundStep
 from ledger.client import BountyStatus
 
 log = logging.getLogger("fedledger.aggregator")

@@ -32,9 +32,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fedcore.errors import AggregatorError, ConfigError
 from fedcore.protocol import RoundStep

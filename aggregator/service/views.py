@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aggregator.service.context import ServiceContext
 from aggregator.service.state import RoundState
-from fedcore.rules import RoundRules
 from fedcore.protocol import FitConfig, RoundInfo, RoundReport, RoundStatus, RoundStep
+from fedcore.rules import RoundRules
 
 # The status institutions see for a round at each step (OPENING is not announced yet).
 _STEP_STATUS = {RoundStep.OPEN: RoundStatus.OPEN, RoundStep.SCORING: RoundStatus.SCORING,

@@ -19,8 +19,9 @@ import html
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, NamedTuple
+from typing import Annotated, NamedTuple
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
