@@ -42,14 +42,15 @@ from fedcore.protocol import RoundStep
 
 DB_NAME = "aggregator.sqlite"
 
-SCHEMA = """
+_STEPS_SQL = ", ".join(f"'{step}'" for step in RoundStep)
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
-    step TEXT NOT NULL CHECK (step IN (%s)),
+    step TEXT NOT NULL CHECK (step IN ({_STEPS_SQL})),
     global_model_sha TEXT NOT NULL,
     selected_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS journal (
     at REAL NOT NULL,
     note TEXT
 );
-""" % ", ".join(f"'{step}'" for step in RoundStep)
+"""
 
 
 class RoundNotAccepting(AggregatorError):
