@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -74,7 +75,7 @@ class Ganache:
     process: subprocess.Popen
     accounts: list[LocalAccount]
     chain_id: int = CHAIN_ID
-    _log: object = field(default=None, repr=False)
+    _log: IO[str] | None = field(default=None, repr=False)
 
     @property
     def port(self) -> int:
@@ -100,7 +101,7 @@ class Ganache:
         self.stop()
 
 
-def ganache_command(port: int, *, accounts: int, balance_eth: int, db_path: str | None) -> list[str]:
+def ganache_command(port: int, *, accounts: int, balance_eth: int, db_path: str | os.PathLike | None) -> list[str]:
     """The command line that starts Ganache from ``node_modules``."""
     node = shutil.which("node")
     cli = NODE_MODULES / "ganache" / "dist" / "node" / "cli.js"
