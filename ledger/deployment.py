@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
 
@@ -50,7 +51,7 @@ class Deployment:
     rpc_url: str | None
     contracts: dict[str, dict] = field(default_factory=dict)
 
-    def address(self, name: str = MAIN_CONTRACT) -> str:
+    def address(self, name: str = MAIN_CONTRACT) -> ChecksumAddress:
         """Checksum address of contract ``name``."""
         try:
             return self.contracts[name]["address"]
@@ -141,6 +142,8 @@ def deploy(
         raise ConfigError(f"{name} needs linked libraries, which fedledger does not support: make them internal")
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     receipt = send_transaction(w3, factory.constructor(*constructor_args), sender, value=value)
+    if receipt["contractAddress"] is None:
+        raise ChainError(f"deploying {name} created no contract (transaction {receipt['transactionHash'].hex()})")
     return Web3.to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
 
 

@@ -19,9 +19,10 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import decode
+from eth_typing import ABIEvent
 from eth_abi.exceptions import DecodingError
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
@@ -133,7 +134,7 @@ def decode_log(event_abi: dict, log: Mapping) -> dict:
 
 def _events_by_topic(abi: Iterable[dict]) -> dict[bytes, dict]:
     return {
-        event_abi_to_log_topic(e): e for e in abi if e.get("type") == "event" and not e.get("anonymous")
+        event_abi_to_log_topic(cast(ABIEvent, e)): e for e in abi if e.get("type") == "event" and not e.get("anonymous")
     }
 
 
