@@ -310,9 +310,10 @@ def _status(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"not an address: {args.address!r}") from None
     else:
-        address = keystore_address(args.keystore)
-        if address is None:
+        recorded = keystore_address(args.keystore)
+        if recorded is None:
             raise NodeError(f"keystore {resolve_keystore_path(args.keystore)} records no address: pass --address")
+        address = to_checksum_address(recorded)
     ledger = _ledger(args)
     inst = ledger.institution(address)
     count = ledger.bounty_count()

@@ -386,6 +386,12 @@ class NodeRunner:
             self.state.unlock()
             self.state = None
 
+    @property
+    def _open_state(self) -> NodeState:
+        if self.state is None:
+            raise NodeError("the node's state is not open: use the runner in a `with` block")
+        return self.state
+
     def __enter__(self) -> NodeRunner:
         return self.open()
 
@@ -529,7 +535,7 @@ class NodeRunner:
         resumed = False
         saved = self.state.round(r)
         data = self._reusable_update(r, saved, chain_hash, seed)
-        if data is not None:
+        if data is not None and saved is not None:
             resumed = True
             sha, samples, metrics = saved["sha256"], int(saved["samples"]), dict(saved.get("metrics") or {})
             self.echo(f"bounty {self.bounty_id} round {r}: reusing the update saved before a restart")
@@ -568,7 +574,7 @@ class NodeRunner:
         """Saved, uncommitted bytes of round ``r`` trained from the same model with the same seed."""
         if not saved or saved.get("global_model_hash") != chain_hash or saved.get("seed") != seed:
             return None
-        data = self.state.read_update(r)
+        data = self._open_state.read_update(r)
         if data is None or update_hash_hex(data) != saved.get("sha256") or not saved.get("samples"):
             return None
         try:
@@ -626,13 +632,13 @@ class NodeRunner:
             upload_status, status = answer.status, NodeRoundStatus.UPLOADED
             if answer.sha256 != _hex(update_hash(data)):
                 upload_status, status = f"aggregator acknowledged {answer.sha256}, not our update", NodeRoundStatus.REJECTED
-        self.state.put(r, status=status, upload_status=upload_status)
+        self._open_state.put(r, status=status, upload_status=upload_status)
         if status == NodeRoundStatus.UPLOADED:
             self._fire(NodeRoundStatus.UPLOADED, r)
         return self._finish_round(self._record_from_state(r, resumed=resumed))
 
     def _record_from_state(self, r: int, *, resumed: bool) -> NodeRound:
-        saved = self.state.round(r) or {}
+        saved = self._open_state.round(r) or {}
         return NodeRound(
             bounty=self.bounty_id,
             round=r,
