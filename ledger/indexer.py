@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from eth_abi import decode
-from eth_typing import ABIEvent
 from eth_abi.exceptions import DecodingError
+from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
 from web3 import Web3
