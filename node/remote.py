@@ -26,6 +26,7 @@ from fedcore.task import TaskSpec
 log = logging.getLogger("fedledger.node.remote")
 
 RETRY_STATUS = frozenset({502, 503, 504})
+DEFAULT_RETRIES = 4
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -79,7 +80,7 @@ class AggregatorClient:
         base_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 4,
+        retries: int = DEFAULT_RETRIES,
         backoff: float = 0.5,
         max_model_bytes: int = DEFAULT_MAX_BYTES,
         transport: httpx.BaseTransport | None = None,
