@@ -346,7 +346,9 @@ def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, i
     hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in _committed_by_round(timeline).get(round_, [])}
     samples = {c["institution"]: c["sampleCount"] for c in _committed_by_round(timeline).get(round_, [])}
     scores = {s["institution"]: s["score"] for s in _scored_by_round(timeline).get(round_, [])}
-    return {w: hashes.get(w) for w in scores}, scores, {w: samples.get(w) for w in scores}
+    # a scored institution without a well-formed commitment is the `commitments` check's finding: it has no update here
+    committed = {w: h for w in scores if (h := hashes.get(w)) is not None}
+    return committed, scores, {w: samples[w] for w in committed}
 
 
 def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict
