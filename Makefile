@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: test demo bench bench-gas bench-fl bench-shapley compile chain setup browser clean
+.PHONY: lint test demo bench bench-gas bench-fl bench-shapley compile chain setup browser clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -27,6 +27,10 @@ $(STAMP_PY): pyproject.toml
 $(STAMP_NPM): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+lint: setup
+	$(PY) -m ruff check fedcore ledger node aggregator fedledger fedsets bench tests
+	$(PY) -m mypy fedcore ledger node aggregator fedledger fedsets
 
 test: setup
 	$(PY) -m pytest -q

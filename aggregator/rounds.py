@@ -17,6 +17,7 @@ from aggregator.rules import strategy_from_rules
 from aggregator.scoring import RoundScores, score_round
 from aggregator.strategies import FitFailure
 from fedcore import codec
+from fedcore.errors import AggregatorError
 from fedcore.rules import RoundRules
 from fedcore.task import TaskSpec
 from fedcore.types import Arrays, Digest, Update, copy_arrays
@@ -125,6 +126,8 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     model_bytes = codec.encode(aggregate.weights)
     scores = None
     if score and updates:
+        if inputs.X_val is None or inputs.y_val is None:
+            raise AggregatorError("scoring a round needs the validation set (X_val and y_val)")
         scores = score_round(
             global_weights=global_weights,
             updates=updates,

@@ -57,7 +57,7 @@ def _flatten(updates: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
     return np.stack([np.concatenate([np.asarray(u[n], dtype=np.float64).ravel() for n in names]) for u in updates])
 
 
-def weighted_average(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> Arrays:
+def weighted_average(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float] | np.ndarray) -> Arrays:
     """``sum_i w_i u_i / sum_i w_i`` per tensor.
 
     Parameters

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from eth_account import Account
-from web3 import Web3
 
 from ledger.chain import connect, fund_account, latest_timestamp
 from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, TokenClient

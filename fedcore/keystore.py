@@ -15,8 +15,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -47,7 +48,7 @@ def read_password(
     *,
     password_file: str | os.PathLike | None = None,
     confirm: bool = False,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     prompt: Callable[[str], str] | None = None,
     interactive: bool | None = None,
 ) -> str:
@@ -59,7 +60,7 @@ def read_password(
         A file holding the password; one trailing newline is ignored.
     confirm : bool
         Prompt twice and require both entries to match (for a new keystore).
-    env : dict, optional
+    env : mapping, optional
         Environment to read (default ``os.environ``).
     prompt : callable, optional
         Prompt function (default ``getpass.getpass``).
@@ -71,7 +72,7 @@ def read_password(
     ConfigError
         An unreadable or empty password file, mismatched prompts, or no source at all.
     """
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     if password_file is not None:
         path = Path(password_file).expanduser()
         try:
@@ -85,8 +86,8 @@ def read_password(
         if not password:
             raise ConfigError(f"password file {path} is empty")
         return password
-    if env.get(PASSWORD_ENV):
-        return env[PASSWORD_ENV]
+    if environ.get(PASSWORD_ENV):
+        return environ[PASSWORD_ENV]
     if interactive is None:
         interactive = sys.stdin is not None and sys.stdin.isatty()
     if not interactive:

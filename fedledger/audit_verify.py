@@ -140,8 +140,8 @@ class HttpAggregator:
             raise AggregatorError(f"no aggregator answers at {self.url} ({type(error).__name__})") from None
         if response.status_code != 200:
             try:
-                error = ErrorBody.model_validate_json(response.content)
-                detail = f"{error.code}: {error.detail}"
+                body = ErrorBody.model_validate_json(response.content)
+                detail = f"{body.code}: {body.detail}"
             except ValidationError:
                 detail = response.text
             raise NotServed(f"GET {path} answered {response.status_code} {' '.join(detail.split())[:200]}".rstrip())
@@ -251,7 +251,7 @@ def chain_checks(report: dict, client, bounty_id: int) -> list[Check]:
     # commitments
     problems = []
     for round_, items in sorted(scored.items()):
-        hashes = {}
+        hashes: dict[str, list[str | None]] = {}
         for c in committed.get(round_, []):
             hashes.setdefault(c["institution"], []).append(_norm_hash(c["updateHash"]))
         if round_ not in finalized:
@@ -346,7 +346,9 @@ def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, i
     hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in _committed_by_round(timeline).get(round_, [])}
     samples = {c["institution"]: c["sampleCount"] for c in _committed_by_round(timeline).get(round_, [])}
     scores = {s["institution"]: s["score"] for s in _scored_by_round(timeline).get(round_, [])}
-    return {w: hashes.get(w) for w in scores}, scores, {w: samples.get(w) for w in scores}
+    # a scored institution without a well-formed commitment is the `commitments` check's finding: it has no update here
+    committed = {w: h for w in scores if (h := hashes.get(w)) is not None}
+    return committed, scores, {w: samples[w] for w in committed}
 
 
 def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict
@@ -354,8 +356,9 @@ def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, s
     """How a round record disagrees with the chain (empty when it agrees)."""
     number = r["round"]
     record_problems: list[str] = []
-    kept = {u.institution: u.sha256 for u in record.used}
-    counts = {u.institution: u.num_samples for u in record.used}
+    used = record.used or []
+    kept = {u.institution: u.sha256 for u in used}
+    counts = {u.institution: u.num_samples for u in used}
     if set(kept) != set(hashes):
         missing, extra = sorted(set(hashes) - set(kept)), sorted(set(kept) - set(hashes))
         record_problems.append(f"round {number}: the record's updates differ from the chain's scored participants"
@@ -478,11 +481,10 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
     cannot be replayed, later rounds of a stateful strategy are not recomputed."""
     from aggregator.rounds import RoundInputs, compute_round
-    from fedcore.codec import decode, describe
-    from fedcore.types import Update
-
     from aggregator.rules import strategy_from_rules
     from aggregator.strategies import Strategy
+    from fedcore.codec import decode, describe
+    from fedcore.types import Update
 
     stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict
     checks: list[Check] = []
@@ -577,7 +579,7 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
     if source is not None:
         store, records, payloads = store_checks(report, source, bounty_id)
         checks += store
-        if recompute:
+        if recompute and task is not None and validation is not None and rules is not None:  # checked above
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
                                        rules=rules, load_validation=load_validation)
         else:

@@ -285,8 +285,8 @@ class Participant:
 
 
 def _load_participants(data: DemoData, accounts: dict[str, Any], roles: dict[str, str]) -> list[Participant]:
-    from fedledger.simulation import Institution
     from fedcore.tables import read_task_table
+    from fedledger.simulation import Institution
     from node.site import load_site
 
     participants = []
@@ -477,7 +477,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
     from fedcore.rules import rules_hash
 
     task_path = out / "task.json"
-    if options.sites:
+    if options.sites and options.label is not None:  # validate() requires --label with --sites
         data = prepare_sites(options.sites, options.label, out / "data", seed=options.seed, strategy=options.strategy,
                              task_path=task_path)
     else:
@@ -522,7 +522,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         from ledger.chain import advance_time, fund_account, latest_timestamp
         from ledger.client import BountyParams, FedLedgerClient
         from ledger.deployment import deploy_fedledger
-        from node.remote import AggregatorClient
+        from node.remote import DEFAULT_RETRIES, AggregatorClient
         from node.runner import NodeRunner
 
         # -- chain, sponsor, institutions ---------------------------------------------------------------
@@ -583,7 +583,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         node_lines: list[str] = []
         for p in participants:
             # in process, a failed request is a bug, not an outage worth retrying
-            client = AggregatorClient(base_url, transport=transport, **({"retries": 0} if transport else {}))
+            client = AggregatorClient(base_url, transport=transport, retries=0 if transport else DEFAULT_RETRIES)
             stack.callback(client.close)
             p.runner = NodeRunner(
                 ledger=ledger, aggregator=client, account=p.account, bounty_id=bounty_id, X=p.X, y=p.y,
@@ -621,11 +621,13 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         def finalized(number: int) -> None:
             nonlocal round_started
             record = context.state.round(number)
+            if record is None or record.new_model_sha is None:
+                raise FedLedgerError(f"round {number} finalized without a new model in the aggregator's state")
             weights = codec.decode(context.blobs.get("models", record.new_model_sha), expected=context.expected)
             evaluation = evaluate_federation(spec, weights, evaluations)
             scores = record.scores or {}
             name_of = lambda address: by_address[address].name if address in by_address else address  # noqa: E731
-            row = {
+            row: dict[str, Any] = {
                 "round": number,
                 "accuracy": _metric(evaluation, "accuracy"),
                 "auc": _metric(evaluation, "auc"),

@@ -119,7 +119,8 @@ def write_plots(report: dict[str, Any], out: str | Path) -> dict[str, str]:
     out = Path(out)
     institutions = report["institutions"]
     names = [i["name"] for i in institutions]
-    colors = plt.get_cmap("tab10").colors
+    tab10 = plt.get_cmap("tab10")
+    colors = [tab10(k) for k in range(10)]
     rounds = [0, *(r["round"] for r in report["rounds"])]
     demo = report["demo"]
     subtitle = f"{demo['data']}, {demo['strategy']}, scorer {demo['scorer']}, seed {demo['seed']}"

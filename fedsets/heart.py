@@ -71,7 +71,7 @@ HEART_TRAIN_FRACTION = 0.66
 HEART_SPLIT_SEED = 43
 
 
-def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> list[Path]:
+def heart_paths(data_root: str | os.PathLike | None = None, *, verify: bool = True) -> list[Path]:
     """Paths of the 4 center files, checked against ``SHA256SUMS`` when it is present."""
     directory = Path(data_root) if data_root is not None else default_data_root()
     if (directory / HEART_DIR).is_dir():
@@ -82,7 +82,7 @@ def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> 
             raise DataError(f"Fed-Heart-Disease file not found: {path} (set {DATA_ENV} to the data folder)")
     sums = directory / "SHA256SUMS"
     if verify and sums.is_file():
-        expected = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
+        expected = {name: digest for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
         for path in paths:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if path.name in expected and expected[path.name] != digest:
@@ -90,12 +90,12 @@ def heart_paths(data_root: str | Path | None = None, *, verify: bool = True) -> 
     return paths
 
 
-def load_heart_tables(data_root: str | Path | None = None) -> list[Table]:
+def load_heart_tables(data_root: str | os.PathLike | None = None) -> list[Table]:
     """The 4 cleaned center tables (303/261/46/130 rows), raw feature values, 13 features."""
     return [read_table(path, HEART_SCHEMA, name=center) for path, center in zip(heart_paths(data_root), HEART_CENTERS)]
 
 
-def load_fed_heart_disease(data_root: str | Path | None = None, *, normalize: bool = True) -> list[SiteData]:
+def load_fed_heart_disease(data_root: str | os.PathLike | None = None, *, normalize: bool = True) -> list[SiteData]:
     """The 4 Fed-Heart-Disease centers with FLamby's preprocessing and split.
 
     Per center: ``?`` -> missing, drop slope/ca/thal, drop rows with a missing value, one-hot cp

@@ -16,7 +16,7 @@ from fedcore.errors import ChainError
 from ledger.client import FedLedgerClient
 from ledger.compile import load_artifact
 from ledger.deployment import CONTRACTS, Deployment
-from ledger.indexer import events, sync
+from ledger.indexer import Db, events, sync
 
 # Which argument of an event adds to the bounty's funded or refunded total.
 _FUNDED = {"BountyFunded": "amount"}
@@ -41,12 +41,12 @@ def _hex(value) -> str:
     return value if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
-def trace(db: str | Path, bounty_id: int, client: FedLedgerClient | None = None) -> dict:
+def trace(db: Db, bounty_id: int, client: FedLedgerClient | None = None) -> dict:
     """The timeline and books of ``bounty_id`` from the event index.
 
     Parameters
     ----------
-    db : path
+    db : path or sqlite3.Connection
         A synced event index.
     bounty_id : int
         The bounty.

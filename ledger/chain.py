@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester
+from eth_typing import ChecksumAddress
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TimeExhausted, Web3Exception
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from fedcore.errors import ChainError, ContractRevert
 from ledger.reverts import to_revert
@@ -62,8 +64,13 @@ def is_embedded(w3: Web3) -> bool:
     return isinstance(w3.provider, EthereumTesterProvider)
 
 
+def _embedded_tester(w3: Web3) -> EthereumTester | None:
+    """The eth-tester behind ``w3``, or None on a JSON-RPC chain."""
+    return w3.provider.ethereum_tester if isinstance(w3.provider, EthereumTesterProvider) else None
+
+
 def _rpc(w3: Web3, method: str, params: list) -> Any:
-    response = w3.provider.make_request(method, params)
+    response = w3.provider.make_request(RPCEndpoint(method), params)
     if "error" in response:
         raise ChainError(f"{method} failed: {response['error'].get('message', response['error'])}")
     return response.get("result")
@@ -76,8 +83,9 @@ def latest_timestamp(w3: Web3) -> int:
 
 def mine(w3: Web3, blocks: int = 1) -> None:
     """Mine ``blocks`` empty blocks."""
-    if is_embedded(w3):
-        w3.provider.ethereum_tester.mine_blocks(blocks)
+    tester = _embedded_tester(w3)
+    if tester is not None:
+        tester.mine_blocks(blocks)
     else:
         for _ in range(blocks):
             _rpc(w3, "evm_mine", [])
@@ -96,8 +104,8 @@ def advance_time(w3: Web3, seconds: int) -> int:
     """
     if seconds < 0:
         raise ValueError("time only moves forward")
-    if is_embedded(w3):
-        tester = w3.provider.ethereum_tester
+    tester = _embedded_tester(w3)
+    if tester is not None:
         # eth-tester 0.13's time_travel(t) mines a block stamped t - 1, hence the + 1; and it refuses to
         # travel to or before the pending block's time, where a plain mine does the job.
         target = latest_timestamp(w3) + int(seconds) + 1
@@ -111,7 +119,7 @@ def advance_time(w3: Web3, seconds: int) -> int:
     return latest_timestamp(w3)
 
 
-def _address(sender: Sender) -> str:
+def _address(sender: Sender) -> ChecksumAddress:
     return Web3.to_checksum_address(sender if isinstance(sender, str) else sender.address)
 
 
@@ -223,7 +231,7 @@ def _replay_failure(w3: Web3, receipt: TxReceipt, params: dict, call_: Any, abi:
     second replay sees what it saw unless another transaction of the same block changed it.
     """
     tx = w3.eth.get_transaction(receipt["transactionHash"])
-    request = {"from": tx["from"], "value": tx["value"], "data": tx["input"], "gas": tx["gas"]}
+    request: TxParams = {"from": tx["from"], "value": tx["value"], "data": tx["input"], "gas": tx["gas"]}
     if tx.get("to"):
         request["to"] = tx["to"]
     for block in dict.fromkeys((max(receipt["blockNumber"] - 1, 0), receipt["blockNumber"])):
@@ -250,7 +258,7 @@ def fund_account(w3: Web3, to: str, wei: int) -> TxReceipt:
         raise ChainError("the chain has no unlocked account to fund from")
     try:
         tx_hash = w3.eth.send_transaction(
-            {"from": accounts[0], "to": Web3.to_checksum_address(to), "value": int(wei), "gas": 21_000}
+            {"from": accounts[0], "to": Web3.to_checksum_address(to), "value": Wei(int(wei)), "gas": 21_000}
         )
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
     except Exception as exc:

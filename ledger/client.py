@@ -6,9 +6,10 @@ the event it emitted); every revert surfaces as ``ContractRevert`` with the cust
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping
+from typing import Any, Self
 
 from web3 import Web3
 from web3.contract import Contract
@@ -144,11 +145,11 @@ class _ContractClient:
             raise ChainError(f"no contract at {self.address} on this chain: is the deployment file for another chain?")
 
     @classmethod
-    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None):
+    def from_deployment(cls, w3: Web3, deployment: Deployment, *, sender: Sender | None = None) -> Self:
         deployment.check_chain(w3)
         return cls(w3, deployment.address(cls.ARTIFACT), sender=sender)
 
-    def as_sender(self, sender: Sender):
+    def as_sender(self, sender: Sender) -> Self:
         """The same contract, with transactions signed by ``sender``."""
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
@@ -343,7 +344,7 @@ class TokenClient:
         self.sender = sender
         self.contract = w3.eth.contract(address=self.address, abi=load_artifact(artifact)["abi"])
 
-    def as_sender(self, sender: Sender) -> "TokenClient":
+    def as_sender(self, sender: Sender) -> TokenClient:
         other = object.__new__(TokenClient)
         other.__dict__.update(self.__dict__)
         other.sender = sender

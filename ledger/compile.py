@@ -20,9 +20,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 from fedcore.errors import ConfigError
 
@@ -80,7 +80,7 @@ def _resolve_sources(entry_units: list[str], search: list[Path]) -> dict[str, di
     return dict(sorted(sources.items()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _native_solc() -> str | None:
     """Path of a native ``solc`` of the pinned version, or None (a different version would change the bytecode)."""
     exe = shutil.which("solc")
@@ -125,7 +125,7 @@ def _run_solcjs(standard_input: dict, node_modules: Path) -> tuple[dict, str]:
         raise ConfigError(f"solc-js printed invalid JSON: {exc}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _solcjs_version(node: str, solcjs: str) -> str:
     return subprocess.run([node, solcjs, "--version"], capture_output=True, text=True, check=True).stdout.strip()
 
@@ -137,7 +137,8 @@ def _run_native(standard_input: dict, exe: str) -> tuple[dict, str]:
         output = solcx.compile_standard(standard_input, solc_binary=exe, allow_empty=True)
     except solcx.exceptions.SolcError as exc:
         # py-solc-x raises on compiler errors; its stdout still holds the JSON with the messages.
-        output = json.loads(exc.stdout_data) if getattr(exc, "stdout_data", None) else {"errors": [{"severity": "error", "formattedMessage": str(exc)}]}
+        stdout = getattr(exc, "stdout_data", None)
+        output = json.loads(stdout) if stdout else {"errors": [{"severity": "error", "formattedMessage": str(exc)}]}
     version = str(solcx.wrapper.get_solc_version(exe, with_commit_hash=True))
     return output, version
 
@@ -192,7 +193,10 @@ def compile_sources(
     if error:
         raise ConfigError(f"solidity compile failed: {error}")
     # Drop the platform suffix (".Emscripten.clang", ".Linux.g++") so both compilers write the same files.
-    compiler = re.match(r"\d+\.\d+\.\d+(\+commit\.[0-9a-f]+)?", version).group(0)
+    release = re.match(r"\d+\.\d+\.\d+(\+commit\.[0-9a-f]+)?", version)
+    if release is None:
+        raise ConfigError(f"cannot read the solidity compiler version from {version!r}")
+    compiler = release.group(0)
 
     artifacts: dict[str, dict] = {}
     for unit in sorted(units):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
 
@@ -52,7 +53,7 @@ class Deployment:
     rpc_url: str | None
     contracts: dict[str, dict] = field(default_factory=dict)
 
-    def address(self, name: str = MAIN_CONTRACT) -> str:
+    def address(self, name: str = MAIN_CONTRACT) -> ChecksumAddress:
         """Checksum address of contract ``name``."""
         try:
             return self.contracts[name]["address"]
@@ -90,7 +91,7 @@ class Deployment:
         return write_atomic(Path(path) if path else default_path(), self.to_json().encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, w3: Web3 | None = None) -> "Deployment":
+    def load(cls, path: str | os.PathLike | None = None, w3: Web3 | None = None) -> Deployment:
         """Read a deployment file, and check it against ``w3``'s chain id when given.
 
         Raises
@@ -143,6 +144,8 @@ def deploy(
         raise ConfigError(f"{name} needs linked libraries, which fedledger does not support: make them internal")
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     receipt = send_transaction(w3, factory.constructor(*constructor_args), sender, value=value)
+    if receipt["contractAddress"] is None:
+        raise ChainError(f"deploying {name} created no contract (transaction {receipt['transactionHash'].hex()})")
     return Web3.to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
 
 

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -74,7 +75,7 @@ class Ganache:
     process: subprocess.Popen
     accounts: list[LocalAccount]
     chain_id: int = CHAIN_ID
-    _log: object = field(default=None, repr=False)
+    _log: IO[str] | None = field(default=None, repr=False)
 
     @property
     def port(self) -> int:
@@ -93,14 +94,14 @@ class Ganache:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Ganache":
+    def __enter__(self) -> Ganache:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
 
-def ganache_command(port: int, *, accounts: int, balance_eth: int, db_path: str | None) -> list[str]:
+def ganache_command(port: int, *, accounts: int, balance_eth: int, db_path: str | os.PathLike | None) -> list[str]:
     """The command line that starts Ganache from ``node_modules``."""
     node = shutil.which("node")
     cli = NODE_MODULES / "ganache" / "dist" / "node" / "cli.js"
@@ -200,7 +201,7 @@ def run_foreground(port: int = 8545, *, accounts: int = DEFAULT_ACCOUNTS, db_pat
     with start_ganache(port, accounts=accounts, db_path=db_path) as ganache:
         out(f"Ganache listening on {ganache.url} (chain id {ganache.chain_id}, Shanghai)")
         out(f"Mnemonic: {MNEMONIC}")
-        out("Accounts (address  private key), each with {:,} ETH:".format(DEFAULT_BALANCE_ETH))
+        out(f"Accounts (address  private key), each with {DEFAULT_BALANCE_ETH:,} ETH:")
         for i, acct in enumerate(ganache.accounts):
             out(f"  ({i}) {acct.address}  0x{bytes(acct.key).hex()}")
         out("Press Ctrl-C to stop.")

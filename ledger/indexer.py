@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
+from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
 from web3 import Web3
@@ -132,7 +134,7 @@ def decode_log(event_abi: dict, log: Mapping) -> dict:
 
 def _events_by_topic(abi: Iterable[dict]) -> dict[bytes, dict]:
     return {
-        event_abi_to_log_topic(e): e for e in abi if e.get("type") == "event" and not e.get("anonymous")
+        event_abi_to_log_topic(cast(ABIEvent, e)): e for e in abi if e.get("type") == "event" and not e.get("anonymous")
     }
 
 

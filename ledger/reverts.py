@@ -19,7 +19,8 @@ plus the built-in ``Error(string)`` and ``Panic(uint256)``.
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError

@@ -207,8 +207,8 @@ def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedcore.errors import NodeError
-    from fedcore.output import emit
     from fedcore.keystore import create_keystore, read_password, resolve_keystore_path
+    from fedcore.output import emit
 
     path = resolve_keystore_path(args.keystore)
     if path.exists() and not args.force:
@@ -301,8 +301,8 @@ def _status(args: argparse.Namespace) -> int:
     from eth_utils import to_checksum_address
 
     from fedcore.errors import NodeError
-    from fedcore.output import emit
     from fedcore.keystore import keystore_address, resolve_keystore_path
+    from fedcore.output import emit
 
     if args.address:
         try:
@@ -310,9 +310,10 @@ def _status(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"not an address: {args.address!r}") from None
     else:
-        address = keystore_address(args.keystore)
-        if address is None:
+        recorded = keystore_address(args.keystore)
+        if recorded is None:
             raise NodeError(f"keystore {resolve_keystore_path(args.keystore)} records no address: pass --address")
+        address = to_checksum_address(recorded)
     ledger = _ledger(args)
     inst = ledger.institution(address)
     count = ledger.bounty_count()

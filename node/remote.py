@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -26,6 +27,7 @@ from fedcore.task import TaskSpec
 log = logging.getLogger("fedledger.node.remote")
 
 RETRY_STATUS = frozenset({502, 503, 504})
+DEFAULT_RETRIES = 4
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -79,7 +81,7 @@ class AggregatorClient:
         base_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 4,
+        retries: int = DEFAULT_RETRIES,
         backoff: float = 0.5,
         max_model_bytes: int = DEFAULT_MAX_BYTES,
         transport: httpx.BaseTransport | None = None,
@@ -100,7 +102,7 @@ class AggregatorClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "AggregatorClient":
+    def __enter__(self) -> AggregatorClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

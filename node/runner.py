@@ -43,15 +43,15 @@ from web3 import Web3
 
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
 from fedcore.errors import ContractRevert, DataError, NodeError
+from fedcore.keystore import write_private_file
 from fedcore.models import build_model, weight_spec
 from fedcore.protocol import RejectionCode, RoundInfo, RoundStatus
-from fedcore.signing import sign_upload
 from fedcore.rules import RoundRules, rules_hash
 from fedcore.seeds import training_seed
+from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
 from ledger.client import BountyStatus, FedLedgerClient
-from fedcore.keystore import write_private_file
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.training import train_local
 
@@ -328,7 +328,7 @@ class NodeRunner:
         else:
             log.info("%s", line)
 
-    def open(self) -> "NodeRunner":
+    def open(self) -> NodeRunner:
         """Check the task, the data and the registration; take the state folder's lock."""
         if self.state is not None:
             return self
@@ -395,7 +395,13 @@ class NodeRunner:
             self.state.unlock()
             self.state = None
 
-    def __enter__(self) -> "NodeRunner":
+    @property
+    def _open_state(self) -> NodeState:
+        if self.state is None:
+            raise NodeError("the node's state is not open: use the runner in a `with` block")
+        return self.state
+
+    def __enter__(self) -> NodeRunner:
         return self.open()
 
     def __exit__(self, *exc: Any) -> None:
@@ -538,7 +544,7 @@ class NodeRunner:
         resumed = False
         saved = self.state.round(r)
         data = self._reusable_update(r, saved, chain_hash, seed)
-        if data is not None:
+        if data is not None and saved is not None:
             resumed = True
             sha, samples, metrics = saved["sha256"], int(saved["samples"]), dict(saved.get("metrics") or {})
             self.echo(f"bounty {self.bounty_id} round {r}: reusing the update saved before a restart")
@@ -590,7 +596,7 @@ class NodeRunner:
         """Saved, uncommitted bytes of round ``r`` trained from the same model with the same seed."""
         if not saved or saved.get("global_model_hash") != chain_hash or saved.get("seed") != seed:
             return None
-        data = self.state.read_update(r)
+        data = self._open_state.read_update(r)
         if data is None or update_hash_hex(data) != saved.get("sha256") or not saved.get("samples"):
             return None
         try:
@@ -648,13 +654,13 @@ class NodeRunner:
             upload_status, status = answer.status, NodeRoundStatus.UPLOADED
             if answer.sha256 != _hex(update_hash(data)):
                 upload_status, status = f"aggregator acknowledged {answer.sha256}, not our update", NodeRoundStatus.REJECTED
-        self.state.put(r, status=status, upload_status=upload_status)
+        self._open_state.put(r, status=status, upload_status=upload_status)
         if status == NodeRoundStatus.UPLOADED:
             self._fire(NodeRoundStatus.UPLOADED, r)
         return self._finish_round(self._record_from_state(r, resumed=resumed))
 
     def _record_from_state(self, r: int, *, resumed: bool) -> NodeRound:
-        saved = self.state.round(r) or {}
+        saved = self._open_state.round(r) or {}
         return NodeRound(
             bounty=self.bounty_id,
             round=r,

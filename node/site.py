@@ -10,6 +10,7 @@ The features are standardized with statistics of the institution's own rows
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class LocalSite:
         return int(self.y.shape[0])
 
 
-def load_site(path: str | Path, spec: TaskSpec, *, name: str | None = None, normalize: bool = True) -> LocalSite:
+def load_site(path: str | os.PathLike, spec: TaskSpec, *, name: str | None = None, normalize: bool = True) -> LocalSite:
     """Read ``path`` for ``spec`` and standardize it with its own rows' mean and std.
 
     Parameters

@@ -163,7 +163,12 @@ def batch_schedule(n_rows: int, settings: TrainingSettings, seed: int):
     """
     batch = settings.batch_size
     batches_per_epoch = -(-n_rows // batch)
-    total_steps = settings.local_steps if settings.local_steps is not None else settings.local_epochs * batches_per_epoch
+    if settings.local_steps is not None:
+        total_steps = settings.local_steps
+    elif settings.local_epochs is not None:
+        total_steps = settings.local_epochs * batches_per_epoch
+    else:
+        raise ConfigError("training: set exactly one of local_steps and local_epochs")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_rows, generator=generator)
     position = 0
@@ -212,7 +217,8 @@ def _run_autograd(
             # directly is the same step as back-propagating the term, and cheaper.
             with torch.no_grad():
                 for p, a in zip(params, anchor):
-                    p.grad.add_(p - a, alpha=mu)
+                    if p.grad is not None:  # as the optimizer does, leave alone a parameter the loss did not reach
+                        p.grad.add_(p - a, alpha=mu)
         optimizer.step()
     return steps
 

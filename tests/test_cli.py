@@ -1,5 +1,6 @@
 """The fedledger command line: real --help, and user errors as one line with exit code 2."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -69,7 +70,7 @@ def test_parse_wei():
     assert parse_wei("1000") == 1000
     assert parse_wei("0.5ether") == 5 * 10**17
     assert parse_wei("2 gwei") == 2 * 10**9
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a whole number of wei"):
         parse_wei("0.1wei")
 
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from fedcore.tables import read_task_table
 from fedcore.task import TaskSpec, task_hash_hex
 from fedledger.cli import main
-from fedcore.tables import read_task_table
 from fedledger.datasets import write_heart
 from fedsets.data import default_data_root
 from fedsets.heart import HEART_CENTERS, heart_parts, heart_paths, validation_features

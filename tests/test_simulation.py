@@ -8,9 +8,9 @@ from fedcore import metrics as fm
 from fedcore.codec import encode
 from fedcore.errors import ConfigError, DataError
 from fedcore.task import TaskSpec, TrainingSettings
+from fedcore.types import Update
 from fedledger.simulation import Institution, evaluate_federation, run_simulation, train_centralized
 from node.partition import iid_partition
-from fedcore.types import Update
 from node.training import apply_update
 
 FEDAVG = resolve_rules(strategy="fedavg")

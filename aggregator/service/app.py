@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -71,7 +72,7 @@ def create_app(
             stop.set()
             if thread is not None:
                 thread.join(timeout=30)
-            if owned:
+            if owned and ctx is not None:
                 ctx.close()
 
     app = FastAPI(
@@ -127,7 +128,7 @@ def _squash(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _one_line(errors: list[dict[str, Any]]) -> str:
+def _one_line(errors: Sequence[Mapping[str, Any]]) -> str:
     if not errors:
         return "malformed request"
     error = errors[0]

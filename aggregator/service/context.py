@@ -11,22 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from aggregator.service.gateway import BountyLedger
-from fedcore.keystore import load_keystore
 from aggregator.service.settings import AggregatorSettings
 from aggregator.service.state import StateDB
 from aggregator.service.store import BlobStore
 from aggregator.service.validation import ValidationSet, load_validation_set
 from fedcore import codec
 from fedcore.errors import ConfigError, ContractRevert
-from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
+from fedcore.keystore import load_keystore
 from fedcore.protocol import CoordinatorPhase
+from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash
 
 log = logging.getLogger("fedledger.aggregator")

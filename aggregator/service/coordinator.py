@@ -42,11 +42,11 @@ from aggregator.service.store import sha_hex
 from aggregator.service.verify import select_updates
 from fedcore import codec
 from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedgerError
+from fedcore.protocol import CoordinatorPhase as Phase
+from fedcore.protocol import RoundStatus, RoundStep
 from fedcore.rules import RoundRules, rules_hash_hex
 from fedcore.task import TaskSpec
 from fedcore.types import Update
-from fedcore.protocol import CoordinatorPhase as Phase
-from fedcore.protocol import RoundStatus, RoundStep
 from ledger.client import BountyStatus
 
 log = logging.getLogger("fedledger.aggregator")
@@ -250,6 +250,8 @@ class Coordinator:
             _fault_point(RoundStep.SCORED)  # test-only crash hook, a no-op unless FEDLEDGER_FAULT is set
             return Phase.SCORED
         if record.step == RoundStep.SCORED:
+            if record.new_model_sha is None:
+                raise AggregatorError(f"round {number} is scored but has no new model in the aggregator's state")
             tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha), record.fixed_point_scores)
             ctx.state.mark_finalized(number, finalize_tx=tx)
             log.info("round %d finalized (tx %s), new model 0x%s", number, tx, record.new_model_sha)
@@ -315,9 +317,9 @@ class Coordinator:
             for u in updates
         ]
         for a, reason in sorted(excluded.items()):
-            commitment = commitments.get(a)
-            sha = commitment.update_hash.hex() if commitment else uploads.get(a, "")
-            decisions.append(Decision(a, sha, commitment.sample_count if commitment else 0, False, reason))
+            committed = commitments.get(a)
+            sha = committed.update_hash.hex() if committed else uploads.get(a, "")
+            decisions.append(Decision(a, sha, committed.sample_count if committed else 0, False, reason))
         aggregate_report = {
             "used_by_strategy": list(outcome.used), "excluded_by_strategy": dict(outcome.excluded),
             "metrics": {k: _finite_or_none(v) for k, v in outcome.metrics.items()},

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from web3 import Web3
 
@@ -158,9 +159,12 @@ class BountyLedger:
     # -- transactions ---------------------------------------------------------------------------
     def open_round(self, global_model_hash: bytes) -> TxRecord:
         """Open the bounty's next round; returns its number, transaction and block."""
+        sender = self.client.sender
+        if sender is None:
+            raise ChainError("the aggregator's ledger client has no sender: pass its key")
         with self._guard():
             receipt = send_transaction(self.w3, self.client.contract.functions.openRound(self.bounty_id, bytes(global_model_hash)),
-                                       self.client.sender)
+                                       sender)
             number = int(self.client.events(receipt, "RoundOpened")[0]["round"])
         return TxRecord(number, "0x" + bytes(receipt["transactionHash"]).hex(), int(receipt["blockNumber"]))
 

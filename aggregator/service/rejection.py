@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedcore.errors import AggregatorError
 from fedcore.protocol import REJECTION_STATUS, ErrorBody, RejectionCode
 
@@ -19,7 +21,7 @@ class Rejected(AggregatorError):
         return ErrorBody(detail=self.detail, code=self.code)
 
 
-def error_responses(*codes: RejectionCode) -> dict[int, dict]:
+def error_responses(*codes: RejectionCode) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the codes a route may answer with, grouped by status."""
     by_status: dict[int, list[str]] = {}
     for code in codes:

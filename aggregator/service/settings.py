@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from fedcore.codec import DEFAULT_MAX_BYTES
 from fedcore.errors import ConfigError
@@ -95,7 +95,7 @@ class AggregatorSettings(BaseModel):
     log_level: str = "info"
 
     @model_validator(mode="after")
-    def _selection_needs_k(self) -> "AggregatorSettings":
+    def _selection_needs_k(self) -> AggregatorSettings:
         if self.selection == "reputation" and self.clients_per_round is None:
             raise ValueError("--selection reputation needs --clients-per-round K")
         return self

@@ -32,23 +32,25 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fedcore.errors import AggregatorError, ConfigError
 from fedcore.protocol import RoundStep
 
 DB_NAME = "aggregator.sqlite"
 
-SCHEMA = """
+_STEPS_SQL = ", ".join(f"'{step}'" for step in RoundStep)
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY,
-    step TEXT NOT NULL CHECK (step IN (%s)),
+    step TEXT NOT NULL CHECK (step IN ({_STEPS_SQL})),
     global_model_sha TEXT NOT NULL,
     selected_json TEXT NOT NULL,
     settings_json TEXT NOT NULL,
@@ -93,7 +95,7 @@ CREATE TABLE IF NOT EXISTS journal (
     at REAL NOT NULL,
     note TEXT
 );
-""" % ", ".join(f"'{step}'" for step in RoundStep)
+"""
 
 
 class RoundNotAccepting(AggregatorError):
@@ -258,7 +260,7 @@ class StateDB:
                 (int(number), RoundStep.OPENING, global_model_sha, _dump(selected), _dump(settings), state_before_sha, now, now),
             )
             self._journal(number, RoundStep.OPENING)
-        return self.round(number)
+        return self._require(number)
 
     def mark_open(self, number: int, *, commit_deadline: int, opened_at: int, open_tx: str | None,
                   open_block: int | None) -> RoundState:
@@ -268,7 +270,7 @@ class StateDB:
                 self._update(number, step=RoundStep.OPEN, commit_deadline=int(commit_deadline), opened_at=int(opened_at),
                              open_tx=open_tx, open_block=open_block)
                 self._journal(number, RoundStep.OPEN, open_tx)
-        return self.round(number)
+        return self._require(number)
 
     def begin_scoring(self, number: int) -> RoundState:
         """Close round ``number`` to uploads (``open`` -> ``scoring``); later steps are left alone."""
@@ -277,7 +279,7 @@ class StateDB:
             if record.step == RoundStep.OPEN:
                 self._update(number, step=RoundStep.SCORING)
                 self._journal(number, RoundStep.SCORING, f"{len(self.uploads(number))} uploads")
-        return self.round(number)
+        return self._require(number)
 
     def save_scored(self, number: int, *, new_model_sha: str, state_after_sha: str | None, used: list[dict[str, Any]],
                     excluded: dict[str, str], aggregate: dict[str, Any], scores: dict[str, Any],
@@ -299,7 +301,7 @@ class StateDB:
                      None if d.score_fixed is None else str(int(d.score_fixed))),
                 )
             self._journal(number, RoundStep.SCORED, f"{len(used)} used, {len(excluded)} excluded")
-        return self.round(number)
+        return self._require(number)
 
     def mark_finalized(self, number: int, *, finalize_tx: str | None, note: str | None = None) -> RoundState:
         with self._transaction():
@@ -307,7 +309,7 @@ class StateDB:
             if record.step != RoundStep.FINALIZED:
                 self._update(number, step=RoundStep.FINALIZED, finalize_tx=finalize_tx)
                 self._journal(number, RoundStep.FINALIZED, note or finalize_tx)
-        return self.round(number)
+        return self._require(number)
 
     def journal(self, number: int | None = None) -> list[dict[str, Any]]:
         if number is None:

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from aggregator.service.context import ServiceContext
 from aggregator.service.state import RoundState
+from fedcore.protocol import (
+    DecisionInfo,
+    FitConfig,
+    JournalEntry,
+    RoundInfo,
+    RoundReport,
+    RoundSettings,
+    RoundStatus,
+    RoundStep,
+    ScoresReport,
+    UploadInfo,
+    UsedUpdate,
+)
 from fedcore.rules import RoundRules
-from fedcore.protocol import FitConfig, RoundInfo, RoundReport, RoundStatus, RoundStep
 
 # The status institutions see for a round at each step (OPENING is not announced yet).
 _STEP_STATUS = {RoundStep.OPEN: RoundStatus.OPEN, RoundStep.SCORING: RoundStatus.SCORING,
@@ -51,7 +63,7 @@ def current_round(context: ServiceContext) -> RoundInfo:
         bounty_id=context.bounty_id,
         round=record.round,
         status=status_of(context, record),
-        global_model_hash=hex0x(record.global_model_sha),
+        global_model_hash="0x" + record.global_model_sha,
         new_model_hash=hex0x(record.new_model_sha),
         commit_deadline=int(record.commit_deadline or 0),
         selected=list(record.selected),
@@ -72,26 +84,27 @@ def round_detail(context: ServiceContext, record: RoundState) -> RoundReport:
         round=record.round,
         status=status,
         step=record.step,
-        global_model_hash=hex0x(record.global_model_sha),
+        global_model_hash="0x" + record.global_model_sha,
         new_model_hash=hex0x(record.new_model_sha),
         commit_deadline=record.commit_deadline,
         opened_at=record.opened_at,
         selected=list(record.selected),
-        settings=record.settings,
+        settings=RoundSettings.model_validate(record.settings),
         strategy_state_before=hex0x(record.state_before_sha),
         strategy_state_after=hex0x(record.state_after_sha),
-        uploads=[{"institution": u.institution, "sha256": u.sha256, "size": u.size, "received_at": u.received_at}
+        uploads=[UploadInfo(institution=u.institution, sha256=u.sha256, size=u.size, received_at=u.received_at)
                  for u in state.uploads(record.round)],
-        used=record.used,
+        used=None if record.used is None else [UsedUpdate.model_validate(u) for u in record.used],
         excluded=record.excluded,
         decisions=[
-            {"institution": d.institution, "sha256": d.sha256 or None, "num_samples": d.num_samples,
-             "used": d.used, "reason": d.reason, "score": d.score, "score_fixed": d.score_fixed}
+            DecisionInfo(institution=d.institution, sha256=d.sha256 or None, num_samples=d.num_samples,
+                         used=d.used, reason=d.reason, score=d.score,
+                         score_fixed=None if d.score_fixed is None else str(d.score_fixed))
             for d in state.decisions(record.round)
         ],
         aggregate=record.aggregate,
-        scores=record.scores,
+        scores=None if record.scores is None else ScoresReport.model_validate(record.scores),
         open_tx=record.open_tx,
         finalize_tx=record.finalize_tx,
-        journal=[{"step": j["step"], "at": j["at"], "note": j["note"]} for j in state.journal(record.round)],
+        journal=[JournalEntry(step=j["step"], at=j["at"], note=j["note"]) for j in state.journal(record.round)],
     )

@@ -19,8 +19,9 @@ import html
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, NamedTuple
+from typing import Annotated, NamedTuple, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
@@ -37,6 +38,7 @@ STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 DEFAULT_SYNC_INTERVAL = 2.0
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ExplorerSource(NamedTuple):
@@ -101,7 +103,7 @@ class Explorer:
         finally:
             conn.close()
 
-    def cached(self, key: tuple, build: Callable[[], object]) -> object:
+    def cached(self, key: tuple, build: Callable[[], T]) -> T:
         """``build()``, recomputed only when the index gained events (the index only ever grows)."""
         with self._lock:
             count = self.event_count()
@@ -110,7 +112,7 @@ class Explorer:
                 self._cache_events = count
             if key not in self._cache:
                 self._cache[key] = build()
-            return self._cache[key]
+            return cast(T, self._cache[key])  # stored by this key's own build
 
     def status(self) -> dict:
         src = self.source()
@@ -196,7 +198,6 @@ def create_explorer_router(source: SourceFactory, *, sync_interval: float = DEFA
         src = ex.source()
         return ex.cached(("reputation",), lambda: views.reputation(src.db))
 
-    router.explorer = explorer  # for tests and hosts that want the state
     return router
 
 

@@ -202,7 +202,7 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
             "commitments": commitments,
         })
 
-    members: dict[str, dict] = {}
+    members: dict[str, None] = {}  # an ordered set
     for r in report["rounds"]:
         for who in r["commitments"]:
             members.setdefault(who, None)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from aggregator import scoring
+from aggregator.rules import resolve_rules
 from aggregator.scoring import (
     DEFAULT_ESTIMATOR,
     DEFAULT_ESTIMATOR_PARAMS,
@@ -39,13 +40,12 @@ from aggregator.shapley import (
     from_fixed_point,
     make_estimator,
 )
-from aggregator.rules import resolve_rules
 from aggregator.strategies import make_strategy
-from fedcore.types import Update
 from fedcore import metrics as fm
 from fedcore.errors import AggregatorError, FedLedgerError
 from fedcore.models import predict_with_weights
 from fedcore.task import TaskSpec, TrainingSettings
+from fedcore.types import Update
 from fedledger.simulation import Institution, run_simulation
 from fedsets.data import carve_validation, pool_sites
 from fedsets.heart import load_fed_heart_disease

@@ -292,7 +292,9 @@ def test_budget_caps_evaluations_and_reports_not_converged():
 
 
 def test_gtg_between_round_truncation_returns_zeros_after_two_evaluations():
-    flat = lambda s: 0.8 + 1e-6 * len(s)  # the round barely moved the metric
+    def flat(s):
+        return 0.8 + 1e-6 * len(s)  # the round barely moved the metric
+
     estimate = gtg_shapley(5, flat, seed=0)
     assert estimate.evaluations == 2 and estimate.permutations == 0
     np.testing.assert_array_equal(estimate.values, np.zeros(5))

@@ -25,9 +25,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,7 @@ SPONSOR_ACCOUNT, AGGREGATOR_ACCOUNT, MALLORY_ACCOUNT, OUTSIDER_ACCOUNT = 1, 2, 3
 STAKE = "1ether"
 ZERO_HASH = bytes(32)
 
-_ACTIVE: list["Processes"] = []  # registries whose logs a failure report shows
+_ACTIVE: list[Processes] = []  # registries whose logs a failure report shows
 
 
 # -- processes ---------------------------------------------------------------------------------------------

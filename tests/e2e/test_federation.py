@@ -117,7 +117,7 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
     nodes = fed.start_nodes(procs, bounty_id, aggregator.url, state_root)
     fed.wait_completed(bounty_id, timeout=300, alive=(agg,))
     t_rounds = time.monotonic() - t0
-    for name, node in nodes.items():
+    for node in nodes.values():
         assert node.wait(120) == 0, node.tail()
         assert f"bounty {bounty_id}: completed; took part in {rounds} round(s)" in node.stdout()
 
@@ -234,7 +234,7 @@ def test_node_killed_after_committing_resumes_without_committing_twice(federatio
                             *fed.node_args(victim.name, bounty_id, aggregator.url, state_root))
     fed.wait_completed(bounty_id, timeout=300, alive=(agg,))
     t_rounds = time.monotonic() - t0
-    for name, proc in {**nodes, victim.name: restarted}.items():
+    for proc in {**nodes, victim.name: restarted}.values():
         assert proc.wait(120) == 0, proc.tail()
 
     books = fed.check_books(bounty_id, rounds=rounds)

@@ -10,9 +10,26 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
 from fedcore import protocol
-from fedcore.protocol import (REJECTION_STATUS, DecisionInfo, ErrorBody, FitConfig, Health, JournalEntry, RejectionCode,
-                              RoundInfo, RoundReport, RoundSettings, RoundStatus, RoundStep, ScoresReport, TaskInfo,
-                              TrainingSettingsInfo, UploadAccepted, UploadInfo, UsedUpdate)
+from fedcore.protocol import (
+    REJECTION_STATUS,
+    DecisionInfo,
+    ErrorBody,
+    FitConfig,
+    Health,
+    JournalEntry,
+    RejectionCode,
+    RoundInfo,
+    RoundReport,
+    RoundSettings,
+    RoundStatus,
+    RoundStep,
+    ScoresReport,
+    TaskInfo,
+    TrainingSettingsInfo,
+    UploadAccepted,
+    UploadInfo,
+    UsedUpdate,
+)
 from fedcore.task import TaskSpec, TrainingSettings, task_hash
 
 A, B = "0x" + "ab" * 20, "0x" + "cd" * 20

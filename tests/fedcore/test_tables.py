@@ -77,7 +77,7 @@ def test_unreadable_and_non_utf8_files_are_one_line(tmp_path, role):
     with pytest.raises(DataError, match="cannot read"):
         ROLES[role](tmp_path / "none.csv")
     path = tmp_path / "latin1.csv"
-    path.write_bytes("f0,f1,f2,label\n1,2,3,0\n".encode() + "é".encode("latin-1"))
+    path.write_bytes(b"f0,f1,f2,label\n1,2,3,0\n" + "é".encode("latin-1"))
     with pytest.raises(DataError) as info:
         ROLES[role](path)
     assert str(info.value) == f"{path}: not UTF-8 text"

@@ -9,7 +9,6 @@ import pytest
 
 from fedcore.errors import ChainError
 from ledger.audit import sync_index, trace
-from ledger.client import FedLedgerClient
 from ledger.deployment import Deployment
 from ledger.example import scripted_bounty
 from tests.world import ONE_ETH, h

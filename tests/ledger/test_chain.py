@@ -6,7 +6,14 @@ from web3 import Web3
 
 from fedcore.errors import ChainError
 from ledger.chain import (
-    advance_time, call, connect, fund_account, is_embedded, latest_timestamp, mine, send_transaction,
+    advance_time,
+    call,
+    connect,
+    fund_account,
+    is_embedded,
+    latest_timestamp,
+    mine,
+    send_transaction,
 )
 from ledger.ganache import CHAIN_ID, deterministic_accounts, free_port
 

@@ -7,7 +7,13 @@ import pytest
 
 from fedcore.errors import ConfigError
 from ledger.compile import (
-    ARTIFACTS_DIR, ROOT, compile_project, compile_sources, dump_artifact, load_artifact, write_artifacts,
+    ARTIFACTS_DIR,
+    ROOT,
+    compile_project,
+    compile_sources,
+    dump_artifact,
+    load_artifact,
+    write_artifacts,
 )
 
 TINY = """// SPDX-License-Identifier: MIT

@@ -5,10 +5,16 @@ import json
 import pytest
 
 from fedcore.errors import ChainError, ConfigError
-from ledger.compile import ARTIFACTS_DIR
 from ledger.client import FedLedgerClient, RevenueSplitterClient
+from ledger.compile import ARTIFACTS_DIR
 from ledger.deployment import (
-    CONTRACTS, MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment, default_path, deploy, deploy_fedledger,
+    CONTRACTS,
+    MAIN_CONTRACT,
+    SPLITTER_CONTRACT,
+    Deployment,
+    default_path,
+    deploy,
+    deploy_fedledger,
 )
 
 

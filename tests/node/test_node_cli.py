@@ -15,9 +15,9 @@ import pytest
 from eth_account import Account
 
 from fedcore.codec import update_hash_hex
+from fedcore.keystore import PASSWORD_ENV, create_keystore
 from fedledger.cli import main
 from node import cli as node_cli
-from fedcore.keystore import PASSWORD_ENV, create_keystore
 from node.remote import AggregatorClient
 from tests.node.test_runner import MIN_STAKE, make_federation, serve, write_site_csv
 

@@ -19,29 +19,29 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from web3 import Web3
 import uvicorn
 from eth_account import Account
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from web3 import Web3
 
+from aggregator.rules import resolve_rules
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
 from fedcore.errors import DataError, NodeError
 from fedcore.models import build_model, get_weights
+from fedcore.protocol import ErrorBody, FitConfig, Health, RejectionCode, RoundInfo, RoundStatus, UploadAccepted
+from fedcore.rules import rules_hash
+from fedcore.seeds import training_seed
 from fedcore.signing import recover_upload_signer
+from fedcore.tables import read_task_table
 from fedcore.task import TaskSpec, TrainingSettings, task_hash
 from ledger.chain import advance_time, connect, fund_account, latest_timestamp
 from ledger.client import ETH, BountyParams, FedLedgerClient
 from ledger.deployment import deploy_fedledger
 from ledger.ganache import free_port
 from node import runner as runner_module
-from fedcore.protocol import ErrorBody, FitConfig, Health, RejectionCode, RoundInfo, RoundStatus, UploadAccepted
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.runner import ModelMismatch, NodeRoundStatus, NodeRunner
-from aggregator.rules import resolve_rules
-from fedcore.rules import rules_hash
-from fedcore.seeds import training_seed
-from fedcore.tables import read_task_table
 from node.site import load_site
 from node.training import train_local
 

@@ -7,7 +7,7 @@ optimizer state by hash (for auditors; the final model of a completed bounty is 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
@@ -25,7 +25,7 @@ OCTET = "application/octet-stream"
 SHA_PATH = Annotated[str, Path(description="sha256 as 64 hex digits, with or without 0x", pattern=r"^(0x)?[0-9a-fA-F]{64}$")]
 
 
-def _binary(description: str) -> dict:
+def _binary(description: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"description": description, "content": {OCTET: {"schema": {"type": "string", "format": "binary"}}}},
             **error_responses(RejectionCode.NOT_FOUND, RejectionCode.UNKNOWN_BOUNTY)}
 

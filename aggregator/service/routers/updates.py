@@ -15,8 +15,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from aggregator.service.deps import BountyId, Context, UploadLimit
-from aggregator.service.routers.models import SHA_PATH, _binary, blob_response
 from aggregator.service.rejection import Rejected, error_responses
+from aggregator.service.routers.models import SHA_PATH, _binary, blob_response
 from aggregator.service.state import RoundNotAccepting
 from aggregator.service.store import normalize_sha
 from aggregator.service.verify import parse_signature, verify_upload

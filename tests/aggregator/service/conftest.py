@@ -19,9 +19,9 @@ from aggregator.rounds import compute_round
 from aggregator.rules import resolve_rules
 from aggregator.service.app import create_app
 from aggregator.service.context import ServiceContext, build_context
-from fedcore.keystore import create_keystore
 from aggregator.service.settings import load_settings
 from fedcore import codec
+from fedcore.keystore import create_keystore
 from fedcore.rules import RoundRules, rules_hash
 from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash

@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aggregator.rules import resolve_rules
 from aggregator.service.app import create_app
 from aggregator.service.coordinator import Coordinator
-from aggregator.rules import resolve_rules
 from fedcore import codec
 from fedcore.errors import ConfigError, NodeError
 from fedcore.protocol import FitConfig, RoundInfo
 from fedcore.rules import RoundRules
-from node.remote import AggregatorClient
 from fedcore.seeds import training_seed
+from node.remote import AggregatorClient
 from node.runner import NodeRoundStatus, NodeRunner
 from node.training import train_local
 from tests.aggregator.service.conftest import SPEC

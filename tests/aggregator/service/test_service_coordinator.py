@@ -15,10 +15,10 @@ from aggregator.service.selection import eligible, select_clients
 from aggregator.service.settings import load_settings
 from aggregator.service.state import StateDB
 from aggregator.strategies import make_strategy
-from fedcore.types import Update
 from fedcore import codec
 from fedcore.errors import AggregatorError, ConfigError
 from fedcore.rules import RoundRules
+from fedcore.types import Update
 from ledger.client import BountyStatus, Institution
 
 

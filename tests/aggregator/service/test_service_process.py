@@ -18,9 +18,9 @@ import pytest
 from eth_account import Account
 
 from aggregator.rules import resolve_rules
-from fedcore.rules import rules_hash
-from fedcore.keystore import create_keystore
 from fedcore import codec
+from fedcore.keystore import create_keystore
+from fedcore.rules import rules_hash
 from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import connect, fund_account
