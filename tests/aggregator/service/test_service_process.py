@@ -128,12 +128,13 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
 
         paths = set(http.get("/openapi.json").json()["paths"])
         assert paths == {
-            "/health", "/bounties/{bounty_id}/task", "/bounties/{bounty_id}/rounds/current",
+            "/health", "/bounties/{bounty_id}/task", "/bounties/{bounty_id}/rules", "/bounties/{bounty_id}/rounds/current",
             "/bounties/{bounty_id}/rounds/{round}", "/bounties/{bounty_id}/model", "/bounties/{bounty_id}/models/{sha256}",
             "/bounties/{bounty_id}/states/{sha256}", "/bounties/{bounty_id}/rounds/{round}/updates",
             "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}",
         }
         assert http.get(f"/bounties/{bounty_id}/task").json() == SPEC.to_dict()
+        assert http.get(f"/bounties/{bounty_id}/rules").json() == rules.to_dict()
 
         current = wait_for(lambda: (c := http.get(f"/bounties/{bounty_id}/rounds/current").json())["status"] == "open" and c,
                            60, "round 1 to open", process, log)
