@@ -497,6 +497,8 @@ def _personal_spec(federation: dict[str, Any]):
 
 def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
     """One federation (or the local-only grid) on one split and seed: ``{center: {candidate: test accuracy}}``."""
+    from dataclasses import replace
+
     from aggregator.strategies import make_strategy
     from fedcore import metrics as fm
     from fedcore.models import predict_with_weights
@@ -505,6 +507,8 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
     from node import personalize as pz
 
     institutions, _, _ = _split(job["split"], job.get("split_seed", 0))
+    # validation carvings are named "<center>/validation": results are keyed by the center itself
+    institutions = [replace(inst, name=inst.name.split("/")[0]) for inst in institutions]
     seed = job["seed"]
     out: dict[str, dict[str, float]] = {inst.name: {} for inst in institutions}
     if job["kind"] == "personal_local":
