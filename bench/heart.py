@@ -156,6 +156,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from fedledger.simulation import evaluate_federation, run_simulation, train_centralized
 
     torch.set_num_threads(1)
+    if job["kind"].startswith("personal"):
+        return run_personal_job(job)
     institutions, extra, pooled = _split(job["split"], job.get("split_seed", 0))
     if job["kind"] in ("pooled", "local"):
         spec = _spec({"local_epochs": CENTRALIZED_EPOCHS, "optimizer": "adam", "lr": CENTRALIZED_LR})
@@ -248,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="evaluation seeds (default 42-46)")
     parser.add_argument("--no-tuning", action="store_true", help="only the FLamby-setting runs")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"output JSON (default {RESULTS_PATH})")
+    parser.add_argument("--personalized-only", action="store_true",
+                        help="recompute only the `personalized` block, reusing the tuned settings and pooled runs in --out")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     seeds = list(args.seeds)
+    if args.personalized_only:
+        return _personalized_only(args.out, seeds, args.workers, started)
     centers = [s.name for s in _sites()]
 
     # 1. baselines and FLamby-setting strategies on the test parts
@@ -358,12 +364,14 @@ def main(argv: list[str] | None = None) -> int:
             "validation_mean_center_accuracy": tuning_report[name]["chosen"]["validation_mean_center_accuracy"],
             **_method_entry(runs, local_own),
         }
+    report["personalized"] = personalized_section(report, chosen, seeds, args.workers)
     report["summary"] = _summary_block(report)
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     report["environment"] = {"python": platform.python_version(), "torch": _torch_version(), "workers": args.workers}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown_table(report))
+    print("\n" + personalized_table(report["personalized"]))
     print(f"\nwrote {args.out} in {report['elapsed_seconds']} s")
     return 0
 
@@ -442,6 +450,193 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Personalized models (issue 10): each center's own model against its own tuned local-only model
+#
+# For every evaluation seed, each federation runs once on the full training parts; every candidate
+# personalization (fine-tuning steps and learning rates, Ditto's lambda) and every local-only
+# candidate (node.personalize.LOCAL_ONLY_CANDIDATES) is then scored on the test parts. Which
+# candidate a center gets is decided on validation only: the same runs on the validation carvings
+# of the tuning protocol (federations retrained on the carved training rows), mean accuracy over
+# the carvings and training seeds, chosen per center (each hospital picks for itself). The code
+# that trains the candidates is the node's own (node/personalize.py).
+
+# Federations personalized: the logistic regression with FedAvg's tuned settings (bench tuning,
+# tuned.fedavg), and a one-hidden-layer MLP (16 units) whose settings were fixed before any run
+# (not tuned): lr 0.03, 100 local SGD steps, batch 8. Every tuned strategy also gets fine-tuning.
+PERSONAL_MLP = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
+PERSONAL_MLP_TRAINING = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
+
+
+def _personal_spec(federation: dict[str, Any]):
+    from dataclasses import replace
+
+    spec = _spec(federation["training"])
+    return replace(spec, model=federation.get("model", "logreg"), model_params=federation.get("model_params", {}))
+
+
+def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """One federation (or the local-only grid) on one split and seed: ``{center: {candidate: test accuracy}}``."""
+    from dataclasses import replace
+
+    from aggregator.rules import resolve_rules
+    from fedcore import metrics as fm
+    from fedcore.models import predict_with_weights
+    from fedcore.seeds import personalization_seed
+    from fedcore.task import PersonalizationSettings
+    from fedledger.simulation import run_simulation
+    from node import personalize as pz
+
+    institutions, _, _ = _split(job["split"], job.get("split_seed", 0))
+    # validation carvings are named "<center>/validation": results are keyed by the center itself
+    institutions = [replace(inst, name=inst.name.split("/")[0]) for inst in institutions]
+    seed = job["seed"]
+    out: dict[str, dict[str, float]] = {inst.name: {} for inst in institutions}
+    if job["kind"] == "personal_local":
+        for inst in institutions:
+            for i, choice in enumerate(pz.LOCAL_ONLY_CANDIDATES):
+                weights = pz.train_alone(choice, inst.X_train, inst.y_train, seed=seed)
+                arch = pz.architecture(choice.model, choice.model_params, inst.X_train.shape[1])
+                out[inst.name][f"local {i}"] = fm.accuracy(inst.y_test, predict_with_weights(arch, weights, inst.X_test))
+            majority = pz.majority_class(inst.y_train)
+            out[inst.name]["majority"] = float(np.mean(inst.y_test == majority))
+        return out
+    federation = job["federation"]
+    spec = _personal_spec(federation)
+    settings = PersonalizationSettings()
+    trajectory: list[dict] = []
+    result = run_simulation(
+        institutions,
+        spec,
+        resolve_rules(strategy=federation["strategy"],
+                      strategy_params={"fit_config": federation["training"], **federation["strategy_kwargs"]}),
+        rounds=ROUNDS,
+        seed=seed,
+        keep_records=False,
+        evaluate_every_round=False,
+        on_round=lambda record: trajectory.append(record.global_weights),
+    )
+    run_spec = spec.with_training(seed=seed)
+    for inst in institutions:
+        def accuracy(weights: dict) -> float:
+            return fm.accuracy(inst.y_test, predict_with_weights(run_spec, weights, inst.X_test))
+
+        for steps in settings.finetune_steps:
+            for lr in settings.finetune_lrs if steps else settings.finetune_lrs[:1]:
+                tuned = pz.fine_tune(result.final_weights, inst.X_train, inst.y_train, run_spec, steps=steps, lr=lr,
+                                     seed=personalization_seed(seed, "finetune"))
+                out[inst.name][f"finetune steps={steps} lr={lr:g}"] = accuracy(tuned)
+        if job.get("ditto"):
+            for lam in settings.ditto_lambdas:
+                personal = pz.ditto_personal(trajectory, inst.X_train, inst.y_train, run_spec, lam=lam, seed=seed)
+                out[inst.name][f"ditto lambda={lam:g}"] = accuracy(personal)
+    return out
+
+
+def _personal_jobs(federations: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    splits = [("validation", ss, ts) for ss in TUNING_SPLIT_SEEDS for ts in TUNING_TRAIN_SEEDS] + [("test", 0, s) for s in seeds]
+    jobs = [{"kind": "personal_local", "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits]
+    for name, federation in federations.items():
+        jobs += [{"kind": "personal", "name": name, "federation": federation, "ditto": federation.get("ditto", False),
+                  "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits]
+    return jobs
+
+
+def _choose_per_center(validation_runs: list[dict], test_runs: list[dict], prefix: str) -> dict[str, dict[str, Any]]:
+    """Per center: the candidate (labels starting with ``prefix``) with the best mean validation accuracy
+    (first in candidate order on a tie), and its test accuracy per seed."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for center, candidates in validation_runs[0].items():
+        labels = [label for label in candidates if label.startswith(prefix)]
+        scores = [float(np.mean([run[center][label] for run in validation_runs])) for label in labels]
+        best = labels[int(np.argmax(scores))]
+        chosen[center] = {"candidate": best, "validation_accuracy": round(max(scores), 4),
+                          "test_per_seed": [run[center][best] for run in test_runs]}
+    return chosen
+
+
+def _personal_entry(chosen: dict[str, dict[str, Any]], local: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    per_seed = {c: np.asarray(v["test_per_seed"], dtype=np.float64) for c, v in chosen.items()}
+    entry: dict[str, Any] = {
+        "mean_over_centers": round(float(np.mean([v.mean() for v in per_seed.values()])), 4),
+        "per_center": {c: round(float(v.mean()), 4) for c, v in per_seed.items()},
+        "per_center_std": {c: round(float(v.std()), 4) for c, v in per_seed.items()},
+    }
+    if local is not None:
+        entry["gain_over_local"] = {
+            c: round(float(np.mean(v - np.asarray(local[c]["test_per_seed"]))), 4) for c, v in per_seed.items()
+        }
+    entry["mean_over_centers_per_seed"] = [round(float(x), 4) for x in np.mean(list(per_seed.values()), axis=0)]
+    entry["chosen_per_center"] = {c: {"candidate": v["candidate"], "validation_accuracy": v["validation_accuracy"]} for c, v in chosen.items()}
+    return entry
+
+
+def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tuple[dict, dict]], seeds: list[int],
+                         workers: int) -> dict[str, Any]:
+    """The ``personalized`` block of heart.json: one entry per method (see bench/README.md)."""
+    federations: dict[str, dict[str, Any]] = {
+        f"{name}": {"strategy": name, "strategy_kwargs": kw, "training": {"local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE, **tr},
+                    "ditto": name == "fedavg"}
+        for name, (kw, tr) in chosen_strategies.items()
+    }
+    federations["fedavg_mlp"] = {"strategy": "fedavg", "strategy_kwargs": {}, "training": PERSONAL_MLP_TRAINING, "ditto": True,
+                                 **PERSONAL_MLP}
+    jobs = _personal_jobs(federations, seeds)
+    done = dict(zip(map(_job_key, jobs), run_jobs(jobs, workers, "personalized")))
+    n_val = len(TUNING_SPLIT_SEEDS) * len(TUNING_TRAIN_SEEDS)
+
+    def runs(kind: str, name: str | None = None) -> tuple[list[dict], list[dict]]:
+        selected = [done[_job_key(j)] for j in jobs if j["kind"] == kind and j.get("name") == name]
+        return selected[:n_val], selected[n_val:]
+
+    local_val, local_test = runs("personal_local")
+    local = _choose_per_center(local_val, local_test, "local ")
+    methods: dict[str, Any] = {
+        "local_only": _personal_entry(local, local),
+        "majority_class": _personal_entry(_choose_per_center(local_val, local_test, "majority"), local),
+    }
+    for name, federation in federations.items():
+        val, test = runs("personal", name)
+        methods[name] = _personal_entry(_choose_per_center(val, test, "finetune steps=0 "), local)
+        methods[f"{name}+finetune"] = _personal_entry(_choose_per_center(val, test, "finetune"), local)
+        if federation["ditto"]:
+            methods[f"ditto_{federation.get('model', 'logreg')}"] = _personal_entry(_choose_per_center(val, test, "ditto"), local)
+    pooled = report["pooled"]["center_test_accuracy"]
+    methods["pooled"] = _personal_entry(
+        {c: {"candidate": "pooled training (FLamby settings)", "validation_accuracy": None, "test_per_seed": pooled[c]["per_seed"]}
+         for c in pooled},
+        local,
+    )
+    return methods
+
+
+def _personalized_only(out: Path, seeds: list[int], workers: int, started: float) -> int:
+    report = json.loads(out.read_text())
+    if report["seeds"] != seeds:
+        raise SystemExit(f"{out} was measured with seeds {report['seeds']}, not {seeds}")
+    chosen = {name: (entry["settings"]["strategy_kwargs"], {k: entry["settings"]["client_training"][k] for k in ("lr", "local_steps")})
+              for name, entry in report["tuned"].items()}
+    report["personalized"] = personalized_section(report, chosen, seeds, workers)
+    report["personalized_elapsed_seconds"] = round(time.perf_counter() - started, 1)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(personalized_table(report["personalized"]))
+    print(f"\nwrote the personalized block of {out} in {report['personalized_elapsed_seconds']} s")
+    return 0
+
+
+def personalized_table(methods: dict[str, Any]) -> str:
+    """Markdown: per-center test accuracy (mean ± std over seeds), mean over centers, gain over local-only."""
+    centers = list(methods["local_only"]["per_center"])
+    lines = ["| method | " + " | ".join(centers) + " | mean over centers | gain over tuned local-only |",
+             "|---|" + "---|" * (len(centers) + 2)]
+    for name, entry in methods.items():
+        cells = " | ".join(f"{entry['per_center'][c]:.3f} ± {entry['per_center_std'][c]:.3f}" for c in centers)
+        gains = " / ".join(f"{entry['gain_over_local'][c]:+.3f}" for c in centers)
+        lines.append(f"| {name} | {cells} | {entry['mean_over_centers']:.3f} | {gains} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,12 @@ def scoring_seed(rules_seed: int, round_: int) -> int:
     return derive_seed(rules_seed, "score", round_)
 
 
+def personalization_seed(task_seed: int, step: str, *coordinates: int) -> int:
+    """Seed of one step of an institution's personalization on its own rows: ``"carve"`` (validation carving k),
+    ``"finetune"``, ``"ditto"`` (round r), ``"local-only"`` and ``"local-only-init"`` (its own baseline)."""
+    return derive_seed(task_seed, "personal", step, *coordinates)
+
+
 def selection_seed(seed: int, bounty_id: int, round_: int) -> int:
     """Seed of the aggregator's invitation sampling for one round."""
     return derive_seed(seed, "selection", bounty_id, round_)

@@ -19,6 +19,7 @@ from fedcore.errors import ConfigError
 
 METRICS = ("accuracy", "auc", "neg_loss")
 OPTIMIZERS = ("sgd", "adam")
+PERSONALIZATION_METHODS = ("none", "finetune", "ditto")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,61 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class PersonalizationSettings:
+    """How each institution derives its own model at the end of a bounty, on its own machine.
+
+    Nothing here changes what leaves an institution: updates stay deltas of the shared (global)
+    model, and contribution scoring scores them as before. The candidates are chosen by each
+    institution on a validation slice carved from its own training rows (``node.personalize``).
+
+    Attributes
+    ----------
+    method : str
+        ``"none"``; ``"finetune"`` (the final global model trained further on the local rows);
+        ``"ditto"`` (Li et al. 2021: a personal model that follows every round's global model
+        through the proximal term ``lambda/2 * ||v - w_global_r||^2`` while training on local rows).
+    ditto_lambdas : tuple of float
+        Candidate ``lambda`` values (Ditto); small is close to local-only, large to the global model.
+    finetune_steps : tuple of int
+        Candidate fine-tuning step counts; 0 keeps the global model.
+    finetune_lrs : tuple of float
+        Candidate fine-tuning learning rates (the task's optimizer and batch size).
+    validation_fraction : float
+        Share of the local training rows carved off to choose among the candidates.
+    validation_splits : int
+        Number of different carvings averaged (Switzerland has 30 training rows: one carving is noise).
+    """
+
+    method: str = "none"
+    ditto_lambdas: tuple[float, ...] = (0.003, 0.03, 0.3, 3.0)
+    finetune_steps: tuple[int, ...] = (0, 25, 100, 400)
+    finetune_lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
+    validation_fraction: float = 0.25
+    validation_splits: int = 5
+
+    def __post_init__(self) -> None:
+        if self.method not in PERSONALIZATION_METHODS:
+            raise ConfigError(f"personalization.method must be one of {PERSONALIZATION_METHODS}, got {self.method!r}")
+        for name, check in (("ditto_lambdas", _is_number), ("finetune_lrs", _is_number), ("finetune_steps", _is_int)):
+            values = getattr(self, name)
+            if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
+                raise ConfigError(f"personalization.{name} must be a non-empty list")
+            if not all(check(v) and math.isfinite(v) and v >= 0 for v in values):
+                raise ConfigError(f"personalization.{name} must hold finite numbers >= 0, got {list(values)!r}")
+            object.__setattr__(self, name, tuple(float(v) if check is _is_number else int(v) for v in values))
+        if 0.0 in self.finetune_lrs:
+            raise ConfigError("personalization.finetune_lrs must be > 0")
+        if not _is_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"personalization.validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        object.__setattr__(self, "validation_fraction", float(self.validation_fraction))
+        if not jsondoc.is_int(self.validation_splits) or self.validation_splits < 1:
+            raise ConfigError(f"personalization.validation_splits must be a positive integer, got {self.validation_splits!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What to train, on which columns, judged by which metric.
 
@@ -102,6 +158,9 @@ class TaskSpec:
     metric : str
         ``"accuracy"``, ``"auc"`` or ``"neg_loss"`` (higher is better for all three).
     training : TrainingSettings
+    personalization : PersonalizationSettings
+        How institutions derive their own models at the end; left out of the canonical JSON when it
+        is the default (``method="none"``), so specs written before it existed keep their hash.
     """
 
     name: str
@@ -111,6 +170,7 @@ class TaskSpec:
     metric: str = "accuracy"
     model_params: Mapping[str, Any] = field(default_factory=dict)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -135,6 +195,8 @@ class TaskSpec:
             raise ConfigError("task.model_params must be an object")
         if not isinstance(self.training, TrainingSettings):
             raise ConfigError("task.training must be a TrainingSettings")
+        if not isinstance(self.personalization, PersonalizationSettings):
+            raise ConfigError("task.personalization must be a PersonalizationSettings")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -159,6 +221,9 @@ class TaskSpec:
         data = asdict(self)
         data["feature_columns"] = list(self.feature_columns)
         data["model_params"] = jsondoc.thaw(self.model_params)
+        data["personalization"] = self.personalization.to_dict()
+        if self.personalization == PersonalizationSettings():
+            del data["personalization"]  # the default is implied: older specs keep their hash
         return data
 
     @classmethod
@@ -171,10 +236,15 @@ class TaskSpec:
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
+        personalization_data = data.get("personalization", {})
+        if not isinstance(personalization_data, Mapping):
+            raise ConfigError("task.personalization must be an object")
+        jsondoc.check_keys("personalization", personalization_data, PersonalizationSettings)
         try:
             training = TrainingSettings(**training_data)
-            values = {k: v for k, v in data.items() if k != "training"}
-            return cls(**values, training=training)
+            personalization = PersonalizationSettings(**personalization_data)
+            values = {k: v for k, v in data.items() if k not in ("training", "personalization")}
+            return cls(**values, training=training, personalization=personalization)
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 

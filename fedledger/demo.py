@@ -221,9 +221,10 @@ def prepare_sites(files: Sequence[Path], label: str, data_dir: Path, *, seed: in
     validation slices, each standardized with its site's training statistics, form the sponsor's validation set.
     The task is FLamby's Fed-Heart-Disease logistic regression on these columns.
     """
+    from fedcore.splits import flamby_stratify, train_test_split_indices
     from fedcore.tables import numeric_columns, read_header, read_task_table, write_task_table
     from fedcore.task import TaskSpec
-    from fedsets.data import Table, flamby_stratify, train_test_split_indices
+    from fedsets.data import Table
     from fedsets.heart import HeartPart, heart_task_spec, validation_features
 
     files = [Path(f) for f in files]

@@ -16,6 +16,7 @@ import numpy as np
 
 from fedcore.errors import ConfigError, DataError
 from fedcore.preprocessing import fit_preprocessor
+from fedcore.splits import flamby_stratify, train_test_split_indices
 from fedsets.data import (
     DATA_ENV,
     CsvSchema,
@@ -23,10 +24,8 @@ from fedsets.data import (
     Table,
     carve_validation,
     default_data_root,
-    flamby_stratify,
     prepare_site,
     read_table,
-    train_test_split_indices,
 )
 
 # FLamby's federated settings for Fed-Heart-Disease: 15 rounds of 100 local steps of batch 4.

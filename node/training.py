@@ -63,6 +63,7 @@ def train_local(
     *,
     seed: int | None = None,
     config: Mapping[str, Any] | None = None,
+    anchor_weights: Mapping[str, np.ndarray] | None = None,
     institution: str = "",
 ) -> Update:
     """Train the task's model from ``global_weights`` on local data.
@@ -82,6 +83,10 @@ def train_local(
         :func:`fedcore.seeds.training_seed` to vary it per round and institution.
     config : Mapping, optional
         Overrides of training settings handed out by the strategy (``fedprox_mu``, ``lr``...).
+    anchor_weights : Mapping, optional
+        The point the proximal term ``fedprox_mu/2 * ||w - anchor||^2`` pulls toward; defaults to
+        ``global_weights``. Ditto trains a personal model from its own weights anchored at the
+        global model (:mod:`node.personalize`).
     institution : str
         Who trains (kept in the returned update).
 
@@ -102,8 +107,9 @@ def train_local(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(spec, n_features=X_t.shape[1], seed=0)
-        set_weights(model, global_weights)
+        set_weights(model, anchor_weights if anchor_weights is not None else global_weights)
         anchor = [p.detach().clone() for p in model.parameters()]
+        set_weights(model, global_weights)
         loss_before = _mean_loss(model, X_t, y_t)
         steps = _run_optimizer(model, X_t, y_t, settings, anchor, seed)
         trained = get_weights(model)
@@ -189,7 +195,7 @@ def _run_optimizer(
     seed: int,
 ) -> int:
     if isinstance(model, LogisticRegression):
-        return _run_logreg_closed_form(model, X.numpy(), y.numpy(), settings, seed)
+        return _run_logreg_closed_form(model, X.numpy(), y.numpy(), settings, anchor, seed)
     return _run_autograd(model, X, y, settings, anchor, seed)
 
 
@@ -223,7 +229,9 @@ def _run_autograd(
     return steps
 
 
-def _run_logreg_closed_form(model: LogisticRegression, X: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int) -> int:
+def _run_logreg_closed_form(
+    model: LogisticRegression, X: np.ndarray, y: np.ndarray, settings: TrainingSettings, anchor: list[torch.Tensor], seed: int
+) -> int:
     """The same optimization as the autograd loop for ``Linear(d, 1)``, with the gradient in
     closed form (about 10x faster: this is the benchmark's inner loop).
 
@@ -234,7 +242,7 @@ def _run_logreg_closed_form(model: LogisticRegression, X: np.ndarray, y: np.ndar
     weight = model.linear.weight.detach().numpy().astype(np.float64).reshape(-1)
     bias = float(model.linear.bias.detach().numpy()[0])
     theta = np.append(weight, bias)  # (d + 1,): the bias rides along as a column of ones
-    anchor = theta.copy()
+    anchor_theta = np.append(anchor[0].numpy().astype(np.float64).reshape(-1), float(anchor[1].numpy()[0]))
     X1 = np.hstack([X.astype(np.float64), np.ones((X.shape[0], 1))])
     y64 = y.astype(np.float64)
     lr, mu, decay, momentum = settings.lr, settings.fedprox_mu, settings.weight_decay, settings.momentum
@@ -251,7 +259,7 @@ def _run_logreg_closed_form(model: LogisticRegression, X: np.ndarray, y: np.ndar
         prob = 0.5 * (1.0 + np.tanh(0.5 * (xb @ theta)))  # sigmoid without overflow
         grad = xb.T @ (prob - y64[idx]) / idx.shape[0]
         if mu > 0:
-            grad += mu * (theta - anchor)
+            grad += mu * (theta - anchor_theta)
         if decay > 0:
             grad += decay * theta
         if adam:

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from fedcore.errors import ConfigError
-from fedcore.task import TaskSpec, TrainingSettings, canonical_json, task_hash, task_hash_hex
+from fedcore.task import (
+    PersonalizationSettings,
+    TaskSpec,
+    TrainingSettings,
+    canonical_json,
+    task_hash,
+    task_hash_hex,
+)
 
 FEATURES = ("age", "sex", "chol")
 
@@ -155,3 +162,49 @@ def test_invalid_training_settings(settings, message):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         TaskSpec.load(tmp_path / "absent.json")
+
+
+# -- personalization ---------------------------------------------------------------------------------
+
+
+def test_default_personalization_is_left_out_so_older_specs_keep_their_hash():
+    spec = make_spec()
+    assert "personalization" not in spec.to_dict()
+    assert task_hash(TaskSpec.from_dict(spec.to_dict())) == task_hash(spec)  # a file written before the field
+    explicit_default = make_spec(personalization=PersonalizationSettings(method="none"))
+    assert task_hash(explicit_default) == task_hash(spec)
+
+
+def test_personalization_is_part_of_the_hash_and_round_trips(tmp_path):
+    ditto = make_spec(personalization=PersonalizationSettings(method="ditto", ditto_lambdas=[0.1, 1]))
+    assert task_hash(ditto) != task_hash(make_spec())
+    assert task_hash(ditto) != task_hash(make_spec(personalization=PersonalizationSettings(method="ditto")))
+    ditto.save(tmp_path / "task.json")
+    loaded = TaskSpec.load(tmp_path / "task.json")
+    assert loaded == ditto and task_hash(loaded) == task_hash(ditto)
+    assert loaded.personalization.ditto_lambdas == (0.1, 1.0)
+    assert json.loads(canonical_json(ditto))["personalization"]["method"] == "ditto"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"method": "fenda"}, "personalization.method"),
+        ({"ditto_lambdas": []}, "ditto_lambdas"),
+        ({"ditto_lambdas": [-1.0]}, "ditto_lambdas"),
+        ({"finetune_steps": [1.5]}, "finetune_steps"),
+        ({"finetune_lrs": [0.0]}, "finetune_lrs"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"validation_splits": 0}, "validation_splits"),
+    ],
+)
+def test_bad_personalization_is_a_config_error(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        PersonalizationSettings(**fields)
+
+
+def test_unknown_personalization_field_is_rejected():
+    data = make_spec().to_dict()
+    data["personalization"] = {"method": "ditto", "alpha": 0.5}
+    with pytest.raises(ConfigError, match="unknown field"):
+        TaskSpec.from_dict(data)

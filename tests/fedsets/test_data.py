@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fedcore.errors import DataError
-from fedsets import data as nd
+from fedcore.splits import flamby_stratify, split_sizes, train_test_split_indices
 from fedsets.data import (
     CsvSchema,
     carve_validation,
@@ -15,8 +15,6 @@ from fedsets.data import (
     load_csv_site,
     pool_sites,
     read_table,
-    split_sizes,
-    train_test_split_indices,
 )
 from fedsets.heart import heart_paths, load_fed_heart_disease, load_heart_tables
 
@@ -106,7 +104,7 @@ def test_stratified_split_keeps_label_proportions(heart_sites):
     share_test = cleveland.y_test.mean()
     assert abs(share_train - share_test) < 0.01
     # switzerland has a single negative: FLamby does not stratify it
-    assert nd.flamby_stratify(load_heart_tables()[2].y) is None
+    assert flamby_stratify(load_heart_tables()[2].y) is None
 
 
 def test_normalization_uses_the_sites_own_training_rows(heart_sites):

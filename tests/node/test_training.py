@@ -225,10 +225,29 @@ def test_logreg_closed_form_matches_autograd(settings):
     spec = make_spec(local_steps=45, batch_size=4, **settings)
     fast = build_model(spec, seed=3)
     slow = build_model(spec, seed=3)
-    anchor = [p.detach().clone() for p in slow.parameters()]
+    # the proximal anchor differs from the start, as in Ditto's personal training
+    anchor = [p.detach().clone() for p in build_model(spec, seed=4).parameters()]
     X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
-    assert nt._run_logreg_closed_form(fast, X, y, spec.training, seed=11) == 45
+    assert nt._run_logreg_closed_form(fast, X, y, spec.training, anchor, seed=11) == 45
     assert nt._run_autograd(slow, X_t, y_t, spec.training, anchor, seed=11) == 45
     for name, value in get_weights(slow).items():
         np.testing.assert_allclose(get_weights(fast)[name], value, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(get_weights(fast)["linear.weight"], anchor[0].numpy())  # it did move
+    assert not np.allclose(get_weights(fast)["linear.weight"], get_weights(build_model(spec, seed=3))["linear.weight"])  # it moved
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_proximal_anchor_pulls_toward_the_given_weights(model):
+    """``anchor_weights``: training starts from one model and is held near another (Ditto)."""
+    X, y = make_data()
+    spec = make_spec(model=model, lr=0.05, local_steps=200)
+    start = get_weights(build_model(spec, seed=0))
+    anchor = get_weights(build_model(spec, seed=1))
+    distance = lambda a, b: np.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))  # noqa: E731
+    held = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0}, anchor_weights=anchor)
+    free = train_local(start, X, y, spec, seed=0)
+    held_weights = apply_update(start, held.update)
+    assert distance(held_weights, anchor) < 0.5 * distance(apply_update(start, free.update), anchor)
+    assert distance(held_weights, anchor) < distance(start, anchor)  # pulled from the start toward the anchor
+    default = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0}, anchor_weights=start)
+    plain = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0})
+    assert encode(default.update) == encode(plain.update)
