@@ -120,7 +120,7 @@ class PersonalizationSettings:
     def __post_init__(self) -> None:
         if self.method not in PERSONALIZATION_METHODS:
             raise ConfigError(f"personalization.method must be one of {PERSONALIZATION_METHODS}, got {self.method!r}")
-        for name, check in (("ditto_lambdas", _is_number), ("finetune_lrs", _is_number), ("finetune_steps", _is_int)):
+        for name, check in (("ditto_lambdas", _is_number), ("finetune_lrs", _is_number), ("finetune_steps", jsondoc.is_int)):
             values = getattr(self, name)
             if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
                 raise ConfigError(f"personalization.{name} must be a non-empty list")

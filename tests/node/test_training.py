@@ -245,9 +245,9 @@ def test_proximal_anchor_pulls_toward_the_given_weights(model):
     distance = lambda a, b: np.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))  # noqa: E731
     held = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0}, anchor_weights=anchor)
     free = train_local(start, X, y, spec, seed=0)
-    held_weights = apply_update(start, held.update)
-    assert distance(held_weights, anchor) < 0.5 * distance(apply_update(start, free.update), anchor)
+    held_weights = apply_update(start, held.arrays)
+    assert distance(held_weights, anchor) < 0.5 * distance(apply_update(start, free.arrays), anchor)
     assert distance(held_weights, anchor) < distance(start, anchor)  # pulled from the start toward the anchor
     default = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0}, anchor_weights=start)
     plain = train_local(start, X, y, spec, seed=0, config={"fedprox_mu": 5.0})
-    assert encode(default.update) == encode(plain.update)
+    assert encode(default.arrays) == encode(plain.arrays)
