@@ -291,6 +291,7 @@ def test_openapi_documents_every_endpoint(service):
     assert set(paths) == {
         "/health",
         "/bounties/{bounty_id}/task",
+        "/bounties/{bounty_id}/rules",
         "/bounties/{bounty_id}/rounds/current",
         "/bounties/{bounty_id}/rounds/{round}",
         "/bounties/{bounty_id}/model",
