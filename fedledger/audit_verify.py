@@ -21,10 +21,11 @@ With ``--aggregator URL`` (the aggregator's HTTP API; see *What the aggregator m
 
 ``round_records``
     for each finalized round the aggregator's record lists exactly the chain's scored participants, with
-    their committed hashes, and the chain's new model hash;
+    update hashes that, bound to them (:func:`fedcore.commitments.bind_commitment`), are their on-chain
+    commitments, and the chain's new model hash;
 ``updates_match_commitments``
-    every update the aggregator stored, downloaded by its hash, hashes (sha256 of the exact bytes) to the
-    sender's on-chain commitment.
+    every update the chain scored, downloaded by the hash the record gives, hashes (sha256 of the exact bytes)
+    to that hash, and that hash bound to its sender is the sender's on-chain commitment.
 
 With ``--recompute`` (needs ``--aggregator``, ``--task``, ``--validation`` and ``--rules``):
 
@@ -349,9 +350,10 @@ def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, i
     return {w: hashes.get(w) for w in scores}, scores, {w: samples.get(w) for w in scores}
 
 
-def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict
-                     ) -> list[str]:
-    """How a round record disagrees with the chain (empty when it agrees)."""
+def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict,
+                     binding: Callable[[int, str, str], str]) -> list[str]:
+    """How a round record disagrees with the chain (empty when it agrees); ``binding(round, who, sha)`` is the
+    commitment ``who`` makes for the update hashing to ``sha``."""
     number = r["round"]
     record_problems: list[str] = []
     kept = {u.institution: u.sha256 for u in record.used}
@@ -362,9 +364,9 @@ def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, s
                                + (f"; not in the record: {', '.join(missing)}" if missing else "")
                                + (f"; not scored on chain: {', '.join(extra)}" if extra else ""))
     for who in sorted(set(kept) & set(hashes)):
-        if kept[who] != hashes[who]:
-            record_problems.append(f"round {number}: the record gives {who} hash {_short(kept[who])}, "
-                                   f"the chain {_short(hashes[who])}")
+        if binding(number, who, kept[who]) != hashes[who]:
+            record_problems.append(f"round {number}: the record gives {who} update {_short(kept[who])}, which does "
+                                   f"not bind to its commitment {_short(hashes[who])}")
         if counts[who] != samples[who]:
             record_problems.append(f"round {number}: the record gives {who} {counts[who]} samples, "
                                    f"the chain {samples[who]}")
@@ -383,9 +385,24 @@ def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, s
     return record_problems
 
 
-def store_checks(report: dict, source: AggregatorSource, bounty_id: int
+def commitment_binding(client, bounty_id: int) -> Callable[[int, str, str], str]:
+    """``(round, institution, update sha 0x hex) -> 0x hex`` commitment that institution makes on this chain and
+    contract (:func:`fedcore.commitments.bind_commitment`)."""
+    from fedcore.commitments import bind_commitment
+
+    chain_id, contract = int(client.w3.eth.chain_id), client.address
+
+    def binding(round_: int, institution: str, sha: str) -> str:
+        digest = bytes.fromhex(_norm_hash(sha)[2:])
+        return "0x" + bind_commitment(chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=round_,
+                                      institution=institution, update_sha256=digest).hex()
+    return binding
+
+
+def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding: Callable[[int, str, str], str]
                  ) -> tuple[list[Check], dict[int, RoundReport], dict[int, dict[str, bytes]]]:
-    """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes."""
+    """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes
+    (``binding``: :func:`commitment_binding`)."""
     records: dict[int, RoundReport] = {}
     payloads: dict[int, dict[str, bytes]] = {}
     record_problems, update_problems = [], []
@@ -401,18 +418,22 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int
             record = None
         if record is not None:
             records[number] = record
-            record_problems += _record_problems(report, r, record, hashes, scores, samples)
+            record_problems += _record_problems(report, r, record, hashes, scores, samples, binding)
         payloads[number] = {}
-        for who in sorted(hashes):  # what the chain says was used: each must be served and match
+        shas = {u.institution: u.sha256 for u in record.used} if record is not None else {}
+        for who in sorted(hashes):  # what the chain says was used: each must be served and bind to its commitment
             n_updates += 1
-            try:
-                data = source.update(bounty_id, number, hashes[who])
-            except NotServed as error:
-                update_problems.append(f"round {number}: {who}'s update {_short(hashes[who])} not served ({error})")
+            if who not in shas:
+                update_problems.append(f"round {number}: no update of {who} is recorded")
                 continue
-            if _sha(data) != hashes[who]:
-                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, "
-                                       f"its commitment is {_short(hashes[who])}")
+            try:
+                data = source.update(bounty_id, number, shas[who])
+            except NotServed as error:
+                update_problems.append(f"round {number}: {who}'s update {_short(shas[who])} not served ({error})")
+                continue
+            if binding(number, who, _sha(data)) != hashes[who]:
+                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, which "
+                                       f"does not bind to its commitment {_short(hashes[who])}")
                 continue
             payloads[number][who] = data
     checks = [
@@ -575,7 +596,7 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
     checks = chain_checks(report, client, bounty_id)
     skipped = []
     if source is not None:
-        store, records, payloads = store_checks(report, source, bounty_id)
+        store, records, payloads = store_checks(report, source, bounty_id, commitment_binding(client, bounty_id))
         checks += store
         if recompute:
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,

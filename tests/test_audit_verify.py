@@ -19,6 +19,7 @@ from aggregator.rounds import RoundInputs, compute_round
 from aggregator.rules import resolve_rules
 from aggregator.service.validation import load_validation_set
 from fedcore import codec
+from fedcore.commitments import bind_commitment
 from fedcore.models import initial_weights
 from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash
@@ -150,7 +151,9 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
             delta = {k: (rng.normal(size=v.shape) * 0.3).astype(np.float32) for k, v in weights.items()}
             data = codec.encode(delta)
             store.updates[hashlib.sha256(data).hexdigest()] = data
-            w.as_(inst).commit_update(bounty_id, number, hashlib.sha256(data).digest(), 50 + 10 * i)
+            commitment = bind_commitment(chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id,
+                                         round_=number, institution=inst, update_sha256=hashlib.sha256(data).digest())
+            w.as_(inst).commit_update(bounty_id, number, commitment, 50 + 10 * i)
             used.append((inst, data, 50 + 10 * i))
         w.as_(w.insts[3]).commit_update(bounty_id, number, hashlib.sha256(f"ghost {number}".encode()).digest(), 5)
 
@@ -263,8 +266,10 @@ def test_a_record_that_disagrees_with_the_chain_is_reported(heart, tmp_path):
     store.records[1]["used"].pop()  # claims to have used fewer updates than it scored on chain
     store.records[1]["excluded"] = {}
     failed = _failed(_verify(w, tmp_path, bounty_id, source=store))
-    assert set(failed) == {"round_records"}
+    # the record is where a scored update's hash is found (the chain holds it bound to its sender): none, no bytes
+    assert set(failed) == {"round_records", "updates_match_commitments"}
     assert "not in the record" in failed["round_records"] and "no reason given" in failed["round_records"]
+    assert "is recorded" in failed["updates_match_commitments"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,8 +143,9 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
         for address, h in hospitals.items():
             saved = fed.saved_update(state_root, h.name, bounty_id, r)
             commitment = committed[(address, r)]
-            assert _hex(commitment["updateHash"]) == "0x" + hashlib.sha256(saved).hexdigest() == used[address]["sha256"]
-            assert _hex(fed.ledger.commitment_of(bounty_id, r, address)) == used[address]["sha256"]
+            assert "0x" + hashlib.sha256(saved).hexdigest() == used[address]["sha256"]
+            bound = fed.commitment(bounty_id, r, address, saved)  # the update's hash bound to its committer
+            assert _hex(commitment["updateHash"]) == _hex(fed.ledger.commitment_of(bounty_id, r, address)) == _hex(bound)
             assert commitment["sampleCount"] == h.rows == used[address]["num_samples"]
             assert scored[(address, r)]["score"] == int(record["scores"]["fixed_point"][address])
             stored = aggregator.http.get(f"/bounties/{bounty_id}/rounds/{r}/updates/{used[address]['sha256'][2:]}")
@@ -228,7 +229,7 @@ def test_node_killed_after_committing_resumes_without_committing_twice(federatio
     assert node.wait(30) == -signal.SIGKILL
     commitment = fed.ledger.commitment_of(bounty_id, 1, victim.address)
     saved = fed.saved_update(state_root, victim.name, bounty_id, 1)
-    assert hashlib.sha256(saved).digest() == commitment  # the bytes were saved before the commitment was sent
+    assert fed.commitment(bounty_id, 1, victim.address, saved) == commitment  # saved before the commitment was sent
 
     restarted = procs.start(f"node-{victim.name}-restarted",
                             *fed.node_args(victim.name, bounty_id, aggregator.url, state_root))
