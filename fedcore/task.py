@@ -19,6 +19,7 @@ from fedcore.errors import ConfigError
 
 METRICS = ("accuracy", "auc", "neg_loss")
 OPTIMIZERS = ("sgd", "adam")
+NORM_RULES = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,44 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class DeclaredBounds:
+    """What an institution may declare for its update, fixed by the task (and so by its hash on chain).
+
+    Every round applies them before aggregating (:func:`aggregator.rounds.bound_updates`, in the one round
+    computation the auditor replays): an update outside them is excluded with the reason recorded, or clipped.
+
+    Attributes
+    ----------
+    min_samples, max_samples : int
+        The range a declared sample count (FedAvg's weight) must fall in; outside it the update is excluded.
+        Within it a count is still self-declared: ``max_samples`` bounds how far one institution can pull the average.
+    max_update_norm : float
+        The largest L2 norm (over all tensors, in float64) of an update ``w_local - w_global``.
+    norm_rule : str
+        Above ``max_update_norm``: ``"refuse"`` excludes the update, ``"clip"`` scales it down to that norm.
+    """
+
+    min_samples: int = 1
+    max_samples: int = 1_000_000
+    max_update_norm: float = 1e4
+    norm_rule: str = "refuse"
+
+    def __post_init__(self) -> None:
+        for name in ("min_samples", "max_samples"):
+            value = getattr(self, name)
+            if not _is_int(value) or not 1 <= value < 2**63:
+                raise ConfigError(f"bounds.{name} must be an integer in [1, 2^63), got {value!r}")
+        if self.min_samples > self.max_samples:
+            raise ConfigError(f"bounds.min_samples {self.min_samples} is above bounds.max_samples {self.max_samples}")
+        value = self.max_update_norm
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"bounds.max_update_norm must be a finite number > 0, got {value!r}")
+        object.__setattr__(self, "max_update_norm", float(value))
+        if self.norm_rule not in NORM_RULES:
+            raise ConfigError(f"bounds.norm_rule must be one of {NORM_RULES}, got {self.norm_rule!r}")
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What to train, on which columns, judged by which metric.
 
@@ -102,6 +141,8 @@ class TaskSpec:
     metric : str
         ``"accuracy"``, ``"auc"`` or ``"neg_loss"`` (higher is better for all three).
     training : TrainingSettings
+    bounds : DeclaredBounds
+        The sample-count range and the update-norm rule every round enforces.
     """
 
     name: str
@@ -111,6 +152,7 @@ class TaskSpec:
     metric: str = "accuracy"
     model_params: Mapping[str, Any] = field(default_factory=dict)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -135,6 +177,8 @@ class TaskSpec:
             raise ConfigError("task.model_params must be an object")
         if not isinstance(self.training, TrainingSettings):
             raise ConfigError("task.training must be a TrainingSettings")
+        if not isinstance(self.bounds, DeclaredBounds):
+            raise ConfigError("task.bounds must be a DeclaredBounds")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -171,10 +215,15 @@ class TaskSpec:
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
         _check_keys("training", training_data, TrainingSettings)
+        bounds_data = data.get("bounds", {})
+        if not isinstance(bounds_data, Mapping):
+            raise ConfigError("task.bounds must be an object")
+        _check_keys("bounds", bounds_data, DeclaredBounds)
         try:
             training = TrainingSettings(**training_data)
-            values = {k: v for k, v in data.items() if k != "training"}
-            return cls(**values, training=training)
+            bounds = DeclaredBounds(**bounds_data)
+            values = {k: v for k, v in data.items() if k not in ("training", "bounds")}
+            return cls(**values, training=training, bounds=bounds)
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 
