@@ -308,6 +308,8 @@ class Coordinator:
         state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
         report = scores_report(outcome.scores)
         fixed = {a: int(v) for a, v in report["fixed_point"].items()}
+        excluded.update(outcome.rejected)  # outside the task's bounds, or the round cannot be computed with it
+        updates = [u for u in updates if u.institution not in outcome.rejected]
         used = [{"institution": u.institution, "sha256": kept[u.institution].sha256,
                  "num_samples": u.num_samples} for u in updates]
         decisions = [
@@ -322,7 +324,7 @@ class Coordinator:
         aggregate_report = {
             "used_by_strategy": list(outcome.used), "excluded_by_strategy": dict(outcome.excluded),
             "metrics": {k: _finite_or_none(v) for k, v in outcome.metrics.items()},
-            "hyperparameters": _jsonable(outcome.hyperparameters),
+            "hyperparameters": _jsonable(outcome.hyperparameters), "clipped": dict(outcome.clipped),
         }
         return ctx.state.save_scored(number, new_model_sha=new_model_sha, state_after_sha=state_after_sha, used=used,
                                      excluded=excluded, aggregate=aggregate_report, scores=report, decisions=decisions)

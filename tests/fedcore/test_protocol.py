@@ -10,7 +10,7 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
 from fedcore import protocol
-from fedcore.protocol import (REJECTION_STATUS, DecisionInfo, ErrorBody, FitConfig, Health, JournalEntry, RejectionCode,
+from fedcore.protocol import (REJECTION_STATUS, DecisionInfo, DeclaredBoundsInfo, ErrorBody, FitConfig, Health, JournalEntry, RejectionCode,
                               RoundInfo, RoundReport, RoundSettings, RoundStatus, RoundStep, ScoresReport, TaskInfo,
                               TrainingSettingsInfo, UploadAccepted, UploadInfo, UsedUpdate)
 from fedcore.task import TaskSpec, TrainingSettings, task_hash
@@ -40,6 +40,7 @@ EXAMPLES: list[BaseModel] = [
     Health(bounty_id=1, chain_id=1337, ledger=A, aggregator=B, coordinator="scored", last_error=None),
     TaskInfo.model_validate(SPEC.to_dict()),
     TrainingSettingsInfo.model_validate(SPEC.to_dict()["training"]),
+    DeclaredBoundsInfo.model_validate(SPEC.to_dict()["bounds"]),
     FitConfig(fedprox_mu=0.01, lr=0.5, local_steps=3),
     RoundInfo(bounty_id=1, round=2, status=RoundStatus.OPEN, global_model_hash=H1, commit_deadline=100, selected=[A],
               uploads=1, fit_config=FitConfig(fedprox_mu=0.01)),

@@ -209,6 +209,27 @@ def test_window_then_grace_and_who_is_left_out(harness, counting_compute):
     assert not decisions[h.insts[2].address].used
 
 
+def test_a_sample_count_beyond_64_bits_is_excluded_and_saved_and_the_round_goes_on(harness, counting_compute):
+    """sampleCount 2^63 is valid on chain: the round excludes it by the task's range and SQLite stores it (as text)."""
+    h = harness
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context, compute=counting_compute)
+    coordinator.step()
+    play_uploads(h, client, 1, h.insts[:2])
+    greedy = h.update(50.0)
+    h.commit(h.insts[2], 1, greedy, 2**63)
+    assert h.upload(client, h.insts[2], 1, greedy).status_code == 202
+    h.advance()
+    assert coordinator.run_until("finalized") == "finalized"
+    record = context.state.round(1)
+    assert [u["institution"] for u in record.used] == sorted(i.address for i in h.insts[:2])
+    assert record.excluded == {h.insts[2].address: f"declared {2**63} samples, outside the task's range [1, 1000000]"}
+    assert set(scored_on_chain(h, 1)) == {i.address for i in h.insts[:2]}
+    decisions = {d.institution: d for d in StateDB(context.settings.state_dir).decisions(1)}
+    assert decisions[h.insts[2].address].num_samples == 2**63 and not decisions[h.insts[2].address].used
+
+
 def test_quorum_closes_early(harness, counting_compute):
     h = harness
     context = h.context(quorum=1)
