@@ -459,8 +459,8 @@ def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
 
 def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
-                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None
-                     ) -> list[Check]:
+                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None,
+                     binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
     """The round rules', task's and validation set's hashes first, then per finalized round (in order) the global
     model, the aggregate and the scores, recomputed with exactly the rules the bounty fixed."""
     from fedcore.rules import RoundRules, rules_hash_hex
@@ -489,15 +489,18 @@ def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, rec
         return checks
     X_val, y_val = (load_validation or load_validation_set)(validation, spec)
     checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=the_rules, X_val=X_val,
-                            y_val=y_val)
+                            y_val=y_val, binding=binding)
     return checks
 
 
 def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
-                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val) -> list[Check]:
+                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val,
+                  binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
-    cannot be replayed, later rounds of a stateful strategy are not recomputed."""
+    cannot be replayed, later rounds of a stateful strategy are not recomputed. With ``binding``
+    (:func:`commitment_binding`), the updates the round computation left out (outside the task's bounds, or not
+    computable) are replayed too, and ``exclusions_round_<r>`` checks it leaves out the same ones for the same reasons."""
     from aggregator.rounds import RoundInputs, compute_round
     from fedcore.codec import decode, describe
     from fedcore.types import Update
@@ -534,16 +537,26 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
             state_lost = True
             continue
         ids = sorted(hashes)
+        left_out = _left_out_by_the_round(report, records[number], number, binding) if binding else {}
         try:
             global_weights = decode(model_bytes)
             updates = tuple(Update(who, decode(payloads[number][who], describe(global_weights)), samples[who])
                             for who in ids)
+            updates += tuple(Update(who, decode(_fetch(source, bounty_id, number, sha), describe(global_weights)), n)
+                             for who, (sha, n) in sorted(left_out.items()))
             outcome = compute_round(RoundInputs(round=number, global_weights=global_weights, updates=updates,
                                                 strategy_state=state, X_val=X_val, y_val=y_val), rules, spec)
-        except FedLedgerError as error:
+        except (FedLedgerError, NotServed) as error:
             checks.append(Check(f"aggregate_round_{number}", False, f"cannot replay: {error}"))
             state_lost = True
             continue
+        if left_out:
+            differ = sorted(w for w in set(left_out) | set(outcome.rejected)
+                            if outcome.rejected.get(w) != (records[number].excluded or {}).get(w))
+            checks.append(Check(f"exclusions_round_{number}", not differ, "; ".join(
+                f"{w}: recomputed {outcome.rejected.get(w)!r}, recorded {(records[number].excluded or {}).get(w)!r}"
+                for w in differ) or f"the round computation leaves out the same {len(left_out)} update(s) for the "
+                "same reasons"))
         state = outcome.strategy_state
         new_hash = str(outcome.model_hash)
         checks.append(Check(f"aggregate_round_{number}", new_hash == r["new_model_hash"],
@@ -557,6 +570,30 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
             f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)
         checks.append(Check(f"scores_round_{number}", not differ, detail))
     return checks
+
+
+def _fetch(source: AggregatorSource, bounty_id: int, number: int, sha: str) -> bytes:
+    """An update's bytes, checked against the hash they were asked by; NotServed otherwise."""
+    data = source.update(bounty_id, number, sha)
+    if _sha(data) != _norm_hash(sha):
+        raise NotServed(f"round {number}: the update served for {_short(sha)} hashes to {_short(_sha(data))}")
+    return data
+
+
+def _left_out_by_the_round(report: dict, record: RoundReport, number: int, binding: Callable[[int, str, str], str]
+                           ) -> dict[str, tuple[str, int]]:
+    """Institutions whose upload matched their commitment but that the round did not use: what the round computation
+    itself left out (``who -> (update sha, chain sample count)``)."""
+    commits = {c["institution"]: c for c in _committed_by_round(report["timeline"]).get(number, [])}
+    uploads = {u.institution: u.sha256 for u in record.uploads}
+    left_out = {}
+    for who, reason in sorted((record.excluded or {}).items()):
+        c, sha = commits.get(who), uploads.get(who)
+        if c is None or sha is None or reason == "not selected for this round" or reason.startswith("stored update"):
+            continue
+        if binding(number, who, sha) == _norm_hash(c["updateHash"]):
+            left_out[who] = (sha, int(c["sampleCount"]))
+    return left_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,7 +637,8 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
         checks += store
         if recompute:
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
-                                       rules=rules, load_validation=load_validation)
+                                       rules=rules, load_validation=load_validation,
+                                       binding=commitment_binding(client, bounty_id))
         else:
             skipped.append("recompute: pass --recompute --task --validation --rules to re-run aggregation and scoring")
     else:
