@@ -4,22 +4,28 @@ The coordinator, the auditor, the simulation (and so the benchmarks and the demo
 :func:`compute_round`; nobody else strings decode, strategy, aggregate, hash and score together. The
 outcome is a deterministic function of (global model, updates with their sample counts, strategy state,
 validation set, task spec, rules): the same inputs give the same model bytes and the same integer scores.
+
+No participant's input can stall a round: the task's declared bounds (:class:`fedcore.task.DeclaredBounds`)
+are applied first (:func:`bound_updates`), and an update that still makes the aggregate or the scores
+non-computable (an overflow to Inf, a NaN) is left out with the reason recorded (:func:`compute_round`). Both
+happen here, so the auditor's replay makes the same exclusions bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aggregator.rules import strategy_from_rules
-from aggregator.scoring import RoundScores, score_round
+from aggregator.scoring import RoundScores, check_validation, score_round
 from aggregator.strategies import FitFailure
 from fedcore import codec
-from fedcore.errors import AggregatorError
+from fedcore.errors import AggregatorError, DataError
 from fedcore.rules import RoundRules
-from fedcore.task import TaskSpec
+from fedcore.task import DeclaredBounds, TaskSpec
 from fedcore.types import Arrays, Digest, Update, copy_arrays
 
 
@@ -72,11 +78,16 @@ class RoundOutcome:
     excluded : dict[str, str]
         Institution -> why the strategy left its update out.
     scores : RoundScores or None
-        Contribution scores of every input update (None when not scored or when there was no update).
+        Contribution scores of every admitted update (None when not scored or when there was no update).
     metrics : dict[str, float]
         The strategy's aggregate metrics.
     hyperparameters : dict
         The strategy's settings as it ran.
+    rejected : dict[str, str]
+        Institution -> why its update was not admitted to the round at all (outside the task's bounds, or the
+        round could not be computed with it); such an update is neither aggregated nor scored.
+    clipped : dict[str, str]
+        Institution -> how its update was scaled down to the task's norm (``norm_rule="clip"``).
     """
 
     weights: Arrays
@@ -88,11 +99,57 @@ class RoundOutcome:
     scores: RoundScores | None
     metrics: dict[str, float]
     hyperparameters: dict
+    rejected: dict[str, str] = field(default_factory=dict)
+    clipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def fixed_point(self) -> dict[str, int]:
         """The on-chain scores (empty when nothing was scored)."""
         return dict(self.scores.fixed_point) if self.scores is not None else {}
+
+
+def update_norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of an update over all its tensors, in float64 (inf when it overflows even there)."""
+    squares = [np.square(np.asarray(a, dtype=np.float64)).sum() for _, a in sorted(arrays.items())]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.sqrt(math.fsum(squares))) if all(np.isfinite(squares)) else math.inf
+
+
+def bound_updates(updates: tuple[Update, ...], bounds: DeclaredBounds
+                  ) -> tuple[tuple[Update, ...], dict[str, str], dict[str, str]]:
+    """Apply the task's declared bounds to a round's updates (pure).
+
+    Parameters
+    ----------
+    updates : tuple of Update
+    bounds : DeclaredBounds
+
+    Returns
+    -------
+    (admitted, rejected, clipped)
+        The updates the round goes on with (clipped ones scaled to ``bounds.max_update_norm`` in float32), and
+        institution -> reason for each one refused or clipped.
+    """
+    admitted: list[Update] = []
+    rejected: dict[str, str] = {}
+    clipped: dict[str, str] = {}
+    for u in updates:
+        n = u.num_samples
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not bounds.min_samples <= n <= bounds.max_samples:
+            rejected[u.institution] = (f"declared {n} samples, outside the task's range "
+                                       f"[{bounds.min_samples}, {bounds.max_samples}]")
+            continue
+        norm = update_norm(u.arrays)
+        if norm > bounds.max_update_norm:
+            if bounds.norm_rule == "refuse" or not math.isfinite(norm):
+                rejected[u.institution] = f"update norm {norm:.6g} above the task's limit {bounds.max_update_norm:g}"
+                continue
+            factor = bounds.max_update_norm / norm
+            u = Update(u.institution, {k: (np.asarray(a, dtype=np.float64) * factor).astype(np.float32)
+                                       for k, a in u.arrays.items()}, int(n), u.metrics)
+            clipped[u.institution] = f"update norm {norm:.6g} clipped to the task's limit {bounds.max_update_norm:g}"
+        admitted.append(u)
+    return tuple(admitted), rejected, clipped
 
 
 def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, score: bool = True) -> RoundOutcome:
@@ -115,15 +172,49 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     Raises
     ------
     AggregatorError
-        When scoring is asked without a validation set, or on malformed updates or validation data.
+        When scoring is asked without a validation set, or on malformed validation data.
+
+    Notes
+    -----
+    Updates outside the task's bounds are left out first (:func:`bound_updates`). If the aggregate or the scores
+    still cannot be computed (non-finite aggregate, a numeric failure in scoring), the admitted update with the
+    largest norm (ties: the larger institution id) is left out and the round is computed again, until it can be:
+    the worst case is a round without updates, which keeps the global model.
     """
     global_weights = copy_arrays(inputs.global_weights)
     updates = tuple(sorted(inputs.updates, key=lambda u: u.institution))
+    updates, rejected, clipped = bound_updates(updates, spec.bounds)
     state_before = {k: np.array(v, copy=True) for k, v in inputs.strategy_state.items()}
-    strategy = strategy_from_rules(rules)
-    strategy.load_state_dict({k: np.array(v, copy=True) for k, v in state_before.items()})
-    aggregate = strategy.aggregate_fit(inputs.round, global_weights, updates, inputs.failures)
+    if score and updates:  # a bad validation set is the aggregator's fault, never a participant's: fail before
+        check_validation(inputs.X_val, inputs.y_val)
+    while True:
+        strategy = strategy_from_rules(rules)
+        strategy.load_state_dict({k: np.array(v, copy=True) for k, v in state_before.items()})
+        try:
+            aggregate, scores = _aggregate_and_score(inputs, rules, spec, strategy, global_weights, updates,
+                                                     state_before, score=score)
+            break
+        except (AggregatorError, DataError, ArithmeticError) as exc:  # NaN/Inf in the aggregate or the predictions
+            if not updates:
+                raise
+            worst = max(updates, key=lambda u: (update_norm(u.arrays), u.institution))
+            rejected[worst.institution] = f"the round cannot be computed with this update ({exc})"
+            updates = tuple(u for u in updates if u is not worst)
     model_bytes = codec.encode(aggregate.weights)
+    return RoundOutcome(
+        weights=aggregate.weights, model_bytes=model_bytes, model_hash=Digest.of(model_bytes),
+        strategy_state=strategy.state_dict(), used=aggregate.used, excluded=dict(aggregate.excluded), scores=scores,
+        metrics=dict(aggregate.metrics), hyperparameters=strategy.hyperparameters(), rejected=rejected, clipped=clipped,
+    )
+
+
+def _aggregate_and_score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, strategy, global_weights: Arrays,
+                         updates: tuple[Update, ...], state_before: Arrays, *, score: bool):
+    """One attempt at the round; raises AggregatorError or DataError when the aggregate or the scores are not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        aggregate = strategy.aggregate_fit(inputs.round, global_weights, updates, inputs.failures)
+    if not all(np.isfinite(a).all() for a in aggregate.weights.values()):
+        raise AggregatorError("the aggregate is not finite")
     scores = None
     if score and updates:
         if inputs.X_val is None or inputs.y_val is None:
@@ -136,8 +227,4 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
             estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
             utility_metric=rules.utility_metric, server_round=inputs.round,
         )
-    return RoundOutcome(
-        weights=aggregate.weights, model_bytes=model_bytes, model_hash=Digest.of(model_bytes),
-        strategy_state=strategy.state_dict(), used=aggregate.used, excluded=dict(aggregate.excluded), scores=scores,
-        metrics=dict(aggregate.metrics), hyperparameters=strategy.hyperparameters(),
-    )
+    return aggregate, scores

@@ -230,7 +230,10 @@ def _check_updates(updates: Any, global_weights: Mapping[str, np.ndarray]) -> li
     return checked_updates
 
 
-def _check_validation(X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_validation(X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The validation set as arrays; AggregatorError when it is missing or malformed."""
+    if X_val is None or y_val is None:
+        raise AggregatorError("scoring needs a validation set (X_val, y_val)")
     X = np.asarray(X_val, dtype=np.float32)
     y = np.asarray(y_val, dtype=np.float64).reshape(-1)
     if X.ndim != 2 or X.shape[0] == 0:
@@ -389,7 +392,7 @@ def coalition_utility(
     """
     weights = _check_weights(global_weights)
     checked = _check_updates(updates, weights)
-    X, y = _check_validation(X_val, y_val)
+    X, y = check_validation(X_val, y_val)
     if not isinstance(spec, TaskSpec):
         raise AggregatorError(f"spec must be a TaskSpec, got {type(spec).__name__}")
     return CoalitionUtility(

@@ -183,6 +183,17 @@ class TrainingSettingsInfo(_Model):
     seed: int
 
 
+class DeclaredBoundsInfo(_Model):
+    """``fedcore.task.DeclaredBounds`` as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_samples: int
+    max_samples: int
+    max_update_norm: float
+    norm_rule: str
+
+
 class TaskInfo(_Model):
     """``GET /bounties/{id}/task``: ``fedcore.task.TaskSpec.to_dict()``; ``TaskSpec.from_dict`` of this JSON hashes
     (``task_hash``) to the bounty's on-chain ``taskSpecHash``."""
@@ -196,6 +207,7 @@ class TaskInfo(_Model):
     metric: str
     model_params: dict[str, Any]
     training: TrainingSettingsInfo
+    bounds: DeclaredBoundsInfo
 
 
 class FitConfig(_Model):
@@ -347,5 +359,5 @@ class RoundReport(_Model):
 __all__ = [
     "REJECTION_STATUS", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
     "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
-    "ScoresReport", "TaskInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo", "UsedUpdate",
+    "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo", "UsedUpdate",
 ]

@@ -20,6 +20,7 @@ from fedcore.errors import ConfigError
 METRICS = ("accuracy", "auc", "neg_loss")
 OPTIMIZERS = ("sgd", "adam")
 PERSONALIZATION_METHODS = ("none", "finetune", "ditto")
+NORM_RULES = ("refuse", "clip")
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,43 @@ class PersonalizationSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+class DeclaredBounds:
+    """What an institution may declare for its update, fixed by the task (and so by its hash on chain).
+
+    Every round applies them before aggregating (:func:`aggregator.rounds.bound_updates`, in the one round
+    computation the auditor replays): an update outside them is excluded with the reason recorded, or clipped.
+
+    Attributes
+    ----------
+    min_samples, max_samples : int
+        The range a declared sample count (FedAvg's weight) must fall in; outside it the update is excluded.
+        Within it a count is still self-declared: ``max_samples`` bounds how far one institution can pull the average.
+    max_update_norm : float
+        The largest L2 norm (over all tensors, in float64) of an update ``w_local - w_global``.
+    norm_rule : str
+        Above ``max_update_norm``: ``"refuse"`` excludes the update, ``"clip"`` scales it down to that norm.
+    """
+
+    min_samples: int = 1
+    max_samples: int = 1_000_000
+    max_update_norm: float = 1e4
+    norm_rule: str = "refuse"
+
+    def __post_init__(self) -> None:
+        for name in ("min_samples", "max_samples"):
+            value = getattr(self, name)
+            if not jsondoc.is_int(value) or not 1 <= value < 2**63:
+                raise ConfigError(f"bounds.{name} must be an integer in [1, 2^63), got {value!r}")
+        if self.min_samples > self.max_samples:
+            raise ConfigError(f"bounds.min_samples {self.min_samples} is above bounds.max_samples {self.max_samples}")
+        value = self.max_update_norm
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"bounds.max_update_norm must be a finite number > 0, got {value!r}")
+        object.__setattr__(self, "max_update_norm", float(value))
+        if self.norm_rule not in NORM_RULES:
+            raise ConfigError(f"bounds.norm_rule must be one of {NORM_RULES}, got {self.norm_rule!r}")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What to train, on which columns, judged by which metric.
@@ -161,6 +199,8 @@ class TaskSpec:
     personalization : PersonalizationSettings
         How institutions derive their own models at the end; left out of the canonical JSON when it
         is the default (``method="none"``), so specs written before it existed keep their hash.
+    bounds : DeclaredBounds
+        The sample-count range and the update-norm rule every round enforces.
     """
 
     name: str
@@ -171,6 +211,7 @@ class TaskSpec:
     model_params: Mapping[str, Any] = field(default_factory=dict)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
+    bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -197,6 +238,8 @@ class TaskSpec:
             raise ConfigError("task.training must be a TrainingSettings")
         if not isinstance(self.personalization, PersonalizationSettings):
             raise ConfigError("task.personalization must be a PersonalizationSettings")
+        if not isinstance(self.bounds, DeclaredBounds):
+            raise ConfigError("task.bounds must be a DeclaredBounds")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -237,14 +280,18 @@ class TaskSpec:
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
         personalization_data = data.get("personalization", {})
-        if not isinstance(personalization_data, Mapping):
-            raise ConfigError("task.personalization must be an object")
+        bounds_data = data.get("bounds", {})
+        for name, value in (("personalization", personalization_data), ("bounds", bounds_data)):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"task.{name} must be an object")
         jsondoc.check_keys("personalization", personalization_data, PersonalizationSettings)
+        jsondoc.check_keys("bounds", bounds_data, DeclaredBounds)
         try:
             training = TrainingSettings(**training_data)
             personalization = PersonalizationSettings(**personalization_data)
-            values = {k: v for k, v in data.items() if k not in ("training", "personalization")}
-            return cls(**values, training=training, personalization=personalization)
+            bounds = DeclaredBounds(**bounds_data)
+            values = {k: v for k, v in data.items() if k not in ("training", "personalization", "bounds")}
+            return cls(**values, training=training, personalization=personalization, bounds=bounds)
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 

@@ -21,10 +21,11 @@ With ``--aggregator URL`` (the aggregator's HTTP API; see *What the aggregator m
 
 ``round_records``
     for each finalized round the aggregator's record lists exactly the chain's scored participants, with
-    their committed hashes, and the chain's new model hash;
+    update hashes that, bound to them (:func:`fedcore.commitments.bind_commitment`), are their on-chain
+    commitments, and the chain's new model hash;
 ``updates_match_commitments``
-    every update the aggregator stored, downloaded by its hash, hashes (sha256 of the exact bytes) to the
-    sender's on-chain commitment.
+    every update the chain scored, downloaded by the hash the record gives, hashes (sha256 of the exact bytes)
+    to that hash, and that hash bound to its sender is the sender's on-chain commitment.
 
 With ``--recompute`` (needs ``--aggregator``, ``--task``, ``--validation`` and ``--rules``):
 
@@ -351,9 +352,10 @@ def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, i
     return committed, scores, {w: samples[w] for w in committed}
 
 
-def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict
-                     ) -> list[str]:
-    """How a round record disagrees with the chain (empty when it agrees)."""
+def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict,
+                     binding: Callable[[int, str, str], str]) -> list[str]:
+    """How a round record disagrees with the chain (empty when it agrees); ``binding(round, who, sha)`` is the
+    commitment ``who`` makes for the update hashing to ``sha``."""
     number = r["round"]
     record_problems: list[str] = []
     used = record.used or []
@@ -365,9 +367,9 @@ def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, s
                                + (f"; not in the record: {', '.join(missing)}" if missing else "")
                                + (f"; not scored on chain: {', '.join(extra)}" if extra else ""))
     for who in sorted(set(kept) & set(hashes)):
-        if kept[who] != hashes[who]:
-            record_problems.append(f"round {number}: the record gives {who} hash {_short(kept[who])}, "
-                                   f"the chain {_short(hashes[who])}")
+        if binding(number, who, kept[who]) != hashes[who]:
+            record_problems.append(f"round {number}: the record gives {who} update {_short(kept[who])}, which does "
+                                   f"not bind to its commitment {_short(hashes[who])}")
         if counts[who] != samples[who]:
             record_problems.append(f"round {number}: the record gives {who} {counts[who]} samples, "
                                    f"the chain {samples[who]}")
@@ -386,9 +388,24 @@ def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, s
     return record_problems
 
 
-def store_checks(report: dict, source: AggregatorSource, bounty_id: int
+def commitment_binding(client, bounty_id: int) -> Callable[[int, str, str], str]:
+    """``(round, institution, update sha 0x hex) -> 0x hex`` commitment that institution makes on this chain and
+    contract (:func:`fedcore.commitments.bind_commitment`)."""
+    from fedcore.commitments import bind_commitment
+
+    chain_id, contract = int(client.w3.eth.chain_id), client.address
+
+    def binding(round_: int, institution: str, sha: str) -> str:
+        digest = bytes.fromhex(_norm_hash(sha)[2:])
+        return "0x" + bind_commitment(chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=round_,
+                                      institution=institution, update_sha256=digest).hex()
+    return binding
+
+
+def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding: Callable[[int, str, str], str]
                  ) -> tuple[list[Check], dict[int, RoundReport], dict[int, dict[str, bytes]]]:
-    """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes."""
+    """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes
+    (``binding``: :func:`commitment_binding`)."""
     records: dict[int, RoundReport] = {}
     payloads: dict[int, dict[str, bytes]] = {}
     record_problems, update_problems = [], []
@@ -404,18 +421,22 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int
             record = None
         if record is not None:
             records[number] = record
-            record_problems += _record_problems(report, r, record, hashes, scores, samples)
+            record_problems += _record_problems(report, r, record, hashes, scores, samples, binding)
         payloads[number] = {}
-        for who in sorted(hashes):  # what the chain says was used: each must be served and match
+        shas = {u.institution: u.sha256 for u in record.used} if record is not None else {}
+        for who in sorted(hashes):  # what the chain says was used: each must be served and bind to its commitment
             n_updates += 1
-            try:
-                data = source.update(bounty_id, number, hashes[who])
-            except NotServed as error:
-                update_problems.append(f"round {number}: {who}'s update {_short(hashes[who])} not served ({error})")
+            if who not in shas:
+                update_problems.append(f"round {number}: no update of {who} is recorded")
                 continue
-            if _sha(data) != hashes[who]:
-                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, "
-                                       f"its commitment is {_short(hashes[who])}")
+            try:
+                data = source.update(bounty_id, number, shas[who])
+            except NotServed as error:
+                update_problems.append(f"round {number}: {who}'s update {_short(shas[who])} not served ({error})")
+                continue
+            if binding(number, who, _sha(data)) != hashes[who]:
+                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, which "
+                                       f"does not bind to its commitment {_short(hashes[who])}")
                 continue
             payloads[number][who] = data
     checks = [
@@ -441,8 +462,8 @@ def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
 
 def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
-                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None
-                     ) -> list[Check]:
+                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None,
+                     binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
     """The round rules', task's and validation set's hashes first, then per finalized round (in order) the global
     model, the aggregate and the scores, recomputed with exactly the rules the bounty fixed."""
     from fedcore.rules import RoundRules, rules_hash_hex
@@ -471,15 +492,18 @@ def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, rec
         return checks
     X_val, y_val = (load_validation or load_validation_set)(validation, spec)
     checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=the_rules, X_val=X_val,
-                            y_val=y_val)
+                            y_val=y_val, binding=binding)
     return checks
 
 
 def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
-                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val) -> list[Check]:
+                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val,
+                  binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
-    cannot be replayed, later rounds of a stateful strategy are not recomputed."""
+    cannot be replayed, later rounds of a stateful strategy are not recomputed. With ``binding``
+    (:func:`commitment_binding`), the updates the round computation left out (outside the task's bounds, or not
+    computable) are replayed too, and ``exclusions_round_<r>`` checks it leaves out the same ones for the same reasons."""
     from aggregator.rounds import RoundInputs, compute_round
     from aggregator.rules import strategy_from_rules
     from aggregator.strategies import Strategy
@@ -515,16 +539,26 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
             state_lost = True
             continue
         ids = sorted(hashes)
+        left_out = _left_out_by_the_round(report, records[number], number, binding) if binding else {}
         try:
             global_weights = decode(model_bytes)
             updates = tuple(Update(who, decode(payloads[number][who], describe(global_weights)), samples[who])
                             for who in ids)
+            updates += tuple(Update(who, decode(_fetch(source, bounty_id, number, sha), describe(global_weights)), n)
+                             for who, (sha, n) in sorted(left_out.items()))
             outcome = compute_round(RoundInputs(round=number, global_weights=global_weights, updates=updates,
                                                 strategy_state=state, X_val=X_val, y_val=y_val), rules, spec)
-        except FedLedgerError as error:
+        except (FedLedgerError, NotServed) as error:
             checks.append(Check(f"aggregate_round_{number}", False, f"cannot replay: {error}"))
             state_lost = True
             continue
+        if left_out:
+            differ = sorted(w for w in set(left_out) | set(outcome.rejected)
+                            if outcome.rejected.get(w) != (records[number].excluded or {}).get(w))
+            checks.append(Check(f"exclusions_round_{number}", not differ, "; ".join(
+                f"{w}: recomputed {outcome.rejected.get(w)!r}, recorded {(records[number].excluded or {}).get(w)!r}"
+                for w in differ) or f"the round computation leaves out the same {len(left_out)} update(s) for the "
+                "same reasons"))
         state = outcome.strategy_state
         new_hash = str(outcome.model_hash)
         checks.append(Check(f"aggregate_round_{number}", new_hash == r["new_model_hash"],
@@ -538,6 +572,30 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
             f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)
         checks.append(Check(f"scores_round_{number}", not differ, detail))
     return checks
+
+
+def _fetch(source: AggregatorSource, bounty_id: int, number: int, sha: str) -> bytes:
+    """An update's bytes, checked against the hash they were asked by; NotServed otherwise."""
+    data = source.update(bounty_id, number, sha)
+    if _sha(data) != _norm_hash(sha):
+        raise NotServed(f"round {number}: the update served for {_short(sha)} hashes to {_short(_sha(data))}")
+    return data
+
+
+def _left_out_by_the_round(report: dict, record: RoundReport, number: int, binding: Callable[[int, str, str], str]
+                           ) -> dict[str, tuple[str, int]]:
+    """Institutions whose upload matched their commitment but that the round did not use: what the round computation
+    itself left out (``who -> (update sha, chain sample count)``)."""
+    commits = {c["institution"]: c for c in _committed_by_round(report["timeline"]).get(number, [])}
+    uploads = {u.institution: u.sha256 for u in record.uploads}
+    left_out = {}
+    for who, reason in sorted((record.excluded or {}).items()):
+        c, sha = commits.get(who), uploads.get(who)
+        if c is None or sha is None or reason == "not selected for this round" or reason.startswith("stored update"):
+            continue
+        if binding(number, who, sha) == _norm_hash(c["updateHash"]):
+            left_out[who] = (sha, int(c["sampleCount"]))
+    return left_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,11 +635,12 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
     checks = chain_checks(report, client, bounty_id)
     skipped = []
     if source is not None:
-        store, records, payloads = store_checks(report, source, bounty_id)
+        store, records, payloads = store_checks(report, source, bounty_id, commitment_binding(client, bounty_id))
         checks += store
         if recompute and task is not None and validation is not None and rules is not None:  # checked above
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
-                                       rules=rules, load_validation=load_validation)
+                                       rules=rules, load_validation=load_validation,
+                                       binding=commitment_binding(client, bounty_id))
         else:
             skipped.append("recompute: pass --recompute --task --validation --rules to re-run aggregation and scoring")
     else:

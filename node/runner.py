@@ -10,11 +10,12 @@ Per open round in which the institution is selected and has not committed yet:
 3. encode the update (canonical safetensors) and hash it;
 4. save the bytes and a state record atomically (``<state_dir>/<bounty>/round-<r>.safetensors``
    and ``<state_dir>/<bounty>/state.json``) **before** committing;
-5. commit ``sha256`` and the sample count on chain (``commitUpdate``);
+5. commit the ``sha256`` bound to this institution and round (:func:`fedcore.commitments.bind_commitment`) and
+   the sample count on chain (``commitUpdate``);
 6. upload the bytes to the aggregator, signed (:func:`fedcore.signing.sign_upload`).
 
 The chain is the truth on restart: if it shows a commitment of this institution for the round,
-the node never commits again; if the saved bytes hash to that commitment it (re)uploads them (the
+the node never commits again; if the saved bytes bind to that commitment it (re)uploads them (the
 aggregator content-addresses updates, so a second upload of the same bytes is harmless). If the
 bytes were saved but never committed, they are reused when they were trained on the same global
 model with the same seed (training is deterministic, so they are what retraining would give).
@@ -42,6 +43,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
+from fedcore.commitments import bind_commitment
 from fedcore.errors import ContractRevert, DataError, NodeError
 from fedcore.keystore import write_private_file
 from fedcore.models import build_model, weight_spec
@@ -565,7 +567,7 @@ class NodeRunner:
             )
             self._fire(NodeRoundStatus.SAVED, r)
         try:
-            receipt = self.ledger.commit_update(self.bounty_id, r, bytes.fromhex(sha[2:]), samples)
+            receipt = self.ledger.commit_update(self.bounty_id, r, self._commitment(r, bytes.fromhex(sha[2:])), samples)
         except ContractRevert as exc:
             if exc.name == "AlreadyCommitted":  # another process of this identity got there first
                 return self._resume(r, self.ledger.commitment_of(self.bounty_id, r, self.address))
@@ -624,18 +626,24 @@ class NodeRunner:
         assert self.state is not None
         saved = self.state.round(r) or {}
         data = self.state.read_update(r)
-        sha = _hex(commitment)
-        if data is None or update_hash(data) != bytes(commitment):
+        if data is None or self._commitment(r, update_hash(data)) != bytes(commitment):
             self.echo(
-                f"bounty {self.bounty_id} round {r}: the chain holds commitment {sha} of {self.address} but no saved "
-                f"update in {self.state.dir} hashes to it; not committing again"
+                f"bounty {self.bounty_id} round {r}: the chain holds commitment {_hex(commitment)} of {self.address} but "
+                f"no saved update in {self.state.dir} binds to it; not committing again"
             )
-            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, sha, upload_status="no bytes to upload"))
+            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, _hex(commitment),
+                                                upload_status="no bytes to upload"))
+        sha = _hex(update_hash(data))
         if saved.get("status") == NodeRoundStatus.UPLOADED:
             return self._finish_round(self._record_from_state(r, resumed=True))
         # committed (perhaps by a run that crashed before recording it), or refused before: (re)upload
         self.state.put(r, status=NodeRoundStatus.COMMITTED, sha256=sha)
         return self._upload(r, data, resumed=True)
+
+    def _commitment(self, r: int, update_sha256: bytes) -> bytes:
+        """What this institution commits for an update in round ``r``: its hash bound to us (fedcore.commitments)."""
+        return bind_commitment(chain_id=self.chain_id, contract=self.ledger.address, bounty_id=self.bounty_id, round_=r,
+                               institution=self.address, update_sha256=update_sha256)
 
     def _upload(self, r: int, data: bytes, *, resumed: bool) -> NodeRound | None:
         signature = sign_upload(self.account, self.chain_id, self.ledger.address, self.bounty_id, r, update_hash(data))

@@ -19,6 +19,7 @@ from aggregator.rounds import RoundInputs, compute_round
 from aggregator.rules import resolve_rules
 from aggregator.service.validation import load_validation_set
 from fedcore import codec
+from fedcore.commitments import bind_commitment
 from fedcore.models import initial_weights
 from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash
@@ -120,12 +121,13 @@ def _embedded_world() -> World:
 
 
 def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="gtg", rounds=2, cheat_score=False,
-         played_rules=None):
+         played_rules=None, greedy=False):
     """A bounty on a fresh embedded chain whose rounds are computed like the service: institutions 0-2 commit and
     upload real updates, institution 3 commits and never uploads; FedAdam carries state across rounds.
 
     The bounty fixes ``rules`` (written to ``tmp_path/rules.json``); the aggregator computes with ``played_rules``
-    when given (a cheat: other scorer settings or another seed than the bounty's)."""
+    when given (a cheat: other scorer settings or another seed than the bounty's). ``greedy``: institution 3 commits
+    (bound) and uploads +50 in every weight with 2^63 samples instead, which the round computation leaves out."""
     out, spec, validation = heart
     strategy_params = {"server_lr": 0.05} if strategy_params is None else strategy_params
     rules = resolve_rules(spec=spec, strategy=strategy, strategy_params=strategy_params, estimator=scorer, seed=11)
@@ -150,12 +152,23 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
             delta = {k: (rng.normal(size=v.shape) * 0.3).astype(np.float32) for k, v in weights.items()}
             data = codec.encode(delta)
             store.updates[hashlib.sha256(data).hexdigest()] = data
-            w.as_(inst).commit_update(bounty_id, number, hashlib.sha256(data).digest(), 50 + 10 * i)
+            commitment = bind_commitment(chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id,
+                                         round_=number, institution=inst, update_sha256=hashlib.sha256(data).digest())
+            w.as_(inst).commit_update(bounty_id, number, commitment, 50 + 10 * i)
             used.append((inst, data, 50 + 10 * i))
-        w.as_(w.insts[3]).commit_update(bounty_id, number, hashlib.sha256(f"ghost {number}".encode()).digest(), 5)
+        uploaded = list(used)
+        if greedy:
+            data = codec.encode({k: np.full_like(v, 50.0) for k, v in weights.items()})
+            store.updates[hashlib.sha256(data).hexdigest()] = data
+            commitment = bind_commitment(chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id,
+                                         round_=number, institution=w.insts[3], update_sha256=hashlib.sha256(data).digest())
+            w.as_(w.insts[3]).commit_update(bounty_id, number, commitment, 2**63)
+            uploaded.append((w.insts[3], data, 2**63))
+        else:
+            w.as_(w.insts[3]).commit_update(bounty_id, number, hashlib.sha256(f"ghost {number}".encode()).digest(), 5)
 
         # What aggregator.service.coordinator._score does.
-        updates = tuple(Update(inst, codec.decode(data), n) for inst, data, n in sorted(used))
+        updates = tuple(Update(inst, codec.decode(data), n) for inst, data, n in sorted(uploaded))
         outcome = compute_round(RoundInputs(round=number, global_weights=weights, updates=updates,
                                             strategy_state=state_before, X_val=validation.X, y_val=validation.y),
                                 played, spec)
@@ -175,7 +188,9 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
                          "quorum": None},
             "used": [{"institution": a, "sha256": "0x" + hashlib.sha256(d).hexdigest(), "num_samples": n}
                      for a, d, n in sorted(used)],
-            "excluded": {w.insts[3]: "committed but did not upload"},
+            "excluded": dict(outcome.rejected) if greedy else {w.insts[3]: "committed but did not upload"},
+            "uploads": [{"institution": a, "sha256": "0x" + hashlib.sha256(d).hexdigest(), "size": len(d),
+                         "received_at": 0.0} for a, d, _ in sorted(uploaded)],
             "scores": {"estimator": played.estimator, "fixed_point": {a: str(v) for a, v in fixed.items()}},
         }
         weights, model = outcome.weights, new_model
@@ -258,13 +273,32 @@ def test_an_aggregator_that_scores_with_other_rules_than_the_bountys_is_caught(h
     assert set(failed) == {"rules_hash", "recompute"} and "the chain has" in failed["rules_hash"]
 
 
+def test_the_auditor_replays_what_the_round_computation_left_out(heart, tmp_path):
+    """A sample count of 2^63 is left out by the task's bounds; the replay leaves it out for the same recorded reason,
+    and a record that gives another reason is caught."""
+    out, _, _ = heart
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, rounds=1, greedy=True)
+    given = {"recompute": True, "task": out / "task.json", "validation": out / "validation.csv",
+             "rules": tmp_path / "rules.json"}
+    report = _verify(w, tmp_path, bounty_id, source=store, **given)
+    assert report["verified"] is True, report["reasons"]
+    check = next(c for c in report["checks"] if c["name"] == "exclusions_round_1")
+    assert "leaves out the same 1 update(s)" in check["detail"]
+    assert store.records[1]["excluded"] == {w.insts[3]: f"declared {2**63} samples, outside the task's range [1, 1000000]"}
+    store.records[1]["excluded"] = {w.insts[3]: "committed but did not upload"}  # a record that hides why
+    failed = _failed(_verify(w, tmp_path, bounty_id, source=store, **given))
+    assert set(failed) == {"exclusions_round_1"} and "recorded 'committed but did not upload'" in failed["exclusions_round_1"]
+
+
 def test_a_record_that_disagrees_with_the_chain_is_reported(heart, tmp_path):
     w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, rounds=1)
     store.records[1]["used"].pop()  # claims to have used fewer updates than it scored on chain
     store.records[1]["excluded"] = {}
     failed = _failed(_verify(w, tmp_path, bounty_id, source=store))
-    assert set(failed) == {"round_records"}
+    # the record is where a scored update's hash is found (the chain holds it bound to its sender): none, no bytes
+    assert set(failed) == {"round_records", "updates_match_commitments"}
     assert "not in the record" in failed["round_records"] and "no reason given" in failed["round_records"]
+    assert "is recorded" in failed["updates_match_commitments"]
 
 
 # ---------------------------------------------------------------------------------------------

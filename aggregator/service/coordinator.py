@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from aggregator.service.gateway import TxRecord
 from aggregator.service.selection import eligible, select_clients
 from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
-from aggregator.service.verify import select_updates
+from aggregator.service.verify import bound_commitment, select_updates
 from fedcore import codec
 from fedcore.errors import AggregatorError, CodecError, ContractRevert, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
@@ -285,19 +286,19 @@ class Coordinator:
         commitments = ctx.ledger.commitments(number, from_block=record.open_block)
         uploads = {u.institution: u.sha256 for u in ctx.state.uploads(number)}
         selected = record.selected if settings.get("selection") == "reputation" else None
-        kept, excluded = select_updates(commitments, uploads, selected)
+        kept, excluded = select_updates(commitments, uploads, partial(bound_commitment, ctx, number), selected)
         limit = max(ctx.settings.max_upload_bytes, codec.DEFAULT_MAX_BYTES)
         global_weights = codec.decode(ctx.blobs.get("models", record.global_model_sha), expected=ctx.expected,
                                       max_bytes=limit)
         updates: list[Update] = []
-        for institution, commitment in sorted(kept.items()):
+        for institution, match in sorted(kept.items()):
             try:
-                arrays = codec.decode(ctx.blobs.get("updates", commitment.update_hash), expected=ctx.expected,
+                arrays = codec.decode(ctx.blobs.get("updates", match.sha256), expected=ctx.expected,
                                       max_bytes=limit)
             except (AggregatorError, CodecError) as exc:
                 excluded[institution] = f"stored update unusable: {exc}"
                 continue
-            updates.append(Update(institution, arrays, commitment.sample_count))
+            updates.append(Update(institution, arrays, match.commitment.sample_count))
 
         started = time.perf_counter()
         inputs = RoundInputs(round=number, global_weights=global_weights, updates=tuple(updates),
@@ -309,21 +310,23 @@ class Coordinator:
         state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
         report = scores_report(outcome.scores)
         fixed = {a: int(v) for a, v in report["fixed_point"].items()}
-        used = [{"institution": u.institution, "sha256": kept[u.institution].update_hash.hex(),
+        excluded.update(outcome.rejected)  # outside the task's bounds, or the round cannot be computed with it
+        updates = [u for u in updates if u.institution not in outcome.rejected]
+        used = [{"institution": u.institution, "sha256": kept[u.institution].sha256,
                  "num_samples": u.num_samples} for u in updates]
         decisions = [
-            Decision(u.institution, kept[u.institution].update_hash.hex(), u.num_samples, True, None,
+            Decision(u.institution, kept[u.institution].sha256, u.num_samples, True, None,
                      report["values"].get(u.institution), fixed[u.institution])
             for u in updates
         ]
         for a, reason in sorted(excluded.items()):
-            committed = commitments.get(a)
-            sha = committed.update_hash.hex() if committed else uploads.get(a, "")
-            decisions.append(Decision(a, sha, committed.sample_count if committed else 0, False, reason))
+            commitment = commitments.get(a)
+            sha = uploads.get(a) or (commitment.update_hash.hex() if commitment else "")
+            decisions.append(Decision(a, sha, commitment.sample_count if commitment else 0, False, reason))
         aggregate_report = {
             "used_by_strategy": list(outcome.used), "excluded_by_strategy": dict(outcome.excluded),
             "metrics": {k: _finite_or_none(v) for k, v in outcome.metrics.items()},
-            "hyperparameters": _jsonable(outcome.hyperparameters),
+            "hyperparameters": _jsonable(outcome.hyperparameters), "clipped": dict(outcome.clipped),
         }
         return ctx.state.save_scored(number, new_model_sha=new_model_sha, state_after_sha=state_after_sha, used=used,
                                      excluded=excluded, aggregate=aggregate_report, scores=report, decisions=decisions)

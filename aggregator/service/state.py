@@ -21,7 +21,8 @@ bounty's last known status.
 ``rounds``: one row per round (see :class:`RoundState`); JSON columns hold lists and objects.
 ``uploads(round, institution, sha256, size, received_at)``: accepted uploads, one per institution and round.
 ``decisions(round, institution, sha256, num_samples, used, reason, score, score_fixed)``: per round, what became
-of every committed institution (used, or excluded and why) and its score (``score_fixed`` as a decimal string).
+of every committed institution (used, or excluded and why) and its score (``num_samples`` and ``score_fixed`` as
+decimal strings: a sample count is a uint256 on chain, beyond SQLite's 64-bit INTEGER).
 ``journal(id, round, step, at, note)``: every step reached, in order.
 """
 
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     round INTEGER NOT NULL,
     institution TEXT NOT NULL,
     sha256 TEXT NOT NULL,
-    num_samples INTEGER NOT NULL,
+    num_samples TEXT NOT NULL,
     used INTEGER NOT NULL,
     reason TEXT,
     score REAL,
@@ -297,7 +298,7 @@ class StateDB:
                 self._execute(
                     "INSERT INTO decisions (round, institution, sha256, num_samples, used, reason, score, score_fixed)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (number, d.institution, d.sha256, int(d.num_samples), int(d.used), d.reason, d.score,
+                    (number, d.institution, d.sha256, str(int(d.num_samples)), int(d.used), d.reason, d.score,
                      None if d.score_fixed is None else str(int(d.score_fixed))),
                 )
             self._journal(number, RoundStep.SCORED, f"{len(used)} used, {len(excluded)} excluded")
@@ -321,7 +322,7 @@ class StateDB:
     def decisions(self, number: int) -> list[Decision]:
         rows = self._query("SELECT * FROM decisions WHERE round = ? ORDER BY institution", (number,))
         return [
-            Decision(row["institution"], row["sha256"], row["num_samples"], bool(row["used"]), row["reason"], row["score"],
+            Decision(row["institution"], row["sha256"], int(row["num_samples"]), bool(row["used"]), row["reason"], row["score"],
                      None if row["score_fixed"] is None else int(row["score_fixed"]))
             for row in rows
         ]

@@ -10,7 +10,7 @@ Upload checks, in order (the first failure is the answer; nothing is stored for 
 403    NOT_REGISTERED     the signer is not a registered institution
 403    NOT_COMMITTED      the signer has not committed in this round
 403    NOT_SELECTED       (reputation selection) the signer was not invited to the round
-409    HASH_MISMATCH      sha256 of the body differs from the signer's on-chain commitment
+409    HASH_MISMATCH      sha256 of the body, bound to the signer (fedcore.commitments), is not its commitment
 400    MALFORMED          the body does not decode to the model's tensors (names, shapes, float32), or holds
                           NaN/Inf, or is not canonical safetensors
 =====  =================  ===================================================================================
@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from aggregator.service.gateway import Commitment
 from aggregator.service.rejection import Rejected
 from fedcore import codec
+from fedcore.commitments import bind_commitment
 from fedcore.errors import CodecError, DataError
 from fedcore.protocol import RejectionCode, RoundStep
 from fedcore.signing import recover_upload_signer
@@ -101,9 +101,10 @@ def verify_upload(context, round_: int, body: bytes, signature: str) -> Verified
         raise Rejected(RejectionCode.NOT_COMMITTED, f"signer {signer} has not committed an update in round {round_}")
     if context.settings.selection == "reputation" and signer not in set(record.selected):
         raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
-    if commitment != digest:
+    if commitment != bound_commitment(context, round_, signer, digest):
         raise Rejected(
-            RejectionCode.HASH_MISMATCH, f"the body hashes to 0x{sha} but {signer}'s commitment in round {round_} is 0x{commitment.hex()}"
+            RejectionCode.HASH_MISMATCH,
+            f"the body hashes to 0x{sha}, which bound to {signer} is not its commitment 0x{commitment.hex()} in round {round_}",
         )
     decode_update(body, context.expected, context.settings.max_upload_bytes)
     return VerifiedUpload(round_, signer, sha, len(body))
@@ -117,12 +118,28 @@ def decode_update(body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str
         raise Rejected(RejectionCode.MALFORMED, f"update rejected: {exc}") from None
 
 
+def bound_commitment(context, round_: int, institution: str, update_sha256: bytes) -> bytes:
+    """What ``institution`` must have committed in ``round_`` of this bounty for the update hashing to ``update_sha256``
+    (:func:`fedcore.commitments.bind_commitment`): the one test of "does this signer's commitment match these bytes"."""
+    return bind_commitment(chain_id=context.chain_id, contract=context.ledger_address, bounty_id=context.bounty_id,
+                           round_=round_, institution=institution, update_sha256=update_sha256)
+
+
+@dataclass(frozen=True)
+class MatchedUpdate:
+    """A committed update whose upload matches its committer's binding (``sha256``: 64 hex, no ``0x``)."""
+
+    commitment: Commitment
+    sha256: str
+
+
 def select_updates(
     commitments: Mapping[str, Commitment],
     uploads: Mapping[str, str],
+    binding: Callable[[str, bytes], bytes],
     selected: Collection[str] | None = None,
-) -> tuple[dict[str, Commitment], dict[str, str]]:
-    """Decide which committed updates a round uses (pure).
+) -> tuple[dict[str, MatchedUpdate], dict[str, str]]:
+    """Decide which committed updates a round uses (pure but for ``binding``, itself a pure hash).
 
     Parameters
     ----------
@@ -130,35 +147,33 @@ def select_updates(
         The round's on-chain commitments.
     uploads : institution -> sha256 hex (no 0x)
         Accepted uploads.
+    binding : callable (institution, update sha256 bytes) -> bytes
+        The commitment that institution must have made for those bytes (:func:`bound_commitment`).
     selected : collection of str, optional
         Only these institutions may take part (reputation selection); ``None`` lets every committer in.
 
     Returns
     -------
     (kept, excluded)
-        ``kept``: institution -> Commitment, for uploads whose bytes match a commitment no one else made;
-        ``excluded``: institution -> reason for every other committer or uploader. An update hash committed by
-        two institutions is dropped for both.
+        ``kept``: institution -> MatchedUpdate, for uploads whose hash bound to their signer is that signer's
+        commitment; ``excluded``: institution -> reason for every other committer or uploader. Two institutions
+        with identical updates are both kept (their commitments differ); a copied commitment matches nobody's
+        upload but its owner's.
     """
-    copies = Counter(c.update_hash for c in commitments.values())
     allowed = None if selected is None else set(selected)
-    kept: dict[str, Commitment] = {}
+    kept: dict[str, MatchedUpdate] = {}
     excluded: dict[str, str] = {}
     for institution in sorted(commitments):
         commitment = commitments[institution]
         sha = uploads.get(institution)
-        if copies[commitment.update_hash] > 1:
-            excluded[institution] = (
-                f"update hash 0x{commitment.update_hash.hex()} was committed by {copies[commitment.update_hash]} institutions"
-            )
-        elif allowed is not None and institution not in allowed:
+        if allowed is not None and institution not in allowed:
             excluded[institution] = "not selected for this round"
         elif sha is None:
             excluded[institution] = "committed but did not upload"
-        elif sha != commitment.update_hash.hex():
+        elif binding(institution, bytes.fromhex(sha)) != commitment.update_hash:
             excluded[institution] = "upload does not match the commitment"
         else:
-            kept[institution] = commitment
+            kept[institution] = MatchedUpdate(commitment, sha)
     for institution in sorted(set(uploads) - set(commitments)):
         excluded[institution] = "uploaded without a commitment"
     return kept, excluded

@@ -17,6 +17,7 @@ to the report (section "e2e process logs").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -353,6 +354,13 @@ class Federation:
         return (state_root / hospital / str(bounty_id) / f"round-{round_}.safetensors").read_bytes()
 
     # -- chain ------------------------------------------------------------------------------------------
+    def commitment(self, bounty_id: int, round_: int, institution: str, data: bytes) -> bytes:
+        """What ``institution`` commits for the update ``data`` (fedcore.commitments: bound to it and the round)."""
+        from fedcore.commitments import bind_commitment
+
+        return bind_commitment(chain_id=self.w3.eth.chain_id, contract=self.ledger.address, bounty_id=bounty_id,
+                               round_=round_, institution=institution, update_sha256=hashlib.sha256(data).digest())
+
     def events(self, name: str, bounty_id: int) -> list[dict]:
         event = getattr(self.ledger.contract.events, name)
         logs = event().get_logs(from_block=0, argument_filters={"bountyId": bounty_id})

@@ -4,7 +4,7 @@ Fed-Heart-Disease hospitals), the sponsor's and the auditor's commands, all thro
 * ``test_three_rounds_with_misbehaving_participants``: three rounds on real data; meanwhile, in round 1, a key that
   never joined uploads (403), a registered institution uploads without committing (403), then commits one hash and
   uploads other bytes (409). On chain: every commitment is the sha256 of the bytes the node saved and the aggregator
-  used, the scores are the aggregator's, the misbehaving institution got no score nor credit, credits add up, each
+  used, bound to its committer (fedcore.commitments), the scores are the aggregator's, the misbehaving institution got no score nor credit, credits add up, each
   hospital claims exactly its credit once; ``audit verify --recompute`` re-derives every model and score bit for bit.
 * ``test_node_killed_after_committing_resumes_without_committing_twice``: a node SIGKILLed after its commitment
   reached the chain and before its upload is restarted: no second commitment, its update is used and paid.
@@ -143,8 +143,9 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
         for address, h in hospitals.items():
             saved = fed.saved_update(state_root, h.name, bounty_id, r)
             commitment = committed[(address, r)]
-            assert _hex(commitment["updateHash"]) == "0x" + hashlib.sha256(saved).hexdigest() == used[address]["sha256"]
-            assert _hex(fed.ledger.commitment_of(bounty_id, r, address)) == used[address]["sha256"]
+            assert "0x" + hashlib.sha256(saved).hexdigest() == used[address]["sha256"]
+            bound = fed.commitment(bounty_id, r, address, saved)  # the update's hash bound to its committer
+            assert _hex(commitment["updateHash"]) == _hex(fed.ledger.commitment_of(bounty_id, r, address)) == _hex(bound)
             assert commitment["sampleCount"] == h.rows == used[address]["num_samples"]
             assert scored[(address, r)]["score"] == int(record["scores"]["fixed_point"][address])
             stored = aggregator.http.get(f"/bounties/{bounty_id}/rounds/{r}/updates/{used[address]['sha256'][2:]}")
@@ -228,7 +229,7 @@ def test_node_killed_after_committing_resumes_without_committing_twice(federatio
     assert node.wait(30) == -signal.SIGKILL
     commitment = fed.ledger.commitment_of(bounty_id, 1, victim.address)
     saved = fed.saved_update(state_root, victim.name, bounty_id, 1)
-    assert hashlib.sha256(saved).digest() == commitment  # the bytes were saved before the commitment was sent
+    assert fed.commitment(bounty_id, 1, victim.address, saved) == commitment  # saved before the commitment was sent
 
     restarted = procs.start(f"node-{victim.name}-restarted",
                             *fed.node_args(victim.name, bounty_id, aggregator.url, state_root))
@@ -242,11 +243,11 @@ def test_node_killed_after_committing_resumes_without_committing_twice(federatio
     assert sorted(e["round"] for e in victim_commits) == list(range(1, rounds + 1))  # once per round, no more
     record = aggregator.round_record(bounty_id, 1)
     used = {u["institution"]: u["sha256"] for u in record["used"]}
-    assert used[victim.address] == _hex(commitment)  # its update was used...
+    assert used[victim.address] == "0x" + hashlib.sha256(saved).hexdigest()  # its update was used...
     assert any(e["institution"] == victim.address and e["round"] == 1 for e in books["scored"])  # ...and scored
     assert set(used) == {h.address for h in fed.hospitals.values()}
     state = fed.node_state(state_root, victim.name, bounty_id)["rounds"]
-    assert state["1"]["sha256"] == _hex(commitment) and state["2"]["status"] == "uploaded"
+    assert state["1"]["sha256"] == "0x" + hashlib.sha256(saved).hexdigest() and state["2"]["status"] == "uploaded"
     if not uploaded_before_kill:  # the usual case: the restarted node uploaded the saved bytes itself
         assert state["1"]["status"] == "uploaded"
         assert f"bounty {bounty_id} round 1: uploaded" in restarted.stdout()

@@ -13,6 +13,7 @@ from fedcore import protocol
 from fedcore.protocol import (
     REJECTION_STATUS,
     DecisionInfo,
+    DeclaredBoundsInfo,
     ErrorBody,
     FitConfig,
     Health,
@@ -57,6 +58,7 @@ EXAMPLES: list[BaseModel] = [
     Health(bounty_id=1, chain_id=1337, ledger=A, aggregator=B, coordinator="scored", last_error=None),
     TaskInfo.model_validate(SPEC.to_dict()),
     TrainingSettingsInfo.model_validate(SPEC.to_dict()["training"]),
+    DeclaredBoundsInfo.model_validate(SPEC.to_dict()["bounds"]),
     FitConfig(fedprox_mu=0.01, lr=0.5, local_steps=3),
     RoundInfo(bounty_id=1, round=2, status=RoundStatus.OPEN, global_model_hash=H1, commit_deadline=100, selected=[A],
               uploads=1, fit_config=FitConfig(fedprox_mu=0.01)),

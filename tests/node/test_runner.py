@@ -27,6 +27,7 @@ from web3 import Web3
 
 from aggregator.rules import resolve_rules
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
+from fedcore.commitments import bind_commitment
 from fedcore.errors import DataError, NodeError
 from fedcore.models import build_model, get_weights
 from fedcore.protocol import ErrorBody, FitConfig, Health, RejectionCode, RoundInfo, RoundStatus, UploadAccepted
@@ -263,6 +264,12 @@ def make_federation(standin_url_holder, *, num_rounds: int = 2, institutions: in
     return Federation(w3, ledger, deployment, sponsor, aggregator, insts, bounty_id, standin, "", num_rounds, model)
 
 
+def _bound(fed, round_: int, institution: str, data: bytes) -> bytes:
+    """The commitment ``institution`` makes for ``data`` in ``round_`` (fedcore.commitments)."""
+    return bind_commitment(chain_id=fed.standin.chain_id, contract=fed.standin.ledger, bounty_id=fed.bounty_id,
+                           round_=round_, institution=institution, update_sha256=update_hash(data))
+
+
 @pytest.fixture
 def fed():
     federation = make_federation(None)
@@ -306,7 +313,8 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
     assert sorted(c["round"] for c in commits) == [1, 2]  # exactly once per round
     for record, commit in zip(records, sorted(commits, key=lambda c: c["round"])):
         saved = (tmp_path / "state" / str(fed.bounty_id) / f"round-{record.round}.safetensors").read_bytes()
-        assert record.sha256 == "0x" + commit["updateHash"].hex() == update_hash_hex(saved)
+        assert record.sha256 == update_hash_hex(saved)
+        assert commit["updateHash"] == _bound(fed, record.round, me.address, saved)  # the hash bound to its committer
         assert record.samples == commit["sampleCount"] == site.n_rows
         assert record.commit_tx and record.upload_status == "accepted"
         assert [body for r, who, body in fed.standin.uploads if r == record.round and who == me.address] == [saved]
@@ -431,7 +439,8 @@ def test_crash_after_commit_before_upload_then_restart_uploads_without_a_second_
     record = poll(fed, site, tmp_path / "s")
     assert record.status == NodeRoundStatus.UPLOADED and record.resumed
     saved = (tmp_path / "s" / str(fed.bounty_id) / "round-1.safetensors").read_bytes()
-    assert record.sha256 == update_hash_hex(saved) == "0x" + fed.commits(me.address)[0]["updateHash"].hex()
+    assert record.sha256 == update_hash_hex(saved)
+    assert fed.commits(me.address)[0]["updateHash"] == _bound(fed, 1, me.address, saved)
     assert fed.standin.uploads == [(1, me.address, saved)]
     assert len(fed.commits(me.address)) == 1  # never committed twice
 

@@ -21,6 +21,7 @@ from aggregator.service.app import create_app
 from aggregator.service.context import ServiceContext, build_context
 from aggregator.service.settings import load_settings
 from fedcore import codec
+from fedcore.commitments import bind_commitment
 from fedcore.keystore import create_keystore
 from fedcore.rules import RoundRules, rules_hash
 from fedcore.signing import sign_upload
@@ -113,7 +114,9 @@ class Harness:
         return codec.encode(arrays)
 
     def commit(self, account, round_: int, data: bytes, samples: int = 10) -> None:
-        self.as_(account).commit_update(self.bounty_id, round_, hashlib.sha256(data).digest(), samples)
+        commitment = bind_commitment(chain_id=self.w3.eth.chain_id, contract=self.ledger.address, bounty_id=self.bounty_id,
+                                     round_=round_, institution=account.address, update_sha256=hashlib.sha256(data).digest())
+        self.as_(account).commit_update(self.bounty_id, round_, commitment, samples)
 
     def sign(self, account, round_: int, data: bytes, bounty_id: int | None = None) -> str:
         return sign_upload(account, self.w3.eth.chain_id, self.ledger.address, bounty_id or self.bounty_id, round_,

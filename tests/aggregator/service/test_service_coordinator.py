@@ -17,6 +17,7 @@ from aggregator.service.state import StateDB
 from aggregator.strategies import make_strategy
 from fedcore import codec
 from fedcore.errors import AggregatorError, ConfigError
+from fedcore.protocol import RejectionCode
 from fedcore.rules import RoundRules
 from fedcore.types import Update
 from ledger.client import BountyStatus, Institution
@@ -177,32 +178,56 @@ def test_crash_after_the_finalize_transaction_records_it_from_the_chain(harness,
 
 
 def test_window_then_grace_and_who_is_left_out(harness, counting_compute):
-    """A copied hash is dropped with its original; a committer that never uploads is left out."""
+    """Identical updates committed by two institutions are both used (each commitment binds its committer); a copied
+    commitment is refused at the door and its copier left out; a committer that never uploads is left out."""
     h = harness
     context = h.context()
     client = h.client(context)
     coordinator = Coordinator(context, compute=counting_compute)
     coordinator.step()
-    original = h.update(0.3)
-    h.commit(h.insts[0], 1, original)
-    h.commit(h.insts[1], 1, original)  # a copy of inst0's hash
-    assert h.upload(client, h.insts[0], 1, original).status_code == 202
-    assert h.upload(client, h.insts[1], 1, original).status_code == 202
-    h.commit(h.insts[2], 1, h.update(0.4))  # commits, never uploads
+    same = h.update(0.3)
+    h.commit(h.insts[0], 1, same)
+    h.commit(h.insts[1], 1, same)  # the same bytes, committed honestly: a different commitment
+    victims = h.ledger.commitment_of(h.bounty_id, 1, h.insts[0].address)
+    assert victims != h.ledger.commitment_of(h.bounty_id, 1, h.insts[1].address)
+    h.as_(h.insts[2]).commit_update(h.bounty_id, 1, victims, 10)  # inst2 copies inst0's commitment
+    assert h.upload(client, h.insts[0], 1, same).status_code == 202
+    assert h.upload(client, h.insts[1], 1, same).status_code == 202
+    copied = h.upload(client, h.insts[2], 1, same)
+    assert copied.status_code == 409 and copied.json()["code"] == RejectionCode.HASH_MISMATCH
     assert coordinator.step() == "waiting"  # window open, not everyone uploaded
     h.advance()
     assert coordinator.run_until("finalized") == "finalized"
     record = context.state.round(1)
-    assert record.used == []
-    assert set(record.excluded) == {i.address for i in h.insts}
-    assert "committed by 2 institutions" in record.excluded[h.insts[0].address]
-    assert record.excluded[h.insts[2].address] == "committed but did not upload"
-    assert counting_compute.inputs[0].updates == () and scored_on_chain(h, 1) == {}
-    # nothing usable: the model stays the same and round 2 opens from it
-    assert record.new_model_sha == record.global_model_sha
-    assert coordinator.step() == "opened"
+    sha = hashlib.sha256(same).hexdigest()
+    assert record.used == [{"institution": i.address, "sha256": sha, "num_samples": 10}
+                           for i in sorted(h.insts[:2], key=lambda i: i.address)]
+    assert record.excluded == {h.insts[2].address: "committed but did not upload"}
+    assert set(scored_on_chain(h, 1)) == {h.insts[0].address, h.insts[1].address}
     decisions = {d.institution: d for d in context.state.decisions(1)}
-    assert not any(d.used for d in decisions.values())
+    assert decisions[h.insts[0].address].used and decisions[h.insts[1].address].used
+    assert not decisions[h.insts[2].address].used
+
+
+def test_a_sample_count_beyond_64_bits_is_excluded_and_saved_and_the_round_goes_on(harness, counting_compute):
+    """sampleCount 2^63 is valid on chain: the round excludes it by the task's range and SQLite stores it (as text)."""
+    h = harness
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context, compute=counting_compute)
+    coordinator.step()
+    play_uploads(h, client, 1, h.insts[:2])
+    greedy = h.update(50.0)
+    h.commit(h.insts[2], 1, greedy, 2**63)
+    assert h.upload(client, h.insts[2], 1, greedy).status_code == 202
+    h.advance()
+    assert coordinator.run_until("finalized") == "finalized"
+    record = context.state.round(1)
+    assert [u["institution"] for u in record.used] == sorted(i.address for i in h.insts[:2])
+    assert record.excluded == {h.insts[2].address: f"declared {2**63} samples, outside the task's range [1, 1000000]"}
+    assert set(scored_on_chain(h, 1)) == {i.address for i in h.insts[:2]}
+    decisions = {d.institution: d for d in StateDB(context.settings.state_dir).decisions(1)}
+    assert decisions[h.insts[2].address].num_samples == 2**63 and not decisions[h.insts[2].address].used
 
 
 def test_quorum_closes_early(harness, counting_compute):

@@ -19,6 +19,7 @@ from eth_account import Account
 
 from aggregator.rules import resolve_rules
 from fedcore import codec
+from fedcore.commitments import bind_commitment
 from fedcore.keystore import create_keystore
 from fedcore.rules import rules_hash
 from fedcore.signing import sign_upload
@@ -148,7 +149,9 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
             update = codec.encode({name: (array * 0 + 0.05 * (i + 1)).astype("float32")
                                    for name, array in global_weights.items()})
             digest = hashlib.sha256(update).digest()
-            ledger.as_sender(inst).commit_update(bounty_id, 1, digest, 20 * (i + 1))
+            commitment = bind_commitment(chain_id=w3.eth.chain_id, contract=ledger.address, bounty_id=bounty_id, round_=1,
+                                         institution=inst.address, update_sha256=digest)
+            ledger.as_sender(inst).commit_update(bounty_id, 1, commitment, 20 * (i + 1))
             signature = sign_upload(inst, w3.eth.chain_id, ledger.address, bounty_id, 1, digest)
             response = http.post(f"/bounties/{bounty_id}/rounds/1/updates", content=update,
                                  headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
