@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Serve one bounty over HTTP and run its rounds: open each round on chain with the current global model, "
             "accept uploads signed by committed institutions whose bytes match their commitment, close the round when "
-            "the commit window is over (or a quorum uploaded, or every invited institution did), aggregate with the "
+            "the commit window is over or every invited institution uploaded (never on the first N uploads), aggregate with the "
             "rules' strategy, score every used update on the validation set with the rules' estimator, save "
             "everything, then finalize on chain. "
             "Killed at any step, a restart on the same --state-dir resumes without opening or finalizing twice. "
@@ -53,7 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--rules", metavar="FILE",
                        help="the bounty's round rules JSON (strategy, estimator, utility metric, scoring seed), as "
                             "`fedledger sponsor rules` wrote it; must hash to the bounty's rulesHash (env FEDLEDGER_RULES)")
-    serve.add_argument("--quorum", type=int, metavar="N", help="close a round once N verified uploads arrived")
     serve.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest accepted update (default 64 MiB)")
     serve.add_argument("--seed", type=int, help="seed of reputation sampling (default 0)")
     serve.add_argument("--selection", choices=("all", "reputation"),
@@ -75,7 +74,7 @@ def settings_from_args(args: argparse.Namespace):
     from aggregator.service.settings import load_settings
 
     names = ("bounty", "task", "validation", "keystore", "password_file", "rpc", "deployment", "state_dir", "host", "port",
-             "rules", "quorum", "max_upload_bytes", "seed", "selection",
+             "rules", "max_upload_bytes", "seed", "selection",
              "clients_per_round", "upload_grace", "poll_interval", "wall_clock", "exit_when_complete", "log_level")
     return load_settings({_FIELDS.get(name, name): getattr(args, name, None) for name in names})
 

@@ -6,7 +6,9 @@ import {InstitutionRegistry} from "./InstitutionRegistry.sol";
 
 /// @title BountyEscrow
 /// @notice Sponsors publish a task as a bounty and escrow its reward in ETH or one ERC-20 token; anyone may top it up.
-///         The sponsor cancels and is refunded what is not yet credited, before the first round opens or after the deadline.
+///         The sponsor cancels and is refunded what is not yet credited: before the first round opens, after the
+///         deadline, or when the open round is stalled (its commit window plus the bounty's recovery grace has passed
+///         and it is still not finalized).
 /// @dev Money invariant, per bounty and at every step: credited + refunded + escrowed == funded.
 ///      Tokens that deliver less than the amount asked for are rejected (see AssetTransfers).
 abstract contract BountyEscrow is InstitutionRegistry {
@@ -29,6 +31,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         BountyStatus status;
         uint16 minReputation;
         address token; // address(0) for ETH
+        uint32 recoveryGrace; // seconds after an open round's commit window before the sponsor may recover the bounty
         uint128 funded;
         uint128 credited;
         uint128 refunded;
@@ -51,6 +54,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint40 deadline;
         uint16 minReputation;
         address token;
+        uint32 recoveryGrace;
     }
 
     mapping(uint256 => Bounty) internal _bounties;
@@ -67,7 +71,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint32 numRounds,
         uint32 commitWindow,
         uint40 deadline,
-        uint16 minReputation
+        uint16 minReputation,
+        uint32 recoveryGrace
     );
     event BountyFunded(uint256 indexed bountyId, address indexed funder, uint256 amount);
     event BountyCancelled(uint256 indexed bountyId, address indexed sponsor, uint256 refunded);
@@ -83,6 +88,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
     error MinReputationTooHigh(uint256 minReputation, uint256 maximum);
     error ZeroSpecHash();
     error ZeroRulesHash();
+    error ZeroRecoveryGrace();
     error NotSponsor(uint256 bountyId, address caller);
     error CancelNotAllowed(uint256 bountyId, uint256 deadline);
     error NothingToRefund(uint256 bountyId);
@@ -91,7 +97,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
     /// @notice Create a bounty and escrow `initialFunding` of its reward asset (send it as `msg.value` for ETH;
     ///         approve this contract first for a token).
     /// @param p The bounty's fixed terms: task, validation-set and scoring-rules hashes, aggregator, rounds, commit
-    ///        window, deadline, minimum reputation and reward token (address(0) for ETH).
+    ///        window, deadline, minimum reputation, reward token (address(0) for ETH) and recovery grace (seconds
+    ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized).
     /// @param initialFunding Reward escrowed now, in wei or token units (may be zero).
     /// @return bountyId The new bounty's id (ids start at 1).
     function createBounty(BountyParams calldata p, uint256 initialFunding)
@@ -107,6 +114,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         if (p.minReputation > REPUTATION_ONE) revert MinReputationTooHigh(p.minReputation, REPUTATION_ONE);
         if (p.taskSpecHash == bytes32(0) || p.validationSetHash == bytes32(0)) revert ZeroSpecHash();
         if (p.rulesHash == bytes32(0)) revert ZeroRulesHash();
+        if (p.recoveryGrace == 0) revert ZeroRecoveryGrace();
         bountyId = ++_bountyCount;
         Bounty storage b = _bounties[bountyId];
         b.sponsor = msg.sender;
@@ -117,6 +125,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         b.status = BountyStatus.Active;
         b.minReputation = p.minReputation;
         b.token = p.token;
+        b.recoveryGrace = p.recoveryGrace;
         b.taskSpecHash = p.taskSpecHash;
         b.validationSetHash = p.validationSetHash;
         b.rulesHash = p.rulesHash;
@@ -131,7 +140,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
             p.numRounds,
             p.commitWindow,
             p.deadline,
-            p.minReputation
+            p.minReputation,
+            p.recoveryGrace
         );
         _fund(bountyId, b, initialFunding);
     }
@@ -145,13 +155,17 @@ abstract contract BountyEscrow is InstitutionRegistry {
         _fund(bountyId, b, amount);
     }
 
-    /// @notice The sponsor cancels a bounty before its first round opens, or after its deadline, and is refunded
-    ///         everything not yet credited to institutions. Credited rewards stay claimable.
+    /// @notice The sponsor cancels a bounty and is refunded everything not yet credited to institutions; credited
+    ///         rewards stay claimable. Allowed before its first round opens, after its deadline, or when its open
+    ///         round is stalled: more than `recoveryGrace` seconds past that round's commit window and still not
+    ///         finalized (a round that can never be finalized must not freeze the escrow until the deadline).
     /// @param bountyId The bounty to cancel.
     function cancelBounty(uint256 bountyId) external nonReentrant {
         Bounty storage b = _activeBounty(bountyId);
         if (msg.sender != b.sponsor) revert NotSponsor(bountyId, msg.sender);
-        if (b.roundsOpened != 0 && block.timestamp <= b.deadline) revert CancelNotAllowed(bountyId, b.deadline);
+        if (b.roundsOpened != 0 && block.timestamp <= b.deadline && !_openRoundStalled(bountyId, b)) {
+            revert CancelNotAllowed(bountyId, b.deadline);
+        }
         uint256 amount = _escrowed(b);
         b.status = BountyStatus.Cancelled;
         b.refunded += uint128(amount);
@@ -202,6 +216,9 @@ abstract contract BountyEscrow is InstitutionRegistry {
         b = _bounty(bountyId);
         if (b.status != BountyStatus.Active) revert BountyNotActive(bountyId, b.status);
     }
+
+    /// @dev Whether the bounty's open round (if any) is past its commit window plus the bounty's recovery grace.
+    function _openRoundStalled(uint256 bountyId, Bounty storage b) internal view virtual returns (bool);
 
     function _escrowed(Bounty storage b) internal view returns (uint256) {
         return uint256(b.funded) - b.credited - b.refunded;

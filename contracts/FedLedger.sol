@@ -14,7 +14,8 @@ contract FedLedger is RoundLedger {
     /// @param governance_ May slash stake for proven misbehaviour and withdraw slashed funds.
     /// @param minStake_ Minimum stake to join, in wei.
     /// @param leaveCooldown_ Seconds between `requestLeave` and `withdrawStake`.
-    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_)
-        InstitutionRegistry(governance_, minStake_, leaveCooldown_)
+    /// @param ethReputationFloor_ Round reward, in wei, from which an ETH bounty's round moves reputation fully.
+    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_, uint256 ethReputationFloor_)
+        InstitutionRegistry(governance_, minStake_, leaveCooldown_, ethReputationFloor_)
     {}
 }

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.20;
 
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {AssetTransfers} from "./AssetTransfers.sol";
 import {Governed} from "./Governed.sol";
@@ -11,9 +12,15 @@ import {Governed} from "./Governed.sol";
 ///         round finalization changes. Governance (handed over in two steps) may slash stake for proven misbehaviour.
 /// @dev Reputation is fixed point in basis points: 0 = none, 10_000 = perfect. Each finalized round moves a
 ///      participant's reputation 20% of the way towards its normalized score (an exponential moving average):
-///      rep' = rep + (target - rep) * 2_000 / 10_000, where target = 10_000 * score / bestScore for a positive
+///      rep' = rep + (target - rep) * alpha / 10_000, where target = 10_000 * score / bestScore for a positive
 ///      score and 0 otherwise. A new institution starts at 5_000; leaving keeps the reputation, so leaving and
 ///      re-joining cannot launder it.
+///      Reputation cannot be bought with fake bounties: alpha = 2_000 * min(reward, floor) / floor, where reward is
+///      the round's reward and floor is the reputation floor governance fixes for the bounty's asset
+///      (`reputationFloor`). A round paying nothing (a zero-funded bounty) moves no reputation, a round paying less
+///      than the floor moves it in proportion, and an asset without a floor (every ERC-20 until governance sets one)
+///      moves none. An institution can commit only while its stake is at least `minStake`: slashed below it, it
+///      must top up by leaving and re-joining.
 abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfers {
     /// @notice A perfect reputation, in basis points.
     uint16 public constant REPUTATION_ONE = 10_000;
@@ -35,12 +42,14 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
     uint256 private immutable _leaveCooldown;
     mapping(address => Institution) private _institutions;
     uint256 private _slashedBalance;
+    mapping(address => uint256) private _reputationFloor; // by reward asset, address(0) for ETH; 0 = moves none
 
     event InstitutionJoined(address indexed institution, uint256 stake, uint16 reputation, string name, string metadataURI);
     event LeaveRequested(address indexed institution, uint256 availableAt);
     event StakeWithdrawn(address indexed institution, uint256 amount);
     event InstitutionSlashed(address indexed institution, uint256 amount, bytes32 indexed evidenceHash);
     event SlashedFundsWithdrawn(address indexed to, uint256 amount);
+    event ReputationFloorSet(address indexed token, uint256 floor);
 
     error AlreadyRegistered(address institution);
     error NotRegistered(address institution);
@@ -50,13 +59,19 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
     error CooldownNotOver(address institution, uint256 availableAt);
     error SlashExceedsStake(address institution, uint256 amount, uint256 stake);
     error NothingToWithdraw(address caller);
+    error StakeBelowMinimum(address institution, uint256 stake, uint256 minimum);
 
     /// @param governance_ May slash stake for proven misbehaviour and withdraw slashed funds (not zero).
     /// @param minStake_ Minimum stake to join, in wei.
     /// @param leaveCooldown_ Seconds between `requestLeave` and `withdrawStake`.
-    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_) Governed(governance_) {
+    /// @param ethReputationFloor_ Round reward, in wei, from which an ETH bounty's round moves reputation fully.
+    constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_, uint256 ethReputationFloor_)
+        Governed(governance_)
+    {
         _minStake = minStake_;
         _leaveCooldown = leaveCooldown_;
+        _reputationFloor[address(0)] = ethReputationFloor_;
+        emit ReputationFloorSet(address(0), ethReputationFloor_);
     }
 
     /// @notice Join the federation, staking `msg.value` (at least `minStake()`).
@@ -123,6 +138,22 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
         _sendEth(to, amount);
     }
 
+    /// @notice Governance fixes, for one reward asset, the round reward from which a round moves reputation fully;
+    ///         below it a round moves reputation in proportion to its reward, and 0 makes the asset move none.
+    /// @param token The reward asset (address(0) for ETH).
+    /// @param floor The round reward, in wei or token units, of a full reputation step.
+    function setReputationFloor(address token, uint256 floor) external onlyGovernance {
+        _reputationFloor[token] = floor;
+        emit ReputationFloorSet(token, floor);
+    }
+
+    /// @notice The round reward from which a bounty in `token` moves reputation fully (0: it moves none).
+    /// @param token The reward asset (address(0) for ETH).
+    /// @return The floor, in wei or token units.
+    function reputationFloor(address token) external view returns (uint256) {
+        return _reputationFloor[token];
+    }
+
     /// @notice An institution's record (stake, reputation, join and leave times, registration).
     /// @param institution The institution's address.
     /// @return The record (all zero for an address that never joined).
@@ -148,23 +179,38 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
         return _slashedBalance;
     }
 
-    /// @dev An institution may commit while registered and not leaving, with at least `minReputation`.
-    function _activeReputation(address institution) internal view returns (bool active, uint16 reputation) {
+    /// @dev An institution may commit while registered, not leaving and staking at least `minStake` (reverts
+    ///      otherwise); returns its reputation, which the caller checks against the bounty's minimum.
+    function _committerReputation(address institution) internal view returns (uint16) {
         Institution storage inst = _institutions[institution];
-        return (inst.registered && inst.leaveRequestedAt == 0, inst.reputation);
+        if (!inst.registered || inst.leaveRequestedAt != 0) revert NotRegistered(institution);
+        if (inst.stake < _minStake) revert StakeBelowMinimum(institution, inst.stake, _minStake);
+        return inst.reputation;
     }
 
-    /// @dev The moving-average rule documented on the contract; returns the new reputation.
-    ///      Callers guarantee score <= bestScore, so the target lies in [0, REPUTATION_ONE].
-    function _updateReputation(address institution, int256 score, int256 bestScore) internal returns (uint16 updated) {
+    /// @dev How far (basis points) a round paying `reward` in `token` moves reputation: the rule on the contract.
+    function _reputationAlpha(address token, uint256 reward) internal view returns (uint256) {
+        uint256 floor = _reputationFloor[token];
+        if (floor == 0) return 0;
+        return (REPUTATION_ALPHA_BPS * Math.min(reward, floor)) / floor;
+    }
+
+    /// @dev The moving-average rule documented on the contract; returns the new reputation (unchanged, and not
+    ///      written, when alpha is 0). Callers guarantee score <= bestScore and alpha <= REPUTATION_ALPHA_BPS, so
+    ///      the target lies in [0, REPUTATION_ONE].
+    function _updateReputation(address institution, int256 score, int256 bestScore, uint256 alpha)
+        internal
+        returns (uint16 updated)
+    {
         Institution storage inst = _institutions[institution];
         uint256 current = inst.reputation;
+        if (alpha == 0) return uint16(current);
         uint256 target = score > 0 ? (uint256(score) * REPUTATION_ONE) / uint256(bestScore) : 0;
         unchecked {
-            // |target - current| <= 10_000, so neither branch can overflow or underflow.
+            // |target - current| <= 10_000 and alpha <= 2_000, so neither branch can overflow or underflow.
             updated = target >= current
-                ? uint16(current + ((target - current) * REPUTATION_ALPHA_BPS) / REPUTATION_ONE)
-                : uint16(current - ((current - target) * REPUTATION_ALPHA_BPS) / REPUTATION_ONE);
+                ? uint16(current + ((target - current) * alpha) / REPUTATION_ONE)
+                : uint16(current - ((current - target) * alpha) / REPUTATION_ONE);
         }
         inst.reputation = updated;
     }

@@ -37,6 +37,7 @@ abstract contract RoundLedger is BountyEscrow {
         uint256 bestIndex;
         uint256 reward;
         uint256 dust; // goes to the best scorer in the last round
+        uint256 reputationAlpha; // how far this round moves reputations, in basis points (see InstitutionRegistry)
     }
 
     mapping(uint256 => mapping(uint256 => Round)) private _rounds;
@@ -102,8 +103,8 @@ abstract contract RoundLedger is BountyEscrow {
         emit RoundOpened(bountyId, round, globalModelHash, commitDeadline);
     }
 
-    /// @notice A registered, active institution with enough reputation commits the sha256 of its update and its
-    ///         sample count, once per round, before the commit window closes and before finalization.
+    /// @notice A registered, active institution staking at least `minStake`, with enough reputation, commits the
+    ///         sha256 of its update and its sample count, once per round, before the commit window closes and before finalization.
     /// @param bountyId The bounty.
     /// @param round The open round.
     /// @param updateHash sha256 of the update the institution will upload.
@@ -113,8 +114,7 @@ abstract contract RoundLedger is BountyEscrow {
         Round storage r = _rounds[bountyId][round];
         if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
         if (r.finalized || block.timestamp > r.commitDeadline) revert RoundClosed(bountyId, round);
-        (bool active, uint16 reputation) = _activeReputation(msg.sender);
-        if (!active) revert NotRegistered(msg.sender);
+        uint16 reputation = _committerReputation(msg.sender);
         if (reputation < b.minReputation) revert NotEligible(bountyId, msg.sender, reputation, b.minReputation);
         if (updateHash == bytes32(0)) revert ZeroHash();
         if (sampleCount == 0) revert ZeroSamples();
@@ -155,6 +155,7 @@ abstract contract RoundLedger is BountyEscrow {
         r.finalized = true;
         uint256 roundsLeft = b.numRounds - b.roundsFinalized;
         split.reward = _escrowed(b) / roundsLeft;
+        split.reputationAlpha = _reputationAlpha(b.token, split.reward);
         if (roundsLeft == 1 && split.positiveTotal != 0) {
             split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
         }
@@ -267,9 +268,14 @@ abstract contract RoundLedger is BountyEscrow {
                 c.cumulativeScore += uint128(uint256(score));
             }
             credited += credit;
-            uint16 reputation = _updateReputation(participants[i], score, split.bestScore);
+            uint16 reputation = _updateReputation(participants[i], score, split.bestScore, split.reputationAlpha);
             emit ContributionScored(bountyId, round, participants[i], score, credit, reputation);
         }
+    }
+
+    function _openRoundStalled(uint256 bountyId, Bounty storage b) internal view override returns (bool) {
+        if (b.roundsOpened == b.roundsFinalized) return false;
+        return block.timestamp > uint256(_rounds[bountyId][b.roundsOpened].commitDeadline) + b.recoveryGrace;
     }
 
     function _sumOfFloors(uint256 reward, int256[] calldata scores, uint256 positiveTotal) private pure returns (uint256 sum) {

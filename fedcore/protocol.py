@@ -295,7 +295,6 @@ class RoundSettings(_Model):
     seed: int = Field(description="the scorer's seed for this round, derived from the rules' seed and the round")
     selection: str | None = None
     clients_per_round: int | None = None
-    quorum: int | None = None
 
 
 class ScoresReport(_Model):

@@ -244,6 +244,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="days from now (chain time) after which the sponsor may cancel")
     create.add_argument("--min-reputation", type=int, default=0, metavar="BPS",
                         help="reputation (basis points, 0-10000) an institution needs to commit (default: 0)")
+    create.add_argument("--recovery-grace", type=int, default=None, metavar="SECONDS",
+                        help="seconds after an open round's commit window from which the sponsor may cancel a bounty "
+                             "whose round is still not finalized (default: one hour)")
     create.set_defaults(func=_create_bounty)
 
     rules = sub.add_parser(
@@ -332,7 +335,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
     from fedcore.rules import RoundRules, rules_hash
     from fedcore.task import TaskSpec, task_hash
     from ledger.chain import latest_timestamp
-    from ledger.client import ETH, BountyParams
+    from ledger.client import DEFAULT_RECOVERY_GRACE, ETH, BountyParams
 
     spec = TaskSpec.load(args.task)
     rules = RoundRules.load(args.rules)
@@ -344,6 +347,8 @@ def _create_bounty(args: argparse.Namespace) -> int:
         raise ConfigError("--rounds must be at least 1")
     if args.commit_window < 1:
         raise ConfigError("--commit-window must be at least 1 second")
+    if args.recovery_grace is not None and args.recovery_grace < 1:
+        raise ConfigError("--recovery-grace must be at least 1 second")
     if not 0 <= args.min_reputation <= 10_000:
         raise ConfigError("--min-reputation is in basis points: 0 to 10000")
     if not args.deadline_days > 0:
@@ -355,7 +360,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
     params = BountyParams(task_spec_hash=task_hash(spec), validation_set_hash=validation_hash,
                           aggregator=aggregator, num_rounds=args.rounds,
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
-                          token=token, rules_hash=rules_hash(rules))
+                          token=token, rules_hash=rules_hash(rules), recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE)
     _approve_if_token(w3, ledger, token, args.reward)
     bounty_id = ledger.create_bounty(params, args.reward)
     emit({
@@ -372,6 +377,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
         "commit_window": args.commit_window,
         "deadline": deadline,
         "min_reputation": args.min_reputation,
+        "recovery_grace": params.recovery_grace,
     }, args.format)
     return 0
 

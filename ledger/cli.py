@@ -120,6 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="unlocked node account that deploys (default: the node's first account)")
     deploy.add_argument("--min-stake", type=parse_wei, default=None, metavar="AMOUNT",
                         help="stake an institution must lock to join, e.g. 1ether (default: 1 ether)")
+    deploy.add_argument("--reputation-floor", type=parse_wei, default=None, metavar="AMOUNT",
+                        help="round reward from which an ETH bounty's round moves reputation fully (default 0.1ether)")
     deploy.add_argument("--cooldown", type=int, default=None, metavar="SECONDS",
                         help="seconds before a leaving institution can withdraw its stake (default: 7 days)")
     deploy.add_argument("--governance", default=None, metavar="ADDRESS",
@@ -201,7 +203,8 @@ def _deploy(args: argparse.Namespace) -> int:
             raise ConfigError(f"the node at {args.rpc} has no unlocked account: pass --sender")
         sender = accounts[0]
     deployment = deploy_fedledger(
-        w3, sender, min_stake=args.min_stake, cooldown=args.cooldown, governance=args.governance
+        w3, sender, min_stake=args.min_stake, cooldown=args.cooldown, governance=args.governance,
+        reputation_floor=args.reputation_floor,
     )
     deployment.rpc_url = args.rpc
     path = deployment.save(args.deployment)

@@ -44,11 +44,16 @@ class Institution:
     ever_joined: bool
 
 
+DEFAULT_RECOVERY_GRACE = 3_600  # seconds: a stalled round frees the escrow an hour after its commit window
+
+
 @dataclass(frozen=True, kw_only=True)
 class BountyParams:
     """What a sponsor fixes when it creates a bounty (hashes are 32 bytes; ``token`` is ``ETH`` for ether).
 
     ``rules_hash`` is the sha256 of the canonical JSON of the bounty's fully resolved scoring rules.
+    ``recovery_grace`` (seconds, not zero): once an open round is that far past its commit window and still not
+    finalized, the sponsor may cancel the bounty and recover what is not yet credited.
     """
 
     task_spec_hash: bytes
@@ -60,6 +65,7 @@ class BountyParams:
     deadline: int
     min_reputation: int = 0
     token: str = ETH
+    recovery_grace: int = DEFAULT_RECOVERY_GRACE
 
     def as_tuple(self) -> tuple:
         return (
@@ -72,6 +78,7 @@ class BountyParams:
             self.deadline,
             self.min_reputation,
             Web3.to_checksum_address(self.token),
+            self.recovery_grace,
         )
 
 
@@ -88,6 +95,7 @@ class Bounty:
     status: BountyStatus
     min_reputation: int
     token: str
+    recovery_grace: int
     funded: int
     credited: int
     refunded: int
@@ -224,6 +232,14 @@ class FedLedgerClient(_ContractClient):
     def accept_governance(self) -> TxReceipt:
         """The named successor takes over governance."""
         return self._send("acceptGovernance")
+
+    def reputation_floor(self, token: str = ETH) -> int:
+        """The round reward from which a bounty in ``token`` moves reputation fully (0: it moves none)."""
+        return self._view("reputationFloor", Web3.to_checksum_address(token))
+
+    def set_reputation_floor(self, token: str, floor: int) -> TxReceipt:
+        """Governance fixes the reputation floor of one reward asset."""
+        return self._send("setReputationFloor", Web3.to_checksum_address(token), floor)
 
     def slashed_balance(self) -> int:
         return self._view("slashedBalance")

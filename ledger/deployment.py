@@ -156,10 +156,13 @@ def deploy(
 FEDLEDGER_DEFAULTS: dict[str, Any] = {
     "minstake": Web3.to_wei(1, "ether"),
     "leavecooldown": 7 * 24 * 3600,
+    # A round must pay at least 0.1 ETH to move reputation fully (less moves it in proportion, nothing moves none).
+    "ethreputationfloor": Web3.to_wei("0.1", "ether"),
 }
 # Short parameter names (as the CLI options spell them) for longer constructor input names.
 FEDLEDGER_ALIASES: dict[str, str] = {
     "cooldown": "leavecooldown",
+    "reputationfloor": "ethreputationfloor",
 }
 
 

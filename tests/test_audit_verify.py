@@ -184,8 +184,7 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
             "global_model_hash": "0x" + hashlib.sha256(model).hexdigest(),
             "new_model_hash": "0x" + hashlib.sha256(new_model).hexdigest(),
             "settings": {"rules": played.to_dict(), "rules_hash": rules_hash_hex(played),
-                         "seed": played.round_seed(number), "selection": "all", "clients_per_round": None,
-                         "quorum": None},
+                         "seed": played.round_seed(number), "selection": "all", "clients_per_round": None},
             "used": [{"institution": a, "sha256": "0x" + hashlib.sha256(d).hexdigest(), "num_samples": n}
                      for a, d, n in sorted(used)],
             "excluded": dict(outcome.rejected) if greedy else {w.insts[3]: "committed but did not upload"},

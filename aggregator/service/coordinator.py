@@ -37,7 +37,7 @@ import numpy as np
 from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service.context import ServiceContext
 from aggregator.service.gateway import TxRecord
-from aggregator.service.selection import eligible, select_clients
+from aggregator.service.selection import eligible, idle_invitees, select_clients
 from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
 from aggregator.service.verify import bound_commitment, select_updates
@@ -199,7 +199,10 @@ class Coordinator:
                 f"round {number} starts from model 0x{global_model_sha}, which {ctx.settings.state_dir} does not hold"
             )
         institutions = [ctx.ledger.institution(a) for a in ctx.ledger.institutions()]
-        candidates = eligible(institutions, bounty.min_reputation)
+        past = [(r.selected, [u.institution for u in ctx.state.uploads(n)])
+                for n in range(1, number) if (r := ctx.state.round(n)) is not None]
+        candidates = eligible(institutions, min_reputation=bounty.min_reputation, min_stake=ctx.ledger.min_stake(),
+                              idle=idle_invitees(past))
         s = ctx.settings
         selected = select_clients(candidates, mode=s.selection, k=s.clients_per_round, seed=s.seed,
                                   bounty_id=ctx.bounty_id, round_=number)
@@ -213,7 +216,7 @@ class Coordinator:
         s = ctx.settings
         return {
             "rules": ctx.rules.to_dict(), "rules_hash": rules_hash_hex(ctx.rules), "seed": ctx.rules.round_seed(number),
-            "selection": s.selection, "clients_per_round": s.clients_per_round, "quorum": s.quorum,
+            "selection": s.selection, "clients_per_round": s.clients_per_round,
         }
 
     def _record_open(self, number: int, opened: TxRecord | None = None) -> RoundState:
@@ -263,16 +266,15 @@ class Coordinator:
         ctx = self.context
         s = ctx.settings
         uploaded = {u.institution for u in ctx.state.uploads(record.round)}
+        invited = set(record.selected)
         now = ctx.ledger.now()
         if s.wall_clock:
             now = max(now, int(ctx.clock()))
-        if now <= chain_round.commit_deadline:
-            if s.quorum is not None and len(uploaded) >= s.quorum:
-                return True
-            return bool(record.selected) and set(record.selected) <= uploaded
-        # The window is closed: the committers are final. Wait (a grace period) for those still uploading.
-        allowed = set(record.selected) if s.selection == "reputation" else None
-        pending = [a for a in ctx.ledger.commitments(record.round, from_block=record.open_block) if a not in uploaded and (allowed is None or a in allowed)]
+        if now <= chain_round.commit_deadline:  # early only on the whole invited set, never on the first N uploads
+            return bool(invited) and invited <= uploaded
+        # The window is closed: the committers are final. Wait (a grace period) for invitees still uploading.
+        pending = [a for a in ctx.ledger.commitments(record.round, from_block=record.open_block)
+                   if a not in uploaded and a in invited]
         if not pending:
             return True
         first_seen = self._closed_seen.setdefault(record.round, self.monotonic())
@@ -282,11 +284,9 @@ class Coordinator:
     def _score(self, record: RoundState) -> RoundState:
         ctx = self.context
         number = record.round
-        settings = record.settings
         commitments = ctx.ledger.commitments(number, from_block=record.open_block)
         uploads = {u.institution: u.sha256 for u in ctx.state.uploads(number)}
-        selected = record.selected if settings.get("selection") == "reputation" else None
-        kept, excluded = select_updates(commitments, uploads, partial(bound_commitment, ctx, number), selected)
+        kept, excluded = select_updates(commitments, uploads, partial(bound_commitment, ctx, number), record.selected)
         limit = max(ctx.settings.max_upload_bytes, codec.DEFAULT_MAX_BYTES)
         global_weights = codec.decode(ctx.blobs.get("models", record.global_model_sha), expected=ctx.expected,
                                       max_bytes=limit)

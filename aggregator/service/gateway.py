@@ -102,6 +102,11 @@ class BountyLedger:
         with self._guard():
             return self.client.institution(address)
 
+    def min_stake(self) -> int:
+        """The stake (wei) below which an institution cannot commit."""
+        with self._guard():
+            return self.client.min_stake()
+
     def now(self) -> int:
         """Timestamp of the latest block."""
         with self._guard():

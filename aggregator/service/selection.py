@@ -1,7 +1,12 @@
 """Who is invited to a round: every eligible institution, or K of them sampled by reputation.
 
-Eligible means registered, not leaving, and with at least the bounty's minimum reputation (the contract
-refuses commitments from anyone else anyway). Sampling is without replacement with probability
+Eligible means registered, not leaving, staking at least the ledger's minimum stake and with at least the
+bounty's minimum reputation (the contract refuses commitments from anyone else anyway), and not idle: an
+institution invited to an earlier round of the bounty that ended without its accepted upload is not invited
+again in that bounty, so an idle invitee holds up at most one round, for at most one commit window. Only invited
+institutions' uploads are accepted, counted for closing and used: a round closes when every invitee has uploaded,
+or when its commit window ends, never on the first N uploads, so registered bots cannot crowd invitees out by
+being fast. Sampling is without replacement with probability
 proportional to ``reputation + 1`` (basis points; the +1 keeps a zero-reputation institution in the draw)
 from a generator seeded with :func:`fedcore.seeds.selection_seed`, over candidates sorted by
 address: the same chain state and seed give the same invitation list on every machine.
@@ -9,7 +14,7 @@ address: the same chain state and seed give the same invitation list on every ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 
@@ -17,13 +22,38 @@ from fedcore.seeds import selection_seed
 from ledger.client import Institution
 
 
-def eligible(institutions: Iterable[Institution], min_reputation: int) -> dict[str, int]:
-    """``{address: reputation}`` of institutions that may commit to a bounty with ``min_reputation``."""
+def eligible(institutions: Iterable[Institution], *, min_reputation: int, min_stake: int,
+             idle: Collection[str] = ()) -> dict[str, int]:
+    """``{address: reputation}`` of institutions that may be invited to a bounty with ``min_reputation``.
+
+    Parameters
+    ----------
+    institutions : the ledger's records
+    min_reputation : the bounty's minimum reputation (basis points)
+    min_stake : the ledger's minimum stake (wei): an institution slashed below it cannot commit
+    idle : addresses left out (see :func:`idle_invitees`)
+    """
+    left_out = {a.lower() for a in idle}
     return {
         inst.address: int(inst.reputation)
         for inst in institutions
-        if inst.registered and inst.leave_requested_at == 0 and inst.reputation >= min_reputation
+        if inst.registered and inst.leave_requested_at == 0 and inst.stake >= min_stake
+        and inst.reputation >= min_reputation and inst.address.lower() not in left_out
     }
+
+
+def idle_invitees(past_rounds: Iterable[tuple[Collection[str], Collection[str]]]) -> set[str]:
+    """Addresses (lower case) invited to a past round of the bounty that ended without their accepted upload.
+
+    Parameters
+    ----------
+    past_rounds : iterable of (invited, uploaded)
+        Per earlier round: the invitation list and the institutions whose upload was accepted.
+    """
+    idle: set[str] = set()
+    for invited, uploaded in past_rounds:
+        idle |= {a.lower() for a in invited} - {a.lower() for a in uploaded}
+    return idle
 
 
 def select_clients(candidates: Mapping[str, int], *, mode: str, k: int | None, seed: int, bounty_id: int,

@@ -49,8 +49,6 @@ class AggregatorSettings(BaseModel):
     rules_path : Path
         The bounty's round rules JSON (strategy, estimator, utility metric, scoring seed); it must hash to the
         bounty's ``rulesHash``.
-    quorum : int, optional
-        Close a round early once this many verified uploads arrived (default: wait for the commit window).
     max_upload_bytes : int
         Uploads larger than this are refused with 413 before being read in full.
     seed : int
@@ -83,7 +81,6 @@ class AggregatorSettings(BaseModel):
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    quorum: int | None = Field(default=None, ge=1)
     max_upload_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=64)
     seed: int = Field(default=0, ge=0)
     selection: Literal["all", "reputation"] = "all"

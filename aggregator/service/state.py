@@ -2,7 +2,7 @@
 
 A round moves through steps, each committed before the action that follows it::
 
-    opening --openRound tx--> open --window closed / quorum--> scoring --aggregate+score, saved--> scored
+    opening --openRound tx--> open --window closed / all invited uploaded--> scoring --aggregate+score, saved--> scored
             --finalizeRound tx--> finalized
 
 * ``opening``: the global model, the invited institutions and the round's settings are on disk; the

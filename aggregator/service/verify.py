@@ -9,7 +9,7 @@ Upload checks, in order (the first failure is the answer; nothing is stored for 
 409    ROUND_CLOSED       the round is not the open one (unknown, wrong number, closed for scoring, finalized)
 403    NOT_REGISTERED     the signer is not a registered institution
 403    NOT_COMMITTED      the signer has not committed in this round
-403    NOT_SELECTED       (reputation selection) the signer was not invited to the round
+403    NOT_SELECTED       the signer was not invited to the round (aggregator.service.selection)
 409    HASH_MISMATCH      sha256 of the body, bound to the signer (fedcore.commitments), is not its commitment
 400    MALFORMED          the body does not decode to the model's tensors (names, shapes, float32), or holds
                           NaN/Inf, or is not canonical safetensors
@@ -99,7 +99,7 @@ def verify_upload(context, round_: int, body: bytes, signature: str) -> Verified
     commitment = context.ledger.commitment_of(round_, signer)
     if commitment == ZERO_HASH:
         raise Rejected(RejectionCode.NOT_COMMITTED, f"signer {signer} has not committed an update in round {round_}")
-    if context.settings.selection == "reputation" and signer not in set(record.selected):
+    if signer not in set(record.selected):
         raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
     if commitment != bound_commitment(context, round_, signer, digest):
         raise Rejected(

@@ -26,6 +26,7 @@ def test_create_bounty_records_params_and_escrows_funding(world):
         world.sponsor, world.aggregator, 3, 4_000, BountyStatus.ACTIVE
     )
     assert (b.task_spec_hash, b.validation_set_hash, b.deadline) == (h("task"), h("validation"), params.deadline)
+    assert b.recovery_grace == params.recovery_grace == 3_600
     assert (b.funded, b.credited, b.refunded, b.escrowed) == (ONE_ETH, 0, 0, ONE_ETH)
     assert world.ledger.escrow_of(bounty_id) == ONE_ETH
     assert world.balance(world.ledger.address) == before + ONE_ETH
@@ -42,6 +43,7 @@ def test_create_bounty_records_params_and_escrows_funding(world):
         ({"task_spec_hash": bytes(32)}, "ZeroSpecHash", {}),
         ({"validation_set_hash": bytes(32)}, "ZeroSpecHash", {}),
         ({"rules_hash": bytes(32)}, "ZeroRulesHash", {}),
+        ({"recovery_grace": 0}, "ZeroRecoveryGrace", {}),
     ],
 )
 def test_create_bounty_rejects_bad_params(world, change, error, args):
@@ -114,6 +116,44 @@ def test_cancel_after_deadline_keeps_credits_claimable(joined):
     b = w.ledger.bounty(bounty_id)
     assert (b.credited, b.refunded, b.escrowed) == (ONE_ETH, 2 * ONE_ETH, 0)
     assert w.as_(w.insts[0]).claim(bounty_id) == ONE_ETH // 2
+
+
+def test_sponsor_recovers_a_stalled_round_once_its_window_and_grace_have_passed(joined):
+    """The recovery rule: a round still not finalized ``recoveryGrace`` seconds after its commit window frees the
+    escrow (refunded to the sponsor); what earlier rounds credited stays claimable, and the stalled round can no
+    longer be finalized."""
+    w = joined
+    grace = 3_600
+    bounty_id = w.as_(w.sponsor).create_bounty(replace(w.params(rounds=2), recovery_grace=grace), 2 * ONE_ETH)
+    w.play_round(bounty_id, {w.insts[0]: 1})  # credits 1 ETH
+    w.as_(w.aggregator).open_round(bounty_id, w.ledger.round(bounty_id, 1).new_model_hash)
+    w.commit(bounty_id, 2, [w.insts[1]])
+    commit_deadline = w.ledger.round(bounty_id, 2).commit_deadline
+    deadline = w.ledger.bounty(bounty_id).deadline
+    w.advance(commit_deadline + grace - 60 - w.now())  # the aggregator may still be scoring: too early
+    with reverts("CancelNotAllowed", bountyId=bounty_id, deadline=deadline):
+        w.as_(w.sponsor).cancel_bounty(bounty_id)
+    with reverts("NotSponsor", bountyId=bounty_id, caller=w.outsider):
+        w.as_(w.outsider).cancel_bounty(bounty_id)
+    w.advance(120)
+    assert w.now() < deadline
+    receipt = w.as_(w.sponsor).cancel_bounty(bounty_id)
+    assert w.ledger.events(receipt, "BountyCancelled")[0]["refunded"] == ONE_ETH
+    b = w.ledger.bounty(bounty_id)
+    assert (b.status, b.credited, b.refunded, b.escrowed) == (BountyStatus.CANCELLED, ONE_ETH, ONE_ETH, 0)
+    with reverts("BountyNotActive"):
+        w.as_(w.aggregator).finalize_round(bounty_id, 2, h("late model"), {w.insts[1]: 1})
+    assert w.as_(w.insts[0]).claim(bounty_id) == ONE_ETH
+
+
+def test_a_finalized_round_is_not_stalled(joined):
+    """Between rounds (the last one finalized, the next not yet opened) the recovery rule does not apply."""
+    w = joined
+    bounty_id = w.as_(w.sponsor).create_bounty(replace(w.params(rounds=2), recovery_grace=1), ONE_ETH)
+    w.play_round(bounty_id, {w.insts[0]: 1})
+    w.advance(2 * w.params().commit_window)
+    with reverts("CancelNotAllowed"):
+        w.as_(w.sponsor).cancel_bounty(bounty_id)
 
 
 def test_refund_remainder_after_a_last_round_with_no_positive_score(joined):

@@ -18,7 +18,7 @@ def test_deployment_announces_the_first_governor(world):
 
 def test_zero_governor_cannot_be_deployed(world):
     with pytest.raises(ContractRevert) as info:
-        deploy(world.w3, "FedLedger", ZERO, MIN_STAKE, COOLDOWN, sender=world.gov)
+        deploy(world.w3, "FedLedger", ZERO, MIN_STAKE, COOLDOWN, 10**17, sender=world.gov)
     assert info.value.name == "InvalidGovernance"
 
 

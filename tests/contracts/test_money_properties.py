@@ -4,8 +4,8 @@ A hypothesis ``RuleBasedStateMachine`` drives one fresh embedded chain per examp
 institutions joining, leaving (and withdrawing their stake after the cooldown) and being slashed; sponsors
 creating ETH and ERC-20 (TestToken) bounties and anyone topping them up; the aggregator opening rounds,
 institutions committing, the aggregator finalizing with random signed scores (zero, negative, all non-positive,
-up to ``MAX_ABS_SCORE``) for a random subset of the committers; claims; cancellations (before the first round, or
-after the deadline); refunds of completed bounties' remainders; revenue paid and claimed in ETH and in the token;
+up to ``MAX_ABS_SCORE``) for a random subset of the committers; claims; cancellations (before the first round,
+after the deadline, or once the open round is past its commit window plus the bounty's recovery grace); refunds of completed bounties' remainders; revenue paid and claimed in ETH and in the token;
 and time passing, often to just before or after a deadline. A shadow model in Python is fed from the receipts'
 events (``ContributionScored``, ``RewardClaimed``...) and from real balance changes.
 
@@ -45,6 +45,7 @@ from tests.world import COOLDOWN, MIN_STAKE, deploy_token, h
 
 MAX_ABS_SCORE = 10**36  # RoundLedger.MAX_ABS_SCORE
 REP_ONE, REP_INITIAL, REP_ALPHA = 10_000, 5_000, 2_000
+ETH_REPUTATION_FLOOR = 10**18  # token bounties have no floor: they move no reputation
 N_INSTS = 4
 MAX_BOUNTIES = 5  # in all, per example
 MAX_ACTIVE = 2  # at once
@@ -104,6 +105,7 @@ class BountyModel:
     commit_window: int
     deadline: int
     min_reputation: int
+    recovery_grace: int
     status: BountyStatus = ACTIVE
     funded: int = 0
     credited: int = 0
@@ -130,6 +132,10 @@ class BountyModel:
     @property
     def escrowed(self) -> int:
         return self.funded - self.credited - self.refunded
+
+    @property
+    def reputation_floor(self) -> int:
+        return ETH_REPUTATION_FLOOR if self.is_eth else 0
 
     @property
     def live(self) -> bool:
@@ -159,7 +165,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.sponsors = [accounts[1], accounts[3]]
         self.insts = list(accounts[4:4 + N_INSTS])
         self.others = [accounts[8], accounts[9]]  # funders, revenue payers, callers with no business
-        deployment = deploy_fedledger(self.w3, self.gov, governance=self.gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN)
+        deployment = deploy_fedledger(self.w3, self.gov, governance=self.gov, min_stake=MIN_STAKE, leave_cooldown=COOLDOWN,
+                                      reputation_floor=ETH_REPUTATION_FLOOR)
         self.ledger = FedLedgerClient.from_deployment(self.w3, deployment)
         self.splitter = RevenueSplitterClient.from_deployment(self.w3, deployment)
         self.token = deploy_token(self.w3, "TestToken", self.gov)
@@ -195,7 +202,8 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _can_commit(self, b: BountyModel, who: str) -> bool:
         m = self.inst[who]
-        return m.registered and not m.leave_requested_at and m.reputation >= b.min_reputation and who not in b.commits
+        return (m.registered and not m.leave_requested_at and m.stake >= MIN_STAKE and m.reputation >= b.min_reputation
+                and who not in b.commits)
 
     # Where each action must succeed now (the candidates of ``_choose``).
     def _active(self) -> list[BountyModel]:
@@ -204,10 +212,15 @@ class MoneyMachine(RuleBasedStateMachine):
     def _openable(self) -> list[BountyModel]:
         return [b for b in self._all_bounties() if b.openable and not self._after(b.deadline)]
 
+    def _stalled(self, b: BountyModel) -> bool:
+        """Its open round is past its commit window plus the bounty's recovery grace, and not finalized."""
+        return b.live and self._after(b.commit_deadline + b.recovery_grace)
+
     def _cancellable(self) -> list[BountyModel]:
-        """Past their deadline if any (whatever their rounds did), else not started."""
+        """Past their deadline or stalled if any (whatever their rounds did), else not started."""
         active = self._active()
-        return [b for b in active if self._after(b.deadline)] or [b for b in active if not b.rounds_opened]
+        return ([b for b in active if self._after(b.deadline) or self._stalled(b)]
+                or [b for b in active if not b.rounds_opened])
 
     def _live(self) -> list[BountyModel]:
         return [b for b in self._all_bounties() if b.live]
@@ -325,7 +338,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """Some institutions join and a first bounty exists, so that every action has something to work on."""
         for i in sorted(joined):
             self._join(self.insts[i], stakes[i])
-        self._create_bounty(0, in_token, funding, rounds, 600, deadline_in, 0)
+        self._create_bounty(0, in_token, funding, rounds, 600, deadline_in, 0, 3_600)
 
     @rule(action=st.sampled_from(ACTIONS), data=st.data())
     def step(self, action, data):
@@ -388,6 +401,7 @@ class MoneyMachine(RuleBasedStateMachine):
             data.draw(st.sampled_from([120, 600, 3_600]), "commit window"),
             data.draw(DEADLINE_IN, "deadline in"),
             data.draw(st.sampled_from([0, 0, 0, 4_000, 5_000, 5_500]), "min reputation"),
+            data.draw(st.sampled_from([1, 600, 3_600]), "recovery grace"),
         )
 
     def _do_fund(self, data) -> None:
@@ -471,9 +485,10 @@ class MoneyMachine(RuleBasedStateMachine):
         the last second at which the earlier rule still held (a round's commit deadline, a bounty's deadline, the
         second before a leave cooldown ends)."""
         jump = data.draw(st.sampled_from(["second", "hour", "commit window", "commit window", "deadline", "deadline",
-                                          "cooldown"]), "jump")
+                                          "cooldown", "recovery grace"]), "jump")
         boundaries = {
             "commit window": [b.commit_deadline for b in self._live()],
+            "recovery grace": [b.commit_deadline + b.recovery_grace for b in self._live()],
             "deadline": [b.deadline for b in self._active() if b.rounds_opened] or [b.deadline for b in self._active()],
             "cooldown": [m.leave_requested_at + COOLDOWN - 1 for m in self.inst.values() if m.registered and m.leave_requested_at],
         }.get(jump)
@@ -563,7 +578,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     # -- money in --------------------------------------------------------------------------------------
     def _create_bounty(self, s: int, in_token: bool, funding: int, rounds: int, window: int, deadline_in: int,
-                       min_rep: int) -> None:
+                       min_rep: int, grace: int) -> None:
         """A sponsor publishes a bounty in ETH or the token, escrowing ``funding`` (possibly nothing yet)."""
         sponsor = self.sponsors[s]
         token = self.token.address if in_token else ETH
@@ -580,6 +595,7 @@ class MoneyMachine(RuleBasedStateMachine):
             deadline=latest_timestamp(self.w3) + deadline_in,
             min_reputation=min_rep,
             token=token,
+            recovery_grace=grace,
         )
         before = self._balance(self.ledger.address, token)
         bounty_id = self._succeed("create_bounty", lambda: self._as(sponsor).create_bounty(params, funding))
@@ -587,7 +603,7 @@ class MoneyMachine(RuleBasedStateMachine):
         assert self._balance(self.ledger.address, token) - before == funding
         self.bounties[bounty_id] = BountyModel(
             id=bounty_id, sponsor=sponsor, token=token, num_rounds=rounds, commit_window=window,
-            deadline=params.deadline, min_reputation=min_rep, funded=funding, model_hash=h(f"genesis {bounty_id}"),
+            deadline=params.deadline, min_reputation=min_rep, recovery_grace=grace, funded=funding, model_hash=h(f"genesis {bounty_id}"),
         )
 
     def _fund(self, b: BountyModel, funder: str, amount: int) -> None:
@@ -610,9 +626,12 @@ class MoneyMachine(RuleBasedStateMachine):
             return self._must_revert("cancel", "BountyNotActive", fn, b=b)
         if not by_sponsor:
             return self._must_revert("cancel", "NotSponsor", fn, b=b)
-        if b.rounds_opened and not self._after(b.deadline):  # allowed before the first round, or after the deadline
+        # allowed before the first round, after the deadline, or when the open round is stalled
+        if b.rounds_opened and not self._after(b.deadline) and not self._stalled(b):
             return self._must_revert("cancel", "CancelNotAllowed", fn, b=b)
         receipt, gained = self._succeed("cancel", fn)
+        if b.rounds_opened and not self._after(b.deadline):
+            event("cancel: ok, a stalled round recovered")
         if b.credited:
             event("cancel: ok, after credits")
         refund = b.escrowed
@@ -696,6 +715,8 @@ class MoneyMachine(RuleBasedStateMachine):
             return self._must_revert("commit", "RoundClosed", fn, b=b, who=who)
         if not m.registered or m.leave_requested_at:
             return self._must_revert("commit", "NotRegistered", fn, b=b, who=who)
+        if m.stake < MIN_STAKE:
+            return self._must_revert("commit", "StakeBelowMinimum", fn, b=b, who=who)
         if m.reputation < b.min_reputation:
             return self._must_revert("commit", "NotEligible", fn, b=b, who=who)
         if who in b.commits:
@@ -785,7 +806,10 @@ class MoneyMachine(RuleBasedStateMachine):
             assert e["credit"] == expected[a], f"credit {e['credit']} != expected {expected[a]}"
             m = self.inst[a]
             target = score * REP_ONE // best if score > 0 else 0
-            step = abs(target - m.reputation) * REP_ALPHA // REP_ONE
+            floor = b.reputation_floor
+            alpha = REP_ALPHA * min(reward, floor) // floor if floor else 0
+            step = abs(target - m.reputation) * alpha // REP_ONE
+            event(f"finalize: reputation moved {'fully' if alpha == REP_ALPHA else 'partly' if alpha else 'not at all'}")
             m.reputation += step if target >= m.reputation else -step
             assert e["reputation"] == m.reputation
             self._check_institution(a)

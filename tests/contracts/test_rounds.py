@@ -3,7 +3,7 @@
 import pytest
 
 from ledger.client import FedLedgerClient
-from tests.world import ONE_ETH, WINDOW, h, reverts
+from tests.world import MIN_STAKE, ONE_ETH, WINDOW, h, reverts
 from ledger.client import BountyStatus
 
 
@@ -110,6 +110,55 @@ def test_leaving_or_low_reputation_institutions_cannot_commit(joined):
     w.as_(w.aggregator).open_round(bounty_id, h("m1"))
     with reverts("NotEligible", institution=w.insts[0], reputation=4_000, minReputation=4_500):
         w.as_(w.insts[0]).commit_update(bounty_id, 2, h("u2"), 1)
+
+
+def test_an_institution_slashed_below_the_minimum_stake_cannot_commit(joined):
+    w = joined
+    bounty_id = w.new_bounty()
+    w.as_(w.gov).slash(w.insts[0], MIN_STAKE, h("evidence"))  # to zero
+    w.as_(w.gov).slash(w.insts[1], 1, h("evidence"))  # one wei below the minimum
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    with reverts("StakeBelowMinimum", institution=w.insts[0], stake=0, minimum=MIN_STAKE):
+        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("u0"), 1)
+    with reverts("StakeBelowMinimum", institution=w.insts[1], stake=MIN_STAKE - 1, minimum=MIN_STAKE):
+        w.as_(w.insts[1]).commit_update(bounty_id, 1, h("u1"), 1)
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+    w.commit(bounty_id, 1, [w.insts[2]])  # an institution with its full stake still commits
+
+
+def test_a_zero_funded_bounty_moves_no_reputation(joined):
+    """Reputation cannot be bought with a fake bounty: a round that pays nothing leaves every reputation alone."""
+    w = joined
+    bounty_id = w.new_bounty(funding=0, rounds=2)
+    receipt_round = w.play_round(bounty_id, {w.insts[0]: 5, w.insts[1]: -1})
+    assert receipt_round == 1
+    assert [w.ledger.institution(x).reputation for x in w.insts[:2]] == [5_000, 5_000]
+
+
+def test_a_round_below_the_reputation_floor_moves_reputation_in_proportion(joined):
+    """alpha = 20% * min(reward, floor) / floor: half the floor moves reputation 10% of the way to its target."""
+    w = joined
+    floor = w.ledger.reputation_floor()
+    assert floor == 10**17  # the deployment default
+    bounty_id = w.new_bounty(funding=floor, rounds=2)  # each round pays floor / 2
+    a, b = w.insts[:2]
+    w.play_round(bounty_id, {a: 3, b: -2})
+    assert [w.ledger.institution(x).reputation for x in (a, b)] == [5_500, 4_500]
+
+
+def test_token_bounties_move_reputation_once_governance_sets_a_floor_for_the_token(joined):
+    w = joined
+    token = w.tokens["TestToken"].address
+    assert w.ledger.reputation_floor(token) == 0
+    bounty_id = w.new_bounty(funding=1_000, rounds=2, token=token)
+    w.play_round(bounty_id, {w.insts[0]: 1})  # no floor for the token: nothing moves
+    assert w.ledger.institution(w.insts[0]).reputation == 5_000
+    with reverts("NotGovernance", caller=w.outsider):
+        w.as_(w.outsider).set_reputation_floor(token, 500)
+    receipt = w.as_(w.gov).set_reputation_floor(token, 500)
+    assert w.ledger.events(receipt, "ReputationFloorSet") == [{"token": token, "floor": 500}]
+    w.play_round(bounty_id, {w.insts[0]: 1})  # the last round pays 500: a full step
+    assert w.ledger.institution(w.insts[0]).reputation == 6_000
 
 
 def test_finalize_credits_positive_scores_and_updates_reputation(joined):

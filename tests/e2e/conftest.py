@@ -315,7 +315,7 @@ class Federation:
         return ["aggregator", "serve", "--bounty", bounty_id, "--task", self.data / "task.json",
                 "--validation", self.data / "validation.csv", "--rules", self.rules, "--keystore", self.aggregator_keystore,
                 *self.chain,
-                "--state-dir", state_dir, "--port", port, "--quorum", len(self.hospitals), *extra]
+                "--state-dir", state_dir, "--port", port, *extra]
 
     def start_aggregator(self, procs: Processes, bounty_id: int, state_dir: Path, *, port: int | None = None,
                          name: str = "aggregator", env: dict[str, str] | None = None, extra: tuple = ()) -> Aggregator:

@@ -38,7 +38,7 @@ H1, H2 = "0x" + "11" * 32, "0x" + "22" * 32
 SPEC = TaskSpec(name="t", model="logreg", feature_columns=("a", "b"), label_column="y",
                 training=TrainingSettings(local_steps=5, lr=0.1, fedprox_mu=0.01))
 SETTINGS = RoundSettings(rules={"strategy": "fedprox", "strategy_params": {"mu": 0.01}}, rules_hash=H1, seed=7,
-                         selection="all", clients_per_round=None, quorum=2)
+                         selection="all", clients_per_round=None)
 SCORES = ScoresReport(estimator="gtg", values={A: 0.6, B: None}, std_errors={A: 0.01, B: None},
                       fixed_point={A: "600000000000000000000", B: "-3"}, evaluations=4, v_empty=0.5, v_grand=0.7,
                       seconds=0.1, metric="accuracy", estimator_params={"eps": 0.001}, permutations=3, converged=False)

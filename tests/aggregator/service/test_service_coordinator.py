@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aggregator.service.coordinator import Coordinator
-from aggregator.service.selection import eligible, select_clients
+from aggregator.service.selection import eligible, idle_invitees, select_clients
 from aggregator.service.settings import load_settings
 from aggregator.service.state import StateDB
 from aggregator.strategies import make_strategy
@@ -20,7 +20,9 @@ from fedcore.errors import AggregatorError, ConfigError
 from fedcore.protocol import RejectionCode
 from fedcore.rules import RoundRules
 from fedcore.types import Update
+from ledger.chain import fund_account
 from ledger.client import BountyStatus, Institution
+from tests.aggregator.service.conftest import MIN_STAKE, ONE_ETH, local_account
 
 
 def finalized_events(h, round_: int) -> list:
@@ -230,16 +232,72 @@ def test_a_sample_count_beyond_64_bits_is_excluded_and_saved_and_the_round_goes_
     assert decisions[h.insts[2].address].num_samples == 2**63 and not decisions[h.insts[2].address].used
 
 
-def test_quorum_closes_early(harness, counting_compute):
+@pytest.fixture
+def bot(service_world, request):
+    """A registered institution (minimum stake) for this test only: it leaves at the end, so later tests' rounds
+    do not invite it."""
+    account = local_account(f"bot/{request.node.name}")
+    fund_account(service_world.w3, account.address, ONE_ETH)
+    ledger = service_world.ledger.as_sender(account)
+    if not service_world.ledger.institution(account.address).registered:
+        ledger.join("bot", "", stake=MIN_STAKE)
+    yield account
+    ledger.request_leave()
+
+
+def context_with(h, *extra):
+    """A context that knows the joined institutions plus ``extra`` (the harness seeds its own institutions only)."""
+    context = h.context()
+    context.ledger.seed_institutions([i.address for i in [*h.insts, *extra]], h.w3.eth.block_number)
+    return context
+
+
+def test_a_round_closes_on_the_invited_set_not_on_the_first_uploads(harness, counting_compute, bot):
+    """A registered bot that commits and uploads first does not close the round: it closes once every invitee
+    uploaded (or at the window's end), and every invitee is used and scored."""
     h = harness
-    context = h.context(quorum=1)
+    context = context_with(h, bot)
     client = h.client(context)
     coordinator = Coordinator(context, compute=counting_compute)
-    coordinator.step()
-    play_uploads(h, client, 1, h.insts[:1])
-    assert coordinator.step() == "closed"
+    assert coordinator.step() == "opened"
+    assert set(context.state.round(1).selected) == {i.address for i in h.insts} | {bot.address}
+    noise = h.update(5.0)
+    h.commit(bot, 1, noise)
+    assert h.upload(client, bot, 1, noise).status_code == 202
+    assert coordinator.step() == "waiting"  # the first upload closes nothing: the invitees still have the window
+    play_uploads(h, client, 1, h.insts)
     assert coordinator.run_until("finalized") == "finalized"
-    assert list(scored_on_chain(h, 1)) == [h.insts[0].address]
+    assert set(scored_on_chain(h, 1)) == {i.address for i in h.insts} | {bot.address}
+
+
+def test_an_idle_invitee_costs_one_window_and_is_not_invited_again(harness, counting_compute, bot):
+    h = harness
+    context = context_with(h, bot)
+    client = h.client(context)
+    coordinator = Coordinator(context, compute=counting_compute)
+    assert coordinator.step() == "opened"
+    assert bot.address in context.state.round(1).selected
+    play_uploads(h, client, 1, h.insts)
+    assert coordinator.step() == "waiting"  # the idle bot holds the round until its window ends, once
+    h.advance()
+    assert coordinator.run_until("finalized") == "finalized"
+    assert coordinator.step() == "opened"
+    assert context.state.round(2).selected == sorted(i.address for i in h.insts)
+    play_uploads(h, client, 2, h.insts)
+    assert coordinator.step() == "closed"  # every invitee uploaded: no wait for the window
+
+
+def test_an_institution_slashed_below_the_minimum_stake_is_not_invited():
+    ok = Institution("0x" + "01" * 20, MIN_STAKE, 5000, 0, 0, True, True)
+    slashed = Institution("0x" + "02" * 20, MIN_STAKE - 1, 9000, 0, 0, True, True)
+    assert list(eligible([ok, slashed], min_reputation=0, min_stake=MIN_STAKE)) == [ok.address]
+
+
+def test_idle_invitees_are_those_invited_without_an_accepted_upload():
+    a, b, c = "0xAa" + "00" * 19, "0xBb" + "00" * 19, "0xCc" + "00" * 19
+    assert idle_invitees([([a, b], [a]), ([a, c], [a, c])]) == {b.lower()}
+    insts = [Institution(x, MIN_STAKE, 5000, 0, 0, True, True) for x in (a, b, c)]
+    assert sorted(eligible(insts, min_reputation=0, min_stake=MIN_STAKE, idle={b.lower()})) == [a, c]
 
 
 def test_reputation_selection_invites_k_and_refuses_the_others(service_world, tmp_path, counting_compute):
@@ -262,7 +320,7 @@ def test_reputation_selection_invites_k_and_refuses_the_others(service_world, tm
 def test_selection_is_seeded_and_respects_minimum_reputation():
     insts = [Institution(f"0x{i:040x}", 1, rep, 0, 0, True, True) for i, rep in enumerate([0, 2000, 5000, 9000, 7000])]
     leaving = Institution("0x" + "ff" * 20, 1, 9999, 0, 123, True, True)
-    candidates = eligible([*insts, leaving], min_reputation=2000)
+    candidates = eligible([*insts, leaving], min_reputation=2000, min_stake=1)
     assert sorted(candidates) == sorted(i.address for i in insts[1:])
     draw = dict(mode="reputation", k=2, seed=3, bounty_id=1, round_=4)
     assert select_clients(candidates, **draw) == select_clients(candidates, **draw)
@@ -335,10 +393,10 @@ def test_startup_refuses_with_one_line(harness, service_world, tmp_path):
 def test_settings_come_from_the_environment(tmp_path):
     env = {"FEDLEDGER_BOUNTY": "3", "FEDLEDGER_TASK": "t.json", "FEDLEDGER_VALIDATION": "v.csv",
            "FEDLEDGER_KEYSTORE": "k.json", "FEDLEDGER_PASSWORD": "pw", "FEDLEDGER_PORT": "9001",
-           "FEDLEDGER_QUORUM": "2", "FEDLEDGER_RULES": "rules.json", "FEDLEDGER_WALL_CLOCK": "false",
+           "FEDLEDGER_SEED": "2", "FEDLEDGER_RULES": "rules.json", "FEDLEDGER_WALL_CLOCK": "false",
            "FEDLEDGER_UNRELATED": "ignored"}
     settings = load_settings({"port": 9002}, environ=env)
-    assert settings.bounty_id == 3 and settings.port == 9002 and settings.quorum == 2
+    assert settings.bounty_id == 3 and settings.port == 9002 and settings.seed == 2
     assert str(settings.rules_path) == "rules.json" and settings.wall_clock is False
     assert settings.resolve_password() == "pw" and "password" not in settings.public()
     with pytest.raises(ConfigError, match="invalid --port"):
