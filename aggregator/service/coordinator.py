@@ -35,7 +35,6 @@ import numpy as np
 
 from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service.context import ServiceContext
-from aggregator.service.gateway import TxRecord
 from aggregator.service.selection import eligible, select_clients
 from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
@@ -47,7 +46,7 @@ from fedcore.task import TaskSpec
 from fedcore.types import Update
 from fedcore.protocol import CoordinatorPhase as Phase
 from fedcore.protocol import RoundStatus, RoundStep
-from ledger.client import BountyStatus
+from ledger.client import BountyStatus, TxRecord
 
 log = logging.getLogger("fedledger.aggregator")
 
@@ -307,16 +306,16 @@ class Coordinator:
         state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
         report = scores_report(outcome.scores)
         fixed = {a: int(v) for a, v in report["fixed_point"].items()}
-        used = [{"institution": u.institution, "sha256": kept[u.institution].update_hash.hex(),
+        used = [{"institution": u.institution, "sha256": kept[u.institution].update_hash.bare,
                  "num_samples": u.num_samples} for u in updates]
         decisions = [
-            Decision(u.institution, kept[u.institution].update_hash.hex(), u.num_samples, True, None,
+            Decision(u.institution, kept[u.institution].update_hash.bare, u.num_samples, True, None,
                      report["values"].get(u.institution), fixed[u.institution])
             for u in updates
         ]
         for a, reason in sorted(excluded.items()):
             commitment = commitments.get(a)
-            sha = commitment.update_hash.hex() if commitment else uploads.get(a, "")
+            sha = commitment.update_hash.bare if commitment else uploads.get(a, "")
             decisions.append(Decision(a, sha, commitment.sample_count if commitment else 0, False, reason))
         aggregate_report = {
             "used_by_strategy": list(outcome.used), "excluded_by_strategy": dict(outcome.excluded),

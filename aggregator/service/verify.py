@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.service.gateway import Commitment
 from aggregator.service.rejection import Rejected
 from fedcore import codec
 from fedcore.errors import CodecError, DataError
 from fedcore.protocol import RejectionCode, RoundStep
 from fedcore.signing import recover_upload_signer
+from ledger.client import Commitment
 
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 ZERO_HASH = bytes(32)
@@ -149,13 +149,13 @@ def select_updates(
         sha = uploads.get(institution)
         if copies[commitment.update_hash] > 1:
             excluded[institution] = (
-                f"update hash 0x{commitment.update_hash.hex()} was committed by {copies[commitment.update_hash]} institutions"
+                f"update hash {commitment.update_hash} was committed by {copies[commitment.update_hash]} institutions"
             )
         elif allowed is not None and institution not in allowed:
             excluded[institution] = "not selected for this round"
         elif sha is None:
             excluded[institution] = "committed but did not upload"
-        elif sha != commitment.update_hash.hex():
+        elif sha != commitment.update_hash.bare:
             excluded[institution] = "upload does not match the commitment"
         else:
             kept[institution] = commitment
