@@ -428,7 +428,7 @@ def _gas_by_kind(w3, ledger, first_block: int, actors: set[str]) -> dict[str, di
                 kind = "deploy"
             elif Web3.to_checksum_address(to) == ledger.address:
                 try:
-                    kind = ledger.contract.decode_function_input(tx.get("input", tx.get("data")))[0].fn_name
+                    kind = ledger.function_name(tx.get("input", tx.get("data")))
                 except ValueError:
                     kind = "unknown"
             else:

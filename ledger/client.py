@@ -204,6 +204,10 @@ class _ContractClient:
         event = getattr(self.contract.events, name)()
         return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
 
+    def function_name(self, calldata: bytes | str) -> str:
+        """The name of this contract's function that ``calldata`` calls (``ValueError`` if none matches)."""
+        return self.contract.decode_function_input(calldata)[0].fn_name
+
     def logs(self, event: str, filters: Mapping[str, Any] | None = None, *, from_block: int = 0,
              to_block: int | str = "latest") -> list[Any]:
         """Every ``event`` log of this contract in ``[from_block, to_block]`` whose indexed arguments match ``filters``.
