@@ -277,7 +277,7 @@ def chain_checks(report: BountyTrace, client, bounty_id: int) -> list[Check]:
         credits = sum(r.credits.values())
         if credits != r.credited:
             problems.append(f"round {r.number}: credits sum to {credits}, RoundFinalized says {r.credited}")
-        if r.credited > r.reward:
+        if (r.credited or 0) > (r.reward or 0):  # both set: the round is finalized
             problems.append(f"round {r.number}: credited {r.credited} > reward {r.reward}")
     checks.append(Check("money_invariant", not problems, "; ".join(problems) or
                         f"funded {books.funded} = credited {books.credited} + refunded {books.refunded} "

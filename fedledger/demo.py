@@ -695,12 +695,12 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                  "claimed": books.books.claimed, "matches_contract": books.books.matches_contract}
         money["identity_holds"] = money["funded"] == money["credited"] + money["refunded"] + money["remaining"]
         money.update({f"{k}_eth": format_eth(money[k]) for k in ("funded", "credited", "refunded", "remaining", "claimed")})
-        earned = {p.name: books.institutions.get(p.address) for p in participants}
-        cumulative = {name: e.cumulative_score if e else 0 for name, e in earned.items()}
+        earned = {p.name: books.institution(p.address) for p in participants}
+        cumulative = {name: e.cumulative_score for name, e in earned.items()}
         total_cumulative = sum(cumulative.values())
         institutions = []
         for p in participants:
-            credited, claimed_wei = (earned[p.name].credited, earned[p.name].claimed) if earned[p.name] else (0, 0)
+            credited, claimed_wei = earned[p.name].credited, earned[p.name].claimed
             last = rounds[-1] if rounds else None
             institutions.append({
                 "name": p.name, "address": p.address, "role": p.role,

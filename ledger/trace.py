@@ -218,6 +218,10 @@ class BountyTrace:
     def no_overpayment(self) -> bool:
         return all(i.claimed <= i.credited for i in self.institutions.values())
 
+    def institution(self, address: str) -> InstitutionBooks:
+        """The books of ``address``; empty ones if it never committed, was credited or claimed in this bounty."""
+        return self.institutions.get(address) or InstitutionBooks(address=address, name=None)
+
     def round(self, number: int) -> RoundTrace:
         return next(r for r in self.rounds if r.number == number)
 
@@ -332,5 +336,7 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
         rounds=tuple(RoundTrace(**{**r, "commitments": tuple(r["commitments"]), "scored": tuple(r["scored"])})
                      for _, r in sorted(rounds.items())),
         institutions={who: InstitutionBooks(address=who, name=names.get(who), **b) for who, b in people.items()},
-        books=BountyBooks(**money),
+        books=BountyBooks(funded=money["funded"], credited=money["credited"], refunded=money["refunded"],
+                          claimed=money["claimed"], revenue_paid=money["revenue_paid"],
+                          revenue_claimed=money["revenue_claimed"]),
     )

@@ -151,8 +151,8 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
             "new_model_hash": None if r.new_model_hash is None else str(r.new_model_hash),
             "commit_deadline": r.commit_deadline, "opened_block": r.opened.block, "opened_time": r.opened.time,
             "finalized_block": fin.block if fin else None,
-            "reward": amount(r.reward, token) if fin else None,
-            "credited": amount(r.credited, token) if fin else None,
+            "reward": None if r.reward is None else amount(r.reward, token),
+            "credited": None if r.credited is None else amount(r.credited, token),
             "participants": r.participants,
             "commitments": commitments,
         })

@@ -59,6 +59,7 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
     assert sorted(second.reputation_by_round) == [1, 2]
     assert second.reputation == second.reputation_by_round[2] == w.ledger.institution(w.insts[1]).reputation
     assert trace(db, other).books.funded == ONE_ETH
+    assert report.institution(w.outsider).credited == 0 and report.institution(w.outsider).reputation is None
 
     # The JSON form keeps the keys `audit trace --format json` always had, with ETH strings beside the wei.
     as_json = report.to_dict()
