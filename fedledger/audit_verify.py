@@ -79,9 +79,7 @@ the rounds in order from the rules' strategy, carrying the state itself, through
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,10 +89,13 @@ from pydantic import ValidationError
 
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
 from fedcore.protocol import ErrorBody, RoundReport
+from fedcore.types import Digest
+from ledger.trace import BountyTrace, RoundTrace
 
 EXIT_NOT_VERIFIED = 1
+#: ``(round, institution, update sha256) -> the commitment that institution makes for it`` (:func:`commitment_binding`)
+Binding = Callable[[int, str, Digest], Digest]
 RECOMPUTE_NEEDS = "--recompute needs --aggregator URL, --task task.json, --validation val.csv and --rules rules.json"
-_HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -159,34 +160,18 @@ class HttpAggregator:
         return record
 
     def update(self, bounty_id: int, round_: int, sha256_hex: str) -> bytes:
-        return self._get(f"/bounties/{bounty_id}/rounds/{round_}/updates/{_bare(sha256_hex)}").content
+        return self._get(f"/bounties/{bounty_id}/rounds/{round_}/updates/{Digest(sha256_hex).bare}").content
 
     def model(self, bounty_id: int, sha256_hex: str) -> bytes:
-        return self._get(f"/bounties/{bounty_id}/models/{_bare(sha256_hex)}").content
+        return self._get(f"/bounties/{bounty_id}/models/{Digest(sha256_hex).bare}").content
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
-def _bare(hex_hash: str) -> str:
-    return hex_hash[2:].lower() if hex_hash.lower().startswith("0x") else hex_hash.lower()
-
-
-def _norm_hash(value: Any) -> str | None:
-    if isinstance(value, bytes | bytearray) and len(value) == 32:
-        return "0x" + bytes(value).hex()
-    if isinstance(value, str) and _HEX64.match(value):
-        return "0x" + _bare(value)
-    return None
-
-
-def _sha(data: bytes) -> str:
-    return "0x" + hashlib.sha256(data).hexdigest()
-
-
-def _short(hex_hash: str | None) -> str:
-    return (hex_hash[:10] + "…") if hex_hash else str(hex_hash)
+def _short(digest: Digest | str | None) -> str:
+    return (str(digest)[:10] + "…") if digest else str(digest)
 
 
 def _addr(value: Any) -> str | None:
@@ -225,115 +210,92 @@ def parse_round_record(raw: Mapping[str, Any], round_: int) -> RoundReport:
 # The checks on chain data
 
 
-def _scored_by_round(timeline: list[dict]) -> dict[int, list[dict]]:
-    scored: dict[int, list[dict]] = defaultdict(list)
-    for item in timeline:
-        if item["event"] == "ContributionScored":
-            scored[item["round"]].append(item)
-    return scored
-
-
-def _committed_by_round(timeline: list[dict]) -> dict[int, list[dict]]:
-    committed: dict[int, list[dict]] = defaultdict(list)
-    for item in timeline:
-        if item["event"] == "UpdateCommitted":
-            committed[item["round"]].append(item)
-    return committed
-
-
-def chain_checks(report: dict, client, bounty_id: int) -> list[Check]:
+def chain_checks(report: BountyTrace, client, bounty_id: int) -> list[Check]:
     """The checks that need only the chain (``report`` is :func:`ledger.audit.trace`'s output)."""
-    timeline = report["timeline"]
-    scored = _scored_by_round(timeline)
-    committed = _committed_by_round(timeline)
-    finalized = {item["round"]: item for item in timeline if item["event"] == "RoundFinalized"}
     checks = []
+    finalized = report.finalized_rounds
 
     # commitments
     problems = []
-    for round_, items in sorted(scored.items()):
-        hashes: dict[str, list[str | None]] = {}
-        for c in committed.get(round_, []):
-            hashes.setdefault(c["institution"], []).append(_norm_hash(c["updateHash"]))
-        if round_ not in finalized:
-            problems.append(f"round {round_} has scores but no RoundFinalized")
-        for item in items:
-            who = item["institution"]
-            if who not in hashes:
-                problems.append(f"round {round_}: {who} was scored without a commitment")
+    for r in (r for r in report.rounds if r.scored):
+        times = Counter(c.institution for c in r.commitments)
+        committed = r.committed
+        if not r.is_finalized:
+            problems.append(f"round {r.number} has scores but no RoundFinalized")
+        for who in (s.institution for s in r.scored):
+            if who not in committed:
+                problems.append(f"round {r.number}: {who} was scored without a commitment")
                 continue
-            if len(hashes[who]) != 1:
-                problems.append(f"round {round_}: {who} committed {len(hashes[who])} times")
-            on_chain = "0x" + client.commitment_of(bounty_id, round_, who).hex()
-            if on_chain != hashes[who][0]:
-                problems.append(f"round {round_}: {who}'s commitment is {_short(on_chain)} on chain, "
-                                f"{_short(hashes[who][0])} in its event")
-    n_scored = sum(len(v) for v in scored.values())
+            if times[who] != 1:
+                problems.append(f"round {r.number}: {who} committed {times[who]} times")
+            on_chain = Digest(client.commitment_of(bounty_id, r.number, who))
+            if on_chain != committed[who].update_hash:
+                problems.append(f"round {r.number}: {who}'s commitment is {_short(on_chain)} on chain, "
+                                f"{_short(committed[who].update_hash)} in its event")
+    n_scored = sum(len(r.scored) for r in report.rounds)
     checks.append(Check("commitments", not problems, "; ".join(problems) or
                         f"all {n_scored} scored updates in {len(finalized)} finalized rounds were committed in their round"))
 
     # unique participants and hashes
     problems = []
-    for round_, items in sorted(scored.items()):
-        twice = [who for who, n in Counter(i["institution"] for i in items).items() if n > 1]
+    for r in report.rounds:
+        twice = [who for who, n in Counter(s.institution for s in r.scored).items() if n > 1]
         if twice:
-            problems.append(f"round {round_}: scored twice: {', '.join(twice)}")
-        round_hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in committed.get(round_, [])}
-        used = [round_hashes.get(i["institution"]) for i in items if i["institution"] in round_hashes]
-        copies = [h for h, n in Counter(used).items() if n > 1]
+            problems.append(f"round {r.number}: scored twice: {', '.join(twice)}")
+        copies = [h for h, n in Counter(c.update_hash for c in r.used.values()).items() if n > 1]
         if copies:
-            problems.append(f"round {round_}: update hash used by several participants: {', '.join(map(_short, copies))}")
-    for round_, item in sorted(finalized.items()):
-        if item["participants"] != len(scored.get(round_, [])):
-            problems.append(f"round {round_}: RoundFinalized counts {item['participants']} participants, "
-                            f"{len(scored.get(round_, []))} were scored")
+            problems.append(f"round {r.number}: update hash used by several participants: "
+                            f"{', '.join(map(_short, copies))}")
+    for r in finalized:
+        if r.participants != len(r.scored):
+            problems.append(f"round {r.number}: RoundFinalized counts {r.participants} participants, "
+                            f"{len(r.scored)} were scored")
     checks.append(Check("unique_participants", not problems, "; ".join(problems) or
                         "no participant scored twice and no update hash shared within a round"))
 
     # model chain
     problems = []
-    rounds = {r["round"]: r for r in report["rounds"]}
-    for number, r in sorted(rounds.items()):
-        previous = rounds.get(number - 1)
-        if previous is not None and previous["new_model_hash"] != r["global_model_hash"]:
-            problems.append(f"round {number} opened with {_short(r['global_model_hash'])}, round {number - 1} "
-                            f"finalized {_short(previous['new_model_hash'])}")
+    by_number = {r.number: r for r in report.rounds}
+    for r in report.rounds:
+        previous = by_number.get(r.number - 1)
+        if previous is not None and previous.new_model_hash != r.global_model_hash:
+            problems.append(f"round {r.number} opened with {_short(r.global_model_hash)}, round {previous.number} "
+                            f"finalized {_short(previous.new_model_hash)}")
     checks.append(Check("model_chain", not problems, "; ".join(problems) or
-                        f"each of {len(rounds)} rounds opened with the previous round's new model"))
+                        f"each of {len(report.rounds)} rounds opened with the previous round's new model"))
 
     # money
-    books, on_chain = report["books"], client.bounty(bounty_id)
+    books, on_chain = report.books, client.bounty(bounty_id)
     escrow = client.escrow_of(bounty_id)
     problems = []
-    if books["funded"] != books["credited"] + books["refunded"] + escrow:
-        problems.append(f"funded {books['funded']} != credited {books['credited']} + refunded {books['refunded']} "
+    if books.funded != books.credited + books.refunded + escrow:
+        problems.append(f"funded {books.funded} != credited {books.credited} + refunded {books.refunded} "
                         f"+ escrowed {escrow}")
-    for key, value in (("funded", on_chain.funded), ("credited", on_chain.credited), ("refunded", on_chain.refunded)):
-        if books[key] != value:
-            problems.append(f"{key}: {books[key]} from events, {value} in the contract")
+    for key in ("funded", "credited", "refunded"):
+        if getattr(books, key) != getattr(on_chain, key):
+            problems.append(f"{key}: {getattr(books, key)} from events, {getattr(on_chain, key)} in the contract")
     if on_chain.escrowed != escrow:
         problems.append(f"the contract's counters give escrowed {on_chain.escrowed}, escrowOf {escrow}")
-    for round_, item in sorted(finalized.items()):
-        credits = sum(i["credit"] for i in scored.get(round_, []))
-        if credits != item["credited"]:
-            problems.append(f"round {round_}: credits sum to {credits}, RoundFinalized says {item['credited']}")
-        if item["credited"] > item["reward"]:
-            problems.append(f"round {round_}: credited {item['credited']} > reward {item['reward']}")
+    for r in finalized:
+        credits = sum(r.credits.values())
+        if credits != r.credited:
+            problems.append(f"round {r.number}: credits sum to {credits}, RoundFinalized says {r.credited}")
+        if (r.credited or 0) > (r.reward or 0):  # both set: the round is finalized
+            problems.append(f"round {r.number}: credited {r.credited} > reward {r.reward}")
     checks.append(Check("money_invariant", not problems, "; ".join(problems) or
-                        f"funded {books['funded']} = credited {books['credited']} + refunded {books['refunded']} "
+                        f"funded {books.funded} = credited {books.credited} + refunded {books.refunded} "
                         f"+ escrowed {escrow}, matching the contract"))
 
     # claims
     problems = []
-    for who, info in sorted(report["institutions"].items()):
-        if info["claimed"] > info["credited"]:
-            problems.append(f"{who} claimed {info['claimed']} > credited {info['credited']}")
+    for who, info in sorted(report.institutions.items()):
+        if info.claimed > info.credited:
+            problems.append(f"{who} claimed {info.claimed} > credited {info.credited}")
         unclaimed, _ = client.contribution_of(bounty_id, who)
-        if unclaimed != info["credited"] - info["claimed"]:
-            problems.append(f"{who}: contract holds {unclaimed} unclaimed, events give "
-                            f"{info['credited'] - info['claimed']}")
+        if unclaimed != info.unclaimed:
+            problems.append(f"{who}: contract holds {unclaimed} unclaimed, events give {info.unclaimed}")
     checks.append(Check("claims_within_credits", not problems, "; ".join(problems) or
-                        f"{len(report['institutions'])} institutions: claimed <= credited, unclaimed balances agree"))
+                        f"{len(report.institutions)} institutions: claimed <= credited, unclaimed balances agree"))
     return checks
 
 
@@ -341,68 +303,55 @@ def chain_checks(report: dict, client, bounty_id: int) -> list[Check]:
 # The checks against the aggregator's store
 
 
-def _chain_round(report: dict, round_: int) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-    """(update hash, score, sample count) by scored institution, from events."""
-    timeline = report["timeline"]
-    hashes = {c["institution"]: _norm_hash(c["updateHash"]) for c in _committed_by_round(timeline).get(round_, [])}
-    samples = {c["institution"]: c["sampleCount"] for c in _committed_by_round(timeline).get(round_, [])}
-    scores = {s["institution"]: s["score"] for s in _scored_by_round(timeline).get(round_, [])}
-    # a scored institution without a well-formed commitment is the `commitments` check's finding: it has no update here
-    committed = {w: h for w in scores if (h := hashes.get(w)) is not None}
-    return committed, scores, {w: samples[w] for w in committed}
-
-
-def _record_problems(report: dict, r: dict, record: RoundReport, hashes: dict, scores: dict, samples: dict,
-                     binding: Callable[[int, str, str], str]) -> list[str]:
+def _record_problems(r: RoundTrace, record: RoundReport, binding: Binding) -> list[str]:
     """How a round record disagrees with the chain (empty when it agrees); ``binding(round, who, sha)`` is the
     commitment ``who`` makes for the update hashing to ``sha``."""
-    number = r["round"]
+    number, used = r.number, r.used
+    hashes = {who: c.update_hash for who, c in used.items()}
     record_problems: list[str] = []
-    used = record.used or []
-    kept = {u.institution: u.sha256 for u in used}
-    counts = {u.institution: u.num_samples for u in used}
+    recorded = record.used or []
+    kept = {u.institution: u.sha256 for u in recorded}
+    counts = {u.institution: u.num_samples for u in recorded}
     if set(kept) != set(hashes):
         missing, extra = sorted(set(hashes) - set(kept)), sorted(set(kept) - set(hashes))
         record_problems.append(f"round {number}: the record's updates differ from the chain's scored participants"
                                + (f"; not in the record: {', '.join(missing)}" if missing else "")
                                + (f"; not scored on chain: {', '.join(extra)}" if extra else ""))
     for who in sorted(set(kept) & set(hashes)):
-        if binding(number, who, kept[who]) != hashes[who]:
+        if binding(number, who, Digest(kept[who])) != hashes[who]:
             record_problems.append(f"round {number}: the record gives {who} update {_short(kept[who])}, which does "
                                    f"not bind to its commitment {_short(hashes[who])}")
-        if counts[who] != samples[who]:
+        if counts[who] != used[who].sample_count:
             record_problems.append(f"round {number}: the record gives {who} {counts[who]} samples, "
-                                   f"the chain {samples[who]}")
-    if record.new_model_hash != r["new_model_hash"]:
+                                   f"the chain {used[who].sample_count}")
+    if record.new_model_hash != str(r.new_model_hash):
         record_problems.append(f"round {number}: the record's new model {_short(record.new_model_hash)} is not the "
-                               f"chain's {_short(r['new_model_hash'])}")
-    if record.global_model_hash is not None and record.global_model_hash != r["global_model_hash"]:
+                               f"chain's {_short(r.new_model_hash)}")
+    if record.global_model_hash is not None and record.global_model_hash != str(r.global_model_hash):
         record_problems.append(f"round {number}: the record's global model {_short(record.global_model_hash)} is "
-                               f"not the chain's {_short(r['global_model_hash'])}")
-    if record.scores is not None and record.fixed_point_scores() != scores:
+                               f"not the chain's {_short(r.global_model_hash)}")
+    if record.scores is not None and record.fixed_point_scores() != r.scores:
         record_problems.append(f"round {number}: the record's scores differ from the chain's")
-    committers = {c["institution"] for c in _committed_by_round(report["timeline"]).get(number, [])}
-    unexplained = sorted(committers - set(hashes) - set(record.excluded or {}))
+    unexplained = sorted(set(r.committed) - set(hashes) - set(record.excluded or {}))
     if unexplained:
         record_problems.append(f"round {number}: committed, not used, and no reason given: {', '.join(unexplained)}")
     return record_problems
 
 
-def commitment_binding(client, bounty_id: int) -> Callable[[int, str, str], str]:
-    """``(round, institution, update sha 0x hex) -> 0x hex`` commitment that institution makes on this chain and
-    contract (:func:`fedcore.commitments.bind_commitment`)."""
+def commitment_binding(client, bounty_id: int) -> Binding:
+    """``(round, institution, update sha256) -> commitment`` that institution makes on this chain and contract
+    (:func:`fedcore.commitments.bind_commitment`)."""
     from fedcore.commitments import bind_commitment
 
     chain_id, contract = int(client.w3.eth.chain_id), client.address
 
-    def binding(round_: int, institution: str, sha: str) -> str:
-        digest = bytes.fromhex(_norm_hash(sha)[2:])
-        return "0x" + bind_commitment(chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=round_,
-                                      institution=institution, update_sha256=digest).hex()
+    def binding(round_: int, institution: str, sha: Digest) -> Digest:
+        return Digest(bind_commitment(chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=round_,
+                                      institution=institution, update_sha256=bytes(sha)))
     return binding
 
 
-def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding: Callable[[int, str, str], str]
+def store_checks(report: BountyTrace, source: AggregatorSource, bounty_id: int, binding: Binding
                  ) -> tuple[list[Check], dict[int, RoundReport], dict[int, dict[str, bytes]]]:
     """``round_records`` and ``updates_match_commitments``; returns the parsed records and the verified update bytes
     (``binding``: :func:`commitment_binding`)."""
@@ -410,10 +359,9 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding
     payloads: dict[int, dict[str, bytes]] = {}
     record_problems, update_problems = [], []
     n_updates = 0
-    finalized = [r for r in report["rounds"] if r["new_model_hash"] is not None]
+    finalized = report.finalized_rounds
     for r in finalized:
-        number = r["round"]
-        hashes, scores, samples = _chain_round(report, number)
+        number = r.number
         try:
             record = parse_round_record(source.round_record(bounty_id, number), number)
         except NotServed as error:
@@ -421,11 +369,12 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding
             record = None
         if record is not None:
             records[number] = record
-            record_problems += _record_problems(report, r, record, hashes, scores, samples, binding)
+            record_problems += _record_problems(r, record, binding)
         payloads[number] = {}
-        shas = {u.institution: u.sha256 for u in record.used} if record is not None else {}
-        for who in sorted(hashes):  # what the chain says was used: each must be served and bind to its commitment
+        shas = {u.institution: u.sha256 for u in record.used or []} if record is not None else {}
+        for who, commitment in sorted(r.used.items()):  # what the chain says was used: each must be served and bind
             n_updates += 1
+            committed = commitment.update_hash
             if who not in shas:
                 update_problems.append(f"round {number}: no update of {who} is recorded")
                 continue
@@ -434,9 +383,9 @@ def store_checks(report: dict, source: AggregatorSource, bounty_id: int, binding
             except NotServed as error:
                 update_problems.append(f"round {number}: {who}'s update {_short(shas[who])} not served ({error})")
                 continue
-            if binding(number, who, _sha(data)) != hashes[who]:
-                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(_sha(data))}, which "
-                                       f"does not bind to its commitment {_short(hashes[who])}")
+            if binding(number, who, Digest.of(data)) != committed:
+                update_problems.append(f"round {number}: {who}'s stored update hashes to {_short(Digest.of(data))}, "
+                                       f"which does not bind to its commitment {_short(committed)}")
                 continue
             payloads[number][who] = data
     checks = [
@@ -460,32 +409,32 @@ def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
     return table.features, table.labels
 
 
-def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
+def recompute_checks(report: BountyTrace, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
                      rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None,
-                     binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
+                     binding: Binding | None = None) -> list[Check]:
     """The round rules', task's and validation set's hashes first, then per finalized round (in order) the global
     model, the aggregate and the scores, recomputed with exactly the rules the bounty fixed."""
     from fedcore.rules import RoundRules, rules_hash_hex
     from fedcore.task import TaskSpec, task_hash_hex
 
-    created = report["created"]
+    created = report.created
     the_rules = RoundRules.load(rules)
-    given = rules_hash_hex(the_rules)
-    checks = [Check("rules_hash", given == created["rules_hash"],
-                    f"{Path(rules).name} hashes to {_short(given)}, the chain has {_short(created['rules_hash'])}")]
+    given = Digest(rules_hash_hex(the_rules))
+    checks = [Check("rules_hash", given == created.rules_hash,
+                    f"{Path(rules).name} hashes to {_short(given)}, the chain has {_short(created.rules_hash)}")]
     spec = TaskSpec.load(task)
-    given = task_hash_hex(spec)
-    checks.append(Check("task_spec_hash", given == created["task_spec_hash"],
-                        f"{Path(task).name} hashes to {_short(given)}, the chain has {_short(created['task_spec_hash'])}"))
+    given = Digest(task_hash_hex(spec))
+    checks.append(Check("task_spec_hash", given == created.task_spec_hash,
+                        f"{Path(task).name} hashes to {_short(given)}, the chain has {_short(created.task_spec_hash)}"))
     try:
         validation_bytes = Path(validation).read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read validation set {validation}: {error.strerror}") from None
-    given = _sha(validation_bytes)
-    checks.append(Check("validation_set_hash", given == created["validation_set_hash"],
+    given = Digest.of(validation_bytes)
+    checks.append(Check("validation_set_hash", given == created.validation_set_hash,
                         f"{Path(validation).name} hashes to {_short(given)}, the chain has "
-                        f"{_short(created['validation_set_hash'])}"))
+                        f"{_short(created.validation_set_hash)}"))
     if not all(c.ok for c in checks):
         checks.append(Check("recompute", False,
                             "not recomputed: the round rules, task spec or validation set are not the bounty's"))
@@ -496,9 +445,9 @@ def recompute_checks(report: dict, source: AggregatorSource, bounty_id: int, rec
     return checks
 
 
-def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
+def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                   payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val,
-                  binding: Callable[[int, str, str], str] | None = None) -> list[Check]:
+                  binding: Binding | None = None) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
     cannot be replayed, later rounds of a stateful strategy are not recomputed. With ``binding``
@@ -514,35 +463,35 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
     checks: list[Check] = []
     state: dict = {}
     state_lost = False
-    for r in (r for r in report["rounds"] if r["new_model_hash"] is not None):
-        number = r["round"]
-        hashes, chain_scores, samples = _chain_round(report, number)
+    for r in report.finalized_rounds:
+        number, used, chain_scores = r.number, r.used, r.scores
         if state_lost and stateful:
             checks.append(Check(f"aggregate_round_{number}", False, f"not recomputed: {rules.strategy} carries state "
                                 "across rounds and an earlier round could not be replayed"))
             continue
-        if records.get(number) is None or set(payloads.get(number, {})) != set(hashes):
+        if records.get(number) is None or set(payloads.get(number, {})) != set(used):
             checks.append(Check(f"aggregate_round_{number}", False,
                                 "not recomputed: the round record or some of its updates are missing or wrong"))
             state_lost = True
             continue
         try:
-            model_bytes = source.model(bounty_id, r["global_model_hash"])
+            model_bytes = source.model(bounty_id, str(r.global_model_hash))
         except NotServed as error:
             checks.append(Check(f"global_model_round_{number}", False, f"not served: {error}"))
             state_lost = True
             continue
-        got = _sha(model_bytes)
-        checks.append(Check(f"global_model_round_{number}", got == r["global_model_hash"],
-                            f"the served model hashes to {_short(got)}, the chain has {_short(r['global_model_hash'])}"))
-        if got != r["global_model_hash"]:
+        got = Digest.of(model_bytes)
+        checks.append(Check(f"global_model_round_{number}", got == r.global_model_hash,
+                            f"the served model hashes to {_short(got)}, the chain has {_short(r.global_model_hash)}"))
+        if got != r.global_model_hash:
             state_lost = True
             continue
-        ids = sorted(hashes)
+        ids = sorted(used)
         left_out = _left_out_by_the_round(report, records[number], number, binding) if binding else {}
         try:
             global_weights = decode(model_bytes)
-            updates = tuple(Update(who, decode(payloads[number][who], describe(global_weights)), samples[who])
+            updates = tuple(Update(who, decode(payloads[number][who], describe(global_weights)),
+                                   used[who].sample_count)
                             for who in ids)
             updates += tuple(Update(who, decode(_fetch(source, bounty_id, number, sha), describe(global_weights)), n)
                              for who, (sha, n) in sorted(left_out.items()))
@@ -560,10 +509,10 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
                 for w in differ) or f"the round computation leaves out the same {len(left_out)} update(s) for the "
                 "same reasons"))
         state = outcome.strategy_state
-        new_hash = str(outcome.model_hash)
-        checks.append(Check(f"aggregate_round_{number}", new_hash == r["new_model_hash"],
+        new_hash = outcome.model_hash
+        checks.append(Check(f"aggregate_round_{number}", new_hash == r.new_model_hash,
                             f"{rules.strategy} over {len(ids)} updates gives {_short(new_hash)}, "
-                            f"the chain has {_short(r['new_model_hash'])}"))
+                            f"the chain has {_short(r.new_model_hash)}"))
         recomputed = {_addr(k) or k: int(v) for k, v in outcome.fixed_point.items()}
         differ = sorted(w for w in set(recomputed) | set(chain_scores) if recomputed.get(w) != chain_scores.get(w))
         detail = (f"{rules.estimator} (seed {rules.round_seed(number)}, "
@@ -577,24 +526,24 @@ def replay_rounds(report: dict, source: AggregatorSource, bounty_id: int, record
 def _fetch(source: AggregatorSource, bounty_id: int, number: int, sha: str) -> bytes:
     """An update's bytes, checked against the hash they were asked by; NotServed otherwise."""
     data = source.update(bounty_id, number, sha)
-    if _sha(data) != _norm_hash(sha):
-        raise NotServed(f"round {number}: the update served for {_short(sha)} hashes to {_short(_sha(data))}")
+    if Digest.of(data) != Digest(sha):
+        raise NotServed(f"round {number}: the update served for {_short(sha)} hashes to {_short(Digest.of(data))}")
     return data
 
 
-def _left_out_by_the_round(report: dict, record: RoundReport, number: int, binding: Callable[[int, str, str], str]
+def _left_out_by_the_round(report: BountyTrace, record: RoundReport, number: int, binding: Binding
                            ) -> dict[str, tuple[str, int]]:
     """Institutions whose upload matched their commitment but that the round did not use: what the round computation
     itself left out (``who -> (update sha, chain sample count)``)."""
-    commits = {c["institution"]: c for c in _committed_by_round(report["timeline"]).get(number, [])}
+    commits = {c.institution: c for c in report.round(number).commitments}
     uploads = {u.institution: u.sha256 for u in record.uploads}
     left_out = {}
     for who, reason in sorted((record.excluded or {}).items()):
         c, sha = commits.get(who), uploads.get(who)
         if c is None or sha is None or reason == "not selected for this round" or reason.startswith("stored update"):
             continue
-        if binding(number, who, sha) == _norm_hash(c["updateHash"]):
-            left_out[who] = (sha, int(c["sampleCount"]))
+        if binding(number, who, Digest(sha)) == c.update_hash:
+            left_out[who] = (sha, int(c.sample_count))
     return left_out
 
 

@@ -429,7 +429,7 @@ def _gas_by_kind(w3, ledger, first_block: int, actors: set[str]) -> dict[str, di
                 kind = "deploy"
             elif Web3.to_checksum_address(to) == ledger.address:
                 try:
-                    kind = ledger.contract.decode_function_input(tx.get("input", tx.get("data")))[0].fn_name
+                    kind = ledger.function_name(tx.get("input", tx.get("data")))
                 except ValueError:
                     kind = "unknown"
             else:
@@ -674,6 +674,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
 
         from fedledger.audit_verify import HttpAggregator, format_report, verify_bounty
         from ledger.audit import sync_index, trace
+        from ledger.trace import format_eth
 
         mark = time.perf_counter()
         db = state_dir / "index.sqlite"
@@ -688,25 +689,21 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         timings["audit"] = time.perf_counter() - mark
 
         # -- the books ---------------------------------------------------------------------------------
-        credits: dict[int, dict[str, int]] = {}
-        reputation: dict[int, dict[str, int]] = {}
-        for event in books["timeline"]:
-            if event["event"] == "ContributionScored":
-                who = by_address[event["institution"]].name
-                credits.setdefault(event["round"], {})[who] = int(event["credit"])
-                reputation.setdefault(event["round"], {})[who] = int(event["reputation"])
         for row in rounds:
-            row["credits"] = credits.get(row["round"], {})
-            row["reputation"] = reputation.get(row["round"], {})
-        bounty = ledger.bounty(bounty_id)
-        money = {"id": bounty_id, "funded": bounty.funded, "credited": bounty.credited, "refunded": bounty.refunded,
-                 "remaining": ledger.escrow_of(bounty_id), "claimed": sum(claimed.values())}
+            books_of_round = books.round(row["round"])
+            row["credits"] = {by_address[who].name: credit for who, credit in books_of_round.credits.items()}
+            row["reputation"] = {by_address[who].name: rep for who, rep in books_of_round.reputation.items()}
+        money = {"id": bounty_id, "funded": books.books.funded, "credited": books.books.credited,
+                 "refunded": books.books.refunded, "remaining": ledger.escrow_of(bounty_id),
+                 "claimed": books.books.claimed, "matches_contract": books.books.matches_contract}
         money["identity_holds"] = money["funded"] == money["credited"] + money["refunded"] + money["remaining"]
-        cumulative = {p.name: ledger.contribution_of(bounty_id, p.address)[1] for p in participants}
+        money.update({f"{k}_eth": format_eth(money[k]) for k in ("funded", "credited", "refunded", "remaining", "claimed")})
+        earned = {p.name: books.institution(p.address) for p in participants}
+        cumulative = {name: e.cumulative_score for name, e in earned.items()}
         total_cumulative = sum(cumulative.values())
         institutions = []
         for p in participants:
-            record = books["institutions"].get(p.address, {})
+            credited, claimed_wei = earned[p.name].credited, earned[p.name].claimed
             last = rounds[-1] if rounds else None
             institutions.append({
                 "name": p.name, "address": p.address, "role": p.role,
@@ -715,8 +712,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "score_sum": float(sum(r["scores"].get(p.name) or 0.0 for r in rounds)),
                 "contribution_share": cumulative[p.name] / total_cumulative if total_cumulative else 0.0,
                 "reputation": int(ledger.institution(p.address).reputation),
-                "credited": int(record.get("credited", 0)), "claimed": int(record.get("claimed", 0)),
-                "payout_share": int(record.get("credited", 0)) / bounty.credited if bounty.credited else 0.0,
+                "credited": credited, "claimed": claimed_wei,
+                "credited_eth": format_eth(credited), "claimed_eth": format_eth(claimed_wei),
+                "payout_share": credited / books.books.credited if books.books.credited else 0.0,
                 "accuracy_federated": last["accuracy"]["centers"].get(p.name) if last else None,
                 "accuracy_alone": alone[p.name][-1],
                 "failure": p.failure,

@@ -244,7 +244,7 @@ def _audit_trace(args: argparse.Namespace) -> int:
     db = args.db or default_index_path(args.deployment)
     sync_index(w3, deployment, db)
     report = trace(db, args.bounty, client)
-    emit(report, args.format, text=format_trace)
+    emit(report.to_dict() if args.format == "json" else report, args.format, text=format_trace)
     return 0
 
 

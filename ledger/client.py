@@ -17,6 +17,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from fedcore.errors import ChainError
+from fedcore.types import Digest
 from ledger.chain import Sender, call, send_transaction
 from ledger.compile import load_artifact
 from ledger.deployment import MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment
@@ -24,6 +25,7 @@ from ledger.deployment import MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment
 ETH = "0x" + "00" * 20  # the reward "token" address that means ether
 SCORE_SCALE = 10**18  # scores on chain are fixed point with 18 decimals
 REPUTATION_ONE = 10_000  # reputation on chain is in basis points
+LOG_CHUNK = 2000  # blocks per eth_getLogs request when scanning a long range
 
 
 class BountyStatus(IntEnum):
@@ -125,6 +127,31 @@ class Round:
     finalized: bool
 
 
+@dataclass(frozen=True)
+class Commitment:
+    """An ``UpdateCommitted`` event: who committed which update hash with how many samples, and where."""
+
+    institution: str
+    update_hash: Digest
+    sample_count: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """Where a round was opened or finalized: the round, the transaction hash (0x hex) and its block."""
+
+    round: int
+    tx_hash: str
+    block_number: int
+
+
+def tx_hash_hex(value: bytes | str) -> str:
+    """A transaction hash as ``0x`` and 64 lowercase hex digits (receipts and logs carry bytes)."""
+    return value.lower() if isinstance(value, str) else Web3.to_hex(bytes(value))
+
+
 class _ContractClient:
     """Plumbing shared by the typed clients: one deployed contract, acting as ``sender``.
 
@@ -178,13 +205,32 @@ class _ContractClient:
             self.w3, getattr(self.contract.functions, fn)(*args), self.sender, value=value, gas=gas, errors_abi=extra_abi
         )
 
-    def _view(self, fn: str, *args: Any) -> Any:
-        return call(getattr(self.contract.functions, fn)(*args))
+    def _view(self, fn: str, *args: Any, block: int | str = "latest") -> Any:
+        return call(getattr(self.contract.functions, fn)(*args), block=block)
 
     def events(self, receipt: TxReceipt, name: str) -> list[dict]:
         """Decoded ``name`` events emitted by this contract in ``receipt``."""
         event = getattr(self.contract.events, name)()
         return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
+    def function_name(self, calldata: bytes | str) -> str:
+        """The name of this contract's function that ``calldata`` calls (``ValueError`` if none matches)."""
+        return self.contract.decode_function_input(calldata)[0].fn_name
+
+    def logs(self, event: str, filters: Mapping[str, Any] | None = None, *, from_block: int = 0,
+             to_block: int | str = "latest") -> list[Any]:
+        """Every ``event`` log of this contract in ``[from_block, to_block]`` whose indexed arguments match ``filters``.
+
+        Raises
+        ------
+        ChainError
+            When the node cannot answer ``eth_getLogs``.
+        """
+        try:
+            return list(getattr(self.contract.events, event)().get_logs(
+                from_block=int(from_block), to_block=to_block, argument_filters=dict(filters or {})))
+        except Exception as exc:  # noqa: BLE001 - web3 raises several types for a failed eth_getLogs
+            raise ChainError(f"cannot read {event} events: {exc}".splitlines()[0]) from None
 
 
 class FedLedgerClient(_ContractClient):
@@ -261,8 +307,9 @@ class FedLedgerClient(_ContractClient):
     def refund_remainder(self, bounty_id: int) -> TxReceipt:
         return self._send("refundRemainder", bounty_id, extra_abi=_token_errors())
 
-    def bounty(self, bounty_id: int) -> Bounty:
-        fields = self._view("getBounty", bounty_id)
+    def bounty(self, bounty_id: int, *, block: int | str = "latest") -> Bounty:
+        """The contract's record of a bounty (at ``block``: the node must still hold that block's state)."""
+        fields = self._view("getBounty", bounty_id, block=block)
         values = list(fields)
         values[7] = BountyStatus(values[7])
         return Bounty(bounty_id, *values)
@@ -276,8 +323,13 @@ class FedLedgerClient(_ContractClient):
     # -- rounds -----------------------------------------------------------------------------------------
     def open_round(self, bounty_id: int, global_model_hash: bytes) -> int:
         """Open the bounty's next round; returns its number."""
+        return self.open_round_tx(bounty_id, global_model_hash).round
+
+    def open_round_tx(self, bounty_id: int, global_model_hash: bytes) -> TxRecord:
+        """Open the bounty's next round; returns its number, transaction and block."""
         receipt = self._send("openRound", bounty_id, bytes(global_model_hash))
-        return self.events(receipt, "RoundOpened")[0]["round"]
+        number = int(self.events(receipt, "RoundOpened")[0]["round"])
+        return TxRecord(number, tx_hash_hex(receipt["transactionHash"]), int(receipt["blockNumber"]))
 
     def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int) -> TxReceipt:
         return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count)
@@ -302,6 +354,38 @@ class FedLedgerClient(_ContractClient):
 
     def commitment_of(self, bounty_id: int, round_: int, institution: str) -> bytes:
         return bytes(self._view("commitmentOf", bounty_id, round_, Web3.to_checksum_address(institution)))
+
+    def commitments(self, bounty_id: int, round_: int, *, from_block: int = 0) -> dict[str, Commitment]:
+        """Every commitment of a round by checksum address, from its ``UpdateCommitted`` events
+        (``from_block``: where to start looking, e.g. the block that opened the round)."""
+        found: dict[str, Commitment] = {}
+        for log in self._round_logs("UpdateCommitted", bounty_id, round_, from_block):
+            args = log["args"]
+            address = Web3.to_checksum_address(args["institution"])
+            found[address] = Commitment(address, Digest(bytes(args["updateHash"])), int(args["sampleCount"]),
+                                        int(log["blockNumber"]), tx_hash_hex(log["transactionHash"]))
+        return found
+
+    def event_tx(self, event: str, bounty_id: int, round_: int, *, from_block: int = 0) -> TxRecord | None:
+        """The transaction that emitted ``event`` (``RoundOpened``, ``RoundFinalized``) for a round, if any."""
+        for log in self._round_logs(event, bounty_id, round_, from_block):
+            return TxRecord(int(round_), tx_hash_hex(log["transactionHash"]), int(log["blockNumber"]))
+        return None
+
+    def joined_institutions(self, *, from_block: int, to_block: int) -> set[str]:
+        """The addresses of every ``InstitutionJoined`` in ``[from_block, to_block]``, scanned in chunks."""
+        joined: set[str] = set()
+        for start in range(int(from_block), int(to_block) + 1, LOG_CHUNK):
+            end = min(int(to_block), start + LOG_CHUNK - 1)
+            joined |= {Web3.to_checksum_address(log["args"]["institution"])
+                       for log in self.logs("InstitutionJoined", from_block=start, to_block=end)}
+        return joined
+
+    def _round_logs(self, event: str, bounty_id: int, round_: int, from_block: int) -> list[Any]:
+        # Some nodes ignore argument filters on indexed topics: keep only the round's own logs.
+        logs = self.logs(event, {"bountyId": int(bounty_id), "round": int(round_)}, from_block=from_block)
+        return [log for log in logs
+                if int(log["args"]["bountyId"]) == int(bounty_id) and int(log["args"]["round"]) == int(round_)]
 
     # -- money ------------------------------------------------------------------------------------------
     def claim(self, bounty_id: int) -> int:

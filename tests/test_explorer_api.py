@@ -9,7 +9,7 @@ from web3 import Web3
 
 from fedledger.cli import main
 from fedledger.explorer.app import ExplorerSource, create_app, create_explorer_router
-from fedledger.explorer.views import format_eth
+from ledger.trace import format_eth
 from ledger.audit import trace
 from ledger.chain import connect
 from ledger.client import FedLedgerClient
@@ -102,7 +102,7 @@ def test_bounties_match_the_contract(api):
         is_eth = on_chain.is_eth
         for key in ("funded", "credited", "refunded", "escrowed"):
             _amount(row["books"][key], getattr(on_chain, key), is_eth)
-        claimed = trace(client.db, row["id"])["books"]["claimed"]
+        claimed = trace(client.db, row["id"]).books.claimed
         _amount(row["books"]["claimed"], claimed, is_eth)
         _amount(row["books"]["unclaimed"], on_chain.credited - claimed, is_eth)
         assert (row["num_rounds"], row["rounds_opened"], row["rounds_finalized"]) == (

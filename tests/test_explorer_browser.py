@@ -254,12 +254,12 @@ def test_explorer_page_shows_the_chain(story, explorer, tmp_path):
     for bounty_id in (first, second, third):
         assert page.text(f"bounty-status-{bounty_id}") == w.ledger.bounty(bounty_id).status.name.lower()
     assert w.ledger.bounty(third).status == BountyStatus.CANCELLED
-    check_bounty(page, w, trace(db, first), first)
+    check_bounty(page, w, trace(db, first).to_dict(), first)
     check_institutions(page, w, finalized_rounds=4)
     assert page.attr(f"payout-{first}-0", "data-kind") == "reward claim"
 
     page = dump(tmp_path, explorer + f"#/bounty/{second}")
-    report = trace(db, second)
+    report = trace(db, second).to_dict()
     check_bounty(page, w, report, second)
     open_round = report["rounds"][-1]
     assert len(open_round["commitments"]) == len(OPEN_ROUND_2) and not open_round["scores"]
@@ -270,7 +270,7 @@ def test_explorer_page_shows_the_chain(story, explorer, tmp_path):
     assert paid > 0
     sync_index(w.w3, deployment, db)
     page = dump(tmp_path, explorer + f"#/bounty/{second}")
-    check_bounty(page, w, trace(db, second), second)
+    check_bounty(page, w, trace(db, second).to_dict(), second)
     assert page.attr(f"payout-{second}-0", "data-party") == claimant
     check_amount(page, f"payout-amount-{second}-0", paid)
     check_amount(page, f"claimed-{second}-{claimant}", paid)

@@ -36,7 +36,6 @@ import numpy as np
 
 from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service.context import ServiceContext
-from aggregator.service.gateway import TxRecord
 from aggregator.service.selection import eligible, idle_invitees, select_clients
 from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
@@ -48,7 +47,7 @@ from fedcore.protocol import RoundStatus, RoundStep
 from fedcore.rules import RoundRules, rules_hash_hex
 from fedcore.task import TaskSpec
 from fedcore.types import Update
-from ledger.client import BountyStatus
+from ledger.client import BountyStatus, TxRecord
 
 log = logging.getLogger("fedledger.aggregator")
 

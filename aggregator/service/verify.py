@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aggregator.service.gateway import Commitment
 from aggregator.service.rejection import Rejected
 from fedcore import codec
 from fedcore.commitments import bind_commitment
 from fedcore.errors import CodecError, DataError
 from fedcore.protocol import RejectionCode, RoundStep
 from fedcore.signing import recover_upload_signer
+from ledger.client import Commitment
 
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 ZERO_HASH = bytes(32)

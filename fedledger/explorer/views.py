@@ -21,24 +21,10 @@ from typing import Any
 from web3 import Web3
 
 from ledger.audit import trace
-from ledger.client import ETH, Bounty, BountyStatus
-from ledger.deployment import MAIN_CONTRACT, Deployment
+from ledger.client import ETH, Bounty, FedLedgerClient
+from ledger.deployment import Deployment
 from ledger.indexer import Db, events
-
-WEI_PER_ETH = 10**18
-WEI_PER_MICRO_ETH = 10**12
-
-
-def format_eth(wei: int) -> str:
-    """``wei`` as ETH with exactly 6 decimals, rounded toward zero (``-0.000001`` stays negative)."""
-    sign = "-" if wei < 0 else ""
-    micro = abs(int(wei)) // WEI_PER_MICRO_ETH
-    whole, fraction = divmod(micro, 10**6)
-    return f"{sign}{whole}.{fraction:06d}"
-
-
-def is_eth(token: str) -> bool:
-    return int(token, 16) == 0
+from ledger.trace import BountyTrace, format_eth, is_eth
 
 
 def asset(token: str) -> dict:
@@ -76,44 +62,37 @@ def _status_of(rows: list[dict]) -> str:
     return "active"
 
 
-def institution_names(db: Db) -> dict[str, str]:
-    """The latest name each institution joined with, by address."""
-    return {r["args"]["institution"]: r["args"]["name"] for r in events(db, "InstitutionJoined")}
-
-
 def bounty_ids(db: Db) -> list[int]:
     """Every bounty in the index, in creation order."""
     return [r["args"]["bountyId"] for r in events(db, "BountyCreated")]
 
 
-def _books(report: dict, token: str, contract_match: bool | None) -> dict:
-    b = report["books"]
+def _books(report: BountyTrace, contract_match: bool | None) -> dict:
+    b, token = report.books, report.created.token
     return {
-        "funded": amount(b["funded"], token), "credited": amount(b["credited"], token),
-        "refunded": amount(b["refunded"], token), "escrowed": amount(b["escrowed"], token),
-        "claimed": amount(b["claimed"], token), "unclaimed": amount(b["credited"] - b["claimed"], token),
-        "no_overpayment": bool(b["no_overpayment"]), "matches_contract": contract_match,
+        "funded": amount(b.funded, token), "credited": amount(b.credited, token),
+        "refunded": amount(b.refunded, token), "escrowed": amount(b.escrowed, token),
+        "claimed": amount(b.claimed, token), "unclaimed": amount(b.credited - b.claimed, token),
+        "no_overpayment": report.no_overpayment, "matches_contract": contract_match,
     }
 
 
-def _summary(report: dict, contract_match: bool | None = None) -> dict:
-    created = report["created"]
-    token = created["token"]
-    timeline = report["timeline"]
-    first = timeline[0]
+def _summary(report: BountyTrace, contract_match: bool | None = None) -> dict:
+    created = report.created
+    first = report.timeline[0]
     return {
-        "id": report["bounty_id"],
-        "status": _status_of([{"event": t["event"]} for t in timeline]),
-        "asset": asset(token),
-        "sponsor": created["sponsor"],
-        "aggregator": created["aggregator"],
-        "num_rounds": created["num_rounds"],
-        "rounds_opened": sum(t["event"] == "RoundOpened" for t in timeline),
-        "rounds_finalized": sum(t["event"] == "RoundFinalized" for t in timeline),
-        "deadline": created["deadline"],
-        "created_block": first["block"],
-        "created_time": first["time"],
-        "books": _books(report, token, contract_match),
+        "id": report.bounty_id,
+        "status": _status_of([{"event": e.name} for e in report.timeline]),
+        "asset": asset(created.token),
+        "sponsor": created.sponsor,
+        "aggregator": created.aggregator,
+        "num_rounds": created.num_rounds,
+        "rounds_opened": len(report.rounds),
+        "rounds_finalized": len(report.finalized_rounds),
+        "deadline": created.deadline,
+        "created_block": first.block,
+        "created_time": first.time,
+        "books": _books(report, contract_match),
     }
 
 
@@ -124,19 +103,10 @@ def bounty_summaries(db: Db) -> list[dict]:
 
 def contract_books(w3: Web3, deployment: Deployment, bounty_id: int, block: int) -> Bounty | None:
     """The contract's own record of a bounty at ``block`` (None if the node cannot answer for that block)."""
-    contract = w3.eth.contract(address=deployment.address(MAIN_CONTRACT), abi=_abi())
     try:
-        values = list(contract.functions.getBounty(bounty_id).call(block_identifier=block))
+        return FedLedgerClient.from_deployment(w3, deployment).bounty(bounty_id, block=block)
     except Exception:  # noqa: BLE001 - a node without that block's state: no cross-check, not an error
         return None
-    values[7] = BountyStatus(values[7])
-    return Bounty(bounty_id, *values)
-
-
-def _abi() -> list:
-    from ledger.compile import load_artifact
-
-    return load_artifact(MAIN_CONTRACT)["abi"]
 
 
 def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dict:
@@ -159,70 +129,46 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
         When the index holds no such bounty.
     """
     report = trace(db, bounty_id)
-    books = report["books"]
-    match = None
-    if on_chain is not None:
-        match = (on_chain.funded, on_chain.credited, on_chain.refunded, on_chain.escrowed) == (
-            books["funded"], books["credited"], books["refunded"], books["escrowed"])
-    summary = _summary(report, match)
-    created = report["created"]
-    token = created["token"]
-    names = institution_names(db)
-    timeline = report["timeline"]
-
-    committed_at = {(t["round"], t["institution"]): t for t in timeline if t["event"] == "UpdateCommitted"}
-    reputation_after = {(t["round"], t["institution"]): t["reputation"] for t in timeline
-                        if t["event"] == "ContributionScored"}
-    opened = {t["round"]: t for t in timeline if t["event"] == "RoundOpened"}
-    finalized = {t["round"]: t for t in timeline if t["event"] == "RoundFinalized"}
+    summary = _summary(report, None if on_chain is None else report.books.matches(on_chain))
+    created = report.created
+    token = created.token
+    names = {who: books.name for who, books in report.institutions.items()}
 
     rounds = []
-    for r in report["rounds"]:
-        number = r["round"]
-        commitments = []
-        for who, c in r["commitments"].items():
-            scored = who in r["scores"]
-            event = committed_at[(number, who)]
-            commitments.append({
-                "institution": who, "name": names.get(who), "update_hash": c["update_hash"],
-                "sample_count": str(c["sample_count"]), "scored": scored,
-                "score": str(r["scores"][who]) if scored else None,
-                "credit": amount(r["credits"][who], token) if scored else None,
-                "reputation": reputation_after.get((number, who)), "block": event["block"], "tx": event["tx"],
-            })
-        fin = finalized.get(number)
+    for r in report.rounds:
+        scores, credits, reputation = r.scores, r.credits, r.reputation
+        commitments = [{
+            "institution": who, "name": names.get(who), "update_hash": str(c.update_hash),
+            "sample_count": str(c.sample_count), "scored": who in scores,
+            "score": str(scores[who]) if who in scores else None,
+            "credit": amount(credits[who], token) if who in scores else None,
+            "reputation": reputation.get(who), "block": c.block_number, "tx": c.tx_hash,
+        } for who, c in r.committed.items()]
+        fin = r.finalized
         rounds.append({
-            "round": number, "status": "finalized" if fin else "open",
-            "global_model_hash": r["global_model_hash"], "new_model_hash": r["new_model_hash"],
-            "commit_deadline": r["commit_deadline"], "opened_block": opened[number]["block"],
-            "opened_time": opened[number]["time"], "finalized_block": fin["block"] if fin else None,
-            "reward": amount(fin["reward"], token) if fin else None,
-            "credited": amount(fin["credited"], token) if fin else None,
-            "participants": fin["participants"] if fin else None,
+            "round": r.number, "status": "finalized" if fin else "open",
+            "global_model_hash": str(r.global_model_hash),
+            "new_model_hash": None if r.new_model_hash is None else str(r.new_model_hash),
+            "commit_deadline": r.commit_deadline, "opened_block": r.opened.block, "opened_time": r.opened.time,
+            "finalized_block": fin.block if fin else None,
+            "reward": None if r.reward is None else amount(r.reward, token),
+            "credited": None if r.credited is None else amount(r.credited, token),
+            "participants": r.participants,
             "commitments": commitments,
         })
 
-    members: dict[str, None] = {}  # an ordered set
-    for r in report["rounds"]:
-        for who in r["commitments"]:
-            members.setdefault(who, None)
-    for who in report["institutions"]:
-        members.setdefault(who, None)
-    institutions = []
-    for who in members:
-        info = report["institutions"].get(who, {"credited": 0, "claimed": 0, "cumulative_score": 0, "rounds_scored": 0})
-        institutions.append({
-            "institution": who, "name": names.get(who),
-            "credited": amount(info["credited"], token), "claimed": amount(info["claimed"], token),
-            "unclaimed": amount(info["credited"] - info["claimed"], token),
-            "cumulative_score": str(info["cumulative_score"]), "rounds_scored": info["rounds_scored"],
-            "reputation": info.get("reputation"),
-        })
+    institutions = [{
+        "institution": who, "name": info.name,
+        "credited": amount(info.credited, token), "claimed": amount(info.claimed, token),
+        "unclaimed": amount(info.unclaimed, token),
+        "cumulative_score": str(info.cumulative_score), "rounds_scored": info.rounds_scored,
+        "reputation": info.reputation,
+    } for who, info in report.institutions.items()]
 
     payouts, fundings = [], []
-    for t in timeline:
-        kind = t["event"]
-        move = {"block": t["block"], "time": t["time"], "tx": t["tx"]}
+    for event in report.timeline:
+        kind, t = event.name, event.args
+        move = {"block": event.block, "time": event.time, "tx": event.tx}
         if kind == "RewardClaimed":
             payouts.append({"kind": "reward claim", "party": t["institution"], "name": names.get(t["institution"]),
                             "asset": asset(t["token"]), "amount": amount(t["amount"], t["token"]), **move})
@@ -244,17 +190,17 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
 
     return {
         **summary,
-        "task_spec_hash": created["task_spec_hash"],
-        "validation_set_hash": created["validation_set_hash"],
-        "min_reputation": created["min_reputation"],
+        "task_spec_hash": str(created.task_spec_hash),
+        "validation_set_hash": str(created.validation_set_hash),
+        "min_reputation": created.min_reputation,
         "rounds": rounds,
         "institutions": institutions,
         "payouts": payouts,
         "fundings": fundings,
         "timeline": [
-            {"block": t["block"], "time": t["time"], "tx": t["tx"], "event": t["event"],
-             "args": _jsonable({k: v for k, v in t.items() if k not in ("block", "time", "tx", "event")})}
-            for t in timeline
+            {"block": e.block, "time": e.time, "tx": e.tx, "event": e.name,
+             "args": _jsonable({k: v for k, v in e.args.items() if k != "bountyId"})}
+            for e in report.timeline
         ],
     }
 

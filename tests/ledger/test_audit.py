@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from fedcore.errors import ChainError
+from fedcore.types import Digest
 from ledger.audit import sync_index, trace
 from ledger.deployment import Deployment
 from ledger.example import scripted_bounty
@@ -32,29 +33,43 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
     assert sync_index(w.w3, _deployment(w), db) > 0
     report = trace(db, bounty_id, w.ledger)
 
-    events = [item["event"] for item in report["timeline"]]
+    events = [event.name for event in report.timeline]
     assert events[:2] == ["BountyCreated", "BountyFunded"]
     on_chain = w.ledger.bounty(bounty_id)
-    assert report["created"]["rules_hash"] == "0x" + h("example scoring rules").hex() == "0x" + on_chain.rules_hash.hex()
-    assert report["timeline"][0]["rulesHash"] == report["created"]["rules_hash"]
+    assert report.created.rules_hash == Digest(h("example scoring rules")) == on_chain.rules_hash
+    assert report.timeline[0].args["rulesHash"] == str(report.created.rules_hash)
     assert events.count("UpdateCommitted") == 4 and events.count("ContributionScored") == 4
     assert events[-1] == "RewardClaimed"
-    r1, r2 = report["rounds"]
-    assert r1["commitments"][w.insts[0]]["update_hash"] == "0x" + w.ledger.commitment_of(bounty_id, 1, w.insts[0]).hex()
-    assert r1["scores"] == {w.insts[0]: 3, w.insts[1]: 1}
-    assert r1["credits"] == {w.insts[0]: ONE_ETH * 3 // 4, w.insts[1]: ONE_ETH // 4}
-    assert r2["global_model_hash"] == r1["new_model_hash"] == "0x" + h(f"bounty {bounty_id} model 1").hex()
-    books = report["books"]
-    assert books["funded"] == 2 * ONE_ETH
-    assert books["credited"] == 2 * ONE_ETH and books["escrowed"] == 0
-    assert books["claimed"] == ONE_ETH * 3 // 4 + ONE_ETH
-    assert books["matches_contract"] and books["no_overpayment"]
-    assert report["institutions"][w.insts[1]]["credited"] == ONE_ETH // 4
-    assert trace(db, other)["books"]["funded"] == ONE_ETH
+    r1, r2 = report.rounds
+    assert r1.committed[w.insts[0]].update_hash == w.ledger.commitment_of(bounty_id, 1, w.insts[0])
+    assert r1.committed[w.insts[0]].sample_count > 0
+    assert r1.scores == {w.insts[0]: 3, w.insts[1]: 1}
+    assert r1.credits == {w.insts[0]: ONE_ETH * 3 // 4, w.insts[1]: ONE_ETH // 4}
+    assert r1.credited == sum(r1.credits.values()) and r1.participants == 2
+    assert r2.global_model_hash == r1.new_model_hash == Digest(h(f"bounty {bounty_id} model 1"))
+    books = report.books
+    assert books.funded == 2 * ONE_ETH
+    assert books.credited == 2 * ONE_ETH and books.escrowed == 0
+    assert books.claimed == ONE_ETH * 3 // 4 + ONE_ETH
+    assert books.matches_contract and report.no_overpayment
+    second = report.institutions[w.insts[1]]
+    assert second.credited == ONE_ETH // 4
+    assert second.name == f"hospital {w.insts[1][-4:]}"  # the name it joined with
+    assert sorted(second.reputation_by_round) == [1, 2]
+    assert second.reputation == second.reputation_by_round[2] == w.ledger.institution(w.insts[1]).reputation
+    assert trace(db, other).books.funded == ONE_ETH
+    assert report.institution(w.outsider).credited == 0 and report.institution(w.outsider).reputation is None
+
+    # The JSON form keeps the keys `audit trace --format json` always had, with ETH strings beside the wei.
+    as_json = report.to_dict()
+    assert as_json["rounds"][0]["commitments"][w.insts[0]]["update_hash"] == str(r1.committed[w.insts[0]].update_hash)
+    assert as_json["books"]["funded"] == 2 * ONE_ETH and as_json["books"]["funded_eth"] == "2.000000"
+    assert as_json["institutions"][w.insts[1]]["credited_eth"] == "0.250000"
+    assert json.loads(json.dumps(as_json)) == as_json
 
     # Re-syncing adds nothing: the index is keyed by each log's position.
     assert sync_index(w.w3, _deployment(w), db) == 0
-    assert trace(db, bounty_id)["timeline"] == report["timeline"]
+    assert trace(db, bounty_id).timeline == report.timeline
 
 
 def test_trace_books_revenue_from_the_splitter(joined, tmp_path):
@@ -65,10 +80,10 @@ def test_trace_books_revenue_from_the_splitter(joined, tmp_path):
     db = tmp_path / "index.sqlite"
     sync_index(w.w3, _deployment(w), db)
     report = trace(db, bounty_id, w.ledger)
-    assert [item["event"] for item in report["timeline"]][-2:] == ["RevenuePaid", "RevenueClaimed"]
-    assert (report["books"]["revenue_paid"], report["books"]["revenue_claimed"]) == (1_000, 200)
-    assert report["institutions"][w.insts[1]]["revenue_claimed"] == 200
-    assert report["books"]["matches_contract"]
+    assert [event.name for event in report.timeline][-2:] == ["RevenuePaid", "RevenueClaimed"]
+    assert (report.books.revenue_paid, report.books.revenue_claimed) == (1_000, 200)
+    assert report.institutions[w.insts[1]].revenue_claimed == 200
+    assert report.books.matches_contract
 
 
 def test_unknown_bounty_is_a_clear_error(joined, tmp_path):
