@@ -693,11 +693,12 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             books_of_round = books.round(row["round"])
             row["credits"] = {by_address[who].name: credit for who, credit in books_of_round.credits.items()}
             row["reputation"] = {by_address[who].name: rep for who, rep in books_of_round.reputation.items()}
-        money = {"id": bounty_id, "funded": books.books.funded, "credited": books.books.credited,
-                 "refunded": books.books.refunded, "remaining": ledger.escrow_of(bounty_id),
-                 "claimed": books.books.claimed, "matches_contract": books.books.matches_contract}
-        money["identity_holds"] = money["funded"] == money["credited"] + money["refunded"] + money["remaining"]
-        money.update({f"{k}_eth": format_eth(money[k]) for k in ("funded", "credited", "refunded", "remaining", "claimed")})
+        amounts = {"funded": books.books.funded, "credited": books.books.credited, "refunded": books.books.refunded,
+                   "remaining": ledger.escrow_of(bounty_id), "claimed": books.books.claimed}
+        money: dict[str, Any] = {"id": bounty_id, **amounts, "matches_contract": books.books.matches_contract,
+                                 "identity_holds": amounts["funded"] == amounts["credited"] + amounts["refunded"]
+                                 + amounts["remaining"]}
+        money.update({f"{k}_eth": format_eth(v) for k, v in amounts.items()})
         earned = {p.name: books.institution(p.address) for p in participants}
         cumulative = {name: e.cumulative_score for name, e in earned.items()}
         total_cumulative = sum(cumulative.values())

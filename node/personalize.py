@@ -27,14 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from fedcore import metrics as fm
 from fedcore.errors import ConfigError
 from fedcore.models import build_model, get_weights, predict_with_weights
-from fedcore.splits import flamby_stratify, train_test_split_indices
 from fedcore.seeds import personalization_seed
+from fedcore.splits import flamby_stratify, train_test_split_indices
 from fedcore.task import TaskSpec, TrainingSettings
 from node.training import apply_update, train_local
 
@@ -232,6 +233,16 @@ def best_local_only(X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int,
     return PersonalModel(chosen.model, chosen.model_params, train_alone(chosen, X, y, seed=seed), Choice(index, label, scores))
 
 
+def _fine_tuned(start: Weights, spec: TaskSpec, steps: int, lr: float, seed: int, X: np.ndarray, y: np.ndarray
+                ) -> Weights:
+    return fine_tune(start, X, y, spec, steps=steps, lr=lr, seed=seed)
+
+
+def _ditto(trajectory: Sequence[Mapping[str, np.ndarray]], spec: TaskSpec, lam: float, seed: int, X: np.ndarray, y: np.ndarray
+           ) -> Weights:
+    return ditto_personal(trajectory, X, y, spec, lam=lam, seed=seed)
+
+
 def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_global: Mapping[str, np.ndarray],
                 X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int) -> PersonalModel:
     """The institution's own model under ``spec.personalization`` (the final global model for ``"none"``).
@@ -256,12 +267,11 @@ def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_glo
     if settings.method == "finetune":
         options = [(s, lr) for s in settings.finetune_steps for lr in (settings.finetune_lrs if s else settings.finetune_lrs[:1])]
         labels = [f"finetune steps={s} lr={lr:g}" for s, lr in options]
-        train = [lambda X_fit, y_fit, s=s, lr=lr: fine_tune(final_global, X_fit, y_fit, spec, steps=s, lr=lr,
-                                                             seed=personalization_seed(seed, "finetune")) for s, lr in options]
+        train = [partial(_fine_tuned, final_global, spec, s, lr, personalization_seed(seed, "finetune"))
+                 for s, lr in options]
     else:
         labels = [f"ditto lambda={lam:g}" for lam in settings.ditto_lambdas]
-        train = [lambda X_fit, y_fit, lam=lam: ditto_personal(global_trajectory, X_fit, y_fit, spec, lam=lam, seed=seed)
-                 for lam in settings.ditto_lambdas]
+        train = [partial(_ditto, global_trajectory, spec, lam, seed) for lam in settings.ditto_lambdas]
 
     def fitter(fit_weights: Callable[[np.ndarray, np.ndarray], Weights]) -> Fitter:
         def fit(X_fit: np.ndarray, y_fit: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,12 +9,12 @@ from web3 import Web3
 
 from fedledger.cli import main
 from fedledger.explorer.app import ExplorerSource, create_app, create_explorer_router
-from ledger.trace import format_eth
 from ledger.audit import trace
 from ledger.chain import connect
 from ledger.client import FedLedgerClient
 from ledger.deployment import Deployment, deploy_fedledger
 from ledger.example import scripted_bounty
+from ledger.trace import format_eth
 from tests.world import COOLDOWN, MIN_STAKE, ONE_ETH, World, deploy_token
 
 
