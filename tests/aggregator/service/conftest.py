@@ -20,6 +20,7 @@ from aggregator.rules import resolve_rules
 from aggregator.service.app import create_app
 from aggregator.service.context import ServiceContext, build_context
 from fedcore.keystore import create_keystore
+from fedcore.protocol import UPDATE_SHA_HEADER
 from aggregator.service.settings import load_settings
 from fedcore import codec
 from fedcore.rules import RoundRules, rules_hash
@@ -121,7 +122,7 @@ class Harness:
 
     def upload(self, client: TestClient, account, round_: int, data: bytes, *, signature: str | None = "sign",
                bounty_id: int | None = None):
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": "application/octet-stream", UPDATE_SHA_HEADER: hashlib.sha256(data).hexdigest()}
         if signature == "sign":
             signature = self.sign(account, round_, data, bounty_id)
         if signature is not None:
