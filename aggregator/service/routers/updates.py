@@ -5,15 +5,15 @@ The upload body is the update's canonical safetensors bytes; ``X-Update-Sha256``
 ``X-Signature`` is ``fedcore.signing.sign_upload(account, chain_id, ledger_address, bounty_id, round, sha256)``.
 The service protects itself before it reads the body: the size is capped by the model's encoded size, the signer
 and its commitment are checked on the headers alone, at most ``max_concurrent_uploads`` bodies are read at once
-(more: 503 ``busy`` with ``Retry-After``), and a body must arrive within ``upload_read_timeout`` seconds (408).
+and one per signer (more: 503 ``busy`` with ``Retry-After``), and a body must arrive within ``upload_read_timeout`` seconds (408).
 See :mod:`aggregator.service.verify` for the checks and their rejection codes. A refused upload changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -41,12 +41,44 @@ _UPLOAD_BODY = {
 }
 
 
-def upload_slots(request: Request, context) -> asyncio.Semaphore:
-    """The app's upload slots (``max_concurrent_uploads`` of them), made on first use."""
+class UploadGate:
+    """At most ``slots`` upload bodies are read at once, and at most one per signer, so one registered institution
+    cannot take every slot; an upload that finds no room is refused at once with 503 ``busy`` and ``Retry-After``."""
+
+    def __init__(self, *, slots: int, retry_after: int):
+        self._slots = asyncio.Semaphore(slots)
+        self._signers: set[str] = set()
+        self.retry_after = retry_after
+
+    def _busy(self, detail: str) -> Rejected:
+        return Rejected(Code.BUSY, f"{detail}: retry in {self.retry_after} s", headers={"Retry-After": str(self.retry_after)})
+
+    @asynccontextmanager
+    async def slot(self):
+        if self._slots.locked():
+            raise self._busy("every upload slot is taken")
+        async with self._slots:
+            yield
+
+    @contextmanager
+    def signer(self, signer: str):
+        if signer in self._signers:
+            raise self._busy(f"an upload by {signer} is already being received")
+        self._signers.add(signer)
+        try:
+            yield
+        finally:
+            self._signers.discard(signer)
+
+
+def upload_gate(request: Request, context) -> UploadGate:
+    """The app's :class:`UploadGate`, made on first use from the settings."""
     state = request.app.state
-    if getattr(state, "upload_slots", None) is None:
-        state.upload_slots = asyncio.Semaphore(context.settings.max_concurrent_uploads)
-    return state.upload_slots
+    if getattr(state, "upload_gate", None) is None:
+        settings = context.settings
+        state.upload_gate = UploadGate(slots=settings.max_concurrent_uploads,
+                                       retry_after=max(1, math.ceil(settings.upload_read_timeout / 2)))
+    return state.upload_gate
 
 
 def declared_length(request: Request, limit: int) -> int | None:
@@ -106,23 +138,21 @@ async def upload_update(
     declared_length(request, limit)
     digest = parse_update_sha(x_update_sha256)
     signature = parse_signature(x_signature)
-    slots = upload_slots(request, context)
-    if slots.locked():
-        retry = max(1, math.ceil(context.settings.upload_read_timeout / 2))
-        raise Rejected(Code.BUSY, f"every upload slot is taken: retry in {retry} s", headers={"Retry-After": str(retry)})
-    async with slots:
+    gate = upload_gate(request, context)
+    async with gate.slot():
         signer = await run_in_threadpool(check_uploader, context, round, digest, signature)
-        body = await read_limited(request, limit, context.settings.upload_read_timeout)
-        if not body:
-            raise Rejected(Code.MALFORMED, "empty body: send the update's safetensors bytes")
-        await run_in_threadpool(check_body, context, body, digest, limit)
-        try:
-            existing, created = await run_in_threadpool(
-                context.state.accept_upload, round, signer, digest.hex(), len(body),
-                lambda: context.blobs.put("updates", body),
-            )
-        except RoundNotAccepting as exc:
-            raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
+        with gate.signer(signer):
+            body = await read_limited(request, limit, context.settings.upload_read_timeout)
+            if not body:
+                raise Rejected(Code.MALFORMED, "empty body: send the update's safetensors bytes")
+            await run_in_threadpool(check_body, context, body, digest, limit)
+            try:
+                existing, created = await run_in_threadpool(
+                    context.state.accept_upload, round, signer, digest.hex(), len(body),
+                    lambda: context.blobs.put("updates", body),
+                )
+            except RoundNotAccepting as exc:
+                raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
     if not created:  # a concurrent upload of the same institution got in first
         raise Rejected(Code.DUPLICATE_UPLOAD, f"{signer} already has update 0x{existing.sha256} accepted in round {round}")
     return UploadAccepted(sha256="0x" + digest.hex(), institution=signer, round=round)

@@ -198,3 +198,26 @@ def test_the_node_client_sends_what_the_service_checks(harness, open_round):
         accepted = node.upload(harness.bounty_id, 1, data, harness.sign(harness.insts[2], 1, data))
     assert accepted.sha256 == codec.update_hash_hex(data) and accepted.institution == harness.insts[2].address
     assert [u.institution for u in context.state.uploads(1)] == [harness.insts[2].address]
+
+
+def test_one_signer_holds_at_most_one_slot(harness, open_round):
+    context, client = open_round(max_concurrent_uploads=3, upload_read_timeout=1.0)
+    app = create_app(context=context, run_coordinator=False)
+    path = f"/bounties/{harness.bounty_id}/rounds/1/updates"
+    data = harness.update(0.12)
+    harness.commit(harness.insts[0], 1, data)
+    headers = upload_headers(harness, harness.insts[0], data)
+
+    async def scenario():
+        stalled = AsgiUpload(app, path, headers, data, stall=True)
+        task = asyncio.create_task(stalled.run())
+        await asyncio.wait_for(stalled.reading.wait(), 30)
+        again = AsgiUpload(app, path, headers, data)  # the same signer, while its first body is still coming
+        await again.run()
+        await asyncio.wait_for(task, 30)
+        return stalled, again
+
+    stalled, again = asyncio.run(scenario())
+    assert (again.status, again.code, again.body_requests) == (503, RejectionCode.BUSY, 0)
+    assert (stalled.status, stalled.code) == (408, RejectionCode.BODY_TIMEOUT)
+    assert harness.upload(client, harness.insts[0], 1, data).status_code == 202  # its own retry gets in afterwards
