@@ -158,11 +158,12 @@ def copy_before_close(fed, aggregator, bounty_id: int, state_root, victim) -> di
         update_file = state_root / victim.name / str(bounty_id) / "round-1.safetensors"
         if update_file.exists() and accepted(aggregator, victim.address):
             sha = hashlib.sha256(update_file.read_bytes()).hexdigest()
-            record = aggregator.http.get(f"/bounties/{bounty_id}/rounds/1").json()
             download = aggregator.http.get(f"/bounties/{bounty_id}/rounds/1/updates/{sha}")
-            if record["step"] != "open":
+            listed = aggregator.http.get(f"/bounties/{bounty_id}/rounds/1").json()["uploads"]
+            record = aggregator.http.get(f"/bounties/{bounty_id}/rounds/1").json()
+            if record["step"] != "open":  # closed meanwhile (steps only move forward): the answers may be post-close
                 break
-            assert record["uploads"] == [], record["uploads"]
+            assert listed == [], listed
             assert download.status_code == 403 and download.json()["code"] == "round_open", download.text
             probes += 1
         time.sleep(0.2)
