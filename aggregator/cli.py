@@ -54,6 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="the bounty's round rules JSON (strategy, estimator, utility metric, scoring seed), as "
                             "`fedledger sponsor rules` wrote it; must hash to the bounty's rulesHash (env FEDLEDGER_RULES)")
     serve.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest accepted update (default 64 MiB)")
+    serve.add_argument("--max-concurrent-uploads", type=int, metavar="N",
+                       help="upload bodies read at once; more are answered 503 busy with Retry-After (default 8)")
+    serve.add_argument("--upload-read-timeout", type=float, metavar="SECONDS",
+                       help="an upload body slower than this is answered 408 and its connection closed (default 30)")
+    serve.add_argument("--max-connections", type=int, metavar="N",
+                       help="open HTTP connections accepted at once; more are answered 503 (default 256)")
     serve.add_argument("--seed", type=int, help="seed of reputation sampling (default 0)")
     serve.add_argument("--selection", choices=("all", "reputation"),
                        help="invite every eligible institution, or K sampled by reputation (default all)")
@@ -74,7 +80,7 @@ def settings_from_args(args: argparse.Namespace):
     from aggregator.service.settings import load_settings
 
     names = ("bounty", "task", "validation", "keystore", "password_file", "rpc", "deployment", "state_dir", "host", "port",
-             "rules", "max_upload_bytes", "seed", "selection",
+             "rules", "max_upload_bytes", "max_concurrent_uploads", "upload_read_timeout", "max_connections", "seed", "selection",
              "clients_per_round", "upload_grace", "poll_interval", "wall_clock", "exit_when_complete", "log_level")
     return load_settings({_FIELDS.get(name, name): getattr(args, name, None) for name in names})
 
@@ -98,7 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, context=context, on_complete=on_complete)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            lifespan="on", access_log=settings.log_level == "debug")
+                            lifespan="on", access_log=settings.log_level == "debug",
+                            limit_concurrency=settings.max_connections)
     server = uvicorn.Server(config)
     try:
         server.run()

@@ -74,6 +74,15 @@ def update_hash_hex(data: bytes) -> str:
     return "0x" + update_hash(data).hex()
 
 
+def encoded_size(expected: Expected) -> int:
+    """Bytes of the canonical encoding of any arrays matching ``expected`` (``{name: (shape, dtype name)}``).
+
+    The canonical layout depends only on names, shapes and dtypes, so every valid update of a model has exactly
+    this size: the aggregator refuses larger bodies before reading them.
+    """
+    return len(encode({name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in expected.items()}))
+
+
 def describe(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{name: (shape, dtype name)}`` of reference arrays, the ``expected`` of :func:`decode`."""
     return {name: (tuple(np.shape(a)), np.asarray(a).dtype.name) for name, a in arrays.items()}

@@ -92,6 +92,9 @@ class RejectionCode(enum.StrEnum):
     DUPLICATE_UPLOAD = "duplicate_upload"  # the signer's update for the round is already accepted
     UNKNOWN_BOUNTY = "unknown_bounty"  # this aggregator serves another bounty
     NOT_FOUND = "not_found"  # no such round, model, state or update
+    ROUND_OPEN = "round_open"  # a round's uploads are sealed until its commit window closes
+    BODY_TIMEOUT = "body_timeout"  # the upload body did not arrive within the read timeout
+    BUSY = "busy"  # every upload slot is taken: retry after the Retry-After header's seconds
     UNAVAILABLE = "unavailable"  # the chain is unreachable or the service is starting (retry later)
     INTERNAL = "internal"  # a failure of the aggregator itself
 
@@ -110,9 +113,21 @@ REJECTION_STATUS: dict[RejectionCode, int] = {
     RejectionCode.DUPLICATE_UPLOAD: 409,
     RejectionCode.UNKNOWN_BOUNTY: 404,
     RejectionCode.NOT_FOUND: 404,
+    RejectionCode.ROUND_OPEN: 403,
+    RejectionCode.BODY_TIMEOUT: 408,
+    RejectionCode.BUSY: 503,
     RejectionCode.UNAVAILABLE: 503,
     RejectionCode.INTERNAL: 500,
 }
+
+#: Largest bounty or round number a path may carry (the ledger's ids and rounds stay far below it); larger or
+#: negative numbers are refused as MALFORMED before anything looks them up.
+MAX_PATH_NUMBER = 2**32 - 1
+
+#: Upload headers: the update's sha256 (0x + 64 hex) and the signature over it (fedcore.signing.sign_upload).
+#: Both arrive before the body, so the aggregator checks the signer and its commitment before reading a byte.
+UPDATE_SHA_HEADER = "X-Update-Sha256"
+SIGNATURE_HEADER = "X-Signature"
 
 
 # -- field types --------------------------------------------------------------------------------------------------
@@ -337,7 +352,8 @@ class RoundReport(_Model):
     strategy_state_before: Hash | None = Field(
         default=None, description="sha256 of the server-optimizer state the round started from (GET .../states/{sha})")
     strategy_state_after: Hash | None = None
-    uploads: list[UploadInfo] = Field(default_factory=list)
+    uploads: list[UploadInfo] = Field(
+        default_factory=list, description="accepted uploads; empty while the round is open (sealed until it closes)")
     used: list[UsedUpdate] | None = Field(
         default=None, description="updates that entered aggregation and scoring, sorted by institution")
     excluded: dict[Address, str] | None = Field(
@@ -356,7 +372,7 @@ class RoundReport(_Model):
 
 
 __all__ = [
-    "REJECTION_STATUS", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
+    "MAX_PATH_NUMBER", "REJECTION_STATUS", "SIGNATURE_HEADER", "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
     "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
     "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo", "UsedUpdate",
 ]

@@ -140,6 +140,7 @@ class PersonalizationSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
 class DeclaredBounds:
     """What an institution may declare for its update, fixed by the task (and so by its hash on chain).
 

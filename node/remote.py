@@ -3,7 +3,7 @@
 Only three things ever go to the aggregator: GET requests without a body, and the update bytes
 (POSTed raw, with the upload signature in a header). Every JSON answer is parsed with the models of
 :mod:`fedcore.protocol`. Connection failures, timeouts and 502/503/504 answers are retried with exponential
-backoff; a 4xx answer becomes a one-line :class:`AggregatorRefused` carrying the service's ``detail`` and
+backoff (at least the ``Retry-After`` the service asks for); a 4xx answer becomes a one-line :class:`AggregatorRefused` carrying the service's ``detail`` and
 its :class:`~fedcore.protocol.RejectionCode`.
 """
 
@@ -18,9 +18,18 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from fedcore.codec import DEFAULT_MAX_BYTES
+from fedcore.codec import DEFAULT_MAX_BYTES, update_hash_hex
 from fedcore.errors import ConfigError, NodeError
-from fedcore.protocol import ErrorBody, Health, RejectionCode, RoundInfo, TaskInfo, UploadAccepted
+from fedcore.protocol import (
+    SIGNATURE_HEADER,
+    UPDATE_SHA_HEADER,
+    ErrorBody,
+    Health,
+    RejectionCode,
+    RoundInfo,
+    TaskInfo,
+    UploadAccepted,
+)
 from fedcore.rules import RoundRules
 from fedcore.task import TaskSpec
 
@@ -113,6 +122,7 @@ class AggregatorClient:
         stream = kwargs.pop("_stream", False)
         attempt = 0
         while True:
+            wait = min(self.backoff * 2**attempt, 30.0)
             try:
                 if stream:
                     response = self._get_limited(path)
@@ -129,7 +139,8 @@ class AggregatorClient:
                 if response.status_code not in RETRY_STATUS or attempt >= self.retries:
                     return self._checked(response, what)
                 log.info("aggregator answered %s (%s), retrying", response.status_code, what)
-            self._sleep(min(self.backoff * 2**attempt, 30.0))
+                wait = max(wait, _retry_after(response))
+            self._sleep(wait)
             attempt += 1
 
     def _get_limited(self, path: str) -> httpx.Response:
@@ -204,16 +215,24 @@ class AggregatorClient:
         )
 
     def upload(self, bounty_id: int, round_: int, data: bytes, signature: str) -> UploadAccepted:
-        """POST the update bytes (the body is exactly ``data``); returns the 202 answer.
+        """POST the update bytes (the body is exactly ``data``) with their sha256 and the signature in headers, so
+        the aggregator checks the signer before reading the body; returns the 202 answer.
 
         A second upload for the round is refused with ``RejectionCode.DUPLICATE_UPLOAD`` and changes nothing.
         """
         what = f"the update for bounty {bounty_id} round {round_}"
         response = self._request(
             "POST", f"/bounties/{int(bounty_id)}/rounds/{int(round_)}/updates", what,
-            content=bytes(data), headers={"X-Signature": signature, "Content-Type": "application/octet-stream"},
+            content=bytes(data), headers={SIGNATURE_HEADER: signature, UPDATE_SHA_HEADER: update_hash_hex(data),
+                                          "Content-Type": "application/octet-stream"},
         )
         return self._parsed(UploadAccepted, response, what)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds the service asked to wait (``Retry-After``, e.g. when its upload slots are busy), capped at 30."""
+    value = (response.headers.get("retry-after") or "").strip()
+    return min(float(value), 30.0) if value.isdigit() else 0.0
 
 
 def _error_body(response: httpx.Response) -> ErrorBody | None:

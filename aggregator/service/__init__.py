@@ -24,19 +24,21 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
     sha256 of the bytes with the chain's ``getRound(id, round).globalModelHash``. 404 before the first round.
 ``POST /bounties/{id}/rounds/{r}/updates``
     Body: the update's canonical safetensors bytes (``fedcore.codec.encode`` of ``w_local - w_global``, float32,
-    the model's tensor names and shapes). Header ``X-Signature``:
-    ``fedcore.signing.sign_upload(account, chain_id, ledger_address, id, r, sha256(body))``. Commit
+    the model's tensor names and shapes; never larger than the model's encoded size). Headers ``X-Update-Sha256``
+    (sha256 of the body) and ``X-Signature``: ``fedcore.signing.sign_upload(account, chain_id, ledger_address, id,
+    r, sha256(body))``; the signer and its commitment are checked on them before the body is read. Commit
     ``sha256(body)`` on chain first. 202 ``UploadAccepted`` ``{"sha256", "institution", "status": "accepted",
     "round"}``; refusals by code: 400 ``malformed``, 401 ``unsigned`` / ``bad_signature``, 403 ``not_registered`` /
-    ``not_committed`` / ``not_selected``, 404 ``unknown_bounty``, 409 ``hash_mismatch`` / ``round_closed`` /
-    ``duplicate_upload`` (the signer's update is already in), 413 ``too_large``, 503 ``unavailable``. A refused
-    upload changes nothing.
+    ``not_committed`` / ``not_selected``, 404 ``unknown_bounty``, 408 ``body_timeout``, 409 ``hash_mismatch`` /
+    ``round_closed`` / ``duplicate_upload`` (the signer's update is already in), 413 ``too_large``, 503 ``busy``
+    (with ``Retry-After``) / ``unavailable``. A refused upload changes nothing and its connection is closed.
 ``GET /bounties/{id}/rounds/{r}``
-    The round's record (:class:`~fedcore.protocol.RoundReport`): uploads, used updates with sample
-    counts, exclusions and why, scores (fixed point as decimal strings), settings (strategy, scorer, seed),
-    optimizer-state hashes, transactions, journal.
+    The round's record (:class:`~fedcore.protocol.RoundReport`): uploads (an empty list while the round is open),
+    used updates with sample counts, exclusions and why, scores (fixed point as decimal strings), settings
+    (strategy, scorer, seed), optimizer-state hashes, transactions, journal.
 ``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET /bounties/{id}/states/{sha256}``
-    Stored bytes by hash (64 hex, ``0x`` optional), for auditors.
+    Stored bytes by hash (64 hex, ``0x`` optional), for auditors; a round's updates only once it is closed (403
+    ``round_open`` for any hash before). Path numbers (bounty, round) outside 1..2**32-1 are 400 ``malformed``.
 
 Modules
 -------

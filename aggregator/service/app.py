@@ -93,11 +93,11 @@ def create_app(
 
     @app.exception_handler(Rejected)
     async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
-        return error_response(exc.code, exc.detail)
+        return error_response(exc.code, exc.detail, headers={**exc.headers, **_closing(request)})
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(RejectionCode.MALFORMED, _one_line(exc.errors()))
+        return error_response(RejectionCode.MALFORMED, _one_line(exc.errors()), headers=_closing(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # unknown path, wrong method
@@ -118,10 +118,16 @@ def create_app(
     return app
 
 
-def error_response(code: RejectionCode, detail: str, *, status: int | None = None) -> JSONResponse:
+def error_response(code: RejectionCode, detail: str, *, status: int | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     """An :class:`ErrorBody` with the code's HTTP status (or ``status`` for framework errors)."""
     body = ErrorBody(detail=" ".join(detail.split()) or code.value, code=code)
-    return JSONResponse(body.model_dump(mode="json"), status_code=status or REJECTION_STATUS[code])
+    return JSONResponse(body.model_dump(mode="json"), status_code=status or REJECTION_STATUS[code], headers=headers)
+
+
+def _closing(request: Request) -> dict[str, str]:
+    """``Connection: close`` for a refused POST: its unread body must not keep the connection (or a client) busy."""
+    return {"Connection": "close"} if request.method == "POST" else {}
 
 
 def _squash(exc: Exception) -> str:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -93,6 +94,11 @@ class ServiceContext:
     @property
     def ledger_address(self) -> str:
         return self.ledger.address
+
+    @cached_property
+    def update_size(self) -> int:
+        """Bytes of every valid update of the task's model (:func:`fedcore.codec.encoded_size`)."""
+        return codec.encoded_size(self.expected)
 
     def initial_model(self) -> bytes:
         """Round 1's global model: the task's model initialised from its own seed, as canonical safetensors."""

@@ -8,7 +8,7 @@ from fastapi import Depends, Path, Request
 
 from aggregator.service.context import ServiceContext
 from aggregator.service.rejection import Rejected
-from fedcore.protocol import RejectionCode
+from fedcore.protocol import MAX_PATH_NUMBER, RejectionCode
 
 
 def get_context(request: Request) -> ServiceContext:
@@ -23,14 +23,19 @@ Context = Annotated[ServiceContext, Depends(get_context)]
 
 
 def get_upload_limit(context: Context) -> int:
-    """Largest update body accepted, in bytes (``--max-upload-bytes``)."""
-    return context.settings.max_upload_bytes
+    """Largest update body accepted, in bytes: the model's encoded size, or ``--max-upload-bytes`` if smaller."""
+    return min(context.settings.max_upload_bytes, context.update_size)
 
 
 UploadLimit = Annotated[int, Depends(get_upload_limit)]
 
 
-def known_bounty(context: Context, bounty_id: Annotated[int, Path(description="the bounty this aggregator runs")]) -> int:
+#: A round number in a path: 1 .. MAX_PATH_NUMBER, else MALFORMED (400) before any look-up.
+RoundNumber = Annotated[int, Path(ge=1, le=MAX_PATH_NUMBER, description="a round of the bounty, from 1")]
+
+
+def known_bounty(context: Context, bounty_id: Annotated[
+        int, Path(ge=1, le=MAX_PATH_NUMBER, description="the bounty this aggregator runs")]) -> int:
     """The path's bounty id, if it is the one this aggregator serves (UNKNOWN_BOUNTY otherwise)."""
     if bounty_id != context.bounty_id:
         raise Rejected(RejectionCode.UNKNOWN_BOUNTY, f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")

@@ -11,11 +11,12 @@ from fedcore.protocol import REJECTION_STATUS, ErrorBody, RejectionCode
 class Rejected(AggregatorError):
     """A request refused with a code and one line of detail; the app answers it as :class:`ErrorBody`."""
 
-    def __init__(self, code: RejectionCode, detail: str):
+    def __init__(self, code: RejectionCode, detail: str, *, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.code = RejectionCode(code)
         self.status_code = REJECTION_STATUS[self.code]
         self.detail = detail
+        self.headers = dict(headers or {})  # e.g. Retry-After for BUSY
 
     def body(self) -> ErrorBody:
         return ErrorBody(detail=self.detail, code=self.code)

@@ -50,7 +50,15 @@ class AggregatorSettings(BaseModel):
         The bounty's round rules JSON (strategy, estimator, utility metric, scoring seed); it must hash to the
         bounty's ``rulesHash``.
     max_upload_bytes : int
-        Uploads larger than this are refused with 413 before being read in full.
+        Uploads larger than this are refused with 413 before being read in full (the model's own encoded size
+        caps it further: no valid update is larger).
+    max_concurrent_uploads : int
+        Upload bodies read at the same time; one more is answered 503 ``busy`` with ``Retry-After``.
+    upload_read_timeout : float
+        Seconds an upload body may take to arrive in full; a slower (or half-sent) body is answered 408 and its
+        connection closed.
+    max_connections : int
+        Open HTTP connections the server accepts at once (uvicorn's ``limit_concurrency``); more get 503.
     seed : int
         Seed of reputation sampling (the initial model and the scoring seeds are fixed by the task and the rules).
     selection : "all" or "reputation"; clients_per_round : int, optional
@@ -82,6 +90,9 @@ class AggregatorSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     max_upload_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=64)
+    max_concurrent_uploads: int = Field(default=8, ge=1)
+    upload_read_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=256, ge=8)
     seed: int = Field(default=0, ge=0)
     selection: Literal["all", "reputation"] = "all"
     clients_per_round: int | None = Field(default=None, ge=1)

@@ -1,21 +1,26 @@
 """What an upload must pass to be stored, and what a round's uploads must pass again to be used.
 
-Upload checks, in order (the first failure is the answer; nothing is stored for a refused upload):
+Upload checks, in order (the first failure is the answer; nothing is stored for a refused upload). All but the
+last two run on the headers alone, before a byte of the body is read (:func:`check_uploader`):
 
 =====  =================  ===================================================================================
+413    TOO_LARGE          ``Content-Length`` over the limit (the model's encoded size, or less) (router)
+400    MALFORMED          ``X-Update-Sha256`` missing or not 64 hex digits
 401    UNSIGNED           ``X-Signature`` missing
-401    BAD_SIGNATURE      ``X-Signature`` not 65 bytes of hex, or not recoverable
+401    BAD_SIGNATURE      ``X-Signature`` not 65 bytes of hex
+503    BUSY               every upload slot is taken; ``Retry-After`` says when to retry (router)
+401    BAD_SIGNATURE      ``X-Signature`` not recoverable
 409    DUPLICATE_UPLOAD   the signer's update for this round is already accepted (nothing changes)
 409    ROUND_CLOSED       the round is not the open one (unknown, wrong number, closed for scoring, finalized)
 403    NOT_REGISTERED     the signer is not a registered institution
 403    NOT_COMMITTED      the signer has not committed in this round
 403    NOT_SELECTED       the signer was not invited to the round (aggregator.service.selection)
-409    HASH_MISMATCH      sha256 of the body, bound to the signer (fedcore.commitments), is not its commitment
+409    HASH_MISMATCH      ``X-Update-Sha256``, bound to the signer (fedcore.commitments), is not its on-chain commitment
+       -- then the body is streamed, capped at the limit (413) and the read timeout (408 BODY_TIMEOUT) --
+409    HASH_MISMATCH      sha256 of the body is not ``X-Update-Sha256`` (:func:`check_body`)
 400    MALFORMED          the body does not decode to the model's tensors (names, shapes, float32), or holds
                           NaN/Inf, or is not canonical safetensors
 =====  =================  ===================================================================================
-
-Size (413, TOO_LARGE) is checked by the router before and while the body is read.
 """
 
 from __future__ import annotations
@@ -31,22 +36,13 @@ from aggregator.service.rejection import Rejected
 from fedcore import codec
 from fedcore.commitments import bind_commitment
 from fedcore.errors import CodecError, DataError
-from fedcore.protocol import RejectionCode, RoundStep
+from fedcore.protocol import UPDATE_SHA_HEADER, RejectionCode, RoundStep
 from fedcore.signing import recover_upload_signer
 from ledger.client import Commitment
 
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
+UPDATE_SHA = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 ZERO_HASH = bytes(32)
-
-
-@dataclass(frozen=True)
-class VerifiedUpload:
-    """An upload that passed every check (``sha256`` is 64 hex characters, no ``0x``)."""
-
-    round: int
-    institution: str
-    sha256: str
-    size: int
 
 
 def parse_signature(header: str | None) -> str:
@@ -67,21 +63,33 @@ def recover_signer(signature: str, *, chain_id: int, ledger_address: str, bounty
         raise Rejected(RejectionCode.BAD_SIGNATURE, f"X-Signature does not verify: {exc}") from None
 
 
-def verify_upload(context, round_: int, body: bytes, signature: str) -> VerifiedUpload:
-    """Run every check but size on an upload (see the module doc); raises :class:`Rejected`.
+def parse_update_sha(header: str | None) -> bytes:
+    """The ``X-Update-Sha256`` value as 32 bytes (MALFORMED when missing or not 64 hex digits)."""
+    if header is None or not UPDATE_SHA.match(header.strip()):
+        raise Rejected(RejectionCode.MALFORMED,
+                       f"missing or malformed {UPDATE_SHA_HEADER} header: send the update's sha256 as 64 hex digits")
+    return bytes.fromhex(header.strip().removeprefix("0x"))
+
+
+def commitment_matches(context, round_: int, signer: str, commitment: bytes, digest: bytes) -> bool:
+    """Whether ``signer``'s on-chain ``commitment`` in ``round_`` commits to the update whose sha256 is ``digest``:
+    the commitment binds the committer (:func:`bound_commitment`), so a copied commitment matches nobody but its owner."""
+    return commitment == bound_commitment(context, round_, signer, digest)
+
+
+def check_uploader(context, round_: int, digest: bytes, signature: str) -> str:
+    """Every upload check that needs no body (see the module doc); returns the signer, raises :class:`Rejected`.
 
     Parameters
     ----------
     context : ServiceContext
     round_ : int
         The round in the URL (the one the signature must bind).
-    body : bytes
-        The update's safetensors bytes.
+    digest : bytes
+        The 32-byte sha256 the uploader claims for its body (``X-Update-Sha256``).
     signature : str
         The ``X-Signature`` header, already shape-checked by :func:`parse_signature`.
     """
-    digest = hashlib.sha256(body).digest()
-    sha = digest.hex()
     signer = recover_signer(signature, chain_id=context.chain_id, ledger_address=context.ledger_address,
                             bounty_id=context.bounty_id, round_=round_, digest=digest)
     existing = context.state.upload_of(round_, signer)
@@ -101,13 +109,20 @@ def verify_upload(context, round_: int, body: bytes, signature: str) -> Verified
         raise Rejected(RejectionCode.NOT_COMMITTED, f"signer {signer} has not committed an update in round {round_}")
     if signer not in set(record.selected):
         raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
-    if commitment != bound_commitment(context, round_, signer, digest):
-        raise Rejected(
-            RejectionCode.HASH_MISMATCH,
-            f"the body hashes to 0x{sha}, which bound to {signer} is not its commitment 0x{commitment.hex()} in round {round_}",
-        )
-    decode_update(body, context.expected, context.settings.max_upload_bytes)
-    return VerifiedUpload(round_, signer, sha, len(body))
+    if not commitment_matches(context, round_, signer, commitment, digest):
+        raise Rejected(RejectionCode.HASH_MISMATCH,
+                       f"{UPDATE_SHA_HEADER} 0x{digest.hex()} does not match {signer}'s commitment in round {round_} "
+                       f"(0x{commitment.hex()})")
+    return signer
+
+
+def check_body(context, body: bytes, digest: bytes, limit: int) -> None:
+    """The body is the update the headers announced and decodes to the model's tensors; :class:`Rejected` if not."""
+    actual = hashlib.sha256(body).digest()
+    if actual != digest:
+        raise Rejected(RejectionCode.HASH_MISMATCH,
+                       f"the body hashes to 0x{actual.hex()} but {UPDATE_SHA_HEADER} says 0x{digest.hex()}")
+    decode_update(body, context.expected, limit)
 
 
 def decode_update(body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str]], max_bytes: int) -> dict[str, np.ndarray]:

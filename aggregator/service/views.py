@@ -28,6 +28,12 @@ def hex0x(value: str | None) -> str | None:
     return None if value is None else "0x" + value
 
 
+def uploads_visible(record: RoundState) -> bool:
+    """Whether a round's uploads (hashes and bytes) may be shown: only once its commit window closed, so no
+    participant can copy another's update while it can still commit."""
+    return record.step not in (RoundStep.OPENING, RoundStep.OPEN)
+
+
 def current_record(context: ServiceContext) -> RoundState | None:
     """The latest round the chain has opened (a round still ``opening`` is not announced yet)."""
     latest = context.state.latest_round()
@@ -93,7 +99,7 @@ def round_detail(context: ServiceContext, record: RoundState) -> RoundReport:
         strategy_state_before=hex0x(record.state_before_sha),
         strategy_state_after=hex0x(record.state_after_sha),
         uploads=[UploadInfo(institution=u.institution, sha256=u.sha256, size=u.size, received_at=u.received_at)
-                 for u in state.uploads(record.round)],
+                 for u in state.uploads(record.round)] if uploads_visible(record) else [],
         used=None if record.used is None else [UsedUpdate.model_validate(u) for u in record.used],
         excluded=record.excluded,
         decisions=[

@@ -47,11 +47,13 @@ def _hex(value: bytes) -> str:
 
 
 def _upload(aggregator, fed, account, bounty_id: int, round_: int, body: bytes, *, signed_hash: bytes | None = None):
-    """POST an update as ``account`` would: signed over (chain, ledger, bounty, round, sha256)."""
+    """POST an update as ``account`` would: its sha256 announced and signed over (chain, ledger, bounty, round,
+    sha256); ``signed_hash`` announces and signs another hash than the body's."""
     digest = signed_hash or hashlib.sha256(body).digest()
     signature = sign_upload(account, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_, digest)
     return aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
-                                headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
+                                headers={"X-Signature": signature, "X-Update-Sha256": digest.hex(),
+                                         "Content-Type": "application/octet-stream"})
 
 
 def _nothing_stored(aggregator, fed, block: int, bounty_id: int, round_: int, body: bytes) -> None:
@@ -61,7 +63,16 @@ def _nothing_stored(aggregator, fed, block: int, bounty_id: int, round_: int, bo
     assert record["uploads"] == [] and record["step"] == "open"
     assert aggregator.current(bounty_id)["uploads"] == 0
     sha = hashlib.sha256(body).hexdigest()
-    assert aggregator.http.get(f"/bounties/{bounty_id}/rounds/{round_}/updates/{sha}").status_code == 404
+    assert not (aggregator.state_dir / "updates" / sha).exists()
+    sealed = aggregator.http.get(f"/bounties/{bounty_id}/rounds/{round_}/updates/{sha}")  # nothing is served while open
+    assert sealed.status_code == 403 and sealed.json()["code"] == "round_open"
+
+
+def _accepted(aggregator, round_: int, address: str) -> bool:
+    """Whether the aggregator's state holds an accepted upload of ``address`` (read from its database: the API
+    lists no upload while the round is open)."""
+    with closing(sqlite3.connect(f"file:{aggregator.state_dir / 'aggregator.sqlite'}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT 1 FROM uploads WHERE round = ? AND institution = ?", (round_, address)).fetchone() is not None
 
 
 def _timings(record: dict, **more) -> None:
@@ -108,9 +119,9 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
     assert refused.status_code == 409, refused.text
     assert "commitment" in refused.json()["detail"]
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
-    # ... and the same bytes with a signature over the committed hash: the signer recovered is nobody registered
+    # ... and the same bytes announced and signed as the committed hash: the body's own hash gives it away
     refused = _upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped, signed_hash=hashlib.sha256(announced).digest())
-    assert refused.status_code == 403, refused.text
+    assert refused.status_code == 409 and "the body hashes to" in refused.json()["detail"], refused.text
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
 
     # -- the four hospitals --------------------------------------------------------------------------------
@@ -224,7 +235,7 @@ def test_node_killed_after_committing_resumes_without_committing_twice(federatio
             time.sleep(0.01)
             node.signal(signal.SIGSTOP)
             slices += 1
-        uploaded_before_kill = victim.address in {u["institution"] for u in aggregator.round_record(bounty_id, 1)["uploads"]}
+        uploaded_before_kill = _accepted(aggregator, 1, victim.address)
     finally:
         node.signal(signal.SIGKILL)
     assert node.wait(30) == -signal.SIGKILL

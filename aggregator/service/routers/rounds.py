@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from aggregator.service import views
-from aggregator.service.deps import BountyId, Context
+from aggregator.service.deps import BountyId, Context, RoundNumber
 from aggregator.service.rejection import Rejected, error_responses
 from fedcore.protocol import RejectionCode, RoundInfo, RoundReport
 
@@ -25,9 +23,10 @@ def get_current_round(bounty_id: BountyId, context: Context) -> RoundInfo:
 @router.get(
     "/bounties/{bounty_id}/rounds/{round}", response_model=RoundReport,
     responses=error_responses(RejectionCode.NOT_FOUND, RejectionCode.UNKNOWN_BOUNTY),
-    summary="One round's record: uploads, used and excluded updates, scores, settings, transactions",
+    summary="One round's record: uploads (listed once the round is closed), used and excluded updates, scores, "
+            "settings, transactions",
 )
-def get_round(bounty_id: BountyId, round: Annotated[int, Path(ge=1)], context: Context) -> RoundReport:
+def get_round(bounty_id: BountyId, round: RoundNumber, context: Context) -> RoundReport:
     record = context.state.round(round)
     if record is None:
         raise Rejected(RejectionCode.NOT_FOUND, f"round {round} of bounty {bounty_id} is not known to this aggregator")

@@ -23,6 +23,7 @@ from aggregator.service.settings import load_settings
 from fedcore import codec
 from fedcore.commitments import bind_commitment
 from fedcore.keystore import create_keystore
+from fedcore.protocol import UPDATE_SHA_HEADER
 from fedcore.rules import RoundRules, rules_hash
 from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
@@ -124,7 +125,7 @@ class Harness:
 
     def upload(self, client: TestClient, account, round_: int, data: bytes, *, signature: str | None = "sign",
                bounty_id: int | None = None):
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": "application/octet-stream", UPDATE_SHA_HEADER: hashlib.sha256(data).hexdigest()}
         if signature == "sign":
             signature = self.sign(account, round_, data, bounty_id)
         if signature is not None:

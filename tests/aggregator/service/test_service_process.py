@@ -154,7 +154,8 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
             ledger.as_sender(inst).commit_update(bounty_id, 1, commitment, 20 * (i + 1))
             signature = sign_upload(inst, w3.eth.chain_id, ledger.address, bounty_id, 1, digest)
             response = http.post(f"/bounties/{bounty_id}/rounds/1/updates", content=update,
-                                 headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
+                                 headers={"X-Signature": signature, "X-Update-Sha256": digest.hex(),
+                                          "Content-Type": "application/octet-stream"})
             assert response.status_code == 202, response.text
             assert response.json()["institution"] == inst.address
 

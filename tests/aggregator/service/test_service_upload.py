@@ -59,6 +59,11 @@ def test_accepts_a_committed_upload_and_refuses_it_twice(service):
     assert len(context.state.uploads(1)) == 1
     current = client.get(f"/bounties/{h.bounty_id}/rounds/current").json()
     assert current["uploads"] == 1
+    # sealed while the round is open: neither the hash nor the bytes are served
+    assert client.get(f"/bounties/{h.bounty_id}/rounds/1").json()["uploads"] == []
+    assert_one_line(client.get(f"/bounties/{h.bounty_id}/rounds/1/updates/{sha}"), 403, RejectionCode.ROUND_OPEN, "sealed")
+    context.state.begin_scoring(1)
+    assert [u["sha256"] for u in client.get(f"/bounties/{h.bounty_id}/rounds/1").json()["uploads"]] == ["0x" + sha]
     download = client.get(f"/bounties/{h.bounty_id}/rounds/1/updates/{sha}")
     assert download.status_code == 200 and download.content == data
     assert client.get(f"/bounties/{h.bounty_id}/rounds/1/updates/0x{sha}").content == data
@@ -120,8 +125,8 @@ def _committed_garbage(h, client):
     return h.upload(client, h.insts[0], 1, data)
 
 
-def _wrong_shape(h, client):
-    data = h.update(shapes=((1,), (1, 4)))
+def _wrong_shape(h, client):  # smaller than the model: a larger one is refused by size first
+    data = h.update(shapes=((1,), (1, 2)))
     h.commit(h.insts[0], 1, data)
     return h.upload(client, h.insts[0], 1, data)
 
@@ -133,7 +138,7 @@ def _wrong_names(h, client):
 
 
 def _wrong_dtype(h, client):
-    data = h.update(dtype=np.float64)
+    data = h.update(dtype=np.float16)
     h.commit(h.insts[0], 1, data)
     return h.upload(client, h.insts[0], 1, data)
 
@@ -161,7 +166,7 @@ def _too_large_streamed(h, client):
     h.commit(h.insts[0], 1, data)
     chunks = iter([data[:80], data[80:]])  # a generator body is sent chunked, without Content-Length
     return client.post(f"/bounties/{h.bounty_id}/rounds/1/updates", content=chunks,
-                       headers={"X-Signature": h.sign(h.insts[0], 1, data)})
+                       headers={"X-Signature": h.sign(h.insts[0], 1, data), "X-Update-Sha256": hashlib.sha256(data).hexdigest()})
 
 
 CASES = {
@@ -256,7 +261,8 @@ def test_read_endpoints(service):
 
     assert_one_line(client.get(f"/bounties/{b}/rounds/7"), 404, RejectionCode.NOT_FOUND, "round 7")
     assert_one_line(client.get(f"/bounties/{b}/models/{'ab' * 32}"), 404, RejectionCode.NOT_FOUND, "no model")
-    assert_one_line(client.get(f"/bounties/{b}/rounds/1/updates/{'ab' * 32}"), 404, RejectionCode.NOT_FOUND, "was accepted")
+    assert_one_line(client.get(f"/bounties/{b}/rounds/1/updates/{'ab' * 32}"), 403, RejectionCode.ROUND_OPEN, "sealed")
+    assert_one_line(client.get(f"/bounties/{b}/rounds/7/updates/{'ab' * 32}"), 404, RejectionCode.NOT_FOUND, "was accepted")
     assert_one_line(client.get(f"/bounties/{b + 1}/task"), 404, RejectionCode.UNKNOWN_BOUNTY, "unknown bounty")
     assert_one_line(client.get("/bounties/abc/task"), 400, RejectionCode.MALFORMED, "malformed request")
     assert_one_line(client.get(f"/bounties/{b}/models/xyz"), 400, RejectionCode.MALFORMED, "malformed request")
@@ -302,5 +308,5 @@ def test_openapi_documents_every_endpoint(service):
     }
     upload = paths["/bounties/{bounty_id}/rounds/{round}/updates"]["post"]
     assert "application/octet-stream" in upload["requestBody"]["content"]
-    assert {"202", "400", "401", "403", "404", "409", "413"} <= set(upload["responses"])
-    assert any(p["name"] == "X-Signature" for p in upload["parameters"])
+    assert {"202", "400", "401", "403", "404", "408", "409", "413", "503"} <= set(upload["responses"])
+    assert {"X-Signature", "X-Update-Sha256"} <= {p["name"] for p in upload["parameters"]}
