@@ -25,7 +25,7 @@ import pytest
 from eth_account import Account
 
 from fedcore import codec
-from fedcore.signing import sign_upload
+from tests.e2e.conftest import upload
 
 pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -41,13 +41,6 @@ def _fresh_institution(fed, label: str, *, stake: int | None = None):
     fund_account(fed.w3, account.address, 5 * 10**18)
     fed.ledger.as_sender(account).join(label, "", stake=stake or fed.ledger.min_stake())
     return account
-
-
-def _upload(aggregator, fed, account, bounty_id: int, round_: int, body: bytes):
-    digest = hashlib.sha256(body).digest()
-    signature = sign_upload(account, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_, digest)
-    return aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
-                                headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
 
 
 def test_a_fresh_identity_cannot_farm_reputation_with_its_own_unfunded_bounties(federation):
@@ -114,8 +107,8 @@ def test_bots_cannot_crowd_hospitals_out_and_a_slashed_institution_cannot_commit
     for i, bot in enumerate(bots):
         rng = np.random.default_rng(i)
         noise = codec.encode({k: rng.normal(0, 5, v.shape).astype(v.dtype) for k, v in weights.items()})
-        fed.ledger.as_sender(bot).commit_update(bounty_id, 1, hashlib.sha256(noise).digest(), 100)
-        assert _upload(aggregator, fed, bot, bounty_id, 1, noise).status_code == 202
+        fed.ledger.as_sender(bot).commit_update(bounty_id, 1, fed.commitment(bounty_id, 1, bot.address, noise), 100)
+        assert upload(aggregator, fed, bot, bounty_id, 1, noise).status_code == 202
     time.sleep(3)  # several polls of the round loop: the old --quorum 4 rule would close here on 3 bots + 1
     assert aggregator.current(bounty_id)["status"] == "open"
 

@@ -13,25 +13,17 @@ Both times the attacker earns nothing, every hospital is used and scored (the vi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 import pytest
 
-from fedcore.signing import sign_upload
+from tests.e2e.conftest import upload
 
 pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # mallory's uploads are refused, so the round closes when its window ends (no early close on the invited set).
 COMMIT_WINDOW = 45
-
-
-def _upload(aggregator, fed, account, bounty_id: int, round_: int, body: bytes):
-    signature = sign_upload(account, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_,
-                            hashlib.sha256(body).digest())
-    return aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
-                                headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
 
 
 def _copy_commitment(fed, bounty_id: int, round_: int, victim: str, alive) -> bytes:
@@ -59,14 +51,14 @@ def test_copied_commitments_are_worthless_to_the_copier_and_cost_the_victim_noth
 
     # round 1: grief Cleveland by committing its commitment
     _copy_commitment(fed, bounty_id, 1, cleveland.address, alive)
-    refused = _upload(aggregator, fed, fed.mallory, bounty_id, 1, b"mallory has no bytes that bind to this")
+    refused = upload(aggregator, fed, fed.mallory, bounty_id, 1, b"mallory has no bytes that bind to this")
     assert refused.status_code == 409 and refused.json()["code"] == "hash_mismatch", refused.text
 
     # round 2: copy Hungarian's commitment and its very bytes, sign them as mallory
     _copy_commitment(fed, bounty_id, 2, hungarian.address, alive)
     stolen = fed.wait_until(lambda: _saved(state_root, hungarian.name, bounty_id, 2), timeout=60,
                             what="Hungarian's round-2 bytes", alive=alive)
-    refused = _upload(aggregator, fed, fed.mallory, bounty_id, 2, stolen)
+    refused = upload(aggregator, fed, fed.mallory, bounty_id, 2, stolen)
     assert refused.status_code == 409, refused.text
     assert refused.json()["code"] == "hash_mismatch"
 

@@ -14,7 +14,6 @@ the model moves only by the hospitals' updates, mallory earns nothing, the bount
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from fedcore import codec
-from fedcore.signing import sign_upload
+from tests.e2e.conftest import upload
 
 pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -40,10 +39,7 @@ def _attack(fed, aggregator, bounty_id: int, round_: int, value: float, samples:
     body = codec.encode({k: np.full_like(v, value) for k, v in weights.items()})
     fed.ledger.as_sender(fed.mallory).commit_update(
         bounty_id, round_, fed.commitment(bounty_id, round_, fed.mallory.address, body), samples)
-    signature = sign_upload(fed.mallory, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_,
-                            hashlib.sha256(body).digest())
-    accepted = aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
-                                    headers={"X-Signature": signature, "Content-Type": "application/octet-stream"})
+    accepted = upload(aggregator, fed, fed.mallory, bounty_id, round_, body)
     assert accepted.status_code == 202, accepted.text
 
 

@@ -78,7 +78,7 @@ def huge_path_numbers(aggregator, bounty_id: int) -> None:
     """Round and bounty numbers past 2^32-1, past 2^63-1, or negative: 400 with a code, never a 500."""
     paths = [f"/bounties/{bounty_id}/rounds/{2**63}", f"/bounties/{bounty_id}/rounds/{2**64 + 1}",
              f"/bounties/{bounty_id}/rounds/{MAX_PATH_NUMBER + 1}", f"/bounties/{bounty_id}/rounds/-1",
-             f"/bounties/{2**70}/task", f"/bounties/-1/rounds/current",
+             f"/bounties/{2**70}/task", "/bounties/-1/rounds/current",
              f"/bounties/{bounty_id}/rounds/{2**63}/updates/{'ab' * 32}"]
     for path in paths:
         answer = aggregator.http.get(path)
@@ -124,7 +124,7 @@ def half_sent_bodies(fed, aggregator, bounty_id: int, update_size: int) -> dict:
     and the other SLOTS - 1 slots stay free for the hospitals."""
     junk = b"\1" * update_size
     digest = hashlib.sha256(junk).digest()
-    fed.ledger.as_sender(fed.mallory).commit_update(bounty_id, 1, digest, 10)
+    fed.ledger.as_sender(fed.mallory).commit_update(bounty_id, 1, fed.commitment(bounty_id, 1, fed.mallory.address, junk), 10)
     headers = signed_headers(fed, fed.mallory, bounty_id, 1, digest, update_size)
     started = time.monotonic()
     socks = [open_upload(aggregator.url, f"/bounties/{bounty_id}/rounds/1/updates", headers) for _ in range(HALF_SENT)]

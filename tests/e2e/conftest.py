@@ -34,6 +34,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fedcore.signing import sign_upload
+
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e federation password"
 HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
@@ -449,6 +451,16 @@ class Federation:
         assert report["verified"] is True, report["reasons"]
         assert report["skipped"] == [] and report["reasons"] == []
         return report
+
+
+def upload(aggregator, fed, account, bounty_id: int, round_: int, body: bytes, *, signed_hash: bytes | None = None):
+    """POST an update as ``account`` would: its sha256 announced and signed over (chain, ledger, bounty, round,
+    sha256); ``signed_hash`` announces and signs another hash than the body's."""
+    digest = signed_hash or hashlib.sha256(body).digest()
+    signature = sign_upload(account, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_, digest)
+    return aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
+                                headers={"X-Signature": signature, "X-Update-Sha256": digest.hex(),
+                                         "Content-Type": "application/octet-stream"})
 
 
 def _write_key(path: Path, account) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from fedcore import codec
-from fedcore.signing import sign_upload
+from tests.e2e.conftest import upload
 
 pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -44,16 +44,6 @@ COMMIT_WINDOW = 60
 
 def _hex(value: bytes) -> str:
     return "0x" + bytes(value).hex()
-
-
-def _upload(aggregator, fed, account, bounty_id: int, round_: int, body: bytes, *, signed_hash: bytes | None = None):
-    """POST an update as ``account`` would: its sha256 announced and signed over (chain, ledger, bounty, round,
-    sha256); ``signed_hash`` announces and signs another hash than the body's."""
-    digest = signed_hash or hashlib.sha256(body).digest()
-    signature = sign_upload(account, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, round_, digest)
-    return aggregator.http.post(f"/bounties/{bounty_id}/rounds/{round_}/updates", content=body,
-                                headers={"X-Signature": signature, "X-Update-Sha256": digest.hex(),
-                                         "Content-Type": "application/octet-stream"})
 
 
 def _nothing_stored(aggregator, fed, block: int, bounty_id: int, round_: int, body: bytes) -> None:
@@ -100,13 +90,13 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
 
     block = fed.w3.eth.block_number  # nobody else sends a transaction until the nodes start
     # (c) a signer that never joined
-    refused = _upload(aggregator, fed, fed.outsider, bounty_id, 1, swapped)
+    refused = upload(aggregator, fed, fed.outsider, bounty_id, 1, swapped)
     assert refused.status_code == 403, refused.text
     assert "not a registered institution" in refused.json()["detail"]
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
 
     # (b) a registered institution that uploads without committing
-    refused = _upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped)
+    refused = upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped)
     assert refused.status_code == 403, refused.text
     assert "has not committed" in refused.json()["detail"]
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
@@ -115,12 +105,12 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
     # (a) commits one hash, uploads other bytes (correctly signed for those bytes)
     fed.ledger.as_sender(fed.mallory).commit_update(bounty_id, 1, hashlib.sha256(announced).digest(), 100)
     block = fed.w3.eth.block_number
-    refused = _upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped)
+    refused = upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped)
     assert refused.status_code == 409, refused.text
     assert "commitment" in refused.json()["detail"]
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
     # ... and the same bytes announced and signed as the committed hash: the body's own hash gives it away
-    refused = _upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped, signed_hash=hashlib.sha256(announced).digest())
+    refused = upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped, signed_hash=hashlib.sha256(announced).digest())
     assert refused.status_code == 409 and "the body hashes to" in refused.json()["detail"], refused.text
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
 
