@@ -43,7 +43,7 @@ def test_copied_commitments_are_worthless_to_the_copier_and_cost_the_victim_noth
     t0 = time.monotonic()
     rounds = 2
     bounty_id = fed.create_bounty(procs, rounds=rounds, commit_window=COMMIT_WINDOW, reward="2ether")
-    aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state", extra=("--quorum", 5))
+    aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state")
     state_root = tmp_path / "nodes"
     nodes = fed.start_nodes(procs, bounty_id, aggregator.url, state_root)
     alive = (aggregator.proc, *nodes.values())

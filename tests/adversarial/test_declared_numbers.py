@@ -48,7 +48,7 @@ def test_declared_numbers_outside_the_tasks_bounds_are_excluded_and_the_bounty_c
     t0 = time.monotonic()
     rounds = len(ATTACKS)
     bounty_id = fed.create_bounty(procs, rounds=rounds, commit_window=COMMIT_WINDOW, reward="2ether")
-    aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state", extra=("--quorum", 5))
+    aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state")
     nodes = fed.start_nodes(procs, bounty_id, aggregator.url, tmp_path / "nodes")
     alive = (aggregator.proc, *nodes.values())
     for r, (value, samples) in ATTACKS.items():

@@ -102,8 +102,9 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
     _nothing_stored(aggregator, fed, block, bounty_id, 1, swapped)
     assert fed.ledger.commitment_of(bounty_id, 1, fed.mallory.address) == ZERO_HASH
 
-    # (a) commits one hash, uploads other bytes (correctly signed for those bytes)
-    fed.ledger.as_sender(fed.mallory).commit_update(bounty_id, 1, hashlib.sha256(announced).digest(), 100)
+    # (a) commits to one update, uploads other bytes (correctly signed for those bytes)
+    fed.ledger.as_sender(fed.mallory).commit_update(
+        bounty_id, 1, fed.commitment(bounty_id, 1, fed.mallory.address, announced), 100)
     block = fed.w3.eth.block_number
     refused = upload(aggregator, fed, fed.mallory, bounty_id, 1, swapped)
     assert refused.status_code == 409, refused.text
