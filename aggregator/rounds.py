@@ -135,7 +135,8 @@ def bound_updates(updates: tuple[Update, ...], bounds: DeclaredBounds
     clipped: dict[str, str] = {}
     for u in updates:
         n = u.num_samples
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not bounds.min_samples <= n <= bounds.max_samples:
+        if (isinstance(n, bool) or not isinstance(n, int | np.integer)
+                or not bounds.min_samples <= n <= bounds.max_samples):
             rejected[u.institution] = (f"declared {n} samples, outside the task's range "
                                        f"[{bounds.min_samples}, {bounds.max_samples}]")
             continue

@@ -206,7 +206,8 @@ def _check_updates(updates: Any, global_weights: Mapping[str, np.ndarray]) -> li
             raise AggregatorError(f"institution ids must be non-empty strings, got {update.institution!r}")
     ids = [u.institution for u in updates]
     if len(set(ids)) != len(ids):
-        raise AggregatorError(f"an institution has two updates in one round: {sorted(i for i in ids if ids.count(i) > 1)}")
+        repeated = sorted(i for i in ids if ids.count(i) > 1)
+        raise AggregatorError(f"an institution has two updates in one round: {repeated}")
     checked_updates: list[Update] = []
     names = set(global_weights)
     for update in sorted(updates, key=lambda u: u.institution):
@@ -220,9 +221,8 @@ def _check_updates(updates: Any, global_weights: Mapping[str, np.ndarray]) -> li
         for name in global_weights:  # the model's tensor order
             array = np.asarray(arrays[name])
             if array.shape != np.shape(global_weights[name]):
-                raise AggregatorError(
-                    f"update of {cid}: tensor {name!r} has shape {array.shape}, expected {np.shape(global_weights[name])}"
-                )
+                expected = np.shape(global_weights[name])
+                raise AggregatorError(f"update of {cid}: tensor {name!r} has shape {array.shape}, expected {expected}")
             if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
                 raise AggregatorError(f"update of {cid}: tensor {name!r} is not finite numeric")
             checked[name] = array
@@ -427,7 +427,9 @@ def estimator_settings(estimator: str, estimator_params: Mapping[str, Any] | Non
     default is ``0.75 / n``). A caller's ``convergence_tolerance`` overrides a default share.
     """
     if estimator not in shapley.ESTIMATORS:
-        raise AggregatorError(f"unknown contribution estimator {estimator!r}; choose one of {sorted(shapley.ESTIMATORS)}")
+        raise AggregatorError(
+            f"unknown contribution estimator {estimator!r}; choose one of {sorted(shapley.ESTIMATORS)}"
+        )
     if estimator_params is not None and not isinstance(estimator_params, Mapping):
         raise AggregatorError(f"estimator_params must be a mapping, got {type(estimator_params).__name__}")
     given = dict(estimator_params or {})

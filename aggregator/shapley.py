@@ -364,13 +364,16 @@ def _check_sampling_params(
 ) -> None:
     if sampling not in SAMPLING_SCHEMES:
         raise AggregatorError(f"unknown sampling {sampling!r}; choose one of {list(SAMPLING_SCHEMES)}")
-    for name, value in (("truncation_tolerance", truncation_tolerance), ("convergence_tolerance", convergence_tolerance)):
+    tolerances = (("truncation_tolerance", truncation_tolerance), ("convergence_tolerance", convergence_tolerance))
+    for name, value in tolerances:
         if name == "convergence_tolerance" and value is None:
             continue  # the default, 0.75 / n
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise AggregatorError(f"{name} must be a finite number >= 0, got {value!r}")
     if truncation_tolerance >= 1:
-        raise AggregatorError(f"truncation_tolerance must be < 1 (a fraction of v(N) - v(empty)), got {truncation_tolerance}")
+        raise AggregatorError(
+            f"truncation_tolerance must be < 1 (a fraction of v(N) - v(empty)), got {truncation_tolerance}"
+        )
     for name, value in (("min_permutations", min_permutations), ("max_permutations", max_permutations)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise AggregatorError(f"{name} must be a positive integer, got {value!r}")
@@ -382,7 +385,9 @@ def _check_sampling_params(
         # One full permutation needs at most n + 1 distinct coalitions (empty, n - 1 prefixes, grand):
         # with fewer, not even one permutation could complete.
         if max_evaluations < n + 1:
-            raise AggregatorError(f"max_evaluations must be at least n + 1 = {n + 1} for {n} players, got {max_evaluations}")
+            raise AggregatorError(
+                f"max_evaluations must be at least n + 1 = {n + 1} for {n} players, got {max_evaluations}"
+            )
 
 
 def _permutation_stream(n: int, rng: np.random.Generator, sampling: str) -> Iterator[np.ndarray]:
@@ -467,7 +472,9 @@ def _permutation_estimate(
     empty, grand = cache(frozenset()), cache(frozenset(range(n)))
     total_gain = abs(grand - empty)
 
-    def result(values: np.ndarray, std_errors: np.ndarray, samples: np.ndarray, converged: bool) -> ContributionEstimate:
+    def result(
+        values: np.ndarray, std_errors: np.ndarray, samples: np.ndarray, converged: bool
+    ) -> ContributionEstimate:
         return ContributionEstimate(
             values=values,
             std_errors=std_errors,
@@ -570,9 +577,10 @@ def monte_carlo_shapley(
         Stop once ``max_i std_error_i <= convergence_tolerance * |v(N) - v(empty)|``, tested after whole
         sweeps only. 0 disables the test. None (default): ``0.75 / n``, three quarters of an equal share,
         so the precision asked for follows the size of the shares (a fixed fraction of the total is
-        too loose at ``n = 100`` and needlessly tight at ``n = 2``). The standard error treats permutations as independent; under
-        ``"leader"`` and ``"cycle"`` they are negatively correlated, so it overstates the spread (by
-        1.2-1.5x and 1.6-3.8x on the synthetic game that chose the defaults): the test is conservative.
+        too loose at ``n = 100`` and needlessly tight at ``n = 2``). The standard error treats permutations
+        as independent; under ``"leader"`` and ``"cycle"`` they are negatively correlated, so it overstates
+        the spread (by 1.2-1.5x and 1.6-3.8x on the synthetic game that chose the defaults): the test is
+        conservative.
     min_permutations : int
         Permutations done before the stopping test applies (small samples under-estimate spread).
     max_permutations : int
@@ -697,7 +705,8 @@ def gtg_shapley(
     convergence_tolerance, min_permutations, max_permutations, max_evaluations
         As in :func:`monte_carlo_shapley`.
     """
-    if isinstance(round_truncation_threshold, bool) or not isinstance(round_truncation_threshold, (int, float)) or not round_truncation_threshold >= 0:
+    if (isinstance(round_truncation_threshold, bool) or not isinstance(round_truncation_threshold, (int, float))
+            or not round_truncation_threshold >= 0):
         raise AggregatorError(f"round_truncation_threshold must be a number >= 0, got {round_truncation_threshold!r}")
     return _permutation_estimate(
         n,

@@ -360,9 +360,9 @@ class Strategy:
     def server_step(self, global_weights: Mapping[str, np.ndarray], combined: Arrays) -> Arrays:
         """New global weights from the combined delta: ``w + server_lr * delta``."""
         return {
-            name: (np.asarray(global_weights[name], dtype=np.float64) + self.server_lr * combined[name].astype(np.float64)).astype(
-                np.float32
-            )
+            name: (
+                np.asarray(global_weights[name], dtype=np.float64) + self.server_lr * combined[name].astype(np.float64)
+            ).astype(np.float32)
             for name in global_weights
         }
 

@@ -26,7 +26,8 @@ HEADER_LIMIT = 1024 * 1024  # a header this large is an attack, not a model
 
 # dtypes a model or update may carry; everything else (objects, strings) cannot be encoded.
 ALLOWED_DTYPES = frozenset(
-    np.dtype(name).name for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+    np.dtype(name).name
+    for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 )
 
 Arrays = dict[str, np.ndarray]

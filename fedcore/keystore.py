@@ -80,7 +80,8 @@ def read_password(
         except FileNotFoundError:
             raise ConfigError(f"password file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read password file {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"cannot read password file {path}: {reason}") from None
         password = text[:-1] if text.endswith("\n") else text
         password = password[:-1] if password.endswith("\r") else password
         if not password:
@@ -149,7 +150,9 @@ def create_keystore(
     backup = None
     if path.exists():
         if not force:
-            raise ConfigError(f"a keystore already exists at {path}: pass --force to replace it (the old one is kept as a backup)")
+            raise ConfigError(
+                f"a keystore already exists at {path}: pass --force to replace it (the old one is kept as a backup)"
+            )
         backup = path.with_name(f"{path.name}.bak-{int(time.time())}")
         os.replace(path, backup)
     try:
@@ -171,7 +174,8 @@ def read_keystore_json(path: str | os.PathLike | None) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"keystore path {path} is a directory, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read keystore {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"cannot read keystore {path}: {reason}") from None
     try:
         data = json.loads(raw)
     except ValueError:
@@ -208,7 +212,8 @@ def load_keystore(path: str | os.PathLike | None, password: str) -> LocalAccount
     except ValueError as exc:  # eth-keyfile's EthKeyfileValueError subclasses ValueError
         if "MAC mismatch" in str(exc):
             raise ConfigError(f"wrong password for keystore {path}") from None
-        raise ConfigError(f"malformed keystore {path}: {str(exc).splitlines()[0] if str(exc) else 'cannot decrypt'}") from None
+        first_line = str(exc).splitlines()[0] if str(exc) else "cannot decrypt"
+        raise ConfigError(f"malformed keystore {path}: {first_line}") from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"malformed keystore {path}: missing or invalid field {exc}") from None
     except NotImplementedError as exc:
@@ -216,7 +221,9 @@ def load_keystore(path: str | os.PathLike | None, password: str) -> LocalAccount
     account = Account.from_key(key)
     recorded = keystore_address(path)
     if recorded is not None and recorded != account.address:
-        raise ConfigError(f"malformed keystore {path}: its key belongs to {account.address}, not to the recorded {recorded}")
+        raise ConfigError(
+            f"malformed keystore {path}: its key belongs to {account.address}, not to the recorded {recorded}"
+        )
     return account
 
 

@@ -202,7 +202,9 @@ def predict_proba(model: nn.Module, X: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * predict_logits(model, X)))
 
 
-def model_from_weights(spec_or_name: Any, weights: Mapping[str, np.ndarray], n_features: int | None = None) -> nn.Module:
+def model_from_weights(
+    spec_or_name: Any, weights: Mapping[str, np.ndarray], n_features: int | None = None
+) -> nn.Module:
     """A model of the task's architecture holding ``weights`` (input width read from them if needed)."""
     if n_features is None and isinstance(spec_or_name, str):
         first = next(iter(weights.values()))

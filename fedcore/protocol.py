@@ -260,8 +260,10 @@ class RoundInfo(_Model):
     status: RoundStatus
     global_model_hash: Hash | None = Field(
         default=None, description="sha256 of the model GET .../model serves; equals the chain's round.globalModelHash")
-    new_model_hash: Hash | None = Field(default=None, description="sha256 of the model this round produced, once scored")
-    commit_deadline: int = Field(default=0, description="chain timestamp after which commitUpdate reverts; 0 before round 1")
+    new_model_hash: Hash | None = Field(
+        default=None, description="sha256 of the model this round produced, once scored")
+    commit_deadline: int = Field(
+        default=0, description="chain timestamp after which commitUpdate reverts; 0 before round 1")
     selected: list[Address] = Field(default_factory=list, description="institutions invited to this round; empty: all")
     uploads: int = Field(default=0, description="uploads accepted so far in this round")
     fit_config: FitConfig = Field(default_factory=FitConfig, description="this round's training overrides")
@@ -372,7 +374,9 @@ class RoundReport(_Model):
 
 
 __all__ = [
-    "MAX_PATH_NUMBER", "REJECTION_STATUS", "SIGNATURE_HEADER", "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase", "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
+    "MAX_PATH_NUMBER", "REJECTION_STATUS", "SIGNATURE_HEADER", "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase",
+    "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
     "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
-    "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo", "UsedUpdate",
+    "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo",
+    "UsedUpdate",
 ]

@@ -121,7 +121,8 @@ class PersonalizationSettings:
     def __post_init__(self) -> None:
         if self.method not in PERSONALIZATION_METHODS:
             raise ConfigError(f"personalization.method must be one of {PERSONALIZATION_METHODS}, got {self.method!r}")
-        for name, check in (("ditto_lambdas", _is_number), ("finetune_lrs", _is_number), ("finetune_steps", jsondoc.is_int)):
+        checks = (("ditto_lambdas", _is_number), ("finetune_lrs", _is_number), ("finetune_steps", jsondoc.is_int))
+        for name, check in checks:
             values = getattr(self, name)
             if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
                 raise ConfigError(f"personalization.{name} must be a non-empty list")
@@ -131,10 +132,14 @@ class PersonalizationSettings:
         if 0.0 in self.finetune_lrs:
             raise ConfigError("personalization.finetune_lrs must be > 0")
         if not _is_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"personalization.validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+            raise ConfigError(
+                f"personalization.validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
         object.__setattr__(self, "validation_fraction", float(self.validation_fraction))
         if not jsondoc.is_int(self.validation_splits) or self.validation_splits < 1:
-            raise ConfigError(f"personalization.validation_splits must be a positive integer, got {self.validation_splits!r}")
+            raise ConfigError(
+                f"personalization.validation_splits must be a positive integer, got {self.validation_splits!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -234,7 +234,8 @@ def chain_checks(report: BountyTrace, client, bounty_id: int) -> list[Check]:
                                 f"{_short(committed[who].update_hash)} in its event")
     n_scored = sum(len(r.scored) for r in report.rounds)
     checks.append(Check("commitments", not problems, "; ".join(problems) or
-                        f"all {n_scored} scored updates in {len(finalized)} finalized rounds were committed in their round"))
+                        f"all {n_scored} scored updates in {len(finalized)} finalized rounds "
+                        "were committed in their round"))
 
     # unique participants and hashes
     problems = []
@@ -452,7 +453,8 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
     cannot be replayed, later rounds of a stateful strategy are not recomputed. With ``binding``
     (:func:`commitment_binding`), the updates the round computation left out (outside the task's bounds, or not
-    computable) are replayed too, and ``exclusions_round_<r>`` checks it leaves out the same ones for the same reasons."""
+    computable) are replayed too, and ``exclusions_round_<r>`` checks it leaves out the same ones for the same
+    reasons."""
     from aggregator.rounds import RoundInputs, compute_round
     from aggregator.rules import strategy_from_rules
     from aggregator.strategies import Strategy

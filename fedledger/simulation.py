@@ -112,7 +112,9 @@ UpdateTransform = Callable[[int, str, Update], "Update | None"]
 RoundCallback = Callable[[SimulatedRound], None]
 
 
-def evaluate_weights(spec: TaskSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def evaluate_weights(
+    spec: TaskSpec, weights: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
     """Accuracy, AUC and log loss of the model with ``weights`` on ``(X, y)``."""
     return fm.all_metrics(y, predict_with_weights(spec, weights, X))
 

@@ -41,7 +41,8 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--from", dest="from_address", metavar="ADDRESS",
                      help="an account the chain's node holds unlocked (Ganache dev accounts)")
     parser.add_argument("--password-file", metavar="PATH",
-                        help=f"file whose first line is the keystore password (default: ${PASSWORD_ENV}, else a prompt)")
+                        help="file whose first line is the keystore password "
+                             f"(default: ${PASSWORD_ENV}, else a prompt)")
 
 
 def resolve_sender(args: argparse.Namespace, w3):
@@ -104,7 +105,9 @@ def existing_bounty(ledger, bounty_id: int):
         bounty = ledger.bounty(bounty_id)
     except ContractRevert as error:
         if error.name == "UnknownBounty":
-            raise ChainError(f"unknown bounty id {bounty_id}: this chain has {ledger.bounty_count()} bounties") from None
+            raise ChainError(
+                f"unknown bounty id {bounty_id}: this chain has {ledger.bounty_count()} bounties"
+            ) from None
         raise
     if bounty.status == BountyStatus.NONE:
         raise ChainError(f"unknown bounty id {bounty_id}: this chain has {ledger.bounty_count()} bounties")
@@ -228,7 +231,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "Hash the task spec (sha256 of its canonical JSON) and the validation CSV (sha256 of its exact bytes), "
         "approve the reward first when it is a token, and create the bounty with the reward escrowed.",
     )
-    create.add_argument("--task", required=True, metavar="PATH", help="task spec JSON (e.g. from `fedledger data heart`)")
+    create.add_argument("--task", required=True, metavar="PATH",
+                        help="task spec JSON (e.g. from `fedledger data heart`)")
     create.add_argument("--validation", required=True, metavar="PATH",
                         help="the validation CSV the aggregator will score on (only its hash goes on chain)")
     create.add_argument("--rules", required=True, metavar="PATH",
@@ -252,15 +256,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rules = sub.add_parser(
         "rules", help="resolve and write a bounty's round rules (strategy, scorer, utility, seed); prints their hash",
         description="Write every setting that decides a round's aggregate and scores, with each default spelled out, "
-                    "to a JSON file. Its sha256 goes on chain with `create-bounty --rules`: from then on the aggregator, "
-                    "every node and every auditor use exactly these rules, and nobody can change them after seeing "
-                    "the updates.", allow_abbrev=False)
+                    "to a JSON file. Its sha256 goes on chain with `create-bounty --rules`: from then on the "
+                    "aggregator, every node and every auditor use exactly these rules, and nobody can change them "
+                    "after seeing the updates.", allow_abbrev=False)
     rules.add_argument("--task", required=True, metavar="PATH", help="the bounty's task spec JSON")
     rules.add_argument("--out", required=True, metavar="PATH", help="where to write the rules JSON")
     rules.add_argument("--strategy", default="fedavg",
-                       help="aggregation strategy: fedavg, fedprox, fedadam, fedyogi, fedadagrad, median, trimmed_mean, "
-                            "krum, multikrum (default: %(default)s)")
-    rules.add_argument("--strategy-params", default="{}", metavar="JSON", help="strategy settings, e.g. '{\"mu\": 0.1}'")
+                       help="aggregation strategy: fedavg, fedprox, fedadam, fedyogi, fedadagrad, median, "
+                            "trimmed_mean, krum, multikrum (default: %(default)s)")
+    rules.add_argument("--strategy-params", default="{}", metavar="JSON",
+                       help="strategy settings, e.g. '{\"mu\": 0.1}'")
     rules.add_argument("--scorer", default="gtg", help="contribution estimator (default: %(default)s)")
     rules.add_argument("--scorer-params", default="{}", metavar="JSON", help="estimator settings as a JSON object")
     rules.add_argument("--utility-metric", default=None,
@@ -360,7 +365,8 @@ def _create_bounty(args: argparse.Namespace) -> int:
     params = BountyParams(task_spec_hash=task_hash(spec), validation_set_hash=validation_hash,
                           aggregator=aggregator, num_rounds=args.rounds,
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
-                          token=token, rules_hash=rules_hash(rules), recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE)
+                          token=token, rules_hash=rules_hash(rules),
+                          recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE)
     _approve_if_token(w3, ledger, token, args.reward)
     bounty_id = ledger.create_bounty(params, args.reward)
     emit({

@@ -218,7 +218,9 @@ def concat_tables(tables: Sequence[Table], name: str) -> Table:
     names = {t.feature_names for t in tables}
     if len(names) != 1:
         raise DataError("cannot pool tables with different feature columns")
-    return Table(name, tables[0].feature_names, np.concatenate([t.X for t in tables]), np.concatenate([t.y for t in tables]))
+    return Table(
+        name, tables[0].feature_names, np.concatenate([t.X for t in tables]), np.concatenate([t.y for t in tables])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +319,9 @@ def load_csv_site(
     """Read, split (stratified by label when possible) and preprocess one institution's CSV."""
     table = read_table(path, schema, name)
     strata = flamby_stratify(table.y) if stratify else None
-    train_index, test_index = train_test_split_indices(len(table), train_fraction=train_fraction, seed=seed, stratify=strata)
+    train_index, test_index = train_test_split_indices(
+        len(table), train_fraction=train_fraction, seed=seed, stratify=strata
+    )
     impute = schema.missing if schema.missing != "drop" else "drop"
     return prepare_site(table, train_index, test_index, impute=impute, normalize=normalize)
 

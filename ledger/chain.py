@@ -241,7 +241,8 @@ def _replay_failure(w3: Web3, receipt: TxReceipt, params: dict, call_: Any, abi:
             _raise_mapped(exc, abi)
             raise
     raise ChainError(
-        f"transaction {receipt['transactionHash'].hex()} failed (status 0, gas used {receipt['gasUsed']} of {tx['gas']})"
+        f"transaction {receipt['transactionHash'].hex()} failed "
+        f"(status 0, gas used {receipt['gasUsed']} of {tx['gas']})"
     )
 
 

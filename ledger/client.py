@@ -198,11 +198,14 @@ class _ContractClient:
         return Web3.to_checksum_address(self.sender if isinstance(self.sender, str) else self.sender.address)
 
     # -- plumbing ---------------------------------------------------------------------------------------
-    def _send(self, fn: str, *args: Any, value: int = 0, gas: int | None = None, extra_abi: list | None = None) -> TxReceipt:
+    def _send(
+        self, fn: str, *args: Any, value: int = 0, gas: int | None = None, extra_abi: list | None = None
+    ) -> TxReceipt:
         if self.sender is None:
             raise ChainError(f"{fn} needs a sender: pass a key or an unlocked account")
         return send_transaction(
-            self.w3, getattr(self.contract.functions, fn)(*args), self.sender, value=value, gas=gas, errors_abi=extra_abi
+            self.w3, getattr(self.contract.functions, fn)(*args), self.sender,
+            value=value, gas=gas, errors_abi=extra_abi,
         )
 
     def _view(self, fn: str, *args: Any, block: int | str = "latest") -> Any:
@@ -471,5 +474,6 @@ def _token_errors() -> list:
 
 
 def _splitter_errors() -> list:
-    # The ledger's errors (BountyNotCompleted, UnknownBounty) bubble up through finalScores, a token's through transfers.
+    # The ledger's errors (BountyNotCompleted, UnknownBounty) bubble up through finalScores,
+    # a token's through transfers.
     return _token_errors() + [e for e in load_artifact(MAIN_CONTRACT)["abi"] if e.get("type") == "error"]

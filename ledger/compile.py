@@ -105,7 +105,10 @@ def _run_solcjs(standard_input: dict, node_modules: Path) -> tuple[dict, str]:
     version = _solcjs_version(node, str(solcjs))
     # Files, not pipes: solc.js reads stdin with readFileSync (EAGAIN on a pipe with a large input) and
     # exits right after console.log (which can cut a piped output short).
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stdin, tempfile.TemporaryFile("w+", encoding="utf-8") as stdout:
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as stdin,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as stdout,
+    ):
         json.dump(standard_input, stdin)
         stdin.seek(0)
         proc = subprocess.run(
@@ -146,7 +149,8 @@ def _run_native(standard_input: dict, exe: str) -> tuple[dict, str]:
 def _first_error(output: dict) -> str | None:
     for err in output.get("errors", []):
         if err.get("severity") == "error":
-            lines = [line.strip() for line in err.get("formattedMessage", err.get("message", "")).splitlines() if line.strip()]
+            message = err.get("formattedMessage", err.get("message", ""))
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
             where = next((line[3:].strip().rstrip(":") for line in lines if line.startswith("-->")), None)
             return f"{lines[0]} ({where})" if where else lines[0]
     return None

@@ -210,7 +210,8 @@ def deploy_fedledger(w3: Web3, sender: Sender, *, artifact: dict | None = None, 
     unknown = sorted(set(given) - known)
     if unknown:
         raise ConfigError(
-            f"FedLedger's constructor has no input {unknown[0]!r} (inputs: {', '.join(i['name'] for i in inputs) or 'none'})"
+            f"FedLedger's constructor has no input {unknown[0]!r} "
+            f"(inputs: {', '.join(i['name'] for i in inputs) or 'none'})"
         )
     sender_address = sender if isinstance(sender, str) else sender.address
     args = []

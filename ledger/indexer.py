@@ -182,7 +182,9 @@ def sync(
         added = 0
         for name, abi in abis.items():
             address = deployment.address(name)
-            added += _sync_contract(w3, conn, deployment.chain_id, name, address, deployment.block(name), abi, last, chunk)
+            added += _sync_contract(
+                w3, conn, deployment.chain_id, name, address, deployment.block(name), abi, last, chunk
+            )
         return added
     finally:
         if not isinstance(db_path, sqlite3.Connection):

@@ -3,8 +3,8 @@
 Only three things ever go to the aggregator: GET requests without a body, and the update bytes
 (POSTed raw, with the upload signature in a header). Every JSON answer is parsed with the models of
 :mod:`fedcore.protocol`. Connection failures, timeouts and 502/503/504 answers are retried with exponential
-backoff (at least the ``Retry-After`` the service asks for); a 4xx answer becomes a one-line :class:`AggregatorRefused` carrying the service's ``detail`` and
-its :class:`~fedcore.protocol.RejectionCode`.
+backoff (at least the ``Retry-After`` the service asks for); a 4xx answer becomes a one-line
+:class:`AggregatorRefused` carrying the service's ``detail`` and its :class:`~fedcore.protocol.RejectionCode`.
 """
 
 from __future__ import annotations

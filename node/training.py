@@ -113,7 +113,8 @@ def train_local(
         loss_before = _mean_loss(model, X_t, y_t)
         steps = _run_optimizer(model, X_t, y_t, settings, anchor, seed)
         trained = get_weights(model)
-    update = {name: (trained[name] - np.asarray(global_weights[name], dtype=np.float32)).astype(np.float32) for name in trained}
+    update = {name: (trained[name] - np.asarray(global_weights[name], dtype=np.float32)).astype(np.float32)
+              for name in trained}
     if not all(np.isfinite(a).all() for a in update.values()):
         raise NodeError("local training diverged (NaN or Inf weights); lower the learning rate")
     loss_after = _mean_loss(model, X_t, y_t)
@@ -230,7 +231,8 @@ def _run_autograd(
 
 
 def _run_logreg_closed_form(
-    model: LogisticRegression, X: np.ndarray, y: np.ndarray, settings: TrainingSettings, anchor: list[torch.Tensor], seed: int
+    model: LogisticRegression, X: np.ndarray, y: np.ndarray, settings: TrainingSettings,
+    anchor: list[torch.Tensor], seed: int,
 ) -> int:
     """The same optimization as the autograd loop for ``Linear(d, 1)``, with the gradient in
     closed form (about 10x faster: this is the benchmark's inner loop).

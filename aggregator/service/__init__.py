@@ -36,7 +36,7 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
     The round's record (:class:`~fedcore.protocol.RoundReport`): uploads (an empty list while the round is open),
     used updates with sample counts, exclusions and why, scores (fixed point as decimal strings), settings
     (strategy, scorer, seed), optimizer-state hashes, transactions, journal.
-``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET /bounties/{id}/states/{sha256}``
+``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET .../states/{sha256}``
     Stored bytes by hash (64 hex, ``0x`` optional), for auditors; a round's updates only once it is closed (403
     ``round_open`` for any hash before). Path numbers (bounty, round) outside 1..2**32-1 are 400 ``malformed``.
 

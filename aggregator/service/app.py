@@ -139,4 +139,6 @@ def _one_line(errors: Sequence[Mapping[str, Any]]) -> str:
         return "malformed request"
     error = errors[0]
     where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("path", "query", "header", "body"))
-    return f"malformed request: {where}: {error.get('msg', 'invalid')}" if where else f"malformed request: {error.get('msg')}"
+    if where:
+        return f"malformed request: {where}: {error.get('msg', 'invalid')}"
+    return f"malformed request: {error.get('msg')}"

@@ -2,8 +2,8 @@
 
 :func:`build_context` refuses to start, with one line, when the key does not decrypt, the chain or the
 deployment is wrong, the bounty does not exist, the key is not the bounty's aggregator, the task spec, the
-validation set or the round rules do not hash to what the bounty fixed on chain, or the state directory belongs to another
-bounty.
+validation set or the round rules do not hash to what the bounty fixed on chain, or the state directory belongs
+to another bounty.
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ def expected_tensors(spec: TaskSpec) -> dict[str, tuple[tuple[int, ...], str]]:
     return weight_spec(build_model(spec, seed=0))
 
 
-def build_context(settings: AggregatorSettings, *, w3: Web3 | None = None, clock: Callable[[], float] = time.time) -> ServiceContext:
+def build_context(
+    settings: AggregatorSettings, *, w3: Web3 | None = None, clock: Callable[[], float] = time.time
+) -> ServiceContext:
     """Run the startup checks and assemble the shared objects.
 
     Parameters
@@ -159,7 +161,8 @@ def build_context(settings: AggregatorSettings, *, w3: Web3 | None = None, clock
         raise ConfigError(f"bounty {settings.bounty_id} does not exist on the ledger at {client.address}")
     if Web3.to_checksum_address(bounty.aggregator) != account.address:
         raise ConfigError(
-            f"the keystore's account {account.address} is not bounty {settings.bounty_id}'s aggregator ({bounty.aggregator})"
+            f"the keystore's account {account.address} is not bounty {settings.bounty_id}'s aggregator "
+            f"({bounty.aggregator})"
         )
     if task_hash(spec) != bytes(bounty.task_spec_hash):
         raise ConfigError(

@@ -236,7 +236,8 @@ class Coordinator:
             record = self._prepare(number, bounty, global_model_sha=chain_model)
         if record.global_model_sha != chain_model:
             raise AggregatorError(
-                f"round {number} is open on chain with model 0x{chain_model} but the state has 0x{record.global_model_sha}"
+                f"round {number} is open on chain with model 0x{chain_model} "
+                f"but the state has 0x{record.global_model_sha}"
             )
         if record.step == RoundStep.OPENING:
             self._record_open(number)
@@ -306,7 +307,9 @@ class Coordinator:
         outcome = self.compute(inputs, ctx.rules, ctx.spec)
         log.info("round %d scored %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
         new_model_sha = ctx.blobs.put("models", outcome.model_bytes)
-        state_after_sha = ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
+        state_after_sha = (
+            ctx.blobs.put("states", codec.encode(outcome.strategy_state)) if outcome.strategy_state else None
+        )
         report = scores_report(outcome.scores)
         fixed = {a: int(v) for a, v in report["fixed_point"].items()}
         excluded.update(outcome.rejected)  # outside the task's bounds, or the round cannot be computed with it
@@ -350,12 +353,14 @@ class Coordinator:
 
 
 def scores_report(scores: Any) -> dict[str, Any]:
-    """A scorer's ``RoundScores`` as JSON-ready data (fixed-point scores as decimal strings, non-finite floats as None)."""
+    """A scorer's ``RoundScores`` as JSON-ready data (fixed-point scores as decimal strings,
+    non-finite floats as None)."""
     if scores is None:
         return {"estimator": None, "values": {}, "std_errors": {}, "fixed_point": {}, "evaluations": 0,
                 "v_empty": None, "v_grand": None, "seconds": 0.0, "metric": None, "estimator_params": None,
                 "permutations": 0, "converged": True}
-    get = (lambda k, d=None: scores.get(k, d)) if isinstance(scores, Mapping) else (lambda k, d=None: getattr(scores, k, d))
+    get = ((lambda k, d=None: scores.get(k, d)) if isinstance(scores, Mapping)
+           else (lambda k, d=None: getattr(scores, k, d)))
     return {
         "estimator": get("estimator"),
         "values": {str(k): _finite_or_none(v) for k, v in dict(get("values", {}) or {}).items()},

@@ -38,7 +38,8 @@ def known_bounty(context: Context, bounty_id: Annotated[
         int, Path(ge=1, le=MAX_PATH_NUMBER, description="the bounty this aggregator runs")]) -> int:
     """The path's bounty id, if it is the one this aggregator serves (UNKNOWN_BOUNTY otherwise)."""
     if bounty_id != context.bounty_id:
-        raise Rejected(RejectionCode.UNKNOWN_BOUNTY, f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")
+        raise Rejected(RejectionCode.UNKNOWN_BOUNTY,
+                       f"unknown bounty {bounty_id}: this aggregator serves bounty {context.bounty_id}")
     return bounty_id
 
 

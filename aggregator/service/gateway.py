@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 from web3 import Web3
 

@@ -1,4 +1,5 @@
-"""``Rejected``: a refused request, with its :class:`~fedcore.protocol.RejectionCode` (the code decides the HTTP status)."""
+"""``Rejected``: a refused request, with its :class:`~fedcore.protocol.RejectionCode`
+(the code decides the HTTP status)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,5 @@ def error_responses(*codes: RejectionCode) -> dict[int | str, dict[str, Any]]:
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(REJECTION_STATUS[code], []).append(code.value)
-    return {status: {"model": ErrorBody, "description": "code: " + ", ".join(names)} for status, names in by_status.items()}
+    return {status: {"model": ErrorBody, "description": "code: " + ", ".join(names)}
+            for status, names in by_status.items()}

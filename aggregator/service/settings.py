@@ -24,8 +24,9 @@ DEFAULT_PORT = 8000
 DEFAULT_STATE_DIR = "aggregator-state"
 
 # Env var -> field, where the name is not simply FEDLEDGER_<FIELD>.
-_ENV_ALIASES = {"FEDLEDGER_BOUNTY": "bounty_id", "FEDLEDGER_TASK": "task_path", "FEDLEDGER_VALIDATION": "validation_path",
-                "FEDLEDGER_KEYSTORE": "keystore_path", "FEDLEDGER_RULES": "rules_path"}
+_ENV_ALIASES = {"FEDLEDGER_BOUNTY": "bounty_id", "FEDLEDGER_TASK": "task_path",
+                "FEDLEDGER_VALIDATION": "validation_path", "FEDLEDGER_KEYSTORE": "keystore_path",
+                "FEDLEDGER_RULES": "rules_path"}
 
 
 class AggregatorSettings(BaseModel):
@@ -141,7 +142,9 @@ def _field_for_env(name: str) -> str | None:
     return field if field in AggregatorSettings.model_fields else None
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> AggregatorSettings:
     """Settings from ``FEDLEDGER_*`` environment variables, overridden by ``overrides`` (None values ignored).
 
     Raises

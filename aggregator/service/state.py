@@ -214,7 +214,8 @@ class StateDB:
         return row["value"] if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        self._execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                       (key, str(value)))
 
     def bind(self, identity: dict[str, Any]) -> None:
@@ -258,7 +259,8 @@ class StateDB:
             self._execute(
                 "INSERT INTO rounds (round, step, global_model_sha, selected_json, settings_json, state_before_sha,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (int(number), RoundStep.OPENING, global_model_sha, _dump(selected), _dump(settings), state_before_sha, now, now),
+                (int(number), RoundStep.OPENING, global_model_sha, _dump(selected), _dump(settings), state_before_sha,
+                 now, now),
             )
             self._journal(number, RoundStep.OPENING)
         return self._require(number)
@@ -268,8 +270,8 @@ class StateDB:
         with self._transaction():
             record = self._require(number)
             if record.step == RoundStep.OPENING:
-                self._update(number, step=RoundStep.OPEN, commit_deadline=int(commit_deadline), opened_at=int(opened_at),
-                             open_tx=open_tx, open_block=open_block)
+                self._update(number, step=RoundStep.OPEN, commit_deadline=int(commit_deadline),
+                             opened_at=int(opened_at), open_tx=open_tx, open_block=open_block)
                 self._journal(number, RoundStep.OPEN, open_tx)
         return self._require(number)
 
@@ -322,8 +324,8 @@ class StateDB:
     def decisions(self, number: int) -> list[Decision]:
         rows = self._query("SELECT * FROM decisions WHERE round = ? ORDER BY institution", (number,))
         return [
-            Decision(row["institution"], row["sha256"], int(row["num_samples"]), bool(row["used"]), row["reason"], row["score"],
-                     None if row["score_fixed"] is None else int(row["score_fixed"]))
+            Decision(row["institution"], row["sha256"], int(row["num_samples"]), bool(row["used"]), row["reason"],
+                     row["score"], None if row["score_fixed"] is None else int(row["score_fixed"]))
             for row in rows
         ]
 
@@ -381,7 +383,8 @@ class StateDB:
         self._execute(f"UPDATE rounds SET {assignments} WHERE round = ?", (*columns.values(), int(number)))
 
     def _journal(self, number: int, step: RoundStep, note: str | None = None) -> None:
-        self._execute("INSERT INTO journal (round, step, at, note) VALUES (?, ?, ?, ?)", (int(number), step, time.time(), note))
+        self._execute("INSERT INTO journal (round, step, at, note) VALUES (?, ?, ?, ?)",
+                      (int(number), step, time.time(), note))
 
 
 class _Transaction:

@@ -25,7 +25,8 @@ from fedcore.task import TaskSpec
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Features ``X`` of shape ``(n, d)`` (float32, the task's column order), labels ``y`` of shape ``(n,)`` (float32 0/1)."""
+    """Features ``X`` of shape ``(n, d)`` (float32, the task's column order),
+    labels ``y`` of shape ``(n,)`` (float32 0/1)."""
 
     X: np.ndarray
     y: np.ndarray

@@ -48,10 +48,12 @@ ZERO_HASH = bytes(32)
 def parse_signature(header: str | None) -> str:
     """The ``X-Signature`` value, checked for shape only (0x + 130 hex digits)."""
     if header is None or not header.strip():
-        raise Rejected(RejectionCode.UNSIGNED, "missing X-Signature header: sign the upload with fedcore.signing.sign_upload")
+        raise Rejected(RejectionCode.UNSIGNED,
+                       "missing X-Signature header: sign the upload with fedcore.signing.sign_upload")
     value = header.strip()
     if not SIGNATURE.match(value):
-        raise Rejected(RejectionCode.BAD_SIGNATURE, "malformed X-Signature: expected 0x followed by 130 hex digits (65 bytes)")
+        raise Rejected(RejectionCode.BAD_SIGNATURE,
+                       "malformed X-Signature: expected 0x followed by 130 hex digits (65 bytes)")
     return value
 
 
@@ -73,7 +75,8 @@ def parse_update_sha(header: str | None) -> bytes:
 
 def commitment_matches(context, round_: int, signer: str, commitment: bytes, digest: bytes) -> bool:
     """Whether ``signer``'s on-chain ``commitment`` in ``round_`` commits to the update whose sha256 is ``digest``:
-    the commitment binds the committer (:func:`bound_commitment`), so a copied commitment matches nobody but its owner."""
+    the commitment binds the committer (:func:`bound_commitment`), so a copied commitment matches nobody but
+    its owner."""
     return commitment == bound_commitment(context, round_, signer, digest)
 
 
@@ -125,7 +128,9 @@ def check_body(context, body: bytes, digest: bytes, limit: int) -> None:
     decode_update(body, context.expected, limit)
 
 
-def decode_update(body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str]], max_bytes: int) -> dict[str, np.ndarray]:
+def decode_update(
+    body: bytes, expected: Mapping[str, tuple[tuple[int, ...], str]], max_bytes: int
+) -> dict[str, np.ndarray]:
     """Decode an update against the model's tensors; :class:`Rejected` (MALFORMED) when it does not fit."""
     try:
         return codec.decode(body, expected=expected, max_bytes=max_bytes)

@@ -249,8 +249,8 @@ def institutions(db: Db) -> list[dict]:
             "stake": amount(rec["stake"]), "slashed": amount(rec["slashed"]),
             "cumulative_score": str(rec["cumulative_score"]),
             "earnings": [
-                {"asset": asset(token), "credited": amount(e["credited"], token), "claimed": amount(e["claimed"], token),
-                 "unclaimed": amount(e["credited"] - e["claimed"], token)}
+                {"asset": asset(token), "credited": amount(e["credited"], token),
+                 "claimed": amount(e["claimed"], token), "unclaimed": amount(e["credited"] - e["claimed"], token)}
                 for token, e in earnings[who].items()
             ],
         })

@@ -22,7 +22,8 @@ from fedcore.protocol import RejectionCode
 router = APIRouter(tags=["models"])
 
 OCTET = "application/octet-stream"
-SHA_PATH = Annotated[str, Path(description="sha256 as 64 hex digits, with or without 0x", pattern=r"^(0x)?[0-9a-fA-F]{64}$")]
+SHA_PATH = Annotated[str, Path(description="sha256 as 64 hex digits, with or without 0x",
+                               pattern=r"^(0x)?[0-9a-fA-F]{64}$")]
 
 
 def _binary(description: str) -> dict[int | str, dict[str, Any]]:
@@ -35,7 +36,8 @@ def blob_response(context, kind: str, sha: str, headers: dict[str, str] | None =
         key = normalize_sha(sha)
         data = context.blobs.get(kind, key)
     except AggregatorError:
-        raise Rejected(RejectionCode.NOT_FOUND, f"no {kind[:-1]} 0x{sha.removeprefix('0x').lower()} is stored here") from None
+        raise Rejected(RejectionCode.NOT_FOUND,
+                       f"no {kind[:-1]} 0x{sha.removeprefix('0x').lower()} is stored here") from None
     return Response(content=data, media_type=OCTET, headers={"X-Sha256": "0x" + key, **(headers or {})})
 
 

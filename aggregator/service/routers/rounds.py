@@ -13,8 +13,10 @@ router = APIRouter(tags=["rounds"])
 
 
 @router.get(
-    "/bounties/{bounty_id}/rounds/current", response_model=RoundInfo, responses=error_responses(RejectionCode.UNKNOWN_BOUNTY),
-    summary="The round to work on: number, status, global-model hash, commit deadline, invited institutions, fit config",
+    "/bounties/{bounty_id}/rounds/current", response_model=RoundInfo,
+    responses=error_responses(RejectionCode.UNKNOWN_BOUNTY),
+    summary="The round to work on: number, status, global-model hash, commit deadline, invited institutions, "
+            "fit config",
 )
 def get_current_round(bounty_id: BountyId, context: Context) -> RoundInfo:
     return views.current_round(context)

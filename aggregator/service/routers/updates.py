@@ -5,7 +5,8 @@ The upload body is the update's canonical safetensors bytes; ``X-Update-Sha256``
 ``X-Signature`` is ``fedcore.signing.sign_upload(account, chain_id, ledger_address, bounty_id, round, sha256)``.
 The service protects itself before it reads the body: the size is capped by the model's encoded size, the signer
 and its commitment are checked on the headers alone, at most ``max_concurrent_uploads`` bodies are read at once
-and one per signer (more: 503 ``busy`` with ``Retry-After``), and a body must arrive within ``upload_read_timeout`` seconds (408).
+and one per signer (more: 503 ``busy`` with ``Retry-After``), and a body must arrive within
+``upload_read_timeout`` seconds (408).
 See :mod:`aggregator.service.verify` for the checks and their rejection codes. A refused upload changes nothing.
 """
 
@@ -51,7 +52,8 @@ class UploadGate:
         self.retry_after = retry_after
 
     def _busy(self, detail: str) -> Rejected:
-        return Rejected(Code.BUSY, f"{detail}: retry in {self.retry_after} s", headers={"Retry-After": str(self.retry_after)})
+        return Rejected(Code.BUSY, f"{detail}: retry in {self.retry_after} s",
+                        headers={"Retry-After": str(self.retry_after)})
 
     @asynccontextmanager
     async def slot(self):
@@ -132,8 +134,12 @@ async def upload_update(
     request: Request,
     context: Context,
     limit: UploadLimit,
-    x_update_sha256: Annotated[str | None, Header(alias=UPDATE_SHA_HEADER, description="sha256 of the body, 64 hex")] = None,
-    x_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER, description="0x 65-byte EIP-191 signature of the upload message")] = None,
+    x_update_sha256: Annotated[
+        str | None, Header(alias=UPDATE_SHA_HEADER, description="sha256 of the body, 64 hex")
+    ] = None,
+    x_signature: Annotated[
+        str | None, Header(alias=SIGNATURE_HEADER, description="0x 65-byte EIP-191 signature of the upload message")
+    ] = None,
 ) -> UploadAccepted:
     declared_length(request, limit)
     digest = parse_update_sha(x_update_sha256)
@@ -154,7 +160,8 @@ async def upload_update(
             except RoundNotAccepting as exc:
                 raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
     if not created:  # a concurrent upload of the same institution got in first
-        raise Rejected(Code.DUPLICATE_UPLOAD, f"{signer} already has update 0x{existing.sha256} accepted in round {round}")
+        raise Rejected(Code.DUPLICATE_UPLOAD,
+                       f"{signer} already has update 0x{existing.sha256} accepted in round {round}")
     return UploadAccepted(sha256="0x" + digest.hex(), institution=signer, round=round)
 
 
