@@ -177,7 +177,7 @@ CASES = {
     "unregistered signer": (_unregistered_signer, 403, RejectionCode.NOT_REGISTERED, "not a registered institution"),
     "not committed": (_not_committed, 403, RejectionCode.NOT_COMMITTED, "has not committed"),
     "signature for another round": (_signature_for_another_round, 403, RejectionCode.NOT_REGISTERED, ""),
-    "hash mismatch": (_hash_mismatch, 409, RejectionCode.HASH_MISMATCH, "is not its commitment"),
+    "hash mismatch": (_hash_mismatch, 409, RejectionCode.HASH_MISMATCH, "does not match"),
     "wrong round": (_wrong_round, 409, RejectionCode.ROUND_CLOSED, "round 2 is not open"),
     "committed garbage": (_committed_garbage, 400, RejectionCode.MALFORMED, "not safetensors"),
     "wrong shape": (_wrong_shape, 400, RejectionCode.MALFORMED, "shape"),
