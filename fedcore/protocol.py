@@ -196,6 +196,8 @@ class TaskInfo(_Model):
     metric: str
     model_params: dict[str, Any]
     training: TrainingSettingsInfo
+    personalization: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.PersonalizationSettings; absent (null) for the default, none")
 
 
 class FitConfig(_Model):

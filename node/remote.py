@@ -175,7 +175,10 @@ class AggregatorClient:
     def task(self, bounty_id: int) -> TaskSpec:
         """The bounty's task spec (check ``task_hash`` of it against the chain before training)."""
         info = self._get(TaskInfo, f"/bounties/{int(bounty_id)}/task", f"the task of bounty {bounty_id}")
-        return TaskSpec.from_dict(info.model_dump())
+        data = info.model_dump()
+        if data["personalization"] is None:  # the default is left out of the task (and of its hash)
+            del data["personalization"]
+        return TaskSpec.from_dict(data)
 
     def rules(self, bounty_id: int) -> RoundRules:
         """The bounty's round rules (check ``rules_hash`` of them against the chain before training)."""
@@ -202,6 +205,11 @@ class AggregatorClient:
         return ModelDownload(
             data=response.content, sha256=(response.headers.get("x-model-sha256") or "").lower(), round=round_
         )
+
+    def model_by_hash(self, bounty_id: int, sha256: str) -> bytes:
+        """Download a stored model by its sha256 (e.g. the final global model whose hash the chain holds)."""
+        what = f"model {sha256} of bounty {bounty_id}"
+        return self._request("GET", f"/bounties/{int(bounty_id)}/models/{sha256}", what, _stream=True).content
 
     def upload(self, bounty_id: int, round_: int, data: bytes, signature: str) -> UploadAccepted:
         """POST the update bytes (the body is exactly ``data``); returns the 202 answer.
