@@ -236,7 +236,9 @@ class TaskSpec:
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
-        personalization_data = data.get("personalization", {})
+        personalization_data = data.get("personalization")
+        if personalization_data is None:  # absent or null (the wire's TaskInfo): the default
+            personalization_data = {}
         if not isinstance(personalization_data, Mapping):
             raise ConfigError("task.personalization must be an object")
         jsondoc.check_keys("personalization", personalization_data, PersonalizationSettings)

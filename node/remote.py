@@ -175,10 +175,7 @@ class AggregatorClient:
     def task(self, bounty_id: int) -> TaskSpec:
         """The bounty's task spec (check ``task_hash`` of it against the chain before training)."""
         info = self._get(TaskInfo, f"/bounties/{int(bounty_id)}/task", f"the task of bounty {bounty_id}")
-        data = info.model_dump()
-        if data["personalization"] is None:  # the default is left out of the task (and of its hash)
-            del data["personalization"]
-        return TaskSpec.from_dict(data)
+        return TaskSpec.from_dict(info.model_dump())
 
     def rules(self, bounty_id: int) -> RoundRules:
         """The bounty's round rules (check ``rules_hash`` of them against the chain before training)."""
