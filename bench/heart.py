@@ -473,7 +473,7 @@ def _torch_version() -> str:
 # that trains the candidates is the node's own (node/personalize.py).
 
 # Federations personalized: the logistic regression with FedAvg's tuned settings (bench tuning,
-# tuned.fedavg), and fedsets.heart.PERSONAL_MLP (the demo runs the same). Every tuned strategy also
+# tuned.fedavg), and fedsets.heart.PERSONAL_MLP. Every tuned strategy also
 # gets fine-tuning.
 
 

@@ -50,9 +50,10 @@ FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "multikrum": ({"n_byzantine": 1}, {"lr": 0.001}),
 }
 
-# The personalized federation that ``make bench-fl`` reports and ``make demo`` runs: FedAvg on a
-# one-hidden-layer MLP (16 units), each hospital keeping a Ditto personal model. Its training
-# settings were fixed before any run (not tuned): lr 0.03, 100 local SGD steps, batch 8.
+# The personalized federation ``make bench-fl`` reports as ``ditto_mlp``: FedAvg on a one-hidden-layer
+# MLP (16 units), each hospital keeping a Ditto personal model; its training settings were fixed before
+# any run (not tuned): lr 0.03, 100 local SGD steps, batch 8. ``make demo`` keeps the logistic
+# regression and personalizes it with PERSONAL_METHOD (the benchmark's ``ditto_logreg``).
 PERSONAL_MLP = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
 PERSONAL_MLP_TRAINING = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
 PERSONAL_METHOD = "ditto"
