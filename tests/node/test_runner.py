@@ -346,11 +346,11 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
 def test_at_the_end_the_node_keeps_its_personalized_model_and_its_gain_over_training_alone(tmp_path):
     from dataclasses import replace
 
+    from fedcore.metrics import accuracy
+    from fedcore.models import predict_with_weights
+    from fedcore.seeds import personalization_seed
     from fedcore.task import PersonalizationSettings
     from node.personalize import HELD_OUT_FRACTION, validation_splits
-    from fedcore.seeds import personalization_seed
-    from fedcore.models import predict_with_weights
-    from fedcore.metrics import accuracy
 
     spec = replace(SPEC, personalization=PersonalizationSettings(method="ditto", ditto_lambdas=(0.03, 3.0), validation_splits=2))
     fed = make_federation(None, spec=spec)
