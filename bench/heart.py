@@ -35,7 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from fedsets.heart import BATCH_SIZE, FLAMBY_OPT, FLAMBY_SETTINGS, LOCAL_STEPS, ROUNDS  # noqa: F401 (bench.heart's names)
+from fedsets.heart import (  # noqa: F401 (bench.heart's names)
+    BATCH_SIZE,
+    FLAMBY_OPT,
+    FLAMBY_SETTINGS,
+    LOCAL_STEPS,
+    PERSONAL_MLP,
+    PERSONAL_MLP_TRAINING,
+    ROUNDS,
+)
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "heart.json"
 
@@ -465,10 +473,8 @@ def _torch_version() -> str:
 # that trains the candidates is the node's own (node/personalize.py).
 
 # Federations personalized: the logistic regression with FedAvg's tuned settings (bench tuning,
-# tuned.fedavg), and a one-hidden-layer MLP (16 units) whose settings were fixed before any run
-# (not tuned): lr 0.03, 100 local SGD steps, batch 8. Every tuned strategy also gets fine-tuning.
-PERSONAL_MLP = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
-PERSONAL_MLP_TRAINING = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
+# tuned.fedavg), and fedsets.heart.PERSONAL_MLP. Every tuned strategy also
+# gets fine-tuning.
 
 
 def _personal_spec(federation: dict[str, Any]):

@@ -223,6 +223,8 @@ class TaskInfo(_Model):
     model_params: dict[str, Any]
     training: TrainingSettingsInfo
     bounds: DeclaredBoundsInfo
+    personalization: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.PersonalizationSettings; absent (null) for the default, none")
 
 
 class FitConfig(_Model):

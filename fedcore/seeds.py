@@ -47,7 +47,8 @@ def scoring_seed(rules_seed: int, round_: int) -> int:
 
 def personalization_seed(task_seed: int, step: str, *coordinates: int) -> int:
     """Seed of one step of an institution's personalization on its own rows: ``"carve"`` (validation carving k),
-    ``"finetune"``, ``"ditto"`` (round r), ``"local-only"`` and ``"local-only-init"`` (its own baseline)."""
+    ``"finetune"``, ``"ditto"`` (round r), ``"local-only"`` and ``"local-only-init"`` (its own baseline),
+    ``"held-out"`` (the rows it measures its own gain on)."""
     return derive_seed(task_seed, "personal", step, *coordinates)
 
 

@@ -285,7 +285,9 @@ class TaskSpec:
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
-        personalization_data = data.get("personalization", {})
+        personalization_data = data.get("personalization")
+        if personalization_data is None:  # absent or null (the wire's TaskInfo): the default
+            personalization_data = {}
         bounds_data = data.get("bounds", {})
         for name, value in (("personalization", personalization_data), ("bounds", bounds_data)):
             if not isinstance(value, Mapping):

@@ -181,8 +181,20 @@ def _strategy_settings(strategy: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
-    """The bounty's task: ``spec`` with the strategy's client learning rate and the demo's seed, saved."""
+    """The bounty's task, saved: ``spec`` with the strategy's client learning rate, the demo's seed and each
+    hospital's personalization (``fedsets.heart.PERSONAL_METHOD``: Ditto, the benchmark's ``ditto_logreg``).
+
+    The federation stays the logistic regression: on the 16-unit MLP of the benchmark's ``ditto_mlp`` a
+    zero update (the demo's free rider) scored positive in short runs, so the demo keeps the model whose
+    incentives the tests check."""
+    from dataclasses import replace
+
+    from fedcore.task import PersonalizationSettings
+    from fedsets.heart import PERSONAL_METHOD
+
     kwargs, client = _strategy_settings(strategy)
+    # two validation carvings instead of five: each hospital's choices take a few times less
+    spec = replace(spec, personalization=PersonalizationSettings(method=PERSONAL_METHOD, validation_splits=2))
     spec = spec.with_training(seed=int(seed), **client)
     task_path.parent.mkdir(parents=True, exist_ok=True)
     spec.save(task_path)
@@ -448,13 +460,15 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         ``{"demo": {command settings, chain, ledger, bounty id, addresses, files},
         "initial": {"accuracy": evaluation of the initial model},
         "rounds": [{"round", "accuracy": {"mean_center", "all_test_rows", "centers": {name: acc}},
-        "auc": {...same...}, "alone": {name: accuracy of the hospital trained alone for as many rounds},
+        "auc": {...same...},
         "scores": {name: float (validation-utility units)}, "scores_fixed": {name: on-chain int as str},
         "credits": {name: wei}, "reputation": {name: basis points}, "excluded": {name: reason},
         "v_empty", "v_grand", "metric", "model_hash", "finalize_tx", "seconds"}],
         "institutions": [{"name", "address", "role", "train_rows", "test_rows", "cumulative_score" (on-chain fixed
         point, positive scores only), "score_sum", "contribution_share", "reputation", "credited", "claimed",
-        "payout_share", "accuracy_federated", "accuracy_alone", "failure"}],
+        "payout_share", "accuracy_federated" (final global model), "accuracy_alone" (the hospital's tuned
+        local-only model), "accuracy_personalized" (its own model, the task's personalization), "alone_model",
+        "personalized_model" (what each chose on validation), "failure"}], "alone": {name: accuracy_alone},
         "bounty": {"id", "funded", "credited", "refunded", "remaining", "claimed", "identity_holds"} (wei),
         "gas": {kind: {"count", "total", "mean", "min", "max"}},
         "audit": {"verified", "reasons", "checks", "skipped"},
@@ -594,18 +608,21 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             stack.callback(p.runner.close)
         timings["setup"] = time.perf_counter() - started
 
-        # -- baselines: each hospital alone, from the same initial model ----------------------------------
-        from fedledger.simulation import evaluate_federation, run_simulation
+        # -- baselines: each hospital alone, its tuned local-only model (node.personalize) ------------------
+        from fedcore.metrics import accuracy
+        from fedledger.simulation import evaluate_federation
+        from node.personalize import best_local_only, personalize
 
         mark = time.perf_counter()
         initial = codec.decode(context.initial_model(), expected=context.expected)
-        alone: dict[str, list[float]] = {}
+        alone: dict[str, float] = {}
+        alone_choice: dict[str, str] = {}
         bar = tqdm(participants, desc="alone", unit="hospital", disable=_disabled(options.progress), leave=False,
                    file=sys.stderr)
         for p in bar:
-            result = run_simulation([p.evaluation], spec, resolve_rules(strategy="fedavg"), rounds=options.rounds,
-                                    seed=options.seed, initial=initial, keep_records=False)
-            alone[p.name] = [h["centers"][p.name]["accuracy"] for h in result.history]
+            model = best_local_only(p.X, p.y, spec, seed=options.seed)
+            alone[p.name] = accuracy(p.evaluation.y_test, model.predict(p.evaluation.X_test))
+            alone_choice[p.name] = model.choice.label
         bar.close()
         timings["baselines"] = time.perf_counter() - mark
         evaluations = [p.evaluation for p in participants]
@@ -618,6 +635,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         bar = tqdm(total=options.rounds, desc=f"bounty {bounty_id} rounds", unit="round", disable=_disabled(options.progress),
                    file=sys.stderr)
         round_started = time.perf_counter()
+        global_models = [initial]  # what each round started from, then the final model (Ditto replays them)
 
         def finalized(number: int) -> None:
             nonlocal round_started
@@ -625,6 +643,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             if record is None or record.new_model_sha is None:
                 raise FedLedgerError(f"round {number} finalized without a new model in the aggregator's state")
             weights = codec.decode(context.blobs.get("models", record.new_model_sha), expected=context.expected)
+            global_models.append(weights)
             evaluation = evaluate_federation(spec, weights, evaluations)
             scores = record.scores or {}
             name_of = lambda address: by_address[address].name if address in by_address else address  # noqa: E731
@@ -632,7 +651,6 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "round": number,
                 "accuracy": _metric(evaluation, "accuracy"),
                 "auc": _metric(evaluation, "auc"),
-                "alone": {p.name: alone[p.name][number] for p in participants},
                 "scores": {name_of(a): v for a, v in sorted((scores.get("values") or {}).items())},
                 "scores_fixed": {name_of(a): v for a, v in sorted((scores.get("fixed_point") or {}).items())},
                 "excluded": {name_of(a): why for a, why in (record.excluded or {}).items()},
@@ -655,6 +673,18 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             raise DemoError(f"bounty {bounty_id} ended {outcome} after {len(rounds)} rounds")
         timings["rounds"] = time.perf_counter() - mark
         timings["per_round_mean"] = timings["rounds"] / max(1, len(rounds))
+
+        # -- each hospital's own model, built from the federation's models and its own rows -------------
+        mark = time.perf_counter()
+        personal: dict[str, float] = {}
+        personal_choice: dict[str, str] = {}
+        for p in participants:
+            model = personalize(global_models[:-1], global_models[-1], p.X, p.y, spec, seed=options.seed)
+            personal[p.name] = accuracy(p.evaluation.y_test, model.predict(p.evaluation.X_test))
+            personal_choice[p.name] = model.choice.label
+            say(f"personal {p.name:<12} {model.choice.label}: accuracy {personal[p.name]:.3f} "
+                f"(alone {alone[p.name]:.3f}, federated {rounds[-1]['accuracy']['centers'].get(p.name, float('nan')):.3f})")
+        timings["personalization"] = time.perf_counter() - mark
 
         # -- payouts -----------------------------------------------------------------------------------
         mark = time.perf_counter()
@@ -717,7 +747,10 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "credited_eth": format_eth(credited), "claimed_eth": format_eth(claimed_wei),
                 "payout_share": credited / books.books.credited if books.books.credited else 0.0,
                 "accuracy_federated": last["accuracy"]["centers"].get(p.name) if last else None,
-                "accuracy_alone": alone[p.name][-1],
+                "accuracy_alone": alone[p.name],
+                "accuracy_personalized": personal[p.name],
+                "alone_model": alone_choice[p.name],
+                "personalized_model": personal_choice[p.name],
                 "failure": p.failure,
             })
         actors = {funder, sponsor.address, aggregator.address, *(p.address for p in participants)}
@@ -836,7 +869,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "(or your --sites) join; every round each trains locally, commits the hash of its update on chain and "
             "uploads it to the aggregator, which verifies, aggregates, scores contributions and finalizes; the "
             "hospitals claim their rewards; an auditor verifies everything, recomputing models and scores. Prints "
-            "accuracy per round against each hospital trained alone, contribution shares, reputations and payouts; "
+            "accuracy per round, each hospital's personalized model against its tuned local-only model, "
+            "contribution shares, reputations and payouts; "
             "writes report.json and PNG plots to --out."
         ),
     )

@@ -7,6 +7,7 @@ Both read only the report dict of :func:`fedledger.demo.run_demo`, so they can b
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 PLOTS = {"accuracy": "accuracy.png", "contributions": "contributions.png", "payouts": "payouts.png"}
@@ -35,28 +36,38 @@ def _acc(value: float | None) -> str:
 
 
 def accuracy_table(report: dict[str, Any]) -> str:
-    """Per round: the global model's accuracy (mean over the hospitals' test parts, and per hospital) next to
-    each hospital trained alone for as many rounds (``federated/alone``)."""
+    """Per round: the global model's accuracy (mean over the hospitals' test parts, and per hospital)."""
     names = [i["name"] for i in report["institutions"]]
-    headers = ["round", "global (mean)", *(f"{n} fed/alone" for n in names)]
+    headers = ["round", "global (mean)", *names]
     initial = report["initial"]["accuracy"]
-    rows = [["0", _acc(initial["mean_center"]),
-             *(f"{_acc(initial['centers'].get(n))}/{_acc(report['alone'][n][0])}" for n in names)]]
+    rows = [["0", _acc(initial["mean_center"]), *(_acc(initial["centers"].get(n)) for n in names)]]
     for r in report["rounds"]:
-        rows.append([str(r["round"]), _acc(r["accuracy"]["mean_center"]),
-                     *(f"{_acc(r['accuracy']['centers'].get(n))}/{_acc(r['alone'].get(n))}" for n in names)])
-    return _table(headers, rows)
+        rows.append([str(r["round"]), _acc(r["accuracy"]["mean_center"]), *(_acc(r["accuracy"]["centers"].get(n)) for n in names)])
+    return _table(headers, rows, right=set(range(len(headers))))
+
+
+def outcome_table(report: dict[str, Any]) -> str:
+    """Per hospital, on its own test part: alone (tuned local-only), federated (final global model), personalized."""
+    headers = ["institution", "alone", "federated", "personalized", "gain over alone", "personalized model"]
+    rows = []
+    for i in report["institutions"]:
+        gain = i["accuracy_personalized"] - i["accuracy_alone"]
+        rows.append([i["name"], _acc(i["accuracy_alone"]), _acc(i["accuracy_federated"]), _acc(i["accuracy_personalized"]),
+                     f"{gain:+.3f}", i["personalized_model"]])
+    means = [fmean(i[k] for i in report["institutions"]) for k in ("accuracy_alone", "accuracy_federated", "accuracy_personalized")]
+    rows.append(["mean", *(_acc(m) for m in means), f"{means[2] - means[0]:+.3f}", ""])
+    return _table(headers, rows, right={1, 2, 3, 4})
 
 
 def institution_table(report: dict[str, Any]) -> str:
-    """Per institution: role, rows, final accuracy federated vs alone, contribution share, reputation, payout."""
-    headers = ["institution", "role", "address", "rows", "acc fed", "acc alone", "score sum", "contribution",
+    """Per institution: role, rows, contribution share, reputation, payout (accuracies: :func:`outcome_table`)."""
+    headers = ["institution", "role", "address", "rows", "score sum", "contribution",
                "reputation", "credited ETH", "claimed ETH"]
     rows = []
     for i in report["institutions"]:
         rows.append([
             i["name"], i["role"], i["address"][:10] + "…", f"{i['train_rows']}/{i['test_rows']}",
-            _acc(i["accuracy_federated"]), _acc(i["accuracy_alone"]), f"{i['score_sum']:+.4f}",
+            f"{i['score_sum']:+.4f}",
             f"{i['contribution_share']:.1%}", f"{i['reputation'] / 100:.2f}%", eth(i["credited"]), eth(i["claimed"]),
         ])
     return _table(headers, rows, right=set(range(3, len(headers))))
@@ -82,8 +93,11 @@ def format_report(report: dict[str, Any]) -> str:
         f"strategy {demo['strategy']}, scorer {demo['scorer']}, seed {demo['seed']}, chain {demo['chain']}",
         f"bounty {money['id']} on ledger {demo['ledger']} (chain id {demo['chain_id']})",
         "",
-        "Accuracy on each hospital's test part: the federated global model / the hospital trained alone",
+        "Accuracy of the federated global model on each hospital's test part, per round",
         accuracy_table(report),
+        "",
+        "Each hospital's own test part: alone (its tuned local-only model), federated, personalized (its own model)",
+        outcome_table(report),
         "",
         "Contribution (share of the on-chain cumulative positive score), reputation and payout",
         institution_table(report),
@@ -130,21 +144,37 @@ def write_plots(report: dict[str, Any], out: str | Path) -> dict[str, str]:
         subtitle += f", attacker {demo['attacker']}"
     labels = [i["name"] if i["role"] == "honest" else f"{i['name']}\n({i['role']})" for i in institutions]
 
-    # accuracy per round: federated (solid) vs alone (dashed), per hospital, and the mean over hospitals
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+    # left: the global model per round; right: each hospital alone, federated and personalized, bars from 0
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1.1, 1]})
     for k, name in enumerate(names):
         fed = [report["initial"]["accuracy"]["centers"].get(name)] + [
             r["accuracy"]["centers"].get(name) for r in report["rounds"]]
-        ax.plot(rounds, fed, color=colors[k % 10], marker="o", markersize=3, label=f"{name}: federated")
-        ax.plot(rounds, report["alone"][name][: len(rounds)], color=colors[k % 10], linestyle="--", alpha=0.8,
-                label=f"{name}: alone")
+        ax.plot(rounds, fed, color=colors[k % 10], marker="o", markersize=3, label=name)
     mean = [report["initial"]["accuracy"]["mean_center"]] + [r["accuracy"]["mean_center"] for r in report["rounds"]]
-    ax.plot(rounds, mean, color="black", linewidth=2.5, label="federated: mean over hospitals")
+    ax.plot(rounds, mean, color="black", linewidth=2.5, label="mean over hospitals")
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy on the hospital's test part")
-    ax.set_title(f"Global model vs each hospital trained alone\n{subtitle}", fontsize=11)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Global model per round\n{subtitle}", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.legend(fontsize=8, loc="lower right")
+    kinds = (("accuracy_alone", "alone (tuned local-only)", "#bbbbbb"), ("accuracy_federated", "federated", "#4c72b0"),
+             ("accuracy_personalized", "personalized", "#dd8452"))
+    groups = [*labels, "mean"]
+    width = 0.8 / len(kinds)
+    for k, (key, label, color) in enumerate(kinds):
+        values = [i[key] for i in institutions]
+        values.append(fmean(values))
+        xs = [x - 0.4 + width * (k + 0.5) for x in range(len(groups))]
+        bars.bar(xs, values, width=width, color=color, label=label)
+        for x, v in zip(xs, values):
+            bars.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
+    bars.set_xticks(range(len(groups)), groups, fontsize=8)
+    bars.set_ylim(0, 1.15)
+    bars.set_ylabel("accuracy on the hospital's test part")
+    bars.set_title("Each hospital alone, federated and personalized", fontsize=11)
+    bars.legend(fontsize=8, loc="upper left", ncols=3)
+    bars.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(out / PLOTS["accuracy"], dpi=110)
     plt.close(fig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import ConfigError
@@ -151,10 +152,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "status", help="registration, stake, reputation and rewards", allow_abbrev=False,
         description=(
             "Show an institution's registration, stake and reputation, and per bounty its unclaimed reward and "
-            "cumulative score (every bounty where it has either, or just --bounty). Needs no password."
+            "cumulative score (every bounty where it has either, or just --bounty), and, once `node train` has "
+            "built its personalized model, its own gain: that model against a local-only model it trained on the same "
+            "rows, both on its own held-out part. Needs no password."
         ),
     )
     status.add_argument("--bounty", type=_non_negative_int, default=None, metavar="ID", help="only this bounty")
+    status.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="the node's state folder, as given to `node train` (default: $FEDLEDGER_NODE_STATE_DIR or "
+                             "~/.fedledger/state/<address>)")
     status.add_argument("--address", default=None, help="look at this address instead of the keystore's")
     _add_keystore_options(status, password=False)
     _add_chain_options(status)
@@ -320,6 +326,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.bounty is not None and not 1 <= args.bounty <= count:
         raise NodeError(f"bounty {args.bounty} does not exist (this ledger has {count})")
     ids = [args.bounty] if args.bounty is not None else range(1, count + 1)
+    from node.runner import default_state_dir, read_personal
+
+    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir(address)
     bounties = []
     for bounty_id in ids:
         unclaimed, cumulative = ledger.contribution_of(bounty_id, address)
@@ -328,7 +337,7 @@ def _status(args: argparse.Namespace) -> int:
         bounty = ledger.bounty(bounty_id)
         bounties.append({
             "bounty": bounty_id, "status": bounty.status.name.lower(), "token": "ETH" if bounty.is_eth else bounty.token,
-            "unclaimed": unclaimed, "cumulative_score": cumulative,
+            "unclaimed": unclaimed, "cumulative_score": cumulative, "personal": read_personal(state_dir / str(bounty_id)),
         })
     report = {
         "address": address, "registered": inst.registered, "stake": inst.stake, "reputation": inst.reputation,
@@ -353,10 +362,18 @@ def _status(args: argparse.Namespace) -> int:
         emit([
             {"bounty": b["bounty"], "status": b["status"],
              "unclaimed": _ether(b["unclaimed"]) if b["token"] == "ETH" else f"{b['unclaimed']} (token {b['token']})",
-             "cumulative_score": f"{b['cumulative_score'] / SCORE_SCALE:.6f}"}
+             "cumulative_score": f"{b['cumulative_score'] / SCORE_SCALE:.6f}", "own gain": _gain(b["personal"])}
             for b in bounties
         ])
     return 0
+
+
+def _gain(personal: dict | None) -> str:
+    """One cell: the personalized model against the local-only one, on the institution's held-out rows."""
+    if not personal:
+        return ""
+    return (f"{personal['gain']:+.3f} ({personal['accuracy_personalized']:.3f} personalized vs "
+            f"{personal['accuracy_alone']:.3f} alone, {personal['held_out_rows']} held-out rows)")
 
 
 def _claim(args: argparse.Namespace) -> int:

@@ -214,6 +214,11 @@ class AggregatorClient:
             data=response.content, sha256=(response.headers.get("x-model-sha256") or "").lower(), round=round_
         )
 
+    def model_by_hash(self, bounty_id: int, sha256: str) -> bytes:
+        """Download a stored model by its sha256 (e.g. the final global model whose hash the chain holds)."""
+        what = f"model {sha256} of bounty {bounty_id}"
+        return self._request("GET", f"/bounties/{int(bounty_id)}/models/{sha256}", what, _stream=True).content
+
     def upload(self, bounty_id: int, round_: int, data: bytes, signature: str) -> UploadAccepted:
         """POST the update bytes (the body is exactly ``data``) with their sha256 and the signature in headers, so
         the aggregator checks the signer before reading the body; returns the 202 answer.

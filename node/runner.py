@@ -218,6 +218,29 @@ class NodeState:
     def save_update(self, round_: int, data: bytes) -> Path:
         return write_private_file(self.update_path(round_), bytes(data))
 
+    # -- personalization (only when the task declares one) ------------------------------------------
+    def save_global(self, round_: int, data: bytes) -> Path:
+        """Keep the global model round ``round_`` started from (Ditto replays them at the end)."""
+        return write_private_file(self.dir / f"global-{int(round_)}.safetensors", bytes(data))
+
+    def read_globals(self) -> list[bytes]:
+        """The kept global models, in round order."""
+        paths = sorted(self.dir.glob("global-*.safetensors"), key=lambda path: int(path.stem.split("-")[1]))
+        return [path.read_bytes() for path in paths]
+
+    @property
+    def personal_path(self) -> Path:
+        return self.dir / "personal.json"
+
+    def save_personal(self, model: bytes, summary: Mapping[str, Any]) -> Path:
+        """Write the personalized model (``personal.safetensors``) and its metrics (``personal.json``)."""
+        write_private_file(self.dir / "personal.safetensors", bytes(model))
+        return write_private_file(self.personal_path, (json.dumps(dict(summary), indent=1, sort_keys=True) + "\n").encode())
+
+    def personal(self) -> dict[str, Any] | None:
+        """The personalized model's metrics (``personal.json``), or None before the bounty's end."""
+        return read_personal(self.dir)
+
     def read_update(self, round_: int) -> bytes | None:
         try:
             return self.update_path(round_).read_bytes()
@@ -225,6 +248,16 @@ class NodeState:
             return None
         except OSError as exc:
             raise NodeError(f"cannot read saved update {self.update_path(round_)}: {exc.strerror}") from None
+
+
+def read_personal(bounty_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``<state_dir>/<bounty>/personal.json`` (the institution's own model's metrics), or None if absent."""
+    try:
+        return json.loads((Path(bounty_dir) / "personal.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise NodeError(f"cannot read {Path(bounty_dir) / 'personal.json'}: move it away and run `node train` again") from None
 
 
 class NodeRunner:
@@ -444,6 +477,8 @@ class NodeRunner:
                     self.sleep(self.poll_seconds)
             if self.finished and self._bar is not None:
                 self._bar.update(max(0, self._bar.total - self._bar.n))
+            if self.finished == RoundStatus.COMPLETED:
+                self.personalize()
             return self.results()
         finally:
             self.close()
@@ -556,6 +591,8 @@ class NodeRunner:
                 return None  # the aggregator moved on between the two requests: look again
             self._check_model(r, model.data, model.sha256, chain_hash)
             weights = decode(model.data, expected=self._expected)
+            if self.spec.personalization.method != "none":
+                self.state.save_global(r, model.data)
             config = self._fit_config(r, info)
             result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=config or None)
             data = encode(result.arrays)
@@ -581,6 +618,45 @@ class NodeRunner:
         self.state.put(r, status=NodeRoundStatus.COMMITTED, commit_tx=commit_tx, upload_status=None)
         self._fire(NodeRoundStatus.COMMITTED, r)
         return self._upload(r, data, resumed=resumed)
+
+    # -- the end of the bounty ------------------------------------------------------------------------
+    def personalize(self) -> dict[str, Any] | None:
+        """Build this institution's own model from the kept global models and its rows, on this machine.
+
+        Runs once the bounty is completed, under the task's personalization (nothing when it declares
+        none); the final global model is downloaded by the hash the chain holds for the last round.
+        Leaves ``personal.safetensors`` and ``personal.json`` (:func:`node.personalize.held_out_gain`:
+        the personalized model against a local-only model, both on a held-out part of its own rows)
+        in the state folder. Nothing leaves the node.
+
+        Returns
+        -------
+        dict or None
+            The metrics written to ``personal.json`` (None: no personalization, or no round taken part in).
+        """
+        from node.personalize import held_out_gain
+
+        state = self._open_state
+        assert self.spec is not None
+        if self.spec.personalization.method == "none" or state.personal() is not None:
+            return state.personal()
+        trajectory = [decode(data, expected=self._expected) for data in state.read_globals()]
+        if not trajectory:
+            return None
+        bounty = self.ledger.bounty(self.bounty_id)
+        final_hash = _hex(self.ledger.round(self.bounty_id, bounty.num_rounds).new_model_hash)
+        data = self.aggregator.model_by_hash(self.bounty_id, final_hash)
+        if update_hash_hex(data) != final_hash:
+            raise ModelMismatch(f"the final model downloaded hashes to {update_hash_hex(data)}, not to the chain's {final_hash}")
+        model, metrics = held_out_gain(trajectory, decode(data, expected=self._expected), self.X, self.y, self.spec,
+                                       seed=self.spec.training.seed)
+        summary = {**metrics, "method": self.spec.personalization.method, "final_global_model": final_hash,
+                   "rounds_replayed": len(trajectory), "model": model.model, "model_params": dict(model.model_params)}
+        state.save_personal(encode(model.weights), summary)
+        self.echo(f"bounty {self.bounty_id}: personalized model {summary['personalized_model']}: accuracy "
+                  f"{metrics['accuracy_personalized']:.3f} vs {metrics['accuracy_alone']:.3f} alone on "
+                  f"{metrics['held_out_rows']} held-out rows (gain {metrics['gain']:+.3f})")
+        return summary
 
     def _fit_config(self, r: int, info: RoundInfo) -> dict[str, Any]:
         """The bounty's rules' fit config; the aggregator must hand out the same (else it plays other rules)."""
@@ -716,4 +792,5 @@ __all__ = [
     "NodeState",
     "default_state_dir",
     "open_runner_for_site",
+    "read_personal",
 ]

@@ -58,12 +58,17 @@ def test_report_json_has_the_promised_keys(heart_run):
     for r in saved["rounds"]:
         assert set(r["accuracy"]["centers"]) == names and 0.0 <= r["accuracy"]["mean_center"] <= 1.0
         assert set(r["scores"]) == names and all(isinstance(v, float) for v in r["scores"].values())
-        assert set(r["alone"]) == names
         assert sum(r["credits"].values()) > 0
     for inst in saved["institutions"]:
         for key in ("name", "address", "cumulative_score", "reputation", "credited", "claimed"):
             assert key in inst
+        for key in ("accuracy_alone", "accuracy_federated", "accuracy_personalized"):
+            assert 0.0 <= inst[key] <= 1.0, key
+        assert inst["personalized_model"].startswith("ditto lambda=")
+        assert inst["alone_model"].startswith("local-only ")
         assert inst["claimed"] == inst["credited"]  # everybody claimed
+    assert saved["demo"]["task"]["personalization"]["method"] == "ditto"
+    assert saved["alone"] == {i["name"]: i["accuracy_alone"] for i in saved["institutions"]}
     for key in ("funded", "credited", "refunded", "remaining"):
         assert isinstance(saved["bounty"][key], int)
     assert {"deploy", "join", "createBounty", "openRound", "commitUpdate", "finalizeRound", "claim"} <= set(saved["gas"])
@@ -102,7 +107,7 @@ def test_plots_are_valid_pngs_and_the_table_renders(heart_run):
     for name in PLOTS.values():
         assert _png_ok(out / name), name
     text = format_report(report)
-    assert "fed/alone" in text and "VERIFIED" in text and "free-rider" in text
+    assert "personalized" in text and "gain over alone" in text and "VERIFIED" in text and "free-rider" in text
 
 
 def test_user_sites_with_an_attacker(tmp_path):

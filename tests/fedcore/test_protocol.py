@@ -83,9 +83,16 @@ def test_model_to_json_and_back_is_equal(example):
     assert again.model_dump_json() == example.model_dump_json()
 
 
-def test_the_task_survives_the_wire_with_its_hash():
-    info = TaskInfo.model_validate_json(TaskInfo.model_validate(SPEC.to_dict()).model_dump_json())
-    assert task_hash(TaskSpec.from_dict(info.model_dump())) == task_hash(SPEC)
+@pytest.mark.parametrize("personalization", [None, {"method": "ditto", "validation_splits": 2}])
+def test_the_task_survives_the_wire_with_its_hash(personalization):
+    from dataclasses import replace
+
+    from fedcore.task import PersonalizationSettings
+
+    spec = SPEC if personalization is None else replace(SPEC, personalization=PersonalizationSettings(**personalization))
+    info = TaskInfo.model_validate_json(TaskInfo.model_validate(spec.to_dict()).model_dump_json())
+    again = TaskSpec.from_dict(info.model_dump())  # null personalization: the default
+    assert task_hash(again) == task_hash(spec) and again.personalization == spec.personalization
 
 
 def test_hashes_and_addresses_are_normalized_and_checked():

@@ -205,6 +205,16 @@ def test_join_train_status_claim(setup, capsys):
     assert node("status", *common) == 0
     text = capsys.readouterr().out
     assert "0.1 ETH" in text and account.address in text
+    assert node("status", "--bounty", str(fed.bounty_id), "--state-dir", str(state), "--format", "json", *common) == 0
+    assert json.loads(capsys.readouterr().out)["bounties"][0]["personal"] is None  # the task declares no personalization
+    # What `node train` leaves at the end of a personalized bounty (tests/node/test_runner.py builds it for real):
+    # `node status --state-dir` shows the institution its own gain.
+    personal = {"gain": 0.0625, "accuracy_personalized": 0.8125, "accuracy_alone": 0.75, "held_out_rows": 16}
+    (state / str(fed.bounty_id) / "personal.json").write_text(json.dumps(personal))
+    assert node("status", "--bounty", str(fed.bounty_id), "--state-dir", str(state), "--format", "json", *common) == 0
+    assert json.loads(capsys.readouterr().out)["bounties"][0]["personal"] == personal
+    assert node("status", "--state-dir", str(state), *common) == 0
+    assert "+0.062 (0.812 personalized vs 0.750 alone, 16 held-out rows)" in capsys.readouterr().out
 
     before = fed.w3.eth.get_balance(account.address)
     assert node("claim", "--bounty", str(fed.bounty_id), "--format", "json", *common) == 0

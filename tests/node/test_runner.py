@@ -91,6 +91,7 @@ class StandIn:
         self.selected: list[str] = []
         self.requests: list[dict] = []
         self.uploads: list[tuple[int, str, bytes]] = []
+        self.stored: dict[str, bytes] = {}  # models published by finalized rounds, by sha256
         self.refuse_uploads: tuple[RejectionCode, str] | None = None
         self.app = self._build()
 
@@ -142,6 +143,13 @@ class StandIn:
             await record(request)
             headers = {"X-Model-Sha256": self.model_header or update_hash_hex(self.model), "X-Round": str(self.round)}
             return Response(self.model, media_type="application/octet-stream", headers=headers)
+
+        @app.get("/bounties/{bounty_id}/models/{sha256}")
+        async def stored_model(bounty_id: int, sha256: str, request: Request):
+            await record(request)
+            if sha256 not in self.stored:
+                return refuse(RejectionCode.NOT_FOUND, f"no model {sha256}")
+            return Response(self.stored[sha256], media_type="application/octet-stream")
 
         @app.post("/bounties/{bounty_id}/rounds/{round_}/updates")
         async def upload(bounty_id: int, round_: int, request: Request):
@@ -218,6 +226,7 @@ class Federation:
         committed = [a.address for a in self.insts if self.ledger.commitment_of(self.bounty_id, r, a.address) != bytes(32)]
         weights = decode(self.model)
         self.model = encode({k: (v + np.float32(0.01 * r)).astype(np.float32) for k, v in weights.items()})
+        self.standin.stored[update_hash_hex(self.model)] = self.model
         self.ledger.as_sender(self.aggregator).finalize_round(
             self.bounty_id, r, update_hash(self.model), {a: 10**18 for a in committed}
         )
@@ -340,6 +349,47 @@ def test_takes_part_in_every_round_committing_once_and_uploading_exactly_the_com
     # A restart after the end does nothing.
     again = new_runner(fed, site, tmp_path / "state").run()
     assert again == [] and len(fed.commits(me.address)) == 2
+
+
+def test_at_the_end_the_node_keeps_its_personalized_model_and_its_gain_over_training_alone(tmp_path):
+    from dataclasses import replace
+
+    from fedcore.metrics import accuracy
+    from fedcore.models import predict_with_weights
+    from fedcore.seeds import personalization_seed
+    from fedcore.task import PersonalizationSettings
+    from node.personalize import HELD_OUT_FRACTION, validation_splits
+
+    spec = replace(SPEC, personalization=PersonalizationSettings(method="ditto", ditto_lambdas=(0.03, 3.0), validation_splits=2))
+    fed = make_federation(None, spec=spec)
+    site = load_site(write_site_csv(tmp_path / "site.csv"), spec)
+    with serve(fed.standin.app) as url:
+        fed.url = url
+        fed.open_round()
+        lines: list[str] = []
+        records = new_runner(fed, site, tmp_path / "state", echo=lines.append).run()
+        for client in fed.clients:
+            client.close()
+    assert [r.status for r in records] == [NodeRoundStatus.UPLOADED] * 2
+    folder = tmp_path / "state" / str(fed.bounty_id)
+    assert {"global-1.safetensors", "global-2.safetensors", "personal.safetensors", "personal.json"} <= {p.name for p in folder.iterdir()}
+    summary = json.loads((folder / "personal.json").read_text())
+    final_hash = "0x" + fed.ledger.round(fed.bounty_id, 2).new_model_hash.hex()
+    assert summary["final_global_model"] == final_hash and summary["rounds_replayed"] == 2 and summary["method"] == "ditto"
+    assert summary["personalized_model"].startswith("ditto lambda=") and summary["alone_model"].startswith("local-only ")
+    assert summary["held_out_rows"] == round(HELD_OUT_FRACTION * site.n_rows) and summary["train_rows"] == site.n_rows - summary["held_out_rows"]
+    assert summary["gain"] == pytest.approx(summary["accuracy_personalized"] - summary["accuracy_alone"])
+    # The kept model is the one measured: its accuracy on the held-out rows is the recorded one.
+    (_, held), = validation_splits(site.y, fraction=HELD_OUT_FRACTION, splits=1, seed=personalization_seed(spec.training.seed, "held-out"))
+    weights = decode((folder / "personal.safetensors").read_bytes())
+    assert accuracy(site.y[held], predict_with_weights(spec, weights, site.X[held])) == summary["accuracy_personalized"]
+    assert any("personalized model" in line and "held-out rows" in line for line in lines)
+    # Nothing extra left the node: its only POSTs are the two committed updates.
+    assert len(fed.standin.bodies("POST")) == 2
+    # The institution sees its gain in `node status`.
+    from node.cli import _gain
+
+    assert _gain(summary).startswith(f"{summary['gain']:+.3f} (") and _gain(None) == ""
 
 
 def test_training_is_deterministic_with_the_documented_seed(fed, site, tmp_path):
