@@ -527,7 +527,7 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
     )
     run_spec = spec.with_training(seed=seed)
     for inst in institutions:
-        def accuracy(weights: dict) -> float:
+        def accuracy(weights: dict, inst=inst) -> float:
             return fm.accuracy(inst.y_test, predict_with_weights(run_spec, weights, inst.X_test))
 
         for steps in settings.finetune_steps:
