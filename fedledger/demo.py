@@ -689,7 +689,6 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             say(f"personal {p.name:<12} {model.choice.label}: accuracy {personal[p.name]:.3f} "
                 f"(alone {alone[p.name]:.3f}, "
                 f"federated {rounds[-1]['accuracy']['centers'].get(p.name, float('nan')):.3f})")
-
         timings["personalization"] = time.perf_counter() - mark
 
         # -- payouts -----------------------------------------------------------------------------------

@@ -58,7 +58,6 @@ def outcome_table(report: dict[str, Any]) -> str:
                      _acc(i["accuracy_personalized"]), f"{gain:+.3f}", i["personalized_model"]])
     means = [fmean(i[k] for i in report["institutions"])
              for k in ("accuracy_alone", "accuracy_federated", "accuracy_personalized")]
-
     rows.append(["mean", *(_acc(m) for m in means), f"{means[2] - means[0]:+.3f}", ""])
     return _table(headers, rows, right={1, 2, 3, 4})
 

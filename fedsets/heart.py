@@ -91,7 +91,6 @@ def heart_paths(data_root: str | os.PathLike | None = None, *, verify: bool = Tr
     if verify and sums.is_file():
         expected = {name: digest
                     for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
-
         for path in paths:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if path.name in expected and expected[path.name] != digest:

@@ -344,7 +344,6 @@ def _status(args: argparse.Namespace) -> int:
             "token": "ETH" if bounty.is_eth else bounty.token,
             "unclaimed": unclaimed, "cumulative_score": cumulative,
             "personal": read_personal(state_dir / str(bounty_id)),
-
         })
     report = {
         "address": address, "registered": inst.registered, "stake": inst.stake, "reputation": inst.reputation,

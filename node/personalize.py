@@ -311,7 +311,6 @@ def held_out_gain(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_g
     y = np.asarray(y)
     (train, held), = validation_splits(y, fraction=HELD_OUT_FRACTION, splits=1,
                                        seed=personalization_seed(seed, "held-out"))
-
     personal = personalize(global_trajectory, final_global, X[train], y[train], spec, seed=seed)
     alone = best_local_only(X[train], y[train], spec, seed=seed)
     mine = fm.accuracy(y[held], personal.predict(X[held]))
