@@ -202,7 +202,10 @@ def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
 
 
 def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path) -> DemoData:
-    """Fed-Heart-Disease as four hospitals' CSVs (:func:`fedledger.datasets.write_heart`, carving seeded by ``seed``)."""
+    """Fed-Heart-Disease as four hospitals' CSVs.
+
+    Written by :func:`fedledger.datasets.write_heart`, carving seeded by ``seed``.
+    """
     from fedcore.task import TaskSpec
     from fedledger.datasets import TASK_FILE, VALIDATION_FILE, write_heart
 
@@ -509,7 +512,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         if name is None:
             continue
         if name not in names:
-            raise ConfigError(f"--{option.replace('_', '-')} {name!r} is not one of the institutions: {', '.join(names)}")
+            raise ConfigError(f"--{option.replace('_', '-')} {name!r} is not one of the institutions: "
+                              f"{', '.join(names)}")
         roles[name] = role
     accounts = {name: demo_account(f"institution/{name}") for name in names}
     participants = _load_participants(data, accounts, roles)
@@ -632,8 +636,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         # -- the rounds --------------------------------------------------------------------------------
         mark = time.perf_counter()
         rounds: list[dict[str, Any]] = []
-        bar = tqdm(total=options.rounds, desc=f"bounty {bounty_id} rounds", unit="round", disable=_disabled(options.progress),
-                   file=sys.stderr)
+        bar = tqdm(total=options.rounds, desc=f"bounty {bounty_id} rounds", unit="round",
+                   disable=_disabled(options.progress), file=sys.stderr)
         round_started = time.perf_counter()
         global_models = [initial]  # what each round started from, then the final model (Ditto replays them)
 
@@ -666,8 +670,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 f"scores {shown}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
-        outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time, {p for p in Phase if p.terminal},
-                         limit=options.rounds * 40, status=bar.set_postfix_str)
+        outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time,
+                         {p for p in Phase if p.terminal}, limit=options.rounds * 40, status=bar.set_postfix_str)
         bar.close()
         if outcome != Phase.COMPLETED:
             raise DemoError(f"bounty {bounty_id} ended {outcome} after {len(rounds)} rounds")
@@ -683,7 +687,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             personal[p.name] = accuracy(p.evaluation.y_test, model.predict(p.evaluation.X_test))
             personal_choice[p.name] = model.choice.label
             say(f"personal {p.name:<12} {model.choice.label}: accuracy {personal[p.name]:.3f} "
-                f"(alone {alone[p.name]:.3f}, federated {rounds[-1]['accuracy']['centers'].get(p.name, float('nan')):.3f})")
+                f"(alone {alone[p.name]:.3f}, "
+                f"federated {rounds[-1]['accuracy']['centers'].get(p.name, float('nan')):.3f})")
         timings["personalization"] = time.perf_counter() - mark
 
         # -- payouts -----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = N
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -42,7 +43,8 @@ def accuracy_table(report: dict[str, Any]) -> str:
     initial = report["initial"]["accuracy"]
     rows = [["0", _acc(initial["mean_center"]), *(_acc(initial["centers"].get(n)) for n in names)]]
     for r in report["rounds"]:
-        rows.append([str(r["round"]), _acc(r["accuracy"]["mean_center"]), *(_acc(r["accuracy"]["centers"].get(n)) for n in names)])
+        rows.append([str(r["round"]), _acc(r["accuracy"]["mean_center"]),
+                     *(_acc(r["accuracy"]["centers"].get(n)) for n in names)])
     return _table(headers, rows, right=set(range(len(headers))))
 
 
@@ -52,9 +54,10 @@ def outcome_table(report: dict[str, Any]) -> str:
     rows = []
     for i in report["institutions"]:
         gain = i["accuracy_personalized"] - i["accuracy_alone"]
-        rows.append([i["name"], _acc(i["accuracy_alone"]), _acc(i["accuracy_federated"]), _acc(i["accuracy_personalized"]),
-                     f"{gain:+.3f}", i["personalized_model"]])
-    means = [fmean(i[k] for i in report["institutions"]) for k in ("accuracy_alone", "accuracy_federated", "accuracy_personalized")]
+        rows.append([i["name"], _acc(i["accuracy_alone"]), _acc(i["accuracy_federated"]),
+                     _acc(i["accuracy_personalized"]), f"{gain:+.3f}", i["personalized_model"]])
+    means = [fmean(i[k] for i in report["institutions"])
+             for k in ("accuracy_alone", "accuracy_federated", "accuracy_personalized")]
     rows.append(["mean", *(_acc(m) for m in means), f"{means[2] - means[0]:+.3f}", ""])
     return _table(headers, rows, right={1, 2, 3, 4})
 

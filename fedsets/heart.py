@@ -89,7 +89,8 @@ def heart_paths(data_root: str | os.PathLike | None = None, *, verify: bool = Tr
             raise DataError(f"Fed-Heart-Disease file not found: {path} (set {DATA_ENV} to the data folder)")
     sums = directory / "SHA256SUMS"
     if verify and sums.is_file():
-        expected = {name: digest for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
+        expected = {name: digest
+                    for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
         for path in paths:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             if path.name in expected and expected[path.name] != digest:

@@ -137,7 +137,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="this institution's CSV: a header row with the task's feature and label columns, numeric")
     train.add_argument("--aggregator", required=True, metavar="URL", help="the bounty's aggregator, e.g. http://127.0.0.1:8000")
     train.add_argument("--state-dir", default=None, metavar="DIR",
-                       help="where updates and progress are kept (default: $FEDLEDGER_NODE_STATE_DIR or ~/.fedledger/state/<address>)")
+                       help="where updates and progress are kept "
+                            "(default: $FEDLEDGER_NODE_STATE_DIR or ~/.fedledger/state/<address>)")
     train.add_argument("--rounds-max", type=_positive_int, default=None, metavar="N",
                        help="stop after committing in N rounds (default: until the bounty ends)")
     train.add_argument("--poll-seconds", type=_positive_float, default=2.0, metavar="S",
@@ -218,7 +219,8 @@ def _init(args: argparse.Namespace) -> int:
 
     path = resolve_keystore_path(args.keystore)
     if path.exists() and not args.force:
-        raise NodeError(f"a keystore already exists at {path}: pass --force to replace it (the old one is kept as a backup)")
+        raise NodeError(f"a keystore already exists at {path}: pass --force to replace it "
+                        "(the old one is kept as a backup)")
     private_key = None
     if args.import_key_file:
         key_path = Path(args.import_key_file).expanduser()
@@ -251,7 +253,8 @@ def _join(args: argparse.Namespace) -> int:
         raise NodeError(f"a stake of {_ether(args.stake)} is below the contract's minimum of {_ether(minimum)}")
     balance = ledger.w3.eth.get_balance(account.address)
     if balance < args.stake:
-        raise NodeError(f"{account.address} holds {_ether(balance)}, less than the stake of {_ether(args.stake)} (plus gas)")
+        raise NodeError(f"{account.address} holds {_ether(balance)}, "
+                        f"less than the stake of {_ether(args.stake)} (plus gas)")
     receipt = ledger.join(args.name, args.uri, stake=args.stake)
     joined = ledger.institution(account.address)
     emit({
@@ -290,7 +293,8 @@ def _train(args: argparse.Namespace) -> int:
         {
             "round": r["round"], "status": r["status"], "sha256": (r["sha256"] or "")[:18],
             "samples": r["samples"] if r["samples"] is not None else "",
-            "loss": f"{r['metrics']['loss_before']:.4f}->{r['metrics']['loss_after']:.4f}" if "loss_after" in r["metrics"] else "",
+            "loss": (f"{r['metrics']['loss_before']:.4f}->{r['metrics']['loss_after']:.4f}"
+                     if "loss_after" in r["metrics"] else ""),
             "upload": r["upload_status"] or "", "commit_tx": (r["commit_tx"] or "")[:18],
         }
         for r in rows
@@ -336,8 +340,10 @@ def _status(args: argparse.Namespace) -> int:
             continue
         bounty = ledger.bounty(bounty_id)
         bounties.append({
-            "bounty": bounty_id, "status": bounty.status.name.lower(), "token": "ETH" if bounty.is_eth else bounty.token,
-            "unclaimed": unclaimed, "cumulative_score": cumulative, "personal": read_personal(state_dir / str(bounty_id)),
+            "bounty": bounty_id, "status": bounty.status.name.lower(),
+            "token": "ETH" if bounty.is_eth else bounty.token,
+            "unclaimed": unclaimed, "cumulative_score": cumulative,
+            "personal": read_personal(state_dir / str(bounty_id)),
         })
     report = {
         "address": address, "registered": inst.registered, "stake": inst.stake, "reputation": inst.reputation,

@@ -187,8 +187,8 @@ def validation_splits(y: np.ndarray, *, fraction: float, splits: int, seed: int)
     """``splits`` carvings ``(train_rows, validation_rows)`` of the training rows, stratified like FLamby's split."""
     y = np.asarray(y)
     return [
-        train_test_split_indices(y.shape[0], train_fraction=1.0 - fraction, seed=personalization_seed(seed, "carve", k) % 2**32,
-                                 stratify=flamby_stratify(y))
+        train_test_split_indices(y.shape[0], train_fraction=1.0 - fraction,
+                                 seed=personalization_seed(seed, "carve", k) % 2**32, stratify=flamby_stratify(y))
         for k in range(splits)
     ]
 
@@ -224,13 +224,15 @@ def best_local_only(X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int,
     def fitter(choice: LocalModelChoice) -> Fitter:
         def fit(X_fit: np.ndarray, y_fit: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
             weights = train_alone(choice, X_fit, y_fit, seed=seed)
-            return lambda X_eval: predict_with_weights(architecture(choice.model, choice.model_params, np.shape(X_eval)[1]), weights, X_eval)
+            return lambda X_eval: predict_with_weights(
+                architecture(choice.model, choice.model_params, np.shape(X_eval)[1]), weights, X_eval)
         return fit
 
     index, scores = choose_on_validation([fitter(c) for c in candidates], X, y, carvings=carvings)
     chosen = candidates[index]
     label = f"local-only {chosen.model} " + " ".join(f"{k}={v}" for k, v in chosen.describe().items() if k != "model")
-    return PersonalModel(chosen.model, chosen.model_params, train_alone(chosen, X, y, seed=seed), Choice(index, label, scores))
+    return PersonalModel(chosen.model, chosen.model_params, train_alone(chosen, X, y, seed=seed),
+                         Choice(index, label, scores))
 
 
 def _fine_tuned(start: Weights, spec: TaskSpec, steps: int, lr: float, seed: int, X: np.ndarray, y: np.ndarray
@@ -238,8 +240,8 @@ def _fine_tuned(start: Weights, spec: TaskSpec, steps: int, lr: float, seed: int
     return fine_tune(start, X, y, spec, steps=steps, lr=lr, seed=seed)
 
 
-def _ditto(trajectory: Sequence[Mapping[str, np.ndarray]], spec: TaskSpec, lam: float, seed: int, X: np.ndarray, y: np.ndarray
-           ) -> Weights:
+def _ditto(trajectory: Sequence[Mapping[str, np.ndarray]], spec: TaskSpec, lam: float, seed: int,
+           X: np.ndarray, y: np.ndarray) -> Weights:
     return ditto_personal(trajectory, X, y, spec, lam=lam, seed=seed)
 
 
@@ -265,7 +267,8 @@ def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_glo
         return PersonalModel(model, params, final_global, Choice(0, "global model"))
     carvings = validation_splits(y, fraction=settings.validation_fraction, splits=settings.validation_splits, seed=seed)
     if settings.method == "finetune":
-        options = [(s, lr) for s in settings.finetune_steps for lr in (settings.finetune_lrs if s else settings.finetune_lrs[:1])]
+        options = [(s, lr) for s in settings.finetune_steps
+                   for lr in (settings.finetune_lrs if s else settings.finetune_lrs[:1])]
         labels = [f"finetune steps={s} lr={lr:g}" for s, lr in options]
         train = [partial(_fine_tuned, final_global, spec, s, lr, personalization_seed(seed, "finetune"))
                  for s, lr in options]
@@ -288,7 +291,8 @@ HELD_OUT_FRACTION = 0.25
 
 
 def held_out_gain(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_global: Mapping[str, np.ndarray],
-                  X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int) -> tuple[PersonalModel, dict[str, object]]:
+                  X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int
+                  ) -> tuple[PersonalModel, dict[str, object]]:
     """The institution's personalized model and its gain over a local-only model, both on its own held-out part.
 
     A stratified ``HELD_OUT_FRACTION`` of the rows is held out; the personalized model
@@ -305,7 +309,8 @@ def held_out_gain(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_g
         ``train_rows``, ``personalized_model`` and ``alone_model`` (the candidates chosen on validation).
     """
     y = np.asarray(y)
-    (train, held), = validation_splits(y, fraction=HELD_OUT_FRACTION, splits=1, seed=personalization_seed(seed, "held-out"))
+    (train, held), = validation_splits(y, fraction=HELD_OUT_FRACTION, splits=1,
+                                       seed=personalization_seed(seed, "held-out"))
     personal = personalize(global_trajectory, final_global, X[train], y[train], spec, seed=seed)
     alone = best_local_only(X[train], y[train], spec, seed=seed)
     mine = fm.accuracy(y[held], personal.predict(X[held]))

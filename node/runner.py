@@ -235,7 +235,8 @@ class NodeState:
     def save_personal(self, model: bytes, summary: Mapping[str, Any]) -> Path:
         """Write the personalized model (``personal.safetensors``) and its metrics (``personal.json``)."""
         write_private_file(self.dir / "personal.safetensors", bytes(model))
-        return write_private_file(self.personal_path, (json.dumps(dict(summary), indent=1, sort_keys=True) + "\n").encode())
+        return write_private_file(self.personal_path,
+                                  (json.dumps(dict(summary), indent=1, sort_keys=True) + "\n").encode())
 
     def personal(self) -> dict[str, Any] | None:
         """The personalized model's metrics (``personal.json``), or None before the bounty's end."""
@@ -257,7 +258,8 @@ def read_personal(bounty_dir: str | os.PathLike) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        raise NodeError(f"cannot read {Path(bounty_dir) / 'personal.json'}: move it away and run `node train` again") from None
+        raise NodeError(f"cannot read {Path(bounty_dir) / 'personal.json'}: "
+                        "move it away and run `node train` again") from None
 
 
 class NodeRunner:
@@ -398,7 +400,8 @@ class NodeRunner:
             )
         if institution.reputation < bounty.min_reputation:
             raise NodeError(
-                f"bounty {self.bounty_id} needs reputation {bounty.min_reputation}, {self.address} has {institution.reputation}"
+                f"bounty {self.bounty_id} needs reputation {bounty.min_reputation}, "
+                f"{self.address} has {institution.reputation}"
             )
         self._expected = weight_spec(build_model(self.spec, n_features=self.spec.n_features, seed=0))
         state = NodeState(
@@ -419,7 +422,8 @@ class NodeRunner:
         for what, (theirs, ours) in served.items():
             if theirs != ours:
                 raise NodeError(
-                    f"the aggregator at {self.aggregator.base_url} serves {what} {theirs}, not {ours}: wrong --aggregator?"
+                    f"the aggregator at {self.aggregator.base_url} serves {what} {theirs}, not {ours}: "
+                    "wrong --aggregator?"
                 )
 
     def close(self) -> None:
@@ -552,7 +556,8 @@ class NodeRunner:
         for key in sorted(self.state.data["rounds"], key=int):
             r, saved = int(key), self.state.data["rounds"][key]
             closed = info is None or r < info.round or (r == info.round and info.status != RoundStatus.OPEN)
-            if r in self.records or not closed or saved.get("status") not in (NodeRoundStatus.SAVED, NodeRoundStatus.COMMITTED):
+            if (r in self.records or not closed
+                    or saved.get("status") not in (NodeRoundStatus.SAVED, NodeRoundStatus.COMMITTED)):
                 continue
             committed = saved["status"] == NodeRoundStatus.COMMITTED or (
                 # a crash between the commit's receipt and its record leaves "saved": ask the chain
@@ -563,7 +568,8 @@ class NodeRunner:
                 last = self._finish_round(self._record_from_state(r, resumed=False))
             else:
                 self.state.put(r, status=NodeRoundStatus.MISSED)
-                last = self._finish_round(replace(self._record_from_state(r, resumed=False), upload_status="never committed"))
+                last = self._finish_round(replace(self._record_from_state(r, resumed=False),
+                                                  upload_status="never committed"))
         return last
 
     # -- one round -----------------------------------------------------------------------------------
@@ -576,7 +582,8 @@ class NodeRunner:
                 f"{chain_hash}: refusing to train"
             )
         if latest_timestamp(self.ledger.w3) > chain_round.commit_deadline:
-            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.MISSED, upload_status="commit window closed"))
+            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.MISSED,
+                                                upload_status="commit window closed"))
         seed = training_seed(self.spec.training.seed, r, Web3.to_checksum_address(self.address))
         resumed = False
         saved = self.state.round(r)
@@ -611,7 +618,8 @@ class NodeRunner:
             if exc.name == "RoundClosed":
                 self.state.put(r, status=NodeRoundStatus.MISSED)
                 return self._finish_round(NodeRound(
-                    self.bounty_id, r, NodeRoundStatus.MISSED, sha, samples, metrics, upload_status="commit window closed", resumed=resumed,
+                    self.bounty_id, r, NodeRoundStatus.MISSED, sha, samples, metrics,
+                    upload_status="commit window closed", resumed=resumed,
                 ))
             raise
         commit_tx = _hex(receipt["transactionHash"])
@@ -647,7 +655,8 @@ class NodeRunner:
         final_hash = _hex(self.ledger.round(self.bounty_id, bounty.num_rounds).new_model_hash)
         data = self.aggregator.model_by_hash(self.bounty_id, final_hash)
         if update_hash_hex(data) != final_hash:
-            raise ModelMismatch(f"the final model downloaded hashes to {update_hash_hex(data)}, not to the chain's {final_hash}")
+            raise ModelMismatch(f"the final model downloaded hashes to {update_hash_hex(data)}, "
+                                f"not to the chain's {final_hash}")
         model, metrics = held_out_gain(trajectory, decode(data, expected=self._expected), self.X, self.y, self.spec,
                                        seed=self.spec.training.seed)
         summary = {**metrics, "method": self.spec.personalization.method, "final_global_model": final_hash,
@@ -686,10 +695,12 @@ class NodeRunner:
     def _check_model(self, r: int, data: bytes, header_sha: str, chain_hash: str) -> None:
         actual = update_hash_hex(data)
         if not header_sha:
-            raise ModelMismatch(f"round {r}: the aggregator sent the model without an X-Model-Sha256 header: refusing to train")
+            raise ModelMismatch(f"round {r}: the aggregator sent the model without an X-Model-Sha256 header: "
+                                "refusing to train")
         if actual != header_sha:
             raise ModelMismatch(
-                f"round {r}: the model downloaded hashes to {actual}, not to the {header_sha} the aggregator claims: refusing to train"
+                f"round {r}: the model downloaded hashes to {actual}, "
+                f"not to the {header_sha} the aggregator claims: refusing to train"
             )
         if actual != chain_hash:
             raise ModelMismatch(
@@ -704,7 +715,8 @@ class NodeRunner:
         data = self.state.read_update(r)
         if data is None or self._commitment(r, update_hash(data)) != bytes(commitment):
             self.echo(
-                f"bounty {self.bounty_id} round {r}: the chain holds commitment {_hex(commitment)} of {self.address} but "
+                f"bounty {self.bounty_id} round {r}: the chain holds commitment {_hex(commitment)} "
+                f"of {self.address} but "
                 f"no saved update in {self.state.dir} binds to it; not committing again"
             )
             return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, _hex(commitment),
@@ -737,7 +749,8 @@ class NodeRunner:
         else:
             upload_status, status = answer.status, NodeRoundStatus.UPLOADED
             if answer.sha256 != _hex(update_hash(data)):
-                upload_status, status = f"aggregator acknowledged {answer.sha256}, not our update", NodeRoundStatus.REJECTED
+                upload_status, status = (f"aggregator acknowledged {answer.sha256}, not our update",
+                                         NodeRoundStatus.REJECTED)
         self._open_state.put(r, status=status, upload_status=upload_status)
         if status == NodeRoundStatus.UPLOADED:
             self._fire(NodeRoundStatus.UPLOADED, r)
@@ -780,7 +793,8 @@ def open_runner_for_site(
     spec = kwargs.pop("spec", None) or aggregator.task(bounty_id)
     site = load_site(data_path, spec)
     return NodeRunner(
-        ledger=ledger, aggregator=aggregator, account=account, bounty_id=bounty_id, X=site.X, y=site.y, spec=spec, **kwargs
+        ledger=ledger, aggregator=aggregator, account=account, bounty_id=bounty_id, X=site.X, y=site.y, spec=spec,
+        **kwargs,
     )
 
 
