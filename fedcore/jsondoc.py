@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from fedcore.errors import ConfigError
 
@@ -77,3 +77,37 @@ def is_int(value: Any) -> bool:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
+
+
+class HashedDocument:
+    """JSON text, files and hash for a frozen dataclass that defines ``to_dict``/``from_dict`` and ``DOCUMENT`` (its
+    name in error messages). Task specs and round rules share this one way of being read, written and hashed."""
+
+    DOCUMENT: ClassVar[str] = "document"
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        """Canonical JSON: what :meth:`digest` hashes."""
+        return canonical(self.to_dict())
+
+    def digest(self) -> bytes:
+        """sha256 of the canonical JSON, 32 bytes (the hash that goes on chain)."""
+        return digest(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        return cls.from_dict(parse(text, cls.DOCUMENT))
+
+    def save(self, path: str | Path) -> None:
+        """Write pretty-printed JSON (the hash does not depend on the layout)."""
+        write_pretty(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return cls.from_dict(read(path, cls.DOCUMENT))

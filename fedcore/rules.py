@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fedcore import jsondoc
 from fedcore.errors import ConfigError
@@ -34,7 +33,7 @@ UTILITY_METRICS = ("accuracy", "auc", "neg_loss")
 
 
 @dataclass(frozen=True)
-class RoundRules:
+class RoundRules(jsondoc.HashedDocument):
     """The resolved rules of every round of one bounty (see the module doc).
 
     Attributes
@@ -68,6 +67,8 @@ class RoundRules:
     fixed_point_scale: int = FIXED_POINT_SCALE
     seed_rule: str = SEED_RULE
     version: int = RULES_VERSION
+
+    DOCUMENT: ClassVar[str] = "round rules"
 
     def __post_init__(self) -> None:
         for name in ("strategy", "estimator"):
@@ -105,10 +106,6 @@ class RoundRules:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: jsondoc.thaw(getattr(self, f.name)) for f in fields(self)}
 
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no whitespace, no NaN): what :func:`rules_hash` hashes."""
-        return jsondoc.canonical(self.to_dict())
-
     @classmethod
     def from_dict(cls, data: Any) -> RoundRules:
         if not isinstance(data, Mapping):
@@ -117,22 +114,11 @@ class RoundRules:
         jsondoc.check_keys("rules", data, cls, all_required=True)
         return cls(**data)
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> RoundRules:
-        return cls.from_dict(jsondoc.parse(text, "round rules"))
-
-    def save(self, path: str | Path) -> None:
-        """Write pretty-printed JSON (the hash does not depend on the layout)."""
-        jsondoc.write_pretty(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> RoundRules:
-        return cls.from_dict(jsondoc.read(path, "round rules"))
 
 
 def rules_hash(rules: RoundRules) -> bytes:
     """sha256 of the canonical JSON, 32 bytes: the ``rulesHash`` a bounty fixes on chain."""
-    return jsondoc.digest(rules.to_dict())
+    return rules.digest()
 
 
 def rules_hash_hex(rules: RoundRules) -> str:

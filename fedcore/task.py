@@ -11,8 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fedcore import jsondoc
 from fedcore.errors import ConfigError
@@ -184,7 +183,7 @@ class DeclaredBounds:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class TaskSpec(jsondoc.HashedDocument):
     """What to train, on which columns, judged by which metric.
 
     Attributes
@@ -218,6 +217,8 @@ class TaskSpec:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
     bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
+
+    DOCUMENT: ClassVar[str] = "task spec"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -303,31 +304,16 @@ class TaskSpec:
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 
-    def to_json(self) -> str:
-        """Canonical JSON (what :func:`task_hash` hashes)."""
-        return canonical_json(self)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> TaskSpec:
-        return cls.from_dict(jsondoc.parse(text, "task spec"))
-
-    def save(self, path: str | Path) -> None:
-        """Write the pretty-printed JSON (the hash does not depend on the layout)."""
-        jsondoc.write_pretty(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> TaskSpec:
-        return cls.from_dict(jsondoc.read(path, "task spec"))
 
 
 def canonical_json(spec: TaskSpec) -> str:
     """Sorted keys, no whitespace, no NaN: equal specs give equal strings."""
-    return jsondoc.canonical(spec.to_dict())
+    return spec.to_json()
 
 
 def task_hash(spec: TaskSpec) -> bytes:
     """sha256 of the canonical JSON, 32 bytes (the task id that goes on chain)."""
-    return jsondoc.digest(spec.to_dict())
+    return spec.digest()
 
 
 def task_hash_hex(spec: TaskSpec) -> str:
