@@ -508,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: up to 2)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"output JSON (default {RESULTS_PATH})")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer seeds and sizes (not for the results file)")
+    parser.add_argument("--reuse-scale", type=Path, metavar="FILE",
+                        help="skip phase 3 (n = 20, 50, 100: hours on a busy machine) and copy its table from an earlier "
+                        "results FILE; the report says so under scale_reused_from")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     tuning_seeds, evaluation_seeds, scale_seeds = TUNING_SEEDS, EVALUATION_SEEDS, SCALE_SEEDS
@@ -536,10 +539,19 @@ def main(argv: list[str] | None = None) -> int:
         for n in reversed(scale_sizes)
         for s in scale_seeds
     ]
-    scale = run_jobs(scale_jobs, args.workers, "3/3 n = 20, 50, 100")
-    phase_seconds["scale"] = round(time.perf_counter() - started - sum(phase_seconds.values()), 1)
+    if args.reuse_scale is None:
+        scale = run_jobs(scale_jobs, args.workers, "3/3 n = 20, 50, 100")
+        phase_seconds["scale"] = round(time.perf_counter() - started - sum(phase_seconds.values()), 1)
+        scale_table, seeds_of_scale = scale_section(scale), sorted({j["seed"] for j in scale})
+        reused = None
+    else:
+        earlier = json.loads(args.reuse_scale.read_text())
+        scale_table, seeds_of_scale = earlier["scale"], earlier["protocol"]["scale_seeds"]
+        reused = {"file": str(args.reuse_scale), "phase_seconds": earlier.get("phase_seconds")}
 
-    report = build_report(choice, tuning, evaluation, scale, estimators)
+    report = build_report(choice, tuning, evaluation, scale_table, seeds_of_scale, estimators)
+    if reused is not None:
+        report["scale_reused_from"] = reused
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     report["phase_seconds"] = phase_seconds
     report["environment"] = {
@@ -558,12 +570,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_report(choice, tuning, evaluation, scale, estimators) -> dict[str, Any]:
+def scale_section(scale: list[dict[str, Any]]) -> dict[str, Any]:
+    """Phase 3's table: cost and agreement of each approximate estimator at n = 20, 50, 100."""
+    scale_sizes = sorted({j["n"] for j in scale})
+    scale_table: dict[str, Any] = {}
+    for n in scale_sizes:
+        jobs = [j for j in scale if j["n"] == n]
+        scale_table[f"n={n}"] = {
+            name: {
+                "evaluations": spread([e for j in jobs for e in j["rows"][name]["evaluations"]], 1),
+                "seconds": spread([s for j in jobs for s in j["rows"][name]["seconds"]], 3),
+                "cpu_seconds": spread([s for j in jobs for s in j["rows"][name]["cpu_seconds"]], 3),
+                "converged_share": round(float(np.mean([c for j in jobs for c in j["rows"][name]["converged"]])), 3),
+                "seed_agreement_spearman": spread([j["rows"][name]["seed_agreement_spearman"] for j in jobs]),
+                "signal_spearman": spread([j["rows"][name]["signal_spearman"] for j in jobs]),
+            }
+            for name in jobs[0]["rows"]
+        }
+
+    return scale_table
+
+
+def build_report(choice, tuning, evaluation, scale_table, scale_seeds, estimators) -> dict[str, Any]:
     from aggregator import scoring
 
     metric = choice["utility_metric"]
     exact_sizes = sorted({j["n"] for j in evaluation})
-    scale_sizes = sorted({j["n"] for j in scale})
     tuning_sizes = sorted({j["n"] for j in tuning})
     by_metric: dict[str, Any] = {}
     for m in METRICS:
@@ -584,21 +616,6 @@ def build_report(choice, tuning, evaluation, scale, estimators) -> dict[str, Any
             }
         by_metric[m] = table
     exact_comparison = by_metric[metric]
-
-    scale_table: dict[str, Any] = {}
-    for n in scale_sizes:
-        jobs = [j for j in scale if j["n"] == n]
-        scale_table[f"n={n}"] = {
-            name: {
-                "evaluations": spread([e for j in jobs for e in j["rows"][name]["evaluations"]], 1),
-                "seconds": spread([s for j in jobs for s in j["rows"][name]["seconds"]], 3),
-                "cpu_seconds": spread([s for j in jobs for s in j["rows"][name]["cpu_seconds"]], 3),
-                "converged_share": round(float(np.mean([c for j in jobs for c in j["rows"][name]["converged"]])), 3),
-                "seed_agreement_spearman": spread([j["rows"][name]["seed_agreement_spearman"] for j in jobs]),
-                "signal_spearman": spread([j["rows"][name]["signal_spearman"] for j in jobs]),
-            }
-            for name in jobs[0]["rows"]
-        }
 
     utility_metrics: dict[str, Any] = {}
     for m in METRICS:
@@ -634,7 +651,8 @@ def build_report(choice, tuning, evaluation, scale, estimators) -> dict[str, Any
 
     at_target = exact_comparison[f"n={TARGET_N}"][choice["estimator"]]
     budget = TARGET_EVALUATION_SHARE * 2**TARGET_N
-    seconds_100 = scale_table[f"n={max(scale_sizes)}"][choice["estimator"]]["seconds"]
+    largest_scale = max(scale_table, key=lambda key: int(key.split("=")[1]))
+    seconds_100 = scale_table[largest_scale][choice["estimator"]]["seconds"]
     module_defaults = {
         "utility_metric": scoring.DEFAULT_UTILITY_METRIC,
         "estimator": scoring.DEFAULT_ESTIMATOR,
@@ -654,7 +672,7 @@ def build_report(choice, tuning, evaluation, scale, estimators) -> dict[str, Any
             "values_compared": "values normalized to sum to v(N) - v(empty), as score_round posts them",
             "tuning_seeds": sorted({j["seed"] for j in tuning}),
             "evaluation_seeds": sorted({j["seed"] for j in evaluation}),
-            "scale_seeds": sorted({j["seed"] for j in scale}),
+            "scale_seeds": scale_seeds,
             "seeds": "a federation seed fixes the partition, the label noise, the initial model and the training; estimator seed = "
             "federation seed * 1000 + round index (scale phase: * 1000 + 1 and + 2)",
             "spread": "mean, population std (ddof=0), min and max over cases (federation seed x round), NaN cases counted in "
@@ -699,7 +717,7 @@ def build_report(choice, tuning, evaluation, scale, estimators) -> dict[str, Any
             "seconds_at_100": {
                 "target": f"a round of 100 institutions scored by the default estimator in at most {TARGET_SECONDS_AT_100:.0f} s",
                 "seconds_max": seconds_100["max"],
-                "cpu_seconds_max": scale_table[f"n={max(scale_sizes)}"][choice["estimator"]]["cpu_seconds"]["max"],
+                "cpu_seconds_max": scale_table[largest_scale][choice["estimator"]]["cpu_seconds"]["max"],
                 "met": bool(seconds_100["max"] <= TARGET_SECONDS_AT_100),
             },
         },
