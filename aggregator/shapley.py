@@ -630,8 +630,8 @@ def truncated_monte_carlo_shapley(
     gain rather than to ``|v(N)|``, so it does not depend on the metric's offset (an accuracy of 0.9
     after a round that gained 0.01 would otherwise truncate at once). A truncated permutation's
     marginals sum to ``v(prefix) - v(empty)``, within ``truncation_tolerance * |v(N) - v(empty)|`` of the
-    total: use :func:`normalize_to_total` for exact efficiency. Truncation biases late players towards
-    0 (a helpful and a harmful player that cancel out are both cut to 0).
+    total: :func:`normalize_to_total` restores efficiency without moving a value across zero. Truncation
+    biases late players towards 0 (a helpful and a harmful player that cancel out are both cut to 0).
 
     Parameters
     ----------
