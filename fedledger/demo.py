@@ -539,7 +539,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         from fedcore.keystore import create_keystore
         from fedcore.task import task_hash
         from fedledger.sponsor import check_validation_columns, file_sha256
-        from ledger.chain import advance_time, fund_account, latest_timestamp
+        from ledger.chain import advance_time, fund_account, latest_timestamp, mine
         from ledger.client import BountyParams, FedLedgerClient
         from ledger.deployment import deploy_fedledger
         from node.remote import DEFAULT_RETRIES, AggregatorClient
@@ -671,6 +671,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 f"scores {shown}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
+        # The embedded chain stamps its pending block when it mines the previous one: after minutes of baselines,
+        # round 1 would open at that stale time and its commit window would be over before anyone trained.
+        mine(w3)
         outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time,
                          {p for p in Phase if p.terminal}, limit=options.rounds * 40, status=bar.set_postfix_str)
         bar.close()
