@@ -468,7 +468,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         "credits": {name: wei}, "reputation": {name: basis points}, "excluded": {name: reason},
         "v_empty", "v_grand", "metric", "model_hash", "finalize_tx", "seconds"}],
         "institutions": [{"name", "address", "role", "train_rows", "test_rows", "cumulative_score" (on-chain fixed
-        point, positive scores only), "score_sum", "contribution_share", "reputation", "credited", "claimed",
+        point, positive scores only), "score_sum", "contribution_share" (share of the paying rounds' positive scores,
+        weighted by their rewards: the payout share but for dust), "reputation", "credited", "claimed",
         "payout_share", "accuracy_federated" (final global model), "accuracy_alone" (the hospital's tuned
         local-only model), "accuracy_personalized" (its own model, the task's personalization), "alone_model",
         "personalized_model" (what each chose on validation), "failure"}], "alone": {name: accuracy_alone},
@@ -538,7 +539,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         from fedcore.keystore import create_keystore
         from fedcore.task import task_hash
         from fedledger.sponsor import check_validation_columns, file_sha256
-        from ledger.chain import advance_time, fund_account, latest_timestamp
+        from ledger.chain import advance_time, fund_account, latest_timestamp, mine
         from ledger.client import BountyParams, FedLedgerClient
         from ledger.deployment import deploy_fedledger
         from node.remote import DEFAULT_RETRIES, AggregatorClient
@@ -670,6 +671,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 f"scores {shown}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
+        # The embedded chain stamps its pending block when it mines the previous one: after minutes of baselines,
+        # round 1 would open at that stale time and its commit window would be over before anyone trained.
+        mine(w3)
         outcome = _drive(coordinator, participants, w3, context, finalized, say, advance_time,
                          {p for p in Phase if p.terminal}, limit=options.rounds * 40, status=bar.set_postfix_str)
         bar.close()
@@ -736,7 +740,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         money.update({f"{k}_eth": format_eth(v) for k, v in amounts.items()})
         earned = {p.name: books.institution(p.address) for p in participants}
         cumulative = {name: e.cumulative_score for name, e in earned.items()}
-        total_cumulative = sum(cumulative.values())
+        shares = books.contribution_shares()
         institutions = []
         for p in participants:
             credited, claimed_wei = earned[p.name].credited, earned[p.name].claimed
@@ -746,7 +750,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "train_rows": int(len(p.y)), "test_rows": int(len(p.evaluation.y_test)),
                 "cumulative_score": int(cumulative[p.name]),
                 "score_sum": float(sum(r["scores"].get(p.name) or 0.0 for r in rounds)),
-                "contribution_share": cumulative[p.name] / total_cumulative if total_cumulative else 0.0,
+                "contribution_share": shares.get(p.address, 0.0),
                 "reputation": int(ledger.institution(p.address).reputation),
                 "credited": credited, "claimed": claimed_wei,
                 "credited_eth": format_eth(credited), "claimed_eth": format_eth(claimed_wei),

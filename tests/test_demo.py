@@ -89,6 +89,13 @@ def test_audit_verifies_and_money_adds_up(heart_run):
     assert money["claimed"] == sum(i["claimed"] for i in report["institutions"])
 
 
+def test_contribution_and_payout_shares_tell_the_same_story(heart_run):
+    _, report, _ = heart_run
+    for inst in report["institutions"]:
+        assert inst["contribution_share"] == pytest.approx(inst["payout_share"], abs=1e-9), inst["name"]
+        assert (inst["credited"] > 0) == (inst["contribution_share"] > 0), inst["name"]
+
+
 def test_free_rider_earns_about_nothing_and_the_least(heart_run):
     _, report, _ = heart_run
     by_name = {i["name"]: i for i in report["institutions"]}
