@@ -329,11 +329,16 @@ def read_sites(options: DemoOptions) -> SiteInputs:
     if not features:
         raise ConfigError(f"{files[0] if options.carve else options.validation} has no feature column besides "
                           f"{label!r}")
+    validation_bytes = None
+    if not options.carve:  # the sponsor's files first: they define the task
+        validation, read_validation = read(Path(str(options.validation)), "validation", (group,) if group else ())
+        groups = read_validation.extra[group] if group else None
+        validation_bytes = Path(str(options.validation)).read_bytes()
+        test_table = read(Path(str(options.test)), "test")[0]
     sites = [read(path, name)[0] for path, name in zip(files, names)]
     for path, table in zip(files, sites):
         if len(table) < MIN_SITE_ROWS:
             raise ConfigError(f"site file {path} has {len(table)} rows: the demo needs at least {MIN_SITE_ROWS}")
-    validation_bytes = None
     if options.carve:
         train, test, carved = [], [], []
         for table in sites:
@@ -345,12 +350,8 @@ def read_sites(options: DemoOptions) -> SiteInputs:
             test.append(table.take(held))
             carved.append(table.take(fit[slice_]))
         validation = concat_tables(carved, "validation")
-        groups: tuple[str, ...] | None = tuple(t.name for t in carved for _ in range(len(t)))
+        groups = tuple(t.name for t in carved for _ in range(len(t)))
     else:
-        validation, read_validation = read(Path(str(options.validation)), "validation", (group,) if group else ())
-        groups = read_validation.extra[group] if group else None
-        validation_bytes = Path(str(options.validation)).read_bytes()
-        test_table = read(Path(str(options.test)), "test")[0]
         train, test = sites, [test_table.take(np.arange(len(test_table)), name) for name in names]
     weighting = options.weighting or (HEART_WEIGHTING if group else "pooled")
     population = TargetPopulation(weighting=weighting, group_column=group)
