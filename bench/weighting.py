@@ -9,10 +9,7 @@ once per weighting and per scenario:
 - ``attacker_<name>``: that hospital trains on flipped labels (the demo's ``--attacker``).
 
 Every figure is a contribution value on the validation set (the utility the task declares); no test row is read, so
-the choice is made on validation data only. Selection rule, fixed before running: a weighting qualifies when, mean
-over seeds, every honest hospital's summed value over the rounds is positive in the honest federation and every
-attacker's is negative; among those that qualify, the largest smallest-honest-total wins; if none qualifies, the one
-with the largest smallest-honest-total among those that keep every attacker negative, else pooled.
+the choice is made on validation data only, by :data:`RULE` (fixed before running).
 
 ``python -m bench.weighting [--seeds 0 1 2 3 4] [--out bench/results/weighting.json]``; keys in bench/README.md.
 """
@@ -36,6 +33,10 @@ WEIGHTINGS = ("pooled", "equal")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 DEFAULT_OUT = Path("bench/results/weighting.json")
 ATTACKERS = ("cleveland", "hungarian", "switzerland", "va")
+RULE = ("a weighting qualifies when, mean over seeds, every honest hospital's summed value over the rounds is positive "
+        "in the honest federation and every attacker's is negative; among those that qualify, the largest "
+        "smallest-honest-total wins; if none qualifies, the one with the largest smallest-honest-total among those "
+        "that keep every attacker negative, else pooled")
 
 
 def run_case(data_dir: Path, weighting: str, *, seed: int, attacker: str | None, rounds: int) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def choose(summary: dict[str, Any]) -> tuple[str, str]:
         return min(summary[w]["honest"]["mean_total"].values())
 
     def attackers_negative(w: str) -> bool:
-        return all(summary[w][f"attacker_{a}"]["mean_total"][a] < 0 for a in ATTACKERS)
+        return all(v["mean_total"][s.removeprefix("attacker_")] < 0 for s, v in summary[w].items() if s != "honest")
 
     qualifying = [w for w in WEIGHTINGS if smallest_honest(w) > 0 and attackers_negative(w)]
     if qualifying:
@@ -91,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.weighting", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--attackers", nargs="+", default=list(ATTACKERS), choices=ATTACKERS,
+                        help="the attacker scenarios to run (default: each hospital in turn)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     cases: dict[str, dict[str, dict[str, Any]]] = {w: {} for w in WEIGHTINGS}
-    scenarios = [("honest", None)] + [(f"attacker_{a}", a) for a in ATTACKERS]
+    scenarios = [("honest", None)] + [(f"attacker_{a}", a) for a in args.attackers]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             data_dir = Path(tmp) / f"seed{seed}"
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen, why = choose(summary)
     report = {
         "chosen": chosen, "why": why,
-        "rule": __doc__.split("Selection rule, fixed before running: ")[1].split("\n\n")[0].replace("\n", " "),
+        "rule": RULE,
         "summary": summary, "cases": cases, "seeds": list(args.seeds), "rounds": args.rounds,
         "rounds_per_seed_and_case": args.rounds * len(args.seeds),
         "setup": "fedledger data heart files (seed = carving seed = training seed = scoring seed), FedAvg with FLamby's "
