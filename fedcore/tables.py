@@ -185,24 +185,6 @@ def read_task_table(
     )
 
 
-def numeric_columns(path: str | os.PathLike, columns: Sequence[str]) -> set[str]:
-    """The ``columns`` (all in the header) whose every cell in ``path`` is a finite number."""
-    _, rows = read_csv_rows(path)
-    header = _header(path, rows[0][1]) if rows else ()
-    numeric = set(columns)
-    for column in columns:
-        if column not in header:
-            raise DataError(f"{path} line 1: missing column {column!r}")
-        j = header.index(column)
-        for line, row in rows[1:]:
-            try:
-                _number(path, line, column, row[j] if j < len(row) else "")
-            except DataError:
-                numeric.discard(column)
-                break
-    return numeric
-
-
 def format_number(value: float) -> str:
     """A float as text that reads back as the same float64: integers without ``.0``, anything else by ``repr``."""
     value = float(value)  # a float32 widens exactly
@@ -260,7 +242,6 @@ __all__ = [
     "ENCODING",
     "TaskTable",
     "format_number",
-    "numeric_columns",
     "read_csv_rows",
     "read_header",
     "read_task_table",
