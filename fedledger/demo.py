@@ -744,9 +744,6 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             alone_choice[p.name] = model.choice.label
         bar.close()
         timings["baselines"] = time.perf_counter() - mark
-        # eth-tester stamps the pending block when the previous one is mined: mine one now, or round 1 would open
-        # with the time before the baselines and its commit window could be over before anyone trains
-        mine(w3)
         evaluations = [p.evaluation for p in participants]
         initial_eval = evaluate_federation(spec, initial, evaluations)
         by_address = {p.address: p for p in participants}
