@@ -1,5 +1,5 @@
-"""A federation of real processes: Ganache, ``fedledger aggregator serve``, four ``fedledger node train`` (the four
-Fed-Heart-Disease hospitals), the sponsor's and the auditor's commands, all through the CLI (see conftest.py).
+"""A federation of real processes: a dev chain (Ganache, then Anvil: every test runs on both), ``fedledger aggregator
+serve``, four ``fedledger node train`` (the four Fed-Heart-Disease hospitals), the sponsor's and the auditor's commands, all through the CLI (see conftest.py).
 
 * ``test_three_rounds_with_misbehaving_participants``: three rounds on real data; meanwhile, in round 1, a key that
   never joined uploads (403), a registered institution uploads without committing (403), then commits one hash and
@@ -31,8 +31,9 @@ import pytest
 
 from fedcore import codec
 from tests.e2e.conftest import upload
+from tests.world import RPC_ENGINES
 
-pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ZERO_HASH = bytes(32)
 # Rounds close as soon as every invited institution uploaded, so the window only bounds the failure cases (and the
@@ -40,6 +41,12 @@ ZERO_HASH = bytes(32)
 # is 60 s, not 30: on a loaded 2-core machine, four nodes importing torch and unlocking their keystores at once took
 # up to ~30 s to commit in round 1 (a 30 s window once made the slowest one miss it).
 COMMIT_WINDOW = 60
+
+
+@pytest.fixture(scope="module", params=RPC_ENGINES)
+def chain_engine(request) -> str:
+    """The whole module on Ganache, then on Anvil (one federation per engine; params carry the engine's marker)."""
+    return request.param
 
 
 def _hex(value: bytes) -> str:
