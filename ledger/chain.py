@@ -69,6 +69,17 @@ def _embedded_tester(w3: Web3) -> EthereumTester | None:
     return w3.provider.ethereum_tester if isinstance(w3.provider, EthereumTesterProvider) else None
 
 
+def embedded_head(w3: Web3) -> str | None:
+    """The hash of the embedded chain's latest block (None on a JSON-RPC chain).
+
+    It keys what is read once per block: on the embedded chain a view is an EVM run in this process while the head
+    costs nothing (a hash, not a number: reverting to a snapshot reuses numbers); a JSON-RPC node would charge a
+    round trip for the head as for the view itself.
+    """
+    tester = _embedded_tester(w3)
+    return None if tester is None else str(tester.get_block_by_number("latest")["hash"])
+
+
 def _rpc(w3: Web3, method: str, params: list) -> Any:
     response = w3.provider.make_request(RPCEndpoint(method), params)
     if "error" in response:

@@ -9,11 +9,6 @@ from ledger.devchain import ANVIL, GANACHE
 from tests.world import RPC_ENGINES
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "ganache: runs against a Ganache process started by the test session")
-    config.addinivalue_line("markers", "anvil: runs against an Anvil process started by the test session")
-
-
 def _session_chain(engine: str):
     if engine == GANACHE and shutil.which("node") is None:
         pytest.skip("Node.js is not installed: Ganache tests need it")
