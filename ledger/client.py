@@ -28,10 +28,9 @@ REPUTATION_ONE = 10_000  # reputation on chain is in basis points
 LOG_CHUNK = 2000  # blocks per eth_getLogs request when scanning a long range
 
 # The round's transactions go out with known gas limits instead of an estimate (py-evm estimates by a binary search
-# of re-executions; any node's estimate is one more round trip). Each is (fixed, per participant listed): the worst
-# case measured by bench/gas.py (first writes of every slot: bench/results/gas.json) times GAS_HEADROOM. A limit only
-# caps a transaction; unused gas costs nothing. A reverting transaction is then mined and replayed for its reason
-# (chain.send_transaction). Functions not listed are estimated.
+# of re-executions): one simulation (eth_call) still surfaces a revert before anything is mined. Each is (fixed, per
+# participant listed): the worst case measured by bench/gas.py (first writes of every slot: bench/results/gas.json)
+# times GAS_HEADROOM. A limit only caps a transaction; unused gas costs nothing. Functions not listed are estimated.
 GAS_HEADROOM = 1.5
 MEASURED_GAS: dict[str, tuple[int, int]] = {
     "openRound": (79_308, 0),
@@ -240,13 +239,14 @@ class _ContractClient:
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _send(
-        self, fn: str, *args: Any, value: int = 0, gas: int | None = None, extra_abi: list | None = None
+        self, fn: str, *args: Any, value: int = 0, gas: int | None = None, known_gas: int | None = None,
+        extra_abi: list | None = None,
     ) -> TxReceipt:
         if self.sender is None:
             raise ChainError(f"{fn} needs a sender: pass a key or an unlocked account")
         return send_transaction(
             self.w3, getattr(self.contract.functions, fn)(*args), self.sender,
-            value=value, gas=gas, errors_abi=extra_abi,
+            value=value, gas=gas, known_gas=known_gas, errors_abi=extra_abi,
         )
 
     def _view(self, fn: str, *args: Any, block: int | str = "latest") -> Any:
@@ -376,13 +376,13 @@ class FedLedgerClient(_ContractClient):
 
     def open_round_tx(self, bounty_id: int, global_model_hash: bytes) -> TxRecord:
         """Open the bounty's next round; returns its number, transaction and block."""
-        receipt = self._send("openRound", bounty_id, bytes(global_model_hash), gas=gas_limit("openRound"))
+        receipt = self._send("openRound", bounty_id, bytes(global_model_hash), known_gas=gas_limit("openRound"))
         number = int(self.events(receipt, "RoundOpened")[0]["round"])
         return TxRecord(number, tx_hash_hex(receipt["transactionHash"]), int(receipt["blockNumber"]))
 
     def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int) -> TxReceipt:
         return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count,
-                          gas=gas_limit("commitUpdate"))
+                          known_gas=gas_limit("commitUpdate"))
 
     def finalize_round(
         self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int], *,
@@ -401,7 +401,7 @@ class FedLedgerClient(_ContractClient):
         ordered = sorted(hashes, key=lambda a: hashes[a])
         return self._send(
             "finalizeRound", bounty_id, round_, bytes(new_model_hash), ordered, [by_address[a] for a in ordered],
-            gas=gas_limit("finalizeRound", len(ordered)),
+            known_gas=gas_limit("finalizeRound", len(ordered)),
         )
 
     def round(self, bounty_id: int, round_: int) -> Round:
