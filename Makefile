@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: lint test demo bench bench-gas bench-fl bench-shapley compile chain setup browser clean
+.PHONY: lint test demo bench bench-gas bench-round bench-fl bench-shapley compile chain setup browser clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -46,10 +46,13 @@ chain: setup
 compile: setup
 	$(VENV)/bin/fedledger contracts compile
 
-bench: bench-gas bench-fl bench-shapley
+bench: bench-gas bench-round bench-fl bench-shapley
 
 bench-gas: setup
 	$(PY) -m bench.gas
+
+bench-round: setup
+	$(PY) -m bench.round
 
 bench-fl: setup
 	$(PY) -m bench.heart

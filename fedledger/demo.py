@@ -11,8 +11,8 @@ The story
    Every party scales features with the task's scaler (fitted on the sponsor's validation rows), and the utility
    weights the validation groups as the task declares (``--weighting``; default chosen by ``bench.weighting``).
 2. **Chain.** A fresh FedLedger is deployed on the embedded chain (eth-tester, in this process), on a Ganache
-   started for the run (``--chain ganache``), or on any JSON-RPC dev chain that holds an unlocked account
-   (``--chain http://...``).
+   or an Anvil started for the run (``--chain ganache``, ``--chain anvil``), or on any JSON-RPC dev chain that holds
+   an unlocked account (``--chain http://...``).
 3. **Sponsor.** Creates a bounty for the task with ``--reward`` escrowed (:mod:`ledger.client`, hashes as
    :mod:`fedledger.sponsor` computes them).
 4. **Hospitals.** Each joins the registry with the minimum stake, then takes part through the real node code
@@ -32,7 +32,7 @@ How it runs in one process
 eth-tester is not thread-safe, so nothing runs concurrently: one thread alternates
 ``Coordinator.step()`` with each hospital's ``NodeRunner.poll_once()``. The nodes still speak HTTP to the
 aggregator's FastAPI app: on the embedded chain through an in-process ASGI transport (the request and response
-bytes go through the real app, without a socket); on Ganache or a URL through uvicorn on a local port. The
+bytes go through the real app, without a socket); on Ganache, Anvil or a URL through uvicorn on a local port. The
 interleaving is deterministic, so equal arguments give the same models, scores and payouts.
 
 Bad participants
@@ -106,7 +106,7 @@ class DemoOptions:
     seed : int
         Root of the data carving, the initial model, local training and scoring.
     chain : str
-        ``embedded``, ``ganache`` or a JSON-RPC URL.
+        ``embedded``, ``ganache``, ``anvil`` (a dev chain started for the run) or a JSON-RPC URL.
     sites : tuple of paths, optional
         The user's per-site CSV files (instead of Fed-Heart-Disease); ``label`` names their label column.
     validation, test : Path, optional
@@ -147,6 +147,8 @@ class DemoOptions:
     progress: bool | None = None
 
     def check(self) -> None:
+        from ledger.devchain import ENGINES
+
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
         if self.seed < 0:
@@ -172,8 +174,8 @@ class DemoOptions:
             raise ConfigError(f"--weighting must be pooled or equal, got {self.weighting!r}")
         if self.weighting == "equal" and self.sites and not self.carve and not self.group:
             raise ConfigError("--weighting equal needs --group COLUMN of the validation set")
-        if self.chain not in ("embedded", "ganache") and not self.chain.startswith(("http://", "https://")):
-            raise ConfigError(f"--chain {self.chain!r}: use embedded, ganache or an http(s):// JSON-RPC URL")
+        if self.chain not in ("embedded", *ENGINES) and not self.chain.startswith(("http://", "https://")):
+            raise ConfigError(f"--chain {self.chain!r}: use embedded, ganache, anvil or an http(s):// JSON-RPC URL")
         if self.free_rider and self.free_rider == self.attacker:
             raise ConfigError("--free-rider and --attacker name the same institution")
 
@@ -469,7 +471,7 @@ def _serve_http(app, stack: ExitStack) -> str:
     """uvicorn on a free local port in a thread; returns its URL (stopped when ``stack`` closes)."""
     import uvicorn
 
-    from ledger.ganache import free_port
+    from ledger.devchain import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
@@ -491,19 +493,18 @@ def _serve_http(app, stack: ExitStack) -> str:
 
 
 def _open_chain(kind: str, stack: ExitStack):
-    """(w3, label) for ``embedded``, ``ganache`` (started now, stopped with ``stack``) or a URL."""
+    """(w3, label) for ``embedded``, ``ganache`` or ``anvil`` (started now, stopped with ``stack``) or a URL."""
     from ledger.chain import connect
+    from ledger.devchain import ENGINES, start_chain
 
     if kind == "embedded":
         return connect("embedded"), "embedded"
-    if kind == "ganache":
-        from ledger.ganache import start_ganache
-
-        ganache = stack.enter_context(start_ganache())
-        return connect(ganache.url), f"ganache {ganache.url}"
+    if kind in ENGINES:
+        chain = stack.enter_context(start_chain(kind))
+        return connect(chain.url), f"{kind} {chain.url}"
     if kind.startswith(("http://", "https://")):
         return connect(kind), kind
-    raise ConfigError(f"--chain {kind!r}: use embedded, ganache or an http(s):// JSON-RPC URL")
+    raise ConfigError(f"--chain {kind!r}: use embedded, ganache, anvil or an http(s):// JSON-RPC URL")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1011,9 +1012,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="contribution estimator: gtg, tmc, mc, exact, loo, gain, alignment (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=DEFAULT_SEED,
                       help="seed of the data carving, the initial model, training and scoring (default: %(default)s)")
-    demo.add_argument("--chain", default="embedded", metavar="embedded|ganache|URL",
-                      help="the in-process chain, a Ganache started for the run, or a JSON-RPC dev chain with an "
-                           "unlocked account (default: %(default)s)")
+    demo.add_argument("--chain", default="embedded", metavar="embedded|ganache|anvil|URL",
+                      help="the in-process chain, a Ganache or Anvil started for the run, or a JSON-RPC dev chain "
+                           "with an unlocked account (default: %(default)s)")
     demo.add_argument("--sites", nargs="+", default=(), metavar="FILE",
                       help="your own per-site CSV files (one institution each) instead of Fed-Heart-Disease")
     demo.add_argument("--label", default=None, metavar="COLUMN", help="the 0/1 label column of the --sites files")

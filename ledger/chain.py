@@ -69,6 +69,17 @@ def _embedded_tester(w3: Web3) -> EthereumTester | None:
     return w3.provider.ethereum_tester if isinstance(w3.provider, EthereumTesterProvider) else None
 
 
+def embedded_head(w3: Web3) -> str | None:
+    """The hash of the embedded chain's latest block (None on a JSON-RPC chain).
+
+    It keys what is read once per block: on the embedded chain a view is an EVM run in this process while the head
+    costs nothing (a hash, not a number: reverting to a snapshot reuses numbers); a JSON-RPC node would charge a
+    round trip for the head as for the view itself.
+    """
+    tester = _embedded_tester(w3)
+    return None if tester is None else str(tester.get_block_by_number("latest")["hash"])
+
+
 def _rpc(w3: Web3, method: str, params: list) -> Any:
     response = w3.provider.make_request(RPCEndpoint(method), params)
     if "error" in response:
@@ -163,6 +174,7 @@ def send_transaction(
     value: int = 0,
     gas: int | None = None,
     *,
+    known_gas: int | None = None,
     errors_abi: list | None = None,
 ) -> TxReceipt:
     """Send a contract call (or constructor) as a transaction and wait for its receipt.
@@ -179,8 +191,11 @@ def send_transaction(
     value : int
         Wei sent along.
     gas : int, optional
-        Gas limit; estimated (with a 20% margin) when omitted. The estimate is what surfaces a revert
-        before anything is mined.
+        Gas limit, sent as is (a revert is then mined, and replayed for its reason). When omitted, ``known_gas``
+        or an estimate (with a 20% margin); either surfaces a revert before anything is mined.
+    known_gas : int, optional
+        A gas limit known in advance (``ledger.client.gas_limit``): the transaction is simulated once with
+        ``eth_call`` instead of estimated (py-evm estimates by a binary search of re-executions).
     errors_abi : list of dict, optional
         Extra ABI entries to decode custom errors with (e.g. a token's errors bubbling up).
 
@@ -200,7 +215,11 @@ def send_transaction(
     frm = _address(sender)
     params: dict[str, Any] = {"from": frm, "value": int(value)}
     try:
-        if gas is None:
+        if gas is None and known_gas is not None:
+            # simulated in the block it would be mined in; a revert raises here, before anything is mined
+            contract_function_call.call({**params, "gas": int(known_gas)}, block_identifier="pending")
+            gas = known_gas
+        elif gas is None:
             estimate = contract_function_call.estimate_gas(params)
             limit = w3.eth.get_block("latest")["gasLimit"]
             gas = min(int(estimate * GAS_MARGIN) + 10_000, limit)

@@ -11,6 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from fedcore.errors import ConfigError
+from ledger.devchain import ENGINES, GANACHE
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 RPC_ENV = "FEDLEDGER_RPC"
@@ -84,12 +85,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     chain_sub = chain.add_subparsers(dest="chain_command", metavar="ACTION", required=True)
     up = chain_sub.add_parser(
-        "up", help="start Ganache in the foreground (Ctrl-C stops it)",
+        "up", help="start Ganache or Anvil in the foreground (Ctrl-C stops it)",
         description=(
-            "Start Ganache 7.9.2 (Shanghai, chain id 1337) on 127.0.0.1 with deterministic, funded accounts, "
-            "print its URL and the accounts with their private keys, and run until Ctrl-C."
+            "Start a development chain on 127.0.0.1 with deterministic, funded accounts (chain id 1337, the same "
+            "accounts and keys on either engine): Ganache 7.9.2 (Shanghai) or Anvil 1.7.1 (Prague). Print its URL "
+            "and the accounts with their private keys, and run until Ctrl-C."
         ),
     )
+    up.add_argument("--engine", choices=ENGINES, default=GANACHE,
+                    help="which dev chain to run (default: %(default)s)")
     up.add_argument("--port", type=int, default=8545, help="TCP port to listen on (default: %(default)s)")
     up.add_argument("--accounts", type=int, default=10, help="funded accounts to create (default: %(default)s)")
     up.add_argument("--db", default=None, metavar="DIR", help="keep the chain in DIR between runs (default: in memory)")
@@ -181,9 +185,10 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _chain_up(args: argparse.Namespace) -> int:
-    from ledger.ganache import run_foreground
+    from ledger.devchain import run_foreground
 
-    return run_foreground(args.port, accounts=args.accounts, db_path=args.db, out=lambda line: print(line, flush=True))
+    return run_foreground(args.engine, args.port, accounts=args.accounts, db_path=args.db,
+                          out=lambda line: print(line, flush=True))
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -193,7 +198,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if args.rpc in ("", EMBEDDED):
         raise ConfigError(
-            "the embedded chain lives only inside one process: start Ganache with `fedledger chain up` and deploy there"
+            "the embedded chain lives only inside one process: start a chain with `fedledger chain up` and deploy there"
         )
     w3 = connect(args.rpc)
     sender = args.sender

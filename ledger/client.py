@@ -18,7 +18,7 @@ from web3.types import TxReceipt
 
 from fedcore.errors import ChainError
 from fedcore.types import Digest
-from ledger.chain import Sender, call, send_transaction
+from ledger.chain import Sender, call, embedded_head, send_transaction
 from ledger.compile import load_artifact
 from ledger.deployment import MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment
 
@@ -26,6 +26,25 @@ ETH = "0x" + "00" * 20  # the reward "token" address that means ether
 SCORE_SCALE = 10**18  # scores on chain are fixed point with 18 decimals
 REPUTATION_ONE = 10_000  # reputation on chain is in basis points
 LOG_CHUNK = 2000  # blocks per eth_getLogs request when scanning a long range
+
+# The round's transactions go out with known gas limits instead of an estimate (py-evm estimates by a binary search
+# of re-executions): one simulation (eth_call) still surfaces a revert before anything is mined. Each is (fixed, per
+# participant listed): the worst case measured by bench/gas.py (first writes of every slot: bench/results/gas.json)
+# times GAS_HEADROOM. A limit only caps a transaction; unused gas costs nothing. Functions not listed are estimated.
+GAS_HEADROOM = 1.5
+MEASURED_GAS: dict[str, tuple[int, int]] = {
+    "openRound": (79_308, 0),
+    "commitUpdate": (54_706, 0),
+    "finalizeRound": (94_413, 35_216),
+}
+
+
+def gas_limit(function: str, participants: int = 0) -> int | None:
+    """The gas limit ``function`` is sent with (``participants``: how many it lists), or None to estimate it."""
+    if function not in MEASURED_GAS:
+        return None
+    fixed, per_participant = MEASURED_GAS[function]
+    return int((fixed + per_participant * participants) * GAS_HEADROOM)
 
 
 class BountyStatus(IntEnum):
@@ -152,6 +171,26 @@ def tx_hash_hex(value: bytes | str) -> str:
     return value.lower() if isinstance(value, str) else Web3.to_hex(bytes(value))
 
 
+class BlockReads:
+    """Views answered once per block on the embedded chain (:func:`ledger.chain.embedded_head`), shared by a client
+    and its ``as_sender`` copies: in one process the aggregator's steps and every node's poll read the same bounty,
+    round and commitments again and again between two transactions. A new block empties it."""
+
+    def __init__(self) -> None:
+        self._head: str | None = None
+        self._values: dict[tuple, Any] = {}
+
+    def read(self, w3: Web3, key: tuple, fetch: Any) -> Any:
+        head = embedded_head(w3)
+        if head is None:
+            return fetch()
+        if head != self._head:
+            self._head, self._values = head, {}
+        if key not in self._values:
+            self._values[key] = fetch()
+        return self._values[key]
+
+
 class _ContractClient:
     """Plumbing shared by the typed clients: one deployed contract, acting as ``sender``.
 
@@ -176,6 +215,7 @@ class _ContractClient:
         self.sender = sender
         self._abi = abi or load_artifact(self.ARTIFACT)["abi"]
         self.contract: Contract = w3.eth.contract(address=self.address, abi=self._abi)
+        self._reads = BlockReads()  # shared with as_sender copies
         if not w3.eth.get_code(self.address):
             raise ChainError(f"no contract at {self.address} on this chain: is the deployment file for another chain?")
 
@@ -199,17 +239,23 @@ class _ContractClient:
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _send(
-        self, fn: str, *args: Any, value: int = 0, gas: int | None = None, extra_abi: list | None = None
+        self, fn: str, *args: Any, value: int = 0, gas: int | None = None, known_gas: int | None = None,
+        extra_abi: list | None = None,
     ) -> TxReceipt:
         if self.sender is None:
             raise ChainError(f"{fn} needs a sender: pass a key or an unlocked account")
         return send_transaction(
             self.w3, getattr(self.contract.functions, fn)(*args), self.sender,
-            value=value, gas=gas, errors_abi=extra_abi,
+            value=value, gas=gas, known_gas=known_gas, errors_abi=extra_abi,
         )
 
     def _view(self, fn: str, *args: Any, block: int | str = "latest") -> Any:
-        return call(getattr(self.contract.functions, fn)(*args), block=block)
+        def fetch() -> Any:
+            return call(getattr(self.contract.functions, fn)(*args), block=block)
+
+        if block != "latest":
+            return fetch()
+        return self._reads.read(self.w3, (fn, *args), fetch)
 
     def events(self, receipt: TxReceipt, name: str) -> list[dict]:
         """Decoded ``name`` events emitted by this contract in ``receipt``."""
@@ -330,26 +376,32 @@ class FedLedgerClient(_ContractClient):
 
     def open_round_tx(self, bounty_id: int, global_model_hash: bytes) -> TxRecord:
         """Open the bounty's next round; returns its number, transaction and block."""
-        receipt = self._send("openRound", bounty_id, bytes(global_model_hash))
+        receipt = self._send("openRound", bounty_id, bytes(global_model_hash), known_gas=gas_limit("openRound"))
         number = int(self.events(receipt, "RoundOpened")[0]["round"])
         return TxRecord(number, tx_hash_hex(receipt["transactionHash"]), int(receipt["blockNumber"]))
 
     def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int) -> TxReceipt:
-        return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count)
+        return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count,
+                          known_gas=gas_limit("commitUpdate"))
 
     def finalize_round(
-        self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int]
+        self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int], *,
+        commitments: Mapping[str, bytes] | None = None,
     ) -> TxReceipt:
         """Finalize with fixed-point ``scores`` by institution address.
 
         The contract wants participants in ascending order of their committed update hash (that single
-        ordering rules out a participant listed twice and a copied hash); the order is read from the chain here.
+        ordering rules out a participant listed twice and a copied hash). ``commitments`` (the committed hash by
+        address, e.g. from the round's ``UpdateCommitted`` events) gives that order; a participant missing from it
+        is read from the chain. A wrong hash there only misorders the list, which the contract refuses.
         """
-        commitments = {Web3.to_checksum_address(a): self.commitment_of(bounty_id, round_, a) for a in scores}
-        ordered = sorted(commitments, key=lambda a: commitments[a])
+        known = {Web3.to_checksum_address(a): bytes(c) for a, c in (commitments or {}).items()}
         by_address = {Web3.to_checksum_address(a): int(s) for a, s in scores.items()}
+        hashes = {a: known[a] if a in known else self.commitment_of(bounty_id, round_, a) for a in by_address}
+        ordered = sorted(hashes, key=lambda a: hashes[a])
         return self._send(
-            "finalizeRound", bounty_id, round_, bytes(new_model_hash), ordered, [by_address[a] for a in ordered]
+            "finalizeRound", bounty_id, round_, bytes(new_model_hash), ordered, [by_address[a] for a in ordered],
+            known_gas=gas_limit("finalizeRound", len(ordered)),
         )
 
     def round(self, bounty_id: int, round_: int) -> Round:

@@ -1,12 +1,20 @@
-"""Session-wide fixtures: one Ganache process for the whole run, and fresh embedded chains."""
+"""Session-wide fixtures: one process per dev-chain engine (Ganache, Anvil) for the whole run, and fresh embedded
+chains."""
 
 import shutil
 
 import pytest
 
+from ledger.devchain import ANVIL, GANACHE
+from tests.world import RPC_ENGINES
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "ganache: runs against a Ganache process started by the test session")
+
+def _session_chain(engine: str):
+    if engine == GANACHE and shutil.which("node") is None:
+        pytest.skip("Node.js is not installed: Ganache tests need it")
+    from ledger.devchain import start_chain
+
+    return start_chain(engine)
 
 
 @pytest.fixture(scope="session")
@@ -15,13 +23,23 @@ def ganache():
 
     Skipped only when Node.js is absent; any other start failure is an error, so CI runs it.
     """
-    if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed: Ganache tests need it")
-    from ledger.ganache import start_ganache
-
-    handle = start_ganache()
+    handle = _session_chain(GANACHE)
     yield handle
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    """One Anvil for the session (shared state, as ``ganache``); a start failure is an error, so CI runs it."""
+    handle = _session_chain(ANVIL)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(params=RPC_ENGINES)
+def rpc_chain(request):
+    """The session's Ganache, then the session's Anvil (a ``DevChain``: ``.url``, ``.accounts``, ``.engine``)."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from fedcore.output import emit
 from fedledger.cli import main
 from ledger.cli import parse_wei
 from ledger.compile import load_artifact
-from ledger.ganache import free_port
+from ledger.devchain import free_port
+from tests.world import RPC_ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("fedledger")
@@ -126,18 +127,18 @@ def test_deploy_command_against_ganache(ganache, tmp_path, sol_artifacts_cli):
     assert contract.functions.governance().call() == ganache.accounts[0].address
 
 
-@pytest.mark.ganache
-def test_chain_up_runs_until_ctrl_c():
+@pytest.mark.parametrize("engine", RPC_ENGINES)
+def test_chain_up_runs_until_ctrl_c(engine):
     import shutil
     import signal
 
-    from ledger.ganache import _answers
+    from ledger.devchain import HARDFORK, answers
 
     if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed: Ganache tests need it")
+        pytest.skip("Node.js is not installed: the dev chains need it")
     port = free_port()
     command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "fedledger"]
-    process = subprocess.Popen(command + ["chain", "up", "--port", str(port), "--accounts", "2"],
+    process = subprocess.Popen(command + ["chain", "up", "--engine", engine, "--port", str(port), "--accounts", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         lines = []
@@ -145,11 +146,13 @@ def test_chain_up_runs_until_ctrl_c():
             lines.append(line)
             if "Ctrl-C" in line:
                 break
-        assert f"http://127.0.0.1:{port}" in lines[0]
+        assert lines[0].startswith(f"{engine.capitalize()} listening on http://127.0.0.1:{port}")
+        assert f"chain id 1337, {HARDFORK[engine]}" in lines[0]
         assert "0x4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d" in "".join(lines)
-        assert _answers(f"http://127.0.0.1:{port}")
+        assert answers(f"http://127.0.0.1:{port}")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+        assert not answers(f"http://127.0.0.1:{port}"), "the chain outlived `fedledger chain up`"
         assert "Traceback" not in process.stderr.read()
     finally:
         if process.poll() is None:

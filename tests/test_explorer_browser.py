@@ -23,8 +23,8 @@ from ledger.audit import sync_index, trace
 from ledger.chain import connect
 from ledger.client import BountyStatus, FedLedgerClient
 from ledger.deployment import deploy_fedledger
+from ledger.devchain import free_port
 from ledger.example import scripted_bounty
-from ledger.ganache import free_port
 from tests.world import MIN_STAKE, ONE_ETH, World, h
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,7 +16,7 @@ from fedcore.task import TaskSpec, TrainingSettings, task_hash
 from fedledger.cli import main
 from ledger.chain import fund_account
 from ledger.deployment import Deployment
-from ledger.ganache import free_port
+from ledger.devchain import free_port
 from tests.world import ONE_ETH
 
 PASSWORD = "correct horse battery"

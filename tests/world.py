@@ -1,6 +1,7 @@
-"""A fresh FedLedger world per test (contracts deployed, accounts named), on the embedded chain and on Ganache.
+"""A fresh FedLedger world per test (contracts deployed, accounts named), on the embedded chain, Ganache and Anvil.
 
-Every contract test runs on both backends: the same bytecode must behave the same on eth-tester and Ganache.
+Every contract test runs on all three backends: the same bytecode must behave the same on eth-tester, Ganache
+(Shanghai) and Anvil (Prague).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from ledger.chain import advance_time, connect, latest_timestamp, send_transacti
 from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, TokenClient
 from ledger.compile import load_artifact
 from ledger.deployment import Deployment, deploy, deploy_fedledger
+from ledger.devchain import ANVIL, GANACHE
 
 MIN_STAKE = 10**16
 COOLDOWN = 86_400
 WINDOW = 600
 ONE_ETH = 10**18
+
+# Every JSON-RPC engine the contract and end-to-end tests run on, each with its marker (``-m "not anvil"``);
+# the session fixture named after the engine (tests/conftest.py) starts it once.
+RPC_ENGINES = [pytest.param(GANACHE, marks=pytest.mark.ganache), pytest.param(ANVIL, marks=pytest.mark.anvil)]
 
 
 def h(label: str | int) -> bytes:
@@ -125,11 +131,11 @@ def deploy_token(w3: Web3, name: str, sender: str) -> TokenClient:
     return TokenClient(w3, address, sender=sender, artifact=name)
 
 
-@pytest.fixture(params=["embedded", pytest.param("ganache", marks=pytest.mark.ganache)])
+@pytest.fixture(params=["embedded", *RPC_ENGINES])
 def chain(request) -> Web3:
     if request.param == "embedded":
         return connect("embedded")
-    return connect(request.getfixturevalue("ganache").url)
+    return connect(request.getfixturevalue(request.param).url)
 
 
 @pytest.fixture

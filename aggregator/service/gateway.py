@@ -47,6 +47,7 @@ class BountyLedger:
         self._chain_id: int | None = None
         self._joined: set[str] = set()
         self._joined_scanned_to = self.from_block - 1
+        self._committed: dict[int, dict[str, Commitment]] = {}  # by round: commitments seen (final once made)
 
     @contextlib.contextmanager
     def _guard(self):
@@ -105,7 +106,9 @@ class BountyLedger:
     def commitments(self, number: int, *, from_block: int | None = None) -> dict[str, Commitment]:
         """Every commitment of round ``number``, by checksum address (``from_block``: where the round opened)."""
         with self._guard():
-            return self.client.commitments(self.bounty_id, number, from_block=self._since(from_block))
+            found = self.client.commitments(self.bounty_id, number, from_block=self._since(from_block))
+        self._committed.setdefault(int(number), {}).update(found)
+        return found
 
     def institutions(self) -> list[str]:
         """Every address that ever joined, sorted (scanned incrementally: each block once)."""
@@ -138,7 +141,9 @@ class BountyLedger:
             return self.client.open_round_tx(self.bounty_id, global_model_hash)
 
     def finalize_round(self, number: int, new_model_hash: bytes, scores: Mapping[str, int]) -> str:
-        """Finalize with fixed-point ``scores``; returns the transaction hash."""
+        """Finalize with fixed-point ``scores``; returns the transaction hash. The participants are ordered by the
+        commitments this view already read for the round (scoring reads them all); others are read from the chain."""
+        known = {a: bytes(c.update_hash) for a, c in self._committed.get(int(number), {}).items()}
         with self._guard():
-            receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores)
+            receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores, commitments=known)
         return tx_hash_hex(receipt["transactionHash"])

@@ -82,7 +82,7 @@ def test_bots_cannot_crowd_hospitals_out_and_a_slashed_institution_cannot_commit
 
     fed = federation
     t0 = time.monotonic()
-    governance = fed.ganache.accounts[0]  # `fedledger deploy` made the deployer the governance
+    governance = fed.dev_chain.accounts[0]  # `fedledger deploy` made the deployer the governance
     min_stake = fed.ledger.min_stake()
     fed.ledger.as_sender(governance).slash(fed.mallory.address, min_stake, hashlib.sha256(b"evidence").digest())
     assert fed.ledger.institution(fed.mallory.address).stake == 0

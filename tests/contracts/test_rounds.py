@@ -289,14 +289,13 @@ def test_finalize_after_cancel_reverts(joined):
         w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), {w.insts[0]: 1})
 
 
-@pytest.mark.ganache
-def test_a_commit_mined_just_after_the_window_reports_round_closed(ganache):
+def test_a_commit_mined_just_after_the_window_reports_round_closed(rpc_chain):
     """The parent block is still inside the window, the mined block is not: the revert is replayed on the mined
     block, so the node hears RoundClosed rather than a bare failed transaction."""
     from ledger.chain import _rpc, connect
     from tests.world import World, deploy_fedledger
 
-    w3 = connect(ganache.url)
+    w3 = connect(rpc_chain.url)
     accounts = w3.eth.accounts
     ledger = FedLedgerClient.from_deployment(w3, deploy_fedledger(w3, accounts[0], min_stake=10**16, cooldown=60))
     w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))

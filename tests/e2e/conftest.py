@@ -1,13 +1,14 @@
 """End-to-end helpers: a whole federation as real processes started through the CLI.
 
-One Ganache per test module (``start_ganache``: no block times or nonces shared with other tests), on which the
-module fixture ``federation`` deploys FedLedger (``fedledger deploy``), writes the Fed-Heart-Disease files
-(``fedledger data heart``), creates the aggregator's and the four hospitals' keystores from Ganache's deterministic
+One dev chain per test module (``start_chain``: no block times or nonces shared with other tests), Ganache unless
+the module overrides the fixture ``chain_engine`` (tests/e2e/test_federation.py runs on Ganache and on Anvil), on
+which the module fixture ``federation`` deploys FedLedger (``fedledger deploy``), writes the Fed-Heart-Disease files
+(``fedledger data heart``), creates the aggregator's and the four hospitals' keystores from the chain's deterministic
 dev keys (``fedledger node init --import-key-file``) and joins the hospitals (``fedledger node join``). Two more
 participants are driven from the test itself with the Python client, fedcore.signing and httpx: ``mallory`` (a
 registered institution that misbehaves) and ``outsider`` (a key that never joined).
 
-Ganache accounts: (0) deployer, (1) sponsor (unlocked, ``--from``), (2) aggregator, (3) mallory,
+Dev-chain accounts: (0) deployer, (1) sponsor (unlocked, ``--from``), (2) aggregator, (3) mallory,
 (4)-(7) cleveland, hungarian, switzerland, va, (8) outsider. The same layout as the README walkthrough.
 
 Every long-running process (aggregator, nodes) is started in its own session with its output in a log file, and
@@ -35,6 +36,7 @@ import httpx
 import pytest
 
 from fedcore.signing import sign_upload
+from ledger.devchain import GANACHE
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e federation password"
@@ -268,7 +270,7 @@ class Federation:
     """The module's chain, deployment, data and identities, and the commands every test runs."""
 
     root: Path
-    ganache: Any
+    dev_chain: Any  # ledger.devchain.DevChain
     w3: Any
     ledger: Any  # FedLedgerClient without a sender
     deployment: Path
@@ -289,7 +291,7 @@ class Federation:
 
     @property
     def rpc(self) -> str:
-        return self.ganache.url
+        return self.dev_chain.url
 
     @property
     def chain(self) -> list[str]:
@@ -321,7 +323,7 @@ class Federation:
 
     def start_aggregator(self, procs: Processes, bounty_id: int, state_dir: Path, *, port: int | None = None,
                          name: str = "aggregator", env: dict[str, str] | None = None, extra: tuple = ()) -> Aggregator:
-        from ledger.ganache import free_port
+        from ledger.devchain import free_port
 
         port = port or free_port()
         proc = procs.start(name, *self.aggregator_args(bounty_id, state_dir, port, *extra), env=env)
@@ -470,29 +472,36 @@ def _write_key(path: Path, account) -> Path:
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
-    """Ganache, deployment, Fed-Heart-Disease files, keystores and four joined hospitals: all through the CLI."""
+def chain_engine() -> str:
+    """The dev chain a module's federation runs on (a module overrides it, e.g. with params, to run on others)."""
+    return GANACHE
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, chain_engine):
+    """A dev chain (``chain_engine``), deployment, Fed-Heart-Disease files, keystores and four joined hospitals: all
+    through the CLI."""
     if shutil.which("node") is None:
-        pytest.skip("Node.js is not installed: the end-to-end tests need Ganache")
+        pytest.skip("Node.js is not installed: the end-to-end tests need it (the CLI's chain tools)")
     from ledger.chain import connect
     from ledger.client import FedLedgerClient
     from ledger.deployment import Deployment
-    from ledger.ganache import start_ganache
+    from ledger.devchain import start_chain
 
     started = time.monotonic()
-    root = tmp_path_factory.mktemp("federation")
+    root = tmp_path_factory.mktemp(f"federation-{chain_engine}")
     setup = Processes(root / "setup-logs", label="module set-up")
     _ACTIVE.append(setup)
-    ganache = start_ganache()
+    dev_chain = start_chain(chain_engine)
     fed = None
     try:
-        accounts = ganache.accounts
+        accounts = dev_chain.accounts
         deployment = root / "deployment.json"
         data = root / "heart"
         keys = root / "keys"
         keys.mkdir(mode=0o700)
         setup.run_all({
-            "deploy": ["deploy", "--rpc", ganache.url, "--deployment", deployment],
+            "deploy": ["deploy", "--rpc", dev_chain.url, "--deployment", deployment],
             "data-heart": ["data", "heart", "--out", data],
         })
         identities = {"aggregator": accounts[AGGREGATOR_ACCOUNT],
@@ -506,10 +515,10 @@ def federation(tmp_path_factory):
             (root / f"{name}.key").unlink()
         setup.run_all({
             f"join-{h}": ["node", "join", "--keystore", keys / f"{h}.json", "--stake", STAKE, "--name", h,
-                          "--rpc", ganache.url, "--deployment", deployment]
+                          "--rpc", dev_chain.url, "--deployment", deployment]
             for h in HOSPITALS
         })
-        w3 = connect(ganache.url)
+        w3 = connect(dev_chain.url)
         ledger = FedLedgerClient.from_deployment(w3, Deployment.load(deployment))
         mallory, outsider = accounts[MALLORY_ACCOUNT], accounts[OUTSIDER_ACCOUNT]
         ledger.as_sender(mallory).join("mallory", "", stake=ledger.min_stake())
@@ -520,7 +529,7 @@ def federation(tmp_path_factory):
             hospitals[h] = Hospital(h, accounts[HOSPITAL_ACCOUNTS[h]].address, keys / f"{h}.json", csv_path, rows)
             assert ledger.institution(hospitals[h].address).registered
         assert not ledger.institution(outsider.address).registered
-        fed = Federation(root=root, ganache=ganache, w3=w3, ledger=ledger, deployment=deployment, data=data, keys=keys,
+        fed = Federation(root=root, dev_chain=dev_chain, w3=w3, ledger=ledger, deployment=deployment, data=data, keys=keys,
                          aggregator_keystore=keys / "aggregator.json",
                          aggregator_address=accounts[AGGREGATOR_ACCOUNT].address,
                          sponsor_address=accounts[SPONSOR_ACCOUNT].address, hospitals=hospitals, mallory=mallory,
@@ -532,4 +541,4 @@ def federation(tmp_path_factory):
                 http.close()
         setup.stop_all()
         _ACTIVE.remove(setup)
-        ganache.stop()
+        dev_chain.stop()

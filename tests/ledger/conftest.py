@@ -11,6 +11,7 @@ from web3 import Web3
 from ledger.chain import connect, fund_account
 from ledger.compile import ROOT, compile_sources
 from ledger.deployment import deploy
+from tests.world import RPC_ENGINES
 
 SOL = Path(__file__).parent / "sol"
 
@@ -29,17 +30,17 @@ class Backend:
     local: LocalAccount  # a funded account signed here (eth_sendRawTransaction)
 
 
-@pytest.fixture(params=["embedded", pytest.param("ganache", marks=pytest.mark.ganache)])
+@pytest.fixture(params=["embedded", *RPC_ENGINES])
 def backend(request):
-    """The same test on a fresh embedded chain and on the session's Ganache."""
+    """The same test on a fresh embedded chain and on the session's Ganache and Anvil."""
     if request.param == "embedded":
         w3 = connect("embedded")
         local = Account.from_key("0x" + "42" * 32)
         fund_account(w3, local.address, Web3.to_wei(100, "ether"))
     else:
-        ganache = request.getfixturevalue("ganache")
-        w3 = connect(ganache.url)
-        local = ganache.accounts[1]
+        dev_chain = request.getfixturevalue(request.param)
+        w3 = connect(dev_chain.url)
+        local = dev_chain.accounts[1]
     return Backend(request.param, w3, w3.eth.accounts[0], local)
 
 

@@ -1,4 +1,4 @@
-"""Chain backends: connecting, sending, time travel, funding — on eth-tester and on Ganache."""
+"""Chain backends: connecting, sending, time travel, funding — on eth-tester, Ganache and Anvil."""
 
 import pytest
 from eth_account import Account
@@ -15,7 +15,7 @@ from ledger.chain import (
     mine,
     send_transaction,
 )
-from ledger.ganache import CHAIN_ID, deterministic_accounts, free_port
+from ledger.devchain import CHAIN_ID, deterministic_accounts, free_port, start_chain
 
 
 def test_each_embedded_connect_is_a_new_chain():
@@ -33,12 +33,23 @@ def test_nothing_listening_is_one_clear_chain_error():
         connect("ws://localhost:8545")
 
 
-@pytest.mark.ganache
-def test_ganache_is_deterministic(ganache):
-    w3 = connect(ganache.url)
+def test_dev_chains_are_deterministic_and_alike(rpc_chain):
+    """Ganache and Anvil: the same chain id and the same accounts (the README's keys hold on either engine)."""
+    w3 = connect(rpc_chain.url)
     assert w3.eth.chain_id == CHAIN_ID
     assert w3.eth.accounts[:3] == [a.address for a in deterministic_accounts(3)]
-    assert ganache.accounts[0].address == "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
+    assert rpc_chain.accounts[0].address == "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
+    assert w3.eth.get_balance(rpc_chain.accounts[9].address) > 0
+
+
+def test_an_unknown_engine_is_one_clear_chain_error():
+    with pytest.raises(ChainError, match="unknown chain engine 'hardhat': use one of ganache, anvil"):
+        start_chain("hardhat")
+
+
+def test_a_taken_port_is_refused_before_starting(rpc_chain):
+    with pytest.raises(ChainError, match=f"something already answers at {rpc_chain.url}"):
+        start_chain(rpc_chain.engine, rpc_chain.port)
 
 
 def test_advance_time_and_mine(backend):

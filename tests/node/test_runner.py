@@ -39,7 +39,7 @@ from fedcore.task import TaskSpec, TrainingSettings, task_hash
 from ledger.chain import advance_time, connect, fund_account, latest_timestamp
 from ledger.client import ETH, BountyParams, FedLedgerClient
 from ledger.deployment import deploy_fedledger
-from ledger.ganache import free_port
+from ledger.devchain import free_port
 from node import runner as runner_module
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
 from node.runner import ModelMismatch, NodeRoundStatus, NodeRunner

@@ -27,7 +27,7 @@ from fedcore.task import TaskSpec, task_hash
 from ledger.chain import connect, fund_account
 from ledger.client import BountyParams, BountyStatus, FedLedgerClient
 from ledger.deployment import deploy_fedledger
-from ledger.ganache import free_port
+from ledger.devchain import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 MIN_STAKE = 10**16

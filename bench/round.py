@@ -1,0 +1,289 @@
+"""Seconds per round spent on chain and network, against the same rounds without them: ``python -m bench.round``.
+
+At n = 10 institutions on Fed-Heart-Disease (the demo's data, task, rules and initial model; institution i trains on
+hospital i mod 4's rows with its own key and seed), the same rounds run
+
+* **plain**: :func:`fedledger.simulation.run_simulation`, every institution trains, then the one round computation
+  (aggregate and score), in one process: no chain, no network, no hashing, no signatures;
+* **through the protocol**, on each chain engine (``embedded``: eth-tester in process, the aggregator spoken to
+  over in-process HTTP (ASGI), as ``fedledger demo``; ``anvil`` and ``ganache``: a node process and the aggregator's
+  real HTTP server): the real aggregator coordinator and ten real node runners open, train, commit, upload, verify,
+  score and finalize, driven as the demo drives them.
+
+Per protocol round, the wall clock minus the time spent training (the nodes' trainer) and computing the round (the
+coordinator's ``compute_round``) is ``round_overhead_seconds``: everything the chain and the network add. Rounds are
+timed in steady state: the first round of each run (imports, first-use caches) is left out; figures are medians.
+Everything is measured in the same run, so the ratios hold on a loaded machine even when seconds do not.
+
+Merges ``round_overhead_seconds``, ``round_seconds_plain``, ``round_seconds`` and ``round_timing`` into
+``bench/results/gas.json`` (``--out`` for another file); bench/README.md documents the keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.gas import RESULTS
+
+N_INSTITUTIONS = 10
+ROUNDS = 6  # the first is a warm-up
+ENGINES = ("embedded", "anvil", "ganache")
+SEED = 42
+SCORER = "gtg"  # the demo's
+
+
+class _Clock:
+    """Wall-clock and CPU seconds spent inside the wrapped callables since the last ``lap``."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.wall += time.perf_counter() - wall
+                self.cpu += time.process_time() - cpu
+
+        return timed
+
+    def lap(self) -> tuple[float, float]:
+        spent, self.wall, self.cpu = (self.wall, self.cpu), 0.0, 0.0
+        return spent
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by this process, plus by process ``pid`` (a chain node) if given."""
+    total = time.process_time()
+    if pid is not None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):  # not Linux: the node's share is not counted
+            pass
+    return total
+
+
+def _setup(work: Path, n: int, scorer: str):
+    """The demo's Heart data, task and rules; ``n`` institutions (key, rows) cycling over the four hospitals."""
+    from aggregator.rules import resolve_rules
+    from fedledger.demo import demo_account, prepare_heart
+    from node.site import load_site
+
+    data = prepare_heart(work / "data", seed=SEED, strategy="fedavg", task_path=work / "task.json")
+    rules = resolve_rules(spec=data.spec, strategy="fedavg", strategy_params=data.strategy_params, estimator=scorer,
+                          seed=SEED)
+    rules.save(work / "rules.json")
+    sites = [load_site(s.train_path, data.spec, name=s.name) for s in data.sites]
+    members = []
+    for i in range(n):
+        site = sites[i % len(sites)]
+        members.append((f"{site.name}-{i}", demo_account(f"bench-round/{i}"), site.X, site.y))
+    return data, rules, members
+
+
+def plain_rounds(data, rules, members, rounds: int) -> list[dict[str, float]]:
+    """Wall-clock and CPU seconds of each round of the same federation without chain or network."""
+    from aggregator.service.validation import load_validation_set
+    from fedledger.simulation import Institution, run_simulation
+
+    validation = load_validation_set(data.validation_path, data.spec)
+    marks = [(time.perf_counter(), time.process_time())]
+    # Named by address, as the nodes are: the same training seeds, hence the same models as the protocol's rounds.
+    institutions = [Institution(account.address, X, y) for _, account, X, y in members]
+    run_simulation(institutions, data.spec, rules, rounds=rounds, seed=SEED, validation=(validation.X, validation.y),
+                   on_round=lambda _: marks.append((time.perf_counter(), time.process_time())), keep_records=False,
+                   evaluate_every_round=False)
+    return [{"wall": b[0] - a[0], "cpu": b[1] - a[1]} for a, b in zip(marks, marks[1:])]
+
+
+def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) -> list[dict[str, float]]:
+    """Each round through the protocol on ``engine``: wall, training and round-computation seconds."""
+    from aggregator.rounds import compute_round
+    from aggregator.service.app import create_app
+    from aggregator.service.context import build_context
+    from aggregator.service.coordinator import Coordinator
+    from aggregator.service.settings import load_settings
+    from fedcore.keystore import create_keystore
+    from fedcore.protocol import CoordinatorPhase as Phase
+    from fedcore.rules import rules_hash
+    from fedcore.task import task_hash
+    from fedledger.demo import (
+        COMMIT_WINDOW,
+        GAS_ALLOWANCE,
+        IN_PROCESS_URL,
+        KEYSTORE_SCRYPT_N,
+        MIN_STAKE,
+        Participant,
+        _drive,
+        _serve_http,
+        demo_account,
+        in_process_transport,
+    )
+    from fedledger.sponsor import file_sha256
+    from ledger.chain import advance_time, connect, fund_account, latest_timestamp
+    from ledger.client import BountyParams, FedLedgerClient
+    from ledger.deployment import deploy_fedledger
+    from ledger.devchain import start_chain
+    from node.remote import AggregatorClient
+    from node.runner import NodeRunner
+    from node.training import train_local
+
+    state = work / engine
+    training, scoring = _Clock(), _Clock()
+    with ExitStack() as stack:
+        node = None if engine == "embedded" else stack.enter_context(start_chain(engine))
+        w3 = connect(node.url if node else "embedded")
+        pid = node.process.pid if node else None
+        sponsor, aggregator = demo_account("bench-round/sponsor"), demo_account("bench-round/aggregator")
+        reward = 10**18
+        fund_account(w3, sponsor.address, reward + GAS_ALLOWANCE)
+        fund_account(w3, aggregator.address, GAS_ALLOWANCE)
+        for _, account, _, _ in members:
+            fund_account(w3, account.address, MIN_STAKE + GAS_ALLOWANCE)
+        deployment = deploy_fedledger(w3, w3.eth.accounts[0], min_stake=MIN_STAKE, leave_cooldown=86_400)
+        deployment_path = deployment.save(state / "deployment.json")
+        ledger = FedLedgerClient.from_deployment(w3, deployment)
+        params = BountyParams(
+            task_spec_hash=task_hash(data.spec), validation_set_hash=file_sha256(data.validation_path),
+            aggregator=aggregator.address, num_rounds=rounds, commit_window=COMMIT_WINDOW,
+            deadline=latest_timestamp(w3) + 30 * 86_400, rules_hash=rules_hash(rules),
+        )
+        bounty_id = ledger.as_sender(sponsor).create_bounty(params, reward)
+        for name, account, _, _ in members:
+            ledger.as_sender(account).join(name, "", stake=MIN_STAKE)
+
+        password = hashlib.sha256(aggregator.key + b"/bench-keystore").hexdigest()
+        keystore = state / "aggregator.keystore.json"
+        create_keystore(keystore, password, private_key=aggregator.key, scrypt_n=KEYSTORE_SCRYPT_N)
+        settings = load_settings({
+            "bounty_id": bounty_id, "task_path": data.task_path, "validation_path": data.validation_path,
+            "keystore_path": keystore, "password": password, "deployment": deployment_path,
+            "state_dir": state / "aggregator", "rules_path": work / "rules.json", "seed": SEED,
+            "upload_grace": 0, "poll_interval": 0.05,
+        }, environ={})
+        context = build_context(settings, w3=w3)
+        stack.callback(context.close)
+        app = create_app(context=context, run_coordinator=False)
+        coordinator = Coordinator(context, compute=scoring.wrap(compute_round))
+        if engine == "embedded":
+            from anyio.from_thread import start_blocking_portal
+
+            portal = stack.enter_context(start_blocking_portal())
+            base_url, transport = IN_PROCESS_URL, in_process_transport(app, portal)
+        else:
+            base_url, transport = _serve_http(app, stack), None
+        participants = []
+        for name, account, X, y in members:
+            client = AggregatorClient(base_url, transport=transport, retries=0 if transport else 3)
+            stack.callback(client.close)
+            p = Participant(name, "honest", account, X, y, None)
+            p.runner = NodeRunner(ledger=ledger, aggregator=client, account=account, bounty_id=bounty_id, X=X, y=y,
+                                  state_dir=state / "nodes" / name, spec=data.spec, progress=False,
+                                  echo=lambda line: None, trainer=training.wrap(train_local))
+            stack.callback(p.runner.close)
+            participants.append(p)
+
+        timings: list[dict[str, float]] = []
+        started = [(time.perf_counter(), _cpu_seconds(pid))]
+        training.lap(), scoring.lap()
+
+        def finalized(number: int) -> None:
+            now = (time.perf_counter(), _cpu_seconds(pid))
+            (train_wall, train_cpu), (score_wall, score_cpu) = training.lap(), scoring.lap()
+            timings.append({"wall": now[0] - started[0][0], "training": train_wall, "scoring": score_wall,
+                            "cpu": now[1] - started[0][1], "training_cpu": train_cpu, "scoring_cpu": score_cpu})
+            started[0] = now
+
+        outcome = _drive(coordinator, participants, w3, context, finalized, lambda line: None, advance_time,
+                         {p for p in Phase if p.terminal}, limit=rounds * 40)
+        failures = {p.name: p.failure for p in participants if p.failure}
+        if outcome != Phase.COMPLETED or failures or len(timings) != rounds:
+            raise RuntimeError(f"{engine}: the bounty ended {outcome} after {len(timings)} rounds; failures {failures}")
+        return timings
+
+
+def _median(values) -> float:
+    return round(float(statistics.median(values)), 4)
+
+
+def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fedledger-bench-round-") as tmp:
+        work = Path(tmp)
+        data, rules, members = _setup(work, n, scorer)
+        plain = plain_rounds(data, rules, members, rounds)[1:]
+        protocol = {engine: protocol_rounds(engine, data, rules, members, rounds, work)[1:] for engine in engines}
+        plain_again = plain_rounds(data, rules, members, rounds)[1:]  # before and after: the load may change
+    plain_seconds = _median([t["wall"] for t in plain + plain_again])
+    plain_cpu = _median([t["cpu"] for t in plain + plain_again])
+    overhead = {e: _median([t["wall"] - t["training"] - t["scoring"] for t in ts]) for e, ts in protocol.items()}
+    overhead_cpu = {e: _median([t["cpu"] - t["training_cpu"] - t["scoring_cpu"] for t in ts])
+                    for e, ts in protocol.items()}
+    wall = {e: _median([t["wall"] for t in ts]) for e, ts in protocol.items()}
+    cpu = {e: _median([t["cpu"] for t in ts]) for e, ts in protocol.items()}
+    return {
+        "round_overhead_seconds": overhead,
+        "round_seconds_plain": plain_seconds,
+        "round_seconds": wall,
+        "round_timing": {
+            "institutions": n, "rounds_timed": rounds - 1, "scorer": scorer, "strategy": "fedavg",
+            "statistic": "median over rounds 2..R (round 1 is a warm-up)",
+            "ratio_to_plain": {e: round(s / plain_seconds, 2) for e, s in wall.items()},
+            "training_seconds": {e: _median([t["training"] for t in ts]) for e, ts in protocol.items()},
+            "scoring_seconds": {e: _median([t["scoring"] for t in ts]) for e, ts in protocol.items()},
+            "plain_per_round": [round(t["wall"], 4) for t in plain + plain_again],
+            "protocol_per_round": {e: [round(t["wall"], 4) for t in ts] for e, ts in protocol.items()},
+            "cpu": {
+                "note": "CPU seconds (this process, plus the chain node's process): unlike wall-clock seconds, "
+                        "not inflated by other work on the machine",
+                "round_seconds_plain": plain_cpu, "round_seconds": cpu, "round_overhead_seconds": overhead_cpu,
+                "ratio_to_plain": {e: round(s / plain_cpu, 2) for e, s in cpu.items()},
+            },
+            "flower": "not measured: Flower 1.42's simulation needs Ray, which this benchmark does not install; "
+                      "the baseline is round_seconds_plain (the same rounds without chain or network)",
+            "command": f"python -m bench.round --rounds {rounds} --institutions {n} --scorer {scorer}",
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.round", description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--institutions", type=int, default=N_INSTITUTIONS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per run; the first is a warm-up")
+    parser.add_argument("--scorer", default=SCORER)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the keys are merged into")
+    args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the first is a warm-up)")
+    found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer)
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report.update(found)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    timing = found["round_timing"]
+    cpu = timing["cpu"]
+    print(f"plain round: {found['round_seconds_plain']:.3f} s, CPU {cpu['round_seconds_plain']:.3f} s "
+          f"({args.institutions} institutions, median)")
+    for engine, seconds in found["round_seconds"].items():
+        print(f"{engine:<9} round {seconds:.3f} s = {timing['ratio_to_plain'][engine]:.2f}x plain; on chain and "
+              f"network {found['round_overhead_seconds'][engine]:.3f} s (training "
+              f"{timing['training_seconds'][engine]:.3f} s, scoring {timing['scoring_seconds'][engine]:.3f} s); "
+              f"CPU {cpu['round_seconds'][engine]:.3f} s = {cpu['ratio_to_plain'][engine]:.2f}x plain, on chain and "
+              f"network {cpu['round_overhead_seconds'][engine]:.3f} s")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""What the client spends per round: known gas limits instead of estimates, commitments it already holds instead of
+``commitmentOf`` reads, and views read once per block on the embedded chain."""
+
+from ledger.chain import connect
+from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, gas_limit
+from ledger.deployment import deploy_fedledger
+from tests.world import MIN_STAKE, ONE_ETH, World, h, reverts
+
+
+def _measured(function: str, participants: int = 0) -> int:
+    fixed, per_participant = MEASURED_GAS[function]
+    return fixed + per_participant * participants
+
+
+def test_round_transactions_go_out_with_their_known_limits_and_fit_them(joined):
+    """On every backend: open, commit and finalize are sent with the table's limit (no estimate), and use at most the
+    measured worst case it was derived from (new participants, first round), so the headroom is real."""
+    w = joined
+    bounty_id = w.new_bounty()
+    w3 = w.w3
+    opened = w.as_(w.aggregator).open_round_tx(bounty_id, h("m0"))
+    receipts = {"openRound": [w3.eth.get_transaction_receipt(opened.tx_hash)]}
+    receipts["commitUpdate"] = [w.as_(inst).commit_update(bounty_id, 1, h(inst), 100) for inst in w.insts]
+    scores = {inst: i + 1 for i, inst in enumerate(w.insts)}
+    receipts["finalizeRound"] = [w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), scores)]
+    participants = {"openRound": 0, "commitUpdate": 0, "finalizeRound": len(w.insts)}
+    for function, sent in receipts.items():
+        limit = gas_limit(function, participants[function])
+        assert limit == int(_measured(function, participants[function]) * GAS_HEADROOM)
+        for receipt in sent:
+            assert receipt["status"] == 1
+            assert w3.eth.get_transaction(receipt["transactionHash"])["gas"] == limit, function
+            assert receipt["gasUsed"] <= _measured(function, participants[function]) * 1.02, (
+                f"{function} used {receipt['gasUsed']}: update MEASURED_GAS from bench/gas.py"
+            )
+
+
+def test_a_function_without_a_known_limit_is_estimated():
+    assert gas_limit("join") is None and gas_limit("createBounty") is None
+
+
+def test_a_revert_under_a_known_limit_is_named_before_anything_is_mined(joined):
+    """No estimate runs, but one simulation does: the late commit raises the contract's error and mines nothing."""
+    w = joined
+    bounty_id = w.new_bounty(window=60)
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    w.advance(61)
+    block = w.w3.eth.block_number
+    with reverts("RoundClosed", bountyId=bounty_id, round=1):
+        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("late"), 100)
+    assert w.w3.eth.block_number == block
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+
+
+def test_finalize_orders_participants_by_the_commitments_it_is_given(joined):
+    """Given the round's commitments, finalize orders by them without reading the chain: handed the hashes in the
+    wrong order, the contract refuses the list; handed the true ones, it finalizes."""
+    w = joined
+    bounty_id = w.new_bounty()
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    a, b = w.insts[:2]
+    committed = w.commit(bounty_id, 1, [a, b])
+    scores = {a: 3, b: 1}
+    swapped = {a: committed[b], b: committed[a]}
+    with reverts("ParticipantsNotSorted"):
+        w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), scores, commitments=swapped)
+    w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), scores, commitments={a: committed[a]})  # b: read
+    assert w.ledger.round(bounty_id, 1).finalized
+
+
+def test_embedded_views_are_read_once_per_block_and_never_stale():
+    """A view is answered from the block's reads until a new block; a snapshot reverted and replaced by another
+    block of the same number is a new block too (the reads are keyed by block hash)."""
+    w3 = connect("embedded")
+    accounts = w3.eth.accounts
+    deployment = deploy_fedledger(w3, accounts[0], governance=accounts[0], min_stake=MIN_STAKE, leave_cooldown=60)
+    ledger = FedLedgerClient.from_deployment(w3, deployment)
+    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
+    bounty_id = w.new_bounty(funding=ONE_ETH)
+    sponsor = ledger.as_sender(w.sponsor)
+    tester = w3.provider.ethereum_tester
+    calls = []
+    original = tester.call
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    tester.call = counting
+    try:
+        assert ledger.bounty(bounty_id).funded == ONE_ETH
+        assert sponsor.bounty(bounty_id).funded == ONE_ETH  # an as_sender copy shares the block's reads
+        assert len(calls) == 1
+        snapshot = tester.take_snapshot()
+        sponsor.fund_bounty(bounty_id, 5)
+        assert ledger.bounty(bounty_id).funded == ONE_ETH + 5
+        number = w3.eth.block_number
+        tester.revert_to_snapshot(snapshot)
+        sponsor.fund_bounty(bounty_id, 7)
+        assert w3.eth.block_number == number
+        assert ledger.bounty(bounty_id).funded == ONE_ETH + 7
+    finally:
+        tester.call = original
+
