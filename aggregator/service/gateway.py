@@ -21,6 +21,7 @@ from ledger.client import (
     FedLedgerClient,
     Institution,
     Round,
+    SignedCommitment,
     TxRecord,
     tx_hash_hex,
 )
@@ -141,4 +142,10 @@ class BountyLedger:
         """Finalize with fixed-point ``scores``; returns the transaction hash."""
         with self._guard():
             receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores)
+        return tx_hash_hex(receipt["transactionHash"])
+
+    def commit_updates_signed(self, number: int, signed: list[SignedCommitment]) -> str:
+        """Post institutions' signed commitments for round ``number`` in one transaction; returns its hash."""
+        with self._guard():
+            receipt = self.client.commit_updates_signed(self.bounty_id, number, signed)
         return tx_hash_hex(receipt["transactionHash"])
