@@ -81,7 +81,7 @@ class Scored:
 
 @dataclass(frozen=True)
 class Attestation:
-    """A scorer's ``OutcomeAttested`` (counted towards the quorum) or ``ScorerDissented`` (its own outcome, outvoted)."""
+    """A scorer's ``OutcomeAttested`` (counted towards the quorum) or ``ScorerDissented`` (its own outcome)."""
 
     scorer: str
     outcome_digest: Digest
@@ -270,6 +270,9 @@ _FUNDED = {"BountyFunded": "amount"}
 _REFUNDED = {"BountyCancelled": "refunded", "RemainderRefunded": "amount"}
 
 
+_ROUND_LISTS = ("commitments", "scored", "attestations", "dissents")
+
+
 def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str] | None = None) -> BountyTrace:
     """The typed trace of ``bounty_id`` from its indexed events, in chain order.
 
@@ -355,8 +358,7 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
             commit_window=created["commitWindow"], deadline=created["deadline"],
             min_reputation=created["minReputation"]),
         timeline=timeline,
-        rounds=tuple(RoundTrace(**{**r, **{k: tuple(r[k]) for k in ("commitments", "scored", "attestations", "dissents")}})
-                     for _, r in sorted(rounds.items())),
+        rounds=tuple(RoundTrace(**{**r, **{k: tuple(r[k]) for k in _ROUND_LISTS}}) for _, r in sorted(rounds.items())),
         institutions={who: InstitutionBooks(address=who, name=names.get(who), **b) for who, b in people.items()},
         books=BountyBooks(funded=money["funded"], credited=money["credited"], refunded=money["refunded"],
                           claimed=money["claimed"], revenue_paid=money["revenue_paid"],
