@@ -3,6 +3,7 @@ pragma solidity ^0.8.20;
 
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {InstitutionRegistry} from "./InstitutionRegistry.sol";
+import {ScoringCommittee} from "./ScoringCommittee.sol";
 
 /// @title BountyEscrow
 /// @notice Sponsors publish a task as a bounty and escrow its reward in ETH or one ERC-20 token; anyone may top it up.
@@ -11,7 +12,7 @@ import {InstitutionRegistry} from "./InstitutionRegistry.sol";
 ///         and it is still not finalized).
 /// @dev Money invariant, per bounty and at every step: credited + refunded + escrowed == funded.
 ///      Tokens that deliver less than the amount asked for are rejected (see AssetTransfers).
-abstract contract BountyEscrow is InstitutionRegistry {
+abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
     enum BountyStatus {
         None,
         Active,
@@ -32,6 +33,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint16 minReputation;
         address token; // address(0) for ETH
         uint32 recoveryGrace; // seconds after an open round's commit window before the sponsor may recover the bounty
+        uint8 quorum; // matching scorer attestations a round needs (1: the aggregator alone); see ScoringCommittee
         uint128 funded;
         uint128 credited;
         uint128 refunded;
@@ -55,6 +57,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint16 minReputation;
         address token;
         uint32 recoveryGrace;
+        address[] scorers; // the committee besides the aggregator (may be empty: the aggregator alone decides)
+        uint8 quorum; // matching attestations needed to finalize a round, 1..scorers.length + 1
     }
 
     mapping(uint256 => Bounty) internal _bounties;
@@ -97,8 +101,9 @@ abstract contract BountyEscrow is InstitutionRegistry {
     /// @notice Create a bounty and escrow `initialFunding` of its reward asset (send it as `msg.value` for ETH;
     ///         approve this contract first for a token).
     /// @param p The bounty's fixed terms: task, validation-set and scoring-rules hashes, aggregator, rounds, commit
-    ///        window, deadline, minimum reputation, reward token (address(0) for ETH) and recovery grace (seconds
-    ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized).
+    ///        window, deadline, minimum reputation, reward token (address(0) for ETH), recovery grace (seconds
+    ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized),
+    ///        and the scoring committee: scorers besides the aggregator and the quorum of matching attestations.
     /// @param initialFunding Reward escrowed now, in wei or token units (may be zero).
     /// @return bountyId The new bounty's id (ids start at 1).
     function createBounty(BountyParams calldata p, uint256 initialFunding)
@@ -143,6 +148,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
             p.minReputation,
             p.recoveryGrace
         );
+        b.quorum = p.quorum;
+        _nameCommittee(bountyId, p.aggregator, p.scorers, p.quorum);
         _fund(bountyId, b, initialFunding);
     }
 

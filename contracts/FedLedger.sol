@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.20;
 
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {InstitutionRegistry} from "./InstitutionRegistry.sol";
 import {RoundLedger} from "./RoundLedger.sol";
 
@@ -17,5 +18,6 @@ contract FedLedger is RoundLedger {
     /// @param ethReputationFloor_ Round reward, in wei, from which an ETH bounty's round moves reputation fully.
     constructor(address governance_, uint256 minStake_, uint256 leaveCooldown_, uint256 ethReputationFloor_)
         InstitutionRegistry(governance_, minStake_, leaveCooldown_, ethReputationFloor_)
+        EIP712("FedLedger", "1")
     {}
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.20;
 
-import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {BountyEscrow} from "./BountyEscrow.sol";
 
@@ -20,6 +20,19 @@ import {BountyEscrow} from "./BountyEscrow.sol";
 abstract contract RoundLedger is BountyEscrow {
     /// @notice Scores are fixed point with 18 decimals; larger magnitudes are refused.
     int256 public constant MAX_ABS_SCORE = 1e36;
+
+    /// @dev EIP-712 type an institution signs to have its commitment posted by someone else (the aggregator's batch).
+    bytes32 private constant COMMITMENT_TYPEHASH =
+        keccak256("Commitment(uint256 bountyId,uint256 round,bytes32 updateHash,uint64 sampleCount)");
+
+    /// @notice A commitment signed by its institution (EIP-712 `Commitment`, compact EIP-2098 signature `r`, `vs`).
+    struct SignedCommitment {
+        address institution;
+        bytes32 updateHash;
+        uint64 sampleCount;
+        bytes32 r;
+        bytes32 vs;
+    }
 
     struct Round {
         bytes32 globalModelHash;
@@ -53,12 +66,16 @@ abstract contract RoundLedger is BountyEscrow {
     event UpdateCommitted(
         uint256 indexed bountyId, uint256 indexed round, address indexed institution, bytes32 updateHash, uint256 sampleCount
     );
+    /// @dev One per participant-round, so it is kept lean: `round` is data, not a topic (a topic costs 119 gas more);
+    ///      filter by bounty or institution and read the round from the data.
     event ContributionScored(
-        uint256 indexed bountyId, uint256 indexed round, address indexed institution, int256 score, uint256 credit, uint16 reputation
+        uint256 indexed bountyId, address indexed institution, uint256 round, int256 score, uint256 credit, uint16 reputation
     );
     event RoundFinalized(
         uint256 indexed bountyId, uint256 indexed round, bytes32 newModelHash, uint256 reward, uint256 credited, uint256 participants
     );
+    /// @notice A round whose committee formed no quorum in time closed without an outcome; its reward carries over.
+    event RoundLapsed(uint256 indexed bountyId, uint256 indexed round);
     event BountyCompleted(uint256 indexed bountyId, uint256 totalPositiveScore, uint256 remainder);
     event RewardClaimed(uint256 indexed bountyId, address indexed institution, address token, uint256 amount);
 
@@ -78,6 +95,8 @@ abstract contract RoundLedger is BountyEscrow {
     error DuplicateUpdateHash(uint256 bountyId, uint256 round, bytes32 updateHash);
     error ScoreOutOfRange(address institution, int256 score);
     error NothingToClaim(uint256 bountyId, address institution);
+    error BadCommitmentSignature(uint256 bountyId, uint256 round, address institution);
+    error RoundNotStalled(uint256 bountyId, uint256 round);
 
     /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
     ///         From round 2 on, the hash must be the one the previous round finalized.
@@ -115,21 +134,41 @@ abstract contract RoundLedger is BountyEscrow {
     /// @param updateHash sha256 of the update the institution will upload.
     /// @param sampleCount How many training samples the update was computed on (not zero).
     function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external {
-        Bounty storage b = _activeBounty(bountyId);
-        Round storage r = _rounds[bountyId][round];
-        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
-        if (r.finalized || block.timestamp > r.commitDeadline) revert RoundClosed(bountyId, round);
-        uint16 reputation = _committerReputation(msg.sender);
-        if (reputation < b.minReputation) revert NotEligible(bountyId, msg.sender, reputation, b.minReputation);
-        if (updateHash == bytes32(0)) revert ZeroHash();
-        if (sampleCount == 0) revert ZeroSamples();
-        mapping(address => bytes32) storage roundCommitments = _commitments[bountyId][round];
+        (Bounty storage b, mapping(address => bytes32) storage roundCommitments) = _commitWindow(bountyId, round);
         if (roundCommitments[msg.sender] != bytes32(0)) revert AlreadyCommitted(bountyId, round, msg.sender);
-        roundCommitments[msg.sender] = updateHash;
-        emit UpdateCommitted(bountyId, round, msg.sender, updateHash, sampleCount);
+        _commit(bountyId, round, b, roundCommitments, msg.sender, updateHash, sampleCount);
     }
 
-    /// @notice The bounty's aggregator finalizes the open round once: it posts the new global-model hash and a
+    /// @notice Post commitments that institutions signed (EIP-712 `Commitment`) in one transaction, under the same
+    ///         rules as `commitUpdate`: an open commit window, an eligible institution, one commitment per institution
+    ///         and round. Anyone may post (normally the aggregator); an institution may always commit itself instead.
+    ///         An institution that already committed this round is skipped, so its own commit can never make the
+    ///         batch fail; a bad signature or an ineligible institution reverts the batch.
+    /// @param bountyId The bounty.
+    /// @param round The open round.
+    /// @param commitments The signed commitments (institution, update hash, sample count, compact signature).
+    /// @return posted How many were recorded (the others were already committed).
+    function commitUpdatesSigned(uint256 bountyId, uint256 round, SignedCommitment[] calldata commitments)
+        external
+        returns (uint256 posted)
+    {
+        (Bounty storage b, mapping(address => bytes32) storage roundCommitments) = _commitWindow(bountyId, round);
+        for (uint256 i = 0; i < commitments.length; ++i) {
+            SignedCommitment calldata c = commitments[i];
+            bytes32 digest = _hashTypedDataV4(
+                keccak256(abi.encode(COMMITMENT_TYPEHASH, bountyId, round, c.updateHash, c.sampleCount))
+            );
+            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, c.r, c.vs);
+            if (err != ECDSA.RecoverError.NoError || signer != c.institution) {
+                revert BadCommitmentSignature(bountyId, round, c.institution);
+            }
+            if (roundCommitments[c.institution] != bytes32(0)) continue;
+            _commit(bountyId, round, b, roundCommitments, c.institution, c.updateHash, c.sampleCount);
+            ++posted;
+        }
+    }
+
+    /// @notice The aggregator of a bounty it decides alone (quorum 1) finalizes the open round once: it posts the new global-model hash and a
     ///         score per kept participant. Participants must be committed and listed by strictly ascending
     ///         update hash, so no one is listed twice and a copied hash is refused. The round's reward is credited in
     ///         proportion to the positive scores and reputations move by the sign of each score; a round with no
@@ -148,30 +187,59 @@ abstract contract RoundLedger is BountyEscrow {
     ) external {
         Bounty storage b = _activeBounty(bountyId);
         if (msg.sender != b.aggregator) revert NotAggregator(bountyId, msg.sender);
+        if (b.quorum > 1) revert QuorumNotReached(bountyId, round, 1, b.quorum);
+        _finalize(bountyId, round, b, newModelHash, participants, scores);
+    }
+
+    /// @notice A member of the bounty's scoring committee finalizes the open round once with the outcome a quorum
+    ///         of members signed (EIP-712 `Outcome`, see `outcomeDigest`). The caller counts as one attestation;
+    ///         signatures by non-members, by a member already counted, or over another outcome do not count.
+    ///         Each counted member is recorded in an `OutcomeAttested` event. Arguments as in `finalizeRound`.
+    /// @param bountyId The bounty.
+    /// @param round The open round.
+    /// @param newModelHash sha256 of the aggregated global model.
+    /// @param participants Committed institutions whose updates were kept, ordered by strictly ascending update hash.
+    /// @param scores Their contribution scores, fixed point with 18 decimals, signed.
+    /// @param attestations Other members' 65-byte signatures over the outcome digest.
+    function finalizeRoundAttested(
+        uint256 bountyId,
+        uint256 round,
+        bytes32 newModelHash,
+        address[] calldata participants,
+        int256[] calldata scores,
+        bytes[] calldata attestations
+    ) external {
+        Bounty storage b = _activeBounty(bountyId);
+        bytes32 digest = outcomeDigest(bountyId, round, newModelHash, participants, scores);
+        _requireQuorum(bountyId, round, b.aggregator, b.quorum, digest, attestations);
+        _finalize(bountyId, round, b, newModelHash, participants, scores);
+    }
+
+    /// @notice A committee member records that it computed another outcome for a round (its outcome digest).
+    /// @param bountyId The bounty.
+    /// @param round The round.
+    /// @param digest The member's own outcome digest (see `outcomeDigest`).
+    function recordDissent(uint256 bountyId, uint256 round, bytes32 digest) external {
+        Bounty storage b = _bounty(bountyId);
+        if (_rounds[bountyId][round].openedAt == 0) revert RoundNotOpen(bountyId, round);
+        _recordDissent(bountyId, round, b.aggregator, digest);
+    }
+
+    /// @notice Anyone closes a stalled round (its commit window plus the recovery grace passed without a quorum's
+    ///         outcome): nothing is credited, the reward carries to the next round, and the next round trains from
+    ///         the same global model. Lapsing the last round completes the bounty; the sponsor then takes back the
+    ///         escrow with `refundRemainder` (or cancels after the deadline, as ever).
+    /// @param bountyId The bounty whose open round has stalled.
+    function lapseRound(uint256 bountyId) external {
+        Bounty storage b = _activeBounty(bountyId);
+        uint256 round = b.roundsOpened;
+        if (!_openRoundStalled(bountyId, b)) revert RoundNotStalled(bountyId, round);
         Round storage r = _rounds[bountyId][round];
-        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
-        if (r.finalized) revert RoundClosed(bountyId, round);
-        if (newModelHash == bytes32(0)) revert ZeroHash();
-        if (participants.length != scores.length) revert LengthMismatch(participants.length, scores.length);
-
-        Split memory split = _checkParticipants(bountyId, round, participants, scores);
-
-        // Effects.
-        r.newModelHash = newModelHash;
+        r.newModelHash = r.globalModelHash;
         r.finalized = true;
-        uint256 roundsLeft = b.numRounds - b.roundsFinalized;
-        split.reward = _escrowed(b) / roundsLeft;
-        if (split.positiveTotal != 0) {
-            // A round that pays nobody (no positive score) judges nobody: its alpha stays 0.
-            split.reputationAlpha = _reputationAlpha(b.token, split.reward);
-            if (roundsLeft == 1) split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
-        }
-        uint256 credited = _credit(bountyId, round, participants, scores, split);
-        b.credited += uint128(credited);
-        b.totalPositiveScore = SafeCast.toUint128(uint256(b.totalPositiveScore) + split.positiveTotal);
         b.roundsFinalized += 1;
-        emit RoundFinalized(bountyId, round, newModelHash, split.reward, credited, participants.length);
-        if (roundsLeft == 1) {
+        emit RoundLapsed(bountyId, round);
+        if (b.roundsFinalized == b.numRounds) {
             b.status = BountyStatus.Completed;
             emit BountyCompleted(bountyId, b.totalPositiveScore, _escrowed(b));
         }
@@ -228,6 +296,75 @@ abstract contract RoundLedger is BountyEscrow {
         return (_contributions[bountyId][institution].cumulativeScore, b.totalPositiveScore);
     }
 
+    /// @dev The bounty (active) and the round's commitments, when the round's commit window is open.
+    function _commitWindow(uint256 bountyId, uint256 round)
+        private
+        view
+        returns (Bounty storage b, mapping(address => bytes32) storage roundCommitments)
+    {
+        b = _activeBounty(bountyId);
+        Round storage r = _rounds[bountyId][round];
+        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
+        if (r.finalized || block.timestamp > r.commitDeadline) revert RoundClosed(bountyId, round);
+        roundCommitments = _commitments[bountyId][round];
+    }
+
+    /// @dev Records one commitment of an eligible institution that has not committed this round.
+    function _commit(
+        uint256 bountyId,
+        uint256 round,
+        Bounty storage b,
+        mapping(address => bytes32) storage roundCommitments,
+        address institution,
+        bytes32 updateHash,
+        uint64 sampleCount
+    ) private {
+        uint16 reputation = _committerReputation(institution);
+        if (reputation < b.minReputation) revert NotEligible(bountyId, institution, reputation, b.minReputation);
+        if (updateHash == bytes32(0)) revert ZeroHash();
+        if (sampleCount == 0) revert ZeroSamples();
+        roundCommitments[institution] = updateHash;
+        emit UpdateCommitted(bountyId, round, institution, updateHash, sampleCount);
+    }
+
+    /// @dev Settles a round whose outcome the caller is entitled to post (see the two finalize functions).
+    function _finalize(
+        uint256 bountyId,
+        uint256 round,
+        Bounty storage b,
+        bytes32 newModelHash,
+        address[] calldata participants,
+        int256[] calldata scores
+    ) private {
+        Round storage r = _rounds[bountyId][round];
+        if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
+        if (r.finalized) revert RoundClosed(bountyId, round);
+        if (newModelHash == bytes32(0)) revert ZeroHash();
+        if (participants.length != scores.length) revert LengthMismatch(participants.length, scores.length);
+
+        Split memory split = _checkParticipants(bountyId, round, participants, scores);
+
+        // Effects.
+        r.newModelHash = newModelHash;
+        r.finalized = true;
+        uint256 roundsLeft = b.numRounds - b.roundsFinalized;
+        split.reward = _escrowed(b) / roundsLeft;
+        if (split.positiveTotal != 0) {
+            // A round that pays nobody (no positive score) judges nobody: its alpha stays 0.
+            split.reputationAlpha = _reputationAlpha(b.token, split.reward);
+            if (roundsLeft == 1) split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
+        }
+        uint256 credited = _credit(bountyId, round, participants, scores, split);
+        b.credited += uint128(credited);
+        b.totalPositiveScore = SafeCast.toUint128(uint256(b.totalPositiveScore) + split.positiveTotal);
+        b.roundsFinalized += 1;
+        emit RoundFinalized(bountyId, round, newModelHash, split.reward, credited, participants.length);
+        if (roundsLeft == 1) {
+            b.status = BountyStatus.Completed;
+            emit BountyCompleted(bountyId, b.totalPositiveScore, _escrowed(b));
+        }
+    }
+
     /// @dev Checks every participant and returns the positive total and the best scorer (who takes the last round's dust). Requiring the participants'
     ///      update hashes to be strictly ascending rules out, with one comparison each, both a participant listed
     ///      twice and two participants holding the same (copied) update hash.
@@ -263,20 +400,21 @@ abstract contract RoundLedger is BountyEscrow {
         int256[] calldata scores,
         Split memory split
     ) private returns (uint256 credited) {
+        mapping(address => Contribution) storage bountyContributions = _contributions[bountyId];
         for (uint256 i = 0; i < participants.length; ++i) {
             int256 score = scores[i];
             uint256 credit = 0;
             if (score > 0) {
-                credit = Math.mulDiv(split.reward, uint256(score), split.positiveTotal);
+                credit = _share(split.reward, uint256(score), split.positiveTotal);
                 if (i == split.bestIndex) credit += split.dust;
-                Contribution storage c = _contributions[bountyId][participants[i]];
+                Contribution storage c = bountyContributions[participants[i]];
                 // credit <= escrow < 2**128 and score <= MAX_ABS_SCORE < 2**120: the casts are exact, the sums checked.
                 c.unclaimed += uint128(credit);
                 c.cumulativeScore += uint128(uint256(score));
             }
             credited += credit;
             uint16 reputation = _updateReputation(participants[i], score, split.reputationAlpha);
-            emit ContributionScored(bountyId, round, participants[i], score, credit, reputation);
+            emit ContributionScored(bountyId, participants[i], round, score, credit, reputation);
         }
     }
 
@@ -287,7 +425,15 @@ abstract contract RoundLedger is BountyEscrow {
 
     function _sumOfFloors(uint256 reward, int256[] calldata scores, uint256 positiveTotal) private pure returns (uint256 sum) {
         for (uint256 i = 0; i < scores.length; ++i) {
-            if (scores[i] > 0) sum += Math.mulDiv(reward, uint256(scores[i]), positiveTotal);
+            if (scores[i] > 0) sum += _share(reward, uint256(scores[i]), positiveTotal);
+        }
+    }
+
+    /// @dev floor(reward * score / total). reward <= escrow < 2**128 and score <= MAX_ABS_SCORE < 2**120, so the
+    ///      product fits 256 bits: a plain multiplication, cheaper per participant than a full-width mulDiv.
+    function _share(uint256 reward, uint256 score, uint256 total) private pure returns (uint256) {
+        unchecked {
+            return (reward * score) / total;
         }
     }
 }

@@ -11,6 +11,11 @@ as its 20 raw bytes and ``update_sha256`` as 32 raw bytes (179 bytes in all, fix
 share an encoding). Copying someone's commitment therefore commits to *their* address: an upload from the
 copier can never match it, and the victim's own upload still does. The contract stores the 32 bytes as an
 opaque ``bytes32``. Node, aggregator and auditor all compute it with :func:`bind_commitment`.
+
+An institution commits either on chain itself (``commitUpdate``) or by signing its commitment (EIP-712
+``Commitment(uint256 bountyId,uint256 round,bytes32 updateHash,uint64 sampleCount)``, :func:`sign_commitment`)
+and handing the signature over with its upload; the aggregator then posts all of a round's signed commitments
+in one transaction (``commitUpdatesSigned``). The contract accepts either, under the same rules.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 from web3 import Web3
 
 from fedcore.errors import DataError
+from fedcore.signing import eip712_domain, recover_typed, sign_typed
 
 DOMAIN = b"fedledger-commitment-v1"
 _UINT256_MAX = 2**256 - 1
@@ -46,6 +52,34 @@ def bind_commitment(*, chain_id: int, contract: str, bounty_id: int, round_: int
     parts.append(_address_bytes(institution, "institution"))
     parts.append(update_sha256)
     return hashlib.sha256(b"".join(parts)).digest()
+
+
+COMMITMENT_TYPES = {"Commitment": [
+    {"name": "bountyId", "type": "uint256"}, {"name": "round", "type": "uint256"},
+    {"name": "updateHash", "type": "bytes32"}, {"name": "sampleCount", "type": "uint64"},
+]}
+
+
+def sign_commitment(account, *, chain_id: int, contract: str, bounty_id: int, round_: int, commitment: bytes,
+                    sample_count: int) -> bytes:
+    """An institution's EIP-712 signature (65 bytes) over its bound ``commitment`` (:func:`bind_commitment`) and
+    sample count, which anyone may post on chain for it in a batch (``commitUpdatesSigned``)."""
+    return sign_typed(account, eip712_domain(chain_id, contract), COMMITMENT_TYPES, "Commitment",
+                      _commitment_message(bounty_id, round_, commitment, sample_count))
+
+
+def recover_commitment_signer(signature: bytes, *, chain_id: int, contract: str, bounty_id: int, round_: int,
+                              commitment: bytes, sample_count: int) -> str:
+    """Who signed this commitment (checksum address), as the contract will recover it; DataError if malformed."""
+    return recover_typed(signature, eip712_domain(chain_id, contract), COMMITMENT_TYPES, "Commitment",
+                         _commitment_message(bounty_id, round_, commitment, sample_count))
+
+
+def _commitment_message(bounty_id: int, round_: int, commitment: bytes, sample_count: int) -> dict:
+    if len(bytes(commitment)) != 32:
+        raise DataError(f"a commitment is 32 bytes, got {len(bytes(commitment))}")
+    return {"bountyId": int(bounty_id), "round": int(round_), "updateHash": bytes(commitment),
+            "sampleCount": int(sample_count)}
 
 
 def _address_bytes(address: str, what: str) -> bytes:

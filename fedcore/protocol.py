@@ -128,6 +128,11 @@ MAX_PATH_NUMBER = 2**32 - 1
 #: Both arrive before the body, so the aggregator checks the signer and its commitment before reading a byte.
 UPDATE_SHA_HEADER = "X-Update-Sha256"
 SIGNATURE_HEADER = "X-Signature"
+#: Optional upload headers of a gasless commitment: the institution's EIP-712 signature over its commitment
+#: (fedcore.commitments.sign_commitment, 0x + 130 hex) and the sample count it signed. The aggregator posts every
+#: such commitment of the round in one ``commitUpdatesSigned`` transaction before the commit window closes.
+COMMITMENT_SIGNATURE_HEADER = "X-Commitment-Signature"
+SAMPLE_COUNT_HEADER = "X-Sample-Count"
 
 
 # -- field types --------------------------------------------------------------------------------------------------
@@ -381,7 +386,8 @@ class RoundReport(_Model):
 
 
 __all__ = [
-    "MAX_PATH_NUMBER", "REJECTION_STATUS", "SIGNATURE_HEADER", "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase",
+    "COMMITMENT_SIGNATURE_HEADER", "MAX_PATH_NUMBER", "REJECTION_STATUS", "SAMPLE_COUNT_HEADER", "SIGNATURE_HEADER",
+    "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase",
     "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
     "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
     "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo",

@@ -251,6 +251,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--recovery-grace", type=int, default=None, metavar="SECONDS",
                         help="seconds after an open round's commit window from which the sponsor may cancel a bounty "
                              "whose round is still not finalized (default: one hour)")
+    create.add_argument("--scorer", action="append", default=[], metavar="ADDRESS",
+                        help="a scorer of the bounty's committee besides the aggregator (repeat for several)")
+    create.add_argument("--quorum", type=int, default=1, metavar="Q",
+                        help="matching scorer attestations a round needs, the aggregator's included (default: 1)")
     create.set_defaults(func=_create_bounty)
 
     rules = sub.add_parser(
@@ -354,6 +358,10 @@ def _create_bounty(args: argparse.Namespace) -> int:
         raise ConfigError("--commit-window must be at least 1 second")
     if args.recovery_grace is not None and args.recovery_grace < 1:
         raise ConfigError("--recovery-grace must be at least 1 second")
+    scorers = tuple(_address(a, "--scorer") for a in args.scorer)
+    if not 1 <= args.quorum <= len(scorers) + 1:
+        raise ConfigError(f"--quorum must be between 1 and {len(scorers) + 1} "
+                          f"(the aggregator and {len(scorers)} scorers)")
     if not 0 <= args.min_reputation <= 10_000:
         raise ConfigError("--min-reputation is in basis points: 0 to 10000")
     if not args.deadline_days > 0:
@@ -366,7 +374,8 @@ def _create_bounty(args: argparse.Namespace) -> int:
                           aggregator=aggregator, num_rounds=args.rounds,
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
                           token=token, rules_hash=rules_hash(rules),
-                          recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE)
+                          recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE,
+                          scorers=scorers, quorum=args.quorum)
     _approve_if_token(w3, ledger, token, args.reward)
     bounty_id = ledger.create_bounty(params, args.reward)
     emit({
@@ -384,6 +393,8 @@ def _create_bounty(args: argparse.Namespace) -> int:
         "deadline": deadline,
         "min_reputation": args.min_reputation,
         "recovery_grace": params.recovery_grace,
+        "scorers": list(scorers),
+        "quorum": args.quorum,
     }, args.format)
     return 0
 

@@ -17,6 +17,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from fedcore.errors import ChainError
+from fedcore.signing import compact_signature
 from fedcore.types import Digest
 from ledger.chain import Sender, call, embedded_head, send_transaction
 from ledger.compile import load_artifact
@@ -75,6 +76,8 @@ class BountyParams:
     ``rules_hash`` is the sha256 of the canonical JSON of the bounty's fully resolved scoring rules.
     ``recovery_grace`` (seconds, not zero): once an open round is that far past its commit window and still not
     finalized, the sponsor may cancel the bounty and recover what is not yet credited.
+    ``scorers`` (addresses besides the aggregator) and ``quorum`` name the scoring committee: a round is finalized
+    only with ``quorum`` matching attestations, the aggregator's included (no scorers, quorum 1: it alone decides).
     """
 
     task_spec_hash: bytes
@@ -87,6 +90,8 @@ class BountyParams:
     min_reputation: int = 0
     token: str = ETH
     recovery_grace: int = DEFAULT_RECOVERY_GRACE
+    scorers: tuple[str, ...] = ()
+    quorum: int = 1
 
     def as_tuple(self) -> tuple:
         return (
@@ -100,6 +105,8 @@ class BountyParams:
             self.min_reputation,
             Web3.to_checksum_address(self.token),
             self.recovery_grace,
+            [Web3.to_checksum_address(a) for a in self.scorers],
+            self.quorum,
         )
 
 
@@ -117,6 +124,7 @@ class Bounty:
     min_reputation: int
     token: str
     recovery_grace: int
+    quorum: int
     funded: int
     credited: int
     refunded: int
@@ -155,6 +163,16 @@ class Commitment:
     sample_count: int
     block_number: int
     tx_hash: str
+
+
+@dataclass(frozen=True)
+class SignedCommitment:
+    """A commitment an institution signed (:func:`fedcore.commitments.sign_commitment`) for someone to post."""
+
+    institution: str
+    commitment: bytes
+    sample_count: int
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -384,25 +402,57 @@ class FedLedgerClient(_ContractClient):
         return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count,
                           known_gas=gas_limit("commitUpdate"))
 
+    def commit_updates_signed(self, bounty_id: int, round_: int, signed: list[SignedCommitment]) -> TxReceipt:
+        """Post institutions' signed commitments in one transaction (``commitUpdatesSigned``); institutions that
+        already committed this round are skipped by the contract."""
+        entries = [(Web3.to_checksum_address(c.institution), bytes(c.commitment), int(c.sample_count),
+                    *compact_signature(c.signature)) for c in signed]
+        return self._send("commitUpdatesSigned", bounty_id, round_, entries)
+
     def finalize_round(
         self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int], *,
-        commitments: Mapping[str, bytes] | None = None,
+        commitments: Mapping[str, bytes] | None = None, attestations: list[bytes] | None = None,
     ) -> TxReceipt:
-        """Finalize with fixed-point ``scores`` by institution address.
+        """Finalize with fixed-point ``scores`` by institution address; with ``attestations`` (other committee
+        members' signatures over :meth:`outcome`'s digest) through ``finalizeRoundAttested``.
 
         The contract wants participants in ascending order of their committed update hash (that single
         ordering rules out a participant listed twice and a copied hash). ``commitments`` (the committed hash by
         address, e.g. from the round's ``UpdateCommitted`` events) gives that order; a participant missing from it
         is read from the chain. A wrong hash there only misorders the list, which the contract refuses.
         """
-        known = {Web3.to_checksum_address(a): bytes(c) for a, c in (commitments or {}).items()}
-        by_address = {Web3.to_checksum_address(a): int(s) for a, s in scores.items()}
-        hashes = {a: known[a] if a in known else self.commitment_of(bounty_id, round_, a) for a in by_address}
+        participants, ordered_scores = self.outcome(bounty_id, round_, scores, commitments=commitments)
+        args = (bounty_id, round_, bytes(new_model_hash), participants, ordered_scores)
+        if attestations is None:
+            return self._send("finalizeRound", *args, known_gas=gas_limit("finalizeRound", len(participants)))
+        return self._send("finalizeRoundAttested", *args, [bytes(a) for a in attestations])
+
+    def outcome(self, bounty_id: int, round_: int, scores: Mapping[str, int], *,
+                commitments: Mapping[str, bytes] | None = None) -> tuple[list[str], list[int]]:
+        """The participants in the order the contract takes them (ascending committed update hash) and their scores;
+        hashes missing from ``commitments`` are read from the chain."""
+        known = {str(Web3.to_checksum_address(a)): bytes(h) for a, h in (commitments or {}).items()}
+        addresses = [str(Web3.to_checksum_address(a)) for a in scores]
+        hashes = {a: known[a] if a in known else self.commitment_of(bounty_id, round_, a) for a in addresses}
         ordered = sorted(hashes, key=lambda a: hashes[a])
-        return self._send(
-            "finalizeRound", bounty_id, round_, bytes(new_model_hash), ordered, [by_address[a] for a in ordered],
-            known_gas=gas_limit("finalizeRound", len(ordered)),
-        )
+        by_address = {str(Web3.to_checksum_address(a)): int(s) for a, s in scores.items()}
+        return ordered, [by_address[a] for a in ordered]
+
+    def outcome_digest(self, bounty_id: int, round_: int, new_model_hash: bytes, participants: list[str],
+                       scores: list[int]) -> bytes:
+        """The EIP-712 digest committee members sign for this outcome, computed by the contract."""
+        return bytes(self._view("outcomeDigest", bounty_id, round_, bytes(new_model_hash),
+                                [Web3.to_checksum_address(a) for a in participants], [int(s) for s in scores]))
+
+    def committee_of(self, bounty_id: int) -> tuple[int, int]:
+        """(quorum, scorers besides the aggregator) of a bounty."""
+        return self.bounty(bounty_id).quorum, int(self._view("scorerCount", bounty_id))
+
+    def record_dissent(self, bounty_id: int, round_: int, digest: bytes) -> TxReceipt:
+        return self._send("recordDissent", bounty_id, round_, bytes(digest))
+
+    def lapse_round(self, bounty_id: int) -> TxReceipt:
+        return self._send("lapseRound", bounty_id)
 
     def round(self, bounty_id: int, round_: int) -> Round:
         return Round(bounty_id, round_, *self._view("getRound", bounty_id, round_))

@@ -80,6 +80,18 @@ class Scored:
     reputation: int
 
 
+@dataclass(frozen=True)
+class Attestation:
+    """A scorer's ``OutcomeAttested`` (counted towards the quorum) or ``ScorerDissented`` (its own outcome)."""
+
+    scorer: str
+    outcome_digest: Digest
+    tx: str
+
+    def to_dict(self) -> dict:
+        return {"scorer": self.scorer, "outcome_digest": str(self.outcome_digest), "tx": self.tx}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RoundTrace:
     """One round: opened with a model, the commitments and scores in chain order, and how it was finalized.
@@ -99,6 +111,9 @@ class RoundTrace:
     credited: int | None = None
     participants: int | None = None
     finalized: Event | None = None
+    attestations: tuple[Attestation, ...] = ()
+    dissents: tuple[Attestation, ...] = ()
+    lapsed: Event | None = None
 
     @property
     def is_finalized(self) -> bool:
@@ -143,6 +158,8 @@ class RoundTrace:
             "commitments": {c.institution: {"update_hash": str(c.update_hash), "sample_count": c.sample_count}
                             for c in self.committed.values()},
             "scores": self.scores, "credits": self.credits,
+            "attestations": [a.to_dict() for a in self.attestations],
+            "dissents": [a.to_dict() for a in self.dissents], "lapsed": self.lapsed is not None,
             "new_model_hash": None if self.new_model_hash is None else str(self.new_model_hash),
             "reward": self.reward, "credited": self.credited, "participants": self.participants,
         }
@@ -279,6 +296,9 @@ _FUNDED = {"BountyFunded": "amount"}
 _REFUNDED = {"BountyCancelled": "refunded", "RemainderRefunded": "amount"}
 
 
+_ROUND_LISTS = ("commitments", "scored", "attestations", "dissents")
+
+
 def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str] | None = None) -> BountyTrace:
     """The typed trace of ``bounty_id`` from its indexed events, in chain order.
 
@@ -325,7 +345,7 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
         elif name == "RoundOpened":
             rounds[args["round"]] = {"number": args["round"], "global_model_hash": Digest(args["globalModelHash"]),
                                      "commit_deadline": args["commitDeadline"], "opened": event,
-                                     "commitments": [], "scored": []}
+                                     "commitments": [], "scored": [], "attestations": [], "dissents": []}
         elif name == "UpdateCommitted":
             round_of(event)["commitments"].append(Commitment(
                 args["institution"], Digest(args["updateHash"]), args["sampleCount"], event.block, event.tx))
@@ -342,6 +362,11 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
         elif name == "RoundFinalized":
             round_of(event).update(new_model_hash=Digest(args["newModelHash"]), reward=args["reward"],
                                    credited=args["credited"], participants=args["participants"], finalized=event)
+        elif name in ("OutcomeAttested", "ScorerDissented"):
+            kind = "attestations" if name == "OutcomeAttested" else "dissents"
+            round_of(event)[kind].append(Attestation(args["scorer"], Digest(args["outcomeDigest"]), event.tx))
+        elif name == "RoundLapsed":
+            round_of(event)["lapsed"] = event
         elif name == "RewardClaimed":
             money["claimed"] += args["amount"]
             person(args["institution"])["claimed"] += args["amount"]
@@ -359,8 +384,7 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
             commit_window=created["commitWindow"], deadline=created["deadline"],
             min_reputation=created["minReputation"]),
         timeline=timeline,
-        rounds=tuple(RoundTrace(**{**r, "commitments": tuple(r["commitments"]), "scored": tuple(r["scored"])})
-                     for _, r in sorted(rounds.items())),
+        rounds=tuple(RoundTrace(**{**r, **{k: tuple(r[k]) for k in _ROUND_LISTS}}) for _, r in sorted(rounds.items())),
         institutions={who: InstitutionBooks(address=who, name=names.get(who), **b) for who, b in people.items()},
         books=BountyBooks(funded=money["funded"], credited=money["credited"], refunded=money["refunded"],
                           claimed=money["claimed"], revenue_paid=money["revenue_paid"],

@@ -144,6 +144,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--poll-seconds", type=_positive_float, default=2.0, metavar="S",
                        help="seconds between polls of the aggregator (default: %(default)s)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--gasless", action="store_true",
+                       help="sign each commitment (EIP-712) and hand it over with the upload for the aggregator to "
+                            "post in its batch, instead of committing on chain (train without it to commit yourself)")
     _add_keystore_options(train)
     _add_chain_options(train)
     add_format_option(train)
@@ -282,7 +285,7 @@ def _train(args: argparse.Namespace) -> int:
         runner = open_runner_for_site(
             ledger=ledger, aggregator=aggregator, account=account, bounty_id=args.bounty, data_path=args.data,
             state_dir=args.state_dir, poll_seconds=args.poll_seconds, rounds_max=args.rounds_max,
-            progress=progress, echo=echo,
+            progress=progress, echo=echo, gasless=args.gasless,
         )
         records = runner.run()
     rows = [record.to_dict() for record in records]

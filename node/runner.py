@@ -43,7 +43,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedcore.codec import decode, encode, update_hash, update_hash_hex
-from fedcore.commitments import bind_commitment
+from fedcore.commitments import bind_commitment, sign_commitment
 from fedcore.errors import ContractRevert, DataError, NodeError
 from fedcore.keystore import write_private_file
 from fedcore.models import build_model, weight_spec
@@ -328,6 +328,7 @@ class NodeRunner:
         sleep: Callable[[float], None] = time.sleep,
         verify_task: bool = True,
         trainer: Callable[..., Any] | None = None,
+        gasless: bool = False,
     ):
         self.account = account
         self.address = Web3.to_checksum_address(account.address)
@@ -351,6 +352,7 @@ class NodeRunner:
         self.sleep = sleep
         self.verify_task = verify_task
         self.trainer = trainer or train_local
+        self.gasless = bool(gasless)
         self.chain_id = int(self.ledger.w3.eth.chain_id)
         self.records: dict[int, NodeRound] = {}
         self.state: NodeState | None = None
@@ -610,6 +612,8 @@ class NodeRunner:
                 file=self.state.update_path(r).name, status=NodeRoundStatus.SAVED, commit_tx=None, upload_status=None,
             )
             self._fire(NodeRoundStatus.SAVED, r)
+        if self.gasless:  # the commitment travels signed with the upload; the aggregator posts it in its batch
+            return self._upload(r, data, resumed=resumed)
         try:
             receipt = self.ledger.commit_update(self.bounty_id, r, self._commitment(r, bytes.fromhex(sha[2:])), samples)
         except ContractRevert as exc:
@@ -733,10 +737,19 @@ class NodeRunner:
         return bind_commitment(chain_id=self.chain_id, contract=self.ledger.address, bounty_id=self.bounty_id, round_=r,
                                institution=self.address, update_sha256=update_sha256)
 
+    def _signed_commitment(self, r: int, data: bytes) -> tuple[str, int]:
+        """The gasless commitment to ``data`` (EIP-712 signature, 0x hex) and the sample count it signs."""
+        samples = int((self._open_state.round(r) or {})["samples"])
+        signature = sign_commitment(self.account, chain_id=self.chain_id, contract=self.ledger.address,
+                                    bounty_id=self.bounty_id, round_=r,
+                                    commitment=self._commitment(r, update_hash(data)), sample_count=samples)
+        return "0x" + signature.hex(), samples
+
     def _upload(self, r: int, data: bytes, *, resumed: bool) -> NodeRound | None:
         signature = sign_upload(self.account, self.chain_id, self.ledger.address, self.bounty_id, r, update_hash(data))
+        signed = self._signed_commitment(r, data) if self.gasless else None
         try:
-            answer = self.aggregator.upload(self.bounty_id, r, data, signature)
+            answer = self.aggregator.upload(self.bounty_id, r, data, signature, signed_commitment=signed)
         except AggregatorRefused as exc:
             if exc.code == RejectionCode.DUPLICATE_UPLOAD:  # an earlier run's upload got in
                 upload_status, status = "duplicate", NodeRoundStatus.UPLOADED

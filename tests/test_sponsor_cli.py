@@ -209,3 +209,15 @@ def test_no_chain_is_one_line(tmp_path, task_files):
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ})
     assert result.returncode == 2
     assert result.stderr == f"error: no chain answers at {url} (start one with `fedledger chain up`)\n"
+
+
+def test_create_bounty_with_a_scoring_committee(cli, task_files):
+    _, task, val = task_files
+    w = cli.world
+    scorers = [w.outsider, w.insts[3]]
+    code, out, err = _create(cli, task, val, "--scorer", scorers[0], "--scorer", scorers[1], "--quorum", "2")
+    assert code == 0, err
+    assert out["scorers"] == scorers and out["quorum"] == 2
+    assert w.ledger.committee_of(out["bounty_id"]) == (2, 2)
+    code, _, err = _create(cli, task, val, "--scorer", scorers[0], "--quorum", "3")
+    assert code == 2 and err.startswith("error: --quorum must be between 1 and 2") and err.count("\n") == 1

@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from fedcore.errors import ContractRevert
-from ledger.chain import advance_time, connect, latest_timestamp, send_transaction
+from ledger.chain import advance_time, connect, fund_account, latest_timestamp, send_transaction
 from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, TokenClient
 from ledger.compile import load_artifact
 from ledger.deployment import Deployment, deploy, deploy_fedledger
@@ -83,7 +84,8 @@ class World:
             self.as_(inst).join(f"hospital {inst[-4:]}", "ipfs://meta", stake=stake)
 
     def params(self, *, rounds: int = 2, window: int = WINDOW, deadline_in: int = 10 * 86_400, min_rep: int = 0,
-               token: str = ETH, aggregator: str | None = None) -> BountyParams:
+               token: str = ETH, aggregator: str | None = None, scorers: tuple[str, ...] = (),
+               quorum: int = 1) -> BountyParams:
         return BountyParams(
             task_spec_hash=h("task"),
             validation_set_hash=h("validation"),
@@ -94,6 +96,8 @@ class World:
             deadline=self.now() + deadline_in,
             min_reputation=min_rep,
             token=token,
+            scorers=tuple(scorers),
+            quorum=quorum,
         )
 
     def new_bounty(self, funding: int = ONE_ETH, **kwargs) -> int:
@@ -106,6 +110,14 @@ class World:
 
     def token_at(self, address: str) -> TokenClient:
         return next(t for t in self.tokens.values() if t.address == Web3.to_checksum_address(address))
+
+    def keyed(self, label: str, *, join: bool = True):
+        """A local account with a private key (to sign EIP-712 data), funded and, by default, joined."""
+        account = Account.from_key(h(f"key/{label}"))
+        fund_account(self.w3, account.address, ONE_ETH)
+        if join:
+            self.as_(account).join(label, "", stake=MIN_STAKE)
+        return account
 
     def commit(self, bounty_id: int, round_: int, who: list[str] | None = None, tag: str = "") -> dict[str, bytes]:
         """Each of ``who`` commits a distinct update hash; returns them by address."""

@@ -244,7 +244,9 @@ class Coordinator:
             log.info("round %d was already open on chain: recorded", number)
             return Phase.OPENED
         if record.step == RoundStep.OPEN:
-            if not self._ready_to_close(record, chain_round):
+            ready = self._ready_to_close(record, chain_round)
+            self._post_signed_commitments(record, chain_round, closing=ready)
+            if not ready:
                 return Phase.WAITING
             ctx.state.begin_scoring(number)
             log.info("round %d closed to uploads with %d uploads", number, len(ctx.state.uploads(number)))
@@ -279,6 +281,32 @@ class Coordinator:
             return True
         first_seen = self._closed_seen.setdefault(record.round, self.monotonic())
         return self.monotonic() - first_seen >= s.upload_grace
+
+    def _post_signed_commitments(self, record: RoundState, chain_round, *, closing: bool) -> None:
+        """Post the gasless commitments handed over with uploads in one transaction, while the commit window is
+        open: once every invitee has uploaded, or ``commit_batch_margin`` seconds before the window closes.
+        A batch the contract refuses (e.g. one institution slashed meanwhile) is retried one commitment at a
+        time, so no institution's commitment can keep the others off chain."""
+        ctx = self.context
+        now = ctx.ledger.now()
+        if now > chain_round.commit_deadline or not (
+                closing or now >= chain_round.commit_deadline - ctx.settings.commit_batch_margin):
+            return
+        signed = ctx.state.signed_commitments(record.round)
+        on_chain = ctx.ledger.commitments(record.round, from_block=record.open_block) if signed else {}
+        pending = [c for c in signed if c.institution not in on_chain]
+        if not pending:
+            return
+        for batch in [pending] if len(pending) < 2 else [pending, *([c] for c in pending)]:
+            try:
+                tx = ctx.ledger.commit_updates_signed(record.round, batch)
+            except ContractRevert as exc:
+                log.warning("round %d: %d signed commitment(s) refused: %s", record.round, len(batch), exc)
+                continue
+            log.info("round %d: posted %d signed commitment(s) in one transaction (tx %s)",
+                     record.round, len(batch), tx)
+            if batch is pending:
+                return
 
     # -- scoring --------------------------------------------------------------------------------
     def _score(self, record: RoundState) -> RoundState:

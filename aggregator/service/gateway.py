@@ -21,6 +21,7 @@ from ledger.client import (
     FedLedgerClient,
     Institution,
     Round,
+    SignedCommitment,
     TxRecord,
     tx_hash_hex,
 )
@@ -146,4 +147,10 @@ class BountyLedger:
         known = {a: bytes(c.update_hash) for a, c in self._committed.get(int(number), {}).items()}
         with self._guard():
             receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores, commitments=known)
+        return tx_hash_hex(receipt["transactionHash"])
+
+    def commit_updates_signed(self, number: int, signed: list[SignedCommitment]) -> str:
+        """Post institutions' signed commitments for round ``number`` in one transaction; returns its hash."""
+        with self._guard():
+            receipt = self.client.commit_updates_signed(self.bounty_id, number, signed)
         return tx_hash_hex(receipt["transactionHash"])

@@ -67,6 +67,9 @@ class AggregatorSettings(BaseModel):
         with probability proportional to reputation (+1 basis point, so a zero reputation keeps a chance).
     upload_grace : float
         Seconds to wait, after the commit window closed, for committed institutions still uploading.
+    commit_batch_margin : float
+        Seconds before the commit window closes at which the gasless commitments handed over with uploads are
+        posted in one batch (earlier when every invitee has uploaded).
     poll_interval : float
         Seconds between two looks at the chain while a round is open.
     wall_clock : bool
@@ -98,6 +101,7 @@ class AggregatorSettings(BaseModel):
     selection: Literal["all", "reputation"] = "all"
     clients_per_round: int | None = Field(default=None, ge=1)
     upload_grace: float = Field(default=30.0, ge=0)
+    commit_batch_margin: float = Field(default=10.0, ge=0)
     poll_interval: float = Field(default=1.0, gt=0)
     wall_clock: bool = True
     exit_when_complete: bool = False

@@ -40,6 +40,7 @@ from typing import Any
 
 from fedcore.errors import AggregatorError, ConfigError
 from fedcore.protocol import RoundStep
+from ledger.client import SignedCommitment
 
 DB_NAME = "aggregator.sqlite"
 
@@ -76,6 +77,14 @@ CREATE TABLE IF NOT EXISTS uploads (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     received_at REAL NOT NULL,
+    PRIMARY KEY (round, institution)
+);
+CREATE TABLE IF NOT EXISTS signed_commitments (
+    round INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    commitment TEXT NOT NULL,
+    sample_count INTEGER NOT NULL,
+    signature TEXT NOT NULL,
     PRIMARY KEY (round, institution)
 );
 CREATE TABLE IF NOT EXISTS decisions (
@@ -331,12 +340,14 @@ class StateDB:
 
     # -- uploads --------------------------------------------------------------------------------
     def accept_upload(self, number: int, institution: str, sha256: str, size: int,
-                      store: Callable[[], Any] | None = None) -> tuple[UploadRecord, bool]:
+                      store: Callable[[], Any] | None = None,
+                      signed: SignedCommitment | None = None) -> tuple[UploadRecord, bool]:
         """Record an upload if round ``number`` is open, atomically with the step check.
 
         ``store`` (writing the blob) runs inside the same critical section, after the check and before the
         row is written, so nothing is stored for a refused upload. Returns ``(record, created)``; an upload
         already recorded for this institution and round is returned with ``created=False`` (nothing is stored).
+        ``signed``: the upload's gasless commitment, kept for the round's batch (:meth:`signed_commitments`).
 
         Raises
         ------
@@ -357,7 +368,17 @@ class StateDB:
             now = time.time()
             self._execute("INSERT INTO uploads (round, institution, sha256, size, received_at) VALUES (?, ?, ?, ?, ?)",
                           (number, institution, sha256, int(size), now))
+            if signed is not None:
+                self._execute("INSERT INTO signed_commitments (round, institution, commitment, sample_count, signature)"
+                              " VALUES (?, ?, ?, ?, ?)", (number, institution, bytes(signed.commitment).hex(),
+                                                          int(signed.sample_count), bytes(signed.signature).hex()))
         return UploadRecord(number, institution, sha256, int(size), now), True
+
+    def signed_commitments(self, number: int) -> list[SignedCommitment]:
+        """The gasless commitments handed over with round ``number``'s uploads, by institution."""
+        rows = self._query("SELECT * FROM signed_commitments WHERE round = ? ORDER BY institution", (number,))
+        return [SignedCommitment(row["institution"], bytes.fromhex(row["commitment"]), int(row["sample_count"]),
+                                 bytes.fromhex(row["signature"])) for row in rows]
 
     def upload_of(self, number: int, institution: str) -> UploadRecord | None:
         row = self._one("SELECT * FROM uploads WHERE round = ? AND institution = ?", (number, institution))

@@ -13,7 +13,9 @@ last two run on the headers alone, before a byte of the body is read (:func:`che
 409    DUPLICATE_UPLOAD   the signer's update for this round is already accepted (nothing changes)
 409    ROUND_CLOSED       the round is not the open one (unknown, wrong number, closed for scoring, finalized)
 403    NOT_REGISTERED     the signer is not a registered institution
-403    NOT_COMMITTED      the signer has not committed in this round
+403    NOT_COMMITTED      the signer has not committed in this round, and sent no gasless commitment
+401    BAD_SIGNATURE      ``X-Commitment-Signature`` (gasless commitment) malformed or not signed by the signer
+400    MALFORMED          ``X-Sample-Count`` missing or not a positive integer with a commitment signature
 403    NOT_SELECTED       the signer was not invited to the round (aggregator.service.selection)
 409    HASH_MISMATCH      ``X-Update-Sha256``, bound to the signer (fedcore.commitments), is not its on-chain commitment
        -- then the body is streamed, capped at the limit (413) and the read timeout (408 BODY_TIMEOUT) --
@@ -34,11 +36,17 @@ import numpy as np
 
 from aggregator.service.rejection import Rejected
 from fedcore import codec
-from fedcore.commitments import bind_commitment
+from fedcore.commitments import bind_commitment, recover_commitment_signer
 from fedcore.errors import CodecError, DataError
-from fedcore.protocol import UPDATE_SHA_HEADER, RejectionCode, RoundStep
+from fedcore.protocol import (
+    COMMITMENT_SIGNATURE_HEADER,
+    SAMPLE_COUNT_HEADER,
+    UPDATE_SHA_HEADER,
+    RejectionCode,
+    RoundStep,
+)
 from fedcore.signing import recover_upload_signer
-from ledger.client import Commitment
+from ledger.client import Commitment, SignedCommitment
 
 SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130}$")
 UPDATE_SHA = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -80,8 +88,27 @@ def commitment_matches(context, round_: int, signer: str, commitment: bytes, dig
     return commitment == bound_commitment(context, round_, signer, digest)
 
 
-def check_uploader(context, round_: int, digest: bytes, signature: str) -> str:
-    """Every upload check that needs no body (see the module doc); returns the signer, raises :class:`Rejected`.
+def parse_signed_commitment(signature: str | None, sample_count: str | None) -> tuple[bytes, int] | None:
+    """The gasless commitment headers (``X-Commitment-Signature``, ``X-Sample-Count``) as (65 bytes, count), or
+    None when the uploader committed on chain itself (no signature header)."""
+    if signature is None:
+        return None
+    value = signature.strip()
+    if not SIGNATURE.match(value):
+        raise Rejected(RejectionCode.BAD_SIGNATURE,
+                       f"malformed {COMMITMENT_SIGNATURE_HEADER}: expected 0x followed by 130 hex digits (65 bytes)")
+    count = (sample_count or "").strip()
+    if not count.isdigit() or not 0 < int(count) < 2**64:
+        raise Rejected(RejectionCode.MALFORMED, f"a gasless commitment needs {SAMPLE_COUNT_HEADER}: a positive integer")
+    return bytes.fromhex(value[2:]), int(count)
+
+
+def check_uploader(context, round_: int, digest: bytes, signature: str,
+                   gasless: tuple[bytes, int] | None = None) -> tuple[str, SignedCommitment | None]:
+    """Every upload check that needs no body (see the module doc); raises :class:`Rejected`.
+
+    Returns the signer and, for an uploader that has not committed on chain but signed its commitment
+    (``gasless``, from :func:`parse_signed_commitment`), that commitment for the round's batch.
 
     Parameters
     ----------
@@ -108,15 +135,37 @@ def check_uploader(context, round_: int, digest: bytes, signature: str) -> str:
     if not institution.registered:
         raise Rejected(RejectionCode.NOT_REGISTERED, f"signer {signer} is not a registered institution")
     commitment = context.ledger.commitment_of(round_, signer)
+    signed = None
     if commitment == ZERO_HASH:
-        raise Rejected(RejectionCode.NOT_COMMITTED, f"signer {signer} has not committed an update in round {round_}")
+        if gasless is None:
+            raise Rejected(RejectionCode.NOT_COMMITTED,
+                           f"signer {signer} has not committed an update in round {round_}")
+        signed = _signed_commitment(context, round_, signer, digest, *gasless)
+        commitment = signed.commitment
     if signer not in set(record.selected):
         raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
     if not commitment_matches(context, round_, signer, commitment, digest):
         raise Rejected(RejectionCode.HASH_MISMATCH,
                        f"{UPDATE_SHA_HEADER} 0x{digest.hex()} does not match {signer}'s commitment in round {round_} "
                        f"(0x{commitment.hex()})")
-    return signer
+    return signer, signed
+
+
+def _signed_commitment(context, round_: int, signer: str, digest: bytes, signature: bytes,
+                       sample_count: int) -> SignedCommitment:
+    """The signer's gasless commitment to this upload, checked as the contract will check it."""
+    commitment = bound_commitment(context, round_, signer, digest)
+    try:
+        committer = recover_commitment_signer(signature, chain_id=context.chain_id, contract=context.ledger_address,
+                                              bounty_id=context.bounty_id, round_=round_, commitment=commitment,
+                                              sample_count=sample_count)
+    except DataError as exc:
+        raise Rejected(RejectionCode.BAD_SIGNATURE, f"{COMMITMENT_SIGNATURE_HEADER} does not verify: {exc}") from None
+    if committer != signer:
+        raise Rejected(RejectionCode.BAD_SIGNATURE,
+                       f"{COMMITMENT_SIGNATURE_HEADER} is not {signer}'s signature over its commitment to this update "
+                       f"in round {round_} with {sample_count} samples")
+    return SignedCommitment(signer, commitment, sample_count, signature)
 
 
 def check_body(context, body: bytes, digest: bytes, limit: int) -> None:

@@ -410,6 +410,28 @@ def test_two_institutions_each_commit_their_own_update(fed, site, tmp_path):
     assert {u[1] for u in fed.standin.uploads} == {fed.insts[0].address, fed.insts[1].address}
 
 
+def test_a_gasless_node_signs_its_commitment_and_hands_it_over_with_the_upload(fed, site, tmp_path):
+    from fedcore.commitments import recover_commitment_signer
+    from ledger.client import SignedCommitment
+
+    fed.open_round()
+    me = fed.insts[0]
+    record = poll(fed, site, tmp_path / "state", gasless=True)
+    assert record.status == NodeRoundStatus.UPLOADED and record.commit_tx is None
+    assert fed.commits(me.address) == []  # no transaction of its own
+    (upload,) = [r for r in fed.standin.requests if r["method"] == "POST"]
+    signature = bytes.fromhex(upload["headers"]["x-commitment-signature"][2:])
+    samples = int(upload["headers"]["x-sample-count"])
+    commitment = _bound(fed, 1, me.address, upload["body"])
+    assert samples == site.n_rows == record.samples
+    assert recover_commitment_signer(signature, chain_id=fed.standin.chain_id, contract=fed.standin.ledger,
+                                     bounty_id=fed.bounty_id, round_=1, commitment=commitment,
+                                     sample_count=samples) == me.address
+    # What it handed over is what the aggregator posts for it, and the contract records it as its commitment.
+    fed.ledger.as_sender(fed.aggregator).commit_updates_signed(fed.bounty_id, 1, [SignedCommitment(me.address, commitment, samples, signature)])
+    assert fed.ledger.commitment_of(fed.bounty_id, 1, me.address) == commitment
+
+
 # -- refusing a model that is not the chain's ----------------------------------------------------------------
 @pytest.mark.parametrize("tamper", ["served-bytes", "header", "announced"])
 def test_a_model_whose_hash_differs_from_the_chain_is_refused_before_training(fed, site, tmp_path, monkeypatch, tamper):

@@ -27,8 +27,20 @@ from aggregator.service.rejection import Rejected, error_responses
 from aggregator.service.routers.models import SHA_PATH, _binary, blob_response
 from aggregator.service.state import RoundNotAccepting
 from aggregator.service.store import normalize_sha
-from aggregator.service.verify import check_body, check_uploader, parse_signature, parse_update_sha
-from fedcore.protocol import SIGNATURE_HEADER, UPDATE_SHA_HEADER, UploadAccepted
+from aggregator.service.verify import (
+    check_body,
+    check_uploader,
+    parse_signature,
+    parse_signed_commitment,
+    parse_update_sha,
+)
+from fedcore.protocol import (
+    COMMITMENT_SIGNATURE_HEADER,
+    SAMPLE_COUNT_HEADER,
+    SIGNATURE_HEADER,
+    UPDATE_SHA_HEADER,
+    UploadAccepted,
+)
 from fedcore.protocol import RejectionCode as Code
 
 router = APIRouter(tags=["updates"])
@@ -140,13 +152,21 @@ async def upload_update(
     x_signature: Annotated[
         str | None, Header(alias=SIGNATURE_HEADER, description="0x 65-byte EIP-191 signature of the upload message")
     ] = None,
+    x_commitment_signature: Annotated[
+        str | None, Header(alias=COMMITMENT_SIGNATURE_HEADER,
+                           description="gasless commitment: 0x 65-byte EIP-712 signature over the commitment")
+    ] = None,
+    x_sample_count: Annotated[
+        str | None, Header(alias=SAMPLE_COUNT_HEADER, description="gasless commitment: the sample count it signed")
+    ] = None,
 ) -> UploadAccepted:
     declared_length(request, limit)
     digest = parse_update_sha(x_update_sha256)
     signature = parse_signature(x_signature)
+    gasless = parse_signed_commitment(x_commitment_signature, x_sample_count)
     gate = upload_gate(request, context)
     async with gate.slot():
-        signer = await run_in_threadpool(check_uploader, context, round, digest, signature)
+        signer, signed = await run_in_threadpool(check_uploader, context, round, digest, signature, gasless)
         with gate.signer(signer):
             body = await read_limited(request, limit, context.settings.upload_read_timeout)
             if not body:
@@ -155,7 +175,7 @@ async def upload_update(
             try:
                 existing, created = await run_in_threadpool(
                     context.state.accept_upload, round, signer, digest.hex(), len(body),
-                    lambda: context.blobs.put("updates", body),
+                    lambda: context.blobs.put("updates", body), signed,
                 )
             except RoundNotAccepting as exc:
                 raise Rejected(Code.ROUND_CLOSED, str(exc)) from None

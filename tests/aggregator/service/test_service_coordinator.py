@@ -418,3 +418,47 @@ def test_state_db_refuses_uploads_outside_an_open_round(tmp_path):
         db.accept_upload(1, "0xB", "22" * 32, 10, lambda: stored.append(3))
     assert stored == [1] and [u.institution for u in db.uploads(1)] == ["0xA"]
     db.close()
+
+
+def _gasless_headers(h, account, round_: int, data: bytes, samples: int) -> dict:
+    from fedcore.commitments import bind_commitment, sign_commitment
+    from fedcore.protocol import COMMITMENT_SIGNATURE_HEADER, SAMPLE_COUNT_HEADER
+
+    chain_id, contract = h.w3.eth.chain_id, h.ledger.address
+    commitment = bind_commitment(chain_id=chain_id, contract=contract, bounty_id=h.bounty_id, round_=round_,
+                                 institution=account.address, update_sha256=hashlib.sha256(data).digest())
+    signature = sign_commitment(account, chain_id=chain_id, contract=contract, bounty_id=h.bounty_id, round_=round_,
+                                commitment=commitment, sample_count=samples)
+    return {COMMITMENT_SIGNATURE_HEADER: "0x" + signature.hex(), SAMPLE_COUNT_HEADER: str(samples)}
+
+
+def test_gasless_commitments_are_posted_in_one_batch_beside_a_self_commit(harness):
+    h = harness
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context)
+    assert coordinator.step() == "opened"
+    gasless, self_committer = h.insts[:2], h.insts[2]
+    sent = {}
+    for i, account in enumerate(gasless):
+        data = h.update(0.01 * (i + 1))
+        headers = {"Content-Type": "application/octet-stream", "X-Update-Sha256": hashlib.sha256(data).hexdigest(),
+                   "X-Signature": h.sign(account, 1, data), **_gasless_headers(h, account, 1, data, 20 + i)}
+        # A commitment signed by someone else, or for other numbers, is refused and stores nothing.
+        forged = {**headers, **_gasless_headers(h, h.insts[2], 1, data, 20 + i)}
+        assert client.post(f"/bounties/{h.bounty_id}/rounds/1/updates", content=data,
+                           headers=forged).json()["code"] == RejectionCode.BAD_SIGNATURE
+        response = client.post(f"/bounties/{h.bounty_id}/rounds/1/updates", content=data, headers=headers)
+        assert response.status_code == 202, response.text
+        sent[account.address] = data
+    assert h.ledger.commitment_of(h.bounty_id, 1, gasless[0].address) == bytes(32)  # not on chain yet
+    data = h.update(0.03)
+    h.commit(self_committer, 1, data, 60)  # the censorship path: committing on chain oneself still works
+    assert h.upload(client, self_committer, 1, data).status_code == 202
+    assert coordinator.run_until("finalized") == "finalized"
+    commitments = h.ledger.commitments(h.bounty_id, 1)
+    assert {a: c.sample_count for a, c in commitments.items()} == {
+        gasless[0].address: 20, gasless[1].address: 21, self_committer.address: 60}
+    batch_txs = {c.tx_hash for a, c in commitments.items() if a != self_committer.address}
+    assert len(batch_txs) == 1  # both gasless commitments went on chain in one transaction
+    assert set(scored_on_chain(h, 1)) == {a.address for a in h.insts}
