@@ -273,7 +273,9 @@ class _ContractClient:
 
         if block != "latest":
             return fetch()
-        return self._reads.read(self.w3, (fn, *args), fetch)
+        # lists (outcome digests take the participants and scores) become tuples so the key can be hashed
+        key = (fn, *(tuple(a) if isinstance(a, list) else a for a in args))
+        return self._reads.read(self.w3, key, fetch)
 
     def events(self, receipt: TxReceipt, name: str) -> list[dict]:
         """Decoded ``name`` events emitted by this contract in ``receipt``."""
@@ -410,8 +412,8 @@ class FedLedgerClient(_ContractClient):
         return self._send("commitUpdatesSigned", bounty_id, round_, entries)
 
     def finalize_round(
-        self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int], *,
-        commitments: Mapping[str, bytes] | None = None, attestations: list[bytes] | None = None,
+        self, bounty_id: int, round_: int, new_model_hash: bytes, scores: Mapping[str, int],
+        attestations: list[bytes] | None = None, *, commitments: Mapping[str, bytes] | None = None,
     ) -> TxReceipt:
         """Finalize with fixed-point ``scores`` by institution address; with ``attestations`` (other committee
         members' signatures over :meth:`outcome`'s digest) through ``finalizeRoundAttested``.
