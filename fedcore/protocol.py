@@ -225,6 +225,8 @@ class TaskInfo(_Model):
     bounds: DeclaredBoundsInfo
     personalization: dict[str, Any] | None = Field(
         default=None, description="fedcore.task.PersonalizationSettings; absent (null) for the default, none")
+    privacy: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.PrivacySettings; absent (null) for the default, no DP")
 
 
 class FitConfig(_Model):

@@ -183,6 +183,51 @@ class DeclaredBounds:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Differential privacy of local training: DP-SGD at the sample level (Opacus), as FLamby's DP example.
+
+    Every institution gets the same target (epsilon, delta) for the whole bounty. Each computes its own
+    noise multiplier with Opacus's RDP accountant for ``rounds`` rounds of its local steps at its sample
+    rate ``batch_size / rows`` (Poisson sampling), so that after ``rounds`` rounds it has spent at most
+    ``epsilon``; it refuses to train a round that would spend more (:mod:`node.privacy`).
+
+    Attributes
+    ----------
+    epsilon : float or None
+        The target epsilon per institution for the whole bounty; ``None`` trains without DP.
+    delta : float
+        The target delta, in (0, 1).
+    max_grad_norm : float
+        Per-sample gradient clipping norm (L2 over all parameters).
+    rounds : int
+        The number of rounds the budget covers (the bounty's rounds).
+    """
+
+    epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None:
+            if not _is_number(self.epsilon) or not math.isfinite(self.epsilon) or self.epsilon <= 0:
+                raise ConfigError(f"privacy.epsilon must be a finite number > 0 or null, got {self.epsilon!r}")
+            object.__setattr__(self, "epsilon", float(self.epsilon))
+        if not _is_number(self.delta) or not 0 < self.delta < 1:
+            raise ConfigError(f"privacy.delta must be in (0, 1), got {self.delta!r}")
+        if not _is_number(self.max_grad_norm) or not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0:
+            raise ConfigError(f"privacy.max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}")
+        if not jsondoc.is_int(self.rounds) or self.rounds < 1:
+            raise ConfigError(f"privacy.rounds must be a positive integer, got {self.rounds!r}")
+        object.__setattr__(self, "delta", float(self.delta))
+        object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None
+
+
+@dataclass(frozen=True)
 class TaskSpec(jsondoc.HashedDocument):
     """What to train, on which columns, judged by which metric.
 
@@ -206,6 +251,8 @@ class TaskSpec(jsondoc.HashedDocument):
         is the default (``method="none"``), so specs written before it existed keep their hash.
     bounds : DeclaredBounds
         The sample-count range and the update-norm rule every round enforces.
+    privacy : PrivacySettings
+        Differential privacy of local training; left out of the canonical JSON when off (the default).
     """
 
     name: str
@@ -217,6 +264,7 @@ class TaskSpec(jsondoc.HashedDocument):
     training: TrainingSettings = field(default_factory=TrainingSettings)
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
     bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     DOCUMENT: ClassVar[str] = "task spec"
 
@@ -247,6 +295,8 @@ class TaskSpec(jsondoc.HashedDocument):
             raise ConfigError("task.personalization must be a PersonalizationSettings")
         if not isinstance(self.bounds, DeclaredBounds):
             raise ConfigError("task.bounds must be a DeclaredBounds")
+        if not isinstance(self.privacy, PrivacySettings):
+            raise ConfigError("task.privacy must be a PrivacySettings")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -274,6 +324,8 @@ class TaskSpec(jsondoc.HashedDocument):
         data["personalization"] = self.personalization.to_dict()
         if self.personalization == PersonalizationSettings():
             del data["personalization"]  # the default is implied: older specs keep their hash
+        if self.privacy == PrivacySettings():
+            del data["privacy"]  # likewise
         return data
 
     @classmethod
@@ -290,17 +342,21 @@ class TaskSpec(jsondoc.HashedDocument):
         if personalization_data is None:  # absent or null (the wire's TaskInfo): the default
             personalization_data = {}
         bounds_data = data.get("bounds", {})
-        for name, value in (("personalization", personalization_data), ("bounds", bounds_data)):
+        privacy_data = data.get("privacy") or {}
+        for name, value in (("personalization", personalization_data), ("bounds", bounds_data),
+                            ("privacy", privacy_data)):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"task.{name} must be an object")
         jsondoc.check_keys("personalization", personalization_data, PersonalizationSettings)
         jsondoc.check_keys("bounds", bounds_data, DeclaredBounds)
+        jsondoc.check_keys("privacy", privacy_data, PrivacySettings)
         try:
             training = TrainingSettings(**training_data)
             personalization = PersonalizationSettings(**personalization_data)
             bounds = DeclaredBounds(**bounds_data)
-            values = {k: v for k, v in data.items() if k not in ("training", "personalization", "bounds")}
-            return cls(**values, training=training, personalization=personalization, bounds=bounds)
+            privacy = PrivacySettings(**privacy_data)
+            values = {k: v for k, v in data.items() if k not in ("training", "personalization", "bounds", "privacy")}
+            return cls(**values, training=training, personalization=personalization, bounds=bounds, privacy=privacy)
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 
