@@ -73,7 +73,8 @@ def _epsilon(sigma: float, rate: float, steps: int, delta: float) -> float:
 
     accountant = RDPAccountant()
     accountant.history = [(sigma, rate, steps)]
-    with warnings.catch_warnings():  # at tiny epsilons the best RDP order is Opacus's largest: a looser, still valid bound
+    # at tiny epsilons the best RDP order is Opacus's largest: a looser bound, still valid
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(accountant.get_epsilon(delta))
 
