@@ -22,7 +22,7 @@ noise multiplier comes from :mod:`node.privacy`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -259,7 +259,7 @@ def _run_optimizer(
     return _run_autograd(model, X, y, settings, anchor, seed)
 
 
-def _add_fedprox(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float) -> None:
+def _add_fedprox(params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], mu: float) -> None:
     # FedProx: the gradient of mu/2 ||w - w_global||^2 is mu (w - w_global); adding it directly is the
     # same step as back-propagating the term, and cheaper. It reads no data, so DP leaves it alone.
     with torch.no_grad():
