@@ -32,6 +32,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint16 minReputation;
         address token; // address(0) for ETH
         uint32 recoveryGrace; // seconds after an open round's commit window before the sponsor may recover the bounty
+        uint64 epsilonBudget; // differential privacy: the largest cumulative epsilon a commitment may declare, in millionths (0: no DP)
         uint128 funded;
         uint128 credited;
         uint128 refunded;
@@ -44,6 +45,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
     /// @notice What a sponsor fixes when creating a bounty.
     /// @dev `rulesHash` is the sha256 of the canonical JSON of the fully resolved scoring rules (strategy, estimator,
     ///      utility, scale, seed, version), so nobody can choose the rules after seeing the updates.
+    ///      `epsilonBudget` (millionths of epsilon, 0 for none) is the differential-privacy budget per institution
+    ///      for the whole bounty, the task's `privacy.epsilon`: a commitment declaring more is refused.
     struct BountyParams {
         bytes32 taskSpecHash;
         bytes32 validationSetHash;
@@ -55,6 +58,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint16 minReputation;
         address token;
         uint32 recoveryGrace;
+        uint64 epsilonBudget;
     }
 
     mapping(uint256 => Bounty) internal _bounties;
@@ -72,7 +76,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
         uint32 commitWindow,
         uint40 deadline,
         uint16 minReputation,
-        uint32 recoveryGrace
+        uint32 recoveryGrace,
+        uint64 epsilonBudget
     );
     event BountyFunded(uint256 indexed bountyId, address indexed funder, uint256 amount);
     event BountyCancelled(uint256 indexed bountyId, address indexed sponsor, uint256 refunded);
@@ -98,7 +103,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
     ///         approve this contract first for a token).
     /// @param p The bounty's fixed terms: task, validation-set and scoring-rules hashes, aggregator, rounds, commit
     ///        window, deadline, minimum reputation, reward token (address(0) for ETH) and recovery grace (seconds
-    ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized).
+    ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized)
+    ///        and differential-privacy budget (millionths of epsilon; 0: the task has no DP).
     /// @param initialFunding Reward escrowed now, in wei or token units (may be zero).
     /// @return bountyId The new bounty's id (ids start at 1).
     function createBounty(BountyParams calldata p, uint256 initialFunding)
@@ -126,6 +132,7 @@ abstract contract BountyEscrow is InstitutionRegistry {
         b.minReputation = p.minReputation;
         b.token = p.token;
         b.recoveryGrace = p.recoveryGrace;
+        b.epsilonBudget = p.epsilonBudget;
         b.taskSpecHash = p.taskSpecHash;
         b.validationSetHash = p.validationSetHash;
         b.rulesHash = p.rulesHash;
@@ -141,7 +148,8 @@ abstract contract BountyEscrow is InstitutionRegistry {
             p.commitWindow,
             p.deadline,
             p.minReputation,
-            p.recoveryGrace
+            p.recoveryGrace,
+            p.epsilonBudget
         );
         _fund(bountyId, b, initialFunding);
     }

@@ -46,7 +46,12 @@ abstract contract RoundLedger is BountyEscrow {
 
     event RoundOpened(uint256 indexed bountyId, uint256 indexed round, bytes32 globalModelHash, uint256 commitDeadline);
     event UpdateCommitted(
-        uint256 indexed bountyId, uint256 indexed round, address indexed institution, bytes32 updateHash, uint256 sampleCount
+        uint256 indexed bountyId,
+        uint256 indexed round,
+        address indexed institution,
+        bytes32 updateHash,
+        uint256 sampleCount,
+        uint256 epsilon
     );
     event ContributionScored(
         uint256 indexed bountyId, uint256 indexed round, address indexed institution, int256 score, uint256 credit, uint16 reputation
@@ -73,6 +78,7 @@ abstract contract RoundLedger is BountyEscrow {
     error DuplicateUpdateHash(uint256 bountyId, uint256 round, bytes32 updateHash);
     error ScoreOutOfRange(address institution, int256 score);
     error NothingToClaim(uint256 bountyId, address institution);
+    error PrivacyBudgetExceeded(uint256 bountyId, address institution, uint256 declaredEpsilon, uint256 epsilonBudget);
 
     /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
     ///         From round 2 on, the hash must be the one the previous round finalized.
@@ -109,7 +115,11 @@ abstract contract RoundLedger is BountyEscrow {
     /// @param round The open round.
     /// @param updateHash sha256 of the update the institution will upload.
     /// @param sampleCount How many training samples the update was computed on (not zero).
-    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external {
+    /// @param declaredEpsilon The institution's cumulative differential-privacy epsilon over the bounty's rounds up
+    ///        to this one, in millionths; at most the bounty's `epsilonBudget` (0 on a bounty without DP).
+    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount, uint64 declaredEpsilon)
+        external
+    {
         Bounty storage b = _activeBounty(bountyId);
         Round storage r = _rounds[bountyId][round];
         if (r.openedAt == 0) revert RoundNotOpen(bountyId, round);
@@ -118,10 +128,14 @@ abstract contract RoundLedger is BountyEscrow {
         if (reputation < b.minReputation) revert NotEligible(bountyId, msg.sender, reputation, b.minReputation);
         if (updateHash == bytes32(0)) revert ZeroHash();
         if (sampleCount == 0) revert ZeroSamples();
+        // Read the budget only when something is declared: commitments without DP pay no extra storage read.
+        if (declaredEpsilon != 0 && declaredEpsilon > b.epsilonBudget) {
+            revert PrivacyBudgetExceeded(bountyId, msg.sender, declaredEpsilon, b.epsilonBudget);
+        }
         mapping(address => bytes32) storage roundCommitments = _commitments[bountyId][round];
         if (roundCommitments[msg.sender] != bytes32(0)) revert AlreadyCommitted(bountyId, round, msg.sender);
         roundCommitments[msg.sender] = updateHash;
-        emit UpdateCommitted(bountyId, round, msg.sender, updateHash, sampleCount);
+        emit UpdateCommitted(bountyId, round, msg.sender, updateHash, sampleCount, declaredEpsilon);
     }
 
     /// @notice The bounty's aggregator finalizes the open round once: it posts the new global-model hash and a

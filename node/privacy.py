@@ -59,40 +59,54 @@ def _noise_multiplier(epsilon: float, delta: float, rate: float, steps: int) -> 
                                           accountant="rdp", epsilon_tolerance=epsilon * 0.002))
 
 
+RoundCost = tuple[float, float, int]  # (noise multiplier, sample rate, steps) of one round of DP-SGD
+
+
+def round_cost(privacy: PrivacySettings, settings: TrainingSettings, n_rows: int) -> RoundCost:
+    """What one round of DP-SGD with these settings costs, as an entry of Opacus's accountant history."""
+    return (noise_multiplier(privacy, settings, n_rows), sample_rate(settings, n_rows),
+            steps_per_round(settings, n_rows))
+
+
+def epsilon_of(history: list[RoundCost] | tuple[RoundCost, ...], delta: float) -> float:
+    """Cumulative epsilon (at ``delta``) of the rounds in ``history`` (RDP composition); 0 for none."""
+    entries = tuple((float(s), float(q), int(k)) for s, q, k in history)
+    return _epsilon(entries, delta) if entries else 0.0
+
+
 def epsilon_spent(privacy: PrivacySettings, settings: TrainingSettings, n_rows: int, rounds_trained: int) -> float:
     """Epsilon spent (at ``privacy.delta``) after ``rounds_trained`` rounds with the task's noise multiplier."""
-    if rounds_trained <= 0:
-        return 0.0
-    return _epsilon(noise_multiplier(privacy, settings, n_rows), sample_rate(settings, n_rows),
-                    rounds_trained * steps_per_round(settings, n_rows), privacy.delta)
+    return epsilon_of([round_cost(privacy, settings, n_rows)] * max(0, rounds_trained), privacy.delta)
 
 
 @lru_cache(maxsize=1024)
-def _epsilon(sigma: float, rate: float, steps: int, delta: float) -> float:
+def _epsilon(history: tuple[RoundCost, ...], delta: float) -> float:
     from opacus.accountants import RDPAccountant
 
     accountant = RDPAccountant()
-    accountant.history = [(sigma, rate, steps)]
+    accountant.history = list(history)
     # at tiny epsilons the best RDP order is Opacus's largest: a looser bound, still valid
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         return float(accountant.get_epsilon(delta))
 
 
-def check_budget(privacy: PrivacySettings, settings: TrainingSettings, n_rows: int, rounds_trained: int) -> float:
-    """The cumulative epsilon after training one more round; raises when it would exceed the budget.
+def check_budget(privacy: PrivacySettings, settings: TrainingSettings, n_rows: int,
+                 history: list[RoundCost] | tuple[RoundCost, ...]) -> tuple[RoundCost, float]:
+    """The cost of training one more round after ``history``, and the cumulative epsilon it would reach.
 
     Raises
     ------
     PrivacyBudgetExceeded
-        When ``rounds_trained + 1`` rounds spend more than ``privacy.epsilon``.
+        When that cumulative epsilon is above ``privacy.epsilon``.
     """
     if privacy.epsilon is None:
-        return 0.0
-    after = epsilon_spent(privacy, settings, n_rows, rounds_trained + 1)
+        raise ConfigError("the task has no differential privacy (privacy.epsilon is null)")
+    cost = round_cost(privacy, settings, n_rows)
+    after = epsilon_of([*history, cost], privacy.delta)
     if after > privacy.epsilon * (1 + 1e-9):
         raise PrivacyBudgetExceeded(
-            f"privacy budget exhausted: round {rounds_trained + 1} would spend epsilon {after:.4g} > the bounty's "
-            f"{privacy.epsilon:g} (after {rounds_trained} rounds)"
+            f"privacy budget exhausted: another round would bring epsilon to {after:.4g}, above the bounty's "
+            f"{privacy.epsilon:g} (after {len(history)} rounds)"
         )
-    return after
+    return cost, after

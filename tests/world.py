@@ -77,7 +77,7 @@ class World:
             self.as_(inst).join(f"hospital {inst[-4:]}", "ipfs://meta", stake=stake)
 
     def params(self, *, rounds: int = 2, window: int = WINDOW, deadline_in: int = 10 * 86_400, min_rep: int = 0,
-               token: str = ETH, aggregator: str | None = None) -> BountyParams:
+               token: str = ETH, aggregator: str | None = None, epsilon_budget: int = 0) -> BountyParams:
         return BountyParams(
             task_spec_hash=h("task"),
             validation_set_hash=h("validation"),
@@ -88,6 +88,7 @@ class World:
             deadline=self.now() + deadline_in,
             min_reputation=min_rep,
             token=token,
+            epsilon_budget=epsilon_budget,
         )
 
     def new_bounty(self, funding: int = ONE_ETH, **kwargs) -> int:

@@ -44,13 +44,15 @@ def test_accountant_noise_spends_the_budget_over_the_bounty_and_not_more(epsilon
     spent = accountant.get_epsilon(1e-4)
     assert spent <= epsilon and spent > 0.97 * epsilon
     assert dp.epsilon_spent(spec.privacy, spec.training, n, 15) == pytest.approx(spent, rel=1e-9)
-    assert dp.check_budget(spec.privacy, spec.training, n, 14) == pytest.approx(spent, rel=1e-9)
+    cost = dp.round_cost(spec.privacy, spec.training, n)
+    assert cost == (sigma, 4 / n, 20)
+    assert dp.check_budget(spec.privacy, spec.training, n, [cost] * 14) == (cost, pytest.approx(spent, rel=1e-9))
     last = 15
     while dp.epsilon_spent(spec.privacy, spec.training, n, last + 1) <= epsilon:
         last += 1
     assert last <= 16  # the noise is set for 15 rounds: at most one more fits in the accountant's slack
     with pytest.raises(dp.PrivacyBudgetExceeded, match="privacy budget exhausted"):
-        dp.check_budget(spec.privacy, spec.training, n, last)
+        dp.check_budget(spec.privacy, spec.training, n, [cost] * last)
 
 
 def test_smaller_epsilon_means_more_noise():
