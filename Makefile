@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: lint test demo bench bench-gas bench-round bench-fl bench-shapley compile chain setup browser clean
+.PHONY: lint test demo bench bench-gas bench-round bench-fl bench-shapley bench-dp bench-fairness compile chain setup browser clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -46,7 +46,7 @@ chain: setup
 compile: setup
 	$(VENV)/bin/fedledger contracts compile
 
-bench: bench-gas bench-round bench-fl bench-shapley
+bench: bench-gas bench-round bench-fl bench-shapley bench-dp bench-fairness
 
 bench-gas: setup
 	$(PY) -m bench.gas
@@ -59,6 +59,10 @@ bench-fl: setup
 
 bench-shapley: setup
 	$(PY) -m bench.shapley
+
+# reads bench/results/heart.json (the default strategy's tuned settings): run after bench-fl
+bench-dp: setup
+	nice $(PY) -m bench.dp --workers 1
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

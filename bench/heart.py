@@ -196,17 +196,18 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int, label: str) -> list[dict[str, Any]]:
-    """Run jobs on a process pool with a progress bar; results in job order."""
+def run_jobs(jobs: list[dict[str, Any]], workers: int, label: str, runner=None) -> list[dict[str, Any]]:
+    """Run jobs (``runner(job)``, default :func:`run_job`) on a process pool with a progress bar; results in job order."""
     from tqdm import tqdm
 
+    runner = run_job if runner is None else runner
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     if workers <= 1:
         for i, job in enumerate(tqdm(jobs, desc=label, unit="run", file=sys.stderr)):
-            results[i] = run_job(job)
+            results[i] = runner(job)
         return results  # type: ignore[return-value]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        futures = {pool.submit(runner, job): i for i, job in enumerate(jobs)}
         for future in tqdm(as_completed(futures), total=len(jobs), desc=label, unit="run", file=sys.stderr):
             results[futures[future]] = future.result()
     return results  # type: ignore[return-value]

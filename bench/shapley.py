@@ -104,10 +104,14 @@ def _spec():
     )
 
 
-def federation(n: int, seed: int) -> dict[str, Any]:
-    """n institutions (quantity skew and label noise), 3 rounds of FedAvg, every round's inputs."""
-    from aggregator.rules import resolve_rules
-    from fedledger.simulation import Institution, run_simulation
+def institutions(n: int, seed: int):
+    """n institutions dealt the pooled training rows with quantity skew and label noise rates 0..40%.
+
+    Returns
+    -------
+    (list of Institution, list of row-index arrays, np.ndarray of label-noise rates)
+    """
+    from fedledger.simulation import Institution
     from node.partition import perturb_institutions, quantity_skew_partition, split_by_partition
 
     data = _pooled_training()
@@ -116,9 +120,17 @@ def federation(n: int, seed: int) -> dict[str, Any]:
     datasets = perturb_institutions(
         split_by_partition(data.X_train, data.y_train, parts), label_noise=rates.tolist(), seed=seed
     )
-    institutions = [Institution(f"inst{k:03d}", X, y) for k, (X, y) in enumerate(datasets)]
+    return [Institution(f"inst{k:03d}", X, y) for k, (X, y) in enumerate(datasets)], parts, rates
+
+
+def federation(n: int, seed: int) -> dict[str, Any]:
+    """n institutions (:func:`institutions`), 3 rounds of FedAvg, every round's inputs."""
+    from aggregator.rules import resolve_rules
+    from fedledger.simulation import run_simulation
+
+    institutions_, parts, rates = institutions(n, seed)
     result = run_simulation(
-        institutions, _spec(), resolve_rules(strategy="fedavg"), rounds=ROUNDS, seed=seed, evaluate_every_round=False
+        institutions_, _spec(), resolve_rules(strategy="fedavg"), rounds=ROUNDS, seed=seed, evaluate_every_round=False
     )
     sizes = np.array([len(p) for p in parts], dtype=float)
     return {

@@ -34,6 +34,7 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
         address token; // address(0) for ETH
         uint32 recoveryGrace; // seconds after an open round's commit window before the sponsor may recover the bounty
         uint8 quorum; // matching scorer attestations a round needs (1: the aggregator alone); see ScoringCommittee
+        uint56 epsilonBudget; // differential privacy: the largest cumulative epsilon a commitment may declare, in millionths (0: no DP)
         uint128 funded;
         uint128 credited;
         uint128 refunded;
@@ -46,6 +47,8 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
     /// @notice What a sponsor fixes when creating a bounty.
     /// @dev `rulesHash` is the sha256 of the canonical JSON of the fully resolved scoring rules (strategy, estimator,
     ///      utility, scale, seed, version), so nobody can choose the rules after seeing the updates.
+    ///      `epsilonBudget` (millionths of epsilon, 0 for none) is the differential-privacy budget per institution
+    ///      for the whole bounty, the task's `privacy.epsilon`: a commitment declaring more is refused.
     struct BountyParams {
         bytes32 taskSpecHash;
         bytes32 validationSetHash;
@@ -59,6 +62,7 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
         uint32 recoveryGrace;
         address[] scorers; // the committee besides the aggregator (may be empty: the aggregator alone decides)
         uint8 quorum; // matching attestations needed to finalize a round, 1..scorers.length + 1
+        uint64 epsilonBudget;
     }
 
     mapping(uint256 => Bounty) internal _bounties;
@@ -76,7 +80,8 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
         uint32 commitWindow,
         uint40 deadline,
         uint16 minReputation,
-        uint32 recoveryGrace
+        uint32 recoveryGrace,
+        uint64 epsilonBudget
     );
     event BountyFunded(uint256 indexed bountyId, address indexed funder, uint256 amount);
     event BountyCancelled(uint256 indexed bountyId, address indexed sponsor, uint256 refunded);
@@ -103,7 +108,8 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
     /// @param p The bounty's fixed terms: task, validation-set and scoring-rules hashes, aggregator, rounds, commit
     ///        window, deadline, minimum reputation, reward token (address(0) for ETH), recovery grace (seconds
     ///        after an open round's commit window from which the sponsor may cancel if the round is not finalized),
-    ///        and the scoring committee: scorers besides the aggregator and the quorum of matching attestations.
+    ///        differential-privacy budget (millionths of epsilon; 0: the task has no DP), and the scoring committee:
+    ///        scorers besides the aggregator and the quorum of matching attestations.
     /// @param initialFunding Reward escrowed now, in wei or token units (may be zero).
     /// @return bountyId The new bounty's id (ids start at 1).
     function createBounty(BountyParams calldata p, uint256 initialFunding)
@@ -131,6 +137,7 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
         b.minReputation = p.minReputation;
         b.token = p.token;
         b.recoveryGrace = p.recoveryGrace;
+        b.epsilonBudget = SafeCast.toUint56(p.epsilonBudget);
         b.taskSpecHash = p.taskSpecHash;
         b.validationSetHash = p.validationSetHash;
         b.rulesHash = p.rulesHash;
@@ -146,7 +153,8 @@ abstract contract BountyEscrow is InstitutionRegistry, ScoringCommittee {
             p.commitWindow,
             p.deadline,
             p.minReputation,
-            p.recoveryGrace
+            p.recoveryGrace,
+            p.epsilonBudget
         );
         b.quorum = p.quorum;
         _nameCommittee(bountyId, p.aggregator, p.scorers, p.quorum);

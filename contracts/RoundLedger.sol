@@ -64,7 +64,12 @@ abstract contract RoundLedger is BountyEscrow {
 
     event RoundOpened(uint256 indexed bountyId, uint256 indexed round, bytes32 globalModelHash, uint256 commitDeadline);
     event UpdateCommitted(
-        uint256 indexed bountyId, uint256 indexed round, address indexed institution, bytes32 updateHash, uint256 sampleCount
+        uint256 indexed bountyId,
+        uint256 indexed round,
+        address indexed institution,
+        bytes32 updateHash,
+        uint256 sampleCount,
+        uint256 epsilon
     );
     /// @dev One per participant-round, so it is kept lean: `round` is data, not a topic (a topic costs 119 gas more);
     ///      filter by bounty or institution and read the round from the data.
@@ -97,6 +102,8 @@ abstract contract RoundLedger is BountyEscrow {
     error NothingToClaim(uint256 bountyId, address institution);
     error BadCommitmentSignature(uint256 bountyId, uint256 round, address institution);
     error RoundNotStalled(uint256 bountyId, uint256 round);
+    error GaslessNeedsNoPrivacyBudget(uint256 bountyId);
+    error PrivacyBudgetExceeded(uint256 bountyId, address institution, uint256 declaredEpsilon, uint256 epsilonBudget);
 
     /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
     ///         From round 2 on, the hash must be the one the previous round finalized.
@@ -133,17 +140,23 @@ abstract contract RoundLedger is BountyEscrow {
     /// @param round The open round.
     /// @param updateHash sha256 of the update the institution will upload.
     /// @param sampleCount How many training samples the update was computed on (not zero).
-    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external {
+    /// @param declaredEpsilon The institution's cumulative differential-privacy epsilon over the bounty's rounds up
+    ///        to this one, in millionths; at most the bounty's `epsilonBudget` (0 on a bounty without DP).
+    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount, uint64 declaredEpsilon)
+        external
+    {
         (Bounty storage b, mapping(address => bytes32) storage roundCommitments) = _commitWindow(bountyId, round);
         if (roundCommitments[msg.sender] != bytes32(0)) revert AlreadyCommitted(bountyId, round, msg.sender);
-        _commit(bountyId, round, b, roundCommitments, msg.sender, updateHash, sampleCount);
+        _commit(bountyId, round, b, roundCommitments, msg.sender, updateHash, sampleCount, declaredEpsilon);
     }
 
     /// @notice Post commitments that institutions signed (EIP-712 `Commitment`) in one transaction, under the same
     ///         rules as `commitUpdate`: an open commit window, an eligible institution, one commitment per institution
     ///         and round. Anyone may post (normally the aggregator); an institution may always commit itself instead.
     ///         An institution that already committed this round is skipped, so its own commit can never make the
-    ///         batch fail; a bad signature or an ineligible institution reverts the batch.
+    ///         batch fail; a bad signature or an ineligible institution reverts the batch. Signed commitments declare
+    ///         no privacy spend, so a bounty with a differential-privacy budget takes only commitments made on chain
+    ///         by the institution itself (`GaslessNeedsNoPrivacyBudget`).
     /// @param bountyId The bounty.
     /// @param round The open round.
     /// @param commitments The signed commitments (institution, update hash, sample count, compact signature).
@@ -153,6 +166,7 @@ abstract contract RoundLedger is BountyEscrow {
         returns (uint256 posted)
     {
         (Bounty storage b, mapping(address => bytes32) storage roundCommitments) = _commitWindow(bountyId, round);
+        if (b.epsilonBudget != 0) revert GaslessNeedsNoPrivacyBudget(bountyId);
         for (uint256 i = 0; i < commitments.length; ++i) {
             SignedCommitment calldata c = commitments[i];
             bytes32 digest = _hashTypedDataV4(
@@ -163,7 +177,7 @@ abstract contract RoundLedger is BountyEscrow {
                 revert BadCommitmentSignature(bountyId, round, c.institution);
             }
             if (roundCommitments[c.institution] != bytes32(0)) continue;
-            _commit(bountyId, round, b, roundCommitments, c.institution, c.updateHash, c.sampleCount);
+            _commit(bountyId, round, b, roundCommitments, c.institution, c.updateHash, c.sampleCount, 0);
             ++posted;
         }
     }
@@ -317,14 +331,19 @@ abstract contract RoundLedger is BountyEscrow {
         mapping(address => bytes32) storage roundCommitments,
         address institution,
         bytes32 updateHash,
-        uint64 sampleCount
+        uint64 sampleCount,
+        uint64 declaredEpsilon
     ) private {
         uint16 reputation = _committerReputation(institution);
         if (reputation < b.minReputation) revert NotEligible(bountyId, institution, reputation, b.minReputation);
         if (updateHash == bytes32(0)) revert ZeroHash();
         if (sampleCount == 0) revert ZeroSamples();
+        // Read the budget only when something is declared: commitments without DP pay no extra storage read.
+        if (declaredEpsilon != 0 && declaredEpsilon > b.epsilonBudget) {
+            revert PrivacyBudgetExceeded(bountyId, institution, declaredEpsilon, b.epsilonBudget);
+        }
         roundCommitments[institution] = updateHash;
-        emit UpdateCommitted(bountyId, round, institution, updateHash, sampleCount);
+        emit UpdateCommitted(bountyId, round, institution, updateHash, sampleCount, declaredEpsilon);
     }
 
     /// @dev Settles a round whose outcome the caller is entitled to post (see the two finalize functions).

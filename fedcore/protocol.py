@@ -235,6 +235,8 @@ class TaskInfo(_Model):
     population: dict[str, Any] | None = Field(
         default=None, description="fedcore.task.TargetPopulation (weighting, group_column, group_weights); absent "
                                   "(null): pooled")
+    privacy: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.PrivacySettings; absent (null) for the default, no DP")
 
 
 class FitConfig(_Model):

@@ -295,6 +295,51 @@ class TargetPopulation:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Differential privacy of local training: DP-SGD at the sample level (Opacus), as FLamby's DP example.
+
+    Every institution gets the same target (epsilon, delta) for the whole bounty. Each computes its own
+    noise multiplier with Opacus's RDP accountant for ``rounds`` rounds of its local steps at its sample
+    rate ``batch_size / rows`` (Poisson sampling), so that after ``rounds`` rounds it has spent at most
+    ``epsilon``; it refuses to train a round that would spend more (:mod:`node.privacy`).
+
+    Attributes
+    ----------
+    epsilon : float or None
+        The target epsilon per institution for the whole bounty; ``None`` trains without DP.
+    delta : float
+        The target delta, in (0, 1).
+    max_grad_norm : float
+        Per-sample gradient clipping norm (L2 over all parameters).
+    rounds : int
+        The number of rounds the budget covers (the bounty's rounds).
+    """
+
+    epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None:
+            if not _is_number(self.epsilon) or not math.isfinite(self.epsilon) or self.epsilon <= 0:
+                raise ConfigError(f"privacy.epsilon must be a finite number > 0 or null, got {self.epsilon!r}")
+            object.__setattr__(self, "epsilon", float(self.epsilon))
+        if not _is_number(self.delta) or not 0 < self.delta < 1:
+            raise ConfigError(f"privacy.delta must be in (0, 1), got {self.delta!r}")
+        if not _is_number(self.max_grad_norm) or not math.isfinite(self.max_grad_norm) or self.max_grad_norm <= 0:
+            raise ConfigError(f"privacy.max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}")
+        if not jsondoc.is_int(self.rounds) or self.rounds < 1:
+            raise ConfigError(f"privacy.rounds must be a positive integer, got {self.rounds!r}")
+        object.__setattr__(self, "delta", float(self.delta))
+        object.__setattr__(self, "max_grad_norm", float(self.max_grad_norm))
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None
+
+
+@dataclass(frozen=True)
 class TaskSpec(jsondoc.HashedDocument):
     """What to train, on which columns, judged by which metric.
 
@@ -322,8 +367,11 @@ class TaskSpec(jsondoc.HashedDocument):
         The standardization every role applies to the features (default: none, features used as they are).
     population : TargetPopulation
         How the validation set's rows are weighted in the utility that scores contributions (default: pooled).
+    privacy : PrivacySettings
+        Differential privacy of local training; left out of the canonical JSON when off (the default).
 
-    ``scaling`` and ``population`` are left out of the canonical JSON at their defaults, like ``personalization``.
+    ``scaling``, ``population`` and ``privacy`` are left out of the canonical JSON at their defaults, like
+    ``personalization``.
     """
 
     name: str
@@ -337,6 +385,7 @@ class TaskSpec(jsondoc.HashedDocument):
     bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
     scaling: FeatureScaling = field(default_factory=FeatureScaling)
     population: TargetPopulation = field(default_factory=TargetPopulation)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     DOCUMENT: ClassVar[str] = "task spec"
 
@@ -377,6 +426,8 @@ class TaskSpec(jsondoc.HashedDocument):
         group = self.population.group_column
         if group is not None and (group in columns or group == self.label_column):
             raise ConfigError(f"task.population.group_column {group!r} is a feature or the label")
+        if not isinstance(self.privacy, PrivacySettings):
+            raise ConfigError("task.privacy must be a PrivacySettings")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -406,7 +457,8 @@ class TaskSpec(jsondoc.HashedDocument):
         data["population"] = self.population.to_dict()
         # defaults are implied: specs written before these fields existed keep their hash
         for name, default in (("personalization", PersonalizationSettings()), ("scaling", FeatureScaling()),
-                              ("population", TargetPopulation())):
+                              ("population", TargetPopulation()),
+                              ("privacy", PrivacySettings())):
             if getattr(self, name) == default:
                 del data[name]
         return data
@@ -422,7 +474,8 @@ class TaskSpec(jsondoc.HashedDocument):
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
         kinds: dict[str, type] = {"personalization": PersonalizationSettings, "bounds": DeclaredBounds,
-                                  "scaling": FeatureScaling, "population": TargetPopulation}
+                                  "scaling": FeatureScaling, "population": TargetPopulation,
+                                  "privacy": PrivacySettings}
         parts: dict[str, Any] = {}
         for name, kind in kinds.items():
             value = data.get(name)

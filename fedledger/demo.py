@@ -655,7 +655,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         from fedcore.task import task_hash
         from fedledger.sponsor import check_validation_columns, file_sha256
         from ledger.chain import advance_time, fund_account, latest_timestamp, mine
-        from ledger.client import BountyParams, FedLedgerClient
+        from ledger.client import BountyParams, FedLedgerClient, epsilon_units
         from ledger.deployment import deploy_fedledger
         from node.remote import DEFAULT_RETRIES, AggregatorClient
         from node.runner import NodeRunner
@@ -681,6 +681,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             task_spec_hash=task_hash(spec), validation_set_hash=file_sha256(data.validation_path),
             aggregator=aggregator.address, num_rounds=options.rounds, commit_window=COMMIT_WINDOW,
             deadline=latest_timestamp(w3) + DEADLINE_DAYS * 86_400, rules_hash=rules_hash(rules),
+            epsilon_budget=epsilon_units(spec.privacy.epsilon),
         )
         bounty_id = ledger.as_sender(sponsor).create_bounty(params, options.reward)
         say(f"sponsor  {sponsor.address} funded bounty {bounty_id} with {_ether(options.reward)} for "

@@ -344,7 +344,7 @@ def _create_bounty(args: argparse.Namespace) -> int:
     from fedcore.rules import RoundRules, rules_hash
     from fedcore.task import TaskSpec, task_hash
     from ledger.chain import latest_timestamp
-    from ledger.client import DEFAULT_RECOVERY_GRACE, ETH, BountyParams
+    from ledger.client import DEFAULT_RECOVERY_GRACE, ETH, BountyParams, epsilon_units
 
     spec = TaskSpec.load(args.task)
     rules = RoundRules.load(args.rules)
@@ -354,6 +354,9 @@ def _create_bounty(args: argparse.Namespace) -> int:
     token = _address(args.token, "--token") if args.token else ETH
     if args.rounds < 1:
         raise ConfigError("--rounds must be at least 1")
+    if spec.privacy.enabled and args.rounds > spec.privacy.rounds:
+        raise ConfigError(f"--rounds {args.rounds} is more than the {spec.privacy.rounds} rounds the task's "
+                          "privacy budget covers (privacy.rounds)")
     if args.commit_window < 1:
         raise ConfigError("--commit-window must be at least 1 second")
     if args.recovery_grace is not None and args.recovery_grace < 1:
@@ -375,7 +378,8 @@ def _create_bounty(args: argparse.Namespace) -> int:
                           commit_window=args.commit_window, deadline=deadline, min_reputation=args.min_reputation,
                           token=token, rules_hash=rules_hash(rules),
                           recovery_grace=args.recovery_grace or DEFAULT_RECOVERY_GRACE,
-                          scorers=scorers, quorum=args.quorum)
+                          scorers=scorers, quorum=args.quorum,
+                          epsilon_budget=epsilon_units(spec.privacy.epsilon))
     _approve_if_token(w3, ledger, token, args.reward)
     bounty_id = ledger.create_bounty(params, args.reward)
     emit({

@@ -6,6 +6,7 @@ the event it emitted); every revert surfaces as ``ContractRevert`` with the cust
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -67,6 +68,16 @@ class Institution:
 
 
 DEFAULT_RECOVERY_GRACE = 3_600  # seconds: a stalled round frees the escrow an hour after its commit window
+EPSILON_SCALE = 10**6  # on chain, differential-privacy epsilons are integers in millionths
+
+
+def epsilon_units(epsilon: float | None) -> int:
+    """``epsilon`` in the chain's units (millionths), rounded up so a declaration never understates; None is 0."""
+    if epsilon is None:
+        return 0
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    return math.ceil(round(epsilon * EPSILON_SCALE, 6))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +89,8 @@ class BountyParams:
     finalized, the sponsor may cancel the bounty and recover what is not yet credited.
     ``scorers`` (addresses besides the aggregator) and ``quorum`` name the scoring committee: a round is finalized
     only with ``quorum`` matching attestations, the aggregator's included (no scorers, quorum 1: it alone decides).
+    ``epsilon_budget`` (:func:`epsilon_units` of the task's ``privacy.epsilon``; 0 without DP): the contract refuses a
+    commitment declaring a larger cumulative epsilon.
     """
 
     task_spec_hash: bytes
@@ -92,6 +105,7 @@ class BountyParams:
     recovery_grace: int = DEFAULT_RECOVERY_GRACE
     scorers: tuple[str, ...] = ()
     quorum: int = 1
+    epsilon_budget: int = 0
 
     def as_tuple(self) -> tuple:
         return (
@@ -107,6 +121,7 @@ class BountyParams:
             self.recovery_grace,
             [Web3.to_checksum_address(a) for a in self.scorers],
             self.quorum,
+            self.epsilon_budget,
         )
 
 
@@ -125,6 +140,7 @@ class Bounty:
     token: str
     recovery_grace: int
     quorum: int
+    epsilon_budget: int  # millionths of epsilon; 0: no differential privacy
     funded: int
     credited: int
     refunded: int
@@ -156,13 +172,20 @@ class Round:
 
 @dataclass(frozen=True)
 class Commitment:
-    """An ``UpdateCommitted`` event: who committed which update hash with how many samples, and where."""
+    """An ``UpdateCommitted`` event: who committed which update hash with how many samples, and where;
+    ``epsilon`` is the committer's declared cumulative DP epsilon in millionths (0: none declared)."""
 
     institution: str
     update_hash: Digest
     sample_count: int
     block_number: int
     tx_hash: str
+    epsilon: int = 0
+
+    @property
+    def declared_epsilon(self) -> float | None:
+        """The declared cumulative epsilon, or None when none was declared."""
+        return self.epsilon / EPSILON_SCALE if self.epsilon else None
 
 
 @dataclass(frozen=True)
@@ -400,13 +423,16 @@ class FedLedgerClient(_ContractClient):
         number = int(self.events(receipt, "RoundOpened")[0]["round"])
         return TxRecord(number, tx_hash_hex(receipt["transactionHash"]), int(receipt["blockNumber"]))
 
-    def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int) -> TxReceipt:
-        return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count,
+    def commit_update(self, bounty_id: int, round_: int, update_hash: bytes, sample_count: int,
+                      declared_epsilon: int = 0) -> TxReceipt:
+        """Commit to an update; ``declared_epsilon`` is the committer's cumulative DP epsilon in millionths
+        (:func:`epsilon_units`), at most the bounty's ``epsilon_budget``."""
+        return self._send("commitUpdate", bounty_id, round_, bytes(update_hash), sample_count, declared_epsilon,
                           known_gas=gas_limit("commitUpdate"))
 
     def commit_updates_signed(self, bounty_id: int, round_: int, signed: list[SignedCommitment]) -> TxReceipt:
         """Post institutions' signed commitments in one transaction (``commitUpdatesSigned``); institutions that
-        already committed this round are skipped by the contract."""
+        already committed this round are skipped by the contract. Refused on a bounty with a privacy budget."""
         entries = [(Web3.to_checksum_address(c.institution), bytes(c.commitment), int(c.sample_count),
                     *compact_signature(c.signature)) for c in signed]
         return self._send("commitUpdatesSigned", bounty_id, round_, entries)
@@ -470,7 +496,8 @@ class FedLedgerClient(_ContractClient):
             args = log["args"]
             address = Web3.to_checksum_address(args["institution"])
             found[address] = Commitment(address, Digest(bytes(args["updateHash"])), int(args["sampleCount"]),
-                                        int(log["blockNumber"]), tx_hash_hex(log["transactionHash"]))
+                                        int(log["blockNumber"]), tx_hash_hex(log["transactionHash"]),
+                                        int(args.get("epsilon", 0)))
         return found
 
     def event_tx(self, event: str, bounty_id: int, round_: int, *, from_block: int = 0) -> TxRecord | None:

@@ -155,7 +155,8 @@ class RoundTrace:
         return {
             "round": self.number, "global_model_hash": str(self.global_model_hash),
             "commit_deadline": self.commit_deadline,
-            "commitments": {c.institution: {"update_hash": str(c.update_hash), "sample_count": c.sample_count}
+            "commitments": {c.institution: {"update_hash": str(c.update_hash), "sample_count": c.sample_count,
+                                            "epsilon": c.declared_epsilon}
                             for c in self.committed.values()},
             "scores": self.scores, "credits": self.credits,
             "attestations": [a.to_dict() for a in self.attestations],
@@ -348,7 +349,8 @@ def build_trace(bounty_id: int, rows: Iterable[Mapping], names: Mapping[str, str
                                      "commitments": [], "scored": [], "attestations": [], "dissents": []}
         elif name == "UpdateCommitted":
             round_of(event)["commitments"].append(Commitment(
-                args["institution"], Digest(args["updateHash"]), args["sampleCount"], event.block, event.tx))
+                args["institution"], Digest(args["updateHash"]), args["sampleCount"], event.block, event.tx,
+                args.get("epsilon", 0)))
             person(args["institution"])
         elif name == "ContributionScored":
             who = args["institution"]

@@ -53,9 +53,10 @@ from fedcore.seeds import training_seed
 from fedcore.signing import sign_upload
 from fedcore.task import TaskSpec, task_hash
 from ledger.chain import latest_timestamp
-from ledger.client import BountyStatus, FedLedgerClient
+from ledger.client import BountyStatus, FedLedgerClient, epsilon_units
+from node.privacy import check_budget
 from node.remote import AggregatorClient, AggregatorRefused, AggregatorUnavailable
-from node.training import train_local
+from node.training import settings_with, train_local
 
 log = logging.getLogger("fedledger.node")
 
@@ -382,6 +383,9 @@ class NodeRunner:
                 f"the task spec served for bounty {self.bounty_id} hashes to {_hex(task_hash(self.spec))}, "
                 f"but the chain fixed {_hex(bounty.task_spec_hash)}: refusing to train for it"
             )
+        if self.gasless and bounty.epsilon_budget:
+            raise NodeError(f"bounty {self.bounty_id} has a privacy budget and a signed (gasless) commitment "
+                            "declares no privacy spend: train without --gasless")
         self.rules = self.aggregator.rules(self.bounty_id)
         if rules_hash(self.rules) != bytes(bounty.rules_hash):
             raise NodeError(
@@ -595,6 +599,8 @@ class NodeRunner:
             sha, samples, metrics = saved["sha256"], int(saved["samples"]), dict(saved.get("metrics") or {})
             self.echo(f"bounty {self.bounty_id} round {r}: reusing the update saved before a restart")
         else:
+            config = self._fit_config(r, info)
+            privacy = self._privacy_spend(r, config)  # refuses past the budget, before anything is written
             model = self.aggregator.model(self.bounty_id)
             if model.round is not None and model.round != r:
                 return None  # the aggregator moved on between the two requests: look again
@@ -602,7 +608,6 @@ class NodeRunner:
             weights = decode(model.data, expected=self._expected)
             if self.spec.personalization.method != "none":
                 self.state.save_global(r, model.data)
-            config = self._fit_config(r, info)
             result = self.trainer(weights, self.X, self.y, self.spec, seed=seed, config=config or None)
             data = encode(result.arrays)
             sha, samples, metrics = update_hash_hex(data), int(result.num_samples), dict(result.metrics)
@@ -610,12 +615,15 @@ class NodeRunner:
             self.state.put(
                 r, global_model_hash=chain_hash, seed=seed, sha256=sha, samples=samples, metrics=metrics,
                 file=self.state.update_path(r).name, status=NodeRoundStatus.SAVED, commit_tx=None, upload_status=None,
+                **privacy,
             )
             self._fire(NodeRoundStatus.SAVED, r)
         if self.gasless:  # the commitment travels signed with the upload; the aggregator posts it in its batch
             return self._upload(r, data, resumed=resumed)
+        declared = epsilon_units((self.state.round(r) or {}).get("epsilon"))
         try:
-            receipt = self.ledger.commit_update(self.bounty_id, r, self._commitment(r, bytes.fromhex(sha[2:])), samples)
+            receipt = self.ledger.commit_update(self.bounty_id, r, self._commitment(r, bytes.fromhex(sha[2:])), samples,
+                                                declared)
         except ContractRevert as exc:
             if exc.name == "AlreadyCommitted":  # another process of this identity got there first
                 return self._resume(r, self.ledger.commitment_of(self.bounty_id, r, self.address))
@@ -670,6 +678,25 @@ class NodeRunner:
                   f"{metrics['accuracy_personalized']:.3f} vs {metrics['accuracy_alone']:.3f} alone on "
                   f"{metrics['held_out_rows']} held-out rows (gain {metrics['gain']:+.3f})")
         return summary
+
+    def _privacy_spend(self, r: int, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Under the task's DP: this round's accountant entry and the cumulative epsilon after it (saved with the
+        round and declared on chain with the commitment). Every earlier round this node trained counts, committed
+        or not: the spend happened.
+
+        Raises
+        ------
+        node.privacy.PrivacyBudgetExceeded
+            When this round would take the cumulative epsilon past the bounty's budget.
+        """
+        assert self.spec is not None and self.state is not None
+        if not self.spec.privacy.enabled:
+            return {}
+        history = [tuple(saved["dp_cost"]) for key, saved in self.state.data["rounds"].items()
+                   if int(key) != r and saved.get("dp_cost")]
+        cost, epsilon = check_budget(self.spec.privacy, settings_with(self.spec.training, config), int(self.y.shape[0]),
+                                     history)
+        return {"dp_cost": list(cost), "epsilon": epsilon}
 
     def _fit_config(self, r: int, info: RoundInfo) -> dict[str, Any]:
         """The bounty's rules' fit config; the aggregator must hand out the same (else it plays other rules)."""

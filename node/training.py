@@ -10,12 +10,20 @@ the torch RNG are all seeded from it, and the caller's global RNG state is resto
 
 Logistic regression takes a closed-form-gradient loop (same batches, same update rules as the
 torch optimizers, about 10x faster); every other model goes through autograd.
+
+With differential privacy on (``spec.privacy.epsilon`` set) every step is DP-SGD at the sample level: a
+Poisson batch, each row's gradient clipped to ``max_grad_norm``, Gaussian noise of standard deviation
+``noise_multiplier * max_grad_norm`` added to the sum, divided by the expected batch size. Autograd models
+run Opacus's ``GradSampleModule`` and ``DPOptimizer``; logistic regression computes the same clipped
+per-sample gradients in closed form (checked against Opacus in ``tests/node/test_dp_training.py``). The
+noise multiplier comes from :mod:`node.privacy`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import fields, replace
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +35,7 @@ from fedcore.errors import ConfigError, DataError, NodeError
 from fedcore.models import LogisticRegression, build_model, get_weights, predict_proba, set_weights
 from fedcore.task import TaskSpec, TrainingSettings
 from fedcore.types import Update
+from node import privacy as dp
 
 Weights = dict[str, np.ndarray]
 
@@ -111,7 +120,8 @@ def train_local(
         anchor = [p.detach().clone() for p in model.parameters()]
         set_weights(model, global_weights)
         loss_before = _mean_loss(model, X_t, y_t)
-        steps = _run_optimizer(model, X_t, y_t, settings, anchor, seed)
+        private = DPSGD.for_task(spec, settings, int(X_t.shape[0]))
+        steps = _run_optimizer(model, X_t, y_t, settings, anchor, seed, private)
         trained = get_weights(model)
     update = {name: (trained[name] - np.asarray(global_weights[name], dtype=np.float32)).astype(np.float32)
               for name in trained}
@@ -125,6 +135,8 @@ def train_local(
         "accuracy_after": fm.accuracy(y, prob),
         "steps": float(steps),
     }
+    if private is not None:
+        metrics["noise_multiplier"] = private.noise_multiplier
     return Update(institution, update, int(X_t.shape[0]), metrics)
 
 
@@ -187,6 +199,50 @@ def batch_schedule(n_rows: int, settings: TrainingSettings, seed: int):
         position += batch
 
 
+@dataclass(frozen=True)
+class DPSGD:
+    """One round of DP-SGD at an institution: Poisson batches at ``sample_rate``, per-sample clipping, noise.
+
+    Attributes
+    ----------
+    noise_multiplier : float
+        Noise standard deviation over ``max_grad_norm`` (:func:`node.privacy.noise_multiplier`).
+    max_grad_norm : float
+    sample_rate : float
+        Probability of each row being in a step's batch.
+    expected_batch_size : int
+        What the noisy gradient sum is divided by (Opacus's ``loss_reduction="mean"``).
+    steps : int
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    expected_batch_size: int
+    steps: int
+
+    @classmethod
+    def for_task(cls, spec: TaskSpec, settings: TrainingSettings, n_rows: int) -> DPSGD | None:
+        """The task's DP-SGD for ``n_rows`` local rows, or ``None`` when the task has no DP."""
+        if not spec.privacy.enabled:
+            return None
+        rate = dp.sample_rate(settings, n_rows)
+        return cls(noise_multiplier=dp.noise_multiplier(spec.privacy, settings, n_rows),
+                   max_grad_norm=spec.privacy.max_grad_norm, sample_rate=rate,
+                   expected_batch_size=max(1, round(rate * n_rows)), steps=dp.steps_per_round(settings, n_rows))
+
+    def batches(self, n_rows: int, seed: int):
+        """Poisson batches: each step keeps every row with probability ``sample_rate`` (may be empty).
+
+        Yields
+        ------
+        torch.Tensor of int64, shape (rows drawn,)
+        """
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(self.steps):
+            yield torch.nonzero(torch.rand(n_rows, generator=generator) < self.sample_rate).reshape(-1)
+
+
 def _run_optimizer(
     model: torch.nn.Module,
     X: torch.Tensor,
@@ -194,10 +250,59 @@ def _run_optimizer(
     settings: TrainingSettings,
     anchor: list[torch.Tensor],
     seed: int,
+    private: DPSGD | None = None,
 ) -> int:
     if isinstance(model, LogisticRegression):
-        return _run_logreg_closed_form(model, X.numpy(), y.numpy(), settings, anchor, seed)
+        return _run_logreg_closed_form(model, X.numpy(), y.numpy(), settings, anchor, seed, private)
+    if private is not None:
+        return _run_opacus(model, X, y, settings, anchor, seed, private)
     return _run_autograd(model, X, y, settings, anchor, seed)
+
+
+def _add_fedprox(params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], mu: float) -> None:
+    # FedProx: the gradient of mu/2 ||w - w_global||^2 is mu (w - w_global); adding it directly is the
+    # same step as back-propagating the term, and cheaper. It reads no data, so DP leaves it alone.
+    with torch.no_grad():
+        for p, a in zip(params, anchor):
+            if p.grad is not None:  # as the optimizer does, leave alone a parameter the loss did not reach
+                p.grad.add_(p - a, alpha=mu)
+
+
+def _run_opacus(
+    model: torch.nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainingSettings,
+    anchor: list[torch.Tensor],
+    seed: int,
+    private: DPSGD,
+) -> int:
+    """DP-SGD through Opacus: per-sample gradients (``GradSampleModule``), clipping and noise (``DPOptimizer``)."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    params = list(model.parameters())
+    sampled = GradSampleModule(model, loss_reduction="sum")
+    optimizer = DPOptimizer(
+        _make_optimizer(model, settings), noise_multiplier=private.noise_multiplier,
+        max_grad_norm=private.max_grad_norm, expected_batch_size=private.expected_batch_size,
+        loss_reduction="mean", generator=torch.Generator().manual_seed(seed + 1),
+    )
+    sampled.train()
+    steps = 0
+    for rows in private.batches(X.shape[0], seed):
+        steps += 1
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.binary_cross_entropy_with_logits(sampled(X[rows]).reshape(-1), y[rows], reduction="sum")
+        with warnings.catch_warnings():  # Opacus's hooks fire on module outputs: the inputs need no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss.backward()
+        optimizer.pre_step()  # clip, sum, add noise, divide by the expected batch size: p.grad is private
+        if settings.fedprox_mu > 0:
+            _add_fedprox(params, anchor, settings.fedprox_mu)
+        optimizer.original_optimizer.step()
+    sampled._close()
+    return steps
 
 
 def _run_autograd(
@@ -220,19 +325,14 @@ def _run_autograd(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if mu > 0:
-            # FedProx: the gradient of mu/2 ||w - w_global||^2 is mu (w - w_global); adding it
-            # directly is the same step as back-propagating the term, and cheaper.
-            with torch.no_grad():
-                for p, a in zip(params, anchor):
-                    if p.grad is not None:  # as the optimizer does, leave alone a parameter the loss did not reach
-                        p.grad.add_(p - a, alpha=mu)
+            _add_fedprox(params, anchor, mu)
         optimizer.step()
     return steps
 
 
 def _run_logreg_closed_form(
     model: LogisticRegression, X: np.ndarray, y: np.ndarray, settings: TrainingSettings,
-    anchor: list[torch.Tensor], seed: int,
+    anchor: list[torch.Tensor], seed: int, private: DPSGD | None = None,
 ) -> int:
     """The same optimization as the autograd loop for ``Linear(d, 1)``, with the gradient in
     closed form (about 10x faster: this is the benchmark's inner loop).
@@ -240,6 +340,8 @@ def _run_logreg_closed_form(
     Same batches (:func:`batch_schedule`), same update rules as ``torch.optim.SGD`` (momentum,
     L2 weight decay) and ``torch.optim.Adam``, FedProx gradient ``mu (w - w_global)``; float64
     arithmetic, float32 result. ``tests/node/test_training.py`` checks it against autograd.
+    With ``private``, Opacus's DP-SGD step: the per-sample gradient of row i is ``x_i (p_i - y_i)`` (bias
+    column included), its norm ``|p_i - y_i| ||x_i||``.
     """
     weight = model.linear.weight.detach().numpy().astype(np.float64).reshape(-1)
     bias = float(model.linear.bias.detach().numpy()[0])
@@ -254,12 +356,22 @@ def _run_logreg_closed_form(
     second = np.zeros_like(theta)
     velocity: np.ndarray | None = None
     steps = 0
-    for rows in batch_schedule(X.shape[0], settings, seed):
+    noise = np.random.default_rng(seed + 1)
+    row_norms = np.linalg.norm(X1, axis=1)
+    schedule = batch_schedule(X.shape[0], settings, seed) if private is None else private.batches(X.shape[0], seed)
+    for rows in schedule:
         steps += 1
         idx = rows.numpy()
         xb = X1[idx]
         prob = 0.5 * (1.0 + np.tanh(0.5 * (xb @ theta)))  # sigmoid without overflow
-        grad = xb.T @ (prob - y64[idx]) / idx.shape[0]
+        if private is None:
+            grad = xb.T @ (prob - y64[idx]) / idx.shape[0]
+        else:
+            residual = prob - y64[idx]
+            clip = np.minimum(1.0, private.max_grad_norm / (np.abs(residual) * row_norms[idx] + 1e-6))
+            grad = xb.T @ (residual * clip)
+            grad += noise.normal(0.0, private.noise_multiplier * private.max_grad_norm, size=theta.shape)
+            grad /= private.expected_batch_size
         if mu > 0:
             grad += mu * (theta - anchor_theta)
         if decay > 0:

@@ -15,7 +15,7 @@ from ledger.client import FedLedgerClient
 from ledger.deployment import Deployment, deploy_fedledger
 from ledger.example import scripted_bounty
 from ledger.trace import format_eth
-from tests.world import COOLDOWN, MIN_STAKE, ONE_ETH, World, deploy_token
+from tests.world import COOLDOWN, MIN_STAKE, ONE_ETH, World, deploy_token, h
 
 
 def _deployment(w) -> Deployment:
@@ -166,6 +166,20 @@ def test_bounty_detail_rounds_commitments_and_payouts(api):
 
     missing = client.get("/api/bounties/99")
     assert missing.status_code == 404 and "unknown bounty id 99" in missing.json()["detail"]
+
+
+def test_bounty_detail_shows_declared_epsilon_per_institution_and_round(api):
+    from ledger.client import epsilon_units
+
+    w, (first, _, _), client = api
+    dp_bounty = w.new_bounty(rounds=1, epsilon_budget=epsilon_units(1.0))
+    w.as_(w.aggregator).open_round(dp_bounty, h("m0"))
+    w.as_(w.insts[0]).commit_update(dp_bounty, 1, h("dp/0"), 100, epsilon_units(0.75))
+    w.as_(w.insts[1]).commit_update(dp_bounty, 1, h("dp/1"), 100, epsilon_units(1.0))
+    rounds = client.get(f"/api/bounties/{dp_bounty}").json()["rounds"]
+    assert {c["institution"]: c["epsilon"] for c in rounds[0]["commitments"]} == {w.insts[0]: 0.75, w.insts[1]: 1.0}
+    without_dp = client.get(f"/api/bounties/{first}").json()["rounds"]
+    assert all(c["epsilon"] is None for r in without_dp for c in r["commitments"])
 
 
 def test_institutions_and_reputation_match_the_contract(api):

@@ -221,3 +221,25 @@ def test_create_bounty_with_a_scoring_committee(cli, task_files):
     assert w.ledger.committee_of(out["bounty_id"]) == (2, 2)
     code, _, err = _create(cli, task, val, "--scorer", scorers[0], "--quorum", "3")
     assert code == 2 and err.startswith("error: --quorum must be between 1 and 2") and err.count("\n") == 1
+
+
+def test_a_dp_task_fixes_its_epsilon_budget_on_chain(cli, task_files, tmp_path):
+    """The task's privacy.epsilon becomes the bounty's epsilonBudget; more rounds than the budget covers are refused."""
+    from dataclasses import replace
+
+    from fedcore.task import PrivacySettings
+
+    spec, _, val = task_files
+    folder = tmp_path / "dp"
+    folder.mkdir()
+    private = replace(spec, privacy=PrivacySettings(epsilon=2.5, delta=1e-4, max_grad_norm=1.0, rounds=2))
+    private.save(folder / "task.json")
+    code, out, err = _create(cli, folder / "task.json", val)
+    assert code == 0, err
+    assert cli.world.ledger.bounty(out["bounty_id"]).epsilon_budget == 2_500_000
+    one_round = replace(private, privacy=replace(private.privacy, rounds=1))
+    one_round.save(folder / "task.json")
+    (folder / "rules.json").unlink()
+    code, _, err = _create(cli, folder / "task.json", val)
+    assert code == 2 and err == ("error: --rounds 2 is more than the 1 rounds the task's privacy budget covers "
+                                 "(privacy.rounds)\n")

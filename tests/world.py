@@ -85,7 +85,7 @@ class World:
 
     def params(self, *, rounds: int = 2, window: int = WINDOW, deadline_in: int = 10 * 86_400, min_rep: int = 0,
                token: str = ETH, aggregator: str | None = None, scorers: tuple[str, ...] = (),
-               quorum: int = 1) -> BountyParams:
+               quorum: int = 1, epsilon_budget: int = 0) -> BountyParams:
         return BountyParams(
             task_spec_hash=h("task"),
             validation_set_hash=h("validation"),
@@ -98,6 +98,7 @@ class World:
             token=token,
             scorers=tuple(scorers),
             quorum=quorum,
+            epsilon_budget=epsilon_budget,
         )
 
     def new_bounty(self, funding: int = ONE_ETH, **kwargs) -> int:

@@ -3,7 +3,8 @@ pragma solidity ^0.8.20;
 
 interface IFedLedgerForAttack {
     function join(string calldata name, string calldata metadataURI) external payable;
-    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount) external;
+    function commitUpdate(uint256 bountyId, uint256 round, bytes32 updateHash, uint64 sampleCount, uint64 declaredEpsilon)
+        external;
     function claim(uint256 bountyId) external;
 }
 
@@ -33,7 +34,7 @@ contract ReentrantClaimer {
 
     /// @notice Commit an update like an honest institution.
     function commit(uint256 bountyId_, uint256 round, bytes32 updateHash) external {
-        ledger.commitUpdate(bountyId_, round, updateHash, 1);
+        ledger.commitUpdate(bountyId_, round, updateHash, 1, 0);
     }
 
     /// @notice Make every later incoming payment revert (an institution that cannot receive ether).

@@ -55,6 +55,8 @@ class Commitment(BaseModel):
     name: str | None
     update_hash: str
     sample_count: str
+    epsilon: float | None = Field(default=None, description="the institution's declared cumulative DP epsilon after "
+                                  "this round (None: no differential privacy declared)")
     scored: bool = Field(description="False when the round was finalized (or is open) without a score for it")
     score: str | None = Field(description="fixed-point score as posted on chain")
     credit: Amount | None

@@ -139,7 +139,7 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
         scores, credits, reputation = r.scores, r.credits, r.reputation
         commitments = [{
             "institution": who, "name": names.get(who), "update_hash": str(c.update_hash),
-            "sample_count": str(c.sample_count), "scored": who in scores,
+            "sample_count": str(c.sample_count), "epsilon": c.declared_epsilon, "scored": who in scores,
             "score": str(scores[who]) if who in scores else None,
             "credit": amount(credits[who], token) if who in scores else None,
             "reputation": reputation.get(who), "block": c.block_number, "tx": c.tx_hash,

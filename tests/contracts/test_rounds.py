@@ -17,6 +17,37 @@ def test_open_round_announces_model_and_window(joined):
     assert r.commit_deadline == r.opened_at + WINDOW
 
 
+def test_commit_declares_epsilon_within_the_bounty_budget(joined):
+    """A DP bounty fixes its epsilon budget at creation; a commitment declaring more is refused and changes nothing;
+    the declared epsilon travels in the commitment's event (no storage). A bounty without DP refuses any declaration."""
+    from ledger.client import epsilon_units
+
+    w = joined
+    budget = epsilon_units(1.0)
+    bounty_id = w.new_bounty(epsilon_budget=budget)
+    created = w.ledger.bounty(bounty_id)
+    assert created.epsilon_budget == budget == 1_000_000
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    with reverts("PrivacyBudgetExceeded", bountyId=bounty_id, institution=w.insts[0], declaredEpsilon=budget + 1,
+                 epsilonBudget=budget):
+        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("u0"), 100, budget + 1)
+    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+    receipt = w.as_(w.insts[0]).commit_update(bounty_id, 1, h("u0"), 100, budget)  # exactly the budget: accepted
+    assert w.ledger.events(receipt, "UpdateCommitted")[0]["epsilon"] == budget
+    w.as_(w.insts[1]).commit_update(bounty_id, 1, h("u1"), 100, epsilon_units(0.25))
+    commitments = w.ledger.commitments(bounty_id, 1)
+    assert commitments[w.insts[0]].declared_epsilon == 1.0 and commitments[w.insts[1]].declared_epsilon == 0.25
+
+    plain = w.new_bounty()
+    assert w.ledger.bounty(plain).epsilon_budget == 0
+    w.as_(w.aggregator).open_round(plain, h("m0"))
+    with reverts("PrivacyBudgetExceeded", bountyId=plain, declaredEpsilon=1, epsilonBudget=0):
+        w.as_(w.insts[0]).commit_update(plain, 1, h("p0"), 100, 1)
+    receipt = w.as_(w.insts[0]).commit_update(plain, 1, h("p0"), 100)
+    assert w.ledger.events(receipt, "UpdateCommitted")[0]["epsilon"] == 0
+    assert w.ledger.commitments(plain, 1)[w.insts[0]].declared_epsilon is None
+
+
 def test_open_round_reverts(joined):
     w = joined
     bounty_id = w.new_bounty(rounds=1, deadline_in=3_600)
@@ -304,5 +335,5 @@ def test_a_commit_mined_just_after_the_window_reports_round_closed(rpc_chain):
     w.as_(w.aggregator).open_round(bounty_id, h("m0"))
     _rpc(w3, "evm_increaseTime", [31])  # no block mined: the latest block is still inside the window
     with reverts("RoundClosed", bountyId=bounty_id, round=1):
-        w.as_(w.insts[0])._send("commitUpdate", bounty_id, 1, h("late"), 1, gas=200_000)  # fixed gas: mined, fails
+        w.as_(w.insts[0])._send("commitUpdate", bounty_id, 1, h("late"), 1, 0, gas=200_000)  # fixed gas: mined, fails
     assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)

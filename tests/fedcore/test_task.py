@@ -208,3 +208,47 @@ def test_unknown_personalization_field_is_rejected():
     data["personalization"] = {"method": "ditto", "alpha": 0.5}
     with pytest.raises(ConfigError, match="unknown field"):
         TaskSpec.from_dict(data)
+
+
+# -- privacy -----------------------------------------------------------------------------------------
+
+
+def test_no_privacy_is_left_out_so_older_specs_keep_their_hash():
+    from fedcore.task import PrivacySettings
+
+    spec = make_spec()
+    assert "privacy" not in spec.to_dict()
+    assert task_hash(make_spec(privacy=PrivacySettings())) == task_hash(spec)
+
+
+def test_privacy_is_part_of_the_hash_and_round_trips(tmp_path):
+    from fedcore.task import PrivacySettings
+
+    private = make_spec(privacy=PrivacySettings(epsilon=1, delta=1e-4, max_grad_norm=2, rounds=15))
+    assert task_hash(private) != task_hash(make_spec())
+    assert task_hash(private) != task_hash(make_spec(privacy=PrivacySettings(epsilon=10, delta=1e-4, max_grad_norm=2, rounds=15)))
+    private.save(tmp_path / "task.json")
+    loaded = TaskSpec.load(tmp_path / "task.json")
+    assert loaded == private and task_hash(loaded) == task_hash(private)
+    assert loaded.privacy.epsilon == 1.0 and loaded.privacy.enabled
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"epsilon": 0}, "privacy.epsilon"),
+        ({"epsilon": float("inf")}, "privacy.epsilon"),
+        ({"epsilon": 1, "delta": 1.0}, "privacy.delta"),
+        ({"epsilon": 1, "max_grad_norm": -1}, "privacy.max_grad_norm"),
+        ({"epsilon": 1, "rounds": 0}, "privacy.rounds"),
+    ],
+)
+def test_bad_privacy_is_a_config_error(fields, message):
+    from fedcore.task import PrivacySettings
+
+    with pytest.raises(ConfigError, match=message):
+        PrivacySettings(**fields)
+    data = make_spec().to_dict()
+    data["privacy"] = fields
+    with pytest.raises(ConfigError, match=message):
+        TaskSpec.from_dict(data)

@@ -137,3 +137,27 @@ def test_audit_trace_cli_on_ganache(ganache, tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown bounty id 999: no BountyCreated event in the index"
+
+
+def test_trace_shows_each_institutions_declared_epsilon_per_round(joined, tmp_path):
+    """A DP bounty: the trace carries the budget fixed at creation and each commitment's declared cumulative epsilon."""
+    from ledger.client import epsilon_units
+
+    w = joined
+    bounty_id = w.new_bounty(rounds=2, epsilon_budget=epsilon_units(2.0))
+    declared = {1: {w.insts[0]: 0.8, w.insts[1]: 0.5}, 2: {w.insts[0]: 1.6}}
+    for round_, by_institution in declared.items():
+        w.as_(w.aggregator).open_round(bounty_id, h(f"model {round_ - 1}"))
+        for inst, epsilon in by_institution.items():
+            w.as_(inst).commit_update(bounty_id, round_, h(f"{round_}/{inst}"), 100, epsilon_units(epsilon))
+        w.as_(w.aggregator).finalize_round(bounty_id, round_, h(f"model {round_}"), {i: 1 for i in by_institution})
+    db = tmp_path / "index.sqlite"
+    sync_index(w.w3, _deployment(w), db)
+    report = trace(db, bounty_id, w.ledger)
+    assert report.timeline[0].args["epsilonBudget"] == 2_000_000
+    as_json = report.to_dict()
+    for round_, by_institution in declared.items():
+        commitments = as_json["rounds"][round_ - 1]["commitments"]
+        assert {who: c["epsilon"] for who, c in commitments.items()} == by_institution
+    plain = report.rounds[0].committed[w.insts[0]]
+    assert plain.epsilon == 800_000 and plain.declared_epsilon == 0.8

@@ -37,7 +37,7 @@ from fedcore.signing import recover_upload_signer
 from fedcore.tables import read_task_table
 from fedcore.task import TaskSpec, TrainingSettings, task_hash
 from ledger.chain import advance_time, connect, fund_account, latest_timestamp
-from ledger.client import ETH, BountyParams, FedLedgerClient
+from ledger.client import ETH, BountyParams, FedLedgerClient, epsilon_units
 from ledger.deployment import deploy_fedledger
 from ledger.devchain import free_port
 from node import runner as runner_module
@@ -265,7 +265,7 @@ def make_federation(standin_url_holder, *, num_rounds: int = 2, institutions: in
         task_spec_hash=task_hash(spec), validation_set_hash=hashlib.sha256(b"validation").digest(),
         rules_hash=rules_hash(RULES),
         aggregator=aggregator, num_rounds=num_rounds, commit_window=WINDOW,
-        deadline=latest_timestamp(w3) + 10 * 86_400, token=ETH,
+        deadline=latest_timestamp(w3) + 10 * 86_400, token=ETH, epsilon_budget=epsilon_units(spec.privacy.epsilon),
     )
     bounty_id = ledger.as_sender(sponsor).create_bounty(params, 10**17)
     standin = StandIn(bounty_id=bounty_id, chain_id=w3.eth.chain_id, ledger=ledger.address, spec=spec)
@@ -390,6 +390,45 @@ def test_at_the_end_the_node_keeps_its_personalized_model_and_its_gain_over_trai
     from node.cli import _gain
 
     assert _gain(summary).startswith(f"{summary['gain']:+.3f} (") and _gain(None) == ""
+
+
+def test_under_dp_the_node_declares_its_epsilon_and_refuses_to_train_past_the_budget(tmp_path):
+    """The task's budget covers one round; the bounty has two. Round 1: the node trains with DP-SGD and declares its
+    cumulative epsilon (Opacus's accountant) with its commitment. Round 2 would overspend: the node stops with one
+    clear line before downloading or training anything, and neither its state nor the chain changes."""
+    from dataclasses import replace
+
+    from fedcore.task import PrivacySettings
+    from node.privacy import PrivacyBudgetExceeded, epsilon_spent
+
+    spec = replace(SPEC, privacy=PrivacySettings(epsilon=1.0, delta=1e-4, max_grad_norm=1.0, rounds=1))
+    federation = make_federation(None, spec=spec)
+    with serve(federation.standin.app) as url:
+        federation.url = url
+        site = load_site(write_site_csv(tmp_path / "site.csv"), spec)
+        me = federation.insts[0]
+        federation.open_round()
+        with pytest.raises(PrivacyBudgetExceeded) as refused:
+            new_runner(federation, site, tmp_path / "state").run()
+        assert federation.finalized == [1] and federation.standin.round == 2  # round 1 done, round 2 open
+        spent = epsilon_spent(spec.privacy, spec.training, site.n_rows, 1)
+        assert 0.9 < spent <= 1.0
+        assert str(refused.value).startswith("privacy budget exhausted: another round would bring epsilon to ")
+        assert "\n" not in str(refused.value) and "above the bounty's 1 (after 1 rounds)" in str(refused.value)
+        [commit] = federation.commits(me.address)
+        assert commit["round"] == 1 and commit["epsilon"] == epsilon_units(spent) <= federation.ledger.bounty(federation.bounty_id).epsilon_budget
+        state = json.loads((tmp_path / "state" / str(federation.bounty_id) / "state.json").read_text())
+        assert list(state["rounds"]) == ["1"] and state["rounds"]["1"]["epsilon"] == spent
+        assert sorted(p.name for p in (tmp_path / "state" / str(federation.bounty_id)).iterdir()) == [
+            ".lock", "round-1.safetensors", "state.json"]
+        models_served = len([r for r in federation.standin.requests if r["path"].endswith("/model")])
+        with pytest.raises(PrivacyBudgetExceeded):  # a restart refuses the same way, and downloads nothing
+            new_runner(federation, site, tmp_path / "state").run()
+        assert len([r for r in federation.standin.requests if r["path"].endswith("/model")]) == models_served
+        assert json.loads((tmp_path / "state" / str(federation.bounty_id) / "state.json").read_text()) == state
+        assert len(federation.commits(me.address)) == 1
+        for client in federation.clients:
+            client.close()
 
 
 def test_training_is_deterministic_with_the_documented_seed(fed, site, tmp_path):

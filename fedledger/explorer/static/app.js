@@ -346,13 +346,14 @@
       el("div", { class: "models" },
         el("span", { class: "muted" }, "model in"), hash(r.global_model_hash, "model-in-" + key),
         el("span", { class: "muted" }, "model out"), r.new_model_hash ? hash(r.new_model_hash, "model-out-" + key) : el("span", { class: "muted", testid: "model-out-" + key }, "not finalized")),
-      table(["institution", "update hash (sha256)", "=samples", "=score", "=credit", "=reputation after"],
+      table(["institution", "update hash (sha256)", "=samples", "=\u03b5 spent", "=score", "=credit", "=reputation after"],
         r.commitments.map((c) => {
           const k = key + "-" + c.institution;
           return el("tr", { testid: "commit-" + k, "data-address": c.institution },
             el("td", {}, who(c.institution, c.name)),
             el("td", {}, hash(c.update_hash, "update-hash-" + k)),
             el("td", { class: "num mono", testid: "samples-" + k }, c.sample_count),
+            el("td", { class: "num mono", testid: "epsilon-" + k, "data-epsilon": c.epsilon ?? "" }, c.epsilon === null ? "\u2013" : String(c.epsilon)),
             el("td", { class: "num mono", testid: "score-" + k, "data-score": c.score ?? "" }, c.scored ? c.score : "not scored"),
             el("td", { class: "num" }, c.credit ? amount(c.credit, "credit-" + k) : el("span", { class: "muted" }, "\u2013")),
             el("td", { class: "num mono", testid: "reputation-" + k, "data-reputation": c.reputation ?? "" }, c.reputation === null ? "\u2013" : String(c.reputation)));
