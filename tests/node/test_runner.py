@@ -614,10 +614,10 @@ def test_aggregator_outages_mid_run_are_waited_out_and_the_upload_retried(fed, s
             raise AggregatorUnavailable("aggregator at x unreachable (test)")
         return polls(bounty_id)
 
-    def flaky_upload(*args):
+    def flaky_upload(*args, **kwargs):
         if next(upload_fails, False):
             raise AggregatorUnavailable("aggregator at x unreachable (test)")
-        return uploads(*args)
+        return uploads(*args, **kwargs)
 
     client.current_round, client.upload = flaky_poll, flaky_upload
 
@@ -640,7 +640,7 @@ def test_a_round_that_closes_before_the_upload_gets_through_is_recorded(fed, sit
     fed.open_round()
     client = fed.client()
 
-    def down(*args):
+    def down(*args, **kwargs):
         raise AggregatorUnavailable("aggregator at x unreachable (test)")
 
     client.upload = down
