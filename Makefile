@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: lint test demo bench bench-gas bench-fl bench-shapley compile chain setup browser clean
+.PHONY: lint test demo bench bench-gas bench-fl bench-shapley bench-fairness compile chain setup browser clean
 
 setup: $(STAMP_PY) $(STAMP_NPM) browser
 
@@ -46,7 +46,7 @@ chain: setup
 compile: setup
 	$(VENV)/bin/fedledger contracts compile
 
-bench: bench-gas bench-fl bench-shapley
+bench: bench-gas bench-fl bench-shapley bench-fairness
 
 bench-gas: setup
 	$(PY) -m bench.gas
@@ -56,6 +56,9 @@ bench-fl: setup
 
 bench-shapley: setup
 	$(PY) -m bench.shapley
+
+bench-fairness: setup
+	$(PY) -m bench.fairness
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
