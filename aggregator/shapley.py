@@ -40,9 +40,9 @@ at the end of a sweep, they stop when ``max_i std_error_i <= convergence_toleran
 (default tolerance ``0.75 / n``); otherwise they stop at ``max_permutations`` or when the next
 permutation would need an evaluation beyond ``max_evaluations`` (then ``converged`` is False).
 
-Per-round values can be made to sum to ``v(N) - v(empty)`` with :func:`normalize_to_total`, summed
-over rounds with :func:`cumulative_values`, and turned into on-chain ``int256`` with
-:func:`to_fixed_point`.
+Per-round values can be made to sum to ``v(N) - v(empty)`` without crossing zero with
+:func:`normalize_to_total`, summed over rounds with :func:`cumulative_values`, and turned into on-chain
+``int256`` with :func:`to_fixed_point`.
 """
 
 from __future__ import annotations
@@ -630,8 +630,8 @@ def truncated_monte_carlo_shapley(
     gain rather than to ``|v(N)|``, so it does not depend on the metric's offset (an accuracy of 0.9
     after a round that gained 0.01 would otherwise truncate at once). A truncated permutation's
     marginals sum to ``v(prefix) - v(empty)``, within ``truncation_tolerance * |v(N) - v(empty)|`` of the
-    total: use :func:`normalize_to_total` for exact efficiency. Truncation biases late players towards
-    0 (a helpful and a harmful player that cancel out are both cut to 0).
+    total: :func:`normalize_to_total` restores efficiency without moving a value across zero. Truncation
+    biases late players towards 0 (a helpful and a harmful player that cancel out are both cut to 0).
 
     Parameters
     ----------
@@ -817,74 +817,86 @@ def _finite_vector(values: Any, what: str) -> np.ndarray:
 
 
 def normalize_to_total(values: Sequence[float] | np.ndarray, total: float) -> np.ndarray:
-    """Rescale per-round values so they sum to ``total = v(N) - v(empty)`` (efficiency).
+    """Rescale per-round values towards ``total = v(N) - v(empty)`` (efficiency) without moving any across zero.
 
     Exact Shapley and untruncated Monte Carlo are already efficient (up to rounding); truncation,
-    a dropped budget or other scores (gain, leave-one-out) are not. The rule:
+    a dropped budget or other scores (gain, leave-one-out) are not. Payment reads only the positive
+    values (the chain credits a round's reward in proportion to them and never credits a value <= 0),
+    so the rule rescales one side of zero, never shifts, and never turns a value <= 0 positive:
 
-    1. If ``sum(values)`` and ``total`` are both nonzero with the same sign: multiply every value by
-       ``total / sum(values)``. This keeps ranks, ratios, signs and null players (0 stays 0). With a
-       negative total (the round made the model worse) and a negative sum, values keep their signs and
-       sum to the negative total.
-    2. Otherwise (the sum is 0, e.g. all values are zeros; or sum and total have opposite signs; or the
-       total is 0): add ``(total - sum(values)) / n`` to every value. A multiplication would blow up or
-       flip every sign (inverting the ranking); an equal shift keeps the differences between players.
-       All zeros with a nonzero total become ``total / n`` each (nothing told the players apart); all
-       zeros with a zero total stay zeros. The shift is also used when the rescaling would overflow
-       (a subnormal sum).
+    1. All values zero (e.g. GTG's round truncation: the round's gain was too small to tell the
+       players apart): zeros, whatever ``total`` is. The round pays nobody and the chain carries its
+       reward forward.
+    2. Some value positive, with ``P`` the sum of the positive values and ``N`` that of the negative
+       ones: if ``total - N > 0``, multiply the positive values by ``(total - N) / P`` (negatives kept);
+       else, if some value is negative, multiply the negative values by ``(total - P) / N`` (positives
+       kept). Either way the values sum to ``total``.
+    3. No value positive, some negative: if ``total < 0``, multiply them by ``total / N``.
+    4. Otherwise no one-sided positive rescaling reaches ``total`` (e.g. positive values and a
+       non-positive total with no negative value): the values are kept as estimated.
+
+    Every factor is positive, so signs, zeros (null players), ranks and the ratios among the
+    positive values (the payout shares) are kept; an efficient estimate is returned unchanged.
 
     Parameters
     ----------
     values : array_like, shape (n,)
         Per-player values, finite.
     total : float
-        What they must sum to, finite.
+        What they should sum to, finite.
 
     Returns
     -------
     np.ndarray, shape (n,)
-        Values summing to ``total`` up to float rounding (about ``n`` ulps of the largest value).
+        Values with the signs of ``values``, summing to ``total`` up to float rounding (about ``n``
+        ulps of the largest value) except in cases 1 and 4.
     """
     return _normalize(values, total)[0]
 
 
-def _normalize(values: Any, total: float) -> tuple[np.ndarray, float | None]:
-    """:func:`normalize_to_total` and its multiplicative factor (None when it shifted instead)."""
+def _normalize(values: Any, total: float) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """:func:`normalize_to_total` and the rescaling it applied, as a function of another vector (the spreads)."""
     array = _finite_vector(values, "values")
     if array.size == 0:
         raise AggregatorError("cannot normalize an empty vector of values")
     total = float(total)
     if not math.isfinite(total):
         raise AggregatorError(f"total must be finite, got {total}")
+    positive, negative = array > 0, array < 0
+    # Each side is divided by its sum before it is multiplied by its target: a subnormal sum cannot overflow.
+    divisors, targets = np.ones(array.size), np.ones(array.size)
     try:
-        current = math.fsum(array)
+        positive_sum, negative_sum = math.fsum(array[positive]), math.fsum(array[negative])
+        if positive_sum > 0 and total - negative_sum > 0:
+            divisors[positive], targets[positive] = positive_sum, total - negative_sum
+        elif negative_sum < 0 and total - positive_sum < 0:
+            divisors[negative], targets[negative] = negative_sum, total - positive_sum
     except OverflowError as error:
         raise AggregatorError("values are too large to normalize") from error
-    with np.errstate(over="ignore", invalid="ignore"):
-        if current != 0 and total != 0 and (current > 0) == (total > 0):
-            # Divide first: total / current alone overflows for a subnormal sum.
-            scaled = (array / current) * total
-            if np.all(np.isfinite(scaled)):
-                return scaled, total / current
-        shifted = array + (total - current) / array.size
-    if not np.all(np.isfinite(shifted)):
+
+    def rescale(vector: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (np.asarray(vector, dtype=np.float64) / divisors) * targets
+
+    scaled = rescale(array)
+    if not np.all(np.isfinite(scaled)):
         raise AggregatorError("values are too large to normalize")
-    return shifted, None
+    return scaled, rescale
 
 
 def normalize_estimate(estimate: ContributionEstimate) -> ContributionEstimate:
     """An estimate whose values are :func:`normalize_to_total` of its values with its own total.
 
-    Standard errors are scaled by the same factor when the rescaling is multiplicative and kept when it
-    is a shift. Raises for ``alignment`` estimates, which have no total.
+    Each standard error is rescaled as its value was. Raises for ``alignment`` estimates, which have
+    no total.
     """
     total = estimate.total
     if not math.isfinite(total):
         raise AggregatorError(f"a {estimate.method!r} estimate has no v(N) - v(empty) to normalize to")
-    values, factor = _normalize(estimate.values, total)
+    values, rescale = _normalize(estimate.values, total)
     return ContributionEstimate(
         values=values,
-        std_errors=estimate.std_errors * (1.0 if factor is None else abs(factor)),
+        std_errors=rescale(estimate.std_errors),
         evaluations=estimate.evaluations,
         method=estimate.method,
         permutations=estimate.permutations,

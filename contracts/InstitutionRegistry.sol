@@ -10,11 +10,16 @@ import {Governed} from "./Governed.sol";
 /// @title InstitutionRegistry
 /// @notice Institutions join with an ETH stake, leave after a cooldown, and carry a reputation that only
 ///         round finalization changes. Governance (handed over in two steps) may slash stake for proven misbehaviour.
-/// @dev Reputation is fixed point in basis points: 0 = none, 10_000 = perfect. Each finalized round moves a
-///      participant's reputation 20% of the way towards its normalized score (an exponential moving average):
-///      rep' = rep + (target - rep) * alpha / 10_000, where target = 10_000 * score / bestScore for a positive
-///      score and 0 otherwise. A new institution starts at 5_000; leaving keeps the reputation, so leaving and
-///      re-joining cannot launder it.
+/// @dev Reputation is fixed point in basis points: 0 = none, 10_000 = perfect. It measures reliability, the
+///      record of delivering value, not the size of the value: an institution that keeps delivering positive
+///      value keeps a high reputation even when another delivers more, and one that delivers harm loses it.
+///      Each finalized round in which some score is positive (a round that pays) moves each participant's
+///      reputation 20% of the way towards a target set by the sign of its score (an exponential moving average):
+///      rep' = rep + (target - rep) * alpha / 10_000, the step floored in magnitude, where target = 10_000 for a
+///      positive score and 0 for a negative one; a score of exactly 0 leaves the reputation unchanged. A round
+///      with no positive score pays nobody and carries its reward forward (see RoundLedger), and moves no
+///      reputation. A new institution starts at 5_000; leaving keeps the reputation, so leaving and re-joining
+///      cannot launder it.
 ///      Reputation cannot be bought with fake bounties: alpha = 2_000 * min(reward, floor) / floor, where reward is
 ///      the round's reward and floor is the reputation floor governance fixes for the bounty's asset
 ///      (`reputationFloor`). A round paying nothing (a zero-funded bounty) moves no reputation, a round paying less
@@ -195,22 +200,17 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
         return (REPUTATION_ALPHA_BPS * Math.min(reward, floor)) / floor;
     }
 
-    /// @dev The moving-average rule documented on the contract; returns the new reputation (unchanged, and not
-    ///      written, when alpha is 0). Callers guarantee score <= bestScore and alpha <= REPUTATION_ALPHA_BPS, so
-    ///      the target lies in [0, REPUTATION_ONE].
-    function _updateReputation(address institution, int256 score, int256 bestScore, uint256 alpha)
-        internal
-        returns (uint16 updated)
-    {
+    /// @dev The moving-average rule documented on the contract, for a round that pays: returns the new reputation
+    ///      (unchanged, and not written, when alpha or the score is 0). Callers guarantee alpha <= REPUTATION_ALPHA_BPS.
+    function _updateReputation(address institution, int256 score, uint256 alpha) internal returns (uint16 updated) {
         Institution storage inst = _institutions[institution];
         uint256 current = inst.reputation;
-        if (alpha == 0) return uint16(current);
-        uint256 target = score > 0 ? (uint256(score) * REPUTATION_ONE) / uint256(bestScore) : 0;
+        if (alpha == 0 || score == 0) return uint16(current);
         unchecked {
-            // |target - current| <= 10_000 and alpha <= 2_000, so neither branch can overflow or underflow.
-            updated = target >= current
-                ? uint16(current + ((target - current) * alpha) / REPUTATION_ONE)
-                : uint16(current - ((current - target) * alpha) / REPUTATION_ONE);
+            // current <= 10_000 and alpha <= 2_000, so neither branch can overflow or underflow.
+            updated = score > 0
+                ? uint16(current + ((REPUTATION_ONE - current) * alpha) / REPUTATION_ONE)
+                : uint16(current - (current * alpha) / REPUTATION_ONE);
         }
         inst.reputation = updated;
     }

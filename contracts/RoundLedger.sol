@@ -10,8 +10,13 @@ import {BountyEscrow} from "./BountyEscrow.sol";
 ///         commit the sha256 of their update and their sample count inside the commit window, once; the aggregator
 ///         finalizes once with the new global-model hash and a signed fixed-point score per committed participant.
 /// @dev Reward of a round = escrow / rounds left, so unspent rewards and rounding dust carry forward. It is split in
-///      proportion to the positive scores (floor division); in the last round the dust goes to the best scorer, so a
-///      completed bounty with any positive score strands nothing. Institutions pull their credit with `claim`.
+///      proportion to the positive scores (floor division); a participant whose score is zero or negative is never
+///      credited. A round with no positive score (for example one whose gain was too small to tell the participants
+///      apart, which the scorer posts as all zeros) credits nobody and moves no reputation: its whole reward stays in
+///      escrow for the rounds left, and after the last round the sponsor takes back what no round credited
+///      (`refundRemainder`). In the last round the dust goes to the best scorer, so a completed bounty with any
+///      positive score strands nothing. Institutions pull their credit with `claim`. Reputation follows the rule of
+///      `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one.
 abstract contract RoundLedger is BountyEscrow {
     /// @notice Scores are fixed point with 18 decimals; larger magnitudes are refused.
     int256 public constant MAX_ABS_SCORE = 1e36;
@@ -126,8 +131,9 @@ abstract contract RoundLedger is BountyEscrow {
 
     /// @notice The bounty's aggregator finalizes the open round once: it posts the new global-model hash and a
     ///         score per kept participant. Participants must be committed and listed by strictly ascending
-    ///         update hash, so no one is listed twice and a copied hash is refused. Reputations are updated and the round's
-    ///         reward is credited in proportion to the positive scores.
+    ///         update hash, so no one is listed twice and a copied hash is refused. The round's reward is credited in
+    ///         proportion to the positive scores and reputations move by the sign of each score; a round with no
+    ///         positive score credits nobody, moves no reputation and carries its reward to the rounds left.
     /// @param bountyId The bounty.
     /// @param round The open round.
     /// @param newModelHash sha256 of the aggregated global model.
@@ -155,9 +161,10 @@ abstract contract RoundLedger is BountyEscrow {
         r.finalized = true;
         uint256 roundsLeft = b.numRounds - b.roundsFinalized;
         split.reward = _escrowed(b) / roundsLeft;
-        split.reputationAlpha = _reputationAlpha(b.token, split.reward);
-        if (roundsLeft == 1 && split.positiveTotal != 0) {
-            split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
+        if (split.positiveTotal != 0) {
+            // A round that pays nobody (no positive score) judges nobody: its alpha stays 0.
+            split.reputationAlpha = _reputationAlpha(b.token, split.reward);
+            if (roundsLeft == 1) split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
         }
         uint256 credited = _credit(bountyId, round, participants, scores, split);
         b.credited += uint128(credited);
@@ -221,7 +228,7 @@ abstract contract RoundLedger is BountyEscrow {
         return (_contributions[bountyId][institution].cumulativeScore, b.totalPositiveScore);
     }
 
-    /// @dev Checks every participant and returns the positive total and the best score. Requiring the participants'
+    /// @dev Checks every participant and returns the positive total and the best scorer (who takes the last round's dust). Requiring the participants'
     ///      update hashes to be strictly ascending rules out, with one comparison each, both a participant listed
     ///      twice and two participants holding the same (copied) update hash.
     function _checkParticipants(uint256 bountyId, uint256 round, address[] calldata participants, int256[] calldata scores)
@@ -268,7 +275,7 @@ abstract contract RoundLedger is BountyEscrow {
                 c.cumulativeScore += uint128(uint256(score));
             }
             credited += credit;
-            uint16 reputation = _updateReputation(participants[i], score, split.bestScore, split.reputationAlpha);
+            uint16 reputation = _updateReputation(participants[i], score, split.reputationAlpha);
             emit ContributionScored(bountyId, round, participants[i], score, credit, reputation);
         }
     }

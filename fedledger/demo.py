@@ -472,7 +472,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         contribution gate, :mod:`aggregator.gate`),
         "v_empty", "v_grand", "metric", "model_hash", "finalize_tx", "seconds"}],
         "institutions": [{"name", "address", "role", "train_rows", "test_rows", "cumulative_score" (on-chain fixed
-        point, positive scores only), "score_sum", "contribution_share", "reputation", "credited", "claimed",
+        point, positive scores only), "score_sum", "contribution_share" (share of the paying rounds' positive scores,
+        weighted by their rewards: the payout share but for dust), "reputation", "credited", "claimed",
         "payout_share", "accuracy_federated" (final global model), "accuracy_alone" (the hospital's tuned
         local-only model), "accuracy_personalized" (its own model, the task's personalization), "alone_model",
         "personalized_model" (what each chose on validation), "failure"}], "alone": {name: accuracy_alone},
@@ -743,7 +744,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         money.update({f"{k}_eth": format_eth(v) for k, v in amounts.items()})
         earned = {p.name: books.institution(p.address) for p in participants}
         cumulative = {name: e.cumulative_score for name, e in earned.items()}
-        total_cumulative = sum(cumulative.values())
+        shares = books.contribution_shares()
         institutions = []
         for p in participants:
             credited, claimed_wei = earned[p.name].credited, earned[p.name].claimed
@@ -753,7 +754,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "train_rows": int(len(p.y)), "test_rows": int(len(p.evaluation.y_test)),
                 "cumulative_score": int(cumulative[p.name]),
                 "score_sum": float(sum(r["scores"].get(p.name) or 0.0 for r in rounds)),
-                "contribution_share": cumulative[p.name] / total_cumulative if total_cumulative else 0.0,
+                "contribution_share": shares.get(p.address, 0.0),
                 "reputation": int(ledger.institution(p.address).reputation),
                 "credited": credited, "claimed": claimed_wei,
                 "credited_eth": format_eth(credited), "claimed_eth": format_eth(claimed_wei),

@@ -102,7 +102,8 @@ def format_report(report: dict[str, Any]) -> str:
         "Each hospital's own test part: alone (its tuned local-only model), federated, personalized (its own model)",
         outcome_table(report),
         "",
-        "Contribution (share of the on-chain cumulative positive score), reputation and payout",
+        "Contribution (share of the positive scores of the rounds that paid, weighted by their rewards), reputation "
+        "and payout",
         institution_table(report),
         "",
         f"bounty   funded {eth(money['funded'])} ETH = credited {eth(money['credited'])} + refunded "

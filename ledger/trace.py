@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from fedcore.errors import ChainError
@@ -130,6 +131,11 @@ class RoundTrace:
         """Each scored institution's reputation (basis points) after this round."""
         return {s.institution: s.reputation for s in self.scored}
 
+    @property
+    def carried(self) -> bool:
+        """Whether the finalized round paid nobody (no positive score): its reward stayed for the rounds left."""
+        return self.is_finalized and not any(s.score > 0 for s in self.scored)
+
     def to_dict(self) -> dict:
         return {
             "round": self.number, "global_model_hash": str(self.global_model_hash),
@@ -224,6 +230,26 @@ class BountyTrace:
 
     def round(self, number: int) -> RoundTrace:
         return next(r for r in self.rounds if r.number == number)
+
+    def contribution_shares(self) -> dict[str, float]:
+        """Each institution's share of the value the bounty paid for, from the numbers the contract paid from.
+
+        In each round that paid (some score positive), an institution's positive score over the round's positive
+        total, weighted by the round's reward; summed, then divided by the rewards of those rounds. This is its
+        share of the credits but for floor-division dust, so a contribution share and a payout share never tell
+        different stories. Institutions with no positive score are left out (their share is 0).
+        """
+        weighted: dict[str, Fraction] = {}
+        paid = 0
+        for r in self.finalized_rounds:
+            positive = {s.institution: s.score for s in r.scored if s.score > 0}
+            if not positive or not r.reward:
+                continue
+            paid += r.reward
+            total = sum(positive.values())
+            for who, score in positive.items():
+                weighted[who] = weighted.get(who, Fraction(0)) + Fraction(r.reward * score, total)
+        return {who: float(share / paid) for who, share in weighted.items()}
 
     def to_dict(self) -> dict:
         """JSON-ready (``audit trace --format json``): integers stay integers, hashes 0x hex; ``*_eth`` strings

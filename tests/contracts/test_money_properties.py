@@ -18,6 +18,11 @@ After every step, for every bounty, read from the chain:
 * credited + refunded + escrowed == funded, escrowed >= 0, and the chain's books equal the shadow model's;
 * per (bounty, institution): claimed + unclaimed == credited, and nobody received (by its ``RewardClaimed``
   events, and by its real balance) more than it was credited;
+* at each finalize: nobody whose score is not positive is credited; a round with a positive score is credited
+  exactly (but for floor-division dust, under one wei per positive scorer, carried to the next round and none in
+  the last); a round without one (all zeros: its gain too small to tell the participants apart; or all
+  non-positive) credits nothing and carries its whole reward to the rounds left, or after the last round to the
+  sponsor's refund; reputation moves by the sign of each score, and not at all in a round that pays nobody;
 * a bounty whose last round had a positive score holds nothing back (dust not stranded: the finalize checks
   every credit, the dust included, to the wei); any other completed bounty holds exactly its refundable
   remainder; a cancelled one holds nothing;
@@ -740,8 +745,11 @@ class MoneyMachine(RuleBasedStateMachine):
 
         committed = sorted(b.commits)
         participants = data.draw(some(committed), "participants")
-        mode = data.draw(st.sampled_from(["mixed", "positive", "positive", "positive", "nonpositive", "huge", "tiny", "fault"]), "mode")
-        if mode == "huge":
+        mode = data.draw(st.sampled_from(["mixed", "positive", "positive", "positive", "nonpositive", "zeros", "huge", "tiny",
+                                          "fault"]), "mode")
+        if mode == "zeros":  # a round whose gain was too small to tell the participants apart
+            scores = [0] * len(participants)
+        elif mode == "huge":
             scores = [data.draw(st.sampled_from([MAX_ABS_SCORE, MAX_ABS_SCORE - 1, -MAX_ABS_SCORE, 1])) for _ in participants]
         elif mode == "tiny":
             scores = [data.draw(st.integers(-1, 3)) for _ in participants]
@@ -804,19 +812,31 @@ class MoneyMachine(RuleBasedStateMachine):
             a, score = e["institution"], by_address[e["institution"]]
             assert e["score"] == score and e["round"] == round_ and e["bountyId"] == b.id
             assert e["credit"] == expected[a], f"credit {e['credit']} != expected {expected[a]}"
+            assert e["credit"] == 0 or score > 0, "credited a participant whose score is not positive"
             m = self.inst[a]
-            target = score * REP_ONE // best if score > 0 else 0
+            # Reliability: towards 10_000 for a positive score, 0 for a negative one; a zero score, or a round that
+            # pays nobody (no positive score), moves nothing.
             floor = b.reputation_floor
-            alpha = REP_ALPHA * min(reward, floor) // floor if floor else 0
-            step = abs(target - m.reputation) * alpha // REP_ONE
+            alpha = REP_ALPHA * min(reward, floor) // floor if floor and positive_total else 0
+            if score and alpha:
+                target = REP_ONE if score > 0 else 0
+                step = abs(target - m.reputation) * alpha // REP_ONE
+                m.reputation += step if target >= m.reputation else -step
             event(f"finalize: reputation moved {'fully' if alpha == REP_ALPHA else 'partly' if alpha else 'not at all'}")
-            m.reputation += step if target >= m.reputation else -step
             assert e["reputation"] == m.reputation
             self._check_institution(a)
         credited = sum(e["credit"] for e in scored)
         (fin,) = self.ledger.events(receipt, "RoundFinalized")
         assert fin["reward"] == reward and fin["credited"] == credited and fin["participants"] == len(ordered)
         assert credited <= reward <= b.escrowed
+        # Each round is credited exactly (up to the floor division's dust: under one wei per positive scorer, carried
+        # to the next round, and none in the last) or, with no positive score, carried whole.
+        carried = reward - credited
+        if positive_total:
+            assert carried < sum(1 for s in by_address.values() if s > 0) and (rounds_left > 1 or carried == 0)
+        else:
+            assert credited == 0
+            event(f"finalize: round carried{' (last round: refundable)' if rounds_left == 1 else ''}")
         for e in scored:  # the shadow model takes the credits from the events
             a = e["institution"]
             b.credit[a] = b.credit.get(a, 0) + e["credit"]

@@ -65,7 +65,7 @@ def test_leave_reverts(world):
 def test_rejoining_keeps_reputation(joined):
     w = joined
     bounty = w.new_bounty(rounds=2)
-    w.play_round(bounty, {w.insts[0]: 0, w.insts[1]: 10})  # insts[0] scores zero: reputation falls
+    w.play_round(bounty, {w.insts[0]: -1, w.insts[1]: 10})  # insts[0] does harm: reputation falls
     fallen = w.ledger.institution(w.insts[0]).reputation
     assert fallen == 4_000
     me = w.as_(w.insts[0])

@@ -172,10 +172,10 @@ def test_finalize_credits_positive_scores_and_updates_reputation(joined):
     assert w.ledger.contribution_of(bounty_id, b) == (reward // 4, 1)
     assert w.ledger.contribution_of(bounty_id, c) == (0, 0)
     assert w.ledger.contribution_of(bounty_id, d) == (0, 0)
-    # rep' = rep + (target - rep) / 5 with target = 10_000 * score / best (0 for a non-positive score);
-    # the step is floored in magnitude: b moves from 5_000 towards 3_333 by 333.
+    # rep' = rep + (target - rep) / 5 with target = 10_000 for a positive score, 0 for a negative one; a zero
+    # score leaves it alone. b scored a third of a's and still rises as much: reputation measures reliability.
     reps = [w.ledger.institution(x).reputation for x in (a, b, c, d)]
-    assert reps == [6_000, 4_667, 4_000, 4_000]
+    assert reps == [6_000, 6_000, 5_000, 4_000]
     r = w.ledger.round(bounty_id, 1)
     assert (r.finalized, r.new_model_hash) == (True, h(f"model-{bounty_id}-1"))
     bounty = w.ledger.bounty(bounty_id)
@@ -204,6 +204,34 @@ def test_a_round_without_positive_scores_carries_its_reward_forward(joined):
     assert w.ledger.bounty(bounty_id).credited == 0
     w.play_round(bounty_id, {w.insts[0]: 2})
     assert w.ledger.contribution_of(bounty_id, w.insts[0])[0] == ONE_ETH
+
+
+def test_a_round_that_pays_nobody_moves_no_reputation(joined):
+    """A carried round (no positive score, e.g. all zeros) judges nobody: even a negative score costs nothing there."""
+    w = joined
+    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=3)
+    a, b, c, _ = w.insts
+    w.play_round(bounty_id, {a: 0, b: 0, c: 0})
+    w.play_round(bounty_id, {a: 0, b: -5, c: -1})
+    assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [5_000] * 3
+    assert w.ledger.bounty(bounty_id).credited == 0
+    w.play_round(bounty_id, {a: 1, b: -5, c: 0})  # the last round pays the whole escrow to a, judges b
+    assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [6_000, 4_000, 5_000]
+    assert w.ledger.contribution_of(bounty_id, a)[0] == ONE_ETH
+
+
+def test_a_reliable_small_contributor_keeps_a_high_reputation(joined):
+    """Positive in every round, however small beside the best scorer: reputation rises towards 10_000 like the
+    best scorer's; negative in every round: it falls towards 0."""
+    w = joined
+    rounds = 12
+    bounty_id = w.new_bounty(funding=rounds * w.ledger.reputation_floor(), rounds=rounds)  # full steps
+    big, small, harmful, _ = w.insts
+    for _ in range(rounds):
+        w.play_round(bounty_id, {big: 10**18, small: 10**12, harmful: -1})
+    reps = {who: w.ledger.institution(who).reputation for who in (big, small, harmful)}
+    assert reps[big] == reps[small] == 9_655  # a fifth of the way to 10_000, twelve times, floored
+    assert reps[harmful] == 345
 
 
 def test_finalize_reverts(joined):

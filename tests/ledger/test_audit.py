@@ -72,6 +72,26 @@ def test_trace_rebuilds_rounds_and_books(joined, tmp_path):
     assert trace(db, bounty_id).timeline == report.timeline
 
 
+def test_contribution_shares_come_from_the_numbers_that_paid(joined, tmp_path):
+    """Reward-weighted shares of each paying round's positive scores: the payout shares but for dust; a carried round
+    (no positive score) counts for nobody, and a non-positive score for nothing."""
+    w = joined
+    a, b, c, _ = w.insts
+    bounty_id = w.new_bounty(funding=3 * ONE_ETH + 1, rounds=3)
+    w.play_round(bounty_id, {a: 3, b: 1, c: -2})  # pays 1 ETH: 3/4 and 1/4
+    w.play_round(bounty_id, {a: 0, b: 0, c: 0})  # pays nobody: 1 ETH carried
+    w.play_round(bounty_id, {a: 1, b: 1, c: 0})  # the last round pays 2 ETH + 1 wei: half each (the wei as dust)
+    db = tmp_path / "index.sqlite"
+    sync_index(w.w3, _deployment(w), db)
+    report = trace(db, bounty_id, w.ledger)
+    assert [r.carried for r in report.rounds] == [False, True, False]
+    shares = report.contribution_shares()
+    assert shares == pytest.approx({a: (0.75 + 1) / 3, b: (0.25 + 1) / 3}, rel=1e-15)
+    for who, share in shares.items():
+        assert share == pytest.approx(report.institution(who).credited / report.books.credited, abs=1e-18)
+    assert c not in shares and report.institution(c).credited == 0
+
+
 def test_trace_books_revenue_from_the_splitter(joined, tmp_path):
     w = joined
     bounty_id = _story(w)  # complete: institution 0 holds 4/5 of the positive score, institution 1 1/5
