@@ -49,7 +49,10 @@ class RoundInputs:
         (keys ``gate/<institution>``, :mod:`aggregator.gate`); empty in round 1.
     X_val : np.ndarray, shape (m, d), optional
     y_val : np.ndarray, shape (m,), optional
-        The sponsor's validation set; required when scoring.
+        The sponsor's validation set (scaled with the task's scaler); required when scoring.
+    groups_val : tuple of str, optional
+        Each validation row's group (the task population's group column): the utility weights groups as the task
+        declares (:mod:`fedcore.population`).
     failures : tuple of FitFailure
         Institutions that trained but delivered nothing usable (simulation); recorded as excluded.
     """
@@ -60,6 +63,7 @@ class RoundInputs:
     strategy_state: Mapping[str, np.ndarray] = field(default_factory=dict)
     X_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    groups_val: tuple[str, ...] | None = None
     failures: tuple[FitFailure, ...] = ()
 
 
@@ -234,5 +238,5 @@ def _score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weight
         strategy_name=rules.strategy, strategy_params=rules.strategy_params, strategy_state=state_before or None,
         spec=spec, X_val=inputs.X_val, y_val=inputs.y_val, estimator=rules.estimator,
         estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
-        utility_metric=rules.utility_metric, server_round=inputs.round,
+        utility_metric=rules.utility_metric, server_round=inputs.round, groups_val=inputs.groups_val,
     )

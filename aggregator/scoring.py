@@ -8,7 +8,9 @@ The coalition utility
 ---------------------
 ``v(S)`` is the validation metric of the model the bounty's strategy produces from the updates of
 the coalition ``S`` alone, applied to the round's global model (no retraining); ``v(empty)`` is the
-global model's own metric. Every coalition is aggregated by a fresh copy of the strategy:
+global model's own metric. The metric is taken over the sponsor's population as the task declares it
+(``spec.population``: pooled rows, equal weight per validation group, or explicit group weights;
+:func:`fedcore.population.population_score`). Every coalition is aggregated by a fresh copy of the strategy:
 
 - stateless strategies (FedAvg, FedProx, median, trimmed mean, Krum...) see only ``S``'s updates,
   so sample-weighted rules weight by ``S``'s own sample counts;
@@ -61,9 +63,9 @@ import numpy as np
 from aggregator import shapley
 from aggregator.shapley import CachedUtility, ContributionEstimate
 from aggregator.strategies import Strategy, make_strategy
-from fedcore import metrics as fm
-from fedcore.errors import AggregatorError, FedLedgerError
+from fedcore.errors import AggregatorError, DataError, FedLedgerError
 from fedcore.models import model_from_weights, predict_proba, set_weights
+from fedcore.population import group_weights, population_score
 from fedcore.rules import FIXED_POINT_SCALE
 from fedcore.task import METRICS, TaskSpec
 from fedcore.types import Update
@@ -248,6 +250,17 @@ def check_validation(X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def _check_groups(groups_val: Any, y_val: np.ndarray) -> tuple[str, ...] | None:
+    if groups_val is None:
+        return None
+    if isinstance(groups_val, str) or not all(isinstance(g, str) for g in groups_val):
+        raise AggregatorError("groups_val must be a sequence of strings, one per validation row")
+    groups = tuple(groups_val)
+    if len(groups) != y_val.shape[0]:
+        raise AggregatorError(f"groups_val has {len(groups)} values but the validation set {y_val.shape[0]} rows")
+    return groups
+
+
 def resolve_metric(spec: TaskSpec, utility_metric: str | None = None) -> str:
     """The metric the utility uses: ``utility_metric``, else :data:`DEFAULT_UTILITY_METRIC`;
     ``"task"`` means the task spec's own metric."""
@@ -290,6 +303,8 @@ class CoalitionUtility:
         The metric used.
     results : tuple of Update
         Each player's update and sample count, in player order.
+    group_weights : dict[str, float] or None
+        The validation groups' weights under the task's population (None: pooled).
     """
 
     def __init__(
@@ -305,6 +320,7 @@ class CoalitionUtility:
         y_val: np.ndarray,
         metric: str,
         server_round: int = 0,
+        groups_val: tuple[str, ...] | None = None,
     ):
         self.ids = tuple(u.institution for u in updates)
         self.n = len(updates)
@@ -316,6 +332,11 @@ class CoalitionUtility:
         self._strategy = _make_round_strategy(strategy_name, strategy_params)
         self._state = _copy_state(strategy_state)  # private: the caller's arrays are never touched
         self._X, self._y = X_val, y_val
+        try:
+            self.group_weights = group_weights(groups_val, spec.population)
+        except DataError as error:
+            raise AggregatorError(f"cannot score this round: {error}") from None
+        self._groups = groups_val
         try:
             self._model = model_from_weights(spec, self._global, n_features=X_val.shape[1])
             self._strategy.load_state_dict(_copy_state(self._state))
@@ -340,7 +361,8 @@ class CoalitionUtility:
         return predict_proba(self._model, self._X)
 
     def __call__(self, coalition: frozenset[int]) -> float:
-        return float(fm.score(self.metric, self._y, self.predict(self.weights(frozenset(coalition)))))
+        probabilities = self.predict(self.weights(frozenset(coalition)))
+        return float(population_score(self.metric, self._y, probabilities, self._groups, self.group_weights))
 
 
 def coalition_utility(
@@ -355,6 +377,7 @@ def coalition_utility(
     y_val: np.ndarray,
     utility_metric: str | None = None,
     server_round: int = 0,
+    groups_val: Sequence[str] | None = None,
 ) -> CoalitionUtility:
     """The round's coalition utility ``v(S)`` (see the module doc), players = sorted institution ids.
 
@@ -380,6 +403,8 @@ def coalition_utility(
         ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
     server_round : int
         Passed to the strategy (no built-in strategy uses it).
+    groups_val : sequence of str, length m, optional
+        Each validation row's group; needed when ``spec.population`` weights groups.
 
     Returns
     -------
@@ -407,6 +432,7 @@ def coalition_utility(
         y_val=y,
         metric=resolve_metric(spec, utility_metric),
         server_round=server_round,
+        groups_val=_check_groups(groups_val, y),
     )
 
 
@@ -478,6 +504,7 @@ def score_round(
     seed: int,
     utility_metric: str | None = None,
     server_round: int = 0,
+    groups_val: Sequence[str] | None = None,
 ) -> RoundScores:
     """Score every institution's update of one round.
 
@@ -496,6 +523,8 @@ def score_round(
         ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
     server_round : int
         Passed to the strategy, as in the round's real aggregation.
+    groups_val : sequence of str, optional
+        As in :func:`coalition_utility`.
 
     Returns
     -------
@@ -524,6 +553,7 @@ def score_round(
         y_val=y_val,
         utility_metric=utility_metric,
         server_round=server_round,
+        groups_val=groups_val,
     )
     n = utility.n
     bound = shapley.make_estimator(estimator, **_resolve_share(params, n))

@@ -1,8 +1,9 @@
-"""Standardization of a site's features, fitted on that site's own training rows.
+"""Standardization of a site's features, fitted on that site's own training rows: FLamby's protocol.
 
-One owner for how an institution scales its data: its node applies it to its own rows, and whoever prepares a
-validation set for the task (``fedledger data heart``, the demo) applies the same arithmetic so the global model
-is scored on data scaled as it was trained on.
+The benchmarks (``bench/heart.py``, :mod:`fedsets.data`) scale each center with its own statistics, as FLamby's
+published figures do, so they stay comparable. A deployment never does: the node, the aggregator, the auditor and
+the demo scale with the scaler the sponsor publishes in the task spec (:class:`fedcore.task.FeatureScaling`,
+:mod:`fedcore.population`), since no party may need another's private statistics.
 """
 
 from __future__ import annotations

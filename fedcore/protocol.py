@@ -225,6 +225,11 @@ class TaskInfo(_Model):
     bounds: DeclaredBoundsInfo
     personalization: dict[str, Any] | None = Field(
         default=None, description="fedcore.task.PersonalizationSettings; absent (null) for the default, none")
+    scaling: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.FeatureScaling (mean, std, source); absent (null): no scaling")
+    population: dict[str, Any] | None = Field(
+        default=None, description="fedcore.task.TargetPopulation (weighting, group_column, group_weights); absent "
+                                  "(null): pooled")
 
 
 class FitConfig(_Model):

@@ -20,6 +20,7 @@ METRICS = ("accuracy", "auc", "neg_loss")
 OPTIMIZERS = ("sgd", "adam")
 PERSONALIZATION_METHODS = ("none", "finetune", "ditto")
 NORM_RULES = ("refuse", "clip")
+WEIGHTINGS = ("pooled", "equal", "explicit")
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,117 @@ class DeclaredBounds:
 
 
 @dataclass(frozen=True)
+class FeatureScaling:
+    """The standardization every role applies to the task's features, published by the sponsor in the task.
+
+    ``transform(X) = (X - mean) / std``. The node scales its own rows with it, the aggregator and the auditor the
+    validation set, the demo every test part: the model is trained and scored on one scale, and no party needs
+    another's private statistics. Empty ``mean`` and ``std`` (the default) is the identity: features are used as
+    they are in the files.
+
+    Attributes
+    ----------
+    mean : tuple of float, length d or 0
+        Per-feature centre, in the order of ``feature_columns``.
+    std : tuple of float, length d or 0
+        Per-feature scale, each finite and > 0.
+    source : str
+        How the sponsor obtained them (e.g. ``"sponsor validation rows"``), for readers; part of the hash.
+    """
+
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not isinstance(values, list | tuple):
+                raise ConfigError(f"scaling.{name} must be a list of numbers")
+            if not all(_is_number(v) and math.isfinite(v) for v in values):
+                raise ConfigError(f"scaling.{name} must hold finite numbers")
+            object.__setattr__(self, name, tuple(float(v) for v in values))
+        if len(self.mean) != len(self.std):
+            raise ConfigError(f"scaling.mean has {len(self.mean)} values but scaling.std has {len(self.std)}")
+        if any(v <= 0 for v in self.std):
+            raise ConfigError("scaling.std must hold numbers > 0")
+        if not isinstance(self.source, str):
+            raise ConfigError("scaling.source must be a string")
+
+    @property
+    def identity(self) -> bool:
+        return not self.mean
+
+    def transform(self, X: Any) -> Any:
+        """``(X - mean) / std`` in float64, returned as float32 (the identity when no scaler is declared).
+
+        Parameters
+        ----------
+        X : np.ndarray, shape (n, d)
+        """
+        import numpy as np
+
+        X = np.asarray(X, dtype=np.float64)
+        if self.identity:
+            return X.astype(np.float32)
+        if X.ndim != 2 or X.shape[1] != len(self.mean):
+            raise ConfigError(f"the task's scaler has {len(self.mean)} features, the rows have shape {X.shape}")
+        return ((X - np.asarray(self.mean)[None, :]) / np.asarray(self.std)[None, :]).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "source": self.source}
+
+
+@dataclass(frozen=True)
+class TargetPopulation:
+    """Whom the sponsor's validation set stands for: how the utility that scores contributions weights its rows.
+
+    The validation CSV may carry a group column (a site, a region, any stratum; text, not a feature). The utility
+    is ``sum_g w_g * metric(rows of group g)`` with the weights below summing to 1 (:mod:`fedcore.population`).
+
+    Attributes
+    ----------
+    weighting : str
+        ``"pooled"``: every validation row counts the same (the metric over all rows, groups ignored);
+        ``"equal"``: every group present in the validation set counts the same (FLamby's "mean over centers");
+        ``"explicit"``: the sponsor's ``group_weights``.
+    group_column : str or None
+        The validation set's group column; required unless ``weighting`` is ``"pooled"``.
+    group_weights : Mapping[str, float]
+        ``"explicit"`` only: group value -> weight (finite, >= 0, not all 0; normalized to sum to 1). Every group of
+        the validation set must have a weight, and every weighted group validation rows.
+    """
+
+    weighting: str = "pooled"
+    group_column: str | None = None
+    group_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"population.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
+            raise ConfigError("population.group_column must be a non-empty string or null")
+        if self.weighting != "pooled" and self.group_column is None:
+            raise ConfigError(f"population.weighting {self.weighting!r} needs population.group_column")
+        weights = self.group_weights
+        if not isinstance(weights, Mapping):
+            raise ConfigError("population.group_weights must be an object")
+        if (self.weighting == "explicit") != bool(weights):
+            raise ConfigError("population.group_weights is given exactly when population.weighting is 'explicit'")
+        if not all(isinstance(k, str) and k for k in weights):
+            raise ConfigError("population.group_weights keys must be non-empty strings")
+        if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in weights.values()):
+            raise ConfigError("population.group_weights must hold finite numbers >= 0")
+        if weights and not any(v > 0 for v in weights.values()):
+            raise ConfigError("population.group_weights must not all be 0")
+        object.__setattr__(self, "group_weights", _FrozenDict({k: float(v) for k, v in sorted(weights.items())}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weighting": self.weighting, "group_column": self.group_column,
+                "group_weights": dict(self.group_weights)}
+
+
+@dataclass(frozen=True)
 class TaskSpec(jsondoc.HashedDocument):
     """What to train, on which columns, judged by which metric.
 
@@ -206,6 +318,12 @@ class TaskSpec(jsondoc.HashedDocument):
         is the default (``method="none"``), so specs written before it existed keep their hash.
     bounds : DeclaredBounds
         The sample-count range and the update-norm rule every round enforces.
+    scaling : FeatureScaling
+        The standardization every role applies to the features (default: none, features used as they are).
+    population : TargetPopulation
+        How the validation set's rows are weighted in the utility that scores contributions (default: pooled).
+
+    ``scaling`` and ``population`` are left out of the canonical JSON at their defaults, like ``personalization``.
     """
 
     name: str
@@ -217,6 +335,8 @@ class TaskSpec(jsondoc.HashedDocument):
     training: TrainingSettings = field(default_factory=TrainingSettings)
     personalization: PersonalizationSettings = field(default_factory=PersonalizationSettings)
     bounds: DeclaredBounds = field(default_factory=DeclaredBounds)
+    scaling: FeatureScaling = field(default_factory=FeatureScaling)
+    population: TargetPopulation = field(default_factory=TargetPopulation)
 
     DOCUMENT: ClassVar[str] = "task spec"
 
@@ -247,6 +367,16 @@ class TaskSpec(jsondoc.HashedDocument):
             raise ConfigError("task.personalization must be a PersonalizationSettings")
         if not isinstance(self.bounds, DeclaredBounds):
             raise ConfigError("task.bounds must be a DeclaredBounds")
+        if not isinstance(self.scaling, FeatureScaling):
+            raise ConfigError("task.scaling must be a FeatureScaling")
+        if not self.scaling.identity and len(self.scaling.mean) != len(columns):
+            raise ConfigError(f"task.scaling has {len(self.scaling.mean)} features, task.feature_columns "
+                              f"{len(columns)}")
+        if not isinstance(self.population, TargetPopulation):
+            raise ConfigError("task.population must be a TargetPopulation")
+        group = self.population.group_column
+        if group is not None and (group in columns or group == self.label_column):
+            raise ConfigError(f"task.population.group_column {group!r} is a feature or the label")
         # Freeze containers so the spec (and its hash) cannot change after creation.
         object.__setattr__(self, "feature_columns", columns)
         object.__setattr__(self, "model_params", _freeze(dict(self.model_params)))
@@ -272,8 +402,13 @@ class TaskSpec(jsondoc.HashedDocument):
         data["feature_columns"] = list(self.feature_columns)
         data["model_params"] = jsondoc.thaw(self.model_params)
         data["personalization"] = self.personalization.to_dict()
-        if self.personalization == PersonalizationSettings():
-            del data["personalization"]  # the default is implied: older specs keep their hash
+        data["scaling"] = self.scaling.to_dict()
+        data["population"] = self.population.to_dict()
+        # defaults are implied: specs written before these fields existed keep their hash
+        for name, default in (("personalization", PersonalizationSettings()), ("scaling", FeatureScaling()),
+                              ("population", TargetPopulation())):
+            if getattr(self, name) == default:
+                del data[name]
         return data
 
     @classmethod
@@ -286,21 +421,20 @@ class TaskSpec(jsondoc.HashedDocument):
         if not isinstance(training_data, Mapping):
             raise ConfigError("task.training must be an object")
         jsondoc.check_keys("training", training_data, TrainingSettings)
-        personalization_data = data.get("personalization")
-        if personalization_data is None:  # absent or null (the wire's TaskInfo): the default
-            personalization_data = {}
-        bounds_data = data.get("bounds", {})
-        for name, value in (("personalization", personalization_data), ("bounds", bounds_data)):
-            if not isinstance(value, Mapping):
+        kinds: dict[str, type] = {"personalization": PersonalizationSettings, "bounds": DeclaredBounds,
+                                  "scaling": FeatureScaling, "population": TargetPopulation}
+        parts: dict[str, Any] = {}
+        for name, kind in kinds.items():
+            value = data.get(name)
+            parts[name] = {} if value is None else value  # absent or null (the wire's TaskInfo): the default
+            if not isinstance(parts[name], Mapping):
                 raise ConfigError(f"task.{name} must be an object")
-        jsondoc.check_keys("personalization", personalization_data, PersonalizationSettings)
-        jsondoc.check_keys("bounds", bounds_data, DeclaredBounds)
+            jsondoc.check_keys(name, parts[name], kind)
         try:
             training = TrainingSettings(**training_data)
-            personalization = PersonalizationSettings(**personalization_data)
-            bounds = DeclaredBounds(**bounds_data)
-            values = {k: v for k, v in data.items() if k not in ("training", "personalization", "bounds")}
-            return cls(**values, training=training, personalization=personalization, bounds=bounds)
+            nested: dict[str, Any] = {name: kind(**parts[name]) for name, kind in kinds.items()}
+            values = {k: v for k, v in data.items() if k != "training" and k not in nested}
+            return cls(**values, training=training, **nested)
         except TypeError as error:  # wrong argument types caught by the dataclass
             raise ConfigError(f"malformed task spec: {error}") from None
 

@@ -402,18 +402,9 @@ def store_checks(report: BountyTrace, source: AggregatorSource, bounty_id: int, 
 # Recomputation
 
 
-def load_validation_set(path: str | Path, spec) -> tuple[Any, Any]:
-    """``(X_val, y_val)`` from the validation CSV, read by the one task-table reader the aggregator scores with."""
-    from fedcore.tables import read_task_table
-
-    table = read_task_table(path, spec.feature_columns, spec.label_column)
-    return table.features, table.labels
-
-
 def recompute_checks(report: BountyTrace, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                      payloads: dict[int, dict[str, bytes]], *, task: str | Path, validation: str | Path,
-                     rules: str | Path, load_validation: Callable[[str | Path, Any], tuple[Any, Any]] | None = None,
-                     binding: Binding | None = None) -> list[Check]:
+                     rules: str | Path, binding: Binding | None = None) -> list[Check]:
     """The round rules', task's and validation set's hashes first, then per finalized round (in order) the global
     model, the aggregate and the scores, recomputed with exactly the rules the bounty fixed."""
     from fedcore.rules import RoundRules, rules_hash_hex
@@ -440,14 +431,15 @@ def recompute_checks(report: BountyTrace, source: AggregatorSource, bounty_id: i
         checks.append(Check("recompute", False,
                             "not recomputed: the round rules, task spec or validation set are not the bounty's"))
         return checks
-    X_val, y_val = (load_validation or load_validation_set)(validation, spec)
-    checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=the_rules, X_val=X_val,
-                            y_val=y_val, binding=binding)
+    from fedcore.population import load_validation_set
+
+    checks += replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=the_rules,
+                            validation=load_validation_set(validation, spec), binding=binding)
     return checks
 
 
 def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
-                  payloads: dict[int, dict[str, bytes]], *, spec, rules, X_val, y_val,
+                  payloads: dict[int, dict[str, bytes]], *, spec, rules, validation,
                   binding: Binding | None = None) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
@@ -501,7 +493,8 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
             updates += tuple(Update(who, decode(_fetch(source, bounty_id, number, sha), describe(global_weights)), n)
                              for who, (sha, n) in sorted(left_out.items()))
             outcome = compute_round(RoundInputs(round=number, global_weights=global_weights, updates=updates,
-                                                strategy_state=state, X_val=X_val, y_val=y_val), rules, spec)
+                                                strategy_state=state, X_val=validation.X, y_val=validation.y,
+                                                groups_val=validation.groups), rules, spec)
         except (FedLedgerError, NotServed) as error:
             checks.append(Check(f"aggregate_round_{number}", False, f"cannot replay: {error}"))
             state_lost = True
@@ -565,7 +558,7 @@ def _left_out_by_the_round(report: BountyTrace, record: RoundReport, number: int
 
 def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None = None, recompute: bool = False,
                   task: str | Path | None = None, validation: str | Path | None = None,
-                  rules: str | Path | None = None, load_validation: Callable | None = None) -> dict:
+                  rules: str | Path | None = None) -> dict:
     """Run every check that the given inputs allow; returns the report (shape in the module doc).
 
     Parameters
@@ -578,8 +571,6 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
         The aggregator's store (``HttpAggregator(url)``); without it the store checks are skipped.
     recompute : bool
         Re-run aggregation and scoring (needs ``source``, ``task``, ``validation`` and ``rules``).
-    load_validation : callable ``(path, spec) -> (X_val, y_val)``, optional
-        Defaults to the aggregator's own loader.
 
     Raises
     ------
@@ -600,7 +591,7 @@ def verify_bounty(client, db, bounty_id: int, *, source: AggregatorSource | None
         checks += store
         if recompute and task is not None and validation is not None and rules is not None:  # checked above
             checks += recompute_checks(report, source, bounty_id, records, payloads, task=task, validation=validation,
-                                       rules=rules, load_validation=load_validation,
+                                       rules=rules,
                                        binding=commitment_binding(client, bounty_id))
         else:
             skipped.append("recompute: pass --recompute --task --validation --rules to re-run aggregation and scoring")

@@ -6,25 +6,23 @@ writes, into ``--out``:
 =========================  ===================================================================================
 ``<center>.csv``           each hospital's training part minus a carved validation slice (what its node trains on)
 ``test/<center>.csv``      each hospital's test part, untouched (what results are reported on)
-``validation.csv``         the sponsor's validation set: the four carved slices, in center order, each standardized
-                           with its center's site-CSV statistics (the aggregator scores contributions on it as it is;
-                           its sha256 goes on chain)
-``task.json``              the task spec: FLamby's logistic regression with its FedAvg settings
+``validation.csv``         the sponsor's validation set: the four carved slices, in center order, raw, with a ``site``
+                           column naming each row's hospital (its sha256 goes on chain)
+``task.json``              the task spec: FLamby's logistic regression with its FedAvg settings, the sponsor's scaler
+                           (mean and std of the validation rows) and the utility's weighting of the ``site`` groups
+                           (``fedsets.heart.HEART_WEIGHTING``)
 ``manifest.json``          how it was made, row counts, positives and the sha256 of every file
 =========================  ===================================================================================
 
 Every CSV has a header of the 13 feature names then the label ``num`` (0/1: ``num > 0`` in the raw data), and is
-written and read by :mod:`fedcore.tables`. The site and test files hold the raw numbers after FLamby's cleaning and
-one-hot encoding, NOT normalized: each node standardizes with its own site rows' mean and std
-(``node.site.load_site``), and its test rows with the same statistics, as FLamby does. The aggregator uses
-validation features as they are (``aggregator.service.validation``), so ``validation.csv`` is already standardized:
-each center's slice with that center's site statistics, exactly what its node applies, so the global model is
-scored on data scaled as it was trained on. The slices are carved from each center's *training* part (stratified by
-label like FLamby's split, seeded by ``--seed``), so the validation set is
-disjoint from every test part and from the site files. Equal arguments give byte-identical files.
-
-A column constant in a center's site rows has std 0 and FLamby's epsilon (1e-9) as its scale: a validation or test
-row that differs there becomes about 1e9 (with the defaults, Cleveland's ``restecg_1``).
+written and read by :mod:`fedcore.tables`. Every file holds the raw numbers after FLamby's cleaning and one-hot
+encoding, NOT normalized: every role scales with the task's scaler (``task.json``'s ``scaling``), the nodes their
+site and test rows (``node.site.load_site``), the aggregator and the auditor the validation set
+(:func:`fedcore.population.load_validation_set`). The sponsor fits that scaler on its own validation rows
+(:func:`fedcore.population.scaler_from_rows`), never on a hospital's private rows; the benchmark's FLamby protocol
+(``bench/heart.py``, per-center scaling) is kept apart for comparison with FLamby's published figures. The slices are
+carved from each center's *training* part (stratified by label like FLamby's split, seeded by ``--seed``), so the
+validation set is disjoint from every test part and from the site files. Equal arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -68,16 +66,18 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
 
         ``task_hash`` and ``validation_set_hash`` are what ``fedledger sponsor create-bounty`` puts on chain.
     """
+    from fedcore.population import scaler_from_rows
     from fedcore.tables import task_table_bytes
-    from fedcore.task import task_hash_hex
+    from fedcore.task import TargetPopulation, task_hash_hex
     from fedsets.heart import (
+        HEART_GROUP_COLUMN,
         HEART_LABEL,
         HEART_SPLIT_SEED,
         HEART_TRAIN_FRACTION,
+        HEART_WEIGHTING,
         heart_parts,
         heart_paths,
         heart_task_spec,
-        validation_features,
     )
 
     out = Path(out)
@@ -86,8 +86,8 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
     files: dict[str, dict[str, Any]] = {}
     sites: dict[str, dict[str, Any]] = {}
 
-    def emit_csv(relative: str, X: np.ndarray, y: np.ndarray) -> None:
-        info = _write(out / relative, task_table_bytes(features, HEART_LABEL, X, y))
+    def emit_csv(relative: str, X: np.ndarray, y: np.ndarray, extra: dict | None = None) -> None:
+        info = _write(out / relative, task_table_bytes(features, HEART_LABEL, X, y, extra=extra))
         files[relative] = {"rows": int(len(y)), "positives": int(np.sum(y)), **info}
 
     for part in parts:
@@ -98,11 +98,12 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
                             "train_rows": int(len(part.train_index)),
                             "validation_rows": int(len(part.validation_index)),
                             "test_rows": int(len(part.test_index))}
-    emit_csv(VALIDATION_FILE,
-             np.concatenate([validation_features(p) for p in parts]),
-             np.concatenate([p.table.y[p.validation_index] for p in parts]))
+    X_validation = np.concatenate([p.table.X[p.validation_index] for p in parts])
+    emit_csv(VALIDATION_FILE, X_validation, np.concatenate([p.table.y[p.validation_index] for p in parts]),
+             {HEART_GROUP_COLUMN: [p.name for p in parts for _ in p.validation_index]})
 
-    spec = heart_task_spec(features)
+    population = TargetPopulation(weighting=HEART_WEIGHTING, group_column=HEART_GROUP_COLUMN)
+    spec = heart_task_spec(features, scaling=scaler_from_rows(X_validation), population=population)
     task_text = json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n"  # what TaskSpec.save writes
     files[TASK_FILE] = _write(out / TASK_FILE, task_text.encode("utf-8"))
 
@@ -126,9 +127,11 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
         },
         "columns": [*features, HEART_LABEL],
         "label": HEART_LABEL,
-        "normalized": {"sites": False, "test": False,
-                       "validation": "each center's slice standardized with the mean and std (ddof 1, epsilon 1e-9) "
-                                     "of that center's site-CSV rows, as its node standardizes"},
+        "normalized": {"sites": False, "test": False, "validation": False,
+                       "scaler": "task.json scaling: mean and std (ddof 1) of the validation rows, applied by every "
+                                 "role"},
+        "group_column": HEART_GROUP_COLUMN,
+        "weighting": HEART_WEIGHTING,
         "task_hash": task_hash_hex(spec),
         "validation_set_hash": "0x" + files[VALIDATION_FILE]["sha256"],
         "validation_order": [p.name for p in parts],
@@ -157,10 +160,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "From the raw UCI Heart Disease files (FLamby's cleaning and per-center split), write per hospital its "
             "training rows minus a carved validation slice (cleveland.csv, hungarian.csv, switzerland.csv, va.csv) "
-            "and its test rows (test/<name>.csv), raw: each node standardizes with its own rows; the sponsor's "
-            "validation set (validation.csv: the carved slices, disjoint from every other file, each standardized "
-            "with its hospital's site statistics since the aggregator uses it as it is); task.json (FLamby's "
-            "logistic regression); and manifest.json (row counts, sha256 of each file)."
+            "and its test rows (test/<name>.csv), raw; the sponsor's validation set (validation.csv: the carved "
+            "slices, disjoint from every other file, raw, with a site column); task.json (FLamby's logistic "
+            "regression, the sponsor's scaler fitted on the validation rows, which every role applies, and the "
+            "utility's weighting of the sites); and manifest.json (row counts, sha256 of each file)."
         ),
     )
     heart.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created if missing)")

@@ -4,8 +4,12 @@ The story
 ---------
 1. **Data.** The four Fed-Heart-Disease hospitals (:func:`fedledger.datasets.write_heart`: FLamby's cleaning
    and per-hospital split; each hospital's training rows minus a carved validation slice, its test rows, the
-   sponsor's validation set), or the user's own per-site CSV files (``--sites A.csv B.csv ... --label y``, split
-   the same way with ``--seed``).
+   sponsor's validation set with its ``site`` column, the task with the sponsor's scaler), or the user's own per-site
+   CSV files (``--sites A.csv B.csv ... --label y``) with the sponsor's ``--validation`` and ``--test`` files (or
+   ``--carve`` to carve both from the site files, seeded by ``--seed``). Every input is read through the node's own
+   reader (:mod:`fedcore.tables`) before anything is written: a bad file is one line and exit 2, ``--out`` untouched.
+   Every party scales features with the task's scaler (fitted on the sponsor's validation rows), and the utility
+   weights the validation groups as the task declares (``--weighting``; default chosen by ``bench.weighting``).
 2. **Chain.** A fresh FedLedger is deployed on the embedded chain (eth-tester, in this process), on a Ganache
    started for the run (``--chain ganache``), or on any JSON-RPC dev chain that holds an unlocked account
    (``--chain http://...``).
@@ -107,6 +111,16 @@ class DemoOptions:
         ``embedded``, ``ganache`` or a JSON-RPC URL.
     sites : tuple of paths, optional
         The user's per-site CSV files (instead of Fed-Heart-Disease); ``label`` names their label column.
+    validation, test : Path, optional
+        With ``sites``: the sponsor's validation set (its columns other than ``label`` and ``group`` are the task's
+        features; its hash goes on chain) and test set (every institution's results are reported on it).
+    carve : bool
+        With ``sites``, instead of ``validation`` and ``test``: carve both from the site files.
+    group : str, optional
+        The sponsor's validation column naming each row's group (carved validation rows are grouped by site).
+    weighting : str, optional
+        ``pooled`` or ``equal`` (per group); default: ``fedsets.heart.HEART_WEIGHTING`` when the validation set has
+        groups, else pooled.
     free_rider, attacker : str, optional
         Institution names that send zero updates / train on flipped labels.
     reward : int
@@ -123,6 +137,11 @@ class DemoOptions:
     chain: str = "embedded"
     sites: tuple[Path, ...] = ()
     label: str | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    carve: bool = False
+    group: str | None = None
+    weighting: str | None = None
     free_rider: str | None = None
     attacker: str | None = None
     reward: int = DEFAULT_REWARD
@@ -142,6 +161,19 @@ class DemoOptions:
             raise ConfigError("--label goes with --sites FILE...")
         if self.sites and len(self.sites) < 2:
             raise ConfigError("--sites needs at least two files: a federation of one is local training")
+        sponsor_files = self.validation is not None or self.test is not None
+        if not self.sites and (sponsor_files or self.carve or self.group):
+            raise ConfigError("--validation, --test, --carve and --group go with --sites FILE...")
+        if self.sites and self.carve and (sponsor_files or self.group):
+            raise ConfigError("--carve carves validation and test rows from the site files (grouped by site): "
+                              "leave out --validation, --test and --group")
+        if self.sites and not self.carve and (self.validation is None or self.test is None):
+            raise ConfigError("--sites needs the sponsor's --validation FILE and --test FILE, or --carve to carve "
+                              "them from the site files")
+        if self.weighting not in (None, "pooled", "equal"):
+            raise ConfigError(f"--weighting must be pooled or equal, got {self.weighting!r}")
+        if self.weighting == "equal" and self.sites and not self.carve and not self.group:
+            raise ConfigError("--weighting equal needs --group COLUMN of the validation set")
         if self.chain not in ("embedded", "ganache") and not self.chain.startswith(("http://", "https://")):
             raise ConfigError(f"--chain {self.chain!r}: use embedded, ganache or an http(s):// JSON-RPC URL")
         if self.free_rider and self.free_rider == self.attacker:
@@ -203,16 +235,23 @@ def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
     return spec, kwargs
 
 
-def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path) -> DemoData:
+def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path, weighting: str | None = None
+                  ) -> DemoData:
     """Fed-Heart-Disease as four hospitals' CSVs.
 
-    Written by :func:`fedledger.datasets.write_heart`, carving seeded by ``seed``.
+    Written by :func:`fedledger.datasets.write_heart`, carving seeded by ``seed``; ``weighting`` replaces the task's
+    weighting of the validation set's hospitals (default: ``fedsets.heart.HEART_WEIGHTING``).
     """
+    from dataclasses import replace
+
     from fedcore.task import TaskSpec
     from fedledger.datasets import TASK_FILE, VALIDATION_FILE, write_heart
 
     manifest = write_heart(data_dir, validation_fraction=VALIDATION_FRACTION, seed=seed)
-    spec, kwargs = _bounty_spec(TaskSpec.load(data_dir / TASK_FILE), strategy, seed, task_path)
+    spec = TaskSpec.load(data_dir / TASK_FILE)
+    if weighting is not None:
+        spec = replace(spec, population=replace(spec.population, weighting=weighting))
+    spec, kwargs = _bounty_spec(spec, strategy, seed, task_path)
     sites = tuple(DemoSite(name, data_dir / info["file"], data_dir / info["test_file"])
                   for name, info in manifest["sites"].items())
     return DemoData("fed-heart-disease", spec, task_path, data_dir / VALIDATION_FILE, sites, kwargs)
@@ -228,58 +267,124 @@ def _site_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def prepare_sites(files: Sequence[Path], label: str, data_dir: Path, *, seed: int, strategy: str,
-                  task_path: Path) -> DemoData:
-    """The user's per-site CSVs, split like Fed-Heart-Disease.
+GROUP_COLUMN = "site"  # --carve: the carved validation rows name their site here
 
-    Features are the columns every file has, other than ``label``, whose every cell is a finite number (text
-    columns such as record ids are left out). Each file is split into train and test (``SITE_TRAIN_FRACTION``,
-    stratified as FLamby does, seeded by ``seed``), and a validation slice is carved from the training rows; the
-    validation slices, each standardized with its site's training statistics, form the sponsor's validation set.
-    The task is FLamby's Fed-Heart-Disease logistic regression on these columns.
+
+@dataclass(frozen=True)
+class SiteInputs:
+    """The ``--sites`` inputs, read and checked before anything is written.
+
+    Attributes
+    ----------
+    spec : TaskSpec
+        The task before the bounty's settings (:func:`_bounty_spec`): the features, the sponsor's scaler fitted on
+        the validation rows (:func:`fedcore.population.scaler_from_rows`) and the validation groups' weighting.
+    train, test : tuple of Table
+        Per institution, raw rows: what its node trains on, what its results are reported on.
+    validation : Table
+        The sponsor's validation rows, raw.
+    groups : tuple of str or None
+        Each validation row's group.
+    validation_bytes : bytes or None
+        The sponsor's validation file as given (its hash goes on chain); None when carved.
     """
-    from fedcore.splits import flamby_stratify, train_test_split_indices
-    from fedcore.tables import numeric_columns, read_header, read_task_table, write_task_table
-    from fedcore.task import TaskSpec
-    from fedsets.data import Table
-    from fedsets.heart import HeartPart, heart_task_spec, validation_features
 
-    files = [Path(f) for f in files]
-    headers = [read_header(path) for path in files]
-    for path, header in zip(files, headers):
-        if label not in header:
-            raise ConfigError(f"site file {path} has no column {label!r} (--label)")
-    common = [c for c in headers[0] if c != label and c and all(c in h for h in headers[1:])]
-    numeric = set(common)
-    for path in files:
-        numeric &= numeric_columns(path, common)
-    features = tuple(c for c in common if c in numeric)
+    spec: Any
+    train: tuple[Any, ...]
+    test: tuple[Any, ...]
+    validation: Any
+    groups: tuple[str, ...] | None
+    validation_bytes: bytes | None
+
+
+def read_sites(options: DemoOptions) -> SiteInputs:
+    """Read every ``--sites`` input through the node's own reader (:func:`fedcore.tables.read_task_table`).
+
+    The task's features are the sponsor's validation columns other than the label and the group column (with
+    ``--carve``: the first site file's columns other than the label). Every site, validation and test file must
+    hold all of them as finite numbers with 0/1 labels: a missing column, an empty or NaN cell or a value that is
+    not a number is one :class:`~fedcore.errors.DataError` naming the file, the line and the column. With
+    ``--carve`` each file is split into train and test (``SITE_TRAIN_FRACTION``, stratified as FLamby does, seeded
+    by ``--seed``) and a validation slice is carved from the training rows, grouped by site.
+    """
+    from fedcore.population import group_weights, scaler_from_rows
+    from fedcore.splits import flamby_stratify, train_test_split_indices
+    from fedcore.tables import read_header, read_task_table
+    from fedcore.task import TargetPopulation, TaskSpec
+    from fedsets.data import Table, concat_tables
+    from fedsets.heart import HEART_WEIGHTING, heart_task_spec
+
+    label = str(options.label)
+    files = [Path(f) for f in options.sites]
+    names = _site_names(files)
+
+    def read(path: Path, name: str, extra: tuple[str, ...] = ()):
+        table = read_task_table(path, features, label, dtype=np.float64, extra_columns=extra)  # raw, exact values
+        return Table(name, features, table.features, table.labels), table
+
+    group = GROUP_COLUMN if options.carve else options.group
+    header = read_header(files[0] if options.carve else Path(str(options.validation)))
+    if options.carve and GROUP_COLUMN in header:
+        raise ConfigError(f"{files[0]} has a column {GROUP_COLUMN!r}, the name --carve gives the validation groups: "
+                          "rename it, or pass the sponsor's --validation and --test")
+    features = tuple(c for c in header if c and c not in (label, group))
     if not features:
-        raise ConfigError(f"the site files share no numeric column besides {label!r}")
-    parts = []
-    for path, name in zip(files, _site_names(files)):
-        read = read_task_table(path, features, label, dtype=np.float64)  # raw values, written back exactly
-        table = Table(name, features, read.features, read.labels)
+        raise ConfigError(f"{files[0] if options.carve else options.validation} has no feature column besides "
+                          f"{label!r}")
+    validation_bytes = None
+    if not options.carve:  # the sponsor's files first: they define the task
+        validation, read_validation = read(Path(str(options.validation)), "validation", (group,) if group else ())
+        groups = read_validation.extra[group] if group else None
+        validation_bytes = Path(str(options.validation)).read_bytes()
+        test_table = read(Path(str(options.test)), "test")[0]
+    sites = [read(path, name)[0] for path, name in zip(files, names)]
+    for path, table in zip(files, sites):
         if len(table) < MIN_SITE_ROWS:
             raise ConfigError(f"site file {path} has {len(table)} rows: the demo needs at least {MIN_SITE_ROWS}")
-        train, test = train_test_split_indices(len(table), train_fraction=SITE_TRAIN_FRACTION, seed=seed,
-                                               stratify=flamby_stratify(table.y))
-        inner_train, inner_val = train_test_split_indices(len(train), train_fraction=1.0 - VALIDATION_FRACTION,
-                                                          seed=seed, stratify=flamby_stratify(table.y[train]))
-        parts.append(HeartPart(name, table, train[inner_train], train[inner_val], test))
-    sites = []
-    for part in parts:
-        X, y = part.table.X, part.table.y
-        train_path, test_path = data_dir / f"{part.name}.csv", data_dir / "test" / f"{part.name}.csv"
-        write_task_table(train_path, features, label, X[part.train_index], y[part.train_index])
-        write_task_table(test_path, features, label, X[part.test_index], y[part.test_index])
-        sites.append(DemoSite(part.name, train_path, test_path))
-    validation_path = data_dir / "validation.csv"
-    write_task_table(validation_path, features, label, np.concatenate([validation_features(p) for p in parts]),
-                     np.concatenate([p.table.y[p.validation_index] for p in parts]))
+    if options.carve:
+        train, test, carved = [], [], []
+        for table in sites:
+            fit, held = train_test_split_indices(len(table), train_fraction=SITE_TRAIN_FRACTION, seed=options.seed,
+                                                 stratify=flamby_stratify(table.y))
+            inner, slice_ = train_test_split_indices(len(fit), train_fraction=1.0 - VALIDATION_FRACTION,
+                                                     seed=options.seed, stratify=flamby_stratify(table.y[fit]))
+            train.append(table.take(fit[inner]))
+            test.append(table.take(held))
+            carved.append(table.take(fit[slice_]))
+        validation = concat_tables(carved, "validation")
+        groups = tuple(t.name for t in carved for _ in range(len(t)))
+    else:
+        train, test = sites, [test_table.take(np.arange(len(test_table)), name) for name in names]
+    weighting = options.weighting or (HEART_WEIGHTING if group else "pooled")
+    population = TargetPopulation(weighting=weighting, group_column=group)
+    group_weights(groups, population)  # an empty group value is one line, now
     base = heart_task_spec(features)
     spec = TaskSpec(name="demo-sites", model=base.model, feature_columns=features, label_column=label,
-                    metric=base.metric, training=base.training)
+                    metric=base.metric, training=base.training, scaling=scaler_from_rows(validation.X),
+                    population=population)
+    return SiteInputs(spec, tuple(train), tuple(test), validation, groups, validation_bytes)
+
+
+def write_sites(inputs: SiteInputs, data_dir: Path, *, seed: int, strategy: str, task_path: Path) -> DemoData:
+    """Write what :func:`read_sites` read into ``data_dir``: each institution's training and test CSV and the
+    sponsor's validation set (its own bytes, or the carved rows with their site column); save the bounty's task."""
+    from fedcore.files import write_atomic
+    from fedcore.tables import write_task_table
+
+    spec = inputs.spec
+    features, label = spec.feature_columns, spec.label_column
+    sites = []
+    for train, test in zip(inputs.train, inputs.test):
+        train_path, test_path = data_dir / f"{train.name}.csv", data_dir / "test" / f"{train.name}.csv"
+        write_task_table(train_path, features, label, train.X, train.y)
+        write_task_table(test_path, features, label, test.X, test.y)
+        sites.append(DemoSite(train.name, train_path, test_path))
+    validation_path = data_dir / "validation.csv"
+    if inputs.validation_bytes is not None:
+        write_atomic(validation_path, inputs.validation_bytes)
+    else:
+        write_task_table(validation_path, features, label, inputs.validation.X, inputs.validation.y,
+                         extra={GROUP_COLUMN: list(inputs.groups or ())})
     spec, kwargs = _bounty_spec(spec, strategy, seed, task_path)
     return DemoData("sites", spec, task_path, validation_path, tuple(sites), kwargs)
 
@@ -311,7 +416,7 @@ def _load_participants(data: DemoData, accounts: dict[str, Any], roles: dict[str
     for site in data.sites:
         local = load_site(site.train_path, data.spec, name=site.name)
         test = read_task_table(site.test_path, data.spec.feature_columns, data.spec.label_column, dtype=np.float64)
-        evaluation = Institution(site.name, local.X, local.y, local.preprocessor.transform(test.features), test.labels)
+        evaluation = Institution(site.name, local.X, local.y, local.scaling.transform(test.features), test.labels)
         role = roles.get(site.name, HONEST)
         y = (1.0 - local.y).astype(np.float32) if role == ATTACKER else local.y
         participants.append(Participant(site.name, role, accounts[site.name], local.X, y, evaluation))
@@ -492,25 +597,18 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
     say = echo or (lambda line: tqdm.write(line, file=sys.stderr))
     started = time.perf_counter()
     timings: dict[str, Any] = {}
-    out = _prepare_out(options.out)
-    state_dir = out / "state"
-    state_dir.mkdir(parents=True, exist_ok=True)
 
     from aggregator.rules import resolve_rules
     from fedcore.rules import rules_hash
+    from fedsets.heart import HEART_CENTERS, heart_paths
 
-    task_path = out / "task.json"
-    if options.sites and options.label is not None:  # validate() requires --label with --sites
-        data = prepare_sites(options.sites, options.label, out / "data", seed=options.seed, strategy=options.strategy,
-                             task_path=task_path)
-    else:
-        data = prepare_heart(out / "data", seed=options.seed, strategy=options.strategy, task_path=task_path)
-    # The sponsor fixes the round rules before anyone trains; an unknown strategy or scorer is one line here.
-    rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
-                          estimator=options.scorer, seed=options.seed)
-    rules_path = out / "rules.json"
-    rules.save(rules_path)
-    names = [s.name for s in data.sites]
+    # Every input is read and checked before anything is written: a bad file or option leaves --out untouched.
+    resolve_rules(strategy=options.strategy, strategy_params=_strategy_settings(options.strategy)[0],
+                  estimator=options.scorer, seed=options.seed)  # an unknown strategy or scorer is one line here
+    site_inputs = read_sites(options) if options.sites else None
+    if site_inputs is None:
+        heart_paths()  # the raw files are there
+    names = [t.name for t in site_inputs.train] if site_inputs is not None else list(HEART_CENTERS)
     roles: dict[str, str] = {}
     for option, role in (("free_rider", FREE_RIDER), ("attacker", ATTACKER)):
         name = getattr(options, option)
@@ -520,6 +618,22 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             raise ConfigError(f"--{option.replace('_', '-')} {name!r} is not one of the institutions: "
                               f"{', '.join(names)}")
         roles[name] = role
+
+    out = _prepare_out(options.out)
+    state_dir = out / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    task_path = out / "task.json"
+    if site_inputs is not None:
+        data = write_sites(site_inputs, out / "data", seed=options.seed, strategy=options.strategy,
+                           task_path=task_path)
+    else:
+        data = prepare_heart(out / "data", seed=options.seed, strategy=options.strategy, task_path=task_path,
+                             weighting=options.weighting)
+    # The sponsor fixes the round rules before anyone trains.
+    rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
+                          estimator=options.scorer, seed=options.seed)
+    rules_path = out / "rules.json"
+    rules.save(rules_path)
     accounts = {name: demo_account(f"institution/{name}") for name in names}
     participants = _load_participants(data, accounts, roles)
     spec = data.spec
@@ -858,6 +972,11 @@ def _command(options: DemoOptions) -> str:
              "--out", str(options.out)]
     if options.sites:
         parts += ["--sites", *map(str, options.sites), "--label", str(options.label)]
+        parts += ["--carve"] if options.carve else ["--validation", str(options.validation), "--test",
+                                                    str(options.test)]
+        parts += ["--group", options.group] if options.group else []
+    if options.weighting:
+        parts += ["--weighting", options.weighting]
     if options.free_rider:
         parts += ["--free-rider", options.free_rider]
     if options.attacker:
@@ -902,6 +1021,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--sites", nargs="+", default=(), metavar="FILE",
                       help="your own per-site CSV files (one institution each) instead of Fed-Heart-Disease")
     demo.add_argument("--label", default=None, metavar="COLUMN", help="the 0/1 label column of the --sites files")
+    demo.add_argument("--validation", default=None, metavar="FILE",
+                      help="with --sites: the sponsor's validation CSV (its columns but --label and --group are the "
+                           "task's features; its hash goes on chain; contributions are scored on it)")
+    demo.add_argument("--test", default=None, metavar="FILE",
+                      help="with --sites: the sponsor's test CSV (every institution's results are reported on it)")
+    demo.add_argument("--carve", action="store_true",
+                      help="with --sites, instead of --validation and --test: carve them from the site files "
+                           "(each file split into train and test, a validation slice carved from the train part)")
+    demo.add_argument("--group", default=None, metavar="COLUMN",
+                      help="with --validation: its column naming each row's group (site, region, any stratum)")
+    demo.add_argument("--weighting", default=None, choices=("pooled", "equal"),
+                      help="the utility's weighting of the validation rows: pooled (every row the same), or equal "
+                           "per group (default: pooled, chosen by python -m bench.weighting on validation data)")
     demo.add_argument("--free-rider", default=None, metavar="NAME",
                       help="this institution sends back a zero update every round (the global model unchanged)")
     demo.add_argument("--attacker", default=None, metavar="NAME", help="this institution trains on flipped labels")
@@ -919,7 +1051,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         rounds=args.rounds, strategy=args.strategy, scorer=args.scorer, seed=args.seed, chain=args.chain,
-        sites=tuple(Path(s) for s in args.sites), label=args.label, free_rider=args.free_rider,
+        sites=tuple(Path(s) for s in args.sites), label=args.label,
+        validation=Path(args.validation) if args.validation else None, test=Path(args.test) if args.test else None,
+        carve=args.carve, group=args.group, weighting=args.weighting, free_rider=args.free_rider,
         attacker=args.attacker, reward=args.reward, out=Path(args.out),
         progress=False if args.no_progress else None,
     )

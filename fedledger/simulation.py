@@ -162,6 +162,7 @@ def run_simulation(
     seed: int,
     initial: Mapping[str, np.ndarray] | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    validation_groups: Sequence[str] | None = None,
     extra_eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     transform_update: UpdateTransform | None = None,
     on_round: RoundCallback | None = None,
@@ -186,6 +187,8 @@ def run_simulation(
         Start from these weights instead of the task's initial model.
     validation : (X, y), optional
         The sponsor's validation set: when given, every round's updates are scored with the rules.
+    validation_groups : sequence of str, optional
+        Each validation row's group, for a task whose population weights groups (``spec.population``).
     extra_eval_sets : Mapping[str, (X, y)], optional
         More test sets evaluated each round (e.g. a pooled test set with its own scaling).
     transform_update : callable ``(round, name, Update) -> Update | None``, optional
@@ -241,7 +244,8 @@ def run_simulation(
                 local = delivered
             updates.append(local)
         inputs = RoundInputs(round=r, global_weights=weights, updates=tuple(updates), strategy_state=state,
-                             X_val=X_val, y_val=y_val, failures=tuple(failures))
+                             X_val=X_val, y_val=y_val, failures=tuple(failures),
+                             groups_val=None if validation_groups is None else tuple(validation_groups))
         outcome = compute_round(inputs, rules, run_spec, score=validation is not None)
         last = r == rounds
         evaluation = (

@@ -131,11 +131,11 @@ def file_sha256(path: str | os.PathLike) -> bytes:
 
 
 def check_validation_columns(path: str | os.PathLike, spec) -> int:
-    """Check the validation CSV as the aggregator will read it (:func:`fedcore.tables.read_task_table`: the task's
-    columns, finite numbers, 0/1 labels); returns its data rows."""
-    from fedcore.tables import read_task_table
+    """Check the validation CSV as the aggregator will read it (:func:`fedcore.population.load_validation_set`: the
+    task's columns, finite numbers, 0/1 labels, groups that fit the task's population); returns its data rows."""
+    from fedcore.population import load_validation_set
 
-    return len(read_task_table(path, spec.feature_columns, spec.label_column))
+    return len(load_validation_set(path, spec))
 
 
 def _hex(value: bytes) -> str:

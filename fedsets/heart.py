@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import ConfigError, DataError
-from fedcore.preprocessing import fit_preprocessor
 from fedcore.splits import flamby_stratify, train_test_split_indices
 from fedsets.data import (
     DATA_ENV,
@@ -169,10 +168,25 @@ def heart_parts(*, validation_fraction: float = 0.25, seed: int = 42, data_root:
     return parts
 
 
-def heart_task_spec(feature_columns: tuple[str, ...]):
+#: The sponsor's validation set names each row's hospital in this column (text, not a feature).
+HEART_GROUP_COLUMN = "site"
+#: The utility's weighting of the hospitals' validation rows in ``fedledger data heart`` and the demo, chosen by
+#: ``python -m bench.weighting`` on validation data only (``bench/results/weighting.json``, bench/README.md).
+HEART_WEIGHTING = "pooled"
+
+
+def heart_task_spec(feature_columns: tuple[str, ...], *, scaling=None, population=None):
     """FLamby's Fed-Heart-Disease task: logistic regression, accuracy, FedAvg's client settings
-    (``LOCAL_STEPS`` local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round)."""
-    from fedcore.task import TaskSpec, TrainingSettings
+    (``LOCAL_STEPS`` local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round).
+
+    Parameters
+    ----------
+    scaling : FeatureScaling, optional
+        The sponsor's scaler (default: none).
+    population : TargetPopulation, optional
+        The utility's weighting of validation groups (default: pooled).
+    """
+    from fedcore.task import FeatureScaling, TargetPopulation, TaskSpec, TrainingSettings
 
     client = FLAMBY_SETTINGS["fedavg"][1]
     return TaskSpec(
@@ -182,17 +196,6 @@ def heart_task_spec(feature_columns: tuple[str, ...]):
         label_column=HEART_LABEL,
         metric="accuracy",
         training=TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE, lr=client["lr"], optimizer="sgd"),
+        scaling=scaling if scaling is not None else FeatureScaling(),
+        population=population if population is not None else TargetPopulation(),
     )
-
-
-def validation_features(part: HeartPart) -> np.ndarray:
-    """The center's validation rows standardized exactly as its node standardizes its own data: with the mean and
-    std of the center's site-CSV rows (:func:`fedcore.preprocessing.fit_preprocessor`, as ``node.site.load_site``).
-
-    Returns
-    -------
-    np.ndarray, shape (n_validation, d), float32
-    """
-    preprocessor = fit_preprocessor(part.table.X[part.train_index], impute="drop", normalize=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return preprocessor.transform(part.table.X[part.validation_index])

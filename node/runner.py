@@ -784,7 +784,8 @@ def open_runner_for_site(
     data_path: str | os.PathLike,
     **kwargs: Any,
 ) -> NodeRunner:
-    """A :class:`NodeRunner` for a site CSV: fetch the task, load the CSV's task columns, normalize.
+    """A :class:`NodeRunner` for a site CSV: fetch the task, load the CSV's task columns, scale them with the task's
+    scaler.
 
     ``kwargs`` go to :class:`NodeRunner` (``state_dir``, ``poll_seconds``, ``rounds_max``...).
     """

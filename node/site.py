@@ -4,8 +4,9 @@ The file is a task table (:mod:`fedcore.tables`: a header with the task's ``feat
 ``label_column``, numeric and already encoded, the label 0 or 1; other columns ignored; a bad cell is an
 error naming the line and column, never the value).
 
-The features are standardized with statistics of the institution's own rows
-(:func:`fedcore.preprocessing.fit_preprocessor`); nothing of the data leaves this module but the arrays.
+The features are standardized with the task's scaler (``spec.scaling``, published by the sponsor and fixed by the
+task's hash), never with statistics of the institution's own rows: the model is trained on the scale the
+aggregator scores it on. Nothing of the data leaves this module but the arrays.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcore.preprocessing import Preprocessor, fit_preprocessor
 from fedcore.tables import read_task_table
-from fedcore.task import TaskSpec
+from fedcore.task import FeatureScaling, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -31,26 +31,26 @@ class LocalSite:
     feature_names : tuple of str, length d
         The task's feature columns, in the task's order.
     X : np.ndarray, shape (n, d), float32
-        Standardized features.
+        Features scaled with the task's scaler.
     y : np.ndarray, shape (n,), float32
         0/1 labels.
-    preprocessor : Preprocessor
-        Fitted on these rows.
+    scaling : FeatureScaling
+        The task's scaler (apply it to any other rows of this site, e.g. a test part).
     """
 
     name: str
     feature_names: tuple[str, ...]
     X: np.ndarray
     y: np.ndarray
-    preprocessor: Preprocessor
+    scaling: FeatureScaling
 
     @property
     def n_rows(self) -> int:
         return int(self.y.shape[0])
 
 
-def load_site(path: str | os.PathLike, spec: TaskSpec, *, name: str | None = None, normalize: bool = True) -> LocalSite:
-    """Read ``path`` for ``spec`` and standardize it with its own rows' mean and std.
+def load_site(path: str | os.PathLike, spec: TaskSpec, *, name: str | None = None) -> LocalSite:
+    """Read ``path`` for ``spec`` and scale it with the task's scaler.
 
     Parameters
     ----------
@@ -60,18 +60,15 @@ def load_site(path: str | os.PathLike, spec: TaskSpec, *, name: str | None = Non
         Which columns to use, in which order.
     name : str, optional
         Site name (default: the file's stem).
-    normalize : bool
-        Standardize features (``(x - mean) / std``, std with ddof=1), fitted on these rows.
     """
-    # float64: standardize the exact values in the file, as the validation set's preparer does
+    # float64: scale the exact values in the file, as the aggregator scales the validation set
     table = read_task_table(path, spec.feature_columns, spec.label_column, dtype=np.float64)
-    preprocessor = fit_preprocessor(table.features, impute="drop", normalize=normalize)
     return LocalSite(
         name=name or Path(path).stem,
         feature_names=table.feature_columns,
-        X=preprocessor.transform(table.features),
+        X=spec.scaling.transform(table.features),
         y=table.labels,
-        preprocessor=preprocessor,
+        scaling=spec.scaling,
     )
 
 

@@ -17,10 +17,10 @@ import pytest
 
 from aggregator.rounds import RoundInputs, compute_round
 from aggregator.rules import resolve_rules
-from aggregator.service.validation import load_validation_set
 from fedcore import codec
 from fedcore.commitments import bind_commitment
 from fedcore.models import initial_weights
+from fedcore.population import load_validation_set
 from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash
 from fedcore.types import Update
@@ -172,7 +172,8 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
         # What aggregator.service.coordinator._score does.
         updates = tuple(Update(inst, codec.decode(data), n) for inst, data, n in sorted(uploaded))
         outcome = compute_round(RoundInputs(round=number, global_weights=weights, updates=updates,
-                                            strategy_state=state_before, X_val=validation.X, y_val=validation.y),
+                                            strategy_state=state_before, X_val=validation.X, y_val=validation.y,
+                                            groups_val=validation.groups),
                                 played, spec)
         new_model = outcome.model_bytes
         store.models[hashlib.sha256(new_model).hexdigest()] = new_model

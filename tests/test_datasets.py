@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
+from fedcore.population import load_validation_set, scaler_from_rows
 from fedcore.tables import read_task_table
 from fedcore.task import TaskSpec, task_hash_hex
 from fedledger.cli import main
 from fedledger.datasets import write_heart
 from fedsets.data import default_data_root
-from fedsets.heart import HEART_CENTERS, heart_parts, heart_paths, validation_features
+from fedsets.heart import HEART_CENTERS, HEART_GROUP_COLUMN, HEART_WEIGHTING, heart_parts, heart_paths
 
 
 def read_site_table(path, feature_columns, label_column):
@@ -58,7 +59,7 @@ def test_files_row_counts_and_hashes(written):
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
-def test_site_and_test_files_hold_the_raw_rows_and_validation_is_scaled_like_its_node(written):
+def test_every_file_holds_raw_rows_and_the_task_carries_the_sponsors_scaler(written):
     out, _ = written
     spec = TaskSpec.load(out / "task.json")
     parts = heart_parts()
@@ -68,10 +69,19 @@ def test_site_and_test_files_hold_the_raw_rows_and_validation_is_scaled_like_its
         np.testing.assert_array_equal(site.features, part.table.X[part.train_index])  # raw, not normalized
         np.testing.assert_array_equal(site.labels, part.table.y[part.train_index])
         np.testing.assert_array_equal(test.features, part.table.X[part.test_index])
-    validation = read_site_table(out / "validation.csv", spec.feature_columns, spec.label_column)
-    expected = np.concatenate([validation_features(p) for p in parts])
-    np.testing.assert_array_equal(validation.features.astype(np.float32), expected)  # bit for bit after the round trip
+    validation = read_task_table(out / "validation.csv", spec.feature_columns, spec.label_column, dtype=np.float64,
+                                 extra_columns=(HEART_GROUP_COLUMN,))
+    raw = np.concatenate([p.table.X[p.validation_index] for p in parts])
+    np.testing.assert_array_equal(validation.features, raw)  # raw, bit for bit after the round trip
     np.testing.assert_array_equal(validation.labels, np.concatenate([p.table.y[p.validation_index] for p in parts]))
+    assert validation.extra[HEART_GROUP_COLUMN] == tuple(p.name for p in parts for _ in p.validation_index)
+    # the scaler is the validation rows' own mean and std (no hospital's private statistics), applied by every role
+    assert spec.scaling == scaler_from_rows(raw)
+    assert spec.population.group_column == HEART_GROUP_COLUMN and spec.population.weighting == HEART_WEIGHTING
+    scored = load_validation_set(out / "validation.csv", spec)
+    np.testing.assert_allclose(scored.X.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(scored.X.std(axis=0, ddof=1), 1.0, atol=1e-5)
+    assert set(scored.groups) == set(HEART_CENTERS)
 
 
 def test_validation_rows_are_in_no_site_or_test_file_by_content(written):

@@ -110,32 +110,158 @@ def test_plots_are_valid_pngs_and_the_table_renders(heart_run):
     assert "personalized" in text and "gain over alone" in text and "VERIFIED" in text and "free-rider" in text
 
 
-def test_user_sites_with_an_attacker(tmp_path):
-    rng = np.random.default_rng(0)
+def _site_files(tmp_path, sizes=(60, 50, 40), seed=0, text_columns=True):
+    """Site CSVs with a record id and a text note besides the features a, b, c; then the sponsor's validation and
+    test files (a, b, c, outcome and a region column)."""
+    rng = np.random.default_rng(seed)
     files = []
-    for k, n in enumerate((60, 50, 40)):
+
+    def rows(n):
         X = rng.normal(size=(n, 3))
         y = (X @ np.array([1.5, -1.0, 0.5]) + rng.normal(scale=0.5, size=n) > 0).astype(int)
+        return X, y
+
+    for k, n in enumerate(sizes):
+        X, y = rows(n)
         lines = ["record_id,a,b,c,outcome,note"]
         lines += [f"r{k}-{i},{a:.5f},{b:.5f},{c:.5f},{t},text" for i, ((a, b, c), t) in enumerate(zip(X, y))]
+        if not text_columns:
+            lines = [",".join(line.split(",")[1:5]) for line in lines]
         path = tmp_path / f"site{k}.csv"
         path.write_text("\n".join(lines) + "\n")
         files.append(str(path))
+    sponsor = []
+    for name in ("validation", "test"):
+        X, y = rows(40)
+        lines = ["a,b,c,outcome,region"] + [f"{a:.5f},{b:.5f},{c:.5f},{t},{'north' if i % 4 else 'south'}"
+                                             for i, ((a, b, c), t) in enumerate(zip(X, y))]
+        path = tmp_path / f"{name}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        sponsor.append(str(path))
+    return files, sponsor
+
+
+def test_user_sites_with_the_sponsors_files_and_an_attacker(tmp_path):
+    import hashlib
+
+    files, (validation, test) = _site_files(tmp_path)
     out = tmp_path / "out"
-    code = main(["demo", "--sites", *files, "--label", "outcome", "--rounds", "1", "--attacker", "site2",
-                 "--out", str(out), "--no-progress", "--format", "json"])
+    code = main(["demo", "--sites", *files, "--label", "outcome", "--validation", validation, "--test", test,
+                 "--group", "region", "--rounds", "1", "--attacker", "site2", "--out", str(out), "--no-progress",
+                 "--format", "json"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["demo"]["task"]["feature_columns"] == ["a", "b", "c"]  # text columns left out
+    task = report["demo"]["task"]
+    assert task["feature_columns"] == ["a", "b", "c"]  # the sponsor's columns: the sites' text columns unused
+    assert task["population"] == {"weighting": "pooled", "group_column": "region", "group_weights": {}}
+    assert len(task["scaling"]["mean"]) == 3 and "validation rows" in task["scaling"]["source"]
+    # the validation set on chain is the sponsor's file, byte for byte
+    assert report["demo"]["validation_set_hash"] == "0x" + hashlib.sha256(Path(validation).read_bytes()).hexdigest()
     assert [i["name"] for i in report["institutions"]] == ["site0", "site1", "site2"]
+    assert all(i["test_rows"] == 40 for i in report["institutions"])  # everyone reported on the sponsor's test set
     assert report["audit"]["verified"] is True
     attacker = next(i for i in report["institutions"] if i["role"] == "attacker")
     assert attacker["score_sum"] < 0 and attacker["credited"] == 0
 
 
+def test_carve_groups_the_carved_validation_rows_by_site(tmp_path):
+    from fedledger.demo import DemoOptions, read_sites
+
+    files, _ = _site_files(tmp_path, text_columns=False)
+    inputs = read_sites(DemoOptions(sites=tuple(Path(f) for f in files[:2]), label="outcome", carve=True))
+    assert inputs.spec.feature_columns == ("a", "b", "c")
+    assert inputs.validation_bytes is None and set(inputs.groups) == {"site0", "site1"}
+    assert inputs.spec.population.group_column == "site"
+    assert len(inputs.groups) == len(inputs.validation) and all(len(t) > 0 for t in inputs.test)
+
+
+def _bad_site(tmp_path, edit):
+    """The sponsor's files and three site files, the last one rewritten by ``edit(lines) -> lines``."""
+    files, sponsor = _site_files(tmp_path)
+    path = Path(files[2])
+    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+    return files, sponsor, path
+
+
+def _drop_column(lines, column):
+    j = lines[0].split(",").index(column)
+    return [",".join(cell for k, cell in enumerate(line.split(",")) if k != j) for line in lines]
+
+
+def _set_cell(lines, row, column, value):
+    j = lines[0].split(",").index(column)
+    cells = lines[row].split(",")
+    cells[j] = value
+    return lines[:row] + [",".join(cells)] + lines[row + 1:]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: _drop_column(lines, "b"), "site2.csv line 1: missing column(s) b"),
+    (lambda lines: _set_cell(lines, 5, "c", "nan"), "site2.csv line 6: column 'c' is NaN or infinite"),
+    (lambda lines: _set_cell(lines, 3, "a", ""), "site2.csv line 4: column 'a' is empty"),
+    (lambda lines: _set_cell(lines, 7, "a", "high"), "site2.csv line 8: column 'a' is not a number"),
+    (lambda lines: _set_cell(lines, 2, "outcome", "yes"), "site2.csv line 3: column 'outcome' is not a number"),
+    (lambda lines: _set_cell(lines, 2, "outcome", "2"), "site2.csv line 3: label 'outcome' must be 0 or 1"),
+])
+def test_a_bad_site_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, edit, message):
+    files, (validation, test), _ = _bad_site(tmp_path, edit)
+    out = tmp_path / "out"
+    code = main(["demo", "--sites", *files, "--label", "outcome", "--validation", validation, "--test", test,
+                 "--group", "region", "--rounds", "1", "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("which, edit, message", [
+    ("validation", lambda lines: _set_cell(lines, 4, "b", "inf"), "validation.csv line 5: column 'b' is NaN or infinite"),
+    ("test", lambda lines: _drop_column(lines, "c"), "test.csv line 1: missing column(s) c"),
+    ("validation", lambda lines: _set_cell(lines, 9, "region", ""), "has an empty value"),
+])
+def test_a_bad_sponsor_file_is_one_line_exit_2_and_leaves_out_untouched(tmp_path, capsys, which, edit, message):
+    files, (validation, test) = _site_files(tmp_path)
+    path = Path(validation if which == "validation" else test)
+    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".fedledger-demo").write_text("an earlier demo\n")
+    (out / "data").mkdir()
+    (out / "data" / "kept.csv").write_text("earlier\n")
+    code = main(["demo", "--sites", *files, "--label", "outcome", "--validation", validation, "--test", test,
+                 "--group", "region", "--weighting", "equal", "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert sorted(p.name for p in out.rglob("*")) == [".fedledger-demo", "data", "kept.csv"]  # nothing changed
+
+
+def test_a_sponsor_column_left_undeclared_is_a_feature_so_its_text_is_one_line(tmp_path, capsys):
+    files, (validation, test) = _site_files(tmp_path)
+    code = main(["demo", "--sites", *files, "--label", "outcome", "--validation", validation, "--test", test,
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validation.csv line 2: column 'region' is not a number" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_carve_reads_every_column_so_a_text_column_is_one_line(tmp_path, capsys):
+    files, _ = _site_files(tmp_path)
+    out = tmp_path / "out"
+    code = main(["demo", "--sites", *files, "--label", "outcome", "--carve", "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "site0.csv line 2: column 'record_id' is not a number" in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--free-rider", "nowhere"], "is not one of the institutions"),
     (["--sites", "a.csv", "b.csv"], "--sites needs --label"),
+    (["--sites", "a.csv", "b.csv", "--label", "y"], "--sites needs the sponsor's --validation FILE and --test FILE"),
+    (["--sites", "a.csv", "b.csv", "--label", "y", "--carve", "--test", "t.csv"], "--carve carves"),
+    (["--validation", "v.csv"], "go with --sites"),
     (["--rounds", "0"], "--rounds must be at least 1"),
     (["--scorer", "nonsense"], "unknown contribution estimator"),
     (["--chain", "ftp://x"], "--chain"),

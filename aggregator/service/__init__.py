@@ -48,7 +48,8 @@ Modules
   through :mod:`~aggregator.service.state` (SQLite) and :mod:`~aggregator.service.store` (content-addressed files);
 * :mod:`~aggregator.service.verify`: the checks an upload passes before it is stored, and the ones a round's
   uploads pass again before they are used; :mod:`~aggregator.service.selection`: who is invited;
-* :mod:`~aggregator.service.gateway`: the bounty on chain; :mod:`~aggregator.service.validation`: the validation CSV.
+* :mod:`~aggregator.service.gateway`: the bounty on chain; :mod:`fedcore.population`: the validation CSV, scaled
+  and weighted as the task declares.
 
 Nothing here imports ``node``: the two sides share only ``fedcore`` and ``ledger``.
 """

@@ -22,10 +22,10 @@ from aggregator.service.gateway import BountyLedger
 from aggregator.service.settings import AggregatorSettings
 from aggregator.service.state import StateDB
 from aggregator.service.store import BlobStore
-from aggregator.service.validation import ValidationSet, load_validation_set
 from fedcore import codec
 from fedcore.errors import ConfigError, ContractRevert
 from fedcore.keystore import load_keystore
+from fedcore.population import ValidationSet, load_validation_set
 from fedcore.protocol import CoordinatorPhase
 from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
 from fedcore.task import TaskSpec, task_hash

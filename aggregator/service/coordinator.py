@@ -303,7 +303,7 @@ class Coordinator:
         started = time.perf_counter()
         inputs = RoundInputs(round=number, global_weights=global_weights, updates=tuple(updates),
                              strategy_state=self._load_state(record.state_before_sha),
-                             X_val=ctx.validation.X, y_val=ctx.validation.y)
+                             X_val=ctx.validation.X, y_val=ctx.validation.y, groups_val=ctx.validation.groups)
         outcome = self.compute(inputs, ctx.rules, ctx.spec)
         log.info("round %d scored %d updates in %.1fs", number, len(updates), time.perf_counter() - started)
         new_model_sha = ctx.blobs.put("models", outcome.model_bytes)

@@ -379,6 +379,32 @@ def test_utility_metric_defaults_and_overrides(data):
         score(record, spec, data, utility_metric="f1")
 
 
+def test_utility_honours_the_tasks_population_weighting(data):
+    """v(empty) and v(N) are the weighted metric the task declares; the values still sum to v(N) - v(empty)."""
+    from dataclasses import replace
+
+    from fedcore.population import group_weights, population_score
+    from fedcore.task import TargetPopulation
+
+    spec = make_spec(data)
+    record = simulate(iid_institutions(data, 4, 1), spec, seed=1, rounds=1).rounds[0]
+    rows = len(data.y_test)
+    groups = tuple("small" if i < rows // 10 else "large" for i in range(rows))  # a group of a tenth of the rows
+    equal = replace(spec, population=TargetPopulation(weighting="equal", group_column="site"))
+    pooled = score(record, spec, data, estimator="exact", groups_val=groups)
+    weighted = score(record, equal, data, estimator="exact", groups_val=groups)
+    probabilities = predict_with_weights(spec, record.global_weights, data.X_test)
+    expected = population_score("neg_loss", data.y_test, probabilities, groups, group_weights(groups, equal.population))
+    assert weighted.v_empty == pytest.approx(expected, rel=1e-12)
+    assert pooled.v_empty == pytest.approx(fm.neg_loss(data.y_test, probabilities), rel=1e-12)
+    assert weighted.v_empty != pytest.approx(pooled.v_empty, rel=1e-6)
+    assert math.fsum(weighted.values.values()) == pytest.approx(weighted.total, abs=1e-12)
+    with pytest.raises(AggregatorError, match="no group column"):
+        score(record, equal, data)
+    with pytest.raises(AggregatorError, match="groups_val has 3 values"):
+        score(record, equal, data, groups_val=("a", "b", "c"))
+
+
 def test_exact_through_score_round_matches_exact_on_the_utility(data):
     spec = make_spec(data)
     record = simulate(iid_institutions(data, 5, 4), spec, seed=4, rounds=2).rounds[1]

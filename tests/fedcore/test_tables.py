@@ -20,7 +20,7 @@ def _node(path):
 
 
 def _aggregator(path):
-    from aggregator.service.validation import load_validation_set
+    from fedcore.population import load_validation_set
 
     return len(load_validation_set(path, SPEC))
 
@@ -32,9 +32,9 @@ def _sponsor(path):
 
 
 def _auditor(path):
-    from fedledger.audit_verify import load_validation_set
+    from fedcore.population import load_validation_set
 
-    return len(load_validation_set(path, SPEC)[1])
+    return len(load_validation_set(path, SPEC))
 
 
 ROLES = {"node": _node, "aggregator": _aggregator, "sponsor": _sponsor, "auditor": _auditor}
@@ -84,18 +84,22 @@ def test_unreadable_and_non_utf8_files_are_one_line(tmp_path, role):
 
 
 def test_the_demo_reads_site_files_by_the_same_rules(tmp_path):
-    from fedledger.demo import prepare_sites
+    from dataclasses import replace
+
+    from fedledger.demo import DemoOptions, read_sites
 
     rows = "".join(f"{i},{i % 3},{i * 0.5},{i % 2},s{i}\n" for i in range(16))
     good = tmp_path / "a.csv"
-    good.write_bytes(codecs.BOM_UTF8 + ("f0,f1,f2,label,site\n" + rows).encode())
-    options = {"seed": 0, "strategy": "fedavg", "task_path": tmp_path / "t.json"}
-    data = prepare_sites([good, good], "label", tmp_path / "out", **options)
-    assert data.spec.feature_columns == ("f0", "f1", "f2")  # the text column is not a feature
+    good.write_bytes(codecs.BOM_UTF8 + ("f0,f1,f2,label,note\n" + rows).encode())
+    validation = tmp_path / "v.csv"
+    validation.write_text("f2,f0,f1,label\n" + "".join(f"{i},{i},{i % 3},{i % 2}\n" for i in range(6)))
+    options = DemoOptions(sites=(good, good), label="label", validation=validation, test=validation)
+    inputs = read_sites(options)
+    assert inputs.spec.feature_columns == ("f2", "f0", "f1")  # the sponsor's columns; the site's text column unused
     bad = tmp_path / "b.csv"
     bad.write_text("f0,f1,f2,label\n0,0,0,0\n1,1,1,2\n" + "".join(f"{i},{i % 3},{i},{i % 2}\n" for i in range(16)))
     with pytest.raises(DataError) as info:
-        prepare_sites([good, bad], "label", tmp_path / "out", **options)
+        read_sites(replace(options, sites=(good, bad)))
     assert str(info.value) == f"{bad} line 3: label 'label' must be 0 or 1"
 
 

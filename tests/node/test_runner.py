@@ -660,15 +660,21 @@ def test_site_data_must_fit_the_task(fed, tmp_path):
 
 
 # -- the site CSV -------------------------------------------------------------------------------------------
-def test_site_csv_is_read_in_the_task_s_column_order_and_standardized(tmp_path):
+def test_site_csv_is_read_in_the_task_s_column_order_and_scaled_with_the_task_s_scaler(tmp_path):
+    from dataclasses import replace
+
+    from fedcore.task import FeatureScaling
+
     path = tmp_path / "s.csv"
     path.write_text("id,f0,f1,label,f2\nx,1,10,0,100\ny,3,30,1,300\nz,5,50,1,500\n")
     table = read_task_table(path, ("f2", "f0", "f1"), "label")
     assert table.features.tolist() == [[100, 1, 10], [300, 3, 30], [500, 5, 50]] and table.labels.tolist() == [0, 1, 1]
     site = load_site(path, SPEC)
     assert site.feature_names == ("f2", "f0", "f1") and site.X.dtype == np.float32
-    np.testing.assert_allclose(site.X.mean(axis=0), 0, atol=1e-6)
-    np.testing.assert_allclose(site.X.std(axis=0, ddof=1), 1, atol=1e-6)
+    np.testing.assert_array_equal(site.X, table.features)  # no scaler declared: the features as they are
+    # the sponsor's scaler, never this site's own statistics: the site's rows are not centred on themselves
+    scaled = load_site(path, replace(SPEC, scaling=FeatureScaling(mean=(100, 0, 10), std=(200, 1, 10))))
+    np.testing.assert_allclose(scaled.X, [[0, 1, 0], [1, 3, 2], [2, 5, 4]], atol=1e-6)
 
 
 # -- the HTTP client ------------------------------------------------------------------------------------------
