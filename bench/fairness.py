@@ -6,21 +6,24 @@
 coordinator and the auditor run it; no chain. The on-chain books are replayed by :func:`chain_books`, a line-by-line
 mirror of ``RoundLedger.finalizeRound`` (round reward = escrow / rounds left, credited in proportion to the positive
 fixed-point scores, last round's dust to its best scorer, a round without a positive score credits nothing and its
-reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha.
+reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha (reliability: in a round that
+pays, 20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing).
 
 Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease settings, GTG, the demo's rules):
 
-- ``heart``, ``heart_attacker``, ``heart_free_rider``: the four hospitals as ``make demo`` builds them (its carving
-  of the validation slices, each site standardized with its own rows, the validation set pooled); the attacker
-  (hungarian) trains on flipped labels, the free rider (cleveland) sends a zero update claiming all its rows.
+- ``heart``, ``heart_attacker``, ``heart_free_rider``: the four hospitals as ``make demo`` builds them
+  (``fedledger data heart`` files for the seed: the task's scaler, its declared weighting of the validation set's
+  ``site`` groups); the attacker (hungarian) trains on flipped labels, the free rider (cleveland) sends a zero update
+  claiming all its rows.
 - built from the task's own rows (the pooled site-training rows of the seed's carving, standardized with their pooled
   mean and std, the sponsor's published scaler; validation = the pooled validation slices, test = every center's test
   part): ``twins`` (two sites with the same rows), ``free_rider``, ``flip_0/25/50/100`` (one site of four with that
   share of its labels flipped), ``quantity_ladder`` (sizes 1:2:4:8), ``small_group`` (a site holding only
-  Switzerland's rows, the only source of that validation group, beside three sites that share the other centers).
+  Switzerland's rows, the only source of that validation group, beside three sites that share the other centers;
+  the utility weights the four centers' validation groups equally) and ``small_group_pooled`` (the same under the
+  pooled utility).
 
-Utility: the pooled validation log loss (the rules' default). ``population``'s per-group weighting had not landed
-on this branch when these figures were measured, so ``small_group`` is measured under the pooled utility.
+Utility: the validation log loss (the rules' default) under the task's weighting (pooled unless said otherwise).
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fedcore.task import TargetPopulation
 
 ROUNDS = 15
 SEEDS = tuple(range(10))
@@ -69,6 +75,8 @@ class Case:
     validation: tuple[np.ndarray, np.ndarray]
     tests: dict[str, tuple[np.ndarray, np.ndarray]]  # test set name -> (X, y); accuracy is their mean
     notes: dict[str, Any] = field(default_factory=dict)
+    spec: Any = None  # the task (None: the Heart task on the case's columns, no scaler, pooled utility)
+    groups: tuple[str, ...] | None = None  # each validation row's group, for a task that weights groups
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +117,11 @@ def chain_books(rounds: list[dict[str, int]], names: list[str], *, reward: int =
             credit = round_reward * s // positive_total + (dust if who == best_name else 0) if s > 0 else 0
             credited[who] += credit
             paid += credit
-            target = s * REPUTATION_ONE // best if s > 0 else 0
             current = reputation[who]
-            reputation[who] = (current + (target - current) * REPUTATION_ALPHA_BPS // REPUTATION_ONE if target >= current
-                               else current - (current - target) * REPUTATION_ALPHA_BPS // REPUTATION_ONE)
+            if positive_total and s > 0:  # a round that pays moves reputation by the sign of the score
+                reputation[who] = current + (REPUTATION_ONE - current) * REPUTATION_ALPHA_BPS // REPUTATION_ONE
+            elif positive_total and s < 0:
+                reputation[who] = current - current * REPUTATION_ALPHA_BPS // REPUTATION_ONE
         escrow -= paid
     return {"credited": credited, "reputation": reputation, "refunded": escrow}
 
@@ -127,24 +136,33 @@ def _heart_parts(seed: int):
     return heart_parts(validation_fraction=0.25, seed=seed)
 
 
-def heart_case(seed: int, *, attacker: str | None = None, free_rider: str | None = None, name: str = "heart") -> Case:
-    """The four hospitals as ``fedledger demo`` builds them for ``--seed seed``."""
-    from fedcore.preprocessing import fit_preprocessor
-    from fedsets.heart import validation_features
+def heart_case(seed: int, data_dir: Path, *, attacker: str | None = None, free_rider: str | None = None,
+               name: str = "heart") -> Case:
+    """The four hospitals as ``fedledger demo --seed seed`` builds them: ``fedledger data heart`` files (written into
+    ``data_dir``), the task's scaler and population, each site and test part read and scaled as the demo does."""
+    from fedcore.population import load_validation_set
+    from fedcore.tables import read_task_table
+    from fedcore.task import TaskSpec
+    from fedledger.datasets import TASK_FILE, VALIDATION_FILE, write_heart
+    from fedsets.heart import HEART_CENTERS
+    from node.site import load_site
 
-    parts = _heart_parts(seed)
+    if not (data_dir / TASK_FILE).exists():
+        write_heart(data_dir, seed=seed)
+    spec = TaskSpec.load(data_dir / TASK_FILE)
+    validation = load_validation_set(data_dir / VALIDATION_FILE, spec)
     sites, tests = [], {}
-    for part in parts:
-        X, y = part.table.X, part.table.y
-        pre = fit_preprocessor(X[part.train_index], impute="drop", normalize=True)
-        train_y = y[part.train_index].astype(np.float32)
-        role = ATTACKER if part.name == attacker else FREE_RIDER if part.name == free_rider else HONEST
-        sites.append(Site(part.name, pre.transform(X[part.train_index]),
-                          (1.0 - train_y) if role == ATTACKER else train_y, role, zero_update=role == FREE_RIDER))
-        tests[part.name] = (pre.transform(X[part.test_index]), y[part.test_index].astype(np.float32))
-    validation = (np.concatenate([validation_features(p) for p in parts]),
-                  np.concatenate([p.table.y[p.validation_index] for p in parts]).astype(np.float32))
-    return Case(name, tuple(sites), validation, tests, {"attacker": attacker, "free_rider": free_rider})
+    for center in HEART_CENTERS:
+        local = load_site(data_dir / f"{center}.csv", spec, name=center)
+        test = read_task_table(data_dir / "test" / f"{center}.csv", spec.feature_columns, spec.label_column,
+                               dtype=np.float64)
+        role = ATTACKER if center == attacker else FREE_RIDER if center == free_rider else HONEST
+        sites.append(Site(center, local.X, (1.0 - local.y).astype(np.float32) if role == ATTACKER else local.y, role,
+                          zero_update=role == FREE_RIDER))
+        tests[center] = (local.scaling.transform(test.features), test.labels)
+    return Case(name, tuple(sites), (validation.X, validation.y), tests,
+                {"attacker": attacker, "free_rider": free_rider, "weighting": spec.population.weighting},
+                spec=spec, groups=validation.groups)
 
 
 def _pooled(seed: int):
@@ -159,10 +177,11 @@ def _pooled(seed: int):
     pre = fit_preprocessor(X, impute="drop", normalize=True)
     X_val = np.concatenate([p.table.X[p.validation_index] for p in parts])
     y_val = np.concatenate([p.table.y[p.validation_index] for p in parts]).astype(np.float32)
+    val_center = tuple(np.concatenate([[p.name] * len(p.validation_index) for p in parts]))
     X_test = np.concatenate([p.table.X[p.test_index] for p in parts])
     y_test = np.concatenate([p.table.y[p.test_index] for p in parts]).astype(np.float32)
-    return pre.transform(X), y, center, (pre.transform(X_val), y_val), {"all_test_rows": (pre.transform(X_test),
-                                                                                           y_test)}
+    return (pre.transform(X), y, center, (pre.transform(X_val), y_val), val_center,
+            {"all_test_rows": (pre.transform(X_test), y_test)})
 
 
 def _deal(n_rows: int, weights: list[float], rng: np.random.Generator) -> list[np.ndarray]:
@@ -174,7 +193,7 @@ def _deal(n_rows: int, weights: list[float], rng: np.random.Generator) -> list[n
 
 def built_cases(seed: int) -> list[Case]:
     """The cases built from the task's own rows (module doc)."""
-    X, y, center, validation, tests = _pooled(seed)
+    X, y, center, validation, val_center, tests = _pooled(seed)
     rng = np.random.default_rng(1000 + seed)
     cases = []
 
@@ -204,10 +223,13 @@ def built_cases(seed: int) -> list[Case]:
     small = np.flatnonzero(center == "switzerland")
     rest = np.flatnonzero(center != "switzerland")
     dealt = _deal(len(rest), [1, 1, 1], rng)
-    cases.append(Case("small_group", (Site("switzerland_only", X[small], y[small], HONEST),
-                                      *(Site(f"site_{k}", X[rest[i]], y[rest[i]], HONEST) for k, i in enumerate(dealt))),
-                      validation, tests, {"utility": "pooled (no group weighting on this branch)",
-                                          "small_site_rows": int(len(small))}))
+    small_sites = (Site("switzerland_only", X[small], y[small], HONEST),
+                   *(Site(f"site_{k}", X[rest[i]], y[rest[i]], HONEST) for k, i in enumerate(dealt)))
+    for weighting in ("equal", "pooled"):
+        spec = replace(_task(X.shape[1], seed), population=TargetPopulation(weighting=weighting, group_column="site"))
+        cases.append(Case("small_group" if weighting == "equal" else "small_group_pooled", small_sites, validation,
+                          tests, {"weighting": weighting, "small_site_rows": int(len(small))}, spec=spec,
+                          groups=val_center))
     return cases
 
 
@@ -215,13 +237,20 @@ def built_cases(seed: int) -> list[Case]:
 # One run
 
 
-def _spec_and_rules(n_features: int, seed: int):
-    """The demo's task and rules: FLamby's FedAvg settings, GTG, the rules' default utility and gate."""
+def _task(n_features: int, seed: int):
+    """The Heart task on ``n_features`` already scaled columns (no scaler), pooled utility."""
+    from fedsets.heart import heart_task_spec
+
+    return heart_task_spec(tuple(f"x{i}" for i in range(n_features)))
+
+
+def _spec_and_rules(spec, seed: int):
+    """The demo's run of ``spec``: FLamby's FedAvg settings, GTG, the rules' default utility and gate."""
     from aggregator.rules import resolve_rules
-    from fedsets.heart import FLAMBY_SETTINGS, heart_task_spec
+    from fedsets.heart import FLAMBY_SETTINGS
 
     kwargs, client = FLAMBY_SETTINGS["fedavg"]
-    spec = heart_task_spec(tuple(f"x{i}" for i in range(n_features))).with_training(seed=seed, **client)
+    spec = spec.with_training(seed=seed, **client)
     return spec, resolve_rules(spec=spec, strategy="fedavg", strategy_params=kwargs, estimator="gtg", seed=seed)
 
 
@@ -248,7 +277,7 @@ def run_case(case: Case, seed: int, rounds: int = ROUNDS) -> dict[str, Any]:
     """One federation of ``case`` for ``seed``: per institution payout share, reputation, role, standalone accuracy."""
     from fedledger.simulation import Institution, run_simulation, train_centralized
 
-    spec, rules = _spec_and_rules(case.sites[0].X.shape[1], seed)
+    spec, rules = _spec_and_rules(case.spec or _task(case.sites[0].X.shape[1], seed), seed)
     institutions = [Institution(s.name, s.X, s.y) for s in case.sites]
     posted: list[dict[str, int]] = []
     left_out: dict[str, int] = dict.fromkeys((s.name for s in case.sites), 0)
@@ -259,7 +288,7 @@ def run_case(case: Case, seed: int, rounds: int = ROUNDS) -> dict[str, Any]:
             left_out[who] = left_out.get(who, 0) + 1
 
     result = run_simulation(institutions, spec, rules, rounds=rounds, seed=seed, validation=case.validation,
-                            transform_update=_zero_update_of(case.sites), on_round=on_round, keep_records=False,
+                            validation_groups=case.groups, transform_update=_zero_update_of(case.sites), on_round=on_round, keep_records=False,
                             evaluate_every_round=False)
     names = [s.name for s in case.sites]
     books = chain_books(posted, names)
@@ -289,15 +318,16 @@ def _pearson(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(x, z)[0, 1])
 
 
-def _cases_of(seed: int) -> list[Case]:
-    return [heart_case(seed),
-            heart_case(seed, attacker=HEART_ATTACKER, name="heart_attacker"),
-            heart_case(seed, free_rider=HEART_FREE_RIDER, name="heart_free_rider"),
+def _cases_of(seed: int, data_dir: Path) -> list[Case]:
+    return [heart_case(seed, data_dir),
+            heart_case(seed, data_dir, attacker=HEART_ATTACKER, name="heart_attacker"),
+            heart_case(seed, data_dir, free_rider=HEART_FREE_RIDER, name="heart_free_rider"),
             *built_cases(seed)]
 
 
 def _run_seed(seed: int, rounds: int) -> list[tuple[str, dict, dict]]:
-    return [(case.name, case.notes, run_case(case, seed, rounds)) for case in _cases_of(seed)]
+    with tempfile.TemporaryDirectory() as tmp:
+        return [(case.name, case.notes, run_case(case, seed, rounds)) for case in _cases_of(seed, Path(tmp))]
 
 
 # ---------------------------------------------------------------------------------------------
