@@ -19,9 +19,9 @@ import pytest
 
 from fedsets.data import default_data_root
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (default_data_root() / "fed-heart-disease").is_dir(), reason="Fed-Heart-Disease raw files not present"
-)
+)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = "3"
