@@ -64,5 +64,8 @@ bench-shapley: setup
 bench-dp: setup
 	nice $(PY) -m bench.dp --workers 1
 
+bench-fairness: setup
+	$(PY) -m bench.fairness
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

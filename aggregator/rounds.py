@@ -7,8 +7,10 @@ validation set, task spec, rules): the same inputs give the same model bytes and
 
 No participant's input can stall a round: the task's declared bounds (:class:`fedcore.task.DeclaredBounds`)
 are applied first (:func:`bound_updates`), and an update that still makes the aggregate or the scores
-non-computable (an overflow to Inf, a NaN) is left out with the reason recorded (:func:`compute_round`). Both
-happen here, so the auditor's replay makes the same exclusions bit for bit.
+non-computable (an overflow to Inf, a NaN) is left out with the reason recorded (:func:`compute_round`). The
+round's contribution scores, taken on the admitted updates before the aggregate, then decide what enters it
+(:mod:`aggregator.gate`: harmful updates and gated institutions are left out, still scored). All of it happens
+here, so the auditor's replay makes the same exclusions bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aggregator import gate
 from aggregator.rules import strategy_from_rules
 from aggregator.scoring import RoundScores, check_validation, score_round
 from aggregator.strategies import FitFailure
@@ -42,7 +45,8 @@ class RoundInputs:
     updates : tuple of Update
         The usable updates: committed, matching their commitment, decoded. Their order does not matter.
     strategy_state : Mapping[str, np.ndarray]
-        The strategy's ``state_dict()`` before the round (empty for stateless strategies and round 1).
+        The round state before the round: the strategy's ``state_dict()`` and the contribution gate's record
+        (keys ``gate/<institution>``, :mod:`aggregator.gate`); empty in round 1.
     X_val : np.ndarray, shape (m, d), optional
     y_val : np.ndarray, shape (m,), optional
         The sponsor's validation set (scaled with the task's scaler); required when scoring.
@@ -76,11 +80,12 @@ class RoundOutcome:
     model_hash : Digest
         ``sha256(model_bytes)``: what ``finalizeRound`` posts.
     strategy_state : dict[str, np.ndarray]
-        The strategy's state after the round (the next round's input).
+        The round state after the round, strategy and gate record (the next round's input).
     used : tuple of str
         Institutions whose update entered the aggregate.
     excluded : dict[str, str]
-        Institution -> why the strategy left its update out.
+        Institution -> why its admitted, scored update was left out of the aggregate: by the strategy, or by the
+        contribution gate (reasons starting ``"harmful: "`` or ``"gated: "``, :mod:`aggregator.gate`).
     scores : RoundScores or None
         Contribution scores of every admitted update (None when not scored or when there was no update).
     metrics : dict[str, float]
@@ -158,7 +163,7 @@ def bound_updates(updates: tuple[Update, ...], bounds: DeclaredBounds
 
 
 def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, score: bool = True) -> RoundOutcome:
-    """Aggregate a round's updates with the rules' strategy and score each of them.
+    """Score a round's updates, leave out what the contribution gate refuses, and aggregate the rest.
 
     Parameters
     ----------
@@ -181,7 +186,9 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
 
     Notes
     -----
-    Updates outside the task's bounds are left out first (:func:`bound_updates`). If the aggregate or the scores
+    Updates outside the task's bounds are left out first (:func:`bound_updates`). The scores of the others decide,
+    with the gate's record carried in ``strategy_state``, which of them the strategy aggregates
+    (:func:`aggregator.gate.decide`). If the aggregate or the scores
     still cannot be computed (non-finite aggregate, a numeric failure in scoring), the admitted update with the
     largest norm (ties: the larger institution id) is left out and the round is computed again, until it can be:
     the worst case is a round without updates, which keeps the global model.
@@ -189,15 +196,21 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     global_weights = copy_arrays(inputs.global_weights)
     updates = tuple(sorted(inputs.updates, key=lambda u: u.institution))
     updates, rejected, clipped = bound_updates(updates, spec.bounds)
-    state_before = {k: np.array(v, copy=True) for k, v in inputs.strategy_state.items()}
+    state_before, record = gate.split_state({k: np.array(v, copy=True) for k, v in inputs.strategy_state.items()})
     if score and updates:  # a bad validation set is the aggregator's fault, never a participant's: fail before
         check_validation(inputs.X_val, inputs.y_val)
     while True:
         strategy = strategy_from_rules(rules)
         strategy.load_state_dict({k: np.array(v, copy=True) for k, v in state_before.items()})
         try:
-            aggregate, scores = _aggregate_and_score(inputs, rules, spec, strategy, global_weights, updates,
-                                                     state_before, score=score)
+            scores = _score(inputs, rules, spec, global_weights, updates, state_before) if score and updates else None
+            decision = gate.decide(scores, record, rules)
+            scores = gate.cap_left_out(scores, decision.left_out)
+            kept = tuple(u for u in updates if u.institution not in decision.left_out)
+            with np.errstate(over="ignore", invalid="ignore"):
+                aggregate = strategy.aggregate_fit(inputs.round, global_weights, kept, inputs.failures)
+            if not all(np.isfinite(a).all() for a in aggregate.weights.values()):
+                raise AggregatorError("the aggregate is not finite")
             break
         except (AggregatorError, DataError, ArithmeticError) as exc:  # NaN/Inf in the aggregate or the predictions
             if not updates:
@@ -208,28 +221,22 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     model_bytes = codec.encode(aggregate.weights)
     return RoundOutcome(
         weights=aggregate.weights, model_bytes=model_bytes, model_hash=Digest.of(model_bytes),
-        strategy_state=strategy.state_dict(), used=aggregate.used, excluded=dict(aggregate.excluded), scores=scores,
-        metrics=dict(aggregate.metrics), hyperparameters=strategy.hyperparameters(), rejected=rejected, clipped=clipped,
+        strategy_state=gate.join_state(strategy.state_dict(), decision.record), used=aggregate.used,
+        excluded={**aggregate.excluded, **decision.left_out}, scores=scores, metrics=dict(aggregate.metrics),
+        hyperparameters=strategy.hyperparameters(), rejected=rejected, clipped=clipped,
     )
 
 
-def _aggregate_and_score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, strategy, global_weights: Arrays,
-                         updates: tuple[Update, ...], state_before: Arrays, *, score: bool):
-    """One attempt at the round; raises AggregatorError or DataError when the aggregate or the scores are not finite."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        aggregate = strategy.aggregate_fit(inputs.round, global_weights, updates, inputs.failures)
-    if not all(np.isfinite(a).all() for a in aggregate.weights.values()):
-        raise AggregatorError("the aggregate is not finite")
-    scores = None
-    if score and updates:
-        if inputs.X_val is None or inputs.y_val is None:
-            raise AggregatorError("scoring a round needs the validation set (X_val and y_val)")
-        scores = score_round(
-            global_weights=global_weights,
-            updates=updates,
-            strategy_name=rules.strategy, strategy_params=rules.strategy_params, strategy_state=state_before or None,
-            spec=spec, X_val=inputs.X_val, y_val=inputs.y_val, estimator=rules.estimator,
-            estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
-            utility_metric=rules.utility_metric, server_round=inputs.round, groups_val=inputs.groups_val,
-        )
-    return aggregate, scores
+def _score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weights: Arrays,
+           updates: tuple[Update, ...], state_before: Arrays) -> RoundScores:
+    """The round's contribution scores of every admitted update, taken before the aggregate."""
+    if inputs.X_val is None or inputs.y_val is None:
+        raise AggregatorError("scoring a round needs the validation set (X_val and y_val)")
+    return score_round(
+        global_weights=global_weights,
+        updates=updates,
+        strategy_name=rules.strategy, strategy_params=rules.strategy_params, strategy_state=state_before or None,
+        spec=spec, X_val=inputs.X_val, y_val=inputs.y_val, estimator=rules.estimator,
+        estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
+        utility_metric=rules.utility_metric, server_round=inputs.round, groups_val=inputs.groups_val,
+    )

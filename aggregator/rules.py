@@ -19,6 +19,8 @@ from fedcore.task import TaskSpec
 
 #: Estimator keywords that are call-time inputs, not rules.
 _CALL_TIME = frozenset({"seed", "weights"})
+#: The RoundRules fields of the contribution gate (:mod:`aggregator.gate`).
+GATE_FIELDS = frozenset({"exclude_harmful", "harm_spread", "harm_margin", "gate_after"})
 
 
 def resolve_rules(
@@ -30,6 +32,7 @@ def resolve_rules(
     estimator_params: Mapping[str, Any] | None = None,
     utility_metric: str | None = None,
     seed: int = 0,
+    gate: Mapping[str, Any] | None = None,
 ) -> RoundRules:
     """Every setting that decides a round, with each default written out.
 
@@ -46,6 +49,9 @@ def resolve_rules(
         ``"task"``, a metric name, or None for :data:`aggregator.scoring.DEFAULT_UTILITY_METRIC`.
     seed : int
         Root of the scoring seeds.
+    gate : Mapping, optional
+        Overrides of the contribution gate's fields (:data:`GATE_FIELDS`: ``exclude_harmful``, ``harm_spread``,
+        ``harm_margin``, ``gate_after``); the rest keep :mod:`fedcore.rules`' defaults.
 
     Raises
     ------
@@ -57,6 +63,10 @@ def resolve_rules(
         merged = estimator_settings(estimator, estimator_params)
     except FedLedgerError as error:
         raise ConfigError(str(error)) from None
+    unknown = sorted(set(gate or {}) - GATE_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown contribution gate setting(s) {', '.join(unknown)}; choose from "
+                          f"{', '.join(sorted(GATE_FIELDS))}")
     metric = utility_metric or DEFAULT_UTILITY_METRIC
     if metric == "task":
         if spec is None:
@@ -69,6 +79,7 @@ def resolve_rules(
         estimator_params=_with_signature_defaults(estimator, merged),
         utility_metric=metric,
         seed=seed,
+        **dict(gate or {}),
     )
 
 

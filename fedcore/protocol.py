@@ -371,7 +371,8 @@ class RoundReport(_Model):
     uploads: list[UploadInfo] = Field(
         default_factory=list, description="accepted uploads; empty while the round is open (sealed until it closes)")
     used: list[UsedUpdate] | None = Field(
-        default=None, description="updates that entered aggregation and scoring, sorted by institution")
+        default=None, description="updates that were scored and posted on chain, sorted by institution (those the "
+                    "strategy or the contribution gate kept out of the aggregate: aggregate.excluded_by_strategy)")
     excluded: dict[Address, str] | None = Field(
         default=None, description="institution -> why its commitment or upload was not used")
     decisions: list[DecisionInfo] = Field(default_factory=list)

@@ -24,12 +24,22 @@ from fedcore.errors import ConfigError
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 1
+RULES_VERSION = 2
 #: The on-chain score of a value ``v`` is ``round(v * FIXED_POINT_SCALE)`` (int256, 18 decimals).
 FIXED_POINT_SCALE = 10**18
 #: How a round's scoring seed follows from ``seed`` (:func:`fedcore.seeds.scoring_seed`), spelled out for auditors.
 SEED_RULE = "sha256(seed 0x1f 'score' 0x1f round)[:8] >> 1"
 UTILITY_METRICS = ("accuracy", "auc", "neg_loss")
+#: The contribution gate's defaults (:mod:`aggregator.gate`). An update is harmful when its value is below
+#: ``-(HARM_SPREAD x its standard error + HARM_MARGIN)``: two standard errors of a sampling estimator (a one-sided
+#: 2.3% chance of leaving out an update whose true value is zero), plus a margin in utility units that stands
+#: alone for exact estimators (std 0): 1e-4 is GTG's own round-truncation tolerance, the smallest gain the
+#: default estimator tells apart from zero, and far above the float32 noise of one forward pass.
+HARM_SPREAD = 2.0
+HARM_MARGIN = 1e-4
+#: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
+#: again only in a round where its value is positive beyond the same spread.
+GATE_AFTER = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,16 @@ class RoundRules(jsondoc.HashedDocument):
         Scale of the on-chain integer scores.
     seed_rule : str
         :data:`SEED_RULE`, the derivation of a round's seed, in words.
+    exclude_harmful : bool
+        Whether the contribution gate runs (:mod:`aggregator.gate`): an update whose value is negative beyond its
+        spread is left out of the round's aggregate (still scored, on chain, never credited).
+    harm_spread : float
+        Standard errors of the value that a harmful update's value lies below zero (:data:`HARM_SPREAD`).
+    harm_margin : float
+        Utility units added to that spread (:data:`HARM_MARGIN`; the whole spread of an exact estimator).
+    gate_after : int
+        Consecutive harmful rounds after which an institution is gated until it delivers positive value beyond the
+        spread again (:data:`GATE_AFTER`; 0 never gates).
     version : int
         :data:`RULES_VERSION` when the rules were resolved.
     """
@@ -66,6 +86,10 @@ class RoundRules(jsondoc.HashedDocument):
     seed: int
     fixed_point_scale: int = FIXED_POINT_SCALE
     seed_rule: str = SEED_RULE
+    exclude_harmful: bool = True
+    harm_spread: float = HARM_SPREAD
+    harm_margin: float = HARM_MARGIN
+    gate_after: int = GATE_AFTER
     version: int = RULES_VERSION
 
     DOCUMENT: ClassVar[str] = "round rules"
@@ -88,6 +112,15 @@ class RoundRules(jsondoc.HashedDocument):
             raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
         if self.seed_rule != SEED_RULE:
             raise ConfigError(f"rules.seed_rule must be {SEED_RULE!r}, got {self.seed_rule!r}")
+        if not isinstance(self.exclude_harmful, bool):
+            raise ConfigError(f"rules.exclude_harmful must be true or false, got {self.exclude_harmful!r}")
+        for name in ("harm_spread", "harm_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"rules.{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not jsondoc.is_int(self.gate_after) or self.gate_after < 0:
+            raise ConfigError(f"rules.gate_after must be a non-negative integer, got {self.gate_after!r}")
         if self.version != RULES_VERSION:
             raise ConfigError(f"rules.version {self.version!r} is not supported (this build knows {RULES_VERSION})")
 

@@ -453,15 +453,18 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
     from fedcore.codec import decode, describe
     from fedcore.types import Update
 
-    stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict
+    # the contribution gate's record travels in the round state too: with it on, every round depends on the last
+    stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict or (
+        rules.exclude_harmful and rules.gate_after > 0)
     checks: list[Check] = []
     state: dict = {}
     state_lost = False
     for r in report.finalized_rounds:
         number, used, chain_scores = r.number, r.used, r.scores
         if state_lost and stateful:
-            checks.append(Check(f"aggregate_round_{number}", False, f"not recomputed: {rules.strategy} carries state "
-                                "across rounds and an earlier round could not be replayed"))
+            checks.append(Check(f"aggregate_round_{number}", False,
+                                f"not recomputed: the round state ({rules.strategy}'s and the contribution gate's) "
+                                "carries across rounds and an earlier round could not be replayed"))
             continue
         if records.get(number) is None or set(payloads.get(number, {})) != set(used):
             checks.append(Check(f"aggregate_round_{number}", False,
@@ -503,6 +506,13 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
                 f"{w}: recomputed {outcome.rejected.get(w)!r}, recorded {(records[number].excluded or {}).get(w)!r}"
                 for w in differ) or f"the round computation leaves out the same {len(left_out)} update(s) for the "
                 "same reasons"))
+        recorded_out = (records[number].aggregate or {}).get("excluded_by_strategy")
+        if recorded_out is not None:  # what the strategy and the contribution gate kept out of the aggregate
+            differ = sorted(w for w in set(recorded_out) | set(outcome.excluded)
+                            if outcome.excluded.get(w) != recorded_out.get(w))
+            checks.append(Check(f"left_out_round_{number}", not differ, "; ".join(
+                f"{w}: recomputed {outcome.excluded.get(w)!r}, recorded {recorded_out.get(w)!r}" for w in differ)
+                or f"the aggregate leaves out the same {len(recorded_out)} scored update(s) for the same reasons"))
         state = outcome.strategy_state
         new_hash = outcome.model_hash
         checks.append(Check(f"aggregate_round_{number}", new_hash == r.new_model_hash,

@@ -39,7 +39,9 @@ Bad participants
 ----------------
 ``--free-rider NAME`` makes that hospital return a zero update every round (the global model unchanged) while
 claiming its full sample count; ``--attacker NAME`` makes it train on flipped labels. The table and
-``report.json`` then show what the contribution scores, reputations and payouts make of them.
+``report.json`` then show what the contribution scores, reputations and payouts make of them: the bounty's
+contribution gate (:mod:`aggregator.gate`) keeps an update whose value is negative beyond its spread out of the
+model (each round's ``left_out``), its score goes on chain capped at 0, and it is credited nothing.
 
 Outputs (in ``--out``, default ``runs/demo/``)
 ----------------------------------------------
@@ -572,6 +574,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         "auc": {...same...},
         "scores": {name: float (validation-utility units)}, "scores_fixed": {name: on-chain int as str},
         "credits": {name: wei}, "reputation": {name: basis points}, "excluded": {name: reason},
+        "left_out": {name: reason} (scored, on chain, kept out of the aggregate by the strategy or the
+        contribution gate, :mod:`aggregator.gate`),
         "v_empty", "v_grand", "metric", "model_hash", "finalize_tx", "seconds"}],
         "institutions": [{"name", "address", "role", "train_rows", "test_rows", "cumulative_score" (on-chain fixed
         point, positive scores only), "score_sum", "contribution_share" (share of the paying rounds' positive scores,
@@ -776,6 +780,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "scores_fixed": {name_of(a): v for a, v in sorted((scores.get("fixed_point") or {}).items())},
                 "excluded": {name_of(a): why for a, why in (record.excluded or {}).items()},
                 "used": [name_of(u["institution"]) for u in record.used or []],
+                "left_out": {name_of(a): why for a, why in
+                             sorted(((record.aggregate or {}).get("excluded_by_strategy") or {}).items())},
                 "v_empty": scores.get("v_empty"), "v_grand": scores.get("v_grand"), "metric": scores.get("metric"),
                 "model_hash": "0x" + record.new_model_sha, "finalize_tx": record.finalize_tx,
                 "seconds": time.perf_counter() - round_started,
@@ -783,8 +789,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             rounds.append(row)
             round_started = time.perf_counter()
             shown = ", ".join(f"{p.name} {row['scores'][p.name]:+.4f}" for p in participants if p.name in row["scores"])
+            gated = f"; left out of the model: {', '.join(row['left_out'])}" if row["left_out"] else ""
             say(f"round {number:>2}/{options.rounds}  {len(row['used'])} updates committed on chain and verified; "
-                f"scores {shown}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
+                f"scores {shown}{gated}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
         # The embedded chain stamps its pending block when it mines the previous one: after minutes of baselines,

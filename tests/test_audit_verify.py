@@ -121,13 +121,14 @@ def _embedded_world() -> World:
 
 
 def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="gtg", rounds=2, cheat_score=False,
-         played_rules=None, greedy=False):
+         played_rules=None, greedy=False, attacker=False):
     """A bounty on a fresh embedded chain whose rounds are computed like the service: institutions 0-2 commit and
     upload real updates, institution 3 commits and never uploads; FedAdam carries state across rounds.
 
     The bounty fixes ``rules`` (written to ``tmp_path/rules.json``); the aggregator computes with ``played_rules``
     when given (a cheat: other scorer settings or another seed than the bounty's). ``greedy``: institution 3 commits
-    (bound) and uploads +50 in every weight with 2^63 samples instead, which the round computation leaves out."""
+    (bound) and uploads +50 in every weight with 2^63 samples instead, which the round computation leaves out.
+    ``attacker``: institution 2's update is twenty times larger noise, which the contribution gate leaves out."""
     out, spec, validation = heart
     strategy_params = {"server_lr": 0.05} if strategy_params is None else strategy_params
     rules = resolve_rules(spec=spec, strategy=strategy, strategy_params=strategy_params, estimator=scorer, seed=11)
@@ -149,7 +150,8 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
         w.as_(w.aggregator).open_round(bounty_id, hashlib.sha256(model).digest())
         used = []
         for i, inst in enumerate(w.insts[:3]):
-            delta = {k: (rng.normal(size=v.shape) * 0.3).astype(np.float32) for k, v in weights.items()}
+            scale = 6.0 if attacker and i == 2 else 0.3
+            delta = {k: (rng.normal(size=v.shape) * scale).astype(np.float32) for k, v in weights.items()}
             data = codec.encode(delta)
             store.updates[hashlib.sha256(data).hexdigest()] = data
             commitment = bind_commitment(chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id,
@@ -193,6 +195,8 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
                          "received_at": 0.0} for a, d, _ in sorted(uploaded)],
             "scores": {"estimator": played.estimator, "fixed_point": {a: str(v) for a, v in fixed.items()}},
         }
+        if attacker:  # what the coordinator records of the aggregate
+            store.records[number]["aggregate"] = {"excluded_by_strategy": dict(outcome.excluded)}
         weights, model = outcome.weights, new_model
     w.as_(w.insts[0]).claim(bounty_id)
     return w, bounty_id, store
@@ -288,6 +292,41 @@ def test_the_auditor_replays_what_the_round_computation_left_out(heart, tmp_path
     store.records[1]["excluded"] = {w.insts[3]: "committed but did not upload"}  # a record that hides why
     failed = _failed(_verify(w, tmp_path, bounty_id, source=store, **given))
     assert set(failed) == {"exclusions_round_1"} and "recorded 'committed but did not upload'" in failed["exclusions_round_1"]
+
+
+def test_the_auditor_recomputes_the_gates_exclusion_of_an_attacker(heart, tmp_path):
+    """The aggregator leaves the attacker's update out of both rounds' aggregates and still posts its negative score:
+    the replay agrees bit for bit, and a record that hides the exclusion is caught. An aggregator that averages the
+    attacker in anyway, under rules without the gate, is caught by the model hashes, though it posts the same
+    scores."""
+    out, _, _ = heart
+    given = {"recompute": True, "task": out / "task.json", "validation": out / "validation.csv",
+             "rules": tmp_path / "rules.json"}
+    w, bounty_id, store = play(heart, tmp_path, strategy="fedavg", strategy_params={}, scorer="exact", attacker=True)
+    attacker = w.insts[2]
+    for number in (1, 2):
+        assert store.records[number]["aggregate"]["excluded_by_strategy"][attacker].startswith("harmful: ")
+    for number in (1, 2):
+        scores = store.records[number]["scores"]["fixed_point"]
+        assert int(scores[attacker]) < 0 and set(scores) == set(w.insts[:3])  # scored, on chain
+    report = _verify(w, tmp_path, bounty_id, source=store, **given)
+    assert report["verified"] is True, report["reasons"]
+    assert {"left_out_round_1", "left_out_round_2"} <= {c["name"] for c in report["checks"]}
+    assert w.ledger.contribution_of(bounty_id, attacker)[0] == 0
+    store.records[2]["aggregate"]["excluded_by_strategy"] = {}  # a record that hides the exclusion
+    failed = _failed(_verify(w, tmp_path, bounty_id, source=store, **given))
+    assert set(failed) == {"left_out_round_2"} and "recorded None" in failed["left_out_round_2"]
+
+    fixed = resolve_rules(spec=heart[1], strategy="fedavg", strategy_params={}, estimator="exact", seed=11)
+    ungated = RoundRules.from_dict({**fixed.to_dict(), "exclude_harmful": False})
+    other = tmp_path / "ungated"
+    other.mkdir()
+    w, bounty_id, store = play(heart, other, strategy="fedavg", strategy_params={}, scorer="exact", attacker=True,
+                               played_rules=ungated)
+    failed = _failed(_verify(w, other, bounty_id, source=store, **{**given, "rules": other / "rules.json"}))
+    assert {"aggregate_round_1", "aggregate_round_2"} <= set(failed)
+    assert "the chain has" in failed["aggregate_round_1"]
+    assert "scores_round_1" not in failed  # same scores: only the aggregate took the attacker in
 
 
 def test_a_record_that_disagrees_with_the_chain_is_reported(heart, tmp_path):

@@ -38,7 +38,9 @@ def rounds():
     X, y = data.X_train, data.y_train
     sites = [Institution("big", X[:150], y[:150]), Institution("small", X[150:200], y[150:200]),
              Institution("flipped", X[200:300], 1 - y[200:300])]
-    result = run_simulation(sites, spec, resolve_rules(strategy="fedavg"), rounds=ROUNDS, seed=0,
+    # the federation as it ran then: the flipped update averaged in every round (no contribution gate)
+    rules = resolve_rules(strategy="fedavg", gate={"exclude_harmful": False})
+    result = run_simulation(sites, spec, rules, rounds=ROUNDS, seed=0,
                             validation=(data.X_test, data.y_test), evaluate_every_round=False)
     return [r.outcome.scores for r in result.rounds]
 

@@ -1,0 +1,117 @@
+"""The contribution gate: harmful updates stay out of the aggregate (still scored), repeat offenders are gated until
+they deliver positive value again, and the record travels in the round state."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from aggregator import gate
+from aggregator.rounds import RoundInputs, compute_round
+from aggregator.rules import resolve_rules
+from aggregator.scoring import RoundScores
+from fedcore.errors import ConfigError
+from fedcore.models import initial_weights
+from fedcore.rules import RoundRules
+from fedcore.task import TaskSpec
+from fedcore.types import Update
+from node.training import train_local
+
+SPEC = TaskSpec(name="gate", model="logreg", feature_columns=("a", "b", "c"), label_column="y")
+
+
+def _scores(values: dict[str, float], std: dict[str, float] | None = None) -> RoundScores:
+    std = std or dict.fromkeys(values, 0.0)
+    return RoundScores(values=values, std_errors=std, fixed_point={k: int(v * 1e18) for k, v in values.items()},
+                       evaluations=0, v_empty=0.0, v_grand=sum(values.values()), estimator="exact", seconds=0.0)
+
+
+def test_only_values_below_minus_the_spread_are_left_out():
+    rules = resolve_rules(gate={"harm_spread": 2.0, "harm_margin": 0.001})
+    scores = _scores({"a": 0.05, "b": -0.0009, "c": -0.02, "d": -0.02},
+                     {"a": 0.01, "b": 0.0, "c": 0.01, "d": 0.005})
+    decision = gate.decide(scores, {}, rules)
+    # b is within the margin; c's -0.02 is within 2 x 0.01 + 0.001; d's is beyond 2 x 0.005 + 0.001
+    assert set(decision.left_out) == {"d"}
+    assert decision.left_out["d"].startswith("harmful: value -0.02 below -0.011")
+    assert decision.record == {"d": 1}
+
+
+def test_a_repeat_offender_is_gated_until_it_delivers_positive_value_beyond_the_spread():
+    rules = resolve_rules(gate={"harm_margin": 0.001, "gate_after": 2})
+    record: dict[str, int] = {}
+    for _ in range(2):  # two harmful rounds in a row
+        record = gate.decide(_scores({"a": 0.01, "x": -0.01}), record, rules).record
+    assert record == {"x": 2}
+    slightly_negative = gate.decide(_scores({"a": 0.01, "x": -0.0005}), record, rules)  # would pass ungated
+    assert slightly_negative.left_out["x"].startswith("gated: left out of 2 consecutive rounds")
+    positive_within = _scores({"a": 0.01, "x": 0.0009})  # positive, but not beyond the margin
+    within = gate.decide(positive_within, slightly_negative.record, rules)
+    assert "x" in within.left_out and within.record == {"x": 4}
+    posted = gate.cap_left_out(positive_within, within.left_out)  # left out: posted as 0, so it earns nothing
+    assert posted.fixed_point == {"a": 10**16, "x": 0} and posted.values == positive_within.values
+    back = gate.decide(_scores({"a": 0.01, "x": 0.002}), within.record, rules)
+    assert back.left_out == {} and back.record == {}
+    absent = gate.decide(_scores({"a": 0.01}), {"x": 3}, rules)  # not in the round: the count stays
+    assert absent.record == {"x": 3}
+
+
+def test_the_gate_can_be_switched_off_and_its_settings_are_checked():
+    rules = resolve_rules(gate={"exclude_harmful": False})
+    assert gate.decide(_scores({"x": -1.0}), {}, rules).left_out == {}
+    defaults = resolve_rules()
+    assert (defaults.exclude_harmful, defaults.harm_spread, defaults.harm_margin, defaults.gate_after) == (
+        True, 2.0, 1e-4, 2)
+    with pytest.raises(ConfigError, match="unknown contribution gate setting"):
+        resolve_rules(gate={"spread": 1.0})
+    with pytest.raises(ConfigError, match="harm_margin must be a finite number >= 0"):
+        RoundRules.from_dict({**defaults.to_dict(), "harm_margin": -1.0})
+    with pytest.raises(ConfigError, match="gate_after must be a non-negative integer"):
+        RoundRules.from_dict({**defaults.to_dict(), "gate_after": 1.5})
+    assert RoundRules.from_dict(defaults.to_dict()) == defaults
+    assert replace(defaults, gate_after=3).digest() != defaults.digest()  # part of the hashed rules
+
+
+@pytest.fixture(scope="module")
+def flipped_round():
+    """Three honest institutions and one trained on flipped labels, from the initial model."""
+    rng = np.random.default_rng(3)
+    w = np.array([1.5, -1.0, 0.5])
+    X = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (X @ w > 0).astype(np.float32)
+    start = initial_weights(SPEC)
+    updates = [train_local(start, X[i::4], y[i::4], SPEC, seed=i, institution=f"honest{i}") for i in range(3)]
+    updates.append(train_local(start, X[3::4], 1.0 - y[3::4], SPEC, seed=3, institution="flipper"))
+    X_val = rng.normal(size=(80, 3)).astype(np.float32)
+    return RoundInputs(round=1, global_weights=start, updates=tuple(updates), X_val=X_val,
+                       y_val=(X_val @ w > 0).astype(np.float32))
+
+
+def test_compute_round_scores_the_flipper_and_aggregates_without_it(flipped_round):
+    rules = resolve_rules(estimator="exact", seed=1)
+    outcome = compute_round(flipped_round, rules, SPEC)
+    assert outcome.excluded["flipper"].startswith(f"{gate.HARMFUL}: value ")
+    assert outcome.used == ("honest0", "honest1", "honest2")
+    assert outcome.fixed_point["flipper"] < 0 and set(outcome.fixed_point) == {"honest0", "honest1", "honest2",
+                                                                               "flipper"}
+    honest = RoundInputs(**{**flipped_round.__dict__, "updates": flipped_round.updates[:3]})
+    assert outcome.model_bytes == compute_round(honest, rules, SPEC).model_bytes  # as if it had not come
+    assert gate.split_state(outcome.strategy_state) == ({}, {"flipper": 1})
+    off = compute_round(flipped_round, resolve_rules(estimator="exact", seed=1, gate={"exclude_harmful": False}), SPEC)
+    assert "flipper" in off.used and off.model_bytes != outcome.model_bytes
+    assert off.fixed_point == outcome.fixed_point  # the scores come before the aggregate either way
+
+
+def test_the_record_carries_through_the_round_state_and_gates_later_rounds(flipped_round):
+    rules = resolve_rules(estimator="exact", seed=1, strategy="fedadam", strategy_params={"server_lr": 0.05},
+                          gate={"gate_after": 1})
+    first = compute_round(flipped_round, rules, SPEC)
+    assert int(first.strategy_state["step"]) == 1 and int(first.strategy_state["gate/flipper"]) == 1
+    # round 2: the flipper is gated after one harmful round: its update is left out as gated, not as harmful
+    backwards = Update("flipper", {k: -3 * v for k, v in flipped_round.updates[0].arrays.items()}, 50)
+    second = compute_round(replace(flipped_round, round=2, global_weights=first.weights,
+                                   updates=(*flipped_round.updates[:3], backwards),
+                                   strategy_state=first.strategy_state), rules, SPEC)
+    assert int(second.strategy_state["step"]) == 2 and second.used == ("honest0", "honest1", "honest2")
+    assert second.excluded["flipper"].startswith(f"{gate.GATED}: left out of 1 consecutive rounds")
+    assert int(second.strategy_state["gate/flipper"]) == 2
