@@ -34,8 +34,9 @@ lint: setup
 	$(PY) -m ruff check --extend-ignore E501 bench tests
 	$(PY) -m mypy fedcore ledger node aggregator fedledger fedsets
 
+# one torch thread per process: the suite runs many processes (nodes, services, chains) on few cores
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 demo: setup
 	$(VENV)/bin/fedledger demo
