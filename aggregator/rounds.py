@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -203,9 +204,8 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
         strategy = strategy_from_rules(rules)
         strategy.load_state_dict({k: np.array(v, copy=True) for k, v in state_before.items()})
         try:
-            scores = _score(inputs, rules, spec, global_weights, updates, state_before) if score and updates else None
-            decision = gate.decide(scores, record, rules)
-            scores = gate.cap_left_out(scores, decision.left_out)
+            scores, decision = _score_and_gate(inputs, rules, spec, global_weights, updates, state_before, record,
+                                               score=score)
             kept = tuple(u for u in updates if u.institution not in decision.left_out)
             with np.errstate(over="ignore", invalid="ignore"):
                 aggregate = strategy.aggregate_fit(inputs.round, global_weights, kept, inputs.failures)
@@ -225,6 +225,47 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
         excluded={**aggregate.excluded, **decision.left_out}, scores=scores, metrics=dict(aggregate.metrics),
         hyperparameters=strategy.hyperparameters(), rejected=rejected, clipped=clipped,
     )
+
+
+def _score_and_gate(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weights: Arrays,
+                    updates: tuple[Update, ...], state_before: Arrays, record: Mapping[str, int], *, score: bool
+                    ) -> tuple[RoundScores | None, gate.GateDecision]:
+    """Score the updates, let the gate leave out what it refuses, and score again what is kept, until the gate
+    leaves out nothing new.
+
+    An update is valued among the others of its round, and harmful updates can make each other look useful (averaging
+    two noise updates halves the noise each brings), so a value is only final among updates that all enter the
+    model. Each pass leaves out at least one more update, so there are at most as many passes as updates. Scores of
+    what was left out come from the pass that left it out, capped at 0 on chain (:func:`aggregator.gate.cap_left_out`);
+    the gate's record counts each institution once per round.
+    """
+    if not (score and updates):
+        return None, gate.decide(None, record, rules)
+    scores = _score(inputs, rules, spec, global_weights, updates, state_before)
+    decision = gate.decide(scores, record, rules)
+    left_out, out_record = dict(decision.left_out), {who: decision.record[who] for who in decision.left_out}
+    kept = tuple(u for u in updates if u.institution not in left_out)
+    while decision.left_out and kept:
+        rescored = _score(inputs, rules, spec, global_weights, kept, state_before)
+        decision = gate.decide(rescored, record, rules)
+        left_out.update(decision.left_out)
+        out_record.update({who: decision.record[who] for who in decision.left_out})
+        scores = _merge_scores(scores, rescored)
+        kept = tuple(u for u in kept if u.institution not in decision.left_out)
+    final_record = {**{who: n for who, n in decision.record.items() if who not in left_out}, **out_record}
+    return gate.cap_left_out(scores, left_out), gate.GateDecision(left_out, final_record)
+
+
+def _merge_scores(earlier: RoundScores, later: RoundScores) -> RoundScores:
+    """``later``'s scores of the updates it valued, ``earlier``'s of the others (those a pass left out)."""
+    def merged(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+        both = {**a, **b}
+        return {who: both[who] for who in sorted(both)}
+
+    return replace(later, values=merged(earlier.values, later.values),
+                   std_errors=merged(earlier.std_errors, later.std_errors),
+                   fixed_point=merged(earlier.fixed_point, later.fixed_point),
+                   evaluations=earlier.evaluations + later.evaluations, seconds=earlier.seconds + later.seconds)
 
 
 def _score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weights: Arrays,

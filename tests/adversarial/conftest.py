@@ -7,4 +7,4 @@ The federation set-up (one Ganache per module, deployment, Heart files, keystore
 registered) is the end-to-end suite's, shared from ``tests/e2e/conftest.py``.
 """
 
-from tests.e2e.conftest import federation, procs, pytest_runtest_makereport  # noqa: F401
+from tests.e2e.conftest import chain_engine, federation, procs, pytest_runtest_makereport  # noqa: F401

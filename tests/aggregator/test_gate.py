@@ -99,7 +99,27 @@ def test_compute_round_scores_the_flipper_and_aggregates_without_it(flipped_roun
     assert gate.split_state(outcome.strategy_state) == ({}, {"flipper": 1})
     off = compute_round(flipped_round, resolve_rules(estimator="exact", seed=1, gate={"exclude_harmful": False}), SPEC)
     assert "flipper" in off.used and off.model_bytes != outcome.model_bytes
-    assert off.fixed_point == outcome.fixed_point  # the scores come before the aggregate either way
+    # the flipper's score is taken among every update; the kept ones are valued again among themselves only
+    assert off.fixed_point["flipper"] == outcome.fixed_point["flipper"]
+    alone = compute_round(honest, rules, SPEC).fixed_point
+    assert {who: outcome.fixed_point[who] for who in alone} == alone
+
+
+def test_noise_updates_that_make_each_other_look_useful_are_valued_again_without_each_other(flipped_round):
+    """Three noise updates: averaging one with another halves its harm, so among the three one scores positive (seen
+    with the gate off). The gate leaves out the clearly harmful two, values what is kept again among itself, and so
+    leaves out the third too: none is credited and none enters the model."""
+    rng = np.random.default_rng(1)
+    base = flipped_round.updates[0].arrays
+    bots = tuple(Update(f"bot{i}", {k: rng.normal(0, 5, v.shape).astype(v.dtype) for k, v in base.items()}, 50)
+                 for i in range(3))
+    inputs = replace(flipped_round, updates=(*flipped_round.updates[:3], *bots))
+    off = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"exclude_harmful": False}), SPEC)
+    assert any(off.fixed_point[b.institution] > 0 for b in bots)  # one bot looks useful among the others
+    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1), SPEC)
+    assert all(outcome.fixed_point[b.institution] <= 0 and b.institution in outcome.excluded for b in bots)
+    assert outcome.used == ("honest0", "honest1", "honest2")
+    assert gate.split_state(outcome.strategy_state)[1] == {b.institution: 1 for b in bots}
 
 
 def test_the_record_carries_through_the_round_state_and_gates_later_rounds(flipped_round):
