@@ -22,7 +22,6 @@ Merges ``round_overhead_seconds``, ``round_seconds_plain``, ``round_seconds`` an
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -95,7 +94,7 @@ def _setup(work: Path, n: int, scorer: str):
 
 def plain_rounds(data, rules, members, rounds: int) -> list[dict[str, float]]:
     """Wall-clock and CPU seconds of each round of the same federation without chain or network."""
-    from aggregator.service.validation import load_validation_set
+    from fedcore.population import load_validation_set
     from fedledger.simulation import Institution, run_simulation
 
     validation = load_validation_set(data.validation_path, data.spec)
@@ -103,6 +102,7 @@ def plain_rounds(data, rules, members, rounds: int) -> list[dict[str, float]]:
     # Named by address, as the nodes are: the same training seeds, hence the same models as the protocol's rounds.
     institutions = [Institution(account.address, X, y) for _, account, X, y in members]
     run_simulation(institutions, data.spec, rules, rounds=rounds, seed=SEED, validation=(validation.X, validation.y),
+                   validation_groups=validation.groups,
                    on_round=lambda _: marks.append((time.perf_counter(), time.process_time())), keep_records=False,
                    evaluate_every_round=False)
     return [{"wall": b[0] - a[0], "cpu": b[1] - a[1]} for a, b in zip(marks, marks[1:])]
@@ -112,10 +112,7 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
     """Each round through the protocol on ``engine``: wall, training and round-computation seconds."""
     from aggregator.rounds import compute_round
     from aggregator.service.app import create_app
-    from aggregator.service.context import build_context
     from aggregator.service.coordinator import Coordinator
-    from aggregator.service.settings import load_settings
-    from fedcore.keystore import create_keystore
     from fedcore.protocol import CoordinatorPhase as Phase
     from fedcore.rules import rules_hash
     from fedcore.task import task_hash
@@ -123,13 +120,13 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
         COMMIT_WINDOW,
         GAS_ALLOWANCE,
         IN_PROCESS_URL,
-        KEYSTORE_SCRYPT_N,
         MIN_STAKE,
         Participant,
         _drive,
         _serve_http,
         demo_account,
         in_process_transport,
+        local_aggregator_context,
     )
     from fedledger.sponsor import file_sha256
     from ledger.chain import advance_time, connect, fund_account, latest_timestamp
@@ -164,16 +161,9 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
         for name, account, _, _ in members:
             ledger.as_sender(account).join(name, "", stake=MIN_STAKE)
 
-        password = hashlib.sha256(aggregator.key + b"/bench-keystore").hexdigest()
-        keystore = state / "aggregator.keystore.json"
-        create_keystore(keystore, password, private_key=aggregator.key, scrypt_n=KEYSTORE_SCRYPT_N)
-        settings = load_settings({
-            "bounty_id": bounty_id, "task_path": data.task_path, "validation_path": data.validation_path,
-            "keystore_path": keystore, "password": password, "deployment": deployment_path,
-            "state_dir": state / "aggregator", "rules_path": work / "rules.json", "seed": SEED,
-            "upload_grace": 0, "poll_interval": 0.05,
-        }, environ={})
-        context = build_context(settings, w3=w3)
+        context = local_aggregator_context(w3, aggregator, bounty_id=bounty_id, data=data,
+                                           deployment_path=deployment_path, state_dir=state,
+                                           rules_path=work / "rules.json", seed=SEED)
         stack.callback(context.close)
         app = create_app(context=context, run_coordinator=False)
         coordinator = Coordinator(context, compute=scoring.wrap(compute_round))

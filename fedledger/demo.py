@@ -84,6 +84,26 @@ MIN_SITE_ROWS = 12
 MARKER = ".fedledger-demo"
 HONEST, FREE_RIDER, ATTACKER = "honest", "free-rider", "attacker"
 KEYSTORE_SCRYPT_N = 2**14  # the aggregator's demo keystore: a throwaway key, cheap to unlock
+
+
+def local_aggregator_context(w3: Any, aggregator: Any, *, bounty_id: int, data: Any, deployment_path: Path,
+                             state_dir: Path, rules_path: Path, seed: int) -> Any:
+    """The aggregator service's context for a run in this process (the demo's, the round benchmark's): a throwaway
+    keystore for ``aggregator`` under ``state_dir``, no upload grace, fast polling."""
+    from aggregator.service.context import build_context
+    from aggregator.service.settings import load_settings
+    from fedcore.keystore import create_keystore
+
+    password = hashlib.sha256(aggregator.key + b"/demo-keystore").hexdigest()
+    keystore_path = state_dir / "aggregator.keystore.json"
+    create_keystore(keystore_path, password, private_key=aggregator.key, scrypt_n=KEYSTORE_SCRYPT_N)
+    settings = load_settings({
+        "bounty_id": bounty_id, "task_path": data.task_path, "validation_path": data.validation_path,
+        "keystore_path": keystore_path, "password": password, "deployment": deployment_path,
+        "state_dir": state_dir / "aggregator", "rules_path": rules_path, "seed": seed,
+        "upload_grace": 0, "poll_interval": 0.05,
+    }, environ={})
+    return build_context(settings, w3=w3)
 IN_PROCESS_URL = "http://aggregator.demo"
 
 
@@ -651,11 +671,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
 
     with ExitStack() as stack:
         from aggregator.service.app import create_app
-        from aggregator.service.context import build_context
         from aggregator.service.coordinator import Coordinator
-        from aggregator.service.settings import load_settings
         from fedcore import codec
-        from fedcore.keystore import create_keystore
         from fedcore.task import task_hash
         from fedledger.sponsor import check_validation_columns, file_sha256
         from ledger.chain import advance_time, fund_account, latest_timestamp, mine
@@ -696,16 +713,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             say(f"join     {p.name:<12} {p.address} staked {_ether(MIN_STAKE)} ({len(p.y)} training rows)")
 
         # -- the aggregator service ---------------------------------------------------------------------
-        password = hashlib.sha256(aggregator.key + b"/demo-keystore").hexdigest()
-        keystore_path = state_dir / "aggregator.keystore.json"
-        create_keystore(keystore_path, password, private_key=aggregator.key, scrypt_n=KEYSTORE_SCRYPT_N)
-        settings = load_settings({
-            "bounty_id": bounty_id, "task_path": data.task_path, "validation_path": data.validation_path,
-            "keystore_path": keystore_path, "password": password, "deployment": deployment_path,
-            "state_dir": state_dir / "aggregator", "rules_path": rules_path, "seed": options.seed,
-            "upload_grace": 0, "poll_interval": 0.05,
-        }, environ={})
-        context = build_context(settings, w3=w3)
+        context = local_aggregator_context(w3, aggregator, bounty_id=bounty_id, data=data,
+                                           deployment_path=deployment_path, state_dir=state_dir,
+                                           rules_path=rules_path, seed=options.seed)
         stack.callback(context.close)
         app = create_app(context=context, run_coordinator=False)
         coordinator = Coordinator(context)

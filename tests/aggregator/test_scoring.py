@@ -164,6 +164,18 @@ def test_identical_data_and_training_give_identical_exact_values(data):
         assert abs(exact.values["inst0"] - exact.values["inst1"]) > 1e-2 * abs(exact.total)  # others differ
 
 
+def free_rider(who: str, claimed: str):
+    """A simulation transform: ``who`` sends a zero update (the global model back), claiming its real sample count
+    (``"real"``) or one sample (``"one"``)."""
+    def free_ride(round_index, name, local):
+        if name != who:
+            return local
+        count = local.num_samples if claimed == "real" else 1
+        return Update(local.institution, {k: np.zeros_like(v) for k, v in local.arrays.items()}, count, {})
+
+    return free_ride
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_free_rider_gets_at_most_epsilon_and_about_zero_without_weight(data, seed):
     """A zero update (the global model sent back). Under sample-weighted FedAvg it is a null player
@@ -172,13 +184,7 @@ def test_free_rider_gets_at_most_epsilon_and_about_zero_without_weight(data, see
     spec = make_spec(data)
     for claimed in ("real", "one"):
 
-        def free_ride(round_index, name, local, claimed=claimed):
-            if name != "inst4":
-                return local
-            count = local.num_samples if claimed == "real" else 1
-            return Update(local.institution, {k: np.zeros_like(v) for k, v in local.arrays.items()}, count, {})
-
-        result = simulate(iid_institutions(data, 5, seed), spec, seed=seed, transform=free_ride)
+        result = simulate(iid_institutions(data, 5, seed), spec, seed=seed, transform=free_rider("inst4", claimed))
         for index, record in enumerate(result.rounds):
             scores = score(record, spec, data, seed=index)
             value = scores.values["inst4"]
@@ -575,13 +581,7 @@ def test_under_dp_free_rider_gets_at_most_epsilon(data, epsilon):
     spec = private_spec(data, epsilon)
     for seed in SEEDS[:2]:
         for claimed in ("real", "one"):
-
-            def free_ride(round_index, name, local, claimed=claimed):
-                if name != "inst4":
-                    return local
-                count = local.num_samples if claimed == "real" else 1
-                return Update(local.institution, {k: np.zeros_like(v) for k, v in local.arrays.items()}, count, {})
-
+            free_ride = free_rider("inst4", claimed)
             for index, record in enumerate(simulate(iid_institutions(data, 5, seed), spec, seed=seed, transform=free_ride).rounds):
                 scores = score(record, spec, data, seed=index)
                 value, tolerance = scores.values["inst4"], 0.01 * abs(scores.total)
