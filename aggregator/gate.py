@@ -9,8 +9,11 @@ With the bounty's rules (:class:`fedcore.rules.RoundRules`, fixed on chain befor
   update enters only in a round where its value is above ``+(harm_spread x std_error + harm_margin)``, positive value
   beyond the same spread; that round ends the gate.
 - **nothing for what stays out**: the on-chain score of an update the gate left out is its score capped at 0
-  (:func:`cap_left_out`), so a gated update whose value is positive but within the spread is posted as 0 and
+  (:func:`on_chain_scores`), so a gated update whose value is positive but within the spread is posted as 0 and
   credited nothing; its estimated value stays in ``RoundScores.values``.
+- **no penalty for doubt** (``zero_within_spread``): a negative value within the same spread, not told apart from
+  zero, is posted as 0. The contract credits a score of 0 nothing and moves no reputation with it, so reputation
+  falls only for harm the gate would call harm; the estimated value stays in ``RoundScores.values``.
 
 The running record is one count per institution (consecutive rounds left out). It travels with the strategy's state
 (keys ``gate/<institution>`` of :attr:`aggregator.rounds.RoundInputs.strategy_state`), so the coordinator stores it,
@@ -87,7 +90,7 @@ def decide(scores: RoundScores | None, record: Mapping[str, int], rules: RoundRu
         return GateDecision({}, after)
     left_out: dict[str, str] = {}
     for who in sorted(scores.values):
-        value, spread = scores.values[who], rules.harm_spread * scores.std_errors.get(who, 0.0) + rules.harm_margin
+        value, spread = scores.values[who], harm_spread(scores, who, rules)
         gated = rules.gate_after > 0 and after.get(who, 0) >= rules.gate_after
         if gated and not value > spread:
             left_out[who] = (f"{GATED}: left out of {after[who]} consecutive rounds; value {value:.6g} is not above "
@@ -102,9 +105,26 @@ def decide(scores: RoundScores | None, record: Mapping[str, int], rules: RoundRu
     return GateDecision(left_out, after)
 
 
-def cap_left_out(scores: RoundScores | None, left_out: Mapping[str, str]) -> RoundScores | None:
-    """``scores`` with the on-chain score of every update the gate left out capped at 0: it earns nothing."""
-    if scores is None or not left_out:
-        return scores
-    fixed = {who: min(score, 0) if who in left_out else score for who, score in scores.fixed_point.items()}
-    return replace(scores, fixed_point=fixed)
+def harm_spread(scores: RoundScores, who: str, rules: RoundRules) -> float:
+    """How far from zero ``who``'s value must lie to be told apart from zero: ``harm_spread x std error +
+    harm_margin`` (utility units)."""
+    return rules.harm_spread * scores.std_errors.get(who, 0.0) + rules.harm_margin
+
+
+def on_chain_scores(scores: RoundScores | None, left_out: Mapping[str, str], rules: RoundRules
+                    ) -> RoundScores | None:
+    """``scores`` as they go on chain: an update the gate left out is capped at 0 (it earns nothing) and, with
+    ``rules.zero_within_spread``, a negative value within its spread (:func:`harm_spread`) is posted as 0 (it moves
+    no reputation). ``values`` and ``std_errors`` stay the estimate's."""
+    if scores is None:
+        return None
+
+    def posted(who: str, score: int) -> int:
+        if who in left_out:
+            score = min(score, 0)
+        if rules.zero_within_spread and score < 0 and scores.values[who] >= -harm_spread(scores, who, rules):
+            return 0
+        return score
+
+    fixed = {who: posted(who, score) for who, score in scores.fixed_point.items()}
+    return scores if fixed == dict(scores.fixed_point) else replace(scores, fixed_point=fixed)

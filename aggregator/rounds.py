@@ -236,8 +236,9 @@ def _score_and_gate(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, glob
     An update is valued among the others of its round, and harmful updates can make each other look useful (averaging
     two noise updates halves the noise each brings), so a value is only final among updates that all enter the
     model. Each pass leaves out at least one more update, so there are at most as many passes as updates. Scores of
-    what was left out come from the pass that left it out, capped at 0 on chain (:func:`aggregator.gate.cap_left_out`);
-    the gate's record counts each institution once per round.
+    what was left out come from the pass that left it out; :func:`aggregator.gate.on_chain_scores` makes the posted
+    integers (left out: capped at 0; negative within the spread: 0). The gate's record counts each institution once
+    per round.
     """
     if not (score and updates):
         return None, gate.decide(None, record, rules)
@@ -253,7 +254,7 @@ def _score_and_gate(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, glob
         scores = _merge_scores(scores, rescored)
         kept = tuple(u for u in kept if u.institution not in decision.left_out)
     final_record = {**{who: n for who, n in decision.record.items() if who not in left_out}, **out_record}
-    return gate.cap_left_out(scores, left_out), gate.GateDecision(left_out, final_record)
+    return gate.on_chain_scores(scores, left_out, rules), gate.GateDecision(left_out, final_record)
 
 
 def _merge_scores(earlier: RoundScores, later: RoundScores) -> RoundScores:

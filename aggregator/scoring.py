@@ -119,7 +119,8 @@ class RoundScores:
         Standard error of each value (zeros for deterministic estimators), scaled like the values.
     fixed_point : dict[str, int]
         The on-chain scores: ``to_fixed_point(values)`` with 18 decimals (int256); in a round's outcome, capped at
-        0 for the updates the contribution gate left out (:func:`aggregator.gate.cap_left_out`).
+        0 for the updates the contribution gate left out, and 0 for a negative value within its spread
+        (:func:`aggregator.gate.on_chain_scores`).
     evaluations : int
         Distinct coalitions whose utility was computed (empty and grand included).
     v_empty : float

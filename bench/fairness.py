@@ -7,7 +7,9 @@ coordinator and the auditor run it; no chain. The on-chain books are replayed by
 mirror of ``RoundLedger.finalizeRound`` (round reward = escrow / rounds left, credited in proportion to the positive
 fixed-point scores, last round's dust to its best scorer, a round without a positive score credits nothing and its
 reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha (reliability: in a round that
-pays, 20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing).
+pays, 20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing). The
+rules post a negative value within its spread as 0 (``zero_within_spread``), so only harm told apart from zero lowers
+a reputation.
 
 Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease settings, GTG, the demo's rules):
 
@@ -17,7 +19,9 @@ Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease setting
   claiming all its rows.
 - built from the task's own rows (the pooled site-training rows of the seed's carving, standardized with their pooled
   mean and std, the sponsor's published scaler; validation = the pooled validation slices, test = every center's test
-  part): ``twins`` (two sites with the same rows), ``free_rider``, ``flip_0/25/50/100`` (one site of four with that
+  part): ``twins`` (two sites with the same rows, each training with its own seed), ``twins_identical`` (the same,
+  but the second twin delivers the first one's update: what is left of the twins' gap is the estimator's),
+  ``free_rider``, ``flip_0/25/50/100`` (one site of four with that
   share of its labels flipped), ``quantity_ladder`` (sizes 1:2:4:8), ``small_group`` (a site holding only
   Switzerland's rows, the only source of that validation group, beside three sites that share the other centers;
   the utility weights the four centers' validation groups equally) and ``small_group_pooled`` (the same under the
@@ -51,7 +55,8 @@ HONEST, ATTACKER, FREE_RIDER, NOISY = "honest", "attacker", "free-rider", "noisy
 HEART_ATTACKER, HEART_FREE_RIDER = "hungarian", "cleveland"
 FLIP_SHARES = (0, 25, 50, 100)
 SUMMARY_KEYS = ("honest_min_payout_share", "attacker_max_payout_share", "free_rider_max_payout_share",
-                "twin_max_relative_gap", "accuracy_with_attacker", "accuracy_without_attacker")
+                "twin_max_relative_gap", "twin_identical_max_relative_gap", "honest_min_reputation",
+                "accuracy_with_attacker", "accuracy_without_attacker")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fairness.json"
 
 
@@ -64,6 +69,7 @@ class Site:
     y: np.ndarray  # the labels it trains on (flipped ones included)
     role: str
     zero_update: bool = False
+    copies: str | None = None  # the site whose update this one delivers (identical twins)
 
 
 @dataclass(frozen=True)
@@ -198,9 +204,10 @@ def built_cases(seed: int) -> list[Case]:
     cases = []
 
     a, b, c = _deal(len(y), [1, 1, 1], rng)
-    cases.append(Case("twins", (Site("twin_a", X[a], y[a], HONEST), Site("twin_b", X[a], y[a], HONEST),
-                                Site("site_b", X[b], y[b], HONEST), Site("site_c", X[c], y[c], HONEST)),
-                      validation, tests, {"twins": ["twin_a", "twin_b"]}))
+    for name, copies in (("twins", None), ("twins_identical", "twin_a")):
+        cases.append(Case(name, (Site("twin_a", X[a], y[a], HONEST), Site("twin_b", X[a], y[a], HONEST, copies=copies),
+                                 Site("site_b", X[b], y[b], HONEST), Site("site_c", X[c], y[c], HONEST)),
+                          validation, tests, {"twins": ["twin_a", "twin_b"], "identical_updates": copies is not None}))
 
     quarters = _deal(len(y), [1, 1, 1, 1], rng)
     cases.append(Case("free_rider", tuple(
@@ -244,22 +251,32 @@ def _task(n_features: int, seed: int):
     return heart_task_spec(tuple(f"x{i}" for i in range(n_features)))
 
 
-def _spec_and_rules(spec, seed: int):
-    """The demo's run of ``spec``: FLamby's FedAvg settings, GTG, the rules' default utility and gate."""
+def _spec_and_rules(spec, seed: int, exact_up_to: int = 0):
+    """The demo's run of ``spec``: FLamby's FedAvg settings, GTG (exact Shapley up to ``exact_up_to`` institutions),
+    the rules' default utility and gate."""
     from aggregator.rules import resolve_rules
     from fedsets.heart import FLAMBY_SETTINGS
 
     kwargs, client = FLAMBY_SETTINGS["fedavg"]
     spec = spec.with_training(seed=seed, **client)
-    return spec, resolve_rules(spec=spec, strategy="fedavg", strategy_params=kwargs, estimator="gtg", seed=seed)
+    return spec, resolve_rules(spec=spec, strategy="fedavg", strategy_params=kwargs, estimator="gtg",
+                               estimator_params={"exact_up_to": exact_up_to}, seed=seed)
 
 
-def _zero_update_of(sites: tuple[Site, ...]) -> Callable:
+def _deliveries_of(sites: tuple[Site, ...]) -> Callable:
+    """The simulation's ``transform_update``: a free rider's update zeroed, a copier's replaced by its source's (the
+    simulation trains the sites in their order, and a case lists a source before its copier)."""
     from fedcore.types import Update
 
     riders = {s.name for s in sites if s.zero_update}
+    copies = {s.name: s.copies for s in sites if s.copies}
+    delivered: dict[tuple[int, str], Any] = {}
 
     def transform(round_: int, name: str, update):
+        delivered[round_, name] = update
+        if name in copies:
+            source = delivered[round_, copies[name]]
+            return Update(name, {k: v.copy() for k, v in source.arrays.items()}, source.num_samples, {})
         if name not in riders:
             return update
         return Update(name, {k: np.zeros_like(v) for k, v in update.arrays.items()}, update.num_samples, {})
@@ -273,11 +290,11 @@ def _accuracy(spec, weights, tests: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     return float(np.mean([evaluate_weights(spec, weights, X, y)["accuracy"] for X, y in tests.values()]))
 
 
-def run_case(case: Case, seed: int, rounds: int = ROUNDS) -> dict[str, Any]:
+def run_case(case: Case, seed: int, rounds: int = ROUNDS, exact_up_to: int = 0) -> dict[str, Any]:
     """One federation of ``case`` for ``seed``: per institution payout share, reputation, role, standalone accuracy."""
     from fedledger.simulation import Institution, run_simulation, train_centralized
 
-    spec, rules = _spec_and_rules(case.spec or _task(case.sites[0].X.shape[1], seed), seed)
+    spec, rules = _spec_and_rules(case.spec or _task(case.sites[0].X.shape[1], seed), seed, exact_up_to)
     institutions = [Institution(s.name, s.X, s.y) for s in case.sites]
     posted: list[dict[str, int]] = []
     left_out: dict[str, int] = dict.fromkeys((s.name for s in case.sites), 0)
@@ -288,7 +305,7 @@ def run_case(case: Case, seed: int, rounds: int = ROUNDS) -> dict[str, Any]:
             left_out[who] = left_out.get(who, 0) + 1
 
     result = run_simulation(institutions, spec, rules, rounds=rounds, seed=seed, validation=case.validation,
-                            validation_groups=case.groups, transform_update=_zero_update_of(case.sites), on_round=on_round, keep_records=False,
+                            validation_groups=case.groups, transform_update=_deliveries_of(case.sites), on_round=on_round, keep_records=False,
                             evaluate_every_round=False)
     names = [s.name for s in case.sites]
     books = chain_books(posted, names)
@@ -325,9 +342,9 @@ def _cases_of(seed: int, data_dir: Path) -> list[Case]:
             *built_cases(seed)]
 
 
-def _run_seed(seed: int, rounds: int) -> list[tuple[str, dict, dict]]:
+def _run_seed(seed: int, rounds: int, exact_up_to: int) -> list[tuple[str, dict, dict]]:
     with tempfile.TemporaryDirectory() as tmp:
-        return [(case.name, case.notes, run_case(case, seed, rounds)) for case in _cases_of(seed, Path(tmp))]
+        return [(case.name, case.notes, run_case(case, seed, rounds, exact_up_to)) for case in _cases_of(seed, Path(tmp))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,23 +356,31 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def _twin_gaps(case: dict) -> list[float]:
+    """Per seed, the twins' payout gap relative to the larger of the two."""
+    gaps = []
+    for run in case["runs"]:
+        a, b = (run["institutions"][n]["payout_share"] for n in case["notes"]["twins"])
+        gaps.append(abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0)
+    return gaps
+
+
 def summarize(cases: dict[str, dict]) -> dict[str, Any]:
     """The top-level summary keys (bench/README.md)."""
     def shares(role: str) -> list[float]:
         return [i["payout_share"] for c in cases.values() for run in c["runs"] for i in run["institutions"].values()
                 if i["role"] == role]
 
-    gaps = []
-    for run in cases["twins"]["runs"]:
-        a, b = (run["institutions"][n]["payout_share"] for n in cases["twins"]["notes"]["twins"])
-        gaps.append(abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0)
     with_attacker = _mean([r["accuracy"] for r in cases["heart_attacker"]["runs"]])
     without = _mean([r["accuracy"] for r in cases["heart"]["runs"]])
     summary = {
         "honest_min_payout_share": min(shares(HONEST)),
         "attacker_max_payout_share": max(shares(ATTACKER)),
         "free_rider_max_payout_share": max(shares(FREE_RIDER)),
-        "twin_max_relative_gap": max(gaps),
+        "twin_max_relative_gap": max(_twin_gaps(cases["twins"])),
+        "twin_identical_max_relative_gap": max(_twin_gaps(cases["twins_identical"])),
+        "honest_min_reputation": min(i["reputation"] for c in cases.values() for run in c["runs"]
+                                     for i in run["institutions"].values() if i["role"] == HONEST),
         "accuracy_with_attacker": with_attacker,
         "accuracy_without_attacker": without,
         "collaborative_fairness": {name: c["collaborative_fairness"] for name, c in cases.items()},
@@ -370,13 +395,13 @@ def summarize(cases: dict[str, dict]) -> dict[str, Any]:
     return summary
 
 
-def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1) -> dict[str, Any]:
+def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1, exact_up_to: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            per_seed = list(pool.map(_run_seed, seeds, [rounds] * len(seeds)))
+            per_seed = list(pool.map(_run_seed, seeds, [rounds] * len(seeds), [exact_up_to] * len(seeds)))
     else:
-        per_seed = [_run_seed(seed, rounds) for seed in seeds]
+        per_seed = [_run_seed(seed, rounds, exact_up_to) for seed in seeds]
     cases: dict[str, dict] = {}
     for runs in per_seed:
         for name, notes, result in runs:
@@ -389,11 +414,13 @@ def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1) 
                for k in ("payout_share", "reputation", "standalone_accuracy", "rounds_left_out")},
             "payout_share_min": min(r["institutions"][n]["payout_share"] for r in case["runs"]),
             "payout_share_max": max(r["institutions"][n]["payout_share"] for r in case["runs"]),
+            "reputation_min": min(r["institutions"][n]["reputation"] for r in case["runs"]),
         } for n in names}
         case["accuracy_mean"] = _mean([r["accuracy"] for r in case["runs"]])
         case["collaborative_fairness"] = _mean([r["collaborative_fairness"] for r in case["runs"]])
     out = {**summarize(cases), "cases": cases, "seeds": list(seeds), "rounds": rounds,
-           "protocol": __doc__.split("\n\n", 1)[1].strip(), "command": f"python -m bench.fairness --workers {workers}",
+           "protocol": __doc__.split("\n\n", 1)[1].strip(), "command": f"python -m bench.fairness --workers {workers}"
+           + (f" --exact-up-to {exact_up_to}" if exact_up_to else ""), "exact_up_to": exact_up_to,
            "elapsed_seconds": round(time.perf_counter() - started, 1)}
     return out
 
@@ -404,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--exact-up-to", type=int, default=0,
+                        help="the estimator's exact_up_to: exact Shapley with at most this many institutions (0: GTG)")
     args = parser.parse_args(argv)
-    result = run(tuple(args.seeds), args.rounds, args.workers)
+    result = run(tuple(args.seeds), args.rounds, args.workers, args.exact_up_to)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: result[k] for k in SUMMARY_KEYS + ("targets", "elapsed_seconds")}, indent=2))

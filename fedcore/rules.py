@@ -24,7 +24,7 @@ from fedcore.errors import ConfigError
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 2
+RULES_VERSION = 3
 #: The on-chain score of a value ``v`` is ``round(v * FIXED_POINT_SCALE)`` (int256, 18 decimals).
 FIXED_POINT_SCALE = 10**18
 #: How a round's scoring seed follows from ``seed`` (:func:`fedcore.seeds.scoring_seed`), spelled out for auditors.
@@ -37,6 +37,8 @@ UTILITY_METRICS = ("accuracy", "auc", "neg_loss")
 #: default estimator tells apart from zero, and far above the float32 noise of one forward pass.
 HARM_SPREAD = 2.0
 HARM_MARGIN = 1e-4
+#: Whether a negative value within that spread is posted as 0 (no reputation lost for harm not told apart from zero).
+ZERO_WITHIN_SPREAD = True
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
 #: again only in a round where its value is positive beyond the same spread.
 GATE_AFTER = 2
@@ -74,6 +76,10 @@ class RoundRules(jsondoc.HashedDocument):
     gate_after : int
         Consecutive harmful rounds after which an institution is gated until it delivers positive value beyond the
         spread again (:data:`GATE_AFTER`; 0 never gates).
+    zero_within_spread : bool
+        Whether a negative value within ``harm_spread x std_error + harm_margin`` of zero goes on chain as 0
+        (:data:`ZERO_WITHIN_SPREAD`; :func:`aggregator.gate.on_chain_scores`): credited nothing either way, it then
+        moves no reputation, so only harm told apart from zero lowers a reputation.
     version : int
         :data:`RULES_VERSION` when the rules were resolved.
     """
@@ -90,6 +96,7 @@ class RoundRules(jsondoc.HashedDocument):
     harm_spread: float = HARM_SPREAD
     harm_margin: float = HARM_MARGIN
     gate_after: int = GATE_AFTER
+    zero_within_spread: bool = ZERO_WITHIN_SPREAD
     version: int = RULES_VERSION
 
     DOCUMENT: ClassVar[str] = "round rules"
@@ -112,8 +119,9 @@ class RoundRules(jsondoc.HashedDocument):
             raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
         if self.seed_rule != SEED_RULE:
             raise ConfigError(f"rules.seed_rule must be {SEED_RULE!r}, got {self.seed_rule!r}")
-        if not isinstance(self.exclude_harmful, bool):
-            raise ConfigError(f"rules.exclude_harmful must be true or false, got {self.exclude_harmful!r}")
+        for name in ("exclude_harmful", "zero_within_spread"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"rules.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("harm_spread", "harm_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:

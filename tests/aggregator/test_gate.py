@@ -48,7 +48,7 @@ def test_a_repeat_offender_is_gated_until_it_delivers_positive_value_beyond_the_
     positive_within = _scores({"a": 0.01, "x": 0.0009})  # positive, but not beyond the margin
     within = gate.decide(positive_within, slightly_negative.record, rules)
     assert "x" in within.left_out and within.record == {"x": 4}
-    posted = gate.cap_left_out(positive_within, within.left_out)  # left out: posted as 0, so it earns nothing
+    posted = gate.on_chain_scores(positive_within, within.left_out, rules)  # left out: posted as 0, earns nothing
     assert posted.fixed_point == {"a": 10**16, "x": 0} and posted.values == positive_within.values
     back = gate.decide(_scores({"a": 0.01, "x": 0.002}), within.record, rules)
     assert back.left_out == {} and back.record == {}
@@ -60,16 +60,39 @@ def test_the_gate_can_be_switched_off_and_its_settings_are_checked():
     rules = resolve_rules(gate={"exclude_harmful": False})
     assert gate.decide(_scores({"x": -1.0}), {}, rules).left_out == {}
     defaults = resolve_rules()
-    assert (defaults.exclude_harmful, defaults.harm_spread, defaults.harm_margin, defaults.gate_after) == (
-        True, 2.0, 1e-4, 2)
+    assert (defaults.exclude_harmful, defaults.harm_spread, defaults.harm_margin, defaults.gate_after,
+            defaults.zero_within_spread) == (True, 2.0, 1e-4, 2, True)
     with pytest.raises(ConfigError, match="unknown contribution gate setting"):
         resolve_rules(gate={"spread": 1.0})
     with pytest.raises(ConfigError, match="harm_margin must be a finite number >= 0"):
         RoundRules.from_dict({**defaults.to_dict(), "harm_margin": -1.0})
     with pytest.raises(ConfigError, match="gate_after must be a non-negative integer"):
         RoundRules.from_dict({**defaults.to_dict(), "gate_after": 1.5})
+    with pytest.raises(ConfigError, match="zero_within_spread must be true or false"):
+        RoundRules.from_dict({**defaults.to_dict(), "zero_within_spread": 1})
     assert RoundRules.from_dict(defaults.to_dict()) == defaults
     assert replace(defaults, gate_after=3).digest() != defaults.digest()  # part of the hashed rules
+    assert replace(defaults, zero_within_spread=False).digest() != defaults.digest()
+
+
+def test_a_negative_value_within_its_spread_is_posted_as_zero_and_harm_beyond_it_as_it_is():
+    rules = resolve_rules(gate={"harm_spread": 2.0, "harm_margin": 0.001})
+    scores = _scores({"a": 0.05, "b": -0.0009, "c": -0.02, "d": -0.02, "e": 0.0005},
+                     {"a": 0.01, "b": 0.0, "c": 0.01, "d": 0.005, "e": 0.01})
+    left_out = gate.decide(scores, {}, rules).left_out
+    posted = gate.on_chain_scores(scores, left_out, rules)
+    # b within the margin and c within 2 x 0.01 + 0.001: 0 (no reputation lost); d beyond its spread: harm, posted;
+    # a positive value is posted however small its margin (e)
+    assert posted.fixed_point == {"a": 5 * 10**16, "b": 0, "c": 0, "d": -2 * 10**16, "e": 5 * 10**14}
+    assert posted.values == scores.values and posted.std_errors == scores.std_errors
+    assert set(left_out) == {"d"}
+    # the same test as the gate's: a value exactly at -spread is not harm
+    edge = _scores({"x": -0.001})
+    assert gate.on_chain_scores(edge, {}, rules).fixed_point == {"x": 0}
+    kept = resolve_rules(gate={"harm_margin": 0.001, "zero_within_spread": False})
+    assert gate.on_chain_scores(scores, left_out, kept).fixed_point == scores.fixed_point
+    off = resolve_rules(gate={"harm_margin": 0.001, "exclude_harmful": False})  # the gate off still judges doubt
+    assert gate.on_chain_scores(scores, {}, off).fixed_point["b"] == 0
 
 
 @pytest.fixture(scope="module")

@@ -305,6 +305,25 @@ def test_gtg_between_round_truncation_returns_zeros_after_two_evaluations():
     assert gtg_shapley(5, flat, seed=0, round_truncation_threshold=0.0).evaluations > 2
 
 
+def test_gtg_exact_up_to_small_n_gives_exact_values_and_equal_values_to_identical_players():
+    # two identical players (the same update) and two others, in a non-additive game
+    game = saturating([0.3, 0.3, 0.8, 0.1])
+    sampled = gtg_shapley(4, game, seed=3, sampling="random")
+    assert sampled.values[0] != sampled.values[1]  # sampled permutations are not symmetric in the twins
+    exact = gtg_shapley(4, game, seed=3, exact_up_to=4)
+    reference = exact_shapley(4, game)
+    np.testing.assert_array_equal(exact.values, reference.values)
+    assert exact.values[0] == exact.values[1] and exact.method == "exact" and exact.evaluations == 16
+    np.testing.assert_array_equal(exact.std_errors, np.zeros(4))
+    assert gtg_shapley(5, saturating([0.3] * 5), seed=3, exact_up_to=4).method == "gtg"  # above it: sampled
+
+    def flat(s):
+        return 0.8 + 1e-6 * len(s)
+
+    truncated = gtg_shapley(4, flat, seed=0, exact_up_to=4)  # the round truncation still comes first
+    assert truncated.evaluations == 2 and not truncated.values.any()
+
+
 def test_default_estimator_matches_exact_ranking_within_a_tenth_of_the_exact_cost():
     # The target the defaults were chosen for, on held-out games: Spearman >= 0.95 against exact
     # Shapley with at most 102 of the 1024 evaluations (held-out: mean 0.979, 92% of runs >= 0.95).
@@ -464,5 +483,8 @@ def test_registry_rejects_bad_configuration_up_front():
         make_estimator("gtg", truncation_tolerance=-0.1)
     with pytest.raises(AggregatorError, match="round_truncation_threshold"):
         make_estimator("gtg", round_truncation_threshold=math.nan)
+    for bad in (-1, 15, 2.0, True):
+        with pytest.raises(AggregatorError, match="exact_up_to"):
+            make_estimator("gtg", exact_up_to=bad)
     with pytest.raises(AggregatorError, match="seed"):
         make_estimator("tmc", seed=-1)
