@@ -16,7 +16,10 @@ import {Governed} from "./Governed.sol";
 ///      Each finalized round in which some score is positive (a round that pays) moves each participant's
 ///      reputation 20% of the way towards a target set by the sign of its score (an exponential moving average):
 ///      rep' = rep + (target - rep) * alpha / 10_000, the step floored in magnitude, where target = 10_000 for a
-///      positive score and 0 for a negative one; a score of exactly 0 leaves the reputation unchanged. A round
+///      positive score and 0 for a negative one; a score of exactly 0 leaves the reputation unchanged. Under the
+///      bounty's hashed round rules (`zero_within_spread`) the scorers post a negative value that lies within its
+///      estimate's spread (not told apart from zero, the contribution gate's own test) as 0, so only harm beyond
+///      that spread lowers a reputation. A round
 ///      with no positive score pays nobody and carries its reward forward (see RoundLedger), and moves no
 ///      reputation. A new institution starts at 5_000; leaving keeps the reputation, so leaving and re-joining
 ///      cannot launder it.

@@ -16,7 +16,8 @@ import {BountyEscrow} from "./BountyEscrow.sol";
 ///      escrow for the rounds left, and after the last round the sponsor takes back what no round credited
 ///      (`refundRemainder`). In the last round the dust goes to the best scorer, so a completed bounty with any
 ///      positive score strands nothing. Institutions pull their credit with `claim`. Reputation follows the rule of
-///      `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one.
+///      `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one (which the scorers
+///      post only for harm beyond its estimate's spread; a value within it goes on chain as 0).
 abstract contract RoundLedger is BountyEscrow {
     /// @notice Scores are fixed point with 18 decimals; larger magnitudes are refused.
     int256 public constant MAX_ABS_SCORE = 1e36;
