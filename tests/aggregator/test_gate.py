@@ -158,3 +158,20 @@ def test_the_record_carries_through_the_round_state_and_gates_later_rounds(flipp
     assert int(second.strategy_state["step"]) == 2 and second.used == ("honest0", "honest1", "honest2")
     assert second.excluded["flipper"].startswith(f"{gate.GATED}: left out of 1 consecutive rounds")
     assert int(second.strategy_state["gate/flipper"]) == 2
+
+
+def test_compute_round_posts_a_slightly_harmful_update_as_zero_and_keeps_it_in_the_model(flipped_round):
+    """A small step backwards (-0.002 x an honest update, which also dilutes the average): its exact value is negative
+    but within a margin of 0.01. It stays in the aggregate (not harm told apart from zero) and goes on chain as 0, so
+    it moves no reputation; with ``zero_within_spread`` off the same round posts its negative value. The flipper's harm,
+    beyond the margin, is posted either way."""
+    backwards = Update("timid", {k: -0.002 * v for k, v in flipped_round.updates[0].arrays.items()}, 50)
+    inputs = replace(flipped_round, updates=(*flipped_round.updates, backwards))
+    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"harm_margin": 0.01}), SPEC)
+    assert -0.01 <= outcome.scores.values["timid"] < 0 and "timid" in outcome.used
+    assert outcome.fixed_point["timid"] == 0 and outcome.fixed_point["flipper"] < 0
+    plain = compute_round(inputs, resolve_rules(estimator="exact", seed=1,
+                                                gate={"harm_margin": 0.01, "zero_within_spread": False}), SPEC)
+    assert plain.fixed_point["timid"] < 0 and plain.model_bytes == outcome.model_bytes
+    assert {k: v for k, v in plain.fixed_point.items() if k != "timid"} == {
+        k: v for k, v in outcome.fixed_point.items() if k != "timid"}
