@@ -245,10 +245,10 @@ def built_cases(seed: int) -> list[Case]:
 
 
 def _task(n_features: int, seed: int):
-    """The Heart task on ``n_features`` already scaled columns (no scaler), pooled utility."""
+    """The Heart logistic-regression task on ``n_features`` already scaled columns (no scaler), pooled utility."""
     from fedsets.heart import heart_task_spec
 
-    return heart_task_spec(tuple(f"x{i}" for i in range(n_features)))
+    return heart_task_spec(tuple(f"x{i}" for i in range(n_features)), model="logreg")
 
 
 def _spec_and_rules(spec, seed: int, exact_up_to: int = 0):

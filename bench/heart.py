@@ -261,11 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help=f"output JSON (default {RESULTS_PATH})")
     parser.add_argument("--personalized-only", action="store_true",
                         help="recompute only the `personalized` block, reusing the tuned settings and pooled runs in --out")
+    parser.add_argument("--methods", type=_method_list, default=None, metavar="A,B",
+                        help="with --personalized-only: recompute only these methods of the `personalized` block "
+                        "(e.g. fenda,ditto_mlp_grid) and merge them into --out, keeping the other entries")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     seeds = list(args.seeds)
     if args.personalized_only:
-        return _personalized_only(args.out, seeds, args.workers, started)
+        return _personalized_only(args.out, seeds, args.workers, started, args.methods)
+    if args.methods is not None:
+        parser.error("--methods needs --personalized-only")
     centers = [s.name for s in _sites()]
 
     # 1. baselines and FLamby-setting strategies on the test parts
@@ -513,6 +518,8 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
         return out
     federation = job["federation"]
     spec = _personal_spec(federation)
+    if federation.get("model") == "fenda":
+        return run_fenda(institutions, spec.with_training(seed=seed), seed=seed)
     settings = PersonalizationSettings()
     trajectory: list[dict] = []
     result = run_simulation(
@@ -527,11 +534,12 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
         on_round=lambda record: trajectory.append(record.global_weights),
     )
     run_spec = spec.with_training(seed=seed)
+    finetune_steps = settings.finetune_steps if federation.get("finetune", True) else (0,)
     for inst in institutions:
         def accuracy(weights: dict, inst=inst) -> float:
             return fm.accuracy(inst.y_test, predict_with_weights(run_spec, weights, inst.X_test))
 
-        for steps in settings.finetune_steps:
+        for steps in finetune_steps:
             for lr in settings.finetune_lrs if steps else settings.finetune_lrs[:1]:
                 tuned = pz.fine_tune(result.final_weights, inst.X_train, inst.y_train, run_spec, steps=steps, lr=lr,
                                      seed=personalization_seed(seed, "finetune"))
@@ -543,9 +551,71 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _personal_jobs(federations: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+def run_fenda(institutions, spec, *, seed: int) -> dict[str, dict[str, float]]:
+    """FENDA-FL on ``spec`` (model ``fenda``): every round each center trains its whole model (the federation's
+    shared extractor with its own local extractor and head) for the round's local steps, and sends only the change
+    of the shared extractor; the shared extractor moves by their FedAvg (weighted by training rows).
+
+    Two candidates per center, scored on its test rows: ``fenda final`` (the last shared extractor with the
+    center's own local parts, what it holds at the end) and ``fenda last local`` (its model right after its last
+    round of local training)."""
+    from aggregator.strategies import fedavg
+    from fedcore import metrics as fm
+    from fedcore.models import build_model, predict_with_weights, shared_names
+    from fedcore.seeds import initial_model_seed, personalization_seed
+    from node.training import apply_update, train_local
+
+    start = build_model(spec, seed=initial_model_seed(seed))
+    shared = shared_names(start)
+    initial = {k: v.detach().numpy().astype(np.float32) for k, v in start.state_dict().items()}
+    models = [dict(initial) for _ in institutions]  # each center's whole model, local parts never leave it
+    global_shared = {k: initial[k] for k in shared}
+    for r in range(1, ROUNDS + 1):
+        deltas = []
+        for i, inst in enumerate(institutions):
+            current = {**models[i], **global_shared}
+            result = train_local(current, inst.X_train, inst.y_train, spec, seed=personalization_seed(seed, "fenda", r, i))
+            models[i] = apply_update(current, result.arrays)
+            deltas.append({k: result.arrays[k] for k in shared})
+        step = fedavg(deltas, [len(inst.y_train) for inst in institutions])
+        global_shared = apply_update(global_shared, step)
+    out: dict[str, dict[str, float]] = {}
+    for model, inst in zip(models, institutions):
+        final = {**model, **global_shared}
+        out[inst.name] = {label: fm.accuracy(inst.y_test, predict_with_weights(spec, weights, inst.X_test))
+                          for label, weights in (("fenda final", final), ("fenda last local", model))}
+    return out
+
+
+# Methods whose federation settings are chosen on validation (issue 10's 0.81 target). Grids fixed before any
+# result: hidden width, client lr and local steps per round; batch 8, SGD, FedAvg, 15 rounds. One setting serves all
+# centers (they share the federation): the one with the best mean over centers of each center's validation-chosen
+# candidate (first in grid order on a tie). ``ditto_mlp`` (fedsets.heart.PERSONAL_MLP_TRAINING) is one point of it.
+GRID_HIDDEN = (16, 32)
+GRID_LRS = (0.01, 0.03)
+GRID_STEPS = (25, 100)
+
+
+def personal_grids() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{method: {setting label: federation}}`` of the validation-chosen personalized methods."""
+    def federation(model: str, hidden: int, lr: float, steps: int) -> dict[str, Any]:
+        params = {"hidden_sizes": [hidden]} if model == "mlp" else {"hidden_size": hidden}
+        return {"strategy": "fedavg", "strategy_kwargs": {}, "model": model, "model_params": params,
+                "training": {"lr": lr, "local_steps": steps, "batch_size": 8}, "ditto": model == "mlp", "finetune": False}
+
+    return {
+        method: {f"hidden {h}, lr {lr:g}, {steps} steps": federation(model, h, lr, steps)
+                 for h in GRID_HIDDEN for lr in GRID_LRS for steps in GRID_STEPS}
+        for method, model in (("ditto_mlp_grid", "mlp"), ("fenda", "fenda"))
+    }
+
+
+GRID_PREFIX = {"ditto_mlp_grid": "ditto", "fenda": "fenda"}
+
+
+def _personal_jobs(federations: dict[str, dict[str, Any]], seeds: list[int], local: bool = True) -> list[dict[str, Any]]:
     splits = [("validation", ss, ts) for ss in TUNING_SPLIT_SEEDS for ts in TUNING_TRAIN_SEEDS] + [("test", 0, s) for s in seeds]
-    jobs = [{"kind": "personal_local", "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits]
+    jobs = [{"kind": "personal_local", "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits] if local else []
     for name, federation in federations.items():
         jobs += [{"kind": "personal", "name": name, "federation": federation, "ditto": federation.get("ditto", False),
                   "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits]
@@ -565,25 +635,64 @@ def _choose_per_center(validation_runs: list[dict], test_runs: list[dict], prefi
     return chosen
 
 
-def _personal_entry(chosen: dict[str, dict[str, Any]], local: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def _personal_entry(chosen: dict[str, dict[str, Any]], local: dict[str, float] | None) -> dict[str, Any]:
+    """One method's entry; ``local`` is each center's tuned local-only test accuracy (mean over the same seeds)."""
     per_seed = {c: np.asarray(v["test_per_seed"], dtype=np.float64) for c, v in chosen.items()}
     entry: dict[str, Any] = {
         "mean_over_centers": round(float(np.mean([v.mean() for v in per_seed.values()])), 4),
         "per_center": {c: round(float(v.mean()), 4) for c, v in per_seed.items()},
         "per_center_std": {c: round(float(v.std()), 4) for c, v in per_seed.items()},
     }
-    if local is not None:
-        entry["gain_over_local"] = {
-            c: round(float(np.mean(v - np.asarray(local[c]["test_per_seed"]))), 4) for c, v in per_seed.items()
-        }
+    if local is not None:  # the mean of the per-seed differences is the difference of the means
+        entry["gain_over_local"] = {c: round(float(v.mean() - local[c]), 4) for c, v in per_seed.items()}
     entry["mean_over_centers_per_seed"] = [round(float(x), 4) for x in np.mean(list(per_seed.values()), axis=0)]
     entry["chosen_per_center"] = {c: {"candidate": v["candidate"], "validation_accuracy": v["validation_accuracy"]} for c, v in chosen.items()}
     return entry
 
 
+def _grid_entry(settings: dict[str, tuple[list[dict], list[dict]]], prefix: str, local: dict[str, float]) -> dict[str, Any]:
+    """A validation-chosen method: the setting whose per-center choices score best on validation (mean over
+    centers), its entry, and every setting's validation and test means (``grid``, for the record only)."""
+    rows = {}
+    for label, (val, test) in settings.items():
+        chosen = _choose_per_center(val, test, prefix)
+        rows[label] = (float(np.mean([v["validation_accuracy"] for v in chosen.values()])), chosen)
+    best = max(rows, key=lambda label: rows[label][0])  # first in grid order on a tie
+    entry = _personal_entry(rows[best][1], local)
+    entry["chosen_setting"] = best
+    entry["grid"] = {label: {"validation_mean_over_centers": round(score, 4),
+                             "test_mean_over_centers": _personal_entry(chosen, None)["mean_over_centers"]}
+                     for label, (score, chosen) in rows.items()}
+    return entry
+
+
+def personal_methods(chosen_strategies: dict[str, tuple[dict, dict]]) -> dict[str, list[str]]:
+    """Every method of the ``personalized`` block and the federations (or grids) it needs."""
+    methods: dict[str, list[str]] = {"local_only": [], "majority_class": []}
+    for name in [*chosen_strategies, "fedavg_mlp"]:
+        methods[name] = methods[f"{name}+finetune"] = [name]
+        if name == "fedavg":
+            methods["ditto_logreg"] = [name]
+        if name == "fedavg_mlp":
+            methods["ditto_mlp"] = [name]
+    for method in personal_grids():
+        methods[method] = [method]
+    methods["pooled"] = []
+    return methods
+
+
 def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tuple[dict, dict]], seeds: list[int],
-                         workers: int) -> dict[str, Any]:
-    """The ``personalized`` block of heart.json: one entry per method (see bench/README.md)."""
+                         workers: int, only: list[str] | None = None) -> dict[str, Any]:
+    """The ``personalized`` block of heart.json: one entry per method (see bench/README.md).
+
+    ``only`` names the methods to compute (default: all); the others are kept from ``report["personalized"]``, and
+    so is the local-only baseline their gains are measured against unless ``local_only`` is named.
+    """
+    catalogue = personal_methods(chosen_strategies)
+    wanted = list(catalogue) if only is None else only
+    unknown = [m for m in wanted if m not in catalogue]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(catalogue)}")
     federations: dict[str, dict[str, Any]] = {
         f"{name}": {"strategy": name, "strategy_kwargs": kw, "training": {"local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE, **tr},
                     "ditto": name == "fedavg"}
@@ -591,7 +700,14 @@ def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tu
     }
     federations["fedavg_mlp"] = {"strategy": "fedavg", "strategy_kwargs": {}, "training": PERSONAL_MLP_TRAINING, "ditto": True,
                                  **PERSONAL_MLP}
-    jobs = _personal_jobs(federations, seeds)
+    grids = personal_grids()
+    for method, grid in grids.items():
+        federations.update({f"{method}: {label}": federation for label, federation in grid.items()})
+    needed = {f for m in wanted for f in catalogue[m]}
+    run_federations = {name: f for name, f in federations.items() if name in needed or name.split(":")[0] in needed}
+    previous = report.get("personalized") or {}
+    run_local = "local_only" in wanted or "majority_class" in wanted or "local_only" not in previous
+    jobs = _personal_jobs(run_federations, seeds, local=run_local)
     done = dict(zip(map(_job_key, jobs), run_jobs(jobs, workers, "personalized")))
     n_val = len(TUNING_SPLIT_SEEDS) * len(TUNING_TRAIN_SEEDS)
 
@@ -599,39 +715,57 @@ def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tu
         selected = [done[_job_key(j)] for j in jobs if j["kind"] == kind and j.get("name") == name]
         return selected[:n_val], selected[n_val:]
 
-    local_val, local_test = runs("personal_local")
-    local = _choose_per_center(local_val, local_test, "local ")
-    methods: dict[str, Any] = {
-        "local_only": _personal_entry(local, local),
-        "majority_class": _personal_entry(_choose_per_center(local_val, local_test, "majority"), local),
-    }
+    methods: dict[str, Any] = {}
+    if run_local:
+        local_val, local_test = runs("personal_local")
+        chosen_local = _choose_per_center(local_val, local_test, "local ")
+        local = {c: float(np.mean(v["test_per_seed"])) for c, v in chosen_local.items()}
+        methods["local_only"] = _personal_entry(chosen_local, local)
+        methods["majority_class"] = _personal_entry(_choose_per_center(local_val, local_test, "majority"), local)
+    else:
+        local = dict(previous["local_only"]["per_center"])
     for name, federation in federations.items():
+        if name not in run_federations or ":" in name:
+            continue
         val, test = runs("personal", name)
         methods[name] = _personal_entry(_choose_per_center(val, test, "finetune steps=0 "), local)
         methods[f"{name}+finetune"] = _personal_entry(_choose_per_center(val, test, "finetune"), local)
         if federation["ditto"]:
             methods[f"ditto_{federation.get('model', 'logreg')}"] = _personal_entry(_choose_per_center(val, test, "ditto"), local)
+    for method, grid in grids.items():
+        if method in needed:
+            methods[method] = _grid_entry({label: runs("personal", f"{method}: {label}") for label in grid},
+                                          GRID_PREFIX[method], local)
     pooled = report["pooled"]["center_test_accuracy"]
     methods["pooled"] = _personal_entry(
         {c: {"candidate": "pooled training (FLamby settings)", "validation_accuracy": None, "test_per_seed": pooled[c]["per_seed"]}
          for c in pooled},
         local,
     )
-    return methods
+    # the methods asked for, in catalogue order, merged into the block already there
+    merged = {**previous, **{m: methods[m] for m in wanted}}
+    return {m: merged[m] for m in catalogue if m in merged}
 
 
-def _personalized_only(out: Path, seeds: list[int], workers: int, started: float) -> int:
+def _personalized_only(out: Path, seeds: list[int], workers: int, started: float, only: list[str] | None) -> int:
     report = json.loads(out.read_text())
     if report["seeds"] != seeds:
         raise SystemExit(f"{out} was measured with seeds {report['seeds']}, not {seeds}")
     chosen = {name: (entry["settings"]["strategy_kwargs"], {k: entry["settings"]["client_training"][k] for k in ("lr", "local_steps")})
               for name, entry in report["tuned"].items()}
-    report["personalized"] = personalized_section(report, chosen, seeds, workers)
+    report["personalized"] = personalized_section(report, chosen, seeds, workers, only)
     report["personalized_elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(personalized_table(report["personalized"]))
     print(f"\nwrote the personalized block of {out} in {report['personalized_elapsed_seconds']} s")
     return 0
+
+
+def _method_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one method")
+    return names
 
 
 def personalized_table(methods: dict[str, Any]) -> str:

@@ -71,6 +71,26 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class FENDA(nn.Module):
+    """FENDA (Federated Feature Disentanglement, Tyler et al. 2023): two ReLU feature extractors
+    ``d -> hidden_size``, concatenated into a linear head ``2 * hidden_size -> 1``.
+
+    Only ``shared.*`` (the global extractor) is trained by the federation and leaves the institution;
+    ``local.*`` (the local extractor) and ``head.*`` never do (:func:`shared_names`).
+    """
+
+    shared_prefixes = ("shared.",)
+
+    def __init__(self, n_features: int, hidden_size: int):
+        super().__init__()
+        self.shared = nn.Sequential(nn.Linear(n_features, hidden_size), nn.ReLU())
+        self.local = nn.Sequential(nn.Linear(n_features, hidden_size), nn.ReLU())
+        self.head = nn.Linear(2 * hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.shared(x), self.local(x)], dim=1))
+
+
 @register_model("logreg")
 def build_logreg(n_features: int) -> nn.Module:
     return LogisticRegression(n_features)
@@ -85,6 +105,20 @@ def build_mlp(n_features: int, hidden_sizes: Sequence[int] = (32,), dropout: flo
     if not 0 <= dropout < 1:
         raise ConfigError(f"mlp.dropout must be in [0, 1), got {dropout!r}")
     return MLP(n_features, tuple(hidden_sizes), float(dropout))
+
+
+@register_model("fenda")
+def build_fenda(n_features: int, hidden_size: int = 16) -> nn.Module:
+    if not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ConfigError(f"fenda.hidden_size must be a positive integer, got {hidden_size!r}")
+    return FENDA(n_features, hidden_size)
+
+
+def shared_names(model: nn.Module) -> tuple[str, ...]:
+    """Names (``state_dict`` order) of the parameters a federation trains together and an institution sends:
+    every one, unless the model names its shared part with a ``shared_prefixes`` attribute (:class:`FENDA`)."""
+    prefixes = getattr(model, "shared_prefixes", ("",))
+    return tuple(name for name in model.state_dict() if name.startswith(tuple(prefixes)))
 
 
 def build_model(spec_or_name: Any, n_features: int | None = None, seed: int = 0, **params: Any) -> nn.Module:

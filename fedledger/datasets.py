@@ -50,8 +50,10 @@ def _write(path: Path, data: bytes) -> dict[str, Any]:
 
 
 def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, seed: int = 42,
-                data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+                data_root: str | os.PathLike | None = None, model: str | None = None) -> dict[str, Any]:
     """Write the site, test and validation CSVs, ``task.json`` and ``manifest.json`` into ``out``.
+
+    ``model`` is the task's model (:func:`fedsets.heart.heart_task_spec`; default ``fedsets.heart.HEART_MODEL``).
 
     Returns
     -------
@@ -103,7 +105,8 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
              {HEART_GROUP_COLUMN: [p.name for p in parts for _ in p.validation_index]})
 
     population = TargetPopulation(weighting=HEART_WEIGHTING, group_column=HEART_GROUP_COLUMN)
-    spec = heart_task_spec(features, scaling=scaler_from_rows(X_validation), population=population)
+    spec = heart_task_spec(features, scaling=scaler_from_rows(X_validation), population=population,
+                           **({} if model is None else {"model": model}))
     task_text = json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n"  # what TaskSpec.save writes
     files[TASK_FILE] = _write(out / TASK_FILE, task_text.encode("utf-8"))
 
@@ -149,6 +152,7 @@ def write_heart(out: str | os.PathLike, *, validation_fraction: float = 0.25, se
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``fedledger data heart``."""
     from fedcore.output import add_format_option
+    from fedsets.heart import HEART_MODEL, HEART_MODELS
 
     data = subparsers.add_parser(
         "data", help="write real data sets as per-institution CSV files",
@@ -162,7 +166,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "training rows minus a carved validation slice (cleveland.csv, hungarian.csv, switzerland.csv, va.csv) "
             "and its test rows (test/<name>.csv), raw; the sponsor's validation set (validation.csv: the carved "
             "slices, disjoint from every other file, raw, with a site column); task.json (FLamby's logistic "
-            "regression, the sponsor's scaler fitted on the validation rows, which every role applies, and the "
+            "regression, or with --model mlp the benchmark's ditto_mlp; the sponsor's scaler fitted on the "
+            "validation rows, which every role applies, and the "
             "utility's weighting of the sites); and manifest.json (row counts, sha256 of each file)."
         ),
     )
@@ -170,6 +175,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     heart.add_argument("--validation-fraction", type=float, default=0.25, metavar="F",
                        help="share of each hospital's training part carved for validation (default: %(default)s)")
     heart.add_argument("--seed", type=int, default=42, help="seed of the carving (default: %(default)s)")
+    heart.add_argument("--model", default=HEART_MODEL, choices=HEART_MODELS,
+                       help="the task's model: logreg (FLamby's) or mlp (the benchmark's ditto_mlp: a 16-unit MLP, "
+                            "Ditto personal models) (default: %(default)s)")
     heart.add_argument("--data-root", default=None, metavar="DIR",
                        help="folder of the raw files (default: $FEDLEDGER_DATA or ../shared/data)")
     add_format_option(heart)
@@ -180,7 +188,7 @@ def _heart(args: argparse.Namespace) -> int:
     from fedcore.output import emit
 
     manifest = write_heart(args.out, validation_fraction=args.validation_fraction, seed=args.seed,
-                           data_root=args.data_root)
+                           data_root=args.data_root, model=args.model)
     if args.format == "json":
         emit(manifest, "json")
         return 0

@@ -69,6 +69,7 @@ import numpy as np
 
 from fedcore.errors import ConfigError, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
+from fedsets.heart import HEART_MODEL, HEART_MODELS
 
 DEFAULT_OUT = Path("runs/demo")
 DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
@@ -143,6 +144,9 @@ class DemoOptions:
         groups, else pooled.
     free_rider, attacker : str, optional
         Institution names that send zero updates / train on flipped labels.
+    model : str
+        The task's model (:func:`fedsets.heart.heart_task_spec`): ``logreg`` (default, ``fedsets.heart.HEART_MODEL``)
+        or ``mlp`` (the benchmark's ``ditto_mlp``).
     reward : int
         Wei escrowed by the sponsor.
     out : Path
@@ -164,6 +168,7 @@ class DemoOptions:
     weighting: str | None = None
     free_rider: str | None = None
     attacker: str | None = None
+    model: str = HEART_MODEL
     reward: int = DEFAULT_REWARD
     out: Path = DEFAULT_OUT
     progress: bool | None = None
@@ -198,6 +203,8 @@ class DemoOptions:
             raise ConfigError("--weighting equal needs --group COLUMN of the validation set")
         if self.chain not in ("embedded", *ENGINES) and not self.chain.startswith(("http://", "https://")):
             raise ConfigError(f"--chain {self.chain!r}: use embedded, ganache, anvil or an http(s):// JSON-RPC URL")
+        if self.model not in HEART_MODELS:
+            raise ConfigError(f"--model must be one of {', '.join(HEART_MODELS)}, got {self.model!r}")
         if self.free_rider and self.free_rider == self.attacker:
             raise ConfigError("--free-rider and --attacker name the same institution")
 
@@ -225,30 +232,27 @@ class DemoData:
     strategy_params: dict[str, Any]
 
 
-def _strategy_settings(strategy: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _strategy_settings(strategy: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(strategy kwargs, client training changes): FLamby's Fed-Heart-Disease settings for the strategy
-    (``fedsets.heart.FLAMBY_SETTINGS``), FedAvg's client settings for any other."""
+    (``fedsets.heart.FLAMBY_SETTINGS``), FedAvg's for any other. FLamby's client learning rates are the logistic
+    regression's: any other model keeps the task's own training settings."""
     from aggregator.strategies import make_strategy
     from fedsets.heart import FLAMBY_SETTINGS
 
     key = make_strategy(strategy).name  # one line for an unknown strategy
     kwargs, client = FLAMBY_SETTINGS.get(key, ({}, FLAMBY_SETTINGS["fedavg"][1]))
-    return dict(kwargs), dict(client)
+    return dict(kwargs), dict(client) if model == "logreg" else {}
 
 
 def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
-    """The bounty's task, saved: ``spec`` with the strategy's client learning rate, the demo's seed and each
-    hospital's personalization (``fedsets.heart.PERSONAL_METHOD``: Ditto, the benchmark's ``ditto_logreg``).
-
-    The federation stays the logistic regression: on the 16-unit MLP of the benchmark's ``ditto_mlp`` a
-    zero update (the demo's free rider) scored positive in short runs, so the demo keeps the model whose
-    incentives the tests check."""
+    """The bounty's task, saved: ``spec`` with the strategy's client settings, the demo's seed and each hospital's
+    personalization (``fedsets.heart.PERSONAL_METHOD``: Ditto, as the benchmark's ``ditto_mlp``)."""
     from dataclasses import replace
 
     from fedcore.task import PersonalizationSettings
     from fedsets.heart import PERSONAL_METHOD
 
-    kwargs, client = _strategy_settings(strategy)
+    kwargs, client = _strategy_settings(strategy, spec.model)
     # two validation carvings instead of five: each hospital's choices take a few times less
     spec = replace(spec, personalization=PersonalizationSettings(method=PERSONAL_METHOD, validation_splits=2))
     spec = spec.with_training(seed=int(seed), **client)
@@ -257,8 +261,8 @@ def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
     return spec, kwargs
 
 
-def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path, weighting: str | None = None
-                  ) -> DemoData:
+def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path, weighting: str | None = None,
+                  model: str = HEART_MODEL) -> DemoData:
     """Fed-Heart-Disease as four hospitals' CSVs.
 
     Written by :func:`fedledger.datasets.write_heart`, carving seeded by ``seed``; ``weighting`` replaces the task's
@@ -269,7 +273,7 @@ def prepare_heart(data_dir: Path, *, seed: int, strategy: str, task_path: Path, 
     from fedcore.task import TaskSpec
     from fedledger.datasets import TASK_FILE, VALIDATION_FILE, write_heart
 
-    manifest = write_heart(data_dir, validation_fraction=VALIDATION_FRACTION, seed=seed)
+    manifest = write_heart(data_dir, validation_fraction=VALIDATION_FRACTION, seed=seed, model=model)
     spec = TaskSpec.load(data_dir / TASK_FILE)
     if weighting is not None:
         spec = replace(spec, population=replace(spec.population, weighting=weighting))
@@ -380,8 +384,9 @@ def read_sites(options: DemoOptions) -> SiteInputs:
     weighting = options.weighting or (HEART_WEIGHTING if group else "pooled")
     population = TargetPopulation(weighting=weighting, group_column=group)
     group_weights(groups, population)  # an empty group value is one line, now
-    base = heart_task_spec(features)
-    spec = TaskSpec(name="demo-sites", model=base.model, feature_columns=features, label_column=label,
+    base = heart_task_spec(features, model=options.model)
+    spec = TaskSpec(name="demo-sites", model=base.model, model_params=base.model_params, feature_columns=features,
+                    label_column=label,
                     metric=base.metric, training=base.training, scaling=scaler_from_rows(validation.X),
                     population=population)
     return SiteInputs(spec, tuple(train), tuple(test), validation, groups, validation_bytes)
@@ -624,7 +629,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
     from fedsets.heart import HEART_CENTERS, heart_paths
 
     # Every input is read and checked before anything is written: a bad file or option leaves --out untouched.
-    resolve_rules(strategy=options.strategy, strategy_params=_strategy_settings(options.strategy)[0],
+    resolve_rules(strategy=options.strategy, strategy_params=_strategy_settings(options.strategy, options.model)[0],
                   estimator=options.scorer, seed=options.seed)  # an unknown strategy or scorer is one line here
     site_inputs = read_sites(options) if options.sites else None
     if site_inputs is None:
@@ -649,7 +654,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                            task_path=task_path)
     else:
         data = prepare_heart(out / "data", seed=options.seed, strategy=options.strategy, task_path=task_path,
-                             weighting=options.weighting)
+                             weighting=options.weighting, model=options.model)
     # The sponsor fixes the round rules before anyone trains.
     rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
                           estimator=options.scorer, seed=options.seed)
@@ -903,7 +908,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "strategy_params": data.strategy_params, "scorer": options.scorer, "seed": options.seed,
                 "chain": options.chain, "chain_id": int(w3.eth.chain_id), "ledger": ledger.address,
                 "bounty_id": bounty_id, "sponsor": sponsor.address, "aggregator": aggregator.address,
-                "free_rider": options.free_rider, "attacker": options.attacker, "reward": options.reward,
+                "free_rider": options.free_rider, "attacker": options.attacker, "model": options.model,
+                "reward": options.reward,
                 "task": spec.to_dict(), "task_hash": "0x" + task_hash(spec).hex(),
                 "validation_set_hash": "0x" + file_sha256(data.validation_path).hex(),
                 "validation_rows": validation_rows, "transport": wire, "command": _command(options), "out": str(out),
@@ -996,6 +1002,8 @@ def _command(options: DemoOptions) -> str:
         parts += ["--free-rider", options.free_rider]
     if options.attacker:
         parts += ["--attacker", options.attacker]
+    if options.model != HEART_MODEL:
+        parts += ["--model", options.model]
     return " ".join(parts)
 
 
@@ -1052,6 +1060,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--free-rider", default=None, metavar="NAME",
                       help="this institution sends back a zero update every round (the global model unchanged)")
     demo.add_argument("--attacker", default=None, metavar="NAME", help="this institution trains on flipped labels")
+    demo.add_argument("--model", default=HEART_MODEL, choices=HEART_MODELS,
+                      help="the task's model: logreg (FLamby's) or mlp (the benchmark's ditto_mlp: a 16-unit MLP, "
+                           "Ditto personal models; a free rider is paid on it in some runs) (default: %(default)s)")
     demo.add_argument("--reward", type=parse_wei, default=DEFAULT_REWARD, metavar="AMOUNT",
                       help="the bounty's reward, e.g. 10ether (default: 10ether)")
     demo.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",
@@ -1069,7 +1080,7 @@ def _demo(args: argparse.Namespace) -> int:
         sites=tuple(Path(s) for s in args.sites), label=args.label,
         validation=Path(args.validation) if args.validation else None, test=Path(args.test) if args.test else None,
         carve=args.carve, group=args.group, weighting=args.weighting, free_rider=args.free_rider,
-        attacker=args.attacker, reward=args.reward, out=Path(args.out),
+        attacker=args.attacker, model=args.model, reward=args.reward, out=Path(args.out),
         progress=False if args.no_progress else None,
     )
     report = run_demo(options)

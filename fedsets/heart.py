@@ -49,13 +49,18 @@ FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "multikrum": ({"n_byzantine": 1}, {"lr": 0.001}),
 }
 
-# The personalized federation ``make bench-fl`` reports as ``ditto_mlp``: FedAvg on a one-hidden-layer
-# MLP (16 units), each hospital keeping a Ditto personal model; its training settings were fixed before
-# any run (not tuned): lr 0.03, 100 local SGD steps, batch 8. ``make demo`` keeps the logistic
-# regression and personalizes it with PERSONAL_METHOD (the benchmark's ``ditto_logreg``).
-PERSONAL_MLP = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
-PERSONAL_MLP_TRAINING = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
+# The personalized federation ``make bench-fl`` reports as ``ditto_mlp`` (``heart_task_spec(model="mlp")``,
+# ``fedledger demo --model mlp``): FedAvg on a one-hidden-layer MLP (16 units), each hospital keeping a Ditto
+# personal model. Its training settings were fixed before any run (not tuned): lr 0.03, 100 local SGD steps,
+# batch 8.
+PERSONAL_MLP: dict[str, Any] = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
+PERSONAL_MLP_TRAINING: dict[str, Any] = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
 PERSONAL_METHOD = "ditto"
+# The task models ``fedledger data heart`` and ``fedledger demo`` offer, and their default. The default stays
+# FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
+# overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
+HEART_MODELS = ("logreg", "mlp")
+HEART_MODEL = "logreg"
 
 HEART_DIR = "fed-heart-disease"
 HEART_CENTERS = ("cleveland", "hungarian", "switzerland", "va")  # FLamby center ids 0..3
@@ -175,27 +180,43 @@ HEART_GROUP_COLUMN = "site"
 HEART_WEIGHTING = "pooled"
 
 
-def heart_task_spec(feature_columns: tuple[str, ...], *, scaling=None, population=None):
-    """FLamby's Fed-Heart-Disease task: logistic regression, accuracy, FedAvg's client settings
-    (``LOCAL_STEPS`` local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round).
+def heart_task_spec(feature_columns: tuple[str, ...], *, model: str = HEART_MODEL, scaling=None, population=None):
+    """The Fed-Heart-Disease task.
 
     Parameters
     ----------
+    model : {"logreg", "mlp"}
+        ``"logreg"`` (``HEART_MODEL``): FLamby's logistic regression with FedAvg's client settings (``LOCAL_STEPS``
+        local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round), no personalization. ``"mlp"``: the benchmark's
+        ``ditto_mlp`` (``PERSONAL_MLP`` trained with ``PERSONAL_MLP_TRAINING``, each hospital personalizing with
+        ``PERSONAL_METHOD``).
     scaling : FeatureScaling, optional
         The sponsor's scaler (default: none).
     population : TargetPopulation, optional
         The utility's weighting of validation groups (default: pooled).
     """
-    from fedcore.task import FeatureScaling, TargetPopulation, TaskSpec, TrainingSettings
+    from fedcore.task import FeatureScaling, PersonalizationSettings, TargetPopulation, TaskSpec, TrainingSettings
 
-    client = FLAMBY_SETTINGS["fedavg"][1]
+    if model == "mlp":
+        family, params = PERSONAL_MLP["model"], PERSONAL_MLP["model_params"]
+        training = TrainingSettings(optimizer="sgd", **PERSONAL_MLP_TRAINING)
+        personalization = PersonalizationSettings(method=PERSONAL_METHOD)
+    elif model == "logreg":
+        family, params = "logreg", {}
+        training = TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE,
+                                    lr=FLAMBY_SETTINGS["fedavg"][1]["lr"], optimizer="sgd")
+        personalization = PersonalizationSettings()
+    else:
+        raise ConfigError(f"--model must be one of {', '.join(HEART_MODELS)}, got {model!r}")
     return TaskSpec(
         name="fed-heart-disease",
-        model="logreg",
+        model=family,
+        model_params=params,
         feature_columns=tuple(feature_columns),
         label_column=HEART_LABEL,
         metric="accuracy",
-        training=TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE, lr=client["lr"], optimizer="sgd"),
+        training=training,
+        personalization=personalization,
         scaling=scaling if scaling is not None else FeatureScaling(),
         population=population if population is not None else TargetPopulation(),
     )

@@ -12,7 +12,16 @@ from fedcore.task import TaskSpec, task_hash_hex
 from fedledger.cli import main
 from fedledger.datasets import write_heart
 from fedsets.data import default_data_root
-from fedsets.heart import HEART_CENTERS, HEART_GROUP_COLUMN, HEART_WEIGHTING, heart_parts, heart_paths
+from fedsets.heart import (
+    HEART_CENTERS,
+    HEART_GROUP_COLUMN,
+    HEART_WEIGHTING,
+    PERSONAL_METHOD,
+    PERSONAL_MLP,
+    PERSONAL_MLP_TRAINING,
+    heart_parts,
+    heart_paths,
+)
 
 
 def read_site_table(path, feature_columns, label_column):
@@ -112,6 +121,20 @@ def test_task_spec_is_flambys_logistic_regression(written):
     assert manifest["task_hash"] == task_hash_hex(spec)
 
 
+def test_model_mlp_is_the_benchmarks_ditto_mlp_on_the_same_files(written, tmp_path):
+    out, manifest = written
+    mlp = write_heart(tmp_path / "mlp", model="mlp")
+    spec = TaskSpec.load(tmp_path / "mlp" / "task.json")
+    assert spec.model == PERSONAL_MLP["model"]
+    assert list(spec.model_params["hidden_sizes"]) == PERSONAL_MLP["model_params"]["hidden_sizes"]
+    t = spec.training
+    assert {"lr": t.lr, "local_steps": t.local_steps, "batch_size": t.batch_size} == PERSONAL_MLP_TRAINING
+    assert spec.personalization.method == PERSONAL_METHOD
+    assert mlp["task_hash"] == task_hash_hex(spec) != manifest["task_hash"]
+    assert {k: v for k, v in mlp["files"].items() if k != "task.json"} == \
+        {k: v for k, v in manifest["files"].items() if k != "task.json"}  # the data does not change
+
+
 def test_same_arguments_same_bytes_and_seed_changes_the_carving(written, tmp_path):
     out, manifest = written
     again = write_heart(tmp_path / "again")
@@ -129,3 +152,6 @@ def test_cli_writes_the_folder(tmp_path, capsys):
         [f"{c}.csv" for c in HEART_CENTERS] + ["manifest.json", "task.json", "test", "validation.csv"])
     assert main(["data", "heart", "--out", str(tmp_path / "e"), "--validation-fraction", "1.5"]) == 2
     assert "validation-fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "heart", "--out", str(tmp_path / "f"), "--model", "cnn"])
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err

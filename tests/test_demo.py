@@ -280,6 +280,22 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, message):
     assert err.startswith("error: ") and message in err
 
 
+def test_model_mlp_keeps_the_benchmarks_training_settings_and_ditto(tmp_path):
+    from fedledger.demo import prepare_heart
+    from fedsets.heart import PERSONAL_MLP, PERSONAL_MLP_TRAINING
+
+    data = prepare_heart(tmp_path / "data", seed=3, strategy="fedprox", task_path=tmp_path / "task.json", model="mlp")
+    spec = data.spec
+    assert spec.model == PERSONAL_MLP["model"]
+    assert list(spec.model_params["hidden_sizes"]) == PERSONAL_MLP["model_params"]["hidden_sizes"]
+    t = spec.training
+    # FLamby's client learning rates are the logistic regression's: the MLP keeps its own
+    assert {"lr": t.lr, "local_steps": t.local_steps, "batch_size": t.batch_size} == PERSONAL_MLP_TRAINING
+    assert t.seed == 3 and spec.personalization.method == "ditto" and data.strategy_params == {"mu": 0.01}
+    logreg = prepare_heart(tmp_path / "l", seed=3, strategy="fedadam", task_path=tmp_path / "l.json").spec
+    assert logreg.model == "logreg" and logreg.training.lr == 0.01  # FLamby's FedAdam client lr
+
+
 def test_refuses_a_folder_of_other_files(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
     assert main(["demo", "--out", str(tmp_path), "--rounds", "1", "--no-progress"]) == 2
