@@ -305,6 +305,9 @@ def test_openapi_documents_every_endpoint(service):
         "/bounties/{bounty_id}/states/{sha256}",
         "/bounties/{bounty_id}/rounds/{round}/updates",
         "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}",
+        "/bounties/{bounty_id}/rounds/{round}/committee/updates",
+        "/bounties/{bounty_id}/rounds/{round}/committee/updates/{sha256}",
+        "/bounties/{bounty_id}/rounds/{round}/attestations",
     }
     upload = paths["/bounties/{bounty_id}/rounds/{round}/updates"]["post"]
     assert "application/octet-stream" in upload["requestBody"]["content"]
