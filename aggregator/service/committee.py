@@ -110,6 +110,6 @@ def authorize_fetch(context: ServiceContext, record: RoundState | None, number: 
     if record is None:
         raise Rejected(Code.NOT_FOUND, f"round {number} is not known to this aggregator")
     if record.step in (RoundStep.OPENING, RoundStep.OPEN) or record.commit_deadline is None \
-            or context.ledger.now() <= record.commit_deadline:
+            or context.now() <= record.commit_deadline:
         raise Rejected(Code.ROUND_OPEN, f"round {number}'s updates are sealed until its commit window closes")
     return signer

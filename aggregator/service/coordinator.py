@@ -274,9 +274,7 @@ class Coordinator:
         s = ctx.settings
         uploaded = {u.institution for u in ctx.state.uploads(record.round)}
         invited = set(record.selected)
-        now = ctx.ledger.now()
-        if s.wall_clock:
-            now = max(now, int(ctx.clock()))
+        now = ctx.now()
         if now <= chain_round.commit_deadline:  # early only on the whole invited set, never on the first N uploads
             return bool(invited) and invited <= uploaded
         # The window is closed: the committers are final. Wait (a grace period) for invitees still uploading.
@@ -381,7 +379,7 @@ class Coordinator:
             ctx.state.mark_finalized(number, finalize_tx=tx, note=f"{tx} with {len(signatures)} attestation(s)")
             log.info("round %d finalized with %d attestation(s) (tx %s)", number, len(signatures), tx)
             return Phase.FINALIZED
-        if ctx.ledger.now() > chain_round.commit_deadline + bounty.recovery_grace:
+        if ctx.now() > chain_round.commit_deadline + bounty.recovery_grace:
             try:
                 tx = ctx.ledger.lapse_round()
             except ContractRevert as exc:  # someone else lapsed it first: the chain tells on the next step
