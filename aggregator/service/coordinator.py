@@ -15,6 +15,11 @@ Restart safety comes from three rules:
 3. **Never recompute a saved result.** A round found at ``scored`` is finalized with the saved scores; the
    scorer is not called again.
 
+On a bounty with a scoring committee (quorum q > 1) a ``scored`` round is finalized through
+``finalizeRoundAttested`` once q - 1 other members attested exactly the saved outcome (:mod:`.committee`; the
+attestations are saved with the round, so a restart finalizes with them), and lapsed (``lapseRound``) once it stalled
+without them.
+
 A round's inputs are the chain's commitments (``UpdateCommitted`` events: hash and sample count) and the
 accepted uploads; an auditor recomputes it from the stored blobs (``GET .../models/{sha}``,
 ``.../updates/{sha}``, ``.../states/{sha}``) and the round record (``GET .../rounds/{r}``): strategy and
@@ -379,7 +384,8 @@ class Coordinator:
             ctx.state.mark_finalized(number, finalize_tx=tx, note=f"{tx} with {len(signatures)} attestation(s)")
             log.info("round %d finalized with %d attestation(s) (tx %s)", number, len(signatures), tx)
             return Phase.FINALIZED
-        if ctx.now() > chain_round.commit_deadline + bounty.recovery_grace:
+        # the contract judges a stall by block time (not this machine's clock): an idle dev chain lapses once it mines
+        if ctx.ledger.now() > chain_round.commit_deadline + bounty.recovery_grace:
             try:
                 tx = ctx.ledger.lapse_round()
             except ContractRevert as exc:  # someone else lapsed it first: the chain tells on the next step

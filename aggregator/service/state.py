@@ -12,7 +12,10 @@ A round moves through steps, each committed before the action that follows it::
 * ``scored``: the new model, the optimizer state, the decisions and the scores are saved; a restart
   reuses them and never recomputes.
 * ``finalized``: the chain shows the round finalized (by our transaction, recorded with its hash, or found
-  already finalized on restart).
+  already finalized on restart). On a bounty with a scoring committee (quorum q > 1), ``scored`` waits for q - 1
+  matching attestations of other members (table ``attestations``).
+* ``lapsed``: a committee round that no quorum attested before its window plus the recovery grace, closed on chain
+  by ``lapseRound``: nothing credited; the next round starts from this round's model and round state.
 
 Schema
 ------

@@ -16,6 +16,7 @@ chain, upload signed) so a round takes one short commit window.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -138,8 +139,14 @@ def test_with_the_only_other_scorer_offline_the_round_lapses_and_its_reward_carr
     aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator", extra=("--upload-grace", 0))
     open_round(fed, aggregator, bounty_id, 1)
     play_round(fed, aggregator, bounty_id, 1)
-    fed.wait_until(lambda: fed.events("RoundLapsed", bounty_id), timeout=120, what="round 1 to lapse",
-                   alive=(aggregator.proc,))
+    stalled_after = fed.ledger.round(bounty_id, 1).commit_deadline + GRACE
+
+    def lapsed() -> bool:  # the contract judges a stall by block time, and an idle dev chain mines no block: mine one
+        if time.time() > stalled_after + 1:
+            fed.w3.provider.make_request("evm_mine", [])
+        return bool(fed.events("RoundLapsed", bounty_id))
+
+    fed.wait_until(lapsed, timeout=120, what="round 1 to lapse", alive=(aggregator.proc,), interval=1)
     assert fed.events("ContributionScored", bounty_id) == [] and fed.events("RoundFinalized", bounty_id) == []
     assert fed.ledger.escrow_of(bounty_id) == funded
     assert aggregator.round_record(bounty_id, 1)["step"] == "lapsed"
@@ -150,5 +157,6 @@ def test_with_the_only_other_scorer_offline_the_round_lapses_and_its_reward_carr
     fed.wait_completed(bounty_id, timeout=180, alive=(aggregator.proc, scorer))
     finalized = fed.events("RoundFinalized", bounty_id)
     assert [(e["round"], e["reward"]) for e in finalized] == [(2, funded)]  # round 1's reward carried
+    assert scorer.wait(120) == 0, scorer.tail()  # `serve` ends with the bounty
     lines = [json.loads(line) for line in scorer.stdout().splitlines() if line.startswith("{")]
     assert [(r["round"], r["status"]) for r in lines] == [(1, "lapsed"), (2, "agreed")]
