@@ -9,9 +9,10 @@ safetensors bytes) and the fixed-point scores (18 decimals).
 Conditions (``CONDITIONS``): torch with 1 or 2 intra-op threads, ``OMP_NUM_THREADS`` 1 or 2, a separate process;
 the validation forward pass computed by NumPy in float32 instead of torch (another library's summation order: the
 closest this machine comes to another CPU or BLAS); and in float64 (a deliberately larger difference, as an upper
-bound). For every condition that differs from the reference, the report says by how much, and which quantization
-of the scores (decimals kept of the 18) would make them agree, and what that quantization changes (largest change
-of a score, of a payout share, and whether any score's sign changes).
+bound). Scores are measured on all 18 decimals (the rules' own rounding to ``fedcore.rules.SCORE_DECIMALS`` is
+turned off in the workers); for every condition that differs from the reference, the report says by how much, which
+rounding of the scores (decimals kept) makes them agree, and what that rounding changes (largest change of a score,
+of a payout share, and whether any score's sign changes).
 
 ``python -m bench.bitexact [--rounds 5] [--seed 42] [--out bench/results/bitexact.json]``; keys in bench/README.md.
 """
@@ -100,6 +101,9 @@ def worker(path: Path, threads: int, forward: str) -> dict[str, Any]:
     from aggregator.rounds import compute_round
 
     torch.set_num_threads(threads)
+    import aggregator.scoring as scoring
+
+    scoring.SCORE_QUANTUM = 1  # measure on the full 18 decimals; the quantization is applied in the comparison
     if forward != "torch":
         models.predict_logits = _numpy_forward(np.float32 if forward == "numpy32" else np.float64)
     with open(path, "rb") as f:
@@ -114,7 +118,8 @@ def worker(path: Path, threads: int, forward: str) -> dict[str, Any]:
 
 
 def quantize(score: int, decimals: int) -> int:
-    """A fixed-point score (18 decimals) rounded half away from zero to ``decimals`` decimals (still 18-decimal)."""
+    """A fixed-point score (18 decimals) rounded half away from zero to ``decimals`` decimals (still 18-decimal).
+    The worker turns the rules' own rounding off, so these figures start from the full 18 decimals."""
     step = 10 ** (18 - decimals)
     q, rem = divmod(abs(score), step)
     q += 1 if 2 * rem >= step else 0
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         print(json.dumps(worker(args.worker, args.threads, args.forward)))
         return 0
+    from fedcore.rules import SCORE_DECIMALS
     from fedledger.datasets import write_heart
 
     started = time.perf_counter()
@@ -195,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": comparisons,
         "identical_everywhere": {name: c["model_hash_identical"] and c["scores_identical"]
                                  for name, c in comparisons.items()},
+        "rules_score_decimals": SCORE_DECIMALS,
+        "agree_at_rules_decimals": {name: SCORE_DECIMALS in c["scores_agree_at_decimals"]
+                                    for name, c in comparisons.items()},
         "quantization_effect": quantization_effect(reference),
         "conditions": {name: {"torch_threads": t, "omp_num_threads": o, "forward": f}
                        for name, (t, o, f) in CONDITIONS.items()},

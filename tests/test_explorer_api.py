@@ -274,25 +274,8 @@ def test_cli_refuses_the_embedded_chain(capsys):
 
 
 def test_bounty_detail_shows_each_scorers_attestation_dissent_and_a_lapsed_round(api):
-    from fedcore.attestations import sign_outcome
-    from ledger.chain import advance_time
-
     w, _, client = api
-    scorer, dissenter = w.keyed("explorer scorer", join=False), w.keyed("explorer dissenter", join=False)
-    bounty = w.new_bounty(rounds=2, scorers=(scorer.address, dissenter.address), quorum=2)
-    w.as_(w.aggregator).open_round(bounty, h("m0"))
-    w.commit(bounty, 1, w.insts[:2])
-    scores = {w.insts[0]: 3, w.insts[1]: 1}
-    participants, ordered = w.ledger.outcome(bounty, 1, scores)
-    signature = sign_outcome(scorer, chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty, round_=1,
-                             new_model_hash=h("m1"), participants=participants, scores=ordered)
-    w.as_(w.aggregator).finalize_round(bounty, 1, h("m1"), scores, [signature])
-    digest = w.ledger.outcome_digest(bounty, 1, h("m1"), participants, ordered)
-    other = w.ledger.outcome_digest(bounty, 1, h("m1"), participants, [o + 1 for o in ordered])
-    w.as_(dissenter).record_dissent(bounty, 1, other)
-    w.as_(w.aggregator).open_round(bounty, h("m1"))
-    advance_time(w.w3, w.ledger.bounty(bounty).commit_window + w.ledger.bounty(bounty).recovery_grace + 1)
-    w.as_(w.outsider).lapse_round(bounty)  # anyone closes a stalled round
+    bounty, scorer, dissenter, digest, other = w.committee_story("explorer api")
     rounds = client.get(f"/api/bounties/{bounty}").json()["rounds"]
     assert {(a["scorer"], a["outcome_digest"]) for a in rounds[0]["attestations"]} == {
         (Web3.to_checksum_address(w.aggregator), "0x" + digest.hex()), (scorer.address, "0x" + digest.hex())}
