@@ -118,8 +118,9 @@ class RoundScores:
     std_errors : dict[str, float]
         Standard error of each value (zeros for deterministic estimators), scaled like the values.
     fixed_point : dict[str, int]
-        The on-chain scores: ``to_fixed_point(values)`` with 18 decimals (int256); in a round's outcome, capped at
-        0 for the updates the contribution gate left out (:func:`aggregator.gate.cap_left_out`).
+        The on-chain scores: the values rounded to ``fedcore.rules.SCORE_DECIMALS`` decimals, as int256 with 18
+        decimals (multiples of ``SCORE_QUANTUM``: what a scoring committee can agree on); in a round's outcome,
+        capped at 0 for the updates the contribution gate left out (:func:`aggregator.gate.cap_left_out`).
     evaluations : int
         Distinct coalitions whose utility was computed (empty and grand included).
     v_empty : float
