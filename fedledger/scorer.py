@@ -333,20 +333,32 @@ def _scorer(args: argparse.Namespace) -> Scorer:
         def tamper(fixed: dict[str, int]) -> dict[str, int]:
             return {who: score + 1 for who, score in fixed.items()}
 
-    def replay(number: int) -> dict:
-        from fedledger.audit_verify import commitment_binding, replay_rounds, store_checks
-        from ledger.audit import default_index_path, sync_index, trace
+    from ledger.audit import default_index_path
 
-        db = args.db or default_index_path(args.deployment)
-        sync_index(w3, deployment, db)
-        report = trace(db, args.bounty, client)
-        _, records, payloads = store_checks(report, source, args.bounty, commitment_binding(client, args.bounty))
-        carried: dict = {}
-        replay_rounds(report, source, args.bounty, records, payloads, spec=spec, rules=rules, validation=validation,
-                      binding=commitment_binding(client, args.bounty), carried=carried)
-        return carried
+    db = args.db or default_index_path(args.deployment)
+
+    def replay(number: int) -> dict:
+        return replayed_state(client, deployment, db, source, args.bounty, spec=spec, rules=rules,
+                              validation=validation)
 
     return Scorer(client, account, source, args.bounty, spec, rules, validation, replay=replay, tamper=tamper)
+
+
+def replayed_state(client, deployment, db, source: HttpAggregator, bounty_id: int, *, spec, rules, validation) -> dict:
+    """The round state after the bounty's finalized rounds, replayed as the auditor replays them
+    (:func:`fedledger.audit_verify.replay_rounds`, from the chain's events and the served updates); a lapsed round
+    changes nothing."""
+    from fedledger.audit_verify import commitment_binding, replay_rounds, store_checks
+    from ledger.audit import sync_index, trace
+
+    sync_index(client.w3, deployment, db)
+    report = trace(db, bounty_id, client)
+    binding = commitment_binding(client, bounty_id)
+    _, records, payloads = store_checks(report, source, bounty_id, binding)
+    carried: dict = {}
+    replay_rounds(report, source, bounty_id, records, payloads, spec=spec, rules=rules, validation=validation,
+                  binding=binding, carried=carried)
+    return carried
 
 
 #: TEST-ONLY (tests/e2e): FEDLEDGER_SCORER_TAMPER=1 makes the scorer attest scores one unit above what it computed,

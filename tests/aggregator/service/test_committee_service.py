@@ -159,3 +159,43 @@ def test_without_a_quorum_the_round_lapses_and_its_reward_carries(committee):
     assert coordinator.step() == "finalized"
     finalized = events(h, "RoundFinalized")
     assert [(e["round"], e["reward"]) for e in finalized] == [(2, escrow)]
+
+
+def test_a_scorer_recomputes_each_round_from_what_members_may_fetch_and_its_attestation_finalizes_it(committee):
+    """The scorer's own computation (``fedledger.scorer.Scorer``, over this app through its committee routes): the same
+    outcome as the aggregator's in round 1 and, from the round state it replays from the chain, in round 2."""
+    from fedcore.population import load_validation_set
+    from fedcore.rules import RoundRules
+    from fedcore.task import TaskSpec
+    from fedledger.scorer import CommitteeAggregator, Scorer, replayed_state
+    from ledger.deployment import Deployment
+
+    h = committee
+    context, client, coordinator = started(h)
+    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
+    validation = load_validation_set(h.validation_path, spec)
+    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
+                                 bounty_id=h.bounty_id, client=client)
+    ledger = h.as_(SCORER)
+    deployment = Deployment.load(h.deployment_path)
+    replayed = []
+
+    def replay(number: int) -> dict:
+        replayed.append(number)
+        return replayed_state(ledger, deployment, h.tmp / "index.sqlite", source, h.bounty_id, spec=spec, rules=rules,
+                              validation=validation)
+
+    scorer = Scorer(ledger, SCORER, source, h.bounty_id, spec, rules, validation, replay=replay)
+    for round_ in (1, 2):
+        assert coordinator.step() == "opened"
+        play_uploads(h, client, round_, h.insts)
+        assert coordinator.run_until("scored") == "scored"
+        h.advance(WINDOW + 1)
+        result, _ = scorer.compute(round_)
+        own = committee_view.own_outcome(context, context.state.round(round_))
+        assert (result.new_model_hash, result.participants, [str(s) for s in result.scores]) == (
+            "0x" + own["new_model_hash"], own["participants"], own["scores"])
+        scorer.attest(result)
+        assert coordinator.step() == "finalized"
+        assert scorer.settle(result).status == "agreed"
+    assert replayed == [2]
