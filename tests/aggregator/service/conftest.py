@@ -38,6 +38,17 @@ ONE_ETH = 10**18
 SPEC = TaskSpec(name="service-test", model="logreg", feature_columns=("a", "b", "c"), label_column="y")
 
 
+#: Every route the service serves (its OpenAPI document lists exactly these).
+SERVICE_PATHS = {
+    "/health", "/bounties/{bounty_id}/task", "/bounties/{bounty_id}/rules", "/bounties/{bounty_id}/rounds/current",
+    "/bounties/{bounty_id}/rounds/{round}", "/bounties/{bounty_id}/model", "/bounties/{bounty_id}/models/{sha256}",
+    "/bounties/{bounty_id}/states/{sha256}", "/bounties/{bounty_id}/rounds/{round}/updates",
+    "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}", "/bounties/{bounty_id}/rounds/{round}/committee/updates",
+    "/bounties/{bounty_id}/rounds/{round}/committee/updates/{sha256}",
+    "/bounties/{bounty_id}/rounds/{round}/attestations",
+}
+
+
 def local_account(label: str) -> LocalAccount:
     return Account.from_key(hashlib.sha256(f"fedledger-service-test/{label}".encode()).digest())
 
