@@ -259,11 +259,16 @@ def chain_checks(report: BountyTrace, client, bounty_id: int) -> list[Check]:
     by_number = {r.number: r for r in report.rounds}
     for r in report.rounds:
         previous = by_number.get(r.number - 1)
-        if previous is not None and previous.new_model_hash != r.global_model_hash:
+        if previous is None:
+            continue
+        # a lapsed round (no quorum) ends with the model it started from
+        handed_on = previous.global_model_hash if previous.lapsed is not None else previous.new_model_hash
+        if handed_on != r.global_model_hash:
             problems.append(f"round {r.number} opened with {_short(r.global_model_hash)}, round {previous.number} "
-                            f"finalized {_short(previous.new_model_hash)}")
+                            f"{'lapsed' if previous.lapsed is not None else 'finalized'} {_short(handed_on)}")
     checks.append(Check("model_chain", not problems, "; ".join(problems) or
-                        f"each of {len(report.rounds)} rounds opened with the previous round's new model"))
+                        f"each of {len(report.rounds)} rounds opened with the previous round's new model "
+                        "(a lapsed round's own)"))
 
     # money
     books, on_chain = report.books, client.bounty(bounty_id)

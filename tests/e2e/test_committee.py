@@ -160,3 +160,4 @@ def test_with_the_only_other_scorer_offline_the_round_lapses_and_its_reward_carr
     assert scorer.wait(120) == 0, scorer.tail()  # `serve` ends with the bounty
     lines = [json.loads(line) for line in scorer.stdout().splitlines() if line.startswith("{")]
     assert [(r["round"], r["status"]) for r in lines] == [(1, "lapsed"), (2, "agreed")]
+    fed.audit_verify(procs, bounty_id, aggregator.url)  # the lapse breaks neither the model chain nor the replay
