@@ -66,7 +66,7 @@ from aggregator.strategies import Strategy, make_strategy
 from fedcore.errors import AggregatorError, DataError, FedLedgerError
 from fedcore.models import model_from_weights, predict_proba, set_weights
 from fedcore.population import group_weights, population_score
-from fedcore.rules import FIXED_POINT_SCALE
+from fedcore.rules import FIXED_POINT_SCALE, SCORE_QUANTUM
 from fedcore.task import METRICS, TaskSpec
 from fedcore.types import Update
 
@@ -118,8 +118,9 @@ class RoundScores:
     std_errors : dict[str, float]
         Standard error of each value (zeros for deterministic estimators), scaled like the values.
     fixed_point : dict[str, int]
-        The on-chain scores: ``to_fixed_point(values)`` with 18 decimals (int256); in a round's outcome, capped at
-        0 for the updates the contribution gate left out, and 0 for a negative value within its spread
+        The on-chain scores: the values rounded to ``fedcore.rules.SCORE_DECIMALS`` decimals, as int256 with 18
+        decimals (multiples of ``SCORE_QUANTUM``: what a scoring committee can agree on); in a round's outcome,
+        capped at 0 for the updates the contribution gate left out, and 0 for a negative value within its spread
         (:func:`aggregator.gate.on_chain_scores`).
     evaluations : int
         Distinct coalitions whose utility was computed (empty and grand included).
@@ -573,7 +574,8 @@ def score_round(
             empty_value=empty,
         )
     normalized = shapley.normalize_estimate(estimate)
-    fixed = shapley.to_fixed_point(normalized.values, FIXED_POINT_SCALE)
+    # rounded once, from the float, to the rules' decimals (what a committee can agree on), then in 18-decimal units
+    fixed = [q * SCORE_QUANTUM for q in shapley.to_fixed_point(normalized.values, FIXED_POINT_SCALE // SCORE_QUANTUM)]
     for cid, integer in zip(utility.ids, fixed):
         if abs(integer) > CHAIN_SCORE_CAP:
             raise AggregatorError(f"the score of {cid} ({integer}) exceeds the chain's cap of 1e36")

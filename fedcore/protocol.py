@@ -26,7 +26,8 @@ class RoundStep(enum.StrEnum):
     """Where the aggregator is in one round; each step is saved before the action that follows it.
 
     ``OPENING`` (model, invitations and settings saved; ``openRound`` maybe mined) -> ``OPEN`` (uploads accepted)
-    -> ``SCORING`` (uploads closed) -> ``SCORED`` (new model and scores saved) -> ``FINALIZED`` (on chain).
+    -> ``SCORING`` (uploads closed) -> ``SCORED`` (new model and scores saved) -> ``FINALIZED`` (on chain), or
+    ``LAPSED`` (a committee bounty's round that no quorum attested in time: closed on chain without an outcome).
     """
 
     OPENING = "opening"
@@ -34,6 +35,7 @@ class RoundStep(enum.StrEnum):
     SCORING = "scoring"
     SCORED = "scored"
     FINALIZED = "finalized"
+    LAPSED = "lapsed"
 
 
 class RoundStatus(enum.StrEnum):
@@ -67,6 +69,7 @@ class CoordinatorPhase(enum.StrEnum):
     CLOSED = "closed"
     SCORED = "scored"
     FINALIZED = "finalized"
+    LAPSED = "lapsed"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
@@ -97,6 +100,7 @@ class RejectionCode(enum.StrEnum):
     BUSY = "busy"  # every upload slot is taken: retry after the Retry-After header's seconds
     UNAVAILABLE = "unavailable"  # the chain is unreachable or the service is starting (retry later)
     INTERNAL = "internal"  # a failure of the aggregator itself
+    NOT_SCORER = "not_scorer"  # the signer is not on the bounty's scoring committee
 
 
 #: The HTTP status that goes with each code (the one place it is decided).
@@ -118,6 +122,7 @@ REJECTION_STATUS: dict[RejectionCode, int] = {
     RejectionCode.BUSY: 503,
     RejectionCode.UNAVAILABLE: 503,
     RejectionCode.INTERNAL: 500,
+    RejectionCode.NOT_SCORER: 403,
 }
 
 #: Largest bounty or round number a path may carry (the ledger's ids and rounds stay far below it); larger or
@@ -133,6 +138,11 @@ SIGNATURE_HEADER = "X-Signature"
 #: such commitment of the round in one ``commitUpdatesSigned`` transaction before the commit window closes.
 COMMITMENT_SIGNATURE_HEADER = "X-Commitment-Signature"
 SAMPLE_COUNT_HEADER = "X-Sample-Count"
+#: A committee member's request for a round's updates: its EIP-191 signature over what it asks for and when
+#: (fedcore.attestations.sign_fetch), and that time (unix seconds; a request older than FETCH_MAX_AGE is refused).
+SCORER_SIGNATURE_HEADER = "X-Scorer-Signature"
+SCORER_TIME_HEADER = "X-Scorer-Time"
+FETCH_MAX_AGE = 300
 
 
 # -- field types --------------------------------------------------------------------------------------------------
@@ -351,6 +361,43 @@ class JournalEntry(_Model):
     note: str | None = None
 
 
+class Outcome(_Model):
+    """A round's outcome as the committee signs it (fedcore.attestations): participants in the contract's order
+    (ascending committed update hash) and their fixed-point scores, in the same order."""
+
+    new_model_hash: Hash
+    participants: list[Address] = Field(default_factory=list)
+    scores: list[DecimalInt] = Field(default_factory=list)
+
+
+class AttestationBody(_Model):
+    """``POST /bounties/{id}/rounds/{r}/attestations``: a committee member's signature over the outcome it computed."""
+
+    scorer: Address
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte EIP-712 signature over the outcome")
+    outcome: Outcome
+
+
+class AttestationInfo(_Model):
+    """An attestation the aggregator holds for a round; ``matches`` compares it with the aggregator's own outcome
+    (None before the aggregator has scored)."""
+
+    scorer: Address
+    outcome: Outcome
+    matches: bool | None = None
+    received_at: float
+
+
+class CommitteeRound(_Model):
+    """``GET /bounties/{id}/rounds/{r}/committee/updates``: what a scorer needs to recompute a round."""
+
+    bounty_id: int
+    round: int
+    global_model_hash: Hash
+    selected: list[Address] = Field(default_factory=list)
+    uploads: list[UploadInfo] = Field(default_factory=list)
+
+
 class RoundReport(_Model):
     """``GET /bounties/{id}/rounds/{r}``: everything the aggregator recorded about one round (nodes, auditors,
     the explorer)."""
@@ -382,6 +429,8 @@ class RoundReport(_Model):
     open_tx: str | None = None
     finalize_tx: str | None = None
     journal: list[JournalEntry] = Field(default_factory=list)
+    attestations: list[AttestationInfo] = Field(
+        default_factory=list, description="other committee members' attestations the aggregator holds")
 
     def fixed_point_scores(self) -> dict[str, int] | None:
         """The on-chain scores by institution, as integers (None before scoring)."""
@@ -390,7 +439,8 @@ class RoundReport(_Model):
 
 __all__ = [
     "COMMITMENT_SIGNATURE_HEADER", "MAX_PATH_NUMBER", "REJECTION_STATUS", "SAMPLE_COUNT_HEADER", "SIGNATURE_HEADER",
-    "UPDATE_SHA_HEADER", "Address", "CoordinatorPhase",
+    "UPDATE_SHA_HEADER", "SCORER_SIGNATURE_HEADER", "SCORER_TIME_HEADER", "FETCH_MAX_AGE", "Address",
+    "AttestationBody", "AttestationInfo", "CommitteeRound", "CoordinatorPhase", "Outcome",
     "DecimalInt", "DecisionInfo", "ErrorBody", "FitConfig", "Hash",
     "Health", "JournalEntry", "RejectionCode", "RoundInfo", "RoundReport", "RoundSettings", "RoundStatus", "RoundStep",
     "ScoresReport", "TaskInfo", "DeclaredBoundsInfo", "TrainingSettingsInfo", "UploadAccepted", "UploadInfo",

@@ -24,9 +24,14 @@ from fedcore.errors import ConfigError
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 3
-#: The on-chain score of a value ``v`` is ``round(v * FIXED_POINT_SCALE)`` (int256, 18 decimals).
+RULES_VERSION = 3  # 3: zero_within_spread; on-chain scores keep SCORE_DECIMALS decimals
+#: On-chain scores are int256 with 18 decimals: the score of a value ``v`` is ``v`` rounded (half away from zero) to
+#: SCORE_DECIMALS decimals, times FIXED_POINT_SCALE, so a multiple of SCORE_QUANTUM. The rounding is what lets a
+#: scoring committee agree: another float summation order moved Heart scores by up to 3e-9 (``bench/bitexact.py``),
+#: below the 5e-7 that changes a 6-decimal score except at a rounding boundary.
 FIXED_POINT_SCALE = 10**18
+SCORE_DECIMALS = 6
+SCORE_QUANTUM = 10 ** (18 - SCORE_DECIMALS)
 #: How a round's scoring seed follows from ``seed`` (:func:`fedcore.seeds.scoring_seed`), spelled out for auditors.
 SEED_RULE = "sha256(seed 0x1f 'score' 0x1f round)[:8] >> 1"
 UTILITY_METRICS = ("accuracy", "auc", "neg_loss")

@@ -133,11 +133,11 @@ class HttpAggregator:
         self.url = url.rstrip("/")
         self._client = client or httpx.Client(base_url=self.url, timeout=timeout)
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
         import httpx
 
         try:
-            response = self._client.get(path)
+            response = self._client.get(path, headers=dict(headers or {}))
         except httpx.TransportError as error:
             raise AggregatorError(f"no aggregator answers at {self.url} ({type(error).__name__})") from None
         if response.status_code != 200:
@@ -259,11 +259,16 @@ def chain_checks(report: BountyTrace, client, bounty_id: int) -> list[Check]:
     by_number = {r.number: r for r in report.rounds}
     for r in report.rounds:
         previous = by_number.get(r.number - 1)
-        if previous is not None and previous.new_model_hash != r.global_model_hash:
+        if previous is None:
+            continue
+        # a lapsed round (no quorum) ends with the model it started from
+        handed_on = previous.global_model_hash if previous.lapsed is not None else previous.new_model_hash
+        if handed_on != r.global_model_hash:
             problems.append(f"round {r.number} opened with {_short(r.global_model_hash)}, round {previous.number} "
-                            f"finalized {_short(previous.new_model_hash)}")
+                            f"{'lapsed' if previous.lapsed is not None else 'finalized'} {_short(handed_on)}")
     checks.append(Check("model_chain", not problems, "; ".join(problems) or
-                        f"each of {len(report.rounds)} rounds opened with the previous round's new model"))
+                        f"each of {len(report.rounds)} rounds opened with the previous round's new model "
+                        "(a lapsed round's own)"))
 
     # money
     books, on_chain = report.books, client.bounty(bounty_id)
@@ -440,22 +445,19 @@ def recompute_checks(report: BountyTrace, source: AggregatorSource, bounty_id: i
 
 def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int, records: dict[int, RoundReport],
                   payloads: dict[int, dict[str, bytes]], *, spec, rules, validation,
-                  binding: Binding | None = None) -> list[Check]:
+                  binding: Binding | None = None, carried: dict | None = None) -> list[Check]:
     """Re-run every finalized round through :func:`aggregator.rounds.compute_round`, in order; one check per round
     and step. The strategy's state is carried from round to round as the aggregator carries it; once a round
     cannot be replayed, later rounds of a stateful strategy are not recomputed. With ``binding``
     (:func:`commitment_binding`), the updates the round computation left out (outside the task's bounds, or not
     computable) are replayed too, and ``exclusions_round_<r>`` checks it leaves out the same ones for the same
-    reasons."""
+    reasons. ``carried``, when given, is filled with the round state after the last replayed round (a scorer
+    starts the next round from it)."""
     from aggregator.rounds import RoundInputs, compute_round
-    from aggregator.rules import strategy_from_rules
-    from aggregator.strategies import Strategy
     from fedcore.codec import decode, describe
     from fedcore.types import Update
 
-    # the contribution gate's record travels in the round state too: with it on, every round depends on the last
-    stateful = type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict or (
-        rules.exclude_harmful and rules.gate_after > 0)
+    stateful = carries_state(rules)
     checks: list[Check] = []
     state: dict = {}
     state_lost = False
@@ -514,6 +516,9 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
                 f"{w}: recomputed {outcome.excluded.get(w)!r}, recorded {recorded_out.get(w)!r}" for w in differ)
                 or f"the aggregate leaves out the same {len(recorded_out)} scored update(s) for the same reasons"))
         state = outcome.strategy_state
+        if carried is not None:
+            carried.clear()
+            carried.update(state)
         new_hash = outcome.model_hash
         checks.append(Check(f"aggregate_round_{number}", new_hash == r.new_model_hash,
                             f"{rules.strategy} over {len(ids)} updates gives {_short(new_hash)}, "
@@ -526,6 +531,16 @@ def replay_rounds(report: BountyTrace, source: AggregatorSource, bounty_id: int,
             f"{w}: recomputed {recomputed.get(w)}, on chain {chain_scores.get(w)}" for w in differ)
         checks.append(Check(f"scores_round_{number}", not differ, detail))
     return checks
+
+
+def carries_state(rules) -> bool:
+    """Whether a round depends on the rounds before it: a stateful server optimizer, or the contribution gate's
+    record (it travels in the round state too)."""
+    from aggregator.rules import strategy_from_rules
+    from aggregator.strategies import Strategy
+
+    return type(strategy_from_rules(rules)).state_dict is not Strategy.state_dict or (
+        rules.exclude_harmful and rules.gate_after > 0)
 
 
 def _fetch(source: AggregatorSource, bounty_id: int, number: int, sha: str) -> bytes:

@@ -23,6 +23,7 @@ GROUPS = [
     "aggregator.cli",  # aggregator serve
     "fedledger.audit_verify",  # audit verify (adds to ledger.cli's audit group: keep it after ledger.cli)
     "fedledger.sponsor",  # sponsor
+    "fedledger.scorer",  # scorer (a scoring committee member)
     "fedledger.datasets",  # data
     "fedledger.explorer.cli",  # explorer
     "node.cli",  # node

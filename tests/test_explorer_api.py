@@ -271,3 +271,14 @@ def test_page_static_files_and_mounting_under_a_prefix(story, tmp_path):
 def test_cli_refuses_the_embedded_chain(capsys):
     assert main(["explorer", "--rpc", "embedded"]) == 2
     assert "embedded chain" in capsys.readouterr().err
+
+
+def test_bounty_detail_shows_each_scorers_attestation_dissent_and_a_lapsed_round(api):
+    w, _, client = api
+    bounty, scorer, dissenter, digest, other = w.committee_story("explorer api")
+    rounds = client.get(f"/api/bounties/{bounty}").json()["rounds"]
+    assert {(a["scorer"], a["outcome_digest"]) for a in rounds[0]["attestations"]} == {
+        (Web3.to_checksum_address(w.aggregator), "0x" + digest.hex()), (scorer.address, "0x" + digest.hex())}
+    assert [(d["scorer"], d["outcome_digest"]) for d in rounds[0]["dissents"]] == [(dissenter.address, "0x" + other.hex())]
+    assert rounds[0]["status"] == "finalized" and rounds[1]["status"] == "lapsed"
+    assert rounds[1]["attestations"] == [] and rounds[1]["reward"] is None

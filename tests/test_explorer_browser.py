@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from ledger.audit import sync_index, trace
 from ledger.chain import connect
@@ -285,3 +286,21 @@ def test_explorer_page_shows_the_chain(story, explorer, tmp_path):
     assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("EXPLORER_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["EXPLORER_SCREENSHOT"])
+
+
+def test_explorer_page_shows_each_scorers_attestation_dissent_and_a_lapse(story, explorer, tmp_path):
+    w, _, _, _ = story
+    bounty, scorer, dissenter, digest, other = w.committee_story("browser")
+    block = w.w3.eth.block_number
+    deadline = time.monotonic() + 30
+    while _get_json(explorer + "api/status")["synced_block"] < block:
+        assert time.monotonic() < deadline, "the explorer did not sync"
+        time.sleep(0.2)
+
+    page = dump(tmp_path, explorer + f"#/bounty/{bounty}")
+    key = f"{bounty}-1"
+    for member in (Web3.to_checksum_address(w.aggregator), scorer.address):
+        assert page.attr(f"attestation-{key}-{member}", "data-digest") == "0x" + digest.hex()
+    assert page.attr(f"dissent-{key}-{dissenter.address}", "data-digest") == "0x" + other.hex()
+    assert page.text(f"round-status-{bounty}-2") == "lapsed"
+    assert f"attestations-{bounty}-2" not in page.found

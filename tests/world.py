@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -127,6 +128,29 @@ class World:
             hashes[inst] = h(f"{bounty_id}/{round_}/{inst}/{tag}")
             self.as_(inst).commit_update(bounty_id, round_, hashes[inst], 100)
         return hashes
+
+    def committee_story(self, label: str) -> tuple[int, Any, Any, bytes, bytes]:
+        """A 2-round bounty with two keyed scorers and quorum 2: round 1 finalized with one scorer's attestation while
+        the other records a dissent, round 2 lapsed. Returns (bounty, scorer, dissenter, digest, dissent digest)."""
+        from fedcore.attestations import sign_outcome
+
+        scorer, dissenter = self.keyed(f"{label} scorer", join=False), self.keyed(f"{label} dissenter", join=False)
+        bounty = self.new_bounty(rounds=2, scorers=(scorer.address, dissenter.address), quorum=2)
+        self.as_(self.aggregator).open_round(bounty, h(f"{label} m0"))
+        self.commit(bounty, 1, self.insts[:2])
+        participants, ordered = self.ledger.outcome(bounty, 1, {self.insts[0]: 3, self.insts[1]: 1})
+        model = h(f"{label} m1")
+        signature = sign_outcome(scorer, chain_id=self.w3.eth.chain_id, contract=self.ledger.address, bounty_id=bounty,
+                                 round_=1, new_model_hash=model, participants=participants, scores=ordered)
+        self.as_(self.aggregator).finalize_round(bounty, 1, model, dict(zip(participants, ordered)), [signature])
+        digest = self.ledger.outcome_digest(bounty, 1, model, participants, ordered)
+        other = self.ledger.outcome_digest(bounty, 1, model, participants, [o + 1 for o in ordered])
+        self.as_(dissenter).record_dissent(bounty, 1, other)
+        self.as_(self.aggregator).open_round(bounty, model)
+        terms = self.ledger.bounty(bounty)
+        advance_time(self.w3, terms.commit_window + terms.recovery_grace + 1)
+        self.as_(self.outsider).lapse_round(bounty)  # anyone closes a stalled round
+        return bounty, scorer, dissenter, digest, other
 
     def play_round(self, bounty_id: int, scores: dict[str, int], model: bytes | None = None) -> int:
         """Open the next round, commit for every scored institution, finalize with ``scores``."""

@@ -38,7 +38,18 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
     (strategy, scorer, seed), optimizer-state hashes, transactions, journal.
 ``GET /bounties/{id}/rounds/{r}/updates/{sha256}``, ``GET /bounties/{id}/models/{sha256}``, ``GET .../states/{sha256}``
     Stored bytes by hash (64 hex, ``0x`` optional), for auditors; a round's updates only once it is closed (403
-    ``round_open`` for any hash before). Path numbers (bounty, round) outside 1..2**32-1 are 400 ``malformed``.
+    ``round_open`` for any hash before; on a bounty with a scoring committee, until the round is finalized or
+    lapsed). Path numbers (bounty, round) outside 1..2**32-1 are 400 ``malformed``.
+``GET /bounties/{id}/rounds/{r}/committee/updates``, ``GET .../committee/updates/{sha256}``
+    A closed round's accepted uploads (``CommitteeRound``) and their bytes, for the bounty's scoring committee only:
+    headers ``X-Scorer-Signature`` (``fedcore.attestations.sign_fetch`` over ``list`` or the bare sha256, at most
+    5 minutes old) and ``X-Scorer-Time``; 401 ``unsigned`` / ``bad_signature``, 403 ``not_scorer`` (not on the
+    chain's ``CommitteeNamed``), 403 ``round_open`` until the round's commit window closed on chain and uploads closed.
+``POST /bounties/{id}/rounds/{r}/attestations``
+    ``AttestationBody`` ``{"scorer", "signature", "outcome": {"new_model_hash", "participants", "scores"}}``: a member's
+    EIP-712 signature over the outcome it computed; 202 ``AttestationInfo`` (``matches`` the aggregator's own outcome,
+    null before it scored); 401 ``bad_signature`` (does not recover to ``scorer``), 403 ``not_scorer``, 409
+    ``round_closed``. Kept in the round state; the coordinator finalizes once ``quorum - 1`` members match.
 
 Modules
 -------

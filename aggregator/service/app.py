@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aggregator.service.context import ServiceContext, build_context
 from aggregator.service.coordinator import Coordinator
 from aggregator.service.rejection import Rejected
-from aggregator.service.routers import health, models, rounds, tasks, updates
+from aggregator.service.routers import committee, health, models, rounds, tasks, updates
 from aggregator.service.settings import AggregatorSettings
 from fedcore.errors import AggregatorError, ChainError, FedLedgerError
 from fedcore.protocol import REJECTION_STATUS, ErrorBody, RejectionCode
@@ -88,7 +88,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = context  # usable without the lifespan (e.g. TestClient outside a with block)
-    for module in (health, tasks, rounds, models, updates):
+    for module in (health, tasks, rounds, models, updates, committee):
         app.include_router(module.router)
 
     @app.exception_handler(Rejected)

@@ -100,6 +100,12 @@ class ServiceContext:
         """Bytes of every valid update of the task's model (:func:`fedcore.codec.encoded_size`)."""
         return codec.encoded_size(self.expected)
 
+    def now(self) -> int:
+        """The latest block's timestamp, or this machine's clock when later and ``settings.wall_clock`` allows it (an
+        idle dev chain mines no block, so its time stands still)."""
+        now = self.ledger.now()
+        return max(now, int(self.clock())) if self.settings.wall_clock else now
+
     def initial_model(self) -> bytes:
         """Round 1's global model: the task's model initialised from its own seed, as canonical safetensors."""
         with self._lock:

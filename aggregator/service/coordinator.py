@@ -15,6 +15,11 @@ Restart safety comes from three rules:
 3. **Never recompute a saved result.** A round found at ``scored`` is finalized with the saved scores; the
    scorer is not called again.
 
+On a bounty with a scoring committee (quorum q > 1) a ``scored`` round is finalized through
+``finalizeRoundAttested`` once q - 1 other members attested exactly the saved outcome (:mod:`.committee`; the
+attestations are saved with the round, so a restart finalizes with them), and lapsed (``lapseRound``) once it stalled
+without them.
+
 A round's inputs are the chain's commitments (``UpdateCommitted`` events: hash and sample count) and the
 accepted uploads; an auditor recomputes it from the stored blobs (``GET .../models/{sha}``,
 ``.../updates/{sha}``, ``.../states/{sha}``) and the round record (``GET .../rounds/{r}``): strategy and
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
+from aggregator.service import committee
 from aggregator.service.context import ServiceContext
 from aggregator.service.selection import eligible, idle_invitees, select_clients
 from aggregator.service.state import Decision, RoundState
@@ -151,7 +157,7 @@ class Coordinator:
             return self._advance(bounty.rounds_opened, bounty)
         for number in range(1, bounty.rounds_finalized + 1):
             record = ctx.state.round(number)
-            if record is not None and record.step != RoundStep.FINALIZED:
+            if record is not None and record.step not in (RoundStep.FINALIZED, RoundStep.LAPSED):
                 self._record_finalized_on_chain(record)
         if bounty.status == BountyStatus.COMPLETED:
             ctx.state.set_meta("bounty_status", RoundStatus.COMPLETED)
@@ -192,7 +198,9 @@ class Coordinator:
             if global_model_sha is None:
                 global_model_sha = bytes(ctx.ledger.round(number - 1).new_model_hash).hex()
             previous = ctx.state.round(number - 1)
-            state_before = previous.state_after_sha if previous is not None else None
+            if previous is not None:  # a lapsed round changed nothing: its successor starts where it started
+                lapsed = previous.step == RoundStep.LAPSED
+                state_before = previous.state_before_sha if lapsed else previous.state_after_sha
         if not ctx.blobs.has("models", global_model_sha):
             raise AggregatorError(
                 f"round {number} starts from model 0x{global_model_sha}, which {ctx.settings.state_dir} does not hold"
@@ -258,6 +266,8 @@ class Coordinator:
         if record.step == RoundStep.SCORED:
             if record.new_model_sha is None:
                 raise AggregatorError(f"round {number} is scored but has no new model in the aggregator's state")
+            if bounty.quorum > 1:
+                return self._finalize_attested(record, bounty, chain_round)
             tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha), record.fixed_point_scores)
             ctx.state.mark_finalized(number, finalize_tx=tx)
             log.info("round %d finalized (tx %s), new model 0x%s", number, tx, record.new_model_sha)
@@ -269,9 +279,7 @@ class Coordinator:
         s = ctx.settings
         uploaded = {u.institution for u in ctx.state.uploads(record.round)}
         invited = set(record.selected)
-        now = ctx.ledger.now()
-        if s.wall_clock:
-            now = max(now, int(ctx.clock()))
+        now = ctx.now()
         if now <= chain_round.commit_deadline:  # early only on the whole invited set, never on the first N uploads
             return bool(invited) and invited <= uploaded
         # The window is closed: the committers are final. Wait (a grace period) for invitees still uploading.
@@ -361,6 +369,35 @@ class Coordinator:
         return ctx.state.save_scored(number, new_model_sha=new_model_sha, state_after_sha=state_after_sha, used=used,
                                      excluded=excluded, aggregate=aggregate_report, scores=report, decisions=decisions)
 
+    # -- a committee's quorum ---------------------------------------------------------------------
+    def _finalize_attested(self, record: RoundState, bounty, chain_round) -> Phase:
+        """Finalize with the saved outcome once ``quorum - 1`` other members attested exactly it; lapse the round
+        once it has stalled (its commit window plus the recovery grace passed) without them."""
+        ctx = self.context
+        number = record.round
+        own = committee.own_outcome(ctx, record)
+        assert own is not None  # the round is scored
+        signatures = committee.matching_signatures(ctx, record, own)
+        if len(signatures) >= bounty.quorum - 1:
+            tx = ctx.ledger.finalize_round(number, bytes.fromhex(record.new_model_sha or ""),
+                                           record.fixed_point_scores, signatures[:bounty.quorum - 1])
+            ctx.state.mark_finalized(number, finalize_tx=tx, note=f"{tx} with {len(signatures)} attestation(s)")
+            log.info("round %d finalized with %d attestation(s) (tx %s)", number, len(signatures), tx)
+            return Phase.FINALIZED
+        # the contract judges a stall by block time (not this machine's clock): an idle dev chain lapses once it mines
+        if ctx.ledger.now() > chain_round.commit_deadline + bounty.recovery_grace:
+            try:
+                tx = ctx.ledger.lapse_round()
+            except ContractRevert as exc:  # someone else lapsed it first: the chain tells on the next step
+                log.warning("round %d: lapseRound refused: %s", number, exc)
+                return Phase.WAITING
+            ctx.state.mark_lapsed(number, lapse_tx=tx, note=f"no quorum: {len(signatures)} of {bounty.quorum - 1} "
+                                                          "attestation(s) besides ours")
+            log.warning("round %d lapsed without a quorum (%d of %d attestations), tx %s", number, len(signatures),
+                        bounty.quorum - 1, tx)
+            return Phase.LAPSED
+        return Phase.WAITING
+
     def _load_state(self, sha: str | None) -> dict[str, np.ndarray]:
         if not sha:
             return {}
@@ -369,6 +406,11 @@ class Coordinator:
     # -- reconciling ----------------------------------------------------------------------------
     def _record_finalized_on_chain(self, record: RoundState) -> None:
         ctx = self.context
+        lapsed = ctx.ledger.event_tx("RoundLapsed", record.round, from_block=record.open_block)
+        if lapsed is not None:
+            ctx.state.mark_lapsed(record.round, lapse_tx=lapsed.tx_hash, note="found lapsed on chain")
+            log.info("round %d: found lapsed on chain", record.round)
+            return
         chain_round = ctx.ledger.round(record.round)
         chain_model = bytes(chain_round.new_model_hash).hex()
         note = "found finalized on chain"

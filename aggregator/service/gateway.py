@@ -49,6 +49,7 @@ class BountyLedger:
         self._joined: set[str] = set()
         self._joined_scanned_to = self.from_block - 1
         self._committed: dict[int, dict[str, Commitment]] = {}  # by round: commitments seen (final once made)
+        self._scorers: tuple[str, ...] | None = None  # the committee besides the aggregator, fixed at creation
 
     @contextlib.contextmanager
     def _guard(self):
@@ -141,12 +142,36 @@ class BountyLedger:
         with self._guard():
             return self.client.open_round_tx(self.bounty_id, global_model_hash)
 
-    def finalize_round(self, number: int, new_model_hash: bytes, scores: Mapping[str, int]) -> str:
-        """Finalize with fixed-point ``scores``; returns the transaction hash. The participants are ordered by the
-        commitments this view already read for the round (scoring reads them all); others are read from the chain."""
+    def scorers(self) -> tuple[str, ...]:
+        """The bounty's scorers besides its aggregator (its ``CommitteeNamed`` event; none for a bounty without)."""
+        if self._scorers is None:
+            with self._guard():
+                logs = self.client.logs("CommitteeNamed", {"bountyId": self.bounty_id}, from_block=self.from_block)
+            named = [log for log in logs if int(log["args"]["bountyId"]) == self.bounty_id]
+            self._scorers = tuple(Web3.to_checksum_address(a) for a in named[0]["args"]["scorers"]) if named else ()
+        return self._scorers
+
+    def outcome(self, number: int, scores: Mapping[str, int]) -> tuple[list[str], list[int]]:
+        """The participants in the contract's order and their scores (what the committee signs)."""
         known = {a: bytes(c.update_hash) for a, c in self._committed.get(int(number), {}).items()}
         with self._guard():
-            receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores, commitments=known)
+            return self.client.outcome(self.bounty_id, number, scores, commitments=known)
+
+    def finalize_round(self, number: int, new_model_hash: bytes, scores: Mapping[str, int],
+                       attestations: list[bytes] | None = None) -> str:
+        """Finalize with fixed-point ``scores`` (and other members' ``attestations`` on a committee bounty); returns
+        the transaction hash. The participants are ordered by the commitments this view already read for the round
+        (scoring reads them all); others are read from the chain."""
+        known = {a: bytes(c.update_hash) for a, c in self._committed.get(int(number), {}).items()}
+        with self._guard():
+            receipt = self.client.finalize_round(self.bounty_id, number, new_model_hash, scores, attestations,
+                                                 commitments=known)
+        return tx_hash_hex(receipt["transactionHash"])
+
+    def lapse_round(self) -> str:
+        """Close the bounty's stalled open round without an outcome; returns the transaction hash."""
+        with self._guard():
+            receipt = self.client.lapse_round(self.bounty_id)
         return tx_hash_hex(receipt["transactionHash"])
 
     def commit_updates_signed(self, number: int, signed: list[SignedCommitment]) -> str:

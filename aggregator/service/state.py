@@ -12,7 +12,10 @@ A round moves through steps, each committed before the action that follows it::
 * ``scored``: the new model, the optimizer state, the decisions and the scores are saved; a restart
   reuses them and never recomputes.
 * ``finalized``: the chain shows the round finalized (by our transaction, recorded with its hash, or found
-  already finalized on restart).
+  already finalized on restart). On a bounty with a scoring committee (quorum q > 1), ``scored`` waits for q - 1
+  matching attestations of other members (table ``attestations``).
+* ``lapsed``: a committee round that no quorum attested before its window plus the recovery grace, closed on chain
+  by ``lapseRound``: nothing credited; the next round starts from this round's model and round state.
 
 Schema
 ------
@@ -23,6 +26,9 @@ bounty's last known status.
 ``decisions(round, institution, sha256, num_samples, used, reason, score, score_fixed)``: per round, what became
 of every committed institution (used, or excluded and why) and its score (``num_samples`` and ``score_fixed`` as
 decimal strings: a sample count is a uint256 on chain, beyond SQLite's 64-bit INTEGER).
+``attestations(round, scorer, signature, outcome_json, received_at)``: other committee members' signatures over the
+outcome each computed (a member's latest one per round), kept whether or not it matches ours, so a restart finalizes
+with them.
 ``journal(id, round, step, at, note)``: every step reached, in order.
 """
 
@@ -98,6 +104,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     score_fixed TEXT,
     PRIMARY KEY (round, institution)
 );
+CREATE TABLE IF NOT EXISTS attestations (
+    round INTEGER NOT NULL,
+    scorer TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    outcome_json TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (round, scorer)
+);
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     round INTEGER NOT NULL,
@@ -110,6 +124,18 @@ CREATE TABLE IF NOT EXISTS journal (
 
 class RoundNotAccepting(AggregatorError):
     """An upload for a round that is not (or no longer) open."""
+
+
+@dataclass(frozen=True)
+class AttestationRecord:
+    """A committee member's attestation: its 65-byte signature over ``outcome`` (new model hash without 0x,
+    participants in the contract's order, their fixed-point scores), already checked to recover to ``scorer``."""
+
+    round: int
+    scorer: str
+    signature: bytes
+    outcome: dict[str, Any]
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -323,6 +349,28 @@ class StateDB:
                 self._journal(number, RoundStep.FINALIZED, note or finalize_tx)
         return self._require(number)
 
+    def mark_lapsed(self, number: int, *, lapse_tx: str | None, note: str | None = None) -> RoundState:
+        """Round ``number`` closed on chain without an outcome (no quorum in time); the next round starts from the
+        same model and round state."""
+        with self._transaction():
+            record = self._require(number)
+            if record.step not in (RoundStep.FINALIZED, RoundStep.LAPSED):
+                self._update(number, step=RoundStep.LAPSED, finalize_tx=lapse_tx)
+                self._journal(number, RoundStep.LAPSED, note or lapse_tx)
+        return self._require(number)
+
+    def save_attestation(self, number: int, scorer: str, signature: bytes, outcome: dict[str, Any]) -> None:
+        """Keep a member's attestation for round ``number`` (its newer one replaces an older one)."""
+        self._execute("INSERT INTO attestations (round, scorer, signature, outcome_json, received_at)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT(round, scorer) DO UPDATE SET signature = excluded.signature,"
+                      " outcome_json = excluded.outcome_json, received_at = excluded.received_at",
+                      (int(number), scorer, bytes(signature).hex(), _dump(outcome), time.time()))
+
+    def attestations(self, number: int) -> list[AttestationRecord]:
+        rows = self._query("SELECT * FROM attestations WHERE round = ? ORDER BY scorer", (int(number),))
+        return [AttestationRecord(row["round"], row["scorer"], bytes.fromhex(row["signature"]),
+                                  json.loads(row["outcome_json"]), row["received_at"]) for row in rows]
+
     def journal(self, number: int | None = None) -> list[dict[str, Any]]:
         if number is None:
             rows = self._query("SELECT * FROM journal ORDER BY id")
@@ -448,4 +496,4 @@ def _upload(row: sqlite3.Row) -> UploadRecord:
     return UploadRecord(row["round"], row["institution"], row["sha256"], row["size"], row["received_at"])
 
 
-__all__ = ["DB_NAME", "Decision", "RoundNotAccepting", "RoundState", "StateDB", "UploadRecord"]
+__all__ = ["DB_NAME", "AttestationRecord", "Decision", "RoundNotAccepting", "RoundState", "StateDB", "UploadRecord"]

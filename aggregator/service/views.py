@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aggregator.service.context import ServiceContext
-from aggregator.service.state import RoundState
+from aggregator.service.state import AttestationRecord, RoundState
 from fedcore.protocol import (
+    AttestationInfo,
     DecisionInfo,
     FitConfig,
     JournalEntry,
+    Outcome,
     RoundInfo,
     RoundReport,
     RoundSettings,
@@ -21,7 +23,10 @@ from fedcore.rules import RoundRules
 
 # The status institutions see for a round at each step (OPENING is not announced yet).
 _STEP_STATUS = {RoundStep.OPEN: RoundStatus.OPEN, RoundStep.SCORING: RoundStatus.SCORING,
-                RoundStep.SCORED: RoundStatus.SCORING, RoundStep.FINALIZED: RoundStatus.FINALIZED}
+                RoundStep.SCORED: RoundStatus.SCORING, RoundStep.FINALIZED: RoundStatus.FINALIZED,
+                RoundStep.LAPSED: RoundStatus.FINALIZED}  # a lapsed round is over too: the next one opens shortly
+#: Steps after which a round is over on chain (finalized with an outcome, or lapsed without one).
+CLOSED_STEPS = (RoundStep.FINALIZED, RoundStep.LAPSED)
 
 
 def hex0x(value: str | None) -> str | None:
@@ -32,6 +37,14 @@ def uploads_visible(record: RoundState) -> bool:
     """Whether a round's uploads (hashes and bytes) may be shown: only once its commit window closed, so no
     participant can copy another's update while it can still commit."""
     return record.step not in (RoundStep.OPENING, RoundStep.OPEN)
+
+
+def updates_public(context: ServiceContext, record: RoundState) -> bool:
+    """Whether anyone may download a round's updates: once it closed, or, on a bounty with a scoring committee, once
+    it is over on chain (until then only members fetch them, signed: :mod:`aggregator.service.committee`)."""
+    if not uploads_visible(record):
+        return False
+    return record.step in CLOSED_STEPS or not context.ledger.scorers()
 
 
 def current_record(context: ServiceContext) -> RoundState | None:
@@ -48,7 +61,7 @@ def status_of(context: ServiceContext, record: RoundState | None) -> RoundStatus
         return RoundStatus(bounty_status)
     if record is None:
         return RoundStatus.WAITING
-    if record.step == RoundStep.FINALIZED:
+    if record.step in CLOSED_STEPS:
         num_rounds = context.state.meta("num_rounds")
         if bounty_status == RoundStatus.COMPLETED or (num_rounds is not None and record.round >= int(num_rounds)):
             return RoundStatus.COMPLETED
@@ -99,7 +112,7 @@ def round_detail(context: ServiceContext, record: RoundState) -> RoundReport:
         strategy_state_before=hex0x(record.state_before_sha),
         strategy_state_after=hex0x(record.state_after_sha),
         uploads=[UploadInfo(institution=u.institution, sha256=u.sha256, size=u.size, received_at=u.received_at)
-                 for u in state.uploads(record.round)] if uploads_visible(record) else [],
+                 for u in state.uploads(record.round)] if updates_public(context, record) else [],
         used=None if record.used is None else [UsedUpdate.model_validate(u) for u in record.used],
         excluded=record.excluded,
         decisions=[
@@ -113,4 +126,23 @@ def round_detail(context: ServiceContext, record: RoundState) -> RoundReport:
         open_tx=record.open_tx,
         finalize_tx=record.finalize_tx,
         journal=[JournalEntry(step=j["step"], at=j["at"], note=j["note"]) for j in state.journal(record.round)],
+        attestations=attestations(context, record),
     )
+
+
+def attestations(context: ServiceContext, record: RoundState) -> list[AttestationInfo]:
+    """The other members' attestations held for a round, each compared with the aggregator's own outcome."""
+    from aggregator.service import committee
+
+    held = context.state.attestations(record.round)
+    own = committee.own_outcome(context, record) if held else None
+    return [attestation_info(a, own) for a in held]
+
+
+def attestation_info(held: AttestationRecord, own: dict | None) -> AttestationInfo:
+    """One held attestation, with whether it matches ``own`` (the aggregator's outcome; None before scoring)."""
+    o = held.outcome
+    return AttestationInfo(scorer=held.scorer, received_at=held.received_at,
+                           matches=None if own is None else o == own,
+                           outcome=Outcome(new_model_hash="0x" + o["new_model_hash"], participants=o["participants"],
+                                           scores=o["scores"]))

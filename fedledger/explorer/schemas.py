@@ -65,9 +65,17 @@ class Commitment(BaseModel):
     tx: str
 
 
+class ScorerAttestation(BaseModel):
+    scorer: str
+    name: str | None = Field(description="the scorer's institution name, if it is one")
+    outcome_digest: str = Field(description="the EIP-712 digest of the outcome it signed (OutcomeAttested) or "
+                                            "computed instead (ScorerDissented)")
+    tx: str
+
+
 class RoundOut(BaseModel):
     round: int
-    status: Literal["open", "finalized"]
+    status: Literal["open", "finalized", "lapsed"]
     global_model_hash: str = Field(description="the global model the round started from")
     new_model_hash: str | None = Field(description="the aggregate posted when the round was finalized")
     commit_deadline: int
@@ -78,6 +86,10 @@ class RoundOut(BaseModel):
     credited: Amount | None
     participants: int | None
     commitments: list[Commitment]
+    attestations: list[ScorerAttestation] = Field(
+        default_factory=list, description="committee members counted towards the quorum that finalized the round")
+    dissents: list[ScorerAttestation] = Field(
+        default_factory=list, description="committee members that put another outcome on record")
 
 
 class BountyInstitution(BaseModel):

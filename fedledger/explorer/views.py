@@ -146,7 +146,7 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
         } for who, c in r.committed.items()]
         fin = r.finalized
         rounds.append({
-            "round": r.number, "status": "finalized" if fin else "open",
+            "round": r.number, "status": "finalized" if fin else ("lapsed" if r.lapsed else "open"),
             "global_model_hash": str(r.global_model_hash),
             "new_model_hash": None if r.new_model_hash is None else str(r.new_model_hash),
             "commit_deadline": r.commit_deadline, "opened_block": r.opened.block, "opened_time": r.opened.time,
@@ -155,6 +155,9 @@ def bounty_detail(db: Db, bounty_id: int, on_chain: Bounty | None = None) -> dic
             "credited": None if r.credited is None else amount(r.credited, token),
             "participants": r.participants,
             "commitments": commitments,
+            # the committee: who attested the finalized outcome, and who put another outcome on record
+            "attestations": [{**a.to_dict(), "name": names.get(a.scorer)} for a in r.attestations],
+            "dissents": [{**a.to_dict(), "name": names.get(a.scorer)} for a in r.dissents],
         })
 
     institutions = [{

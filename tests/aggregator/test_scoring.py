@@ -44,6 +44,7 @@ from aggregator.strategies import make_strategy
 from fedcore import metrics as fm
 from fedcore.errors import AggregatorError, FedLedgerError
 from fedcore.models import predict_with_weights
+from fedcore.rules import SCORE_DECIMALS, SCORE_QUANTUM
 from fedcore.task import TaskSpec, TrainingSettings
 from fedcore.types import Update
 from fedledger.simulation import Institution, run_simulation
@@ -266,11 +267,13 @@ def test_efficiency_values_sum_to_the_rounds_gain(data, estimator):
     total = result.v_grand - result.v_empty
     assert total != 0
     assert math.fsum(values) == pytest.approx(total, rel=1e-12, abs=1e-15)
-    # on chain: 18 decimals, each value rounded once (plus the float rounding of the values themselves:
-    # a few ulps of the largest, which at 18 decimals is tens of units)
-    slack = len(values) / 2 + len(values) * max(map(abs, values)) * 2**-52 * 10**18
+    # on chain: 18-decimal units, each value rounded once to SCORE_DECIMALS decimals (plus the float rounding of the
+    # values themselves: a few ulps of the largest)
+    slack = len(values) * SCORE_QUANTUM / 2 + len(values) * max(map(abs, values)) * 2**-52 * 10**18
     assert abs(sum(result.fixed_point.values()) - total * 10**18) <= slack
-    np.testing.assert_allclose(from_fixed_point(list(result.fixed_point.values())), values, rtol=0, atol=1e-18)
+    assert all(v % SCORE_QUANTUM == 0 for v in result.fixed_point.values())
+    np.testing.assert_allclose(from_fixed_point(list(result.fixed_point.values())), values, rtol=0,
+                               atol=0.5 * 10.0**-SCORE_DECIMALS)
     # v(empty) is the global model, v(N) the round's real aggregate
     round_model = make_strategy("fedavg").aggregate_fit(
         1, record.global_weights, list(record.updates)

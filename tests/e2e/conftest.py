@@ -302,7 +302,8 @@ class Federation:
     def rules(self) -> Path:
         return self.data / "rules.json"
 
-    def create_bounty(self, procs: Processes, *, rounds: int, commit_window: int = 30, reward: str = "3ether") -> int:
+    def create_bounty(self, procs: Processes, *, rounds: int, commit_window: int = 30, reward: str = "3ether",
+                      extra: tuple = ()) -> int:
         if not self.rules.exists():  # the sponsor fixes the round rules before anyone trains
             procs.run("sponsor-rules", "sponsor", "rules", "--task", self.data / "task.json", "--out", self.rules)
         proc = procs.run(
@@ -310,7 +311,7 @@ class Federation:
             "--task", self.data / "task.json", "--validation", self.data / "validation.csv", "--rules", self.rules,
             "--reward", reward,
             "--aggregator", self.aggregator_address, "--rounds", rounds, "--commit-window", commit_window,
-            "--deadline-days", 1, "--format", "json",
+            "--deadline-days", 1, "--format", "json", *extra,
         )
         return int(json.loads(proc.stdout())["bounty_id"])
 

@@ -192,8 +192,9 @@ async def upload_update(
 )
 def get_update(bounty_id: BountyId, round: RoundNumber, sha256: SHA_PATH, context: Context) -> Response:
     record = context.state.round(round)
-    if record is not None and not views.uploads_visible(record):  # before the lookup: a probe learns nothing
-        raise Rejected(Code.ROUND_OPEN, f"round {round}'s uploads are sealed until its commit window closes")
+    if record is not None and not views.updates_public(context, record):  # before the lookup: a probe learns nothing
+        raise Rejected(Code.ROUND_OPEN, f"round {round}'s uploads are sealed until its commit window closes "
+                       "(on a bounty with a scoring committee, until the round is over; members fetch them signed)")
     if normalize_sha(sha256) not in context.state.upload_shas(round):
         raise Rejected(Code.NOT_FOUND, f"no update 0x{normalize_sha(sha256)} was accepted in round {round}")
     return blob_response(context, "updates", sha256)

@@ -346,6 +346,8 @@
       el("div", { class: "models" },
         el("span", { class: "muted" }, "model in"), hash(r.global_model_hash, "model-in-" + key),
         el("span", { class: "muted" }, "model out"), r.new_model_hash ? hash(r.new_model_hash, "model-out-" + key) : el("span", { class: "muted", testid: "model-out-" + key }, "not finalized")),
+      committee(key, "attested by", "attestations", r.attestations),
+      committee(key, "dissented", "dissents", r.dissents),
       table(["institution", "update hash (sha256)", "=samples", "=\u03b5 spent", "=score", "=credit", "=reputation after"],
         r.commitments.map((c) => {
           const k = key + "-" + c.institution;
@@ -358,6 +360,15 @@
             el("td", { class: "num" }, c.credit ? amount(c.credit, "credit-" + k) : el("span", { class: "muted" }, "\u2013")),
             el("td", { class: "num mono", testid: "reputation-" + k, "data-reputation": c.reputation ?? "" }, c.reputation === null ? "\u2013" : String(c.reputation)));
         })));
+  }
+
+  // A round's scoring-committee members (OutcomeAttested or ScorerDissented), with the outcome digest each signed.
+  function committee(key, label, kind, items) {
+    if (!items || !items.length) return null;
+    return el("div", { class: "models", testid: kind + "-" + key },
+      el("span", { class: "muted" }, label),
+      items.map((a) => el("span", { testid: kind.slice(0, -1) + "-" + key + "-" + a.scorer, "data-scorer": a.scorer,
+        "data-digest": a.outcome_digest }, who(a.scorer, a.name), " ", hash(a.outcome_digest, kind + "-digest-" + key + "-" + a.scorer))));
   }
 
   function renderReputation() {

@@ -38,6 +38,17 @@ ONE_ETH = 10**18
 SPEC = TaskSpec(name="service-test", model="logreg", feature_columns=("a", "b", "c"), label_column="y")
 
 
+#: Every route the service serves (its OpenAPI document lists exactly these).
+SERVICE_PATHS = {
+    "/health", "/bounties/{bounty_id}/task", "/bounties/{bounty_id}/rules", "/bounties/{bounty_id}/rounds/current",
+    "/bounties/{bounty_id}/rounds/{round}", "/bounties/{bounty_id}/model", "/bounties/{bounty_id}/models/{sha256}",
+    "/bounties/{bounty_id}/states/{sha256}", "/bounties/{bounty_id}/rounds/{round}/updates",
+    "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}", "/bounties/{bounty_id}/rounds/{round}/committee/updates",
+    "/bounties/{bounty_id}/rounds/{round}/committee/updates/{sha256}",
+    "/bounties/{bounty_id}/rounds/{round}/attestations",
+}
+
+
 def local_account(label: str) -> LocalAccount:
     return Account.from_key(hashlib.sha256(f"fedledger-service-test/{label}".encode()).digest())
 
@@ -160,12 +171,13 @@ class World:
         return rules, path
 
     def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None,
-                   rules: RoundRules | None = None) -> int:
+                   rules: RoundRules | None = None, scorers: tuple[str, ...] = (), quorum: int = 1) -> int:
         params = BountyParams(
             task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(self.validation_path.read_bytes()).digest(),
             rules_hash=rules_hash(rules or self.rules()[0]),
             aggregator=aggregator or self.aggregator.address, num_rounds=rounds, commit_window=WINDOW,
             deadline=self.w3.eth.get_block("latest")["timestamp"] + 365 * 86_400, min_reputation=min_reputation,
+            scorers=scorers, quorum=quorum,
         )
         return self.ledger.as_sender(self.sponsor).create_bounty(params, ONE_ETH)
 

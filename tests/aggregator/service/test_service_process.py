@@ -28,6 +28,7 @@ from ledger.chain import connect, fund_account
 from ledger.client import BountyParams, BountyStatus, FedLedgerClient
 from ledger.deployment import deploy_fedledger
 from ledger.devchain import free_port
+from tests.aggregator.service.conftest import SERVICE_PATHS
 
 REPO = Path(__file__).resolve().parents[3]
 MIN_STAKE = 10**16
@@ -128,12 +129,7 @@ def test_serve_as_a_process_over_http(ganache, tmp_path):
         assert health["chain_id"] == w3.eth.chain_id and health["ledger"] == ledger.address
 
         paths = set(http.get("/openapi.json").json()["paths"])
-        assert paths == {
-            "/health", "/bounties/{bounty_id}/task", "/bounties/{bounty_id}/rules", "/bounties/{bounty_id}/rounds/current",
-            "/bounties/{bounty_id}/rounds/{round}", "/bounties/{bounty_id}/model", "/bounties/{bounty_id}/models/{sha256}",
-            "/bounties/{bounty_id}/states/{sha256}", "/bounties/{bounty_id}/rounds/{round}/updates",
-            "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}",
-        }
+        assert paths == SERVICE_PATHS
         assert task_hash(TaskSpec.from_dict(http.get(f"/bounties/{bounty_id}/task").json())) == task_hash(SPEC)
         assert http.get(f"/bounties/{bounty_id}/rules").json() == rules.to_dict()
 

@@ -17,6 +17,7 @@ from fedcore import codec
 from fedcore.errors import ChainError
 from fedcore.protocol import ErrorBody, FitConfig, RejectionCode, RoundInfo, RoundReport
 from fedcore.task import TaskSpec, task_hash
+from tests.aggregator.service.conftest import SERVICE_PATHS
 
 
 @pytest.fixture
@@ -294,18 +295,7 @@ def test_openapi_documents_every_endpoint(service):
     _, _, _, client = service
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    assert set(paths) == {
-        "/health",
-        "/bounties/{bounty_id}/task",
-        "/bounties/{bounty_id}/rules",
-        "/bounties/{bounty_id}/rounds/current",
-        "/bounties/{bounty_id}/rounds/{round}",
-        "/bounties/{bounty_id}/model",
-        "/bounties/{bounty_id}/models/{sha256}",
-        "/bounties/{bounty_id}/states/{sha256}",
-        "/bounties/{bounty_id}/rounds/{round}/updates",
-        "/bounties/{bounty_id}/rounds/{round}/updates/{sha256}",
-    }
+    assert set(paths) == SERVICE_PATHS
     upload = paths["/bounties/{bounty_id}/rounds/{round}/updates"]["post"]
     assert "application/octet-stream" in upload["requestBody"]["content"]
     assert {"202", "400", "401", "403", "404", "408", "409", "413", "503"} <= set(upload["responses"])
