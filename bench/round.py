@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -204,15 +205,45 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
         return timings
 
 
+FLOWER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"  # make bench-round builds it
+
+
+def flower_rounds(data, rules, members, rounds: int, work: Path, python: Path) -> dict[str, Any]:
+    """Wall-clock seconds of each round of the same federation in Flower's simulation engine (:mod:`bench.flower_round`,
+    run by ``python``, the interpreter of Flower's own virtualenv), or why it could not be measured."""
+    import numpy as np
+
+    if not python.exists():
+        return {"error": f"{python} does not exist: `make bench-round` installs Flower there"}
+    flower = work / "flower"
+    flower.mkdir()
+    for i, (_, _, X, y) in enumerate(members):
+        np.savez(flower / f"client-{i}.npz", X=X, y=y)
+    (flower / "flower.json").write_text(json.dumps({
+        "task": str(data.task_path), "seed": SEED, "rounds": rounds, "config": rules.fit_config(),
+        "clients": [account.address for _, account, _, _ in members]}))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run([str(python), "-m", "bench.flower_round", str(flower)], capture_output=True, text=True,
+                          env=env, cwd=root, timeout=900)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"the Flower run failed (exit {done.returncode}): {tail[0]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _median(values) -> float:
     return round(float(statistics.median(values)), 4)
 
 
-def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER) -> dict[str, Any]:
+def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER,
+            flower_python: Path | None = FLOWER_PYTHON) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-round-") as tmp:
         work = Path(tmp)
         data, rules, members = _setup(work, n, scorer)
         plain = plain_rounds(data, rules, members, rounds)[1:]
+        flower = (flower_rounds(data, rules, members, rounds, work, flower_python) if flower_python
+                  else {"error": "not asked for (--flower-python none)"})
         protocol = {engine: protocol_rounds(engine, data, rules, members, rounds, work)[1:] for engine in engines}
         plain_again = plain_rounds(data, rules, members, rounds)[1:]  # before and after: the load may change
     plain_seconds = _median([t["wall"] for t in plain + plain_again])
@@ -222,7 +253,16 @@ def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, s
                     for e, ts in protocol.items()}
     wall = {e: _median([t["wall"] for t in ts]) for e, ts in protocol.items()}
     cpu = {e: _median([t["cpu"] for t in ts]) for e, ts in protocol.items()}
+    flower_seconds = _median(flower["round_seconds"][1:]) if "round_seconds" in flower else None
+    flower_timing = {"error": flower["error"]} if flower_seconds is None else {
+        "per_round": [round(t, 4) for t in flower["round_seconds"][1:]], "flwr": flower["flwr"],
+        "backend": flower["backend"],
+        "ratio_to_flower": {e: round(s / flower_seconds, 2) for e, s in wall.items()},
+        "note": "wall clock only (Ray's worker processes are not counted in CPU); Flower's in-memory grid polls "
+                "for replies every 0.1 s, its round cannot be shorter",
+    }
     return {
+        "round_seconds_flower": flower_seconds,
         "round_overhead_seconds": overhead,
         "round_seconds_plain": plain_seconds,
         "round_seconds": wall,
@@ -240,8 +280,7 @@ def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, s
                 "round_seconds_plain": plain_cpu, "round_seconds": cpu, "round_overhead_seconds": overhead_cpu,
                 "ratio_to_plain": {e: round(s / plain_cpu, 2) for e, s in cpu.items()},
             },
-            "flower": "not measured: Flower 1.42's simulation needs Ray, which this benchmark does not install; "
-                      "the baseline is round_seconds_plain (the same rounds without chain or network)",
+            "flower": flower_timing,
             "command": f"python -m bench.round --rounds {rounds} --institutions {n} --scorer {scorer}",
         },
     }
@@ -253,11 +292,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--institutions", type=int, default=N_INSTITUTIONS)
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per run; the first is a warm-up")
     parser.add_argument("--scorer", default=SCORER)
+    parser.add_argument("--flower-python", default=str(FLOWER_PYTHON),
+                        help="the Python of Flower's virtualenv (`make bench-round` builds it); 'none' to skip Flower")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the keys are merged into")
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is a warm-up)")
-    found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer)
+    found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer,
+                    flower_python=None if args.flower_python == "none" else Path(args.flower_python))
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,8 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     cpu = timing["cpu"]
     print(f"plain round: {found['round_seconds_plain']:.3f} s, CPU {cpu['round_seconds_plain']:.3f} s "
           f"({args.institutions} institutions, median)")
+    flower = timing["flower"]
+    if found["round_seconds_flower"] is None:
+        print(f"Flower round: not measured: {flower['error']}")
+    else:
+        print(f"Flower round: {found['round_seconds_flower']:.3f} s (flwr {flower['flwr']}, {flower['backend']})")
     for engine, seconds in found["round_seconds"].items():
-        print(f"{engine:<9} round {seconds:.3f} s = {timing['ratio_to_plain'][engine]:.2f}x plain; on chain and "
+        versus_flower = f", {flower['ratio_to_flower'][engine]:.2f}x Flower" if "ratio_to_flower" in flower else ""
+        print(f"{engine:<9} round {seconds:.3f} s = {timing['ratio_to_plain'][engine]:.2f}x plain{versus_flower}; on "
+              f"chain and "
               f"network {found['round_overhead_seconds'][engine]:.3f} s (training "
               f"{timing['training_seconds'][engine]:.3f} s, scoring {timing['scoring_seconds'][engine]:.3f} s); "
               f"CPU {cpu['round_seconds'][engine]:.3f} s = {cpu['ratio_to_plain'][engine]:.2f}x plain, on chain and "
