@@ -109,8 +109,10 @@ def plain_rounds(data, rules, members, rounds: int) -> list[dict[str, float]]:
     return [{"wall": b[0] - a[0], "cpu": b[1] - a[1]} for a, b in zip(marks, marks[1:])]
 
 
-def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) -> list[dict[str, float]]:
-    """Each round through the protocol on ``engine``: wall, training and round-computation seconds."""
+def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path, *,
+                    gasless: bool = False) -> list[dict[str, float]]:
+    """Each round through the protocol on ``engine``: wall, training and round-computation seconds (``gasless``:
+    the institutions sign their commitments and the aggregator posts them in one transaction)."""
     from aggregator.rounds import compute_round
     from aggregator.service.app import create_app
     from aggregator.service.coordinator import Coordinator
@@ -138,7 +140,7 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
     from node.runner import NodeRunner
     from node.training import train_local
 
-    state = work / engine
+    state = work / (engine + ("-gasless" if gasless else ""))
     training, scoring = _Clock(), _Clock()
     with ExitStack() as stack:
         node = None if engine == "embedded" else stack.enter_context(start_chain(engine))
@@ -182,7 +184,7 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
             p = Participant(name, "honest", account, X, y, None)
             p.runner = NodeRunner(ledger=ledger, aggregator=client, account=account, bounty_id=bounty_id, X=X, y=y,
                                   state_dir=state / "nodes" / name, spec=data.spec, progress=False,
-                                  echo=lambda line: None, trainer=training.wrap(train_local))
+                                  echo=lambda line: None, trainer=training.wrap(train_local), gasless=gasless)
             stack.callback(p.runner.close)
             participants.append(p)
 
