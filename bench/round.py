@@ -238,8 +238,31 @@ def _median(values) -> float:
     return round(float(statistics.median(values)), 4)
 
 
+def _summary(protocol: dict[str, list[dict[str, float]]], plain: tuple[float, float],
+             flower: float | None) -> dict[str, Any]:
+    """Medians of each engine's protocol rounds, and their ratios to the plain (wall, CPU) and the Flower round."""
+    def median(key) -> dict[str, float]:
+        return {e: _median([key(t) for t in ts]) for e, ts in protocol.items()}
+
+    wall, cpu = median(lambda t: t["wall"]), median(lambda t: t["cpu"])
+    return {
+        "round_seconds": wall,
+        "round_overhead_seconds": median(lambda t: t["wall"] - t["training"] - t["scoring"]),
+        "ratio_to_plain": {e: round(s / plain[0], 2) for e, s in wall.items()},
+        "ratio_to_flower": None if flower is None else {e: round(s / flower, 2) for e, s in wall.items()},
+        "training_seconds": median(lambda t: t["training"]),
+        "scoring_seconds": median(lambda t: t["scoring"]),
+        "protocol_per_round": {e: [round(t["wall"], 4) for t in ts] for e, ts in protocol.items()},
+        "cpu": {"round_seconds": cpu,
+                "round_overhead_seconds": median(lambda t: t["cpu"] - t["training_cpu"] - t["scoring_cpu"]),
+                "ratio_to_plain": {e: round(s / plain[1], 2) for e, s in cpu.items()}},
+    }
+
+
 def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER,
-            flower_python: Path | None = FLOWER_PYTHON) -> dict[str, Any]:
+            flower_python: Path | None = FLOWER_PYTHON, gasless: bool = True) -> dict[str, Any]:
+    import torch
+
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-round-") as tmp:
         work = Path(tmp)
         data, rules, members = _setup(work, n, scorer)
@@ -247,41 +270,37 @@ def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, s
         flower = (flower_rounds(data, rules, members, rounds, work, flower_python) if flower_python
                   else {"error": "not asked for (--flower-python none)"})
         protocol = {engine: protocol_rounds(engine, data, rules, members, rounds, work)[1:] for engine in engines}
+        batched = {engine: protocol_rounds(engine, data, rules, members, rounds, work, gasless=True)[1:]
+                   for engine in (engines if gasless else ())}
         plain_again = plain_rounds(data, rules, members, rounds)[1:]  # before and after: the load may change
     plain_seconds = _median([t["wall"] for t in plain + plain_again])
     plain_cpu = _median([t["cpu"] for t in plain + plain_again])
-    overhead = {e: _median([t["wall"] - t["training"] - t["scoring"] for t in ts]) for e, ts in protocol.items()}
-    overhead_cpu = {e: _median([t["cpu"] - t["training_cpu"] - t["scoring_cpu"] for t in ts])
-                    for e, ts in protocol.items()}
-    wall = {e: _median([t["wall"] for t in ts]) for e, ts in protocol.items()}
-    cpu = {e: _median([t["cpu"] for t in ts]) for e, ts in protocol.items()}
     flower_seconds = _median(flower["round_seconds"][1:]) if "round_seconds" in flower else None
     flower_timing = {"error": flower["error"]} if flower_seconds is None else {
         "per_round": [round(t, 4) for t in flower["round_seconds"][1:]], "flwr": flower["flwr"],
         "backend": flower["backend"],
-        "ratio_to_flower": {e: round(s / flower_seconds, 2) for e, s in wall.items()},
         "note": "wall clock only (Ray's worker processes are not counted in CPU); Flower's in-memory grid polls "
-                "for replies every 0.1 s, its round cannot be shorter",
+                "for replies every 0.1 s, so its round cannot be shorter",
     }
+    own = _summary(protocol, (plain_seconds, plain_cpu), flower_seconds)
+    cpu = own.pop("cpu")
     return {
         "round_seconds_flower": flower_seconds,
-        "round_overhead_seconds": overhead,
+        "round_overhead_seconds": own.pop("round_overhead_seconds"),
         "round_seconds_plain": plain_seconds,
-        "round_seconds": wall,
+        "round_seconds": own.pop("round_seconds"),
         "round_timing": {
             "institutions": n, "rounds_timed": rounds - 1, "scorer": scorer, "strategy": "fedavg",
+            "torch_threads": torch.get_num_threads(),
             "statistic": "median over rounds 2..R (round 1 is a warm-up)",
-            "ratio_to_plain": {e: round(s / plain_seconds, 2) for e, s in wall.items()},
-            "training_seconds": {e: _median([t["training"] for t in ts]) for e, ts in protocol.items()},
-            "scoring_seconds": {e: _median([t["scoring"] for t in ts]) for e, ts in protocol.items()},
+            **own,
             "plain_per_round": [round(t["wall"], 4) for t in plain + plain_again],
-            "protocol_per_round": {e: [round(t["wall"], 4) for t in ts] for e, ts in protocol.items()},
             "cpu": {
                 "note": "CPU seconds (this process, plus the chain node's process): unlike wall-clock seconds, "
                         "not inflated by other work on the machine",
-                "round_seconds_plain": plain_cpu, "round_seconds": cpu, "round_overhead_seconds": overhead_cpu,
-                "ratio_to_plain": {e: round(s / plain_cpu, 2) for e, s in cpu.items()},
+                "round_seconds_plain": plain_cpu, **cpu,
             },
+            "gasless": _summary(batched, (plain_seconds, plain_cpu), flower_seconds) if batched else None,
             "flower": flower_timing,
             "command": f"python -m bench.round --rounds {rounds} --institutions {n} --scorer {scorer}",
         },
@@ -296,12 +315,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scorer", default=SCORER)
     parser.add_argument("--flower-python", default=str(FLOWER_PYTHON),
                         help="the Python of Flower's virtualenv (`make bench-round` builds it); 'none' to skip Flower")
+    parser.add_argument("--no-gasless", action="store_true", help="skip the rounds with batched signed commitments")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the keys are merged into")
     args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as every fedledger command (fedledger.cli.main)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is a warm-up)")
     found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer,
-                    flower_python=None if args.flower_python == "none" else Path(args.flower_python))
+                    flower_python=None if args.flower_python == "none" else Path(args.flower_python),
+                    gasless=not args.no_gasless)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -315,14 +337,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Flower round: not measured: {flower['error']}")
     else:
         print(f"Flower round: {found['round_seconds_flower']:.3f} s (flwr {flower['flwr']}, {flower['backend']})")
-    for engine, seconds in found["round_seconds"].items():
-        versus_flower = f", {flower['ratio_to_flower'][engine]:.2f}x Flower" if "ratio_to_flower" in flower else ""
-        print(f"{engine:<9} round {seconds:.3f} s = {timing['ratio_to_plain'][engine]:.2f}x plain{versus_flower}; on "
-              f"chain and "
-              f"network {found['round_overhead_seconds'][engine]:.3f} s (training "
-              f"{timing['training_seconds'][engine]:.3f} s, scoring {timing['scoring_seconds'][engine]:.3f} s); "
-              f"CPU {cpu['round_seconds'][engine]:.3f} s = {cpu['ratio_to_plain'][engine]:.2f}x plain, on chain and "
-              f"network {cpu['round_overhead_seconds'][engine]:.3f} s")
+    modes = [("", {**timing, **found, "cpu": cpu})]
+    if timing["gasless"]:
+        modes.append((" gasless", timing["gasless"]))
+    for mode, figures in modes:
+        for engine, seconds in figures["round_seconds"].items():
+            versus = figures["ratio_to_flower"]
+            print(f"{engine + mode:<17} round {seconds:.3f} s = {figures['ratio_to_plain'][engine]:.2f}x plain"
+                  f"{'' if versus is None else f', {versus[engine]:.2f}x Flower'}; on chain and network "
+                  f"{figures['round_overhead_seconds'][engine]:.3f} s; CPU {figures['cpu']['round_seconds'][engine]:.3f}"
+                  f" s = {figures['cpu']['ratio_to_plain'][engine]:.2f}x plain, on chain and network "
+                  f"{figures['cpu']['round_overhead_seconds'][engine]:.3f} s")
     print(f"wrote {args.out}")
 
 

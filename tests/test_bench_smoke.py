@@ -36,6 +36,7 @@ def test_one_tiny_round_benchmark_writes_its_keys_beside_the_gas_figures(tmp_pat
     assert report["round_seconds_plain"] > 0 and report["round_seconds"]["embedded"] > 0
     assert report["round_overhead_seconds"]["embedded"] > 0
     assert report["round_timing"]["rounds_timed"] == 1
+    assert report["round_timing"]["gasless"]["round_seconds"]["embedded"] > 0  # signed commitments, one batch
     assert report["round_seconds_flower"] is None and "not asked for" in report["round_timing"]["flower"]["error"]
 
 
