@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
+# Flower, for bench-round's side-by-side round: its own virtualenv (flwr pins older fastapi/starlette/uvicorn)
+FLOWER_VENV := .venv-flower
+STAMP_FLOWER := $(FLOWER_VENV)/.installed
 
 .PHONY: lint test demo bench bench-gas bench-round bench-fl bench-shapley bench-dp bench-fairness compile chain setup browser clean
 
@@ -22,6 +25,13 @@ $(STAMP_PY): pyproject.toml
 	# torch first and pinned: it takes the local CPU wheel instead of several GB of CUDA packages
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(STAMP_FLOWER): bench/flower-requirements.txt
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -r bench/flower-requirements.txt
 	touch $@
 
 $(STAMP_NPM): package.json package-lock.json
@@ -52,8 +62,8 @@ bench: bench-gas bench-round bench-fl bench-shapley bench-dp bench-fairness
 bench-gas: setup
 	$(PY) -m bench.gas
 
-bench-round: setup
-	$(PY) -m bench.round
+bench-round: setup $(STAMP_FLOWER)
+	$(PY) -m bench.round --flower-python $(FLOWER_VENV)/bin/python
 
 bench-fl: setup
 	$(PY) -m bench.heart
@@ -69,4 +79,4 @@ bench-fairness: setup
 	$(PY) -m bench.fairness
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache
+	rm -rf $(VENV) $(FLOWER_VENV) node_modules .pytest_cache

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -108,8 +109,10 @@ def plain_rounds(data, rules, members, rounds: int) -> list[dict[str, float]]:
     return [{"wall": b[0] - a[0], "cpu": b[1] - a[1]} for a, b in zip(marks, marks[1:])]
 
 
-def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) -> list[dict[str, float]]:
-    """Each round through the protocol on ``engine``: wall, training and round-computation seconds."""
+def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path, *,
+                    gasless: bool = False) -> list[dict[str, float]]:
+    """Each round through the protocol on ``engine``: wall, training and round-computation seconds (``gasless``:
+    the institutions sign their commitments and the aggregator posts them in one transaction)."""
     from aggregator.rounds import compute_round
     from aggregator.service.app import create_app
     from aggregator.service.coordinator import Coordinator
@@ -137,7 +140,7 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
     from node.runner import NodeRunner
     from node.training import train_local
 
-    state = work / engine
+    state = work / (engine + ("-gasless" if gasless else ""))
     training, scoring = _Clock(), _Clock()
     with ExitStack() as stack:
         node = None if engine == "embedded" else stack.enter_context(start_chain(engine))
@@ -181,7 +184,7 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
             p = Participant(name, "honest", account, X, y, None)
             p.runner = NodeRunner(ledger=ledger, aggregator=client, account=account, bounty_id=bounty_id, X=X, y=y,
                                   state_dir=state / "nodes" / name, spec=data.spec, progress=False,
-                                  echo=lambda line: None, trainer=training.wrap(train_local))
+                                  echo=lambda line: None, trainer=training.wrap(train_local), gasless=gasless)
             stack.callback(p.runner.close)
             participants.append(p)
 
@@ -204,44 +207,101 @@ def protocol_rounds(engine: str, data, rules, members, rounds: int, work: Path) 
         return timings
 
 
+FLOWER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"  # make bench-round builds it
+
+
+def flower_rounds(data, rules, members, rounds: int, work: Path, python: Path) -> dict[str, Any]:
+    """Wall-clock seconds of each round of the same federation in Flower's simulation engine (:mod:`bench.flower_round`,
+    run by ``python``, the interpreter of Flower's own virtualenv), or why it could not be measured."""
+    import numpy as np
+
+    if not python.exists():
+        return {"error": f"{python} does not exist: `make bench-round` installs Flower there"}
+    flower = work / "flower"
+    flower.mkdir()
+    for i, (_, _, X, y) in enumerate(members):
+        np.savez(flower / f"client-{i}.npz", X=X, y=y)
+    (flower / "flower.json").write_text(json.dumps({
+        "task": str(data.task_path), "seed": SEED, "rounds": rounds, "config": rules.fit_config(),
+        "clients": [account.address for _, account, _, _ in members]}))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run([str(python), "-m", "bench.flower_round", str(flower)], capture_output=True, text=True,
+                          env=env, cwd=root, timeout=900)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"the Flower run failed (exit {done.returncode}): {tail[0]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _median(values) -> float:
     return round(float(statistics.median(values)), 4)
 
 
-def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER) -> dict[str, Any]:
+def _summary(protocol: dict[str, list[dict[str, float]]], plain: tuple[float, float],
+             flower: float | None) -> dict[str, Any]:
+    """Medians of each engine's protocol rounds, and their ratios to the plain (wall, CPU) and the Flower round."""
+    def median(key) -> dict[str, float]:
+        return {e: _median([key(t) for t in ts]) for e, ts in protocol.items()}
+
+    wall, cpu = median(lambda t: t["wall"]), median(lambda t: t["cpu"])
+    return {
+        "round_seconds": wall,
+        "round_overhead_seconds": median(lambda t: t["wall"] - t["training"] - t["scoring"]),
+        "ratio_to_plain": {e: round(s / plain[0], 2) for e, s in wall.items()},
+        "ratio_to_flower": None if flower is None else {e: round(s / flower, 2) for e, s in wall.items()},
+        "training_seconds": median(lambda t: t["training"]),
+        "scoring_seconds": median(lambda t: t["scoring"]),
+        "protocol_per_round": {e: [round(t["wall"], 4) for t in ts] for e, ts in protocol.items()},
+        "cpu": {"round_seconds": cpu,
+                "round_overhead_seconds": median(lambda t: t["cpu"] - t["training_cpu"] - t["scoring_cpu"]),
+                "ratio_to_plain": {e: round(s / plain[1], 2) for e, s in cpu.items()}},
+    }
+
+
+def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER,
+            flower_python: Path | None = FLOWER_PYTHON, gasless: bool = True) -> dict[str, Any]:
+    import torch
+
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-round-") as tmp:
         work = Path(tmp)
         data, rules, members = _setup(work, n, scorer)
         plain = plain_rounds(data, rules, members, rounds)[1:]
+        flower = (flower_rounds(data, rules, members, rounds, work, flower_python) if flower_python
+                  else {"error": "not asked for (--flower-python none)"})
         protocol = {engine: protocol_rounds(engine, data, rules, members, rounds, work)[1:] for engine in engines}
+        batched = {engine: protocol_rounds(engine, data, rules, members, rounds, work, gasless=True)[1:]
+                   for engine in (engines if gasless else ())}
         plain_again = plain_rounds(data, rules, members, rounds)[1:]  # before and after: the load may change
     plain_seconds = _median([t["wall"] for t in plain + plain_again])
     plain_cpu = _median([t["cpu"] for t in plain + plain_again])
-    overhead = {e: _median([t["wall"] - t["training"] - t["scoring"] for t in ts]) for e, ts in protocol.items()}
-    overhead_cpu = {e: _median([t["cpu"] - t["training_cpu"] - t["scoring_cpu"] for t in ts])
-                    for e, ts in protocol.items()}
-    wall = {e: _median([t["wall"] for t in ts]) for e, ts in protocol.items()}
-    cpu = {e: _median([t["cpu"] for t in ts]) for e, ts in protocol.items()}
+    flower_seconds = _median(flower["round_seconds"][1:]) if "round_seconds" in flower else None
+    flower_timing = {"error": flower["error"]} if flower_seconds is None else {
+        "per_round": [round(t, 4) for t in flower["round_seconds"][1:]], "flwr": flower["flwr"],
+        "backend": flower["backend"],
+        "note": "wall clock only (Ray's worker processes are not counted in CPU); Flower's in-memory grid polls "
+                "for replies every 0.1 s, so its round cannot be shorter",
+    }
+    own = _summary(protocol, (plain_seconds, plain_cpu), flower_seconds)
+    cpu = own.pop("cpu")
     return {
-        "round_overhead_seconds": overhead,
+        "round_seconds_flower": flower_seconds,
+        "round_overhead_seconds": own.pop("round_overhead_seconds"),
         "round_seconds_plain": plain_seconds,
-        "round_seconds": wall,
+        "round_seconds": own.pop("round_seconds"),
         "round_timing": {
             "institutions": n, "rounds_timed": rounds - 1, "scorer": scorer, "strategy": "fedavg",
+            "torch_threads": torch.get_num_threads(),
             "statistic": "median over rounds 2..R (round 1 is a warm-up)",
-            "ratio_to_plain": {e: round(s / plain_seconds, 2) for e, s in wall.items()},
-            "training_seconds": {e: _median([t["training"] for t in ts]) for e, ts in protocol.items()},
-            "scoring_seconds": {e: _median([t["scoring"] for t in ts]) for e, ts in protocol.items()},
+            **own,
             "plain_per_round": [round(t["wall"], 4) for t in plain + plain_again],
-            "protocol_per_round": {e: [round(t["wall"], 4) for t in ts] for e, ts in protocol.items()},
             "cpu": {
                 "note": "CPU seconds (this process, plus the chain node's process): unlike wall-clock seconds, "
                         "not inflated by other work on the machine",
-                "round_seconds_plain": plain_cpu, "round_seconds": cpu, "round_overhead_seconds": overhead_cpu,
-                "ratio_to_plain": {e: round(s / plain_cpu, 2) for e, s in cpu.items()},
+                "round_seconds_plain": plain_cpu, **cpu,
             },
-            "flower": "not measured: Flower 1.42's simulation needs Ray, which this benchmark does not install; "
-                      "the baseline is round_seconds_plain (the same rounds without chain or network)",
+            "gasless": _summary(batched, (plain_seconds, plain_cpu), flower_seconds) if batched else None,
+            "flower": flower_timing,
             "command": f"python -m bench.round --rounds {rounds} --institutions {n} --scorer {scorer}",
         },
     }
@@ -253,11 +313,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--institutions", type=int, default=N_INSTITUTIONS)
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds per run; the first is a warm-up")
     parser.add_argument("--scorer", default=SCORER)
+    parser.add_argument("--flower-python", default=str(FLOWER_PYTHON),
+                        help="the Python of Flower's virtualenv (`make bench-round` builds it); 'none' to skip Flower")
+    parser.add_argument("--no-gasless", action="store_true", help="skip the rounds with batched signed commitments")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file the keys are merged into")
     args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as every fedledger command (fedledger.cli.main)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is a warm-up)")
-    found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer)
+    found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer,
+                    flower_python=None if args.flower_python == "none" else Path(args.flower_python),
+                    gasless=not args.no_gasless)
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.update(found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +332,22 @@ def main(argv: list[str] | None = None) -> None:
     cpu = timing["cpu"]
     print(f"plain round: {found['round_seconds_plain']:.3f} s, CPU {cpu['round_seconds_plain']:.3f} s "
           f"({args.institutions} institutions, median)")
-    for engine, seconds in found["round_seconds"].items():
-        print(f"{engine:<9} round {seconds:.3f} s = {timing['ratio_to_plain'][engine]:.2f}x plain; on chain and "
-              f"network {found['round_overhead_seconds'][engine]:.3f} s (training "
-              f"{timing['training_seconds'][engine]:.3f} s, scoring {timing['scoring_seconds'][engine]:.3f} s); "
-              f"CPU {cpu['round_seconds'][engine]:.3f} s = {cpu['ratio_to_plain'][engine]:.2f}x plain, on chain and "
-              f"network {cpu['round_overhead_seconds'][engine]:.3f} s")
+    flower = timing["flower"]
+    if found["round_seconds_flower"] is None:
+        print(f"Flower round: not measured: {flower['error']}")
+    else:
+        print(f"Flower round: {found['round_seconds_flower']:.3f} s (flwr {flower['flwr']}, {flower['backend']})")
+    modes = [("", {**timing, **found, "cpu": cpu})]
+    if timing["gasless"]:
+        modes.append((" gasless", timing["gasless"]))
+    for mode, figures in modes:
+        for engine, seconds in figures["round_seconds"].items():
+            versus = figures["ratio_to_flower"]
+            print(f"{engine + mode:<17} round {seconds:.3f} s = {figures['ratio_to_plain'][engine]:.2f}x plain"
+                  f"{'' if versus is None else f', {versus[engine]:.2f}x Flower'}; on chain and network "
+                  f"{figures['round_overhead_seconds'][engine]:.3f} s; CPU {figures['cpu']['round_seconds'][engine]:.3f}"
+                  f" s = {figures['cpu']['ratio_to_plain'][engine]:.2f}x plain, on chain and network "
+                  f"{figures['cpu']['round_overhead_seconds'][engine]:.3f} s")
     print(f"wrote {args.out}")
 
 

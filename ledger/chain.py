@@ -53,7 +53,10 @@ def connect(rpc: str | None = None, *, timeout: float = 30) -> Web3:
         return Web3(EthereumTesterProvider())
     if not rpc.startswith(("http://", "https://")):
         raise ChainError(f"unsupported chain URL {rpc!r}: use http(s)://host:port or 'embedded'")
-    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    # The chain id is asked before every call and transaction (web3's validation middleware): one round trip each,
+    # half of a round's requests on Anvil. A node's chain id does not change under a connection: ask once.
+    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
+                                cacheable_requests={RPCEndpoint("eth_chainId")}))
     if not w3.is_connected():
         raise ChainError(f"no chain answers at {rpc} (start one with `fedledger chain up`)")
     return w3

@@ -549,10 +549,14 @@ class NodeRunner:
             return None  # the chain has not caught up with the aggregator, or the round is over
         if not info.selects(self.address):
             return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.NOT_SELECTED))
-        commitment = self.ledger.commitment_of(self.bounty_id, r, self.address)
+        # Only an update this state saved can be committed already (a crash after its commit, or before its record):
+        # no need to read the chain otherwise. A commitment made from another state folder (a lost one, another
+        # process of this identity) is refused as AlreadyCommitted below, and treated as before: lost.
+        saved = self._open_state.round(r)
+        commitment = self.ledger.commitment_of(self.bounty_id, r, self.address) if saved else ZERO_HASH
         if commitment != ZERO_HASH:
             return self._resume(r, commitment)
-        return self._participate(r, info, chain_round)
+        return self._participate(r, info, chain_round, elsewhere=saved is None)
 
     def _sweep(self, info: RoundInfo | None) -> NodeRound | None:
         """Record rounds this node committed in (or saved for) that closed before their upload got through
@@ -579,7 +583,8 @@ class NodeRunner:
         return last
 
     # -- one round -----------------------------------------------------------------------------------
-    def _participate(self, r: int, info: RoundInfo, chain_round) -> NodeRound | None:
+    def _participate(self, r: int, info: RoundInfo, chain_round, *, elsewhere: bool = False) -> NodeRound | None:
+        """Train, commit and upload for round ``r`` (``elsewhere``: this state held nothing of the round before)."""
         assert self.state is not None and self.spec is not None
         chain_hash = _hex(chain_round.global_model_hash)
         if info.global_model_hash and info.global_model_hash != chain_hash:
@@ -626,7 +631,11 @@ class NodeRunner:
                                                 declared)
         except ContractRevert as exc:
             if exc.name == "AlreadyCommitted":  # another process of this identity got there first
-                return self._resume(r, self.ledger.commitment_of(self.bounty_id, r, self.address))
+                commitment = self.ledger.commitment_of(self.bounty_id, r, self.address)
+                if not elsewhere:
+                    return self._resume(r, commitment)
+                self.state.put(r, status=NodeRoundStatus.LOST)  # not this folder's commitment: never upload for it
+                return self._lost(r, commitment)
             if exc.name == "RoundClosed":
                 self.state.put(r, status=NodeRoundStatus.MISSED)
                 return self._finish_round(NodeRound(
@@ -745,19 +754,23 @@ class NodeRunner:
         saved = self.state.round(r) or {}
         data = self.state.read_update(r)
         if data is None or self._commitment(r, update_hash(data)) != bytes(commitment):
-            self.echo(
-                f"bounty {self.bounty_id} round {r}: the chain holds commitment {_hex(commitment)} "
-                f"of {self.address} but "
-                f"no saved update in {self.state.dir} binds to it; not committing again"
-            )
-            return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, _hex(commitment),
-                                                upload_status="no bytes to upload"))
+            return self._lost(r, commitment)
         sha = _hex(update_hash(data))
         if saved.get("status") == NodeRoundStatus.UPLOADED:
             return self._finish_round(self._record_from_state(r, resumed=True))
         # committed (perhaps by a run that crashed before recording it), or refused before: (re)upload
         self.state.put(r, status=NodeRoundStatus.COMMITTED, sha256=sha)
         return self._upload(r, data, resumed=True)
+
+    def _lost(self, r: int, commitment: bytes) -> NodeRound:
+        """The chain holds a commitment of ours for round ``r`` that this state folder did not make: never commit
+        again, upload nothing."""
+        self.echo(
+            f"bounty {self.bounty_id} round {r}: the chain holds commitment {_hex(commitment)} of {self.address} but "
+            f"no saved update in {self._open_state.dir} binds to it; not committing again"
+        )
+        return self._finish_round(NodeRound(self.bounty_id, r, NodeRoundStatus.LOST, _hex(commitment),
+                                            upload_status="no bytes to upload"))
 
     def _commitment(self, r: int, update_sha256: bytes) -> bytes:
         """What this institution commits for an update in round ``r``: its hash bound to us (fedcore.commitments)."""

@@ -164,3 +164,16 @@ def sol_artifacts_cli():
     from ledger.compile import compile_sources
 
     return compile_sources([ROOT / "tests" / "ledger" / "sol" / "FakeFedLedger.sol"], base=ROOT)
+
+
+@pytest.mark.parametrize(("given", "threads"), [(None, "1"), ("2", "2")])
+def test_every_command_runs_torch_on_one_thread_unless_told_otherwise(given, threads):
+    """Set before torch loads, so the command and the processes it starts (nodes, services) inherit it."""
+    probe = ("import os, sys\nfrom fedledger.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "import torch\nsys.stderr.write(f\"{os.environ['OMP_NUM_THREADS']} {torch.get_num_threads()}\")")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if given is not None:
+        env["OMP_NUM_THREADS"] = given
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    assert result.stderr.split()[-2:] == [threads, threads]

@@ -97,3 +97,26 @@ def test_unfunded_sender_is_a_chain_error_not_a_revert(backend, probe):
         send_transaction(backend.w3, probe.functions.deposit(), broke, value=10**18)
     assert type(info.value) is ChainError
     assert "\n" not in str(info.value)
+
+
+def test_a_json_rpc_connection_asks_the_chain_id_once(rpc_chain):
+    """web3 validates every call and transaction against the chain id: one round trip each unless it is cached."""
+    w3 = connect(rpc_chain.url)
+    asked = []
+    original = w3.provider._make_request
+
+    def counting(method, params):
+        asked.append(method)
+        return original(method, params)
+
+    w3.provider._make_request = counting
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            assert w3.eth.chain_id == CHAIN_ID
+            w3.eth.call({"to": w3.eth.accounts[0], "data": "0x"})
+
+    calls(1)
+    first = asked.count("eth_chainId")
+    calls(3)
+    assert asked.count("eth_chainId") == first <= 2 and asked.count("eth_call") == 4

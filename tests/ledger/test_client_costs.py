@@ -1,8 +1,9 @@
 """What the client spends per round: known gas limits instead of estimates, commitments it already holds instead of
 ``commitmentOf`` reads, and views read once per block on the embedded chain."""
 
+from fedcore.commitments import sign_commitment
 from ledger.chain import connect
-from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, gas_limit
+from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, SignedCommitment, gas_limit
 from ledger.deployment import deploy_fedledger
 from tests.world import MIN_STAKE, ONE_ETH, World, h, reverts
 
@@ -33,6 +34,20 @@ def test_round_transactions_go_out_with_their_known_limits_and_fit_them(joined):
             assert receipt["gasUsed"] <= _measured(function, participants[function]) * 1.02, (
                 f"{function} used {receipt['gasUsed']}: update MEASURED_GAS from bench/gas.py"
             )
+
+
+def test_a_batch_of_signed_commitments_goes_out_with_its_known_limit_and_fits_it(joined):
+    """The aggregator's batch is sized by its entries (py-evm's estimate of it took seconds per round)."""
+    w = joined
+    bounty_id = w.new_bounty()
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    signers = [w.keyed(f"batch {i}") for i in range(3)]
+    batch = [SignedCommitment(a.address, h(a.address), 100, sign_commitment(
+        a, chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id, round_=1,
+        commitment=h(a.address), sample_count=100)) for a in signers]
+    receipt = w.as_(w.aggregator).commit_updates_signed(bounty_id, 1, batch)
+    assert w.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == gas_limit("commitUpdatesSigned", 3)
+    assert receipt["gasUsed"] <= _measured("commitUpdatesSigned", 3) * 1.02
 
 
 def test_a_function_without_a_known_limit_is_estimated():
