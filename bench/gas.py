@@ -94,7 +94,7 @@ class _Bench:
         for m in members:
             commitment = _digest(bounty_id, 1, m.address)
             signature = sign_commitment(m, chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=1,
-                                        commitment=commitment, sample_count=100)
+                                        commitment=commitment, sample_count=100, declared_epsilon=0)
             signed.append(SignedCommitment(m.address, commitment, 100, signature))
         total += self.gas(agg.commit_updates_signed(bounty_id, 1, signed))
         scores = {m.address: 10**17 + i for i, m in enumerate(members)}

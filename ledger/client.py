@@ -190,12 +190,14 @@ class Commitment:
 
 @dataclass(frozen=True)
 class SignedCommitment:
-    """A commitment an institution signed (:func:`fedcore.commitments.sign_commitment`) for someone to post."""
+    """A commitment an institution signed (:func:`fedcore.commitments.sign_commitment`) for someone to post;
+    ``declared_epsilon`` is the cumulative epsilon it signed, in millionths (0 on a bounty without DP)."""
 
     institution: str
     commitment: bytes
     sample_count: int
     signature: bytes
+    declared_epsilon: int = 0
 
 
 @dataclass(frozen=True)
@@ -432,9 +434,10 @@ class FedLedgerClient(_ContractClient):
 
     def commit_updates_signed(self, bounty_id: int, round_: int, signed: list[SignedCommitment]) -> TxReceipt:
         """Post institutions' signed commitments in one transaction (``commitUpdatesSigned``); institutions that
-        already committed this round are skipped by the contract. Refused on a bounty with a privacy budget."""
+        already committed this round are skipped by the contract; one declaring more than the bounty's privacy
+        budget reverts the batch (``PrivacyBudgetExceeded``), as any entry the contract refuses does."""
         entries = [(Web3.to_checksum_address(c.institution), bytes(c.commitment), int(c.sample_count),
-                    *compact_signature(c.signature)) for c in signed]
+                    int(c.declared_epsilon), *compact_signature(c.signature)) for c in signed]
         return self._send("commitUpdatesSigned", bounty_id, round_, entries)
 
     def finalize_round(
