@@ -35,8 +35,8 @@ LOG_CHUNK = 2000  # blocks per eth_getLogs request when scanning a long range
 # times GAS_HEADROOM. A limit only caps a transaction; unused gas costs nothing. Functions not listed are estimated.
 GAS_HEADROOM = 1.5
 MEASURED_GAS: dict[str, tuple[int, int]] = {
-    "openRound": (79_456, 0),
-    "commitUpdate": (55_429, 0),
+    "openRound": (79_434, 0),
+    "commitUpdate": (55_554, 0),
     "finalizeRound": (94_998, 34_858),
 }
 
