@@ -264,14 +264,18 @@ class Coordinator:
             return Phase.FINALIZED
         raise AggregatorError(f"round {number} is open on chain but recorded as {record.step}")
 
+    def _now(self) -> int:
+        """The latest block's time, or this machine's when later and ``wall_clock`` is set (an idle development
+        chain mines no block, so its time stands still: the commit window and the batch margin read this)."""
+        now = self.context.ledger.now()
+        return max(now, int(self.context.clock())) if self.context.settings.wall_clock else now
+
     def _ready_to_close(self, record: RoundState, chain_round) -> bool:
         ctx = self.context
         s = ctx.settings
         uploaded = {u.institution for u in ctx.state.uploads(record.round)}
         invited = set(record.selected)
-        now = ctx.ledger.now()
-        if s.wall_clock:
-            now = max(now, int(ctx.clock()))
+        now = self._now()
         if now <= chain_round.commit_deadline:  # early only on the whole invited set, never on the first N uploads
             return bool(invited) and invited <= uploaded
         # The window is closed: the committers are final. Wait (a grace period) for invitees still uploading.
@@ -288,7 +292,7 @@ class Coordinator:
         A batch the contract refuses (e.g. one institution slashed meanwhile) is retried one commitment at a
         time, so no institution's commitment can keep the others off chain."""
         ctx = self.context
-        now = ctx.ledger.now()
+        now = self._now()
         if now > chain_round.commit_deadline or not (
                 closing or now >= chain_round.commit_deadline - ctx.settings.commit_batch_margin):
             return

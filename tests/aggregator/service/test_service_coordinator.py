@@ -465,6 +465,27 @@ def test_gasless_commitments_are_posted_in_one_batch_beside_a_self_commit(harnes
     assert set(scored_on_chain(h, 1)) == {a.address for a in h.insts}
 
 
+def test_gasless_commitments_are_posted_in_the_margin_while_the_chain_mines_no_block(harness):
+    """An idle invitee keeps the round open to the end of its window, and an idle development chain mines no
+    block, so its time stands still: the batch goes out by this machine's clock, before the window closes."""
+    h = harness
+    context = h.context(wall_clock=True, commit_batch_margin=10)
+    client = h.client(context)
+    coordinator = Coordinator(context)
+    assert coordinator.step() == "opened"
+    deadline = h.ledger.round(h.bounty_id, 1).commit_deadline
+    account, data = h.insts[0], h.update(0.01)
+    headers = {"Content-Type": "application/octet-stream", "X-Update-Sha256": hashlib.sha256(data).hexdigest(),
+               "X-Signature": h.sign(account, 1, data), **_gasless_headers(h, account, 1, data, 20)}
+    assert client.post(f"/bounties/{h.bounty_id}/rounds/1/updates", content=data, headers=headers).status_code == 202
+    context.clock = lambda: deadline - 11
+    assert coordinator.step() == "waiting"
+    assert h.ledger.commitment_of(h.bounty_id, 1, account.address) == bytes(32)
+    context.clock = lambda: deadline - 9  # inside the margin by the wall clock; the chain's last block is older
+    assert h.w3.eth.get_block("latest")["timestamp"] < deadline - 10
+    assert coordinator.step() == "waiting"
+    assert h.ledger.commitment_of(h.bounty_id, 1, account.address) != bytes(32)
+
 def test_gasless_commitments_on_a_dp_bounty_carry_their_epsilon_into_the_batch(service_world, tmp_path):
     """The declared epsilon is signed with the commitment: the aggregator refuses a declaration over the bounty's
     budget at upload (the contract would revert the batch) and one not matching the signature; the batch records
