@@ -19,7 +19,15 @@ from eth_account import Account
 
 from fedcore.commitments import sign_commitment
 from ledger.chain import connect, fund_account, latest_timestamp
-from ledger.client import ETH, BountyParams, FedLedgerClient, RevenueSplitterClient, SignedCommitment, TokenClient
+from ledger.client import (
+    ETH,
+    BountyParams,
+    FedLedgerClient,
+    RevenueSplitterClient,
+    SignedCommitment,
+    TokenClient,
+    epsilon_units,
+)
 from ledger.compile import load_artifact
 from ledger.deployment import deploy, deploy_fedledger
 
@@ -58,10 +66,11 @@ class _Bench:
     def gas(self, receipt) -> int:
         return int(receipt["gasUsed"])
 
-    def bounty(self, rounds: int, token: str = ETH, funding: int = 10**18) -> tuple[int, int]:
+    def bounty(self, rounds: int, token: str = ETH, funding: int = 10**18, epsilon_budget: int = 0) -> tuple[int, int]:
         params = BountyParams(task_spec_hash=_digest("task"), validation_set_hash=_digest("validation"),
                               rules_hash=_digest("rules"), aggregator=self.aggregator, num_rounds=rounds,
-                              commit_window=3600, deadline=latest_timestamp(self.w3) + 10**6, token=token)
+                              commit_window=3600, deadline=latest_timestamp(self.w3) + 10**6, token=token,
+                              epsilon_budget=epsilon_budget)
         value = funding if token == ETH else 0
         receipt = self.ledger.as_sender(self.sponsor)._send("createBounty", params.as_tuple(), funding, value=value)
         bounty_id = self.ledger.events(receipt, "BountyCreated")[0]["bountyId"]
@@ -80,13 +89,15 @@ class _Bench:
         finalize = self.gas(agg.finalize_round(bounty_id, round_, _digest("model", bounty_id, round_), scores))
         return open_gas, commits, finalize
 
-    def batched_round(self, n: int) -> int:
+    def batched_round(self, n: int, epsilon: float | None = None) -> tuple[int, int]:
         """Gas of every transaction of one round whose n new participants sign their commitments and the aggregator
-        posts them in one batch: ``openRound`` + ``commitUpdatesSigned`` + ``finalizeRound``."""
+        posts them in one batch: ``openRound`` + ``commitUpdatesSigned`` + ``finalizeRound``; and of the batch
+        alone. ``epsilon``: the bounty's privacy budget, which every participant declares (None: no DP)."""
         members = self.institutions(n)
         for i, m in enumerate(members):
             self.ledger.as_sender(m).join(f"batched {i}", "", stake=MIN_STAKE)
-        bounty_id, _ = self.bounty(rounds=1)
+        declared = epsilon_units(epsilon)
+        bounty_id, _ = self.bounty(rounds=1, epsilon_budget=declared)
         agg = self.ledger.as_sender(self.aggregator)
         total = self.gas(agg._send("openRound", bounty_id, _digest("model", 0)))
         chain_id, contract = self.w3.eth.chain_id, self.ledger.address
@@ -94,11 +105,11 @@ class _Bench:
         for m in members:
             commitment = _digest(bounty_id, 1, m.address)
             signature = sign_commitment(m, chain_id=chain_id, contract=contract, bounty_id=bounty_id, round_=1,
-                                        commitment=commitment, sample_count=100)
-            signed.append(SignedCommitment(m.address, commitment, 100, signature))
-        total += self.gas(agg.commit_updates_signed(bounty_id, 1, signed))
+                                        commitment=commitment, sample_count=100, declared_epsilon=declared)
+            signed.append(SignedCommitment(m.address, commitment, 100, signature, declared))
+        batch = self.gas(agg.commit_updates_signed(bounty_id, 1, signed))
         scores = {m.address: 10**17 + i for i, m in enumerate(members)}
-        return total + self.gas(agg.finalize_round(bounty_id, 1, _digest("model", bounty_id, 1), scores))
+        return total + batch + self.gas(agg.finalize_round(bounty_id, 1, _digest("model", bounty_id, 1), scores)), batch
 
 
 def _slope(sizes, gases) -> tuple[int, int]:
@@ -159,10 +170,17 @@ def measure() -> dict:
     other, _ = bench.bounty(rounds=1)
     results["fund_bounty_eth"] = bench.gas(bench.ledger.as_sender(bench.sponsor).fund_bounty(other, 10**15))
     results["cancel_bounty"] = bench.gas(bench.ledger.as_sender(bench.sponsor).cancel_bounty(other))
+    batched = {n: bench.batched_round(n) for n in ROUND_SIZES}
     results["gas_per_participant_round"] = {
         "self_commit": gas_per_participant_round(bench),
-        "batched": {str(n): round(bench.batched_round(n) / n) for n in ROUND_SIZES},
+        "batched": {str(n): round(total / n) for n, (total, _) in batched.items()},
     }
+    # One commitUpdatesSigned entry: the slope of the batch's gas over its size, without DP and with every entry
+    # declaring an epsilon (10, a typical budget) on a DP bounty.
+    dp_batches = [bench.batched_round(n, epsilon=10.0)[1] for n in ROUND_SIZES]
+    results["commit_updates_signed_base"], results["commit_updates_signed_per_entry"] = _slope(
+        ROUND_SIZES, [batch for _, batch in batched.values()])
+    _, results["commit_updates_signed_per_entry_dp"] = _slope(ROUND_SIZES, dp_batches)
     return results
 
 

@@ -24,13 +24,16 @@ abstract contract RoundLedger is BountyEscrow {
 
     /// @dev EIP-712 type an institution signs to have its commitment posted by someone else (the aggregator's batch).
     bytes32 private constant COMMITMENT_TYPEHASH =
-        keccak256("Commitment(uint256 bountyId,uint256 round,bytes32 updateHash,uint64 sampleCount)");
+        keccak256(
+            "Commitment(uint256 bountyId,uint256 round,bytes32 updateHash,uint64 sampleCount,uint64 declaredEpsilon)"
+        );
 
     /// @notice A commitment signed by its institution (EIP-712 `Commitment`, compact EIP-2098 signature `r`, `vs`).
     struct SignedCommitment {
         address institution;
         bytes32 updateHash;
         uint64 sampleCount;
+        uint64 declaredEpsilon; // as in `commitUpdate`: cumulative, in millionths, 0 on a bounty without DP
         bytes32 r;
         bytes32 vs;
     }
@@ -103,7 +106,6 @@ abstract contract RoundLedger is BountyEscrow {
     error NothingToClaim(uint256 bountyId, address institution);
     error BadCommitmentSignature(uint256 bountyId, uint256 round, address institution);
     error RoundNotStalled(uint256 bountyId, uint256 round);
-    error GaslessNeedsNoPrivacyBudget(uint256 bountyId);
     error PrivacyBudgetExceeded(uint256 bountyId, address institution, uint256 declaredEpsilon, uint256 epsilonBudget);
 
     /// @notice The bounty's aggregator opens the next round, announcing the hash of the global model it serves.
@@ -153,32 +155,36 @@ abstract contract RoundLedger is BountyEscrow {
 
     /// @notice Post commitments that institutions signed (EIP-712 `Commitment`) in one transaction, under the same
     ///         rules as `commitUpdate`: an open commit window, an eligible institution, one commitment per institution
-    ///         and round. Anyone may post (normally the aggregator); an institution may always commit itself instead.
-    ///         An institution that already committed this round is skipped, so its own commit can never make the
-    ///         batch fail; a bad signature or an ineligible institution reverts the batch. Signed commitments declare
-    ///         no privacy spend, so a bounty with a differential-privacy budget takes only commitments made on chain
-    ///         by the institution itself (`GaslessNeedsNoPrivacyBudget`).
+    ///         and round, a declared cumulative epsilon within the bounty's privacy budget. Anyone may post (normally
+    ///         the aggregator); an institution may always commit itself instead. An institution that already
+    ///         committed this round is skipped, so its own commit can never make the batch fail; a bad signature
+    ///         (over any field, the declared epsilon included), an ineligible institution or a declaration over
+    ///         budget (`PrivacyBudgetExceeded`) reverts the whole batch, which the poster then retries without it.
     /// @param bountyId The bounty.
     /// @param round The open round.
-    /// @param commitments The signed commitments (institution, update hash, sample count, compact signature).
+    /// @param commitments The signed commitments (institution, update hash, sample count, declared epsilon,
+    ///        compact signature).
     /// @return posted How many were recorded (the others were already committed).
     function commitUpdatesSigned(uint256 bountyId, uint256 round, SignedCommitment[] calldata commitments)
         external
         returns (uint256 posted)
     {
         (Bounty storage b, mapping(address => bytes32) storage roundCommitments) = _commitWindow(bountyId, round);
-        if (b.epsilonBudget != 0) revert GaslessNeedsNoPrivacyBudget(bountyId);
         for (uint256 i = 0; i < commitments.length; ++i) {
             SignedCommitment calldata c = commitments[i];
             bytes32 digest = _hashTypedDataV4(
-                keccak256(abi.encode(COMMITMENT_TYPEHASH, bountyId, round, c.updateHash, c.sampleCount))
+                keccak256(
+                    abi.encode(COMMITMENT_TYPEHASH, bountyId, round, c.updateHash, c.sampleCount, c.declaredEpsilon)
+                )
             );
             (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, c.r, c.vs);
             if (err != ECDSA.RecoverError.NoError || signer != c.institution) {
                 revert BadCommitmentSignature(bountyId, round, c.institution);
             }
             if (roundCommitments[c.institution] != bytes32(0)) continue;
-            _commit(bountyId, round, b, roundCommitments, c.institution, c.updateHash, c.sampleCount, 0);
+            _commit(
+                bountyId, round, b, roundCommitments, c.institution, c.updateHash, c.sampleCount, c.declaredEpsilon
+            );
             ++posted;
         }
     }

@@ -13,9 +13,11 @@ copier can never match it, and the victim's own upload still does. The contract 
 opaque ``bytes32``. Node, aggregator and auditor all compute it with :func:`bind_commitment`.
 
 An institution commits either on chain itself (``commitUpdate``) or by signing its commitment (EIP-712
-``Commitment(uint256 bountyId,uint256 round,bytes32 updateHash,uint64 sampleCount)``, :func:`sign_commitment`)
-and handing the signature over with its upload; the aggregator then posts all of a round's signed commitments
-in one transaction (``commitUpdatesSigned``). The contract accepts either, under the same rules.
+``Commitment``, :data:`COMMITMENT_TYPES`, :func:`sign_commitment`) and handing the signature over with its upload;
+the aggregator then posts all of a round's signed commitments in one transaction (``commitUpdatesSigned``). The
+contract accepts either, under the same rules: the signed struct carries the declared cumulative epsilon too
+(millionths, 0 on a bounty without a privacy budget), so a batch is held to the bounty's budget exactly as a
+commitment of one's own is, and no one can change the declaration without breaking the signature.
 """
 
 from __future__ import annotations
@@ -54,32 +56,42 @@ def bind_commitment(*, chain_id: int, contract: str, bounty_id: int, round_: int
     return hashlib.sha256(b"".join(parts)).digest()
 
 
+#: The EIP-712 ``Commitment`` struct (``COMMITMENT_TYPEHASH`` in RoundLedger.sol must hash :func:`commitment_type`).
 COMMITMENT_TYPES = {"Commitment": [
     {"name": "bountyId", "type": "uint256"}, {"name": "round", "type": "uint256"},
     {"name": "updateHash", "type": "bytes32"}, {"name": "sampleCount", "type": "uint64"},
+    {"name": "declaredEpsilon", "type": "uint64"},
 ]}
 
 
+def commitment_type() -> str:
+    """The EIP-712 type string of :data:`COMMITMENT_TYPES`, e.g. ``Commitment(uint256 bountyId,...)``."""
+    fields = ",".join(f"{f['type']} {f['name']}" for f in COMMITMENT_TYPES["Commitment"])
+    return f"Commitment({fields})"
+
+
 def sign_commitment(account, *, chain_id: int, contract: str, bounty_id: int, round_: int, commitment: bytes,
-                    sample_count: int) -> bytes:
-    """An institution's EIP-712 signature (65 bytes) over its bound ``commitment`` (:func:`bind_commitment`) and
-    sample count, which anyone may post on chain for it in a batch (``commitUpdatesSigned``)."""
+                    sample_count: int, declared_epsilon: int) -> bytes:
+    """An institution's EIP-712 signature (65 bytes) over its bound ``commitment`` (:func:`bind_commitment`), sample
+    count and declared cumulative epsilon (millionths, ``ledger.client.epsilon_units``; 0 without a privacy
+    budget), which anyone may post on chain for it in a batch (``commitUpdatesSigned``)."""
     return sign_typed(account, eip712_domain(chain_id, contract), COMMITMENT_TYPES, "Commitment",
-                      _commitment_message(bounty_id, round_, commitment, sample_count))
+                      _commitment_message(bounty_id, round_, commitment, sample_count, declared_epsilon))
 
 
 def recover_commitment_signer(signature: bytes, *, chain_id: int, contract: str, bounty_id: int, round_: int,
-                              commitment: bytes, sample_count: int) -> str:
+                              commitment: bytes, sample_count: int, declared_epsilon: int) -> str:
     """Who signed this commitment (checksum address), as the contract will recover it; DataError if malformed."""
     return recover_typed(signature, eip712_domain(chain_id, contract), COMMITMENT_TYPES, "Commitment",
-                         _commitment_message(bounty_id, round_, commitment, sample_count))
+                         _commitment_message(bounty_id, round_, commitment, sample_count, declared_epsilon))
 
 
-def _commitment_message(bounty_id: int, round_: int, commitment: bytes, sample_count: int) -> dict:
+def _commitment_message(bounty_id: int, round_: int, commitment: bytes, sample_count: int,
+                        declared_epsilon: int) -> dict:
     if len(bytes(commitment)) != 32:
         raise DataError(f"a commitment is 32 bytes, got {len(bytes(commitment))}")
     return {"bountyId": int(bounty_id), "round": int(round_), "updateHash": bytes(commitment),
-            "sampleCount": int(sample_count)}
+            "sampleCount": int(sample_count), "declaredEpsilon": int(declared_epsilon)}
 
 
 def _address_bytes(address: str, what: str) -> bytes:

@@ -134,10 +134,12 @@ MAX_PATH_NUMBER = 2**32 - 1
 UPDATE_SHA_HEADER = "X-Update-Sha256"
 SIGNATURE_HEADER = "X-Signature"
 #: Optional upload headers of a gasless commitment: the institution's EIP-712 signature over its commitment
-#: (fedcore.commitments.sign_commitment, 0x + 130 hex) and the sample count it signed. The aggregator posts every
-#: such commitment of the round in one ``commitUpdatesSigned`` transaction before the commit window closes.
+#: (fedcore.commitments.sign_commitment, 0x + 130 hex), the sample count and the declared cumulative epsilon it
+#: signed (an integer in millionths; absent means 0, a bounty without DP). The aggregator posts every such
+#: commitment of the round in one ``commitUpdatesSigned`` transaction before the commit window closes.
 COMMITMENT_SIGNATURE_HEADER = "X-Commitment-Signature"
 SAMPLE_COUNT_HEADER = "X-Sample-Count"
+DECLARED_EPSILON_HEADER = "X-Declared-Epsilon"
 #: A committee member's request for a round's updates: its EIP-191 signature over what it asks for and when
 #: (fedcore.attestations.sign_fetch), and that time (unix seconds; a request older than FETCH_MAX_AGE is refused).
 SCORER_SIGNATURE_HEADER = "X-Scorer-Signature"

@@ -35,9 +35,9 @@ LOG_CHUNK = 2000  # blocks per eth_getLogs request when scanning a long range
 # times GAS_HEADROOM. A limit only caps a transaction; unused gas costs nothing. Functions not listed are estimated.
 GAS_HEADROOM = 1.5
 MEASURED_GAS: dict[str, tuple[int, int]] = {
-    "openRound": (79_456, 0),
-    "commitUpdate": (55_429, 0),
-    "commitUpdatesSigned": (29_770, 34_240),  # fitted on batches of 1, 4, 16 and 50 new institutions
+    "openRound": (79_434, 0),
+    "commitUpdate": (55_554, 0),
+    "commitUpdatesSigned": (27_774, 34_808),  # fitted on batches of 1-50; per entry declaring ε
     "finalizeRound": (94_998, 34_858),
 }
 
@@ -191,12 +191,14 @@ class Commitment:
 
 @dataclass(frozen=True)
 class SignedCommitment:
-    """A commitment an institution signed (:func:`fedcore.commitments.sign_commitment`) for someone to post."""
+    """A commitment an institution signed (:func:`fedcore.commitments.sign_commitment`) for someone to post;
+    ``declared_epsilon`` is the cumulative epsilon it signed, in millionths (0 on a bounty without DP)."""
 
     institution: str
     commitment: bytes
     sample_count: int
     signature: bytes
+    declared_epsilon: int = 0
 
 
 @dataclass(frozen=True)
@@ -436,9 +438,10 @@ class FedLedgerClient(_ContractClient):
 
     def commit_updates_signed(self, bounty_id: int, round_: int, signed: list[SignedCommitment]) -> TxReceipt:
         """Post institutions' signed commitments in one transaction (``commitUpdatesSigned``); institutions that
-        already committed this round are skipped by the contract. Refused on a bounty with a privacy budget."""
+        already committed this round are skipped by the contract; one declaring more than the bounty's privacy
+        budget reverts the batch (``PrivacyBudgetExceeded``), as any entry the contract refuses does."""
         entries = [(Web3.to_checksum_address(c.institution), bytes(c.commitment), int(c.sample_count),
-                    *compact_signature(c.signature)) for c in signed]
+                    int(c.declared_epsilon), *compact_signature(c.signature)) for c in signed]
         return self._send("commitUpdatesSigned", bounty_id, round_, entries,
                           known_gas=gas_limit("commitUpdatesSigned", len(entries)))
 

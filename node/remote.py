@@ -22,6 +22,7 @@ from fedcore.codec import DEFAULT_MAX_BYTES, update_hash_hex
 from fedcore.errors import ConfigError, NodeError
 from fedcore.protocol import (
     COMMITMENT_SIGNATURE_HEADER,
+    DECLARED_EPSILON_HEADER,
     SAMPLE_COUNT_HEADER,
     SIGNATURE_HEADER,
     UPDATE_SHA_HEADER,
@@ -222,20 +223,22 @@ class AggregatorClient:
         return self._request("GET", f"/bounties/{int(bounty_id)}/models/{sha256}", what, _stream=True).content
 
     def upload(self, bounty_id: int, round_: int, data: bytes, signature: str,
-               signed_commitment: tuple[str, int] | None = None) -> UploadAccepted:
+               signed_commitment: tuple[str, int, int] | None = None) -> UploadAccepted:
         """POST the update bytes (the body is exactly ``data``) with their sha256 and the signature in headers, so
         the aggregator checks the signer before reading the body; returns the 202 answer.
 
-        ``signed_commitment``: (EIP-712 signature as 0x hex, sample count) of a gasless commitment
-        (:func:`fedcore.commitments.sign_commitment`), for an institution that did not commit on chain itself.
+        ``signed_commitment``: (EIP-712 signature as 0x hex, sample count, declared epsilon in millionths) of a
+        gasless commitment (:func:`fedcore.commitments.sign_commitment`), for an institution that did not commit
+        on chain itself.
         A second upload for the round is refused with ``RejectionCode.DUPLICATE_UPLOAD`` and changes nothing.
         """
         what = f"the update for bounty {bounty_id} round {round_}"
         headers = {SIGNATURE_HEADER: signature, UPDATE_SHA_HEADER: update_hash_hex(data),
                    "Content-Type": "application/octet-stream"}
         if signed_commitment is not None:
-            headers[COMMITMENT_SIGNATURE_HEADER], samples = signed_commitment
+            headers[COMMITMENT_SIGNATURE_HEADER], samples, declared = signed_commitment
             headers[SAMPLE_COUNT_HEADER] = str(int(samples))
+            headers[DECLARED_EPSILON_HEADER] = str(int(declared))
         response = self._request(
             "POST", f"/bounties/{int(bounty_id)}/rounds/{int(round_)}/updates", what,
             content=bytes(data), headers=headers,

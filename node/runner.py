@@ -383,9 +383,6 @@ class NodeRunner:
                 f"the task spec served for bounty {self.bounty_id} hashes to {_hex(task_hash(self.spec))}, "
                 f"but the chain fixed {_hex(bounty.task_spec_hash)}: refusing to train for it"
             )
-        if self.gasless and bounty.epsilon_budget:
-            raise NodeError(f"bounty {self.bounty_id} has a privacy budget and a signed (gasless) commitment "
-                            "declares no privacy spend: train without --gasless")
         self.rules = self.aggregator.rules(self.bounty_id)
         if rules_hash(self.rules) != bytes(bounty.rules_hash):
             raise NodeError(
@@ -625,7 +622,7 @@ class NodeRunner:
             self._fire(NodeRoundStatus.SAVED, r)
         if self.gasless:  # the commitment travels signed with the upload; the aggregator posts it in its batch
             return self._upload(r, data, resumed=resumed)
-        declared = epsilon_units((self.state.round(r) or {}).get("epsilon"))
+        declared = self._declared_epsilon(r)
         try:
             receipt = self.ledger.commit_update(self.bounty_id, r, self._commitment(r, bytes.fromhex(sha[2:])), samples,
                                                 declared)
@@ -777,13 +774,19 @@ class NodeRunner:
         return bind_commitment(chain_id=self.chain_id, contract=self.ledger.address, bounty_id=self.bounty_id, round_=r,
                                institution=self.address, update_sha256=update_sha256)
 
-    def _signed_commitment(self, r: int, data: bytes) -> tuple[str, int]:
-        """The gasless commitment to ``data`` (EIP-712 signature, 0x hex) and the sample count it signs."""
-        samples = int((self._open_state.round(r) or {})["samples"])
+    def _declared_epsilon(self, r: int) -> int:
+        """The cumulative epsilon round ``r``'s commitment declares, in the chain's units (0 without DP)."""
+        return epsilon_units((self._open_state.round(r) or {}).get("epsilon"))
+
+    def _signed_commitment(self, r: int, data: bytes) -> tuple[str, int, int]:
+        """The gasless commitment to ``data`` (EIP-712 signature, 0x hex) and the sample count and declared
+        epsilon it signs (the same declaration ``commitUpdate`` would carry)."""
+        samples, declared = int((self._open_state.round(r) or {})["samples"]), self._declared_epsilon(r)
+        commitment = self._commitment(r, update_hash(data))
         signature = sign_commitment(self.account, chain_id=self.chain_id, contract=self.ledger.address,
-                                    bounty_id=self.bounty_id, round_=r,
-                                    commitment=self._commitment(r, update_hash(data)), sample_count=samples)
-        return "0x" + signature.hex(), samples
+                                    bounty_id=self.bounty_id, round_=r, commitment=commitment,
+                                    sample_count=samples, declared_epsilon=declared)
+        return "0x" + signature.hex(), samples, declared
 
     def _upload(self, r: int, data: bytes, *, resumed: bool) -> NodeRound | None:
         signature = sign_upload(self.account, self.chain_id, self.ledger.address, self.bounty_id, r, update_hash(data))

@@ -296,7 +296,7 @@ class Coordinator:
         A batch the contract refuses (e.g. one institution slashed meanwhile) is retried one commitment at a
         time, so no institution's commitment can keep the others off chain."""
         ctx = self.context
-        now = ctx.ledger.now()
+        now = ctx.now()
         if now > chain_round.commit_deadline or not (
                 closing or now >= chain_round.commit_deadline - ctx.settings.commit_batch_margin):
             return

@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS signed_commitments (
     institution TEXT NOT NULL,
     commitment TEXT NOT NULL,
     sample_count INTEGER NOT NULL,
+    declared_epsilon INTEGER NOT NULL,
     signature TEXT NOT NULL,
     PRIMARY KEY (round, institution)
 );
@@ -417,16 +418,17 @@ class StateDB:
             self._execute("INSERT INTO uploads (round, institution, sha256, size, received_at) VALUES (?, ?, ?, ?, ?)",
                           (number, institution, sha256, int(size), now))
             if signed is not None:
-                self._execute("INSERT INTO signed_commitments (round, institution, commitment, sample_count, signature)"
-                              " VALUES (?, ?, ?, ?, ?)", (number, institution, bytes(signed.commitment).hex(),
-                                                          int(signed.sample_count), bytes(signed.signature).hex()))
+                self._execute("INSERT INTO signed_commitments (round, institution, commitment, sample_count, "
+                              "declared_epsilon, signature) VALUES (?, ?, ?, ?, ?, ?)",
+                              (number, institution, bytes(signed.commitment).hex(), int(signed.sample_count),
+                               int(signed.declared_epsilon), bytes(signed.signature).hex()))
         return UploadRecord(number, institution, sha256, int(size), now), True
 
     def signed_commitments(self, number: int) -> list[SignedCommitment]:
         """The gasless commitments handed over with round ``number``'s uploads, by institution."""
         rows = self._query("SELECT * FROM signed_commitments WHERE round = ? ORDER BY institution", (number,))
         return [SignedCommitment(row["institution"], bytes.fromhex(row["commitment"]), int(row["sample_count"]),
-                                 bytes.fromhex(row["signature"])) for row in rows]
+                                 bytes.fromhex(row["signature"]), int(row["declared_epsilon"])) for row in rows]
 
     def upload_of(self, number: int, institution: str) -> UploadRecord | None:
         row = self._one("SELECT * FROM uploads WHERE round = ? AND institution = ?", (number, institution))

@@ -15,7 +15,10 @@ last two run on the headers alone, before a byte of the body is read (:func:`che
 403    NOT_REGISTERED     the signer is not a registered institution
 403    NOT_COMMITTED      the signer has not committed in this round, and sent no gasless commitment
 401    BAD_SIGNATURE      ``X-Commitment-Signature`` (gasless commitment) malformed or not signed by the signer
-400    MALFORMED          ``X-Sample-Count`` missing or not a positive integer with a commitment signature
+400    MALFORMED          ``X-Sample-Count`` missing or not a positive integer with a commitment signature, or
+                          ``X-Declared-Epsilon`` not an integer in [0, 2**64)
+403    NOT_COMMITTED      the gasless commitment declares more epsilon than the bounty's privacy budget (the
+                          contract would refuse it, and with it the batch)
 403    NOT_SELECTED       the signer was not invited to the round (aggregator.service.selection)
 409    HASH_MISMATCH      ``X-Update-Sha256``, bound to the signer (fedcore.commitments), is not its on-chain commitment
        -- then the body is streamed, capped at the limit (413) and the read timeout (408 BODY_TIMEOUT) --
@@ -40,6 +43,7 @@ from fedcore.commitments import bind_commitment, recover_commitment_signer
 from fedcore.errors import CodecError, DataError
 from fedcore.protocol import (
     COMMITMENT_SIGNATURE_HEADER,
+    DECLARED_EPSILON_HEADER,
     SAMPLE_COUNT_HEADER,
     UPDATE_SHA_HEADER,
     RejectionCode,
@@ -88,9 +92,11 @@ def commitment_matches(context, round_: int, signer: str, commitment: bytes, dig
     return commitment == bound_commitment(context, round_, signer, digest)
 
 
-def parse_signed_commitment(signature: str | None, sample_count: str | None) -> tuple[bytes, int] | None:
-    """The gasless commitment headers (``X-Commitment-Signature``, ``X-Sample-Count``) as (65 bytes, count), or
-    None when the uploader committed on chain itself (no signature header)."""
+def parse_signed_commitment(signature: str | None, sample_count: str | None,
+                            declared_epsilon: str | None = None) -> tuple[bytes, int, int] | None:
+    """The gasless commitment headers (``X-Commitment-Signature``, ``X-Sample-Count``, ``X-Declared-Epsilon``) as
+    (65 bytes, count, epsilon in millionths; an absent epsilon is 0), or None when the uploader committed on chain
+    itself (no signature header)."""
     if signature is None:
         return None
     value = signature.strip()
@@ -100,11 +106,15 @@ def parse_signed_commitment(signature: str | None, sample_count: str | None) -> 
     count = (sample_count or "").strip()
     if not count.isdigit() or not 0 < int(count) < 2**64:
         raise Rejected(RejectionCode.MALFORMED, f"a gasless commitment needs {SAMPLE_COUNT_HEADER}: a positive integer")
-    return bytes.fromhex(value[2:]), int(count)
+    epsilon = (declared_epsilon or "0").strip()
+    if not epsilon.isdigit() or not int(epsilon) < 2**64:
+        raise Rejected(RejectionCode.MALFORMED,
+                       f"{DECLARED_EPSILON_HEADER} must be the cumulative epsilon in millionths: an integer >= 0")
+    return bytes.fromhex(value[2:]), int(count), int(epsilon)
 
 
 def check_uploader(context, round_: int, digest: bytes, signature: str,
-                   gasless: tuple[bytes, int] | None = None) -> tuple[str, SignedCommitment | None]:
+                   gasless: tuple[bytes, int, int] | None = None) -> tuple[str, SignedCommitment | None]:
     """Every upload check that needs no body (see the module doc); raises :class:`Rejected`.
 
     Returns the signer and, for an uploader that has not committed on chain but signed its commitment
@@ -152,20 +162,25 @@ def check_uploader(context, round_: int, digest: bytes, signature: str,
 
 
 def _signed_commitment(context, round_: int, signer: str, digest: bytes, signature: bytes,
-                       sample_count: int) -> SignedCommitment:
+                       sample_count: int, declared_epsilon: int) -> SignedCommitment:
     """The signer's gasless commitment to this upload, checked as the contract will check it."""
     commitment = bound_commitment(context, round_, signer, digest)
     try:
         committer = recover_commitment_signer(signature, chain_id=context.chain_id, contract=context.ledger_address,
                                               bounty_id=context.bounty_id, round_=round_, commitment=commitment,
-                                              sample_count=sample_count)
+                                              sample_count=sample_count, declared_epsilon=declared_epsilon)
     except DataError as exc:
         raise Rejected(RejectionCode.BAD_SIGNATURE, f"{COMMITMENT_SIGNATURE_HEADER} does not verify: {exc}") from None
     if committer != signer:
         raise Rejected(RejectionCode.BAD_SIGNATURE,
                        f"{COMMITMENT_SIGNATURE_HEADER} is not {signer}'s signature over its commitment to this update "
-                       f"in round {round_} with {sample_count} samples")
-    return SignedCommitment(signer, commitment, sample_count, signature)
+                       f"in round {round_} with {sample_count} samples and epsilon {declared_epsilon}")
+    budget = context.ledger.bounty().epsilon_budget
+    if declared_epsilon > budget:  # the contract's PrivacyBudgetExceeded, refused here so it never reverts a batch
+        raise Rejected(RejectionCode.NOT_COMMITTED,
+                       f"{signer}'s gasless commitment declares epsilon {declared_epsilon} millionths, over the "
+                       f"bounty's privacy budget of {budget}")
+    return SignedCommitment(signer, commitment, sample_count, signature, declared_epsilon)
 
 
 def check_body(context, body: bytes, digest: bytes, limit: int) -> None:

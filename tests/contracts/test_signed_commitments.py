@@ -1,16 +1,20 @@
 """Signed commitments posted in a batch: the same rules as a commit of one's own, no replay, no forgery."""
 
+from dataclasses import replace
+from pathlib import Path
+
 from web3 import Web3
 
-from fedcore.commitments import recover_commitment_signer, sign_commitment
-from ledger.client import SignedCommitment
+from fedcore.commitments import commitment_type, recover_commitment_signer, sign_commitment
+from ledger.client import SignedCommitment, epsilon_units
 from tests.world import WINDOW, h, reverts
 
 
-def _signed(w, account, bounty_id, round_, commitment, samples=100, *, chain_id=None, contract=None):
+def _signed(w, account, bounty_id, round_, commitment, samples=100, epsilon=0, *, chain_id=None, contract=None):
     signature = sign_commitment(account, chain_id=chain_id or w.w3.eth.chain_id, contract=contract or w.ledger.address,
-                                bounty_id=bounty_id, round_=round_, commitment=commitment, sample_count=samples)
-    return SignedCommitment(account.address, commitment, samples, signature)
+                                bounty_id=bounty_id, round_=round_, commitment=commitment, sample_count=samples,
+                                declared_epsilon=epsilon)
+    return SignedCommitment(account.address, commitment, samples, signature, epsilon)
 
 
 def _open(w, **kwargs):
@@ -103,7 +107,53 @@ def test_forged_or_non_member_signature_is_refused_and_the_window_applies(joined
 def test_python_recovers_the_signer_the_contract_recovers(world):
     signer = world.keyed("signer", join=False)
     args = dict(chain_id=world.w3.eth.chain_id, contract=world.ledger.address, bounty_id=3, round_=2,
-                commitment=h("c"), sample_count=9)
+                commitment=h("c"), sample_count=9, declared_epsilon=0)
     signature = sign_commitment(signer, **args)
     assert recover_commitment_signer(signature, **args) == signer.address
     assert recover_commitment_signer(signature, **{**args, "round_": 3}) != signer.address
+    assert recover_commitment_signer(signature, **{**args, "declared_epsilon": 1}) != signer.address
+
+
+def test_the_contract_hashes_the_type_python_signs():
+    source = (Path(__file__).parents[2] / "contracts" / "RoundLedger.sol").read_text()
+    assert f'"{commitment_type()}"' in source
+    assert commitment_type().endswith("uint64 sampleCount,uint64 declaredEpsilon)")
+
+
+def test_a_batch_on_a_dp_bounty_declares_epsilon_within_the_budget(joined):
+    """The signed struct carries the declared cumulative epsilon: the batch records it in the event, exactly the
+    budget is accepted, and a batch with one entry over budget reverts whole (as any refused entry does)."""
+    w = joined
+    budget = epsilon_units(1.0)
+    bounty_id = _open(w, epsilon_budget=budget)
+    within = [w.keyed("within"), w.keyed("at budget")]
+    batch = [_signed(w, within[0], bounty_id, 1, h("a"), epsilon=epsilon_units(0.25)),
+             _signed(w, within[1], bounty_id, 1, h("b"), epsilon=budget)]
+    over_signer = w.keyed("over")
+    over = _signed(w, over_signer, bounty_id, 1, h("c"), epsilon=budget + 1)
+    with reverts("PrivacyBudgetExceeded", bountyId=bounty_id, institution=over_signer.address,
+                 declaredEpsilon=budget + 1, epsilonBudget=budget):
+        w.as_(w.aggregator).commit_updates_signed(bounty_id, 1, [*batch, over])
+    assert all(w.ledger.commitment_of(bounty_id, 1, a.address) == bytes(32) for a in [*within, over_signer])
+    receipt = w.as_(w.aggregator).commit_updates_signed(bounty_id, 1, batch)  # retried without it
+    assert [(e["institution"], e["epsilon"]) for e in w.ledger.events(receipt, "UpdateCommitted")] == [
+        (within[0].address, 250_000), (within[1].address, budget)]
+    commitments = w.ledger.commitments(bounty_id, 1)
+    assert [commitments[a.address].declared_epsilon for a in within] == [0.25, 1.0]
+
+
+def test_a_batch_cannot_change_the_signed_epsilon(joined):
+    """Lowering (or raising) the epsilon an institution signed breaks the signature, so the poster cannot hide a
+    spend over budget nor inflate one; a bounty without DP refuses any declaration, signed or not."""
+    w = joined
+    signer = w.keyed("signer")
+    bounty_id = _open(w, epsilon_budget=epsilon_units(1.0))
+    honest = _signed(w, signer, bounty_id, 1, h("u"), epsilon=epsilon_units(2.0))
+    for tampered in (replace(honest, declared_epsilon=epsilon_units(0.5)), replace(honest, declared_epsilon=0)):
+        with reverts("BadCommitmentSignature", bountyId=bounty_id, round=1, institution=signer.address):
+            w.as_(w.aggregator).commit_updates_signed(bounty_id, 1, [tampered])
+    assert w.ledger.commitment_of(bounty_id, 1, signer.address) == bytes(32)
+    plain = _open(w)
+    with reverts("PrivacyBudgetExceeded", bountyId=plain, institution=signer.address, declaredEpsilon=1,
+                 epsilonBudget=0):
+        w.as_(w.aggregator).commit_updates_signed(plain, 1, [_signed(w, signer, plain, 1, h("p"), epsilon=1)])

@@ -13,12 +13,17 @@ on chain), the test searches, for every row of the hospital's CSV, every encodin
 in: every captured request (headers and bodies), the calldata of every transaction the hospital's address sent,
 read back from the chain, the node's log, every file of its state folder, and the aggregator's log and state folder.
 A positive control plants one row in a copy of a captured upload and checks that the search finds it.
+
+It runs twice: nodes committing on chain themselves on a bounty without DP, and nodes training under DP that sign
+their commitments (``--gasless``, the declared epsilon in the signed struct) for the aggregator's batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
+import shutil
 import threading
 from pathlib import Path
 
@@ -119,9 +124,25 @@ def _files(root: Path, label: str) -> dict[str, bytes]:
     return {f"{label} {path.relative_to(root)}": path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def test_no_training_record_leaves_a_hospital(federation, procs, tmp_path):
-    fed = federation
+def _under_dp(fed, root: Path, epsilon: float = 10.0):
+    """The federation with a task that asks for DP (its own task, validation and rules files under ``root``)."""
+    from fedcore.task import PrivacySettings, TaskSpec
+
+    root.mkdir()
+    spec = TaskSpec.load(fed.data / "task.json")
+    dataclasses.replace(spec, privacy=PrivacySettings(epsilon=epsilon, delta=1e-4, max_grad_norm=1.0, rounds=1)).save(
+        root / "task.json")
+    shutil.copy(fed.data / "validation.csv", root / "validation.csv")
+    return dataclasses.replace(fed, data=root)
+
+
+@pytest.mark.parametrize("mode", ["self-commit", "gasless-dp"])
+def test_no_training_record_leaves_a_hospital(federation, procs, tmp_path, mode):
+    gasless = mode == "gasless-dp"
+    fed = _under_dp(federation, tmp_path / "dp-task") if gasless else federation
     bounty_id = fed.create_bounty(procs, rounds=1, commit_window=COMMIT_WINDOW)
+    budget = fed.ledger.bounty(bounty_id).epsilon_budget
+    assert (budget > 0) == gasless
     aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state")
     fed.wait_until(lambda: aggregator.current(bounty_id)["status"] == "open", timeout=60, what="round 1 to open",
                    alive=(aggregator.proc,))
@@ -130,7 +151,7 @@ def test_no_training_record_leaves_a_hospital(federation, procs, tmp_path):
     try:
         nodes = {}
         for h, (to_aggregator, to_chain) in proxies.items():
-            args = fed.node_args(h, bounty_id, to_aggregator.url, state_root)
+            args = fed.node_args(h, bounty_id, to_aggregator.url, state_root) + (["--gasless"] if gasless else [])
             args[args.index("--rpc") + 1] = to_chain.url
             nodes[h] = procs.start(f"node-{h}", *args)
         fed.wait_completed(bounty_id, timeout=400, alive=(aggregator.proc,))
@@ -142,6 +163,15 @@ def test_no_training_record_leaves_a_hospital(federation, procs, tmp_path):
                 proxy.close()
 
     books = fed.check_books(bounty_id, rounds=1)
+    committers = {e["institution"]: fed.w3.eth.get_transaction("0x" + e["transactionHash"].removeprefix("0x"))["from"]
+                  for e in books["committed"]}
+    assert set(committers) == {hospital.address for hospital in fed.hospitals.values()}
+    if gasless:  # every commitment went on chain in the aggregator's batch, each declaring the epsilon it signed
+        assert set(committers.values()) == {fed.aggregator_address}
+        assert len({e["transactionHash"] for e in books["committed"]}) == 1
+        assert all(0 < e["epsilon"] <= budget for e in books["committed"])
+    else:
+        assert all(committers[a] == a for a in committers) and all(e["epsilon"] == 0 for e in books["committed"])
     used = {u["institution"]: u["sha256"] for u in aggregator.round_record(bounty_id, 1)["used"]}
     aggregator_files = {**_files(aggregator.state_dir, "aggregator state"), "aggregator log": aggregator.proc.out.read_bytes()}
     for h, hospital in fed.hospitals.items():

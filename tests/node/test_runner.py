@@ -450,25 +450,58 @@ def test_two_institutions_each_commit_their_own_update(fed, site, tmp_path):
 
 
 def test_a_gasless_node_signs_its_commitment_and_hands_it_over_with_the_upload(fed, site, tmp_path):
+    fed.open_round()
+    record = poll(fed, site, tmp_path / "state", gasless=True)
+    assert record.status == NodeRoundStatus.UPLOADED and record.commit_tx is None
+    assert _post_handed_over_commitment(fed, site) == 0  # no privacy budget: nothing declared
+
+
+def test_a_gasless_node_on_a_dp_bounty_signs_its_declared_epsilon(tmp_path):
+    """Under DP the signed commitment carries the same cumulative epsilon a commit of one's own declares, and the
+    aggregator's batch puts it on chain within the bounty's budget."""
+    from dataclasses import replace
+
+    from fedcore.task import PrivacySettings
+    from node.privacy import epsilon_spent
+
+    spec = replace(SPEC, privacy=PrivacySettings(epsilon=1.0, delta=1e-4, max_grad_norm=1.0, rounds=1))
+    federation = make_federation(None, spec=spec)
+    with serve(federation.standin.app) as url:
+        federation.url = url
+        site = load_site(write_site_csv(tmp_path / "site.csv"), spec)
+        federation.open_round()
+        record = poll(federation, site, tmp_path / "state", gasless=True)
+        assert record.status == NodeRoundStatus.UPLOADED and record.commit_tx is None
+        declared = _post_handed_over_commitment(federation, site)
+        assert declared == epsilon_units(epsilon_spent(spec.privacy, spec.training, site.n_rows, 1)) > 0
+        assert declared <= federation.ledger.bounty(federation.bounty_id).epsilon_budget
+        for client in federation.clients:
+            client.close()
+
+
+def _post_handed_over_commitment(fed, site) -> int:
+    """Check the gasless commitment institution 0 handed over with its round-1 upload (no transaction of its own,
+    signed by it over what it uploaded), post it as the aggregator does and return the epsilon recorded on chain."""
     from fedcore.commitments import recover_commitment_signer
     from ledger.client import SignedCommitment
 
-    fed.open_round()
     me = fed.insts[0]
-    record = poll(fed, site, tmp_path / "state", gasless=True)
-    assert record.status == NodeRoundStatus.UPLOADED and record.commit_tx is None
     assert fed.commits(me.address) == []  # no transaction of its own
     (upload,) = [r for r in fed.standin.requests if r["method"] == "POST"]
     signature = bytes.fromhex(upload["headers"]["x-commitment-signature"][2:])
-    samples = int(upload["headers"]["x-sample-count"])
+    samples, declared = int(upload["headers"]["x-sample-count"]), int(upload["headers"]["x-declared-epsilon"])
     commitment = _bound(fed, 1, me.address, upload["body"])
-    assert samples == site.n_rows == record.samples
+    assert samples == site.n_rows
     assert recover_commitment_signer(signature, chain_id=fed.standin.chain_id, contract=fed.standin.ledger,
                                      bounty_id=fed.bounty_id, round_=1, commitment=commitment,
-                                     sample_count=samples) == me.address
+                                     sample_count=samples, declared_epsilon=declared) == me.address
     # What it handed over is what the aggregator posts for it, and the contract records it as its commitment.
-    fed.ledger.as_sender(fed.aggregator).commit_updates_signed(fed.bounty_id, 1, [SignedCommitment(me.address, commitment, samples, signature)])
+    fed.ledger.as_sender(fed.aggregator).commit_updates_signed(
+        fed.bounty_id, 1, [SignedCommitment(me.address, commitment, samples, signature, declared)])
     assert fed.ledger.commitment_of(fed.bounty_id, 1, me.address) == commitment
+    (event,) = fed.commits(me.address)
+    assert event["epsilon"] == declared
+    return declared
 
 
 # -- refusing a model that is not the chain's ----------------------------------------------------------------

@@ -36,6 +36,7 @@ from aggregator.service.verify import (
 )
 from fedcore.protocol import (
     COMMITMENT_SIGNATURE_HEADER,
+    DECLARED_EPSILON_HEADER,
     SAMPLE_COUNT_HEADER,
     SIGNATURE_HEADER,
     UPDATE_SHA_HEADER,
@@ -159,11 +160,15 @@ async def upload_update(
     x_sample_count: Annotated[
         str | None, Header(alias=SAMPLE_COUNT_HEADER, description="gasless commitment: the sample count it signed")
     ] = None,
+    x_declared_epsilon: Annotated[
+        str | None, Header(alias=DECLARED_EPSILON_HEADER,
+                           description="gasless commitment: the cumulative DP epsilon it signed, in millionths (0)")
+    ] = None,
 ) -> UploadAccepted:
     declared_length(request, limit)
     digest = parse_update_sha(x_update_sha256)
     signature = parse_signature(x_signature)
-    gasless = parse_signed_commitment(x_commitment_signature, x_sample_count)
+    gasless = parse_signed_commitment(x_commitment_signature, x_sample_count, x_declared_epsilon)
     gate = upload_gate(request, context)
     async with gate.slot():
         signer, signed = await run_in_threadpool(check_uploader, context, round, digest, signature, gasless)

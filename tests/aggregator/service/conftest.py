@@ -171,13 +171,14 @@ class World:
         return rules, path
 
     def new_bounty(self, *, rounds: int = 2, min_reputation: int = 0, aggregator: str | None = None,
-                   rules: RoundRules | None = None, scorers: tuple[str, ...] = (), quorum: int = 1) -> int:
+                   rules: RoundRules | None = None, scorers: tuple[str, ...] = (), quorum: int = 1,
+                   epsilon_budget: int = 0) -> int:
         params = BountyParams(
             task_spec_hash=task_hash(SPEC), validation_set_hash=hashlib.sha256(self.validation_path.read_bytes()).digest(),
             rules_hash=rules_hash(rules or self.rules()[0]),
             aggregator=aggregator or self.aggregator.address, num_rounds=rounds, commit_window=WINDOW,
             deadline=self.w3.eth.get_block("latest")["timestamp"] + 365 * 86_400, min_reputation=min_reputation,
-            scorers=scorers, quorum=quorum,
+            scorers=scorers, quorum=quorum, epsilon_budget=epsilon_budget,
         )
         return self.ledger.as_sender(self.sponsor).create_bounty(params, ONE_ETH)
 

@@ -420,16 +420,17 @@ def test_state_db_refuses_uploads_outside_an_open_round(tmp_path):
     db.close()
 
 
-def _gasless_headers(h, account, round_: int, data: bytes, samples: int) -> dict:
+def _gasless_headers(h, account, round_: int, data: bytes, samples: int, epsilon: int = 0) -> dict:
     from fedcore.commitments import bind_commitment, sign_commitment
-    from fedcore.protocol import COMMITMENT_SIGNATURE_HEADER, SAMPLE_COUNT_HEADER
+    from fedcore.protocol import COMMITMENT_SIGNATURE_HEADER, DECLARED_EPSILON_HEADER, SAMPLE_COUNT_HEADER
 
     chain_id, contract = h.w3.eth.chain_id, h.ledger.address
     commitment = bind_commitment(chain_id=chain_id, contract=contract, bounty_id=h.bounty_id, round_=round_,
                                  institution=account.address, update_sha256=hashlib.sha256(data).digest())
     signature = sign_commitment(account, chain_id=chain_id, contract=contract, bounty_id=h.bounty_id, round_=round_,
-                                commitment=commitment, sample_count=samples)
-    return {COMMITMENT_SIGNATURE_HEADER: "0x" + signature.hex(), SAMPLE_COUNT_HEADER: str(samples)}
+                                commitment=commitment, sample_count=samples, declared_epsilon=epsilon)
+    return {COMMITMENT_SIGNATURE_HEADER: "0x" + signature.hex(), SAMPLE_COUNT_HEADER: str(samples),
+            DECLARED_EPSILON_HEADER: str(epsilon)}
 
 
 def test_gasless_commitments_are_posted_in_one_batch_beside_a_self_commit(harness):
@@ -461,4 +462,61 @@ def test_gasless_commitments_are_posted_in_one_batch_beside_a_self_commit(harnes
         gasless[0].address: 20, gasless[1].address: 21, self_committer.address: 60}
     batch_txs = {c.tx_hash for a, c in commitments.items() if a != self_committer.address}
     assert len(batch_txs) == 1  # both gasless commitments went on chain in one transaction
+    assert set(scored_on_chain(h, 1)) == {a.address for a in h.insts}
+
+
+def test_gasless_commitments_are_posted_in_the_margin_while_the_chain_mines_no_block(harness):
+    """An idle invitee keeps the round open to the end of its window, and an idle development chain mines no
+    block, so its time stands still: the batch goes out by this machine's clock, before the window closes."""
+    h = harness
+    context = h.context(wall_clock=True, commit_batch_margin=10)
+    client = h.client(context)
+    coordinator = Coordinator(context)
+    assert coordinator.step() == "opened"
+    deadline = h.ledger.round(h.bounty_id, 1).commit_deadline
+    account, data = h.insts[0], h.update(0.01)
+    headers = {"Content-Type": "application/octet-stream", "X-Update-Sha256": hashlib.sha256(data).hexdigest(),
+               "X-Signature": h.sign(account, 1, data), **_gasless_headers(h, account, 1, data, 20)}
+    assert client.post(f"/bounties/{h.bounty_id}/rounds/1/updates", content=data, headers=headers).status_code == 202
+    context.clock = lambda: deadline - 11
+    assert coordinator.step() == "waiting"
+    assert h.ledger.commitment_of(h.bounty_id, 1, account.address) == bytes(32)
+    context.clock = lambda: deadline - 9  # inside the margin by the wall clock; the chain's last block is older
+    assert h.w3.eth.get_block("latest")["timestamp"] < deadline - 10
+    assert coordinator.step() == "waiting"
+    assert h.ledger.commitment_of(h.bounty_id, 1, account.address) != bytes(32)
+
+def test_gasless_commitments_on_a_dp_bounty_carry_their_epsilon_into_the_batch(service_world, tmp_path):
+    """The declared epsilon is signed with the commitment: the aggregator refuses a declaration over the bounty's
+    budget at upload (the contract would revert the batch) and one not matching the signature; the batch records
+    each institution's epsilon on chain."""
+    from ledger.client import epsilon_units
+
+    budget = epsilon_units(1.0)
+    h = service_world.harness(tmp_path, epsilon_budget=budget)
+    context = h.context()
+    client = h.client(context)
+    coordinator = Coordinator(context)
+    assert coordinator.step() == "opened"
+    url = f"/bounties/{h.bounty_id}/rounds/1/updates"
+    declared = {}
+    for i, account in enumerate(h.insts):
+        data = h.update(0.01 * (i + 1))
+        base = {"Content-Type": "application/octet-stream", "X-Update-Sha256": hashlib.sha256(data).hexdigest(),
+                "X-Signature": h.sign(account, 1, data)}
+        over = {**base, **_gasless_headers(h, account, 1, data, 20, budget + 1)}
+        answer = client.post(url, content=data, headers=over)
+        assert (answer.status_code, answer.json()["code"]) == (403, RejectionCode.NOT_COMMITTED)
+        assert "over the bounty's privacy budget" in answer.json()["detail"]
+        headers = {**base, **_gasless_headers(h, account, 1, data, 20, epsilon_units(0.5) + i)}
+        understated = {**headers, "X-Declared-Epsilon": "0"}  # not what was signed
+        assert client.post(url, content=data, headers=understated).json()["code"] == RejectionCode.BAD_SIGNATURE
+        assert client.post(url, content=data, headers={**headers, "X-Declared-Epsilon": "-1"}).json()["code"] == (
+            RejectionCode.MALFORMED)
+        assert client.post(url, content=data, headers=headers).status_code == 202
+        declared[account.address] = epsilon_units(0.5) + i
+    assert coordinator.run_until("finalized") == "finalized"
+    commitments = h.ledger.commitments(h.bounty_id, 1)
+    assert {a: c.epsilon for a, c in commitments.items()} == declared
+    assert len({c.tx_hash for c in commitments.values()}) == 1  # one batch
     assert set(scored_on_chain(h, 1)) == {a.address for a in h.insts}
