@@ -44,7 +44,7 @@ def test_a_batch_of_signed_commitments_goes_out_with_its_known_limit_and_fits_it
     signers = [w.keyed(f"batch {i}") for i in range(3)]
     batch = [SignedCommitment(a.address, h(a.address), 100, sign_commitment(
         a, chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id, round_=1,
-        commitment=h(a.address), sample_count=100)) for a in signers]
+        commitment=h(a.address), sample_count=100, declared_epsilon=0)) for a in signers]
     receipt = w.as_(w.aggregator).commit_updates_signed(bounty_id, 1, batch)
     assert w.w3.eth.get_transaction(receipt["transactionHash"])["gas"] == gas_limit("commitUpdatesSigned", 3)
     assert receipt["gasUsed"] <= _measured("commitUpdatesSigned", 3) * 1.02
