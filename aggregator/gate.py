@@ -14,6 +14,10 @@ With the bounty's rules (:class:`fedcore.rules.RoundRules`, fixed on chain befor
 - **no penalty for doubt** (``zero_within_spread``): a negative value within the same spread, not told apart from
   zero, is posted as 0. The contract credits a score of 0 nothing and moves no reputation with it, so reputation
   falls only for harm the gate would call harm; the estimated value stays in ``RoundScores.values``.
+- **no pay without gain** (``pay_only_gain``): a round whose gain of what entered the model, ``v(kept) - v(empty)``
+  (the number the values are normalized to), is not positive delivered nothing to the sponsor: every positive score
+  is posted as 0, so the contract credits nobody and carries the reward; negative scores go on chain as above. (With
+  GTG, ``|gain|`` below its ``round_truncation_threshold`` already makes every value 0; this rule covers the rest.)
 
 The running record is one count per institution (consecutive rounds left out). It travels with the strategy's state
 (keys ``gate/<institution>`` of :attr:`aggregator.rounds.RoundInputs.strategy_state`), so the coordinator stores it,
@@ -111,16 +115,19 @@ def harm_spread(scores: RoundScores, who: str, rules: RoundRules) -> float:
     return rules.harm_spread * scores.std_errors.get(who, 0.0) + rules.harm_margin
 
 
-def on_chain_scores(scores: RoundScores | None, left_out: Mapping[str, str], rules: RoundRules
+def on_chain_scores(scores: RoundScores | None, left_out: Mapping[str, str], rules: RoundRules, *, gain: float
                     ) -> RoundScores | None:
-    """``scores`` as they go on chain: an update the gate left out is capped at 0 (it earns nothing) and, with
-    ``rules.zero_within_spread``, a negative value within its spread (:func:`harm_spread`) is posted as 0 (it moves
-    no reputation). ``values`` and ``std_errors`` stay the estimate's."""
+    """``scores`` as they go on chain: an update the gate left out is capped at 0 (it earns nothing); with
+    ``rules.pay_only_gain`` and a round ``gain`` (``v(kept) - v(empty)``, 0 when nothing was kept) that is not
+    positive, every score is capped at 0 (nobody is paid); with ``rules.zero_within_spread``, a negative value within
+    its spread (:func:`harm_spread`) is posted as 0 (it moves no reputation). ``values`` and ``std_errors`` stay the
+    estimate's."""
     if scores is None:
         return None
+    no_value = rules.pay_only_gain and not gain > 0
 
     def posted(who: str, score: int) -> int:
-        if who in left_out:
+        if who in left_out or no_value:
             score = min(score, 0)
         if rules.zero_within_spread and score < 0 and scores.values[who] >= -harm_spread(scores, who, rules):
             return 0

@@ -237,24 +237,26 @@ def _score_and_gate(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, glob
     two noise updates halves the noise each brings), so a value is only final among updates that all enter the
     model. Each pass leaves out at least one more update, so there are at most as many passes as updates. Scores of
     what was left out come from the pass that left it out; :func:`aggregator.gate.on_chain_scores` makes the posted
-    integers (left out: capped at 0; negative within the spread: 0). The gate's record counts each institution once
-    per round.
+    integers (left out: capped at 0; a round whose gain of what was kept is not positive: all capped at 0; negative
+    within the spread: 0). The gate's record counts each institution once per round.
     """
     if not (score and updates):
         return None, gate.decide(None, record, rules)
-    scores = _score(inputs, rules, spec, global_weights, updates, state_before)
+    scores = last = _score(inputs, rules, spec, global_weights, updates, state_before)
     decision = gate.decide(scores, record, rules)
     left_out, out_record = dict(decision.left_out), {who: decision.record[who] for who in decision.left_out}
     kept = tuple(u for u in updates if u.institution not in left_out)
     while decision.left_out and kept:
-        rescored = _score(inputs, rules, spec, global_weights, kept, state_before)
-        decision = gate.decide(rescored, record, rules)
+        last = _score(inputs, rules, spec, global_weights, kept, state_before)
+        decision = gate.decide(last, record, rules)
         left_out.update(decision.left_out)
         out_record.update({who: decision.record[who] for who in decision.left_out})
-        scores = _merge_scores(scores, rescored)
+        scores = _merge_scores(scores, last)
         kept = tuple(u for u in kept if u.institution not in decision.left_out)
     final_record = {**{who: n for who, n in decision.record.items() if who not in left_out}, **out_record}
-    return gate.on_chain_scores(scores, left_out, rules), gate.GateDecision(left_out, final_record)
+    # the loop ends when the last pass left nothing out (it valued exactly what is kept) or nothing is kept (gain 0)
+    gain = last.total if kept else 0.0
+    return gate.on_chain_scores(scores, left_out, rules, gain=gain), gate.GateDecision(left_out, final_record)
 
 
 def _merge_scores(earlier: RoundScores, later: RoundScores) -> RoundScores:

@@ -20,7 +20,8 @@ from fedcore.task import TaskSpec
 #: Estimator keywords that are call-time inputs, not rules.
 _CALL_TIME = frozenset({"seed", "weights"})
 #: The RoundRules fields of the contribution gate (:mod:`aggregator.gate`).
-GATE_FIELDS = frozenset({"exclude_harmful", "harm_spread", "harm_margin", "gate_after", "zero_within_spread"})
+GATE_FIELDS = frozenset({"exclude_harmful", "harm_spread", "harm_margin", "gate_after", "zero_within_spread",
+                         "pay_only_gain"})
 
 
 def resolve_rules(
@@ -51,7 +52,8 @@ def resolve_rules(
         Root of the scoring seeds.
     gate : Mapping, optional
         Overrides of the contribution gate's fields (:data:`GATE_FIELDS`: ``exclude_harmful``, ``harm_spread``,
-        ``harm_margin``, ``gate_after``, ``zero_within_spread``); the rest keep :mod:`fedcore.rules`' defaults.
+        ``harm_margin``, ``gate_after``, ``zero_within_spread``, ``pay_only_gain``); the rest keep
+        :mod:`fedcore.rules`' defaults.
 
     Raises
     ------

@@ -9,7 +9,8 @@ fixed-point scores, last round's dust to its best scorer, a round without a posi
 reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha (reliability: in a round that
 pays, 20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing). The
 rules post a negative value within its spread as 0 (``zero_within_spread``), so only harm told apart from zero lowers
-a reputation.
+a reputation, and no positive score in a round whose gain of what entered the model is not positive
+(``pay_only_gain``), so such a round pays nobody.
 
 Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease settings, GTG, the demo's rules):
 

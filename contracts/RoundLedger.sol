@@ -11,10 +11,12 @@ import {BountyEscrow} from "./BountyEscrow.sol";
 ///         finalizes once with the new global-model hash and a signed fixed-point score per committed participant.
 /// @dev Reward of a round = escrow / rounds left, so unspent rewards and rounding dust carry forward. It is split in
 ///      proportion to the positive scores (floor division); a participant whose score is zero or negative is never
-///      credited. A round with no positive score (for example one whose gain was too small to tell the participants
-///      apart, which the scorer posts as all zeros) credits nobody and moves no reputation: its whole reward stays in
+///      credited. A round with no positive score credits nobody and moves no reputation: its whole reward stays in
 ///      escrow for the rounds left, and after the last round the sponsor takes back what no round credited
-///      (`refundRemainder`). In the last round the dust goes to the best scorer, so a completed bounty with any
+///      (`refundRemainder`). The scorers post no positive score in a round that delivered no value to the sponsor:
+///      one whose gain (validation utility of what entered the model minus that of the round's global model) is not
+///      positive (`pay_only_gain` of the bounty's hashed round rules), or too small to tell the participants apart
+///      (posted as all zeros). In the last round the dust goes to the best scorer, so a completed bounty with any
 ///      positive score strands nothing. Institutions pull their credit with `claim`. Reputation follows the rule of
 ///      `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one (which the scorers
 ///      post only for harm beyond its estimate's spread; a value within it goes on chain as 0).
@@ -193,7 +195,8 @@ abstract contract RoundLedger is BountyEscrow {
     ///         score per kept participant. Participants must be committed and listed by strictly ascending
     ///         update hash, so no one is listed twice and a copied hash is refused. The round's reward is credited in
     ///         proportion to the positive scores and reputations move by the sign of each score; a round with no
-    ///         positive score credits nobody, moves no reputation and carries its reward to the rounds left.
+    ///         positive score (the scorers' post for a round whose gain is not positive) credits nobody, moves no
+    ///         reputation and carries its reward to the rounds left.
     /// @param bountyId The bounty.
     /// @param round The open round.
     /// @param newModelHash sha256 of the aggregated global model.

@@ -44,6 +44,9 @@ HARM_SPREAD = 2.0
 HARM_MARGIN = 1e-4
 #: Whether a negative value within that spread is posted as 0 (no reputation lost for harm not told apart from zero).
 ZERO_WITHIN_SPREAD = True
+#: Whether a round whose gain (``v(kept) - v(empty)``, of what entered the model) is not positive posts every positive
+#: score as 0: it delivered no value to the sponsor, so it credits nobody and carries its reward.
+PAY_ONLY_GAIN = True
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
 #: again only in a round where its value is positive beyond the same spread.
 GATE_AFTER = 2
@@ -85,6 +88,10 @@ class RoundRules(jsondoc.HashedDocument):
         Whether a negative value within ``harm_spread x std_error + harm_margin`` of zero goes on chain as 0
         (:data:`ZERO_WITHIN_SPREAD`; :func:`aggregator.gate.on_chain_scores`): credited nothing either way, it then
         moves no reputation, so only harm told apart from zero lowers a reputation.
+    pay_only_gain : bool
+        Whether a round whose gain of what entered the model is not positive posts its positive scores as 0
+        (:data:`PAY_ONLY_GAIN`; :func:`aggregator.gate.on_chain_scores`): nobody is paid for a round that delivered no
+        value; negative scores still go on chain.
     version : int
         :data:`RULES_VERSION` when the rules were resolved.
     """
@@ -102,6 +109,7 @@ class RoundRules(jsondoc.HashedDocument):
     harm_margin: float = HARM_MARGIN
     gate_after: int = GATE_AFTER
     zero_within_spread: bool = ZERO_WITHIN_SPREAD
+    pay_only_gain: bool = PAY_ONLY_GAIN
     version: int = RULES_VERSION
 
     DOCUMENT: ClassVar[str] = "round rules"
@@ -124,7 +132,7 @@ class RoundRules(jsondoc.HashedDocument):
             raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
         if self.seed_rule != SEED_RULE:
             raise ConfigError(f"rules.seed_rule must be {SEED_RULE!r}, got {self.seed_rule!r}")
-        for name in ("exclude_harmful", "zero_within_spread"):
+        for name in ("exclude_harmful", "zero_within_spread", "pay_only_gain"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"rules.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("harm_spread", "harm_margin"):

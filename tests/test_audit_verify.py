@@ -121,17 +121,19 @@ def _embedded_world() -> World:
 
 
 def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="gtg", rounds=2, cheat_score=False,
-         played_rules=None, greedy=False, attacker=False):
+         played_rules=None, greedy=False, attacker=False, rider=False, gate=None):
     """A bounty on a fresh embedded chain whose rounds are computed like the service: institutions 0-2 commit and
     upload real updates, institution 3 commits and never uploads; FedAdam carries state across rounds.
 
     The bounty fixes ``rules`` (written to ``tmp_path/rules.json``); the aggregator computes with ``played_rules``
     when given (a cheat: other scorer settings or another seed than the bounty's). ``greedy``: institution 3 commits
     (bound) and uploads +50 in every weight with 2^63 samples instead, which the round computation leaves out.
-    ``attacker``: institution 2's update is twenty times larger noise, which the contribution gate leaves out."""
+    ``attacker``: institution 2's update is twenty times larger noise, which the contribution gate leaves out.
+    ``rider``: institution 0's update is all zeros, the others' noise larger. ``gate``: the bounty's contribution gate settings."""
     out, spec, validation = heart
     strategy_params = {"server_lr": 0.05} if strategy_params is None else strategy_params
-    rules = resolve_rules(spec=spec, strategy=strategy, strategy_params=strategy_params, estimator=scorer, seed=11)
+    rules = resolve_rules(spec=spec, strategy=strategy, strategy_params=strategy_params, estimator=scorer, seed=11,
+                          gate=gate)
     rules.save(tmp_path / "rules.json")
     played = played_rules or rules
     w = _embedded_world()
@@ -150,8 +152,10 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
         w.as_(w.aggregator).open_round(bounty_id, hashlib.sha256(model).digest())
         used = []
         for i, inst in enumerate(w.insts[:3]):
-            scale = 6.0 if attacker and i == 2 else 0.3
+            scale = 6.0 if attacker and i == 2 else 1.0 if rider else 0.3
             delta = {k: (rng.normal(size=v.shape) * scale).astype(np.float32) for k, v in weights.items()}
+            if rider and i == 0:
+                delta = {k: np.zeros_like(v) for k, v in delta.items()}
             data = codec.encode(delta)
             store.updates[hashlib.sha256(data).hexdigest()] = data
             commitment = bind_commitment(chain_id=w.w3.eth.chain_id, contract=w.ledger.address, bounty_id=bounty_id,
@@ -198,7 +202,9 @@ def play(heart, tmp_path, *, strategy="fedadam", strategy_params=None, scorer="g
         if attacker:  # what the coordinator records of the aggregate
             store.records[number]["aggregate"] = {"excluded_by_strategy": dict(outcome.excluded)}
         weights, model = outcome.weights, new_model
-    w.as_(w.insts[0]).claim(bounty_id)
+    credited = [inst for inst in w.insts[:3] if w.ledger.contribution_of(bounty_id, inst)[0]]
+    if credited:  # a bounty whose rounds all lacked gain credited nobody
+        w.as_(credited[0]).claim(bounty_id)
     return w, bounty_id, store
 
 
@@ -328,6 +334,31 @@ def test_the_auditor_recomputes_the_gates_exclusion_of_an_attacker(heart, tmp_pa
     assert "the chain has" in failed["aggregate_round_1"]
     # under the bounty's rules the kept updates are valued again without the attacker, so the scores differ as well
     assert "scores_round_1" in failed
+
+
+def test_the_auditor_replays_a_round_that_pays_nobody(heart, tmp_path):
+    """Two noise updates (kept: the gate's margin is wide) and a zero update that halves their harm, so it is valued positive
+    in a round whose gain is negative: nothing is posted positive, nobody is credited, and the replay agrees. An
+    aggregator that pays the zero update anyway is caught by the scores."""
+    out, _, _ = heart
+    given = {"recompute": True, "task": out / "task.json", "validation": out / "validation.csv"}
+    settings = {"strategy": "fedavg", "strategy_params": {}, "scorer": "exact", "rounds": 1, "rider": True,
+                "gate": {"harm_margin": 1.0}}
+    w, bounty_id, store = play(heart, tmp_path, **settings)
+    posted = {who: int(v) for who, v in store.records[1]["scores"]["fixed_point"].items()}
+    assert posted[w.insts[0]] == 0 and max(posted.values()) <= 0
+    assert w.ledger.contribution_of(bounty_id, w.insts[0])[0] == 0
+    report = _verify(w, tmp_path, bounty_id, source=store, **given, rules=tmp_path / "rules.json")
+    assert report["verified"] is True, report["reasons"]
+
+    bountys = RoundRules.load(tmp_path / "rules.json")
+    other = tmp_path / "paid"
+    other.mkdir()
+    w, bounty_id, store = play(heart, other, **settings,
+                               played_rules=RoundRules.from_dict({**bountys.to_dict(), "pay_only_gain": False}))
+    assert int(store.records[1]["scores"]["fixed_point"][w.insts[0]]) > 0  # the rule is what withholds the pay
+    failed = _failed(_verify(w, other, bounty_id, source=store, **given, rules=other / "rules.json"))
+    assert set(failed) == {"scores_round_1"}
 
 
 def test_a_record_that_disagrees_with_the_chain_is_reported(heart, tmp_path):

@@ -48,7 +48,7 @@ def test_a_repeat_offender_is_gated_until_it_delivers_positive_value_beyond_the_
     positive_within = _scores({"a": 0.01, "x": 0.0009})  # positive, but not beyond the margin
     within = gate.decide(positive_within, slightly_negative.record, rules)
     assert "x" in within.left_out and within.record == {"x": 4}
-    posted = gate.on_chain_scores(positive_within, within.left_out, rules)  # left out: posted as 0, earns nothing
+    posted = gate.on_chain_scores(positive_within, within.left_out, rules, gain=positive_within.total)  # left out: posted as 0, earns nothing
     assert posted.fixed_point == {"a": 10**16, "x": 0} and posted.values == positive_within.values
     back = gate.decide(_scores({"a": 0.01, "x": 0.002}), within.record, rules)
     assert back.left_out == {} and back.record == {}
@@ -61,7 +61,7 @@ def test_the_gate_can_be_switched_off_and_its_settings_are_checked():
     assert gate.decide(_scores({"x": -1.0}), {}, rules).left_out == {}
     defaults = resolve_rules()
     assert (defaults.exclude_harmful, defaults.harm_spread, defaults.harm_margin, defaults.gate_after,
-            defaults.zero_within_spread) == (True, 2.0, 1e-4, 2, True)
+            defaults.zero_within_spread, defaults.pay_only_gain) == (True, 2.0, 1e-4, 2, True, True)
     with pytest.raises(ConfigError, match="unknown contribution gate setting"):
         resolve_rules(gate={"spread": 1.0})
     with pytest.raises(ConfigError, match="harm_margin must be a finite number >= 0"):
@@ -73,6 +73,22 @@ def test_the_gate_can_be_switched_off_and_its_settings_are_checked():
     assert RoundRules.from_dict(defaults.to_dict()) == defaults
     assert replace(defaults, gate_after=3).digest() != defaults.digest()  # part of the hashed rules
     assert replace(defaults, zero_within_spread=False).digest() != defaults.digest()
+    assert replace(defaults, pay_only_gain=False).digest() != defaults.digest()
+    with pytest.raises(ConfigError, match="pay_only_gain must be true or false"):
+        RoundRules.from_dict({**defaults.to_dict(), "pay_only_gain": "yes"})
+
+
+@pytest.mark.parametrize("gain", [-0.003, 0.0])
+def test_a_round_without_gain_posts_no_positive_score_and_harm_as_it_is(gain):
+    """The MLP demo's free rider: its zero update shrinks the others' harmful steps, so it scores positive in a round
+    whose gain is negative. Nobody is paid for such a round; harm beyond its spread still goes on chain."""
+    rules = resolve_rules(gate={"harm_margin": 0.001})
+    scores = _scores({"rider": 0.015, "a": -0.0005, "b": -0.02})
+    posted = gate.on_chain_scores(scores, {}, rules, gain=gain)
+    assert posted.fixed_point == {"rider": 0, "a": 0, "b": -2 * 10**16} and posted.values == scores.values
+    assert gate.on_chain_scores(scores, {}, rules, gain=1e-9).fixed_point["rider"] == 15 * 10**15
+    paid = resolve_rules(gate={"harm_margin": 0.001, "pay_only_gain": False})
+    assert gate.on_chain_scores(scores, {}, paid, gain=gain).fixed_point["rider"] == 15 * 10**15
 
 
 def test_a_negative_value_within_its_spread_is_posted_as_zero_and_harm_beyond_it_as_it_is():
@@ -80,7 +96,7 @@ def test_a_negative_value_within_its_spread_is_posted_as_zero_and_harm_beyond_it
     scores = _scores({"a": 0.05, "b": -0.0009, "c": -0.02, "d": -0.02, "e": 0.0005},
                      {"a": 0.01, "b": 0.0, "c": 0.01, "d": 0.005, "e": 0.01})
     left_out = gate.decide(scores, {}, rules).left_out
-    posted = gate.on_chain_scores(scores, left_out, rules)
+    posted = gate.on_chain_scores(scores, left_out, rules, gain=scores.total)
     # b within the margin and c within 2 x 0.01 + 0.001: 0 (no reputation lost); d beyond its spread: harm, posted;
     # a positive value is posted however small its margin (e)
     assert posted.fixed_point == {"a": 5 * 10**16, "b": 0, "c": 0, "d": -2 * 10**16, "e": 5 * 10**14}
@@ -88,11 +104,11 @@ def test_a_negative_value_within_its_spread_is_posted_as_zero_and_harm_beyond_it
     assert set(left_out) == {"d"}
     # the same test as the gate's: a value exactly at -spread is not harm
     edge = _scores({"x": -0.001})
-    assert gate.on_chain_scores(edge, {}, rules).fixed_point == {"x": 0}
+    assert gate.on_chain_scores(edge, {}, rules, gain=edge.total).fixed_point == {"x": 0}
     kept = resolve_rules(gate={"harm_margin": 0.001, "zero_within_spread": False})
-    assert gate.on_chain_scores(scores, left_out, kept).fixed_point == scores.fixed_point
+    assert gate.on_chain_scores(scores, left_out, kept, gain=scores.total).fixed_point == scores.fixed_point
     off = resolve_rules(gate={"harm_margin": 0.001, "exclude_harmful": False})  # the gate off still judges doubt
-    assert gate.on_chain_scores(scores, {}, off).fixed_point["b"] == 0
+    assert gate.on_chain_scores(scores, {}, off, gain=scores.total).fixed_point["b"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +154,7 @@ def test_noise_updates_that_make_each_other_look_useful_are_valued_again_without
                  for i in range(3))
     inputs = replace(flipped_round, updates=(*flipped_round.updates[:3], *bots))
     off = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"exclude_harmful": False}), SPEC)
-    assert any(off.fixed_point[b.institution] > 0 for b in bots)  # one bot looks useful among the others
+    assert any(off.scores.values[b.institution] > 0 for b in bots)  # one bot looks useful among the others
     outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1), SPEC)
     assert all(outcome.fixed_point[b.institution] <= 0 and b.institution in outcome.excluded for b in bots)
     assert outcome.used == ("honest0", "honest1", "honest2")
@@ -175,3 +191,19 @@ def test_compute_round_posts_a_slightly_harmful_update_as_zero_and_keeps_it_in_t
     assert plain.fixed_point["timid"] < 0 and plain.model_bytes == outcome.model_bytes
     assert {k: v for k, v in plain.fixed_point.items() if k != "timid"} == {
         k: v for k, v in outcome.fixed_point.items() if k != "timid"}
+
+
+def test_compute_round_pays_nobody_for_a_round_whose_kept_updates_lose_value(flipped_round):
+    """A small step backwards (kept: within a margin of 0.01) and a zero update: the zero update halves the step, so
+    its exact value is positive while the round's gain v(kept) - v(empty) is negative. Nothing is posted positive;
+    with ``pay_only_gain`` off the zero update would be paid."""
+    start = flipped_round.global_weights
+    backwards = Update("mover", {k: -0.05 * v for k, v in flipped_round.updates[0].arrays.items()}, 50)
+    rider = Update("rider", {k: np.zeros_like(v) for k, v in start.items()}, 50)
+    inputs = replace(flipped_round, updates=(backwards, rider))
+    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"harm_margin": 0.01}), SPEC)
+    assert outcome.used == ("mover", "rider") and outcome.scores.total < 0 < outcome.scores.values["rider"]
+    assert outcome.fixed_point == {"mover": 0, "rider": 0}
+    paid = compute_round(inputs, resolve_rules(estimator="exact", seed=1,
+                                               gate={"harm_margin": 0.01, "pay_only_gain": False}), SPEC)
+    assert paid.fixed_point["rider"] > 0 and paid.model_bytes == outcome.model_bytes

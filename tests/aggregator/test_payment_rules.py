@@ -2,12 +2,13 @@
 
 The path under test is the one every round takes: an estimate's values are normalized towards the round's
 total (:func:`aggregator.shapley.normalize_to_total`), turned into the chain's fixed point
-(:func:`aggregator.shapley.to_fixed_point`), and posted with ``finalizeRound``, whose contract credits the round's
+(:func:`aggregator.shapley.to_fixed_point`), made the posted scores by the bounty's rules
+(:func:`aggregator.gate.on_chain_scores`), and posted with ``finalizeRound``, whose contract credits the round's
 reward in proportion to the positive scores. Properties, over random value vectors and random sequences of rounds
 (the chain part on the real EVM, eth-tester):
 
 * normalization never moves a value across zero, and all zeros stay all zeros whatever the total;
-* nobody whose estimate is not positive is credited;
+* nobody whose estimate is not positive is credited, and nobody at all in a round whose gain is not positive;
 * each round is credited exactly (the last round to the wei; earlier ones but for floor-division dust, under one
   wei per positive scorer, which the next round's reward carries) or, with no positive value, carried whole: its
   reward stays in escrow for the rounds left, and after the last round the sponsor takes back what no round credited.
@@ -22,6 +23,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from aggregator import gate
+from aggregator.rules import resolve_rules
+from aggregator.scoring import RoundScores
 from aggregator.shapley import gtg_shapley, normalize_estimate, normalize_to_total, to_fixed_point
 from fedcore.rules import FIXED_POINT_SCALE
 from ledger.chain import connect
@@ -41,6 +45,28 @@ TOTAL = st.one_of(st.sampled_from([0.0, 8.8e-5, -8.8e-5]), st.floats(-0.2, 0.2, 
 
 def _sign(x: float) -> int:
     return int(x > 0) - int(x < 0)
+
+
+def _posted(values: list[float], total: float) -> list[int]:
+    """The on-chain scores of a round whose estimate is ``values`` and whose gain is ``total`` (default rules)."""
+    normalized = normalize_to_total(values, total)
+    names = [f"i{k}" for k in range(len(values))]
+    scores = RoundScores(values=dict(zip(names, normalized)), std_errors=dict.fromkeys(names, 0.0),
+                         fixed_point=dict(zip(names, to_fixed_point(normalized, FIXED_POINT_SCALE))), evaluations=0,
+                         v_empty=0.0, v_grand=total, estimator="gtg", seconds=0.0)
+    posted = gate.on_chain_scores(scores, {}, resolve_rules(), gain=total)
+    assert posted is not None
+    return [posted.fixed_point[n] for n in names]
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, TOTAL)
+def test_a_round_whose_gain_is_not_positive_posts_no_positive_score(values, total):
+    posted = _posted(values, total)
+    if total <= 0:
+        assert max(posted) <= 0
+    for value, score in zip(values, posted):
+        assert score <= 0 if value <= 0 else score >= 0
 
 
 # -- normalization --------------------------------------------------------------------------------------------
@@ -118,7 +144,7 @@ def test_rounds_pay_only_positive_values_and_are_credited_exactly_or_carried(fed
     model = h(f"model {bounty_id}/0")
     for number, (values, total) in enumerate(rounds, start=1):
         escrow_before = w.ledger.escrow_of(bounty_id)
-        fixed = to_fixed_point(normalize_to_total(values, total), FIXED_POINT_SCALE)
+        fixed = _posted(values, total)
         players = w.insts[:len(values)]
         assert w.as_(w.aggregator).open_round(bounty_id, model) == number
         w.commit(bounty_id, number, players)
@@ -130,7 +156,7 @@ def test_rounds_pay_only_positive_values_and_are_credited_exactly_or_carried(fed
         reward, credited = finalized["reward"], finalized["credited"]
         assert reward == escrow_before // (len(rounds) - number + 1)
         for e in scored:
-            if value_of[e["institution"]] <= 0:
+            if value_of[e["institution"]] <= 0 or total <= 0:
                 assert e["credit"] == 0, f"credited {e['credit']} for a value of {value_of[e['institution']]}"
         payable = sum(1 for e in scored if e["score"] > 0)
         if payable:
