@@ -6,11 +6,11 @@
 coordinator and the auditor run it; no chain. The on-chain books are replayed by :func:`chain_books`, a line-by-line
 mirror of ``RoundLedger.finalizeRound`` (round reward = escrow / rounds left, credited in proportion to the positive
 fixed-point scores, last round's dust to its best scorer, a round without a positive score credits nothing and its
-reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha (reliability: in a round that
-pays, 20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing). The
+reward stays in escrow) and of ``InstitutionRegistry._updateReputation`` at full alpha (reliability: in every round,
+20% of the way towards 10,000 for a positive score and towards 0 for a negative one; zero moves nothing). The
 rules post a negative value within its spread as 0 (``zero_within_spread``), so only harm told apart from zero lowers
 a reputation, and no positive score in a round whose gain of what entered the model is not positive
-(``pay_only_gain``), so such a round pays nobody.
+(``pay_only_gain``), so such a round pays nobody (its negative scores still lower reputations).
 
 Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease settings, GTG, the demo's rules):
 
@@ -125,9 +125,9 @@ def chain_books(rounds: list[dict[str, int]], names: list[str], *, reward: int =
             credited[who] += credit
             paid += credit
             current = reputation[who]
-            if positive_total and s > 0:  # a round that pays moves reputation by the sign of the score
+            if s > 0:  # every round moves reputation by the sign of the score, whether or not it pays
                 reputation[who] = current + (REPUTATION_ONE - current) * REPUTATION_ALPHA_BPS // REPUTATION_ONE
-            elif positive_total and s < 0:
+            elif s < 0:
                 reputation[who] = current - current * REPUTATION_ALPHA_BPS // REPUTATION_ONE
         escrow -= paid
     return {"credited": credited, "reputation": reputation, "refunded": escrow}

@@ -12,17 +12,16 @@ import {Governed} from "./Governed.sol";
 ///         round finalization changes. Governance (handed over in two steps) may slash stake for proven misbehaviour.
 /// @dev Reputation is fixed point in basis points: 0 = none, 10_000 = perfect. It measures reliability, the
 ///      record of delivering value, not the size of the value: an institution that keeps delivering positive
-///      value keeps a high reputation even when another delivers more, and one that delivers harm loses it.
-///      Each finalized round in which some score is positive (a round that pays) moves each participant's
-///      reputation 20% of the way towards a target set by the sign of its score (an exponential moving average):
-///      rep' = rep + (target - rep) * alpha / 10_000, the step floored in magnitude, where target = 10_000 for a
-///      positive score and 0 for a negative one; a score of exactly 0 leaves the reputation unchanged. Under the
-///      bounty's hashed round rules (`zero_within_spread`) the scorers post a negative value that lies within its
-///      estimate's spread (not told apart from zero, the contribution gate's own test) as 0, so only harm beyond
-///      that spread lowers a reputation. A round
-///      with no positive score pays nobody and carries its reward forward (see RoundLedger), and moves no
-///      reputation. A new institution starts at 5_000; leaving keeps the reputation, so leaving and re-joining
-///      cannot launder it.
+///      value keeps a high reputation even when another delivers more, and one that delivers harm loses it. Each
+///      finalized round moves each participant's reputation 20% of the way towards a target set by the sign of its
+///      score (an exponential moving average): rep' = rep + (target - rep) * alpha / 10_000, the step floored in
+///      magnitude, where target = 10_000 for a positive score and 0 for a negative one; a score of exactly 0 leaves
+///      the reputation unchanged. Under the bounty's hashed round rules (`zero_within_spread`) the scorers post a
+///      negative value that lies within its estimate's spread (not told apart from zero, the contribution gate's own
+///      test) as 0, so only harm beyond that spread lowers a reputation. A round with no positive score pays nobody
+///      and carries its reward forward (see RoundLedger), yet its negative scores still lower reputations: harm is
+///      judged whether or not anyone is paid. A new institution starts at 5_000; leaving keeps the reputation, so
+///      leaving and re-joining cannot launder it.
 ///      Reputation cannot be bought with fake bounties: alpha = 2_000 * min(reward, floor) / floor, where reward is
 ///      the round's reward and floor is the reputation floor governance fixes for the bounty's asset
 ///      (`reputationFloor`). A round paying nothing (a zero-funded bounty) moves no reputation, a round paying less

@@ -11,15 +11,15 @@ import {BountyEscrow} from "./BountyEscrow.sol";
 ///         finalizes once with the new global-model hash and a signed fixed-point score per committed participant.
 /// @dev Reward of a round = escrow / rounds left, so unspent rewards and rounding dust carry forward. It is split in
 ///      proportion to the positive scores (floor division); a participant whose score is zero or negative is never
-///      credited. A round with no positive score credits nobody and moves no reputation: its whole reward stays in
-///      escrow for the rounds left, and after the last round the sponsor takes back what no round credited
-///      (`refundRemainder`). The scorers post no positive score in a round that delivered no value to the sponsor:
-///      one whose gain (validation utility of what entered the model minus that of the round's global model) is not
-///      positive (`pay_only_gain` of the bounty's hashed round rules), or too small to tell the participants apart
-///      (posted as all zeros). In the last round the dust goes to the best scorer, so a completed bounty with any
-///      positive score strands nothing. Institutions pull their credit with `claim`. Reputation follows the rule of
-///      `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one (which the scorers
-///      post only for harm beyond its estimate's spread; a value within it goes on chain as 0).
+///      credited. A round with no positive score credits nobody (its negative scores still lower reputations): its
+///      whole reward stays in escrow for the rounds left, and after the last round the sponsor takes back what no
+///      round credited (`refundRemainder`). The scorers post no positive score in a round that delivered no value to
+///      the sponsor: one whose gain (validation utility of what entered the model minus that of the round's global
+///      model) is not positive (`pay_only_gain` of the bounty's hashed round rules), or too small to tell the
+///      participants apart (posted as all zeros). In the last round the dust goes to the best scorer, so a completed
+///      bounty with any positive score strands nothing. Institutions pull their credit with `claim`. Reputation
+///      follows the rule of `InstitutionRegistry`: towards 10_000 for a positive score, towards 0 for a negative one
+///      (which the scorers post only for harm beyond its estimate's spread; a value within it goes on chain as 0).
 abstract contract RoundLedger is BountyEscrow {
     /// @notice Scores are fixed point with 18 decimals; larger magnitudes are refused.
     int256 public constant MAX_ABS_SCORE = 1e36;
@@ -378,10 +378,11 @@ abstract contract RoundLedger is BountyEscrow {
         r.finalized = true;
         uint256 roundsLeft = b.numRounds - b.roundsFinalized;
         split.reward = _escrowed(b) / roundsLeft;
-        if (split.positiveTotal != 0) {
-            // A round that pays nobody (no positive score) judges nobody: its alpha stays 0.
-            split.reputationAlpha = _reputationAlpha(b.token, split.reward);
-            if (roundsLeft == 1) split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
+        // A round that pays nobody still judges: its negative scores (harm beyond the estimate's spread, posted by
+        // the scorers) move reputation towards 0 in proportion to the reward at stake, as in a round that pays.
+        split.reputationAlpha = _reputationAlpha(b.token, split.reward);
+        if (split.positiveTotal != 0 && roundsLeft == 1) {
+            split.dust = split.reward - _sumOfFloors(split.reward, scores, split.positiveTotal);
         }
         uint256 credited = _credit(bountyId, round, participants, scores, split);
         b.credited += uint128(credited);

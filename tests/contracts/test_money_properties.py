@@ -22,7 +22,7 @@ After every step, for every bounty, read from the chain:
   exactly (but for floor-division dust, under one wei per positive scorer, carried to the next round and none in
   the last); a round without one (all zeros: its gain too small to tell the participants apart; or all
   non-positive) credits nothing and carries its whole reward to the rounds left, or after the last round to the
-  sponsor's refund; reputation moves by the sign of each score, and not at all in a round that pays nobody;
+  sponsor's refund; reputation moves by the sign of each score in every round, paying or not;
 * a bounty whose last round had a positive score holds nothing back (dust not stranded: the finalize checks
   every credit, the dust included, to the wei); any other completed bounty holds exactly its refundable
   remainder; a cancelled one holds nothing;
@@ -814,10 +814,10 @@ class MoneyMachine(RuleBasedStateMachine):
             assert e["credit"] == expected[a], f"credit {e['credit']} != expected {expected[a]}"
             assert e["credit"] == 0 or score > 0, "credited a participant whose score is not positive"
             m = self.inst[a]
-            # Reliability: towards 10_000 for a positive score, 0 for a negative one; a zero score, or a round that
-            # pays nobody (no positive score), moves nothing.
+            # Reliability: towards 10_000 for a positive score, 0 for a negative one, in every round (one that pays
+            # nobody still judges harm); a zero score moves nothing.
             floor = b.reputation_floor
-            alpha = REP_ALPHA * min(reward, floor) // floor if floor and positive_total else 0
+            alpha = REP_ALPHA * min(reward, floor) // floor if floor else 0
             if score and alpha:
                 target = REP_ONE if score > 0 else 0
                 step = abs(target - m.reputation) * alpha // REP_ONE

@@ -237,17 +237,19 @@ def test_a_round_without_positive_scores_carries_its_reward_forward(joined):
     assert w.ledger.contribution_of(bounty_id, w.insts[0])[0] == ONE_ETH
 
 
-def test_a_round_that_pays_nobody_moves_no_reputation(joined):
-    """A carried round (no positive score, e.g. all zeros) judges nobody: even a negative score costs nothing there."""
+def test_a_round_that_pays_nobody_still_judges_harm(joined):
+    """A carried round (no positive score) credits nobody, moves no reputation for a zero score, and still lowers
+    the reputation of a negative score: harm is judged whether or not anyone is paid."""
     w = joined
-    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=3)
+    bounty_id = w.new_bounty(funding=ONE_ETH, rounds=3)  # every round's reward is above the floor: full steps
     a, b, c, _ = w.insts
     w.play_round(bounty_id, {a: 0, b: 0, c: 0})
-    w.play_round(bounty_id, {a: 0, b: -5, c: -1})
     assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [5_000] * 3
+    w.play_round(bounty_id, {a: 0, b: -5, c: -1})
+    assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [5_000, 4_000, 4_000]
     assert w.ledger.bounty(bounty_id).credited == 0
-    w.play_round(bounty_id, {a: 1, b: -5, c: 0})  # the last round pays the whole escrow to a, judges b
-    assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [6_000, 4_000, 5_000]
+    w.play_round(bounty_id, {a: 1, b: -5, c: 0})  # the last round pays the whole escrow to a, judges b again
+    assert [w.ledger.institution(x).reputation for x in (a, b, c)] == [6_000, 3_200, 4_000]
     assert w.ledger.contribution_of(bounty_id, a)[0] == ONE_ETH
 
 
