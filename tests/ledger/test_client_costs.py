@@ -55,16 +55,24 @@ def test_a_function_without_a_known_limit_is_estimated():
 
 
 def test_a_revert_under_a_known_limit_is_named_before_anything_is_mined(joined):
-    """No estimate runs, but one simulation does: the late commit raises the contract's error and mines nothing."""
+    """No estimate runs: the late commit raises the contract's error and leaves nothing behind, neither a block nor the
+    sender's nonce or fee (JSON-RPC: simulated first; embedded: sent, named from its block, then undone), and the
+    next transaction goes through."""
     w = joined
     bounty_id = w.new_bounty(window=60)
     w.as_(w.aggregator).open_round(bounty_id, h("m0"))
     w.advance(61)
-    block = w.w3.eth.block_number
+    block, head = w.w3.eth.block_number, w.w3.eth.get_block("latest")["hash"]
+    sender = w.insts[0]
+    nonce, balance = w.w3.eth.get_transaction_count(sender), w.w3.eth.get_balance(sender)
     with reverts("RoundClosed", bountyId=bounty_id, round=1):
-        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("late"), 100)
-    assert w.w3.eth.block_number == block
-    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+        w.as_(sender).commit_update(bounty_id, 1, h("late"), 100)
+    assert (w.w3.eth.block_number, w.w3.eth.get_block("latest")["hash"]) == (block, head)
+    assert (w.w3.eth.get_transaction_count(sender), w.w3.eth.get_balance(sender)) == (nonce, balance)
+    assert w.ledger.commitment_of(bounty_id, 1, sender) == bytes(32)
+    other = w.new_bounty()
+    w.as_(w.aggregator).open_round(other, h("m0"))
+    assert w.as_(sender).commit_update(other, 1, h("on time"), 100)["status"] == 1
 
 
 def test_finalize_orders_participants_by_the_commitments_it_is_given(joined):
