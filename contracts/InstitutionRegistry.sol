@@ -169,6 +169,16 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
         return _institutions[institution];
     }
 
+    /// @notice The records of several institutions in one call (a coordinator checks every candidate each round).
+    /// @param institutions The institutions' addresses.
+    /// @return records Their records, in the order asked (all zero for an address that never joined).
+    function getInstitutions(address[] calldata institutions) external view returns (Institution[] memory records) {
+        records = new Institution[](institutions.length);
+        for (uint256 i; i < institutions.length; ++i) {
+            records[i] = _institutions[institutions[i]];
+        }
+    }
+
     /// @notice The minimum stake to join, in wei.
     /// @return The minimum stake.
     function minStake() external view returns (uint256) {

@@ -1,6 +1,8 @@
 """What the client spends per round: known gas limits instead of estimates, commitments it already holds instead of
 ``commitmentOf`` reads, and views read once per block on the embedded chain."""
 
+from web3 import Web3
+
 from fedcore.commitments import sign_commitment
 from ledger.chain import connect
 from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, SignedCommitment, gas_limit
@@ -125,3 +127,18 @@ def test_embedded_views_are_read_once_per_block_and_never_stale():
     finally:
         tester.call = original
 
+
+
+def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
+    """The coordinator's eligibility read: ``getInstitutions`` answers what ``getInstitution`` answers for each address,
+    in the order asked, a leaving institution's request and a stranger's zero record included."""
+    w = joined
+    leaving = w.insts[1]
+    w.as_(leaving).request_leave()
+    stranger = Web3.to_checksum_address("0x" + "5a" * 20)
+    asked = [w.insts[2], stranger, *w.insts]
+    records = w.ledger.institutions(asked)
+    assert records == [w.ledger.institution(a) for a in asked]
+    assert records[1].registered is False and records[1].stake == 0
+    assert records[asked.index(leaving, 2)].leave_requested_at > 0
+    assert w.ledger.institutions([]) == []
