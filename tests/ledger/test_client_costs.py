@@ -130,8 +130,8 @@ def test_embedded_views_are_read_once_per_block_and_never_stale():
 
 
 def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
-    """The coordinator's eligibility read: ``getInstitutions`` answers what ``getInstitution`` answers for each address,
-    in the order asked, a leaving institution's request and a stranger's zero record included."""
+    """The coordinator's eligibility read: ``getInstitutionRecords`` answers for many addresses what it answers for
+    each alone, in the order asked, a leaving institution's request and a stranger's zero record included."""
     w = joined
     leaving = w.insts[1]
     w.as_(leaving).request_leave()
@@ -141,4 +141,5 @@ def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
     assert records == [w.ledger.institution(a) for a in asked]
     assert records[1].registered is False and records[1].stake == 0
     assert records[asked.index(leaving, 2)].leave_requested_at > 0
+    assert all(r.registered and r.stake == MIN_STAKE and r.address == a for r, a in zip(records[2:], w.insts))
     assert w.ledger.institutions([]) == []
