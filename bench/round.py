@@ -260,7 +260,10 @@ def _summary(protocol: dict[str, list[dict[str, float]]], plain: tuple[float, fl
 
 
 def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, scorer: str = SCORER,
-            flower_python: Path | None = FLOWER_PYTHON, gasless: bool = True) -> dict[str, Any]:
+            flower_python: Path | None = FLOWER_PYTHON, gasless: bool = True,
+            earlier_flower: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every figure of one run; ``earlier_flower`` (a previous report's ``round_timing.flower``) stands in, marked as
+    such, when Flower is not run this time, so a run without Flower's virtualenv does not erase its figure."""
     import torch
 
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-round-") as tmp:
@@ -282,6 +285,10 @@ def measure(*, engines=ENGINES, n: int = N_INSTITUTIONS, rounds: int = ROUNDS, s
         "note": "wall clock only (Ray's worker processes are not counted in CPU); Flower's in-memory grid polls "
                 "for replies every 0.1 s, so its round cannot be shorter",
     }
+    if flower_seconds is None and earlier_flower and earlier_flower.get("per_round"):
+        flower_seconds = _median(earlier_flower["per_round"])
+        flower_timing = {**earlier_flower, "earlier_run": f"not run this time ({flower['error']}): the figure of "
+                         "an earlier run of this benchmark, under that run's load"}
     own = _summary(protocol, (plain_seconds, plain_cpu), flower_seconds)
     cpu = own.pop("cpu")
     return {
@@ -321,10 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as every fedledger command (fedledger.cli.main)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first is a warm-up)")
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
     found = measure(engines=args.engines, n=args.institutions, rounds=args.rounds, scorer=args.scorer,
                     flower_python=None if args.flower_python == "none" else Path(args.flower_python),
-                    gasless=not args.no_gasless)
-    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+                    gasless=not args.no_gasless, earlier_flower=report.get("round_timing", {}).get("flower"))
     report.update(found)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
@@ -336,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     if found["round_seconds_flower"] is None:
         print(f"Flower round: not measured: {flower['error']}")
     else:
-        print(f"Flower round: {found['round_seconds_flower']:.3f} s (flwr {flower['flwr']}, {flower['backend']})")
+        print(f"Flower round: {found['round_seconds_flower']:.3f} s (flwr {flower['flwr']}, {flower['backend']})"
+              f"{'; ' + flower['earlier_run'] if 'earlier_run' in flower else ''}")
     modes = [("", {**timing, **found, "cpu": cpu})]
     if timing["gasless"]:
         modes.append((" gasless", timing["gasless"]))

@@ -161,11 +161,19 @@ abstract contract InstitutionRegistry is ReentrancyGuard, Governed, AssetTransfe
         return _reputationFloor[token];
     }
 
-    /// @notice An institution's record (stake, reputation, join and leave times, registration).
-    /// @param institution The institution's address.
-    /// @return The record (all zero for an address that never joined).
-    function getInstitution(address institution) external view returns (Institution memory) {
-        return _institutions[institution];
+    /// @notice Institutions' records (stake, reputation, join and leave times, registration), several in one call:
+    ///         a coordinator checks every candidate each round.
+    /// @param institutions The institutions' addresses.
+    /// @return records Their records, in the order asked (all zero for an address that never joined).
+    function getInstitutionRecords(address[] calldata institutions)
+        external
+        view
+        returns (Institution[] memory records)
+    {
+        records = new Institution[](institutions.length);
+        for (uint256 i; i < institutions.length; ++i) {
+            records[i] = _institutions[institutions[i]];
+        }
     }
 
     /// @notice The minimum stake to join, in wei.

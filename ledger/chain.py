@@ -10,6 +10,9 @@ Two backends run the same bytecode:
 
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import nullcontext
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -72,6 +75,21 @@ def _embedded_tester(w3: Web3) -> EthereumTester | None:
     return w3.provider.ethereum_tester if isinstance(w3.provider, EthereumTesterProvider) else None
 
 
+# One lock per embedded chain: a transaction sent without a simulation (below) is undone by reverting to a snapshot,
+# which would also undo a block another thread of this process mined meanwhile. Whatever mines takes it.
+_EMBEDDED_LOCKS: weakref.WeakKeyDictionary[EthereumTester, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _mining(w3: Web3) -> Any:
+    """The embedded chain's mining lock (a no-op context on a JSON-RPC chain)."""
+    tester = _embedded_tester(w3)
+    if tester is None:
+        return nullcontext()
+    with _LOCKS_GUARD:
+        return _EMBEDDED_LOCKS.setdefault(tester, threading.RLock())
+
+
 def embedded_head(w3: Web3) -> str | None:
     """The hash of the embedded chain's latest block (None on a JSON-RPC chain).
 
@@ -99,7 +117,8 @@ def mine(w3: Web3, blocks: int = 1) -> None:
     """Mine ``blocks`` empty blocks."""
     tester = _embedded_tester(w3)
     if tester is not None:
-        tester.mine_blocks(blocks)
+        with _mining(w3):
+            tester.mine_blocks(blocks)
     else:
         for _ in range(blocks):
             _rpc(w3, "evm_mine", [])
@@ -122,11 +141,12 @@ def advance_time(w3: Web3, seconds: int) -> int:
     if tester is not None:
         # eth-tester 0.13's time_travel(t) mines a block stamped t - 1, hence the + 1; and it refuses to
         # travel to or before the pending block's time, where a plain mine does the job.
-        target = latest_timestamp(w3) + int(seconds) + 1
-        if target <= tester.get_block_by_number("pending")["timestamp"]:
-            tester.mine_blocks(1)
-        else:
-            tester.time_travel(target)
+        with _mining(w3):
+            target = latest_timestamp(w3) + int(seconds) + 1
+            if target <= tester.get_block_by_number("pending")["timestamp"]:
+                tester.mine_blocks(1)
+            else:
+                tester.time_travel(target)
     else:
         _rpc(w3, "evm_increaseTime", [int(seconds)])
         _rpc(w3, "evm_mine", [])
@@ -197,8 +217,10 @@ def send_transaction(
         Gas limit, sent as is (a revert is then mined, and replayed for its reason). When omitted, ``known_gas``
         or an estimate (with a 20% margin); either surfaces a revert before anything is mined.
     known_gas : int, optional
-        A gas limit known in advance (``ledger.client.gas_limit``): the transaction is simulated once with
-        ``eth_call`` instead of estimated (py-evm estimates by a binary search of re-executions).
+        A gas limit known in advance (``ledger.client.gas_limit``), sent instead of an estimate (py-evm estimates
+        by a binary search of re-executions). On a JSON-RPC chain the transaction is simulated once with
+        ``eth_call`` first; on the embedded chain it is sent under a snapshot, and a revert is named from the mined
+        block and then undone (no block, no nonce, no fee remains). Either way nothing of a refused one stays.
     errors_abi : list of dict, optional
         Extra ABI entries to decode custom errors with (e.g. a token's errors bubbling up).
 
@@ -215,8 +237,20 @@ def send_transaction(
         When the node refuses the transaction (funds, nonce, connection) or no receipt comes in time.
     """
     abi = _abi_of(contract_function_call) + list(errors_abi or [])
-    frm = _address(sender)
-    params: dict[str, Any] = {"from": frm, "value": int(value)}
+    params: dict[str, Any] = {"from": _address(sender), "value": int(value)}
+    tester = _embedded_tester(w3)
+    if gas is None and known_gas is not None and tester is not None:
+        # In process, a snapshot is free and the sender alone mines: send for real, and should it revert, name the
+        # error from the mined block, then drop that block. One EVM run instead of a simulation and a run.
+        with _mining(w3):
+            snapshot = tester.take_snapshot()
+            receipt = _submit(w3, contract_function_call, sender, {**params, "gas": int(known_gas)}, abi)
+            if receipt["status"] != 1:
+                try:
+                    _replay_failure(w3, receipt, abi)
+                finally:
+                    tester.revert_to_snapshot(snapshot)
+        return receipt
     try:
         if gas is None and known_gas is not None:
             # simulated in the block it would be mined in; a revert raises here, before anything is mined
@@ -226,25 +260,34 @@ def send_transaction(
             estimate = contract_function_call.estimate_gas(params)
             limit = w3.eth.get_block("latest")["gasLimit"]
             gas = min(int(estimate * GAS_MARGIN) + 10_000, limit)
-        params["gas"] = int(gas)
-        if isinstance(sender, str):
-            tx_hash = contract_function_call.transact(params)
-        else:
-            params["nonce"] = w3.eth.get_transaction_count(frm, "pending")
-            tx = contract_function_call.build_transaction(params)
-            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
-    except TimeExhausted:
-        raise ChainError(f"no receipt within {RECEIPT_TIMEOUT}s for a transaction from {frm}") from None
     except Exception as exc:
         _raise_mapped(exc, abi)
         raise
+    with _mining(w3):
+        receipt = _submit(w3, contract_function_call, sender, {**params, "gas": int(gas)}, abi)
     if receipt["status"] != 1:
-        _replay_failure(w3, receipt, params, contract_function_call, abi)
+        _replay_failure(w3, receipt, abi)
     return receipt
 
 
-def _replay_failure(w3: Web3, receipt: TxReceipt, params: dict, call_: Any, abi: list) -> None:
+def _submit(w3: Web3, contract_function_call: Any, sender: Sender, params: dict[str, Any], abi: list) -> TxReceipt:
+    """Sign (or have the node sign) and send one transaction with its gas limit set; wait for its receipt."""
+    try:
+        if isinstance(sender, str):
+            tx_hash = contract_function_call.transact(params)
+        else:
+            params = {**params, "nonce": w3.eth.get_transaction_count(params["from"], "pending")}
+            tx = contract_function_call.build_transaction(params)
+            tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+    except TimeExhausted:
+        raise ChainError(f"no receipt within {RECEIPT_TIMEOUT}s for a transaction from {params['from']}") from None
+    except Exception as exc:
+        _raise_mapped(exc, abi)
+        raise
+
+
+def _replay_failure(w3: Web3, receipt: TxReceipt, abi: list) -> None:
     """A mined transaction failed: re-run it to learn why, then raise.
 
     First on the parent block's state; then on the mined block itself, whose timestamp is the one the transaction
@@ -280,9 +323,10 @@ def fund_account(w3: Web3, to: str, wei: int) -> TxReceipt:
     if not accounts:
         raise ChainError("the chain has no unlocked account to fund from")
     try:
-        tx_hash = w3.eth.send_transaction(
-            {"from": accounts[0], "to": Web3.to_checksum_address(to), "value": Wei(int(wei)), "gas": 21_000}
-        )
+        with _mining(w3):
+            tx_hash = w3.eth.send_transaction(
+                {"from": accounts[0], "to": Web3.to_checksum_address(to), "value": Wei(int(wei)), "gas": 21_000}
+            )
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
     except Exception as exc:
         _raise_mapped(exc, [])

@@ -40,6 +40,22 @@ def test_one_tiny_round_benchmark_writes_its_keys_beside_the_gas_figures(tmp_pat
     assert report["round_seconds_flower"] is None and "not asked for" in report["round_timing"]["flower"]["error"]
 
 
+def test_a_round_benchmark_without_flower_keeps_the_flower_figure_of_an_earlier_run(tmp_path):
+    """Flower needs its own virtualenv: a run without it keeps the last measured Flower round, marked as earlier."""
+    from bench import round as bench_round
+
+    out = tmp_path / "gas.json"
+    earlier = {"per_round": [0.2, 0.3, 0.2], "flwr": "1.42.0", "backend": "ray"}
+    out.write_text(json.dumps({"round_seconds_flower": 0.2, "round_timing": {"flower": earlier}}))
+    bench_round.main(["--engines", "embedded", "--institutions", "2", "--rounds", "2", "--flower-python", "none",
+                      "--no-gasless", "--out", str(out)])
+    report = json.loads(out.read_text())
+    flower = report["round_timing"]["flower"]
+    assert report["round_seconds_flower"] == 0.2 and flower["per_round"] == earlier["per_round"]
+    assert "earlier run" in flower["earlier_run"] and "not asked for" in flower["earlier_run"]
+    assert report["round_timing"]["ratio_to_flower"]["embedded"] == round(report["round_seconds"]["embedded"] / 0.2, 2)
+
+
 def test_a_missing_flower_virtualenv_is_reported_not_raised(tmp_path):
     from bench import round as bench_round
 

@@ -205,7 +205,7 @@ class Coordinator:
             raise AggregatorError(
                 f"round {number} starts from model 0x{global_model_sha}, which {ctx.settings.state_dir} does not hold"
             )
-        institutions = [ctx.ledger.institution(a) for a in ctx.ledger.institutions()]
+        institutions = ctx.ledger.institution_records(ctx.ledger.institutions())
         past = [(r.selected, [u.institution for u in ctx.state.uploads(n)])
                 for n in range(1, number) if (r := ctx.state.round(n)) is not None]
         candidates = eligible(institutions, min_reputation=bounty.min_reputation, min_stake=ctx.ledger.min_stake(),

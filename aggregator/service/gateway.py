@@ -91,6 +91,11 @@ class BountyLedger:
         with self._guard():
             return self.client.institution(address)
 
+    def institution_records(self, addresses: list[str]) -> list[Institution]:
+        """The records of ``addresses``, in order, read in one view."""
+        with self._guard():
+            return self.client.institutions(addresses)
+
     def min_stake(self) -> int:
         """The stake (wei) below which an institution cannot commit."""
         with self._guard():

@@ -1,6 +1,8 @@
 """What the client spends per round: known gas limits instead of estimates, commitments it already holds instead of
 ``commitmentOf`` reads, and views read once per block on the embedded chain."""
 
+from web3 import Web3
+
 from fedcore.commitments import sign_commitment
 from ledger.chain import connect
 from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, SignedCommitment, gas_limit
@@ -55,16 +57,24 @@ def test_a_function_without_a_known_limit_is_estimated():
 
 
 def test_a_revert_under_a_known_limit_is_named_before_anything_is_mined(joined):
-    """No estimate runs, but one simulation does: the late commit raises the contract's error and mines nothing."""
+    """No estimate runs: the late commit raises the contract's error and leaves nothing behind, neither a block nor the
+    sender's nonce or fee (JSON-RPC: simulated first; embedded: sent, named from its block, then undone), and the
+    next transaction goes through."""
     w = joined
     bounty_id = w.new_bounty(window=60)
     w.as_(w.aggregator).open_round(bounty_id, h("m0"))
     w.advance(61)
-    block = w.w3.eth.block_number
+    block, head = w.w3.eth.block_number, w.w3.eth.get_block("latest")["hash"]
+    sender = w.insts[0]
+    nonce, balance = w.w3.eth.get_transaction_count(sender), w.w3.eth.get_balance(sender)
     with reverts("RoundClosed", bountyId=bounty_id, round=1):
-        w.as_(w.insts[0]).commit_update(bounty_id, 1, h("late"), 100)
-    assert w.w3.eth.block_number == block
-    assert w.ledger.commitment_of(bounty_id, 1, w.insts[0]) == bytes(32)
+        w.as_(sender).commit_update(bounty_id, 1, h("late"), 100)
+    assert (w.w3.eth.block_number, w.w3.eth.get_block("latest")["hash"]) == (block, head)
+    assert (w.w3.eth.get_transaction_count(sender), w.w3.eth.get_balance(sender)) == (nonce, balance)
+    assert w.ledger.commitment_of(bounty_id, 1, sender) == bytes(32)
+    other = w.new_bounty()
+    w.as_(w.aggregator).open_round(other, h("m0"))
+    assert w.as_(sender).commit_update(other, 1, h("on time"), 100)["status"] == 1
 
 
 def test_finalize_orders_participants_by_the_commitments_it_is_given(joined):
@@ -117,3 +127,19 @@ def test_embedded_views_are_read_once_per_block_and_never_stale():
     finally:
         tester.call = original
 
+
+
+def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
+    """The coordinator's eligibility read: ``getInstitutionRecords`` answers for many addresses what it answers for
+    each alone, in the order asked, a leaving institution's request and a stranger's zero record included."""
+    w = joined
+    leaving = w.insts[1]
+    w.as_(leaving).request_leave()
+    stranger = Web3.to_checksum_address("0x" + "5a" * 20)
+    asked = [w.insts[2], stranger, *w.insts]
+    records = w.ledger.institutions(asked)
+    assert records == [w.ledger.institution(a) for a in asked]
+    assert records[1].registered is False and records[1].stake == 0
+    assert records[asked.index(leaving, 2)].leave_requested_at > 0
+    assert all(r.registered and r.stake == MIN_STAKE and r.address == a for r, a in zip(records[2:], w.insts))
+    assert w.ledger.institutions([]) == []
