@@ -12,12 +12,16 @@ from pydantic import BaseModel, ValidationError
 from fedcore import protocol
 from fedcore.protocol import (
     REJECTION_STATUS,
+    AttestationBody,
+    AttestationInfo,
+    CommitteeRound,
     DecisionInfo,
     DeclaredBoundsInfo,
     ErrorBody,
     FitConfig,
     Health,
     JournalEntry,
+    Outcome,
     RejectionCode,
     RoundInfo,
     RoundReport,
@@ -53,6 +57,7 @@ REPORT = RoundReport(
     aggregate={"used": [A], "metrics": {"norm": 0.5}}, scores=SCORES, open_tx="0x" + "33" * 32, finalize_tx=None,
     journal=[JournalEntry(step=RoundStep.OPENING, at=1.0), JournalEntry(step=RoundStep.OPEN, at=2.0, note="0xtx")],
 )
+OUTCOME = Outcome(new_model_hash=H2, participants=[A], scores=["600000000000000000000"])
 EXAMPLES: list[BaseModel] = [
     ErrorBody(detail="signer 0xAb has not committed", code=RejectionCode.NOT_COMMITTED),
     Health(bounty_id=1, chain_id=1337, ledger=A, aggregator=B, coordinator="scored", last_error=None),
@@ -66,6 +71,10 @@ EXAMPLES: list[BaseModel] = [
     UploadAccepted(sha256=H1, institution=A, round=2),
     SETTINGS, SCORES, REPORT,
     *REPORT.uploads, *REPORT.used, *REPORT.decisions, *REPORT.journal,
+    OUTCOME,
+    AttestationBody(scorer=B, signature="0x" + "ab" * 65, outcome=OUTCOME),
+    AttestationInfo(scorer=B, outcome=OUTCOME, matches=True, received_at=3.5),
+    CommitteeRound(bounty_id=1, round=2, global_model_hash=H1, selected=[A, B], uploads=REPORT.uploads),
 ]
 
 
