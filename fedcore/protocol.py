@@ -90,6 +90,7 @@ class RejectionCode(enum.StrEnum):
     NOT_REGISTERED = "not_registered"  # the signer is not a registered institution
     NOT_COMMITTED = "not_committed"  # the signer has no commitment in the round
     NOT_SELECTED = "not_selected"  # the signer was not invited to the round
+    NOT_ELIGIBLE = "not_eligible"  # the contract would refuse the signer's commitment (stake, reputation, budget)
     HASH_MISMATCH = "hash_mismatch"  # sha256 of the body is not the signer's commitment
     ROUND_CLOSED = "round_closed"  # the round is not the open one
     DUPLICATE_UPLOAD = "duplicate_upload"  # the signer's update for the round is already accepted
@@ -112,6 +113,7 @@ REJECTION_STATUS: dict[RejectionCode, int] = {
     RejectionCode.NOT_REGISTERED: 403,
     RejectionCode.NOT_COMMITTED: 403,
     RejectionCode.NOT_SELECTED: 403,
+    RejectionCode.NOT_ELIGIBLE: 403,
     RejectionCode.HASH_MISMATCH: 409,
     RejectionCode.ROUND_CLOSED: 409,
     RejectionCode.DUPLICATE_UPLOAD: 409,

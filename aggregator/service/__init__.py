@@ -29,7 +29,8 @@ Hashes are ``0x`` + 64 lowercase hex; addresses are checksummed; every error is
     r, sha256(body))``; the signer and its commitment are checked on them before the body is read. Commit
     ``sha256(body)`` on chain first. 202 ``UploadAccepted`` ``{"sha256", "institution", "status": "accepted",
     "round"}``; refusals by code: 400 ``malformed``, 401 ``unsigned`` / ``bad_signature``, 403 ``not_registered`` /
-    ``not_committed`` / ``not_selected``, 404 ``unknown_bounty``, 408 ``body_timeout``, 409 ``hash_mismatch`` /
+    ``not_committed`` / ``not_selected`` / ``not_eligible`` (a gasless commitment the contract would refuse: stake,
+    reputation, privacy budget), 404 ``unknown_bounty``, 408 ``body_timeout``, 409 ``hash_mismatch`` /
     ``round_closed`` / ``duplicate_upload`` (the signer's update is already in), 413 ``too_large``, 503 ``busy``
     (with ``Retry-After``) / ``unavailable``. A refused upload changes nothing and its connection is closed.
 ``GET /bounties/{id}/rounds/{r}``

@@ -18,6 +18,7 @@ from functools import cached_property
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from aggregator.service.eligibility import CommitRule
 from aggregator.service.gateway import BountyLedger
 from aggregator.service.settings import AggregatorSettings
 from aggregator.service.state import StateDB
@@ -81,6 +82,7 @@ class ServiceContext:
     clock: Callable[[], float] = time.time
     status: CoordinatorStatus = field(default_factory=CoordinatorStatus)
     _initial_model: bytes | None = field(default=None, repr=False)
+    _commit_rules: dict[int, CommitRule] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -112,6 +114,19 @@ class ServiceContext:
             if self._initial_model is None:
                 self._initial_model = initial_model_bytes(self.spec)
             return self._initial_model
+
+    def commit_rule(self, round_: int) -> CommitRule:
+        """The contract's commit rule in round ``round_`` (:mod:`aggregator.service.eligibility`), read from the chain
+        once per round: every upload of the round is checked against the same numbers."""
+        with self._lock:
+            rule = self._commit_rules.get(int(round_))
+        if rule is None:
+            bounty = self.ledger.bounty()
+            rule = CommitRule(min_stake=self.ledger.min_stake(), min_reputation=bounty.min_reputation,
+                              epsilon_budget=bounty.epsilon_budget)
+            with self._lock:
+                rule = self._commit_rules.setdefault(int(round_), rule)
+        return rule
 
     def close(self) -> None:
         self.state.close()

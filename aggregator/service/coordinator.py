@@ -42,6 +42,7 @@ import numpy as np
 from aggregator.rounds import RoundInputs, RoundOutcome, compute_round
 from aggregator.service import committee
 from aggregator.service.context import ServiceContext
+from aggregator.service.eligibility import commit_refusal
 from aggregator.service.selection import eligible, idle_invitees, select_clients
 from aggregator.service.state import Decision, RoundState
 from aggregator.service.store import sha_hex
@@ -208,7 +209,8 @@ class Coordinator:
         institutions = ctx.ledger.institution_records(ctx.ledger.institutions())
         past = [(r.selected, [u.institution for u in ctx.state.uploads(n)])
                 for n in range(1, number) if (r := ctx.state.round(n)) is not None]
-        candidates = eligible(institutions, min_reputation=bounty.min_reputation, min_stake=ctx.ledger.min_stake(),
+        rule = ctx.commit_rule(number)
+        candidates = eligible(institutions, min_reputation=rule.min_reputation, min_stake=rule.min_stake,
                               idle=idle_invitees(past))
         s = ctx.settings
         selected = select_clients(candidates, mode=s.selection, k=s.clients_per_round, seed=s.seed,
@@ -293,8 +295,9 @@ class Coordinator:
     def _post_signed_commitments(self, record: RoundState, chain_round, *, closing: bool) -> None:
         """Post the gasless commitments handed over with uploads in one transaction, while the commit window is
         open: once every invitee has uploaded, or ``commit_batch_margin`` seconds before the window closes.
-        A batch the contract refuses (e.g. one institution slashed meanwhile) is retried one commitment at a
-        time, so no institution's commitment can keep the others off chain."""
+        Uploads were checked against the contract's commit rule; a commitment whose institution no longer passes it
+        (e.g. slashed since its upload) is left out of the batch. A batch the contract still refuses is retried one
+        commitment at a time (the last resort), so no institution's commitment can keep the others off chain."""
         ctx = self.context
         now = ctx.now()
         if now > chain_round.commit_deadline or not (
@@ -303,6 +306,14 @@ class Coordinator:
         signed = ctx.state.signed_commitments(record.round)
         on_chain = ctx.ledger.commitments(record.round, from_block=record.open_block) if signed else {}
         pending = [c for c in signed if c.institution not in on_chain]
+        if pending:
+            rule = ctx.commit_rule(record.round)
+            records = ctx.ledger.institution_records([c.institution for c in pending])
+            refusals = {c.institution: refusal for c, inst in zip(pending, records, strict=True)
+                        if (refusal := commit_refusal(inst, rule, c.declared_epsilon)) is not None}
+            for who, (_, why) in sorted(refusals.items()):
+                log.warning("round %d: %s's signed commitment left out of the batch: %s", record.round, who, why)
+            pending = [c for c in pending if c.institution not in refusals]
         if not pending:
             return
         for batch in [pending] if len(pending) < 2 else [pending, *([c] for c in pending)]:

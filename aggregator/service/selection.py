@@ -1,7 +1,8 @@
 """Who is invited to a round: every eligible institution, or K of them sampled by reputation.
 
-Eligible means registered, not leaving, staking at least the ledger's minimum stake and with at least the
-bounty's minimum reputation (the contract refuses commitments from anyone else anyway), and not idle: an
+Eligible means that the contract would take the institution's commitment (registered, not leaving, staking at
+least the ledger's minimum stake, with at least the bounty's minimum reputation:
+:func:`aggregator.service.eligibility.commit_refusal`), and not idle: an
 institution invited to an earlier round of the bounty that ended without its accepted upload is not invited
 again in that bounty, so an idle invitee holds up at most one round, for at most one commit window. Only invited
 institutions' uploads are accepted, counted for closing and used: a round closes when every invitee has uploaded,
@@ -18,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 
+from aggregator.service.eligibility import CommitRule, commit_refusal
 from fedcore.seeds import selection_seed
 from ledger.client import Institution
 
@@ -34,11 +36,11 @@ def eligible(institutions: Iterable[Institution], *, min_reputation: int, min_st
     idle : addresses left out (see :func:`idle_invitees`)
     """
     left_out = {a.lower() for a in idle}
+    rule = CommitRule(min_stake=min_stake, min_reputation=min_reputation)
     return {
         inst.address: int(inst.reputation)
         for inst in institutions
-        if inst.registered and inst.leave_requested_at == 0 and inst.stake >= min_stake
-        and inst.reputation >= min_reputation and inst.address.lower() not in left_out
+        if commit_refusal(inst, rule) is None and inst.address.lower() not in left_out
     }
 
 

@@ -17,8 +17,11 @@ last two run on the headers alone, before a byte of the body is read (:func:`che
 401    BAD_SIGNATURE      ``X-Commitment-Signature`` (gasless commitment) malformed or not signed by the signer
 400    MALFORMED          ``X-Sample-Count`` missing or not a positive integer with a commitment signature, or
                           ``X-Declared-Epsilon`` not an integer in [0, 2**64)
-403    NOT_COMMITTED      the gasless commitment declares more epsilon than the bounty's privacy budget (the
-                          contract would refuse it, and with it the batch)
+403    NOT_REGISTERED     a gasless committer asked to leave, or
+403    NOT_ELIGIBLE       its stake is below the minimum (e.g. slashed), its reputation below the bounty's minimum,
+                          or it declares more epsilon than the bounty's privacy budget: the contract's commit rule
+                          (:mod:`aggregator.service.eligibility`, read once per round), which would otherwise
+                          revert the whole batch of signed commitments
 403    NOT_SELECTED       the signer was not invited to the round (aggregator.service.selection)
 409    HASH_MISMATCH      ``X-Update-Sha256``, bound to the signer (fedcore.commitments), is not its on-chain commitment
        -- then the body is streamed, capped at the limit (413) and the read timeout (408 BODY_TIMEOUT) --
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aggregator.service.eligibility import commit_refusal
 from aggregator.service.rejection import Rejected
 from fedcore import codec
 from fedcore.commitments import bind_commitment, recover_commitment_signer
@@ -151,6 +155,9 @@ def check_uploader(context, round_: int, digest: bytes, signature: str,
             raise Rejected(RejectionCode.NOT_COMMITTED,
                            f"signer {signer} has not committed an update in round {round_}")
         signed = _signed_commitment(context, round_, signer, digest, *gasless)
+        refusal = commit_refusal(institution, context.commit_rule(round_), signed.declared_epsilon)
+        if refusal is not None:  # refused here, so it never reverts the round's batch
+            raise Rejected(*refusal)
         commitment = signed.commitment
     if signer not in set(record.selected):
         raise Rejected(RejectionCode.NOT_SELECTED, f"signer {signer} was not selected for round {round_}")
@@ -163,7 +170,7 @@ def check_uploader(context, round_: int, digest: bytes, signature: str,
 
 def _signed_commitment(context, round_: int, signer: str, digest: bytes, signature: bytes,
                        sample_count: int, declared_epsilon: int) -> SignedCommitment:
-    """The signer's gasless commitment to this upload, checked as the contract will check it."""
+    """The signer's gasless commitment to this upload, its signature checked as the contract will check it."""
     commitment = bound_commitment(context, round_, signer, digest)
     try:
         committer = recover_commitment_signer(signature, chain_id=context.chain_id, contract=context.ledger_address,
@@ -175,11 +182,6 @@ def _signed_commitment(context, round_: int, signer: str, digest: bytes, signatu
         raise Rejected(RejectionCode.BAD_SIGNATURE,
                        f"{COMMITMENT_SIGNATURE_HEADER} is not {signer}'s signature over its commitment to this update "
                        f"in round {round_} with {sample_count} samples and epsilon {declared_epsilon}")
-    budget = context.ledger.bounty().epsilon_budget
-    if declared_epsilon > budget:  # the contract's PrivacyBudgetExceeded, refused here so it never reverts a batch
-        raise Rejected(RejectionCode.NOT_COMMITTED,
-                       f"{signer}'s gasless commitment declares epsilon {declared_epsilon} millionths, over the "
-                       f"bounty's privacy budget of {budget}")
     return SignedCommitment(signer, commitment, sample_count, signature, declared_epsilon)
 
 

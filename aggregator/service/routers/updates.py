@@ -136,8 +136,8 @@ async def read_limited(request: Request, limit: int, timeout: float) -> bytes:
     openapi_extra=_UPLOAD_BODY,
     responses=error_responses(
         Code.MALFORMED, Code.UNSIGNED, Code.BAD_SIGNATURE, Code.NOT_REGISTERED, Code.NOT_COMMITTED, Code.NOT_SELECTED,
-        Code.UNKNOWN_BOUNTY, Code.HASH_MISMATCH, Code.ROUND_CLOSED, Code.DUPLICATE_UPLOAD, Code.TOO_LARGE,
-        Code.BODY_TIMEOUT, Code.BUSY,
+        Code.NOT_ELIGIBLE, Code.UNKNOWN_BOUNTY, Code.HASH_MISMATCH, Code.ROUND_CLOSED, Code.DUPLICATE_UPLOAD,
+        Code.TOO_LARGE, Code.BODY_TIMEOUT, Code.BUSY,
     ),
     summary="Upload an update (202; a second upload for the round answers 409 duplicate_upload and changes nothing)",
 )

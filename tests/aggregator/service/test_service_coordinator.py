@@ -465,6 +465,45 @@ def test_gasless_commitments_are_posted_in_one_batch_beside_a_self_commit(harnes
     assert set(scored_on_chain(h, 1)) == {a.address for a in h.insts}
 
 
+def test_a_signed_commitment_the_contract_would_refuse_never_reaches_the_batch(harness):
+    """Two invited institutions are slashed below the minimum stake during the round: one before its gasless upload
+    (refused at upload, 403 not_eligible, nothing stored), one after (its upload was fine; its commitment is left out
+    of the batch). The honest institutions' commitments go on chain in one transaction, not one each."""
+    h = harness
+    context = h.context(wall_clock=True, commit_batch_margin=10)
+    client = h.client(context)
+    coordinator = Coordinator(context)
+    late, early = local_account("slashed-before-upload"), local_account("slashed-after-upload")
+    for account in (late, early):
+        fund_account(h.w3, account.address, ONE_ETH)
+        h.as_(account).join(account.address, "", stake=MIN_STAKE)
+    assert coordinator.step() == "opened"
+    assert {late.address, early.address} <= set(context.state.round(1).selected)  # eligible when invited
+    governance = h.as_(h.w3.eth.accounts[0])
+    url = f"/bounties/{h.bounty_id}/rounds/1/updates"
+
+    def gasless_upload(account, data: bytes):
+        headers = {"Content-Type": "application/octet-stream", "X-Update-Sha256": hashlib.sha256(data).hexdigest(),
+                   "X-Signature": h.sign(account, 1, data), **_gasless_headers(h, account, 1, data, 20)}
+        return client.post(url, content=data, headers=headers)
+
+    governance.slash(late.address, 1, hashlib.sha256(b"evidence").digest())
+    refused = gasless_upload(late, h.update(0.5))
+    assert (refused.status_code, refused.json()["code"]) == (403, RejectionCode.NOT_ELIGIBLE), refused.text
+    assert "below the minimum stake" in refused.json()["detail"]
+    assert context.state.upload_of(1, late.address) is None and context.state.signed_commitments(1) == []
+    assert gasless_upload(early, h.update(0.4)).status_code == 202
+    governance.slash(early.address, 1, hashlib.sha256(b"evidence").digest())
+    for i, account in enumerate(h.insts):
+        assert gasless_upload(account, h.update(0.01 * (i + 1))).status_code == 202
+    deadline = h.ledger.round(h.bounty_id, 1).commit_deadline
+    context.clock = lambda: deadline - 9  # inside the batch margin (the two slashed never upload a usable update)
+    assert coordinator.step() == "waiting"
+    commitments = h.ledger.commitments(h.bounty_id, 1)
+    assert set(commitments) == {a.address for a in h.insts}
+    assert len({c.tx_hash for c in commitments.values()}) == 1  # one batch, no retries one by one
+
+
 def test_gasless_commitments_are_posted_in_the_margin_while_the_chain_mines_no_block(harness):
     """An idle invitee keeps the round open to the end of its window, and an idle development chain mines no
     block, so its time stands still: the batch goes out by this machine's clock, before the window closes."""
@@ -506,7 +545,7 @@ def test_gasless_commitments_on_a_dp_bounty_carry_their_epsilon_into_the_batch(s
                 "X-Signature": h.sign(account, 1, data)}
         over = {**base, **_gasless_headers(h, account, 1, data, 20, budget + 1)}
         answer = client.post(url, content=data, headers=over)
-        assert (answer.status_code, answer.json()["code"]) == (403, RejectionCode.NOT_COMMITTED)
+        assert (answer.status_code, answer.json()["code"]) == (403, RejectionCode.NOT_ELIGIBLE)
         assert "over the bounty's privacy budget" in answer.json()["detail"]
         headers = {**base, **_gasless_headers(h, account, 1, data, 20, epsilon_units(0.5) + i)}
         understated = {**headers, "X-Declared-Epsilon": "0"}  # not what was signed
