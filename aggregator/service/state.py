@@ -19,6 +19,8 @@ A round moves through steps, each committed before the action that follows it::
 
 Schema
 ------
+Versioned by SQLite's ``user_version`` (:data:`SCHEMA_VERSION`): opening a database written by an earlier
+aggregator migrates it forward in one transaction; one written by a newer aggregator is refused with one line.
 ``meta(key, value)``: what this state directory belongs to (chain id, ledger, bounty, aggregator) and the
 bounty's last known status.
 ``rounds``: one row per round (see :class:`RoundState`); JSON columns hold lists and objects.
@@ -49,6 +51,10 @@ from fedcore.protocol import RoundStep
 from ledger.client import SignedCommitment
 
 DB_NAME = "aggregator.sqlite"
+#: The schema's version (SQLite's ``user_version``). 0: a database written before versions were recorded; 1: signed
+#: commitments carry the declared epsilon (``signed_commitments.declared_epsilon``). Bump it with each change of
+#: SCHEMA and teach :func:`_migrate` the step.
+SCHEMA_VERSION = 1
 
 _STEPS_SQL = ", ".join(f"'{step}'" for step in RoundStep)
 SCHEMA = f"""
@@ -221,6 +227,12 @@ class StateDB:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._transaction():  # a crash mid-migration leaves the old schema and version: retried
+                    _migrate(self._conn, state_dir)
+            except ConfigError:
+                self._conn.close()
+                raise
             self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -456,6 +468,37 @@ class StateDB:
     def _journal(self, number: int, step: RoundStep, note: str | None = None) -> None:
         self._execute("INSERT INTO journal (round, step, at, note) VALUES (?, ?, ?, ?)",
                       (int(number), step, time.time(), note))
+
+
+def _migrate(conn: sqlite3.Connection, state_dir: Path) -> None:
+    """Bring a state database written by an earlier version of the aggregator up to :data:`SCHEMA_VERSION` (a new
+    one is only stamped), inside the caller's transaction; refuse, with one line naming the folder, one written
+    by a newer version or one too old to migrate."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ConfigError(f"state dir {state_dir} has schema version {version}, newer than this aggregator's "
+                          f"{SCHEMA_VERSION}: run the newer aggregator, or use another --state-dir")
+    if version == SCHEMA_VERSION:
+        return
+    tables = {row[0]: row[1] for row in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")}
+    # 0 -> 1: a database from before versions (or a new, empty one). Schemas older than the last unversioned one
+    # (rounds without every step, sample counts as integers) cannot be altered in place.
+    too_old = [what for what, old in (
+        ("its rounds know fewer steps", "rounds" in tables and any(f"'{step}'" not in tables["rounds"]
+                                                                    for step in RoundStep)),
+        ("it keeps sample counts as integers", "decisions" in tables and "num_samples INTEGER" in tables["decisions"]),
+    ) if old]
+    if too_old:
+        raise ConfigError(f"state dir {state_dir} was written by an aggregator too old to migrate "
+                          f"({'; '.join(too_old)}): finish its bounty with that version, or use another --state-dir")
+    if "signed_commitments" in tables and "declared_epsilon" not in _columns(conn, "signed_commitments"):
+        # a commitment signed before epsilon was declared declared none: 0, as the contract reads an absent one
+        conn.execute("ALTER TABLE signed_commitments ADD COLUMN declared_epsilon INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 class _Transaction:
