@@ -10,6 +10,8 @@ of theirs would be.
   noise and upload it first; mallory, slashed to zero, tries to commit. The round still waits for every invited
   hospital, mallory is neither invited nor able to commit, the bots earn nothing, the hospitals share the whole
   reward, the bounty completes and ``audit verify --recompute`` passes.
+* Revert the gasless batch (gas and time griefing): an invited institution slashed mid-round hands over a signed
+  commitment the contract would refuse; the aggregator refuses it at upload and the hospitals' batch goes out whole.
 * Stall a bounty (1, the recovery rule): the aggregator dies with round 1 open; the sponsor cannot cancel before
   the round's commit window plus the bounty's recovery grace, and recovers the escrow right after.
 """
@@ -25,6 +27,7 @@ import pytest
 from eth_account import Account
 
 from fedcore import codec
+from fedcore.signing import sign_upload
 from tests.e2e.conftest import upload
 
 pytestmark = [pytest.mark.ganache, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -129,6 +132,60 @@ def test_bots_cannot_crowd_hospitals_out_and_a_slashed_institution_cannot_commit
     for bot in bots:  # leave: later bounties in this module do not invite them
         fed.ledger.as_sender(bot).request_leave()
     print(json.dumps({"bots_attack_seconds": round(time.monotonic() - t0, 1)}))
+
+
+def test_an_invited_institution_slashed_mid_round_cannot_revert_the_gasless_batch(federation, procs, tmp_path):
+    """Batch griefing: eve is invited (eligible when round 1 opens), then slashed below the minimum stake, and hands
+    the aggregator a signed commitment with its upload. The contract would refuse that commitment and with it the
+    whole ``commitUpdatesSigned`` batch, so the aggregator refuses it at upload (403 not_eligible, nothing stored):
+    the hospitals' gasless commitments go on chain in one transaction and they share the whole reward."""
+    from fedcore.commitments import sign_commitment
+    from fedcore.protocol import COMMITMENT_SIGNATURE_HEADER, DECLARED_EPSILON_HEADER, SAMPLE_COUNT_HEADER
+
+    fed = federation
+    t0 = time.monotonic()
+    eve = _fresh_institution(fed, "eve")
+    bounty_id = fed.create_bounty(procs, rounds=1, commit_window=45, reward="1ether")
+    aggregator = fed.start_aggregator(procs, bounty_id, tmp_path / "aggregator-state")
+    current = fed.wait_until(lambda: (c := aggregator.current(bounty_id))["status"] == "open" and c, timeout=90,
+                             what="round 1 to open", alive=(aggregator.proc,))
+    hospitals = {h.address for h in fed.hospitals.values()}
+    assert hospitals | {eve.address} <= set(current["selected"])
+    governance = fed.dev_chain.accounts[0]
+    fed.ledger.as_sender(governance).slash(eve.address, 1, hashlib.sha256(b"evidence").digest())
+
+    body = aggregator.http.get(f"/bounties/{bounty_id}/model").content  # any valid tensors will do
+    signature = sign_commitment(eve, chain_id=fed.w3.eth.chain_id, contract=fed.ledger.address, bounty_id=bounty_id,
+                                round_=1, commitment=fed.commitment(bounty_id, 1, eve.address, body), sample_count=100,
+                                declared_epsilon=0)
+    refused = aggregator.http.post(
+        f"/bounties/{bounty_id}/rounds/1/updates", content=body,
+        headers={"X-Signature": sign_upload(eve, fed.w3.eth.chain_id, fed.ledger.address, bounty_id, 1,
+                                            hashlib.sha256(body).digest()),
+                 "X-Update-Sha256": hashlib.sha256(body).hexdigest(), "Content-Type": "application/octet-stream",
+                 COMMITMENT_SIGNATURE_HEADER: "0x" + signature.hex(), SAMPLE_COUNT_HEADER: "100",
+                 DECLARED_EPSILON_HEADER: "0"})
+    assert (refused.status_code, refused.json()["code"]) == (403, "not_eligible"), refused.text
+    assert "\n" not in refused.json()["detail"] and "minimum stake" in refused.json()["detail"]
+
+    state_root = tmp_path / "nodes"
+    nodes = {h: procs.start(f"node-{h}", *fed.node_args(h, bounty_id, aggregator.url, state_root), "--gasless")
+             for h in fed.hospitals}
+    fed.wait_completed(bounty_id, timeout=300, alive=(aggregator.proc,))
+    for node in nodes.values():
+        assert node.wait(120) == 0, node.tail()
+    books = fed.check_books(bounty_id, rounds=1)
+    assert {e["institution"] for e in books["committed"]} == hospitals  # eve's commitment never went on chain
+    assert len({e["transactionHash"] for e in books["committed"]}) == 1  # one batch, no one-by-one fallback
+    record = aggregator.round_record(bounty_id, 1)
+    assert eve.address not in {u["institution"] for u in record["uploads"]}
+    assert {u["institution"] for u in record["used"]} == hospitals
+    credits = books["credits"]
+    assert eve.address not in credits and all(credits.get(h, 0) > 0 for h in hospitals)
+    assert sum(credits.values()) == books["finalized"][0]["reward"] == books["bounty"].credited
+    fed.claim_all(procs, bounty_id, credits)
+    fed.audit_verify(procs, bounty_id, aggregator.url)
+    print(json.dumps({"batch_griefing_seconds": round(time.monotonic() - t0, 1)}))
 
 
 def test_a_sponsor_recovers_a_bounty_whose_round_stalled(federation, procs, tmp_path):
