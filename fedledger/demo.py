@@ -69,6 +69,7 @@ import numpy as np
 
 from fedcore.errors import ConfigError, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
+from fedledger.demo_report import round_story
 from fedsets.heart import HEART_MODEL, HEART_MODELS
 
 DEFAULT_OUT = Path("runs/demo")
@@ -598,10 +599,11 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         "rounds": [{"round", "accuracy": {"mean_center", "all_test_rows", "centers": {name: acc}},
         "auc": {...same...},
         "scores": {name: float (validation-utility units)}, "scores_fixed": {name: on-chain int as str},
-        "credits": {name: wei}, "reputation": {name: basis points}, "excluded": {name: reason},
-        "left_out": {name: reason} (scored, on chain, kept out of the aggregate by the strategy or the
-        contribution gate, :mod:`aggregator.gate`),
-        "v_empty", "v_grand", "metric", "model_hash", "finalize_tx", "seconds"}],
+        "credits": {name: wei}, "reputation": {name: basis points}, "committed": [name] (on chain), "kept": [name]
+        (entered the model), "left_out": {name: reason} (every other committer or uploader: not verified, outside
+        the task's bounds, or kept out of the aggregate by the contribution gate, :mod:`aggregator.gate`, or the
+        strategy), "gain" (``v(kept) - v(empty)``, what ``pay_only_gain`` decides on; 0 when nothing was kept),
+        "v_empty", "v_kept", "metric", "model_hash", "finalize_tx", "seconds"}],
         "institutions": [{"name", "address", "role", "train_rows", "test_rows", "cumulative_score" (on-chain fixed
         point, positive scores only), "score_sum", "contribution_share" (share of the paying rounds' positive scores,
         weighted by their rewards: the payout share but for dust), "reputation", "credited", "claimed",
@@ -793,11 +795,14 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                 "auc": _metric(evaluation, "auc"),
                 "scores": {name_of(a): v for a, v in sorted((scores.get("values") or {}).items())},
                 "scores_fixed": {name_of(a): v for a, v in sorted((scores.get("fixed_point") or {}).items())},
-                "excluded": {name_of(a): why for a, why in (record.excluded or {}).items()},
-                "used": [name_of(u["institution"]) for u in record.used or []],
-                "left_out": {name_of(a): why for a, why in
-                             sorted(((record.aggregate or {}).get("excluded_by_strategy") or {}).items())},
-                "v_empty": scores.get("v_empty"), "v_grand": scores.get("v_grand"), "metric": scores.get("metric"),
+                **round_story(
+                    committed=[name_of(a) for a in context.ledger.commitments(number, from_block=record.open_block)],
+                    used=[name_of(u["institution"]) for u in record.used or []],
+                    excluded={name_of(a): why for a, why in (record.excluded or {}).items()},
+                    left_out_by_strategy={name_of(a): why for a, why in
+                                          ((record.aggregate or {}).get("excluded_by_strategy") or {}).items()},
+                    v_empty=scores.get("v_empty"), v_grand=scores.get("v_grand")),
+                "metric": scores.get("metric"),
                 "model_hash": "0x" + record.new_model_sha, "finalize_tx": record.finalize_tx,
                 "seconds": time.perf_counter() - round_started,
             }
@@ -805,8 +810,9 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
             round_started = time.perf_counter()
             shown = ", ".join(f"{p.name} {row['scores'][p.name]:+.4f}" for p in participants if p.name in row["scores"])
             gated = f"; left out of the model: {', '.join(row['left_out'])}" if row["left_out"] else ""
-            say(f"round {number:>2}/{options.rounds}  {len(row['used'])} updates committed on chain and verified; "
-                f"scores {shown}{gated}; accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
+            say(f"round {number:>2}/{options.rounds}  {len(row['committed'])} committed on chain, "
+                f"{len(row['kept'])} entered the model (gain {row['gain']:+.4f}); scores {shown}{gated}; "
+                f"accuracy {row['accuracy']['mean_center']:.3f} (mean over hospitals)")
             bar.update(1)
 
         # The embedded chain stamps its pending block when it mines the previous one: after minutes of baselines,

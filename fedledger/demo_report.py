@@ -6,6 +6,7 @@ Both read only the report dict of :func:`fedledger.demo.run_demo`, so they can b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -34,6 +35,46 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = N
 
 def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def round_story(*, committed: Iterable[str], used: Iterable[str], excluded: Mapping[str, str],
+                left_out_by_strategy: Mapping[str, str], v_empty: float | None, v_grand: float | None
+                ) -> dict[str, Any]:
+    """Who took part in a round and what entered its model, from the aggregator's record (pure).
+
+    Parameters
+    ----------
+    committed : the institutions with a commitment on chain in the round
+    used : the updates the round computation admitted (``RoundState.used``: committed, verified, within bounds)
+    excluded : institution -> why it was not admitted (``RoundState.excluded``)
+    left_out_by_strategy : institution -> why an admitted update stayed out of the aggregate (the gate or the
+        strategy: ``aggregate.excluded_by_strategy``)
+    v_empty, v_grand : the scores' utilities of the global model and of the last set the scorer valued
+
+    Returns
+    -------
+    dict
+        ``committed`` and ``kept`` (entered the model), sorted; ``left_out``: every other committer or uploader with
+        its reason; ``gain``: ``v(kept) - v(empty)``, the number ``pay_only_gain`` decides on (0 when nothing entered
+        the model: then ``v_grand`` describes a set the gate left out); ``v_empty``; ``v_kept``.
+    """
+    left_out = {**excluded, **left_out_by_strategy}
+    kept = sorted(set(used) - set(left_out))
+    gain = float(v_grand - v_empty) if kept and v_grand is not None and v_empty is not None else 0.0
+    return {"committed": sorted(committed), "kept": kept, "left_out": dict(sorted(left_out.items())), "gain": gain,
+            "v_empty": v_empty, "v_kept": None if v_empty is None else v_empty + gain}
+
+
+def round_table(report: dict[str, Any]) -> str:
+    """Per round: how many committed, who entered the model, who was left out (and the reason's first words),
+    and the gain of what entered the model on the validation set."""
+    headers = ["round", "committed", "entered the model", "left out", "gain"]
+    rows = []
+    for r in report["rounds"]:
+        left_out = ", ".join(f"{who} ({why.split(':')[0]})" for who, why in r["left_out"].items()) or "-"
+        rows.append([str(r["round"]), str(len(r["committed"])), ", ".join(r["kept"]) or "nothing", left_out,
+                     f"{r['gain']:+.4f}"])
+    return _table(headers, rows, right={0, 1, 4})
 
 
 def accuracy_table(report: dict[str, Any]) -> str:
@@ -98,6 +139,11 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         "Accuracy of the federated global model on each hospital's test part, per round",
         accuracy_table(report),
+        "",
+        "What each round's model is made of (gain: v(kept) - v(empty), validation "
+        + next((r["metric"] for r in report["rounds"] if r.get("metric")), "utility")
+        + "; not positive: nobody is paid)",
+        round_table(report),
         "",
         "Each hospital's own test part: alone (its tuned local-only model), federated, personalized (its own model)",
         outcome_table(report),

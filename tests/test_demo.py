@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fedledger.cli import main
-from fedledger.demo_report import PLOTS, format_report
+from fedledger.demo_report import PLOTS, format_report, round_story
 from fedsets.data import default_data_root
 
 pytestmark = pytest.mark.skipif(
@@ -74,6 +74,39 @@ def test_report_json_has_the_promised_keys(heart_run):
     assert {"deploy", "join", "createBounty", "openRound", "commitUpdate", "finalizeRound", "claim"} <= set(saved["gas"])
     assert saved["gas"]["commitUpdate"]["count"] == 2 * 4  # every update hash committed on chain
     assert saved["gas"]["openRound"]["count"] == saved["gas"]["finalizeRound"]["count"] == 2
+
+
+def test_each_round_says_what_was_committed_what_entered_the_model_and_its_gain(heart_run):
+    _, report, _ = heart_run
+    names = {"cleveland", "hungarian", "switzerland", "va"}
+    for r in report["rounds"]:
+        assert set(r["committed"]) == names  # every hospital committed on chain
+        kept, left_out = set(r["kept"]), set(r["left_out"])
+        assert kept <= set(r["committed"]) and not kept & left_out and set(r["committed"]) <= kept | left_out
+        assert r["gain"] == pytest.approx(r["v_kept"] - r["v_empty"])
+        if r["gain"] <= 0:  # pay_only_gain: a round whose model gained nothing pays nobody
+            assert sum(r["credits"].values()) == 0
+        for gone in ("used", "excluded", "v_grand"):
+            assert gone not in r
+    table = format_report(report).split("What each round's model is made of")[1]
+    for r in report["rounds"]:
+        assert f"{r['gain']:+.4f}" in table
+
+
+def test_the_round_story_of_a_round_whose_gate_left_everything_out():
+    """v_grand is the utility of the last set the scorer valued; when the gate left that out too, nothing entered the
+    model and the gain is 0, whatever v_grand says."""
+    story = round_story(committed=["a", "b"], used=["a", "b"], excluded={"c": "uploaded without a commitment"},
+                        left_out_by_strategy={"a": "harmful: value -0.2", "b": "gated: left out of 2 rounds"},
+                        v_empty=0.70, v_grand=0.55)
+    assert story == {"committed": ["a", "b"], "kept": [], "gain": 0.0, "v_empty": 0.70, "v_kept": 0.70,
+                     "left_out": {"a": "harmful: value -0.2", "b": "gated: left out of 2 rounds",
+                                  "c": "uploaded without a commitment"}}
+    partly = round_story(committed=["a", "b"], used=["a", "b"], excluded={},
+                         left_out_by_strategy={"a": "harmful: value -0.2"}, v_empty=0.70, v_grand=0.75)
+    assert partly["kept"] == ["b"] and partly["gain"] == pytest.approx(0.05) and partly["v_kept"] == pytest.approx(0.75)
+    nothing = round_story(committed=[], used=[], excluded={}, left_out_by_strategy={}, v_empty=None, v_grand=None)
+    assert (nothing["kept"], nothing["gain"], nothing["v_kept"]) == ([], 0.0, None)
 
 
 def test_audit_verifies_and_money_adds_up(heart_run):
