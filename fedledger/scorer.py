@@ -15,6 +15,14 @@ its scores. For a round whose commit window closed on chain it
 5. once the round is over on chain, compares its outcome with the finalized one and, if they differ, puts its own
    on record (``recordDissent``). A lapsed round (no quorum in time) has no outcome to dissent from.
 
+Every scorer recomputes from the uploads the aggregator lists, so an upload the aggregator silently drops is left
+out by all of them alike and the outcomes still agree. What a scorer can see is the chain: an invited institution
+that committed in the round but whose upload the aggregator does not serve is named in the scorer's record
+(``unserved``) and its log. That makes a drop visible, not undone: the scorer cannot tell a drop from an institution
+that never uploaded (or was refused at upload, which leaves no record), and the invitation list is the aggregator's
+word too. ``audit trace`` shows the same from the auditor's side (committed, not scored; with ``--aggregator``,
+which of those the aggregator does not serve and the reason it recorded).
+
 ``attest`` does this for one round; ``serve`` for every round of the bounty until it is over.
 """
 
@@ -23,7 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +100,7 @@ class RoundResult:
     scores: list[int] = field(default_factory=list)
     outcome_digest: str | None = None
     left_out: dict[str, str] = field(default_factory=dict)
+    unserved: dict[str, str] = field(default_factory=dict)
     finalized_model_hash: str | None = None
     dissent_tx: str | None = None
 
@@ -104,7 +113,7 @@ class RoundResult:
     def to_dict(self) -> dict:
         return {"round": self.round, "status": self.status, "new_model_hash": self.new_model_hash,
                 "participants": self.participants, "scores": [str(s) for s in self.scores],
-                "outcome_digest": self.outcome_digest, "left_out": self.left_out,
+                "outcome_digest": self.outcome_digest, "left_out": self.left_out, "unserved": self.unserved,
                 "finalized_model_hash": self.finalized_model_hash, "dissent_tx": self.dissent_tx}
 
 
@@ -164,6 +173,9 @@ class Scorer:
 
         uploads = {u.institution: Digest(u.sha256).bare for u in listing.uploads}
         kept, left_out = select_updates(commitments, uploads, binding, listing.selected)
+        unserved = unserved_commitments(commitments, uploads, listing.selected)
+        for who, why in unserved.items():
+            log.warning("round %d: %s %s", number, who, why)
         updates = []
         for who, match in sorted(kept.items()):
             try:
@@ -190,7 +202,7 @@ class Scorer:
         hashes = {a: bytes(c.update_hash) for a, c in commitments.items()}
         participants, scores = self.client.outcome(self.bounty_id, number, fixed, commitments=hashes)
         result = RoundResult(number, "computed", "0x" + outcome.model_hash.hex(), participants, scores,
-                             left_out={**left_out, **outcome.rejected})
+                             left_out={**left_out, **outcome.rejected}, unserved=unserved)
         return result, outcome
 
     def sign(self, result: RoundResult) -> bytes:
@@ -240,6 +252,16 @@ class Scorer:
         result.status = "dissented"
         log.warning("round %d: finalized with another outcome; dissent recorded (tx %s)", number, result.dissent_tx)
         return result
+
+
+def unserved_commitments(commitments: Mapping[str, Any], uploads: Mapping[str, str],
+                         selected: Collection[str]) -> dict[str, str]:
+    """Invited institutions with a commitment on chain whose upload the aggregator does not serve, with what that
+    means (pure): ``{address: "committed on chain ... "}``."""
+    invited = set(selected)
+    return {who: "committed on chain but the aggregator serves no upload of it (never uploaded, refused at upload, "
+                 "or dropped by the aggregator)"
+            for who in sorted(commitments) if who in invited and who not in uploads}
 
 
 def check_inputs(bounty, *, task: Path, validation: Path, rules: Path) -> None:
@@ -443,4 +465,6 @@ def _text(report: dict) -> str:
         line += f", model {report['new_model_hash'][:12]}…, {len(report['participants'])} participant(s)"
     if report.get("dissent_tx"):
         line += f", dissent tx {report['dissent_tx']}"
+    if report.get("unserved"):
+        line += f", committed but not served by the aggregator: {', '.join(report['unserved'])}"
     return line

@@ -69,6 +69,10 @@ def format_trace(report: BountyTrace) -> str:
     for event in report.timeline:
         details = "  ".join(f"{k}={_short(v)}" for k, v in event.args.items() if k != "bountyId")
         lines.append(f"  block {event.block:>6}  {event.name:<18}  {details}")
+    for r in report.rounds:
+        if r.unscored:  # visible on chain whoever is to blame: a scorer's record names drops it could see
+            lines.append(f"round {r.number}: committed but not scored: {', '.join(r.unscored)} (not uploaded, refused, "
+                         "outside the task's bounds or dropped by the aggregator: its round record gives its reason)")
     lines.append("books: " + "  ".join(f"{k}={v}" for k, v in report.to_dict()["books"].items()))
     return "\n".join(lines)
 

@@ -134,6 +134,16 @@ class RoundTrace:
         return {s.institution: committed[s.institution] for s in self.scored if s.institution in committed}
 
     @property
+    def unscored(self) -> tuple[str, ...]:
+        """Institutions that committed in this finalized round but have no score: their update is not in the outcome.
+        The chain cannot tell why (not uploaded, refused at upload, outside the task's bounds, or dropped by the
+        aggregator); the aggregator's round record says what it claims."""
+        if not self.is_finalized:
+            return ()
+        scored = {s.institution for s in self.scored}
+        return tuple(sorted(who for who in self.committed if who not in scored))
+
+    @property
     def scores(self) -> dict[str, int]:
         return {s.institution: s.score for s in self.scored}
 
@@ -158,7 +168,7 @@ class RoundTrace:
             "commitments": {c.institution: {"update_hash": str(c.update_hash), "sample_count": c.sample_count,
                                             "epsilon": c.declared_epsilon}
                             for c in self.committed.values()},
-            "scores": self.scores, "credits": self.credits,
+            "scores": self.scores, "credits": self.credits, "committed_not_scored": list(self.unscored),
             "attestations": [a.to_dict() for a in self.attestations],
             "dissents": [a.to_dict() for a in self.dissents], "lapsed": self.lapsed is not None,
             "new_model_hash": None if self.new_model_hash is None else str(self.new_model_hash),

@@ -161,3 +161,26 @@ def test_trace_shows_each_institutions_declared_epsilon_per_round(joined, tmp_pa
         assert {who: c["epsilon"] for who, c in commitments.items()} == by_institution
     plain = report.rounds[0].committed[w.insts[0]]
     assert plain.epsilon == 800_000 and plain.declared_epsilon == 0.8
+
+
+def test_trace_names_institutions_that_committed_but_were_not_scored(joined, tmp_path):
+    """An update committed on chain that is not in the finalized outcome (never uploaded, refused, or dropped by the
+    aggregator: the chain cannot tell which) is named per round, in the JSON and in the text."""
+    from ledger.audit import format_trace
+
+    w = joined
+    a, b, c, _ = w.insts
+    bounty_id = w.new_bounty(rounds=2)
+    round_ = w.as_(w.aggregator).open_round(bounty_id, h("model-0"))
+    w.commit(bounty_id, round_, [a, b, c])
+    w.as_(w.aggregator).finalize_round(bounty_id, round_, h("model-1"), {a: 2, b: 1})  # c's update left unscored
+    db = tmp_path / "index.sqlite"
+    sync_index(w.w3, _deployment(w), db)
+    report = trace(db, bounty_id, w.ledger)
+    assert report.round(1).unscored == (c,)
+    assert report.to_dict()["rounds"][0]["committed_not_scored"] == [c]
+    assert f"round 1: committed but not scored: {c}" in format_trace(report)
+    w.as_(w.aggregator).open_round(bounty_id, h("model-1"))
+    w.commit(bounty_id, 2, [a])
+    sync_index(w.w3, _deployment(w), db)
+    assert trace(db, bounty_id).round(2).unscored == ()  # an open round has no outcome yet

@@ -195,7 +195,36 @@ def test_a_scorer_recomputes_each_round_from_what_members_may_fetch_and_its_atte
         own = committee_view.own_outcome(context, context.state.round(round_))
         assert (result.new_model_hash, result.participants, [str(s) for s in result.scores]) == (
             "0x" + own["new_model_hash"], own["participants"], own["scores"])
+        assert result.unserved == {}  # an honest aggregator serves every committed invitee's upload
         scorer.attest(result)
         assert coordinator.step() == "finalized"
         assert scorer.settle(result).status == "agreed"
     assert replayed == [2]
+
+
+def test_a_scorer_names_a_committed_update_the_aggregator_does_not_serve(committee, caplog):
+    """A dishonest aggregator drops an accepted upload without a word. Every scorer recomputes from what it serves, so
+    they would all agree without it; the scorer compares with the chain's commitments and names the institution in
+    its record and its log."""
+    from fedcore.population import load_validation_set
+    from fedcore.rules import RoundRules
+    from fedcore.task import TaskSpec
+    from fedledger.scorer import CommitteeAggregator, Scorer
+
+    h = committee
+    context, client, coordinator = started(h)
+    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
+    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
+                                 bounty_id=h.bounty_id, client=client)
+    scorer = Scorer(h.as_(SCORER), SCORER, source, h.bounty_id, spec, rules, load_validation_set(h.validation_path, spec))
+    assert coordinator.step() == "opened"
+    play_uploads(h, client, 1, h.insts)
+    dropped = h.insts[0].address
+    context.state._execute("DELETE FROM uploads WHERE round = 1 AND institution = ?", (dropped,))  # silently
+    h.advance(WINDOW + 1)
+    assert coordinator.run_until("scored") == "scored"
+    with caplog.at_level("WARNING", logger="fedledger.scorer"):
+        result, _ = scorer.compute(1)
+    assert list(result.unserved) == [dropped] and "serves no upload" in result.unserved[dropped]
+    assert result.to_dict()["unserved"] == result.unserved and dropped not in result.participants
+    assert dropped in caplog.text
