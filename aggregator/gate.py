@@ -27,6 +27,7 @@ rebuilds it bit for bit. An institution absent from a round keeps its count.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -111,8 +112,12 @@ def decide(scores: RoundScores | None, record: Mapping[str, int], rules: RoundRu
 
 def harm_spread(scores: RoundScores, who: str, rules: RoundRules) -> float:
     """How far from zero ``who``'s value must lie to be told apart from zero: ``harm_spread x std error +
-    harm_margin`` (utility units)."""
-    return rules.harm_spread * scores.std_errors.get(who, 0.0) + rules.harm_margin
+    harm_margin`` (utility units). With ``rules.row_spread`` the std error is ``sqrt(sampling**2 + rows**2)``: the
+    estimator's and the validation rows' (:attr:`aggregator.scoring.RoundScores.row_std_errors`)."""
+    error = scores.std_errors.get(who, 0.0)
+    if rules.row_spread:
+        error = math.hypot(error, scores.row_std_errors.get(who, 0.0))
+    return rules.harm_spread * error + rules.harm_margin
 
 
 def on_chain_scores(scores: RoundScores | None, left_out: Mapping[str, str], rules: RoundRules, *, gain: float
