@@ -4,7 +4,9 @@ The round's scores are taken on every admitted update before the aggregate (:fun
 With the bounty's rules (:class:`fedcore.rules.RoundRules`, fixed on chain before anyone trains):
 
 - **harmful**: an update whose value is below ``-(harm_spread x std_error + harm_margin)`` is left out of the
-  aggregate. Its score still goes on chain (it is negative, so the contract credits it nothing).
+  aggregate. Its score still goes on chain (it is negative, so the contract credits it nothing). With
+  ``row_spread`` the std error is ``sqrt(sampling**2 + rows**2)``: the estimator's and the value's own standard error
+  over the sponsor's validation rows (:func:`harm_spread`), so an exact estimator has a spread too.
 - **gated**: an institution left out in ``gate_after`` consecutive rounds of the bounty is gated: from then on its
   update enters only in a round where its value is above ``+(harm_spread x std_error + harm_margin)``, positive value
   beyond the same spread; that round ends the gate.
