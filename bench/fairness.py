@@ -319,6 +319,7 @@ def row_diagnostics(record, case: Case, spec, rules) -> dict[str, Any]:
                                 strategy_state=None, spec=spec, X_val=case.validation[0], y_val=case.validation[1],
                                 utility_metric=rules.utility_metric, groups_val=case.groups)  # FedAvg: no state
     estimate = shapley.exact_shapley(utility.n, shapley.CachedUtility(utility, n=utility.n))
+    assert estimate.form is not None  # exact Shapley has one
     rows = shapley.row_values(estimate.form, utility.per_row)
     errors = population_standard_error(rows, case.groups, utility.group_weights)
     out: dict[str, Any] = {"values": dict(zip(utility.ids, estimate.values.tolist())),
