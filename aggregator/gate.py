@@ -4,7 +4,9 @@ The round's scores are taken on every admitted update before the aggregate (:fun
 With the bounty's rules (:class:`fedcore.rules.RoundRules`, fixed on chain before anyone trains):
 
 - **harmful**: an update whose value is below ``-(harm_spread x std_error + harm_margin)`` is left out of the
-  aggregate. Its score still goes on chain (it is negative, so the contract credits it nothing).
+  aggregate. Its score still goes on chain (it is negative, so the contract credits it nothing). With
+  ``row_spread`` the std error is ``sqrt(sampling**2 + rows**2)``: the estimator's and the value's own standard error
+  over the sponsor's validation rows (:func:`harm_spread`), so an exact estimator has a spread too.
 - **gated**: an institution left out in ``gate_after`` consecutive rounds of the bounty is gated: from then on its
   update enters only in a round where its value is above ``+(harm_spread x std_error + harm_margin)``, positive value
   beyond the same spread; that round ends the gate.
@@ -27,6 +29,7 @@ rebuilds it bit for bit. An institution absent from a round keeps its count.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -111,8 +114,12 @@ def decide(scores: RoundScores | None, record: Mapping[str, int], rules: RoundRu
 
 def harm_spread(scores: RoundScores, who: str, rules: RoundRules) -> float:
     """How far from zero ``who``'s value must lie to be told apart from zero: ``harm_spread x std error +
-    harm_margin`` (utility units)."""
-    return rules.harm_spread * scores.std_errors.get(who, 0.0) + rules.harm_margin
+    harm_margin`` (utility units). With ``rules.row_spread`` the std error is ``sqrt(sampling**2 + rows**2)``: the
+    estimator's and the validation rows' (:attr:`aggregator.scoring.RoundScores.row_std_errors`)."""
+    error = scores.std_errors.get(who, 0.0)
+    if rules.row_spread:
+        error = math.hypot(error, scores.row_std_errors.get(who, 0.0))
+    return rules.harm_spread * error + rules.harm_margin
 
 
 def on_chain_scores(scores: RoundScores | None, left_out: Mapping[str, str], rules: RoundRules, *, gain: float

@@ -267,6 +267,7 @@ def _merge_scores(earlier: RoundScores, later: RoundScores) -> RoundScores:
 
     return replace(later, values=merged(earlier.values, later.values),
                    std_errors=merged(earlier.std_errors, later.std_errors),
+                   row_std_errors=merged(earlier.row_std_errors, later.row_std_errors),
                    fixed_point=merged(earlier.fixed_point, later.fixed_point),
                    evaluations=earlier.evaluations + later.evaluations, seconds=earlier.seconds + later.seconds)
 
@@ -283,4 +284,5 @@ def _score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weight
         spec=spec, X_val=inputs.X_val, y_val=inputs.y_val, estimator=rules.estimator,
         estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
         utility_metric=rules.utility_metric, server_round=inputs.round, groups_val=inputs.groups_val,
+        row_spread=rules.row_spread,
     )

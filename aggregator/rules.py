@@ -14,14 +14,15 @@ from aggregator import shapley
 from aggregator.scoring import DEFAULT_ESTIMATOR, DEFAULT_UTILITY_METRIC, estimator_settings
 from aggregator.strategies import Strategy, make_strategy
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
-from fedcore.rules import RoundRules
+from fedcore.metrics import ROW_METRICS
+from fedcore.rules import ROW_SPREAD, RoundRules
 from fedcore.task import TaskSpec
 
 #: Estimator keywords that are call-time inputs, not rules.
 _CALL_TIME = frozenset({"seed", "weights"})
 #: The RoundRules fields of the contribution gate (:mod:`aggregator.gate`).
 GATE_FIELDS = frozenset({"exclude_harmful", "harm_spread", "harm_margin", "gate_after", "zero_within_spread",
-                         "pay_only_gain"})
+                         "pay_only_gain", "row_spread"})
 
 
 def resolve_rules(
@@ -52,8 +53,9 @@ def resolve_rules(
         Root of the scoring seeds.
     gate : Mapping, optional
         Overrides of the contribution gate's fields (:data:`GATE_FIELDS`: ``exclude_harmful``, ``harm_spread``,
-        ``harm_margin``, ``gate_after``, ``zero_within_spread``, ``pay_only_gain``); the rest keep
-        :mod:`fedcore.rules`' defaults.
+        ``harm_margin``, ``gate_after``, ``zero_within_spread``, ``pay_only_gain``, ``row_spread``); the rest keep
+        :mod:`fedcore.rules`' defaults, except that ``row_spread`` is off by default for a metric that is not a mean
+        over rows (AUC), which has no per-row split.
 
     Raises
     ------
@@ -81,7 +83,7 @@ def resolve_rules(
         estimator_params=_with_signature_defaults(estimator, merged),
         utility_metric=metric,
         seed=seed,
-        **dict(gate or {}),
+        **{"row_spread": ROW_SPREAD and metric in ROW_METRICS, **dict(gate or {})},
     )
 
 

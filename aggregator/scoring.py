@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -64,8 +64,9 @@ from aggregator import shapley
 from aggregator.shapley import CachedUtility, ContributionEstimate
 from aggregator.strategies import Strategy, make_strategy
 from fedcore.errors import AggregatorError, DataError, FedLedgerError
+from fedcore.metrics import ROW_METRICS, row_scores
 from fedcore.models import model_from_weights, predict_proba, set_weights
-from fedcore.population import group_weights, population_score
+from fedcore.population import group_weights, population_score, population_standard_error
 from fedcore.rules import FIXED_POINT_SCALE, SCORE_QUANTUM
 from fedcore.task import METRICS, TaskSpec
 from fedcore.types import Update
@@ -140,6 +141,11 @@ class RoundScores:
         Completed permutations (0 for estimators that do not sample).
     converged : bool
         False when a sampling estimator stopped on a cap before its tolerance was met.
+    row_std_errors : dict[str, float]
+        Standard error of each value over the sponsor's validation rows (``score_round(row_spread=True)``: the
+        value split row by row, :func:`aggregator.shapley.row_values`, and its stratified spread under the task's
+        population, :func:`fedcore.population.population_standard_error`), scaled like the values; empty when not
+        computed.
     """
 
     values: dict[str, float]
@@ -154,6 +160,7 @@ class RoundScores:
     estimator_params: dict[str, Any] | None = None
     permutations: int = 0
     converged: bool = True
+    row_std_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -174,6 +181,7 @@ class RoundScores:
             "estimator_params": dict(self.estimator_params or {}),
             "permutations": self.permutations,
             "converged": self.converged,
+            "row_std_errors": dict(self.row_std_errors),
         }
 
 
@@ -339,6 +347,8 @@ class CoalitionUtility:
         except DataError as error:
             raise AggregatorError(f"cannot score this round: {error}") from None
         self._groups = groups_val
+        #: Each evaluated coalition's per-row scores (metrics that are a mean over rows), for :meth:`per_row`.
+        self._rows: dict[frozenset[int], np.ndarray] = {}
         try:
             self._model = model_from_weights(spec, self._global, n_features=X_val.shape[1])
             self._strategy.load_state_dict(_copy_state(self._state))
@@ -363,8 +373,24 @@ class CoalitionUtility:
         return predict_proba(self._model, self._X)
 
     def __call__(self, coalition: frozenset[int]) -> float:
-        probabilities = self.predict(self.weights(frozenset(coalition)))
+        key = frozenset(coalition)
+        probabilities = self.predict(self.weights(key))
+        if self.metric in ROW_METRICS:
+            self._rows[key] = row_scores(self.metric, self._y, probabilities)
         return float(population_score(self.metric, self._y, probabilities, self._groups, self.group_weights))
+
+    def per_row(self, coalition: frozenset[int]) -> np.ndarray:
+        """Each validation row's score under an already evaluated coalition (shape (m,)); the population mean of it
+        is ``self(coalition)``."""
+        try:
+            return self._rows[frozenset(coalition)]
+        except KeyError:
+            raise AggregatorError(f"coalition {sorted(coalition)} has no per-row scores (metric {self.metric!r} "
+                                  f"is not a mean over rows, or it was not evaluated)") from None
+
+    def row_std_errors(self, form: shapley.LinearForm) -> np.ndarray:
+        """Standard error over the validation rows of each value of an estimate with this linear form (shape (n,))."""
+        return population_standard_error(shapley.row_values(form, self.per_row), self._groups, self.group_weights)
 
 
 def coalition_utility(
@@ -507,6 +533,7 @@ def score_round(
     utility_metric: str | None = None,
     server_round: int = 0,
     groups_val: Sequence[str] | None = None,
+    row_spread: bool = False,
 ) -> RoundScores:
     """Score every institution's update of one round.
 
@@ -527,6 +554,10 @@ def score_round(
         Passed to the strategy, as in the round's real aggregation.
     groups_val : sequence of str, optional
         As in :func:`coalition_utility`.
+    row_spread : bool
+        Also give each value's standard error over the validation rows (``RoundScores.row_std_errors``); needs a
+        metric that is a mean over rows (accuracy, log loss) and an estimator other than ``alignment``. No extra
+        utility evaluation: the coalitions' per-row scores are kept as they are computed.
 
     Returns
     -------
@@ -573,6 +604,12 @@ def score_round(
             grand_value=grand,
             empty_value=empty,
         )
+    if row_spread:
+        if estimate.form is None or utility.metric not in ROW_METRICS:
+            raise AggregatorError(f"a spread over the validation rows needs a metric that is a mean over rows "
+                                  f"({', '.join(ROW_METRICS)}) and a utility estimator; got {utility.metric!r} and "
+                                  f"{estimator!r}")
+        estimate = replace(estimate, row_std_errors=utility.row_std_errors(estimate.form))
     normalized = shapley.normalize_estimate(estimate)
     # rounded once, from the float, to the rules' decimals (what a committee can agree on), then in 18-decimal units
     fixed = [q * SCORE_QUANTUM for q in shapley.to_fixed_point(normalized.values, FIXED_POINT_SCALE // SCORE_QUANTUM)]
@@ -594,6 +631,8 @@ def score_round(
         estimator_params=params,
         permutations=int(estimate.permutations),
         converged=bool(estimate.converged),
+        row_std_errors={} if normalized.row_std_errors is None
+        else dict(zip(utility.ids, (float(e) for e in normalized.row_std_errors))),
     )
 
 

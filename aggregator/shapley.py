@@ -114,6 +114,12 @@ class ContributionEstimate:
     samples : np.ndarray, shape (permutations, n), or None
         Marginal contribution of each player in each completed permutation (0 after a truncation);
         None for methods that do not sample.
+    form : LinearForm or None
+        The values as a weighted sum of the coalition utilities the call used (None for ``alignment``):
+        what lets :func:`row_values` split each value over the validation rows.
+    row_std_errors : np.ndarray, shape (n,), or None
+        Standard error of each value over the validation rows (the utility's own sampling error), when
+        the caller computed it (:func:`row_values`); None otherwise.
     """
 
     values: np.ndarray
@@ -126,9 +132,11 @@ class ContributionEstimate:
     empty_value: float = math.nan
     seed: int | None = None
     samples: np.ndarray | None = field(default=None, repr=False)
+    form: LinearForm | None = field(default=None, repr=False, compare=False)
+    row_std_errors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("values", "std_errors", "samples"):
+        for name in ("values", "std_errors", "samples", "row_std_errors"):
             array = getattr(self, name)
             if array is not None:
                 array = np.array(array, dtype=np.float64)  # a private copy, then frozen
@@ -139,6 +147,68 @@ class ContributionEstimate:
     def total(self) -> float:
         """``v(N) - v(empty)``: what efficient values sum to."""
         return self.grand_value - self.empty_value
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    """An estimate's values as a weighted sum of coalition utilities: ``values[i] = sum_k weights[k, i] * v(S_k)``.
+
+    Every estimator but ``alignment`` is linear in the utility, once its sampling (and truncation) is fixed. When the
+    utility is a mean over validation rows, the same weights applied to each row's utility split every value over
+    the rows (:func:`row_values`), whose spread is the value's standard error over the validation set.
+
+    Attributes
+    ----------
+    coalitions : tuple of frozenset[int], length k
+    weights : np.ndarray, shape (k, n)
+    """
+
+    coalitions: tuple[frozenset[int], ...]
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        weights = np.array(self.weights, dtype=np.float64)
+        if weights.ndim != 2 or weights.shape[0] != len(self.coalitions):
+            raise AggregatorError(f"a linear form needs one weight row per coalition, got {weights.shape} for "
+                                  f"{len(self.coalitions)} coalitions")
+        weights.setflags(write=False)
+        object.__setattr__(self, "weights", weights)
+
+    @classmethod
+    def of(cls, n: int, terms: Mapping[frozenset[int], np.ndarray]) -> LinearForm:
+        """From coalition -> weight vector (shape (n,)); coalitions in a canonical order (size, then members)."""
+        order = sorted(terms, key=lambda c: (len(c), sorted(c)))
+        weights = np.array([terms[c] for c in order], dtype=np.float64).reshape(len(order), n)
+        return cls(tuple(order), weights)
+
+
+def row_values(form: LinearForm, per_row: Callable[[frozenset[int]], np.ndarray]) -> np.ndarray:
+    """Each value split over the validation rows: ``sum_k weights[k, i] * per_row(coalitions[k])[j]``.
+
+    Parameters
+    ----------
+    form : LinearForm
+        The estimate's :attr:`ContributionEstimate.form`.
+    per_row : callable
+        ``coalition -> np.ndarray, shape (m,)``: each validation row's share of ``v(coalition)``, in the units whose
+        (population-weighted) mean is the utility (:func:`fedcore.metrics.row_scores`).
+
+    Returns
+    -------
+    np.ndarray, shape (n, m)
+        Row ``i`` is player ``i``'s value row by row; its (population) mean is the value. Coalitions are summed in
+        the form's order: the same floats on every run.
+    """
+    n = form.weights.shape[1]
+    total: np.ndarray | None = None
+    for coalition, weight in zip(form.coalitions, form.weights):
+        if not weight.any():
+            continue
+        term = weight[:, None] * np.asarray(per_row(coalition), dtype=np.float64)[None, :]
+        total = term if total is None else total + term
+    if total is None:
+        return np.zeros((n, np.asarray(per_row(frozenset())).size))
+    return total
 
 
 class CachedUtility:
@@ -270,11 +340,16 @@ def exact_shapley(
         [math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)]
     )
     shapley = np.empty(n, dtype=np.float64)
+    coefficients = np.zeros((2**n, n))  # the weight of v(mask) in each player's value
     for player in range(n):
         bit = 1 << player
         without = masks[(masks & bit) == 0]
         terms = weight_by_size[sizes[without]] * (values_by_mask[without | bit] - values_by_mask[without])
         shapley[player] = math.fsum(terms)
+        coefficients[without | bit, player] += weight_by_size[sizes[without]]
+        coefficients[without, player] -= weight_by_size[sizes[without]]
+    form = LinearForm.of(n, {frozenset(i for i in range(n) if mask >> i & 1): coefficients[mask]
+                             for mask in range(2**n)})
     return ContributionEstimate(
         values=shapley,
         std_errors=np.zeros(n),
@@ -282,6 +357,7 @@ def exact_shapley(
         method="exact",
         grand_value=float(values_by_mask[-1]),
         empty_value=float(values_by_mask[0]),
+        form=form,
     )
 
 
@@ -306,6 +382,7 @@ def leave_one_out(n: int, utility: Utility, *, seed: int | None = None) -> Contr
     everyone = frozenset(range(n))
     empty, grand = cache(frozenset()), cache(everyone)
     values = np.array([grand - cache(everyone - {i}) for i in range(n)])
+    terms = {everyone: np.ones(n), **{everyone - {i}: -np.eye(n)[i] for i in range(n)}}
     return ContributionEstimate(
         values=values,
         std_errors=np.zeros(n),
@@ -313,6 +390,7 @@ def leave_one_out(n: int, utility: Utility, *, seed: int | None = None) -> Contr
         method="loo",
         grand_value=grand,
         empty_value=empty,
+        form=LinearForm.of(n, terms),
     )
 
 
@@ -335,6 +413,7 @@ def validation_gain(n: int, utility: Utility, *, seed: int | None = None) -> Con
     start = cache.evaluations
     empty, grand = cache(frozenset()), cache(frozenset(range(n)))
     values = np.array([cache(frozenset({i})) - empty for i in range(n)])
+    terms = {frozenset(): -np.ones(n), **{frozenset({i}): np.eye(n)[i] for i in range(n)}}
     return ContributionEstimate(
         values=values,
         std_errors=np.zeros(n),
@@ -342,6 +421,7 @@ def validation_gain(n: int, utility: Utility, *, seed: int | None = None) -> Con
         method="gain",
         grand_value=grand,
         empty_value=empty,
+        form=LinearForm.of(n, terms),
     )
 
 
@@ -419,8 +499,9 @@ def _scan_permutation(
     grand: float,
     truncation_threshold: float,
     may_evaluate: Callable[[], bool],
-) -> np.ndarray | None:
-    """Marginal contributions of one permutation; None if the evaluation budget ran out mid-scan.
+) -> tuple[np.ndarray, int] | None:
+    """Marginal contributions of one permutation and how many of its players were added before a truncation;
+    None if the evaluation budget ran out mid-scan.
 
     Truncation rule: before adding the next player, if ``|v(N) - v(prefix)| < truncation_threshold``
     the remaining players' marginals are set to 0 and the scan stops.
@@ -438,7 +519,21 @@ def _scan_permutation(
         value = cache(coalition)
         marginals[player] = value - previous
         previous = value
-    return marginals
+    return marginals, len(prefix)
+
+
+def _permutation_form(n: int, scans: Sequence[tuple[np.ndarray, int]]) -> LinearForm:
+    """The mean of the scans' marginals as a weighted sum of the prefixes' utilities."""
+    terms: dict[frozenset[int], np.ndarray] = {}
+    share = 1.0 / len(scans) if scans else 0.0
+    for permutation, depth in scans:
+        before: frozenset[int] = frozenset()
+        for player in permutation[:depth]:
+            after = before | {int(player)}
+            terms.setdefault(after, np.zeros(n))[player] += share
+            terms.setdefault(before, np.zeros(n))[player] -= share
+            before = after
+    return LinearForm.of(n, terms)
 
 
 def _permutation_estimate(
@@ -474,7 +569,7 @@ def _permutation_estimate(
     total_gain = abs(grand - empty)
 
     def result(
-        values: np.ndarray, std_errors: np.ndarray, samples: np.ndarray, converged: bool
+        values: np.ndarray, std_errors: np.ndarray, samples: np.ndarray, converged: bool, form: LinearForm
     ) -> ContributionEstimate:
         return ContributionEstimate(
             values=values,
@@ -487,11 +582,12 @@ def _permutation_estimate(
             empty_value=empty,
             seed=seed,
             samples=samples,
+            form=form,
         )
 
     # GTG between-round truncation: the round changed the model too little to be worth scoring.
     if round_truncation_threshold is not None and total_gain < round_truncation_threshold:
-        return result(np.zeros(n), np.zeros(n), np.zeros((0, n)), True)
+        return result(np.zeros(n), np.zeros(n), np.zeros((0, n)), True, LinearForm.of(n, {}))
 
     permutations = _permutation_stream(n, np.random.default_rng(seed), sampling)
     # Guided schemes are balanced (by leader, by position) only after whole sweeps: test only then.
@@ -503,21 +599,25 @@ def _permutation_estimate(
         return max_evaluations is None or cache.evaluations - start < max_evaluations
 
     rows: list[np.ndarray] = []
+    scans: list[tuple[np.ndarray, int]] = []
     # Welford running mean and sum of squared deviations: O(n) per permutation for the stopping test.
     mean, squares = np.zeros(n), np.zeros(n)
     converged = False
     while len(rows) < max_permutations:
-        row = _scan_permutation(
-            next(permutations),
+        permutation = next(permutations)
+        scan = _scan_permutation(
+            permutation,
             cache,
             empty=empty,
             grand=grand,
             truncation_threshold=truncation_threshold,
             may_evaluate=may_evaluate,
         )
-        if row is None:
+        if scan is None:
             break
+        row, depth = scan
         rows.append(row)
+        scans.append((permutation, depth))
         count = len(rows)
         delta = row - mean
         mean += delta / count
@@ -531,6 +631,7 @@ def _permutation_estimate(
         # Stopped by a cap mid-sweep: a partial sweep is unbalanced (some leaders or positions, and for
         # "cycle" their mirrors, missing) and measurably hurts, so keep whole sweeps only.
         del rows[len(rows) - len(rows) % sweep :]
+        del scans[len(scans) - len(scans) % sweep :]
     samples = np.array(rows)
     count = len(rows)
     values = _fsum_columns(samples) / count
@@ -539,7 +640,7 @@ def _permutation_estimate(
         std_errors = np.sqrt(_fsum_columns(deviations * deviations) / (count - 1) / count)
     else:
         std_errors = np.full(n, math.inf)
-    return result(values, std_errors, samples, converged)
+    return result(values, std_errors, samples, converged, _permutation_form(n, scans))
 
 
 def monte_carlo_shapley(
@@ -916,8 +1017,8 @@ def _normalize(values: Any, total: float) -> tuple[np.ndarray, Callable[[np.ndar
 def normalize_estimate(estimate: ContributionEstimate) -> ContributionEstimate:
     """An estimate whose values are :func:`normalize_to_total` of its values with its own total.
 
-    Each standard error is rescaled as its value was. Raises for ``alignment`` estimates, which have
-    no total.
+    Each standard error (sampling and, when present, over the rows) is rescaled as its value was. Raises for
+    ``alignment`` estimates, which have no total.
     """
     total = estimate.total
     if not math.isfinite(total):
@@ -934,6 +1035,8 @@ def normalize_estimate(estimate: ContributionEstimate) -> ContributionEstimate:
         empty_value=estimate.empty_value,
         seed=estimate.seed,
         samples=estimate.samples,
+        form=estimate.form,
+        row_std_errors=None if estimate.row_std_errors is None else rescale(estimate.row_std_errors),
     )
 
 

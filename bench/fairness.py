@@ -29,6 +29,11 @@ Cases (seeds 0-9 each, 15 rounds, FedAvg with FLamby's Fed-Heart-Disease setting
   pooled utility).
 
 Utility: the validation log loss (the rules' default) under the task's weighting (pooled unless said otherwise).
+
+Row diagnostics (``twins``, ``twins_identical``, ``small_group``, ``small_group_pooled``): each round's updates are also
+valued by exact Shapley and every value split over the validation rows (:func:`aggregator.shapley.row_values`), which
+says whether the sponsor's validation rows tell the twins' updates apart (the paired difference of their per-row
+values against its standard error) and which validation groups make a site's value negative.
 """
 
 from __future__ import annotations
@@ -291,6 +296,47 @@ def _accuracy(spec, weights, tests: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     return float(np.mean([evaluate_weights(spec, weights, X, y)["accuracy"] for X, y in tests.values()]))
 
 
+#: Cases whose rounds are also split over the validation rows (module doc, "Row diagnostics").
+ROW_DIAGNOSED = ("twins", "twins_identical", "small_group", "small_group_pooled")
+
+
+def row_diagnostics(record, case: Case, spec, rules) -> dict[str, Any]:
+    """One round's exact Shapley values split over the validation rows (module doc).
+
+    Returns
+    -------
+    dict
+        ``values`` and ``row_std_errors`` per institution (utility units); with groups, ``by_group``: per institution
+        and validation group, the mean of its per-row values there (the value is their weighted sum); for twins,
+        ``twin_difference`` and ``twin_difference_row_std_error`` (of the paired per-row difference).
+    """
+    from aggregator import shapley
+    from aggregator.scoring import coalition_utility
+    from fedcore.population import population_standard_error
+
+    utility = coalition_utility(global_weights=record.global_weights, updates=list(record.updates),
+                                strategy_name=rules.strategy, strategy_params=rules.strategy_params,
+                                strategy_state=None, spec=spec, X_val=case.validation[0], y_val=case.validation[1],
+                                utility_metric=rules.utility_metric, groups_val=case.groups)  # FedAvg: no state
+    estimate = shapley.exact_shapley(utility.n, shapley.CachedUtility(utility, n=utility.n))
+    assert estimate.form is not None  # exact Shapley has one
+    rows = shapley.row_values(estimate.form, utility.per_row)
+    errors = population_standard_error(rows, case.groups, utility.group_weights)
+    out: dict[str, Any] = {"values": dict(zip(utility.ids, estimate.values.tolist())),
+                           "row_std_errors": dict(zip(utility.ids, errors.tolist()))}
+    if case.groups is not None:
+        labels = np.asarray(case.groups)
+        out["by_group"] = {who: {g: float(rows[i, labels == g].mean()) for g in sorted(set(case.groups))}
+                           for i, who in enumerate(utility.ids)}
+    twins = case.notes.get("twins")
+    if twins:
+        a, b = (utility.ids.index(t) for t in twins)
+        out["twin_difference"] = float(estimate.values[a] - estimate.values[b])
+        out["twin_difference_row_std_error"] = float(
+            population_standard_error((rows[a] - rows[b])[None, :], case.groups, utility.group_weights)[0])
+    return out
+
+
 def run_case(case: Case, seed: int, rounds: int = ROUNDS, exact_up_to: int = 0) -> dict[str, Any]:
     """One federation of ``case`` for ``seed``: per institution payout share, reputation, role, standalone accuracy."""
     from fedledger.simulation import Institution, run_simulation, train_centralized
@@ -299,11 +345,14 @@ def run_case(case: Case, seed: int, rounds: int = ROUNDS, exact_up_to: int = 0) 
     institutions = [Institution(s.name, s.X, s.y) for s in case.sites]
     posted: list[dict[str, int]] = []
     left_out: dict[str, int] = dict.fromkeys((s.name for s in case.sites), 0)
+    diagnosed: list[dict[str, Any]] = []
 
     def on_round(record) -> None:
         posted.append(dict(record.outcome.fixed_point))
         for who in record.outcome.excluded:
             left_out[who] = left_out.get(who, 0) + 1
+        if case.name in ROW_DIAGNOSED:
+            diagnosed.append(row_diagnostics(record, case, spec, rules))
 
     result = run_simulation(institutions, spec, rules, rounds=rounds, seed=seed, validation=case.validation,
                             validation_groups=case.groups, transform_update=_deliveries_of(case.sites), on_round=on_round, keep_records=False,
@@ -321,11 +370,14 @@ def run_case(case: Case, seed: int, rounds: int = ROUNDS, exact_up_to: int = 0) 
                  "rounds_left_out": left_out[s.name], "standalone_accuracy": standalone[s.name]}
         for s in case.sites
     }
-    return {"seed": seed, "accuracy": _accuracy(spec, result.final_weights, case.tests),
-            "initial_accuracy": _accuracy(spec, result.initial_weights, case.tests),
-            "refunded_share": books["refunded"] / REWARD, "institutions": institutions_out,
-            "collaborative_fairness": _pearson([institutions_out[n]["payout_share"] for n in names],
-                                               [standalone[n] for n in names])}
+    out = {"seed": seed, "accuracy": _accuracy(spec, result.final_weights, case.tests),
+           "initial_accuracy": _accuracy(spec, result.initial_weights, case.tests),
+           "refunded_share": books["refunded"] / REWARD, "institutions": institutions_out,
+           "collaborative_fairness": _pearson([institutions_out[n]["payout_share"] for n in names],
+                                              [standalone[n] for n in names])}
+    if diagnosed:
+        out["row_diagnostics"] = diagnosed
+    return out
 
 
 def _pearson(a: list[float], b: list[float]) -> float | None:
@@ -366,6 +418,23 @@ def _twin_gaps(case: dict) -> list[float]:
     return gaps
 
 
+def _told_apart(run: dict) -> int:
+    """Rounds in which the twins' exact values differ by more than 2 standard errors of their paired per-row
+    difference: the sponsor's validation rows tell the two updates apart."""
+    return sum(abs(r["twin_difference"]) > 2 * r["twin_difference_row_std_error"] for r in run["row_diagnostics"])
+
+
+def _unpaid(run: dict, who: str) -> dict[str, Any]:
+    """An unpaid honest site's exact values over the run: rounds negative, rounds negative beyond 2 standard errors
+    over the validation rows, and its mean per-row value in each validation group (mean over rounds)."""
+    rounds = run["row_diagnostics"]
+    groups = sorted(rounds[0]["by_group"][who])
+    return {"seed": run["seed"], "institution": who,
+            "rounds_negative": sum(r["values"][who] < 0 for r in rounds),
+            "rounds_beyond_2_row_std_errors": sum(r["values"][who] < -2 * r["row_std_errors"][who] for r in rounds),
+            "by_group_mean": {g: float(np.mean([r["by_group"][who][g] for r in rounds])) for g in groups}}
+
+
 def summarize(cases: dict[str, dict]) -> dict[str, Any]:
     """The top-level summary keys (bench/README.md)."""
     def shares(role: str) -> list[float]:
@@ -386,6 +455,10 @@ def summarize(cases: dict[str, dict]) -> dict[str, Any]:
         "accuracy_without_attacker": without,
         "collaborative_fairness": {name: c["collaborative_fairness"] for name, c in cases.items()},
     }
+    summary["twin_rounds_told_apart"] = [_told_apart(run) for run in cases["twins"]["runs"] if "row_diagnostics" in run]
+    summary["small_group_unpaid"] = [_unpaid(run, who) for run in cases["small_group"]["runs"]
+                                     for who, i in run["institutions"].items()
+                                     if i["role"] == HONEST and i["payout_share"] == 0 and "row_diagnostics" in run]
     summary["targets"] = {
         "attacker_max_payout_share == 0": summary["attacker_max_payout_share"] == 0,
         "free_rider_max_payout_share <= 0.01": summary["free_rider_max_payout_share"] <= 0.01,

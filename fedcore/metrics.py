@@ -69,6 +69,33 @@ def neg_loss(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     return -log_loss(y_true, y_prob)
 
 
+#: Metrics that are a mean over rows (:func:`row_scores`); AUC ranks pairs of rows and is not.
+ROW_METRICS = ("accuracy", "neg_loss")
+
+
+def row_scores(metric: str, y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
+    """Each row's share of a metric that is a mean over rows: ``score(metric, y, p) == mean(row_scores(...))``.
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float64
+        ``"accuracy"``: 1.0 where the row is classified right, else 0.0; ``"neg_loss"``: the row's
+        ``y log p + (1 - y) log(1 - p)`` (probabilities clipped as in :func:`log_loss`).
+
+    Raises
+    ------
+    DataError
+        For a metric that is not a mean over rows (``"auc"``).
+    """
+    y, p = _check(y_true, y_prob)
+    if metric == "accuracy":
+        return ((p > 0.5) == (y == 1.0)).astype(np.float64)
+    if metric == "neg_loss":
+        p = np.clip(p, EPS, 1.0 - EPS)
+        return y * np.log(p) + (1.0 - y) * np.log1p(-p)
+    raise DataError(f"metric {metric!r} is not a mean over rows; choose one of {', '.join(ROW_METRICS)}")
+
+
 METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "auc": auc,

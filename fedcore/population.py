@@ -117,6 +117,44 @@ def population_score(metric: str, y_true: np.ndarray, y_prob: np.ndarray, groups
                      if w > 0)
 
 
+def population_standard_error(rows: np.ndarray, groups: Sequence[str] | None,
+                              weights: Mapping[str, float] | None) -> np.ndarray:
+    """Standard error, over the sponsor's validation rows, of quantities that are population means of per-row values.
+
+    A quantity ``q = sum_g w_g * mean(x[rows of g])`` (or ``mean(x)`` pooled) is an estimate from one sample of the
+    population; another sample of rows would give another ``q``. Its standard error is the stratified one,
+    ``sqrt(sum_g w_g**2 * var_g(x) / n_g)`` (``var`` with ``ddof=1``; a group of one row adds nothing, its variance is
+    unknown), ``std(x, ddof=1) / sqrt(n)`` pooled.
+
+    Parameters
+    ----------
+    rows : np.ndarray, shape (k, n)
+        ``k`` quantities' per-row values over the ``n`` validation rows.
+    groups, weights
+        As in :func:`population_score`.
+
+    Returns
+    -------
+    np.ndarray, shape (k,)
+    """
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise DataError(f"per-row values must be a finite (k, n) array, got shape {x.shape}")
+    if weights is None:
+        strata = [(1.0, np.ones(x.shape[1], dtype=bool))]
+    else:
+        labels = np.asarray(groups)
+        if labels.shape != (x.shape[1],):
+            raise DataError(f"{labels.size} group values for {x.shape[1]} validation rows")
+        strata = [(w, labels == g) for g, w in sorted(weights.items()) if w > 0]
+    variance = np.zeros(x.shape[0])
+    for w, member in strata:
+        count = int(member.sum())
+        if count > 1:
+            variance += w * w * x[:, member].var(axis=1, ddof=1) / count
+    return np.sqrt(variance)
+
+
 @dataclass(frozen=True)
 class ValidationSet:
     """The sponsor's validation set as every role scores on it.
@@ -173,5 +211,6 @@ __all__ = [
     "group_weights",
     "load_validation_set",
     "population_score",
+    "population_standard_error",
     "scaler_from_rows",
 ]

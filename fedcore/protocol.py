@@ -348,6 +348,8 @@ class ScoresReport(_Model):
     estimator: str | None = None
     values: dict[str, float | None] = Field(default_factory=dict)
     std_errors: dict[str, float | None] = Field(default_factory=dict)
+    row_std_errors: dict[str, float | None] = Field(
+        default_factory=dict, description="each value's standard error over the validation rows (rules' row_spread)")
     fixed_point: dict[Address, DecimalInt] = Field(default_factory=dict)
     evaluations: int = 0
     v_empty: float | None = None

@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 
 from fedcore import jsondoc
 from fedcore.errors import ConfigError
+from fedcore.metrics import ROW_METRICS
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 3  # 3: zero_within_spread; on-chain scores keep SCORE_DECIMALS decimals
+RULES_VERSION = 4  # 4: row_spread; 3: zero_within_spread, on-chain scores keep SCORE_DECIMALS decimals
 #: On-chain scores are int256 with 18 decimals: the score of a value ``v`` is ``v`` rounded (half away from zero) to
 #: SCORE_DECIMALS decimals, times FIXED_POINT_SCALE, so a multiple of SCORE_QUANTUM. The rounding is what lets a
 #: scoring committee agree: another float summation order moved Heart scores by up to 3e-9 (``bench/bitexact.py``),
@@ -47,6 +48,8 @@ ZERO_WITHIN_SPREAD = True
 #: Whether a round whose gain (``v(kept) - v(empty)``, of what entered the model) is not positive posts every positive
 #: score as 0: it delivered no value to the sponsor, so it credits nobody and carries its reward.
 PAY_ONLY_GAIN = True
+#: Whether a value's spread includes its standard error over the sponsor's validation rows (``RoundRules.row_spread``).
+ROW_SPREAD = True
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
 #: again only in a round where its value is positive beyond the same spread.
 GATE_AFTER = 2
@@ -79,6 +82,13 @@ class RoundRules(jsondoc.HashedDocument):
         spread is left out of the round's aggregate (still scored, on chain, never credited).
     harm_spread : float
         Standard errors of the value that a harmful update's value lies below zero (:data:`HARM_SPREAD`).
+    row_spread : bool
+        Whether that standard error combines the estimator's sampling error with the value's standard error over the
+        sponsor's validation rows, ``sqrt(sampling**2 + rows**2)`` (:data:`ROW_SPREAD`): the utility is a mean over
+        rows, so each value splits into per-row values (no extra evaluation) whose stratified spread under the task's
+        population says how far another sample of the sponsor's population could move it. "Not told apart from zero"
+        then holds for exact estimators too (sampling error 0). Needs a utility metric that is a mean over rows
+        (``"accuracy"``, ``"neg_loss"``).
     harm_margin : float
         Utility units added to that spread (:data:`HARM_MARGIN`; the whole spread of an exact estimator).
     gate_after : int
@@ -107,6 +117,7 @@ class RoundRules(jsondoc.HashedDocument):
     exclude_harmful: bool = True
     harm_spread: float = HARM_SPREAD
     harm_margin: float = HARM_MARGIN
+    row_spread: bool = ROW_SPREAD
     gate_after: int = GATE_AFTER
     zero_within_spread: bool = ZERO_WITHIN_SPREAD
     pay_only_gain: bool = PAY_ONLY_GAIN
@@ -132,7 +143,7 @@ class RoundRules(jsondoc.HashedDocument):
             raise ConfigError(f"rules.fixed_point_scale must be {FIXED_POINT_SCALE}, got {self.fixed_point_scale!r}")
         if self.seed_rule != SEED_RULE:
             raise ConfigError(f"rules.seed_rule must be {SEED_RULE!r}, got {self.seed_rule!r}")
-        for name in ("exclude_harmful", "zero_within_spread", "pay_only_gain"):
+        for name in ("exclude_harmful", "zero_within_spread", "pay_only_gain", "row_spread"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"rules.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("harm_spread", "harm_margin"):
@@ -140,6 +151,9 @@ class RoundRules(jsondoc.HashedDocument):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"rules.{name} must be a finite number >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if self.row_spread and self.utility_metric not in ROW_METRICS:
+            raise ConfigError(f"rules.row_spread needs a utility metric that is a mean over rows "
+                              f"({', '.join(ROW_METRICS)}), got {self.utility_metric!r}")
         if not jsondoc.is_int(self.gate_after) or self.gate_after < 0:
             raise ConfigError(f"rules.gate_after must be a non-negative integer, got {self.gate_after!r}")
         if self.version != RULES_VERSION:

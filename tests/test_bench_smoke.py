@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHES = ("gas", "round", "heart", "shapley", "dp", "fairness", "weighting")
+BENCHES = ("gas", "round", "heart", "shapley", "dp", "fairness", "weighting", "twin_payouts")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -87,3 +87,25 @@ def test_the_flower_round_module_names_only_numpy_torch_and_our_core():
                 if line.strip().startswith(("import ", "from ")) and not line.strip().startswith("from __future__")}
     assert imported <= {"json", "os", "sys", "time", "functools", "pathlib", "logging", "numpy", "flwr", "fedcore",
                         "node"}
+
+
+def test_twin_payouts_pays_the_same_scores_under_each_rule():
+    """Two rounds: the twins split the first evenly, the second (gain within its spread) goes to twin_a alone."""
+    from bench.twin_payouts import payout_gaps
+
+    rounds = [{"posted": {"twin_a": 5, "twin_b": 5, "site": 10}, "gain": 1.0, "gain_row_std_error": 0.1},
+              {"posted": {"twin_a": 3, "twin_b": 0, "site": 1}, "gain": 1e-4, "gain_row_std_error": 0.1}]
+    gaps = payout_gaps(rounds)
+    assert gaps["gain_beyond_1_row_std_errors"] == gaps["gain_beyond_2_row_std_errors"] == 0.0  # round 2 carried
+    assert gaps["current"] > gaps["by_cumulative_value"] == pytest.approx(3 / 8)
+
+
+def test_a_one_seed_twin_payouts_run_writes_its_keys(tmp_path):
+    from bench import twin_payouts
+
+    out = tmp_path / "twins.json"
+    twin_payouts.main(["--seeds", "0", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["max_gap"]) == {"current", "gain_beyond_1_row_std_errors", "gain_beyond_2_row_std_errors",
+                                      "by_cumulative_value"}
+    assert report["seeds"]["0"]["twin_rounds_left_out"] == 0 and report["seeds"]["0"]["min_gain_over_row_std_error"] > 0

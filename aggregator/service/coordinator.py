@@ -437,15 +437,16 @@ def scores_report(scores: Any) -> dict[str, Any]:
     """A scorer's ``RoundScores`` as JSON-ready data (fixed-point scores as decimal strings,
     non-finite floats as None)."""
     if scores is None:
-        return {"estimator": None, "values": {}, "std_errors": {}, "fixed_point": {}, "evaluations": 0,
-                "v_empty": None, "v_grand": None, "seconds": 0.0, "metric": None, "estimator_params": None,
-                "permutations": 0, "converged": True}
+        return {"estimator": None, "values": {}, "std_errors": {}, "row_std_errors": {}, "fixed_point": {},
+                "evaluations": 0, "v_empty": None, "v_grand": None, "seconds": 0.0, "metric": None,
+                "estimator_params": None, "permutations": 0, "converged": True}
     get = ((lambda k, d=None: scores.get(k, d)) if isinstance(scores, Mapping)
            else (lambda k, d=None: getattr(scores, k, d)))
     return {
         "estimator": get("estimator"),
         "values": {str(k): _finite_or_none(v) for k, v in dict(get("values", {}) or {}).items()},
         "std_errors": {str(k): _finite_or_none(v) for k, v in dict(get("std_errors", {}) or {}).items()},
+        "row_std_errors": {str(k): _finite_or_none(v) for k, v in dict(get("row_std_errors", {}) or {}).items()},
         "fixed_point": {str(k): str(int(v)) for k, v in dict(get("fixed_point", {}) or {}).items()},
         "evaluations": int(get("evaluations", 0) or 0),
         "v_empty": _finite_or_none(get("v_empty")),

@@ -1,10 +1,13 @@
 """The contribution gate: harmful updates stay out of the aggregate (still scored), repeat offenders are gated until
 they deliver positive value again, and the record travels in the round state."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator import gate
 from aggregator.rounds import RoundInputs, compute_round
@@ -20,10 +23,12 @@ from node.training import train_local
 SPEC = TaskSpec(name="gate", model="logreg", feature_columns=("a", "b", "c"), label_column="y")
 
 
-def _scores(values: dict[str, float], std: dict[str, float] | None = None) -> RoundScores:
+def _scores(values: dict[str, float], std: dict[str, float] | None = None,
+            rows: dict[str, float] | None = None) -> RoundScores:
     std = std or dict.fromkeys(values, 0.0)
     return RoundScores(values=values, std_errors=std, fixed_point={k: int(v * 1e18) for k, v in values.items()},
-                       evaluations=0, v_empty=0.0, v_grand=sum(values.values()), estimator="exact", seconds=0.0)
+                       evaluations=0, v_empty=0.0, v_grand=sum(values.values()), estimator="exact", seconds=0.0,
+                       row_std_errors=rows or {})
 
 
 def test_only_values_below_minus_the_spread_are_left_out():
@@ -35,6 +40,38 @@ def test_only_values_below_minus_the_spread_are_left_out():
     assert set(decision.left_out) == {"d"}
     assert decision.left_out["d"].startswith("harmful: value -0.02 below -0.011")
     assert decision.record == {"d": 1}
+
+
+def test_the_spread_combines_the_estimators_error_with_the_validation_rows_error():
+    """sqrt(sampling**2 + rows**2): d's -0.02 is beyond 2 x 0.005 + 0.001 on sampling alone, but with a row error of
+    0.01 its spread is 2 x sqrt(0.005**2 + 0.01**2) + 0.001 = 0.0234: not told apart from zero, kept and posted 0."""
+    values, sampling, rows = {"a": 0.05, "d": -0.02}, {"a": 0.0, "d": 0.005}, {"a": 0.001, "d": 0.01}
+    with_rows = resolve_rules(gate={"harm_margin": 0.001})
+    without = resolve_rules(gate={"harm_margin": 0.001, "row_spread": False})
+    scores = _scores(values, sampling, rows)
+    assert gate.harm_spread(scores, "d", with_rows) == pytest.approx(2 * math.hypot(0.005, 0.01) + 0.001, rel=1e-12)
+    assert gate.harm_spread(scores, "d", without) == pytest.approx(0.011, rel=1e-12)
+    assert gate.decide(scores, {}, with_rows).left_out == {}
+    assert set(gate.decide(scores, {}, without).left_out) == {"d"}
+    assert gate.on_chain_scores(scores, {}, with_rows, gain=scores.total).fixed_point == {"a": 5 * 10**16, "d": 0}
+    exact = _scores(values)  # an exact estimate (sampling error 0) with the rows' error still has a spread
+    assert gate.harm_spread(replace(exact, row_std_errors=rows), "d", with_rows) > gate.harm_spread(exact, "d", with_rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1, 1), st.floats(0, 0.5), st.floats(0, 0.5)), min_size=1, max_size=6))
+def test_the_rows_spread_only_widens_doubt_and_never_pays_a_value_that_is_not_positive(players):
+    """Property: adding the rows' error never leaves out an update that the sampling error alone kept, and, either
+    way, nobody whose value is not positive gets a positive on-chain score."""
+    names = [f"p{i}" for i in range(len(players))]
+    scores = _scores({n: v for n, (v, _, _) in zip(names, players)}, {n: s for n, (_, s, _) in zip(names, players)},
+                     {n: r for n, (_, _, r) in zip(names, players)})
+    with_rows, without = resolve_rules(), resolve_rules(gate={"row_spread": False})
+    wide, narrow = gate.decide(scores, {}, with_rows), gate.decide(scores, {}, without)
+    assert set(wide.left_out) <= set(narrow.left_out)
+    for rules, decision in ((with_rows, wide), (without, narrow)):
+        posted = gate.on_chain_scores(scores, decision.left_out, rules, gain=scores.total).fixed_point
+        assert all(posted[n] <= 0 for n in names if scores.values[n] <= 0)
 
 
 def test_a_repeat_offender_is_gated_until_it_delivers_positive_value_beyond_the_spread():
@@ -147,7 +184,8 @@ def test_compute_round_scores_the_flipper_and_aggregates_without_it(flipped_roun
 def test_noise_updates_that_make_each_other_look_useful_are_valued_again_without_each_other(flipped_round):
     """Three noise updates: averaging one with another halves its harm, so among the three one scores positive (seen
     with the gate off). The gate leaves out the clearly harmful two, values what is kept again among itself, and so
-    leaves out the third too: none is credited and none enters the model."""
+    leaves out the third too: none is credited and none enters the model. (Under the margin alone: with the spread
+    over these 80 validation rows, the third's harm, -0.218 +- 0.111, is within 2 standard errors.)"""
     rng = np.random.default_rng(1)
     base = flipped_round.updates[0].arrays
     bots = tuple(Update(f"bot{i}", {k: rng.normal(0, 5, v.shape).astype(v.dtype) for k, v in base.items()}, 50)
@@ -155,7 +193,7 @@ def test_noise_updates_that_make_each_other_look_useful_are_valued_again_without
     inputs = replace(flipped_round, updates=(*flipped_round.updates[:3], *bots))
     off = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"exclude_harmful": False}), SPEC)
     assert any(off.scores.values[b.institution] > 0 for b in bots)  # one bot looks useful among the others
-    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1), SPEC)
+    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"row_spread": False}), SPEC)
     assert all(outcome.fixed_point[b.institution] <= 0 and b.institution in outcome.excluded for b in bots)
     assert outcome.used == ("honest0", "honest1", "honest2")
     assert gate.split_state(outcome.strategy_state)[1] == {b.institution: 1 for b in bots}
@@ -183,11 +221,12 @@ def test_compute_round_posts_a_slightly_harmful_update_as_zero_and_keeps_it_in_t
     beyond the margin, is posted either way."""
     backwards = Update("timid", {k: -0.002 * v for k, v in flipped_round.updates[0].arrays.items()}, 50)
     inputs = replace(flipped_round, updates=(*flipped_round.updates, backwards))
-    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate={"harm_margin": 0.01}), SPEC)
+    margin_only = {"harm_margin": 0.01, "row_spread": False}  # the margin's semantics (the rows' spread: below)
+    outcome = compute_round(inputs, resolve_rules(estimator="exact", seed=1, gate=margin_only), SPEC)
     assert -0.01 <= outcome.scores.values["timid"] < 0 and "timid" in outcome.used
     assert outcome.fixed_point["timid"] == 0 and outcome.fixed_point["flipper"] < 0
     plain = compute_round(inputs, resolve_rules(estimator="exact", seed=1,
-                                                gate={"harm_margin": 0.01, "zero_within_spread": False}), SPEC)
+                                                gate={**margin_only, "zero_within_spread": False}), SPEC)
     assert plain.fixed_point["timid"] < 0 and plain.model_bytes == outcome.model_bytes
     assert {k: v for k, v in plain.fixed_point.items() if k != "timid"} == {
         k: v for k, v in outcome.fixed_point.items() if k != "timid"}

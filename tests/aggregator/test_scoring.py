@@ -432,6 +432,35 @@ def test_exact_through_score_round_matches_exact_on_the_utility(data):
     np.testing.assert_allclose(list(result.values.values()), direct.values, rtol=1e-12, atol=1e-15)
 
 
+def test_row_spread_is_the_standard_error_of_each_value_over_the_validation_rows(data):
+    """Exact Shapley of 3 institutions split by hand over the 122 validation rows: each value is the mean of its
+    per-row Shapley values, and ``row_std_errors`` their standard error (pooled: ``std / sqrt(m)``)."""
+    from itertools import combinations
+
+    spec = make_spec(data)
+    record = simulate(iid_institutions(data, 3, 2), spec, seed=2, rounds=2).rounds[1]
+    result = score(record, spec, data, estimator="exact", row_spread=True)
+    utility = coalition_utility(
+        global_weights=record.global_weights, updates=updates_of(record), strategy_name="fedavg",
+        strategy_params=None, strategy_state=None, spec=spec, X_val=data.X_test, y_val=data.y_test,
+    )
+    rows = {frozenset(c): fm.row_scores("neg_loss", data.y_test, utility.predict(utility.weights(frozenset(c))))
+            for k in range(4) for c in combinations(range(3), k)}
+    weight = {0: 1 / 3, 1: 1 / 6, 2: 1 / 3}  # |S|! (n - |S| - 1)! / n! for n = 3
+    for i, who in enumerate(utility.ids):
+        per_row = sum(weight[len(c)] * (rows[c | {i}] - rows[c]) for c in rows if i not in c)
+        assert result.values[who] == pytest.approx(per_row.mean(), abs=1e-9)
+        assert result.row_std_errors[who] == pytest.approx(per_row.std(ddof=1) / math.sqrt(len(per_row)), rel=1e-6)
+        assert result.row_std_errors[who] > 0 and result.std_errors[who] == 0.0
+    assert score(record, spec, data, estimator="exact").row_std_errors == {}
+    sampled = score(record, spec, data, row_spread=True)  # GTG: sampling error and rows' error, both
+    assert all(sampled.std_errors[w] > 0 and sampled.row_std_errors[w] > 0 for w in sampled.values)
+    with pytest.raises(AggregatorError, match="mean over rows"):
+        score(record, spec, data, estimator="exact", row_spread=True, utility_metric="auc")
+    with pytest.raises(AggregatorError, match="mean over rows"):
+        score(record, spec, data, estimator="alignment", row_spread=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # Defaults and settings
 # --------------------------------------------------------------------------------------------------

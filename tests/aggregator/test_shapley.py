@@ -20,6 +20,7 @@ from aggregator.shapley import (
     INT256_MAX,
     CachedUtility,
     ContributionEstimate,
+    LinearForm,
     average_ranks,
     cumulative_values,
     exact_shapley,
@@ -32,6 +33,7 @@ from aggregator.shapley import (
     normalize_estimate,
     normalize_to_total,
     pearson,
+    row_values,
     spearman,
     to_fixed_point,
     truncated_monte_carlo_shapley,
@@ -488,3 +490,56 @@ def test_registry_rejects_bad_configuration_up_front():
             make_estimator("gtg", exact_up_to=bad)
     with pytest.raises(AggregatorError, match="seed"):
         make_estimator("tmc", seed=-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Linear forms: every value split over the validation rows
+# ---------------------------------------------------------------------------------------------------
+
+
+def _row_game(n: int, m: int, seed: int):
+    """A utility that is the mean of ``m`` per-row scores of a coalition (random, non-additive)."""
+    rng = np.random.default_rng(seed)
+    table: dict[frozenset[int], np.ndarray] = {}
+
+    def per_row(coalition):
+        key = frozenset(coalition)
+        if key not in table:
+            table[key] = math.sqrt(len(key)) + rng.normal(0, 0.3, m) + 0.2 * (0 in key)
+        return table[key]
+
+    return per_row, (lambda coalition: math.fsum(per_row(coalition)) / m)
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("exact", {}), ("loo", {}), ("gain", {}), ("mc", {"seed": 1}), ("gtg", {"seed": 2}), ("gtg", {"seed": 3, "exact_up_to": 5}),
+    ("tmc", {"seed": 4, "truncation_tolerance": 0.3}), ("mc", {"seed": 5, "max_evaluations": 12}),
+])
+@pytest.mark.parametrize("game_seed", [0, 1])
+def test_the_linear_form_splits_each_value_over_the_rows(name, params, game_seed):
+    """The rows' mean of :func:`row_values` is the value, for every estimator that reads a utility (truncated scans and
+    dropped partial sweeps included)."""
+    per_row, utility = _row_game(5, 40, game_seed)
+    estimate = ESTIMATORS[name](5, utility, **params)
+    rows = row_values(estimate.form, per_row)
+    assert rows.shape == (5, 40)
+    np.testing.assert_allclose(rows.mean(axis=1), estimate.values, rtol=0, atol=1e-12)
+
+
+def test_a_round_truncated_estimate_has_an_empty_form_and_no_row_values():
+    per_row, utility = _row_game(3, 10, 0)
+    estimate = gtg_shapley(3, utility, seed=0, round_truncation_threshold=100.0)
+    assert estimate.form.coalitions == () and np.array_equal(row_values(estimate.form, per_row), np.zeros((3, 10)))
+    assert gradient_alignment([np.ones(3), -np.ones(3)]).form is None
+    with pytest.raises(AggregatorError, match="one weight row per coalition"):
+        LinearForm((frozenset(),), np.zeros((2, 3)))
+
+
+def test_normalization_rescales_the_row_standard_errors_like_the_values():
+    per_row, utility = _row_game(4, 30, 2)
+    estimate = truncated_monte_carlo_shapley(4, utility, seed=0, truncation_tolerance=0.3)
+    errors = np.array([0.1, 0.2, 0.3, 0.4])
+    normalized = normalize_estimate(ContributionEstimate(**{**estimate.__dict__, "row_std_errors": errors}))
+    factors = np.divide(normalized.values, estimate.values, out=np.ones(4), where=estimate.values != 0)
+    np.testing.assert_allclose(normalized.row_std_errors, errors * factors, rtol=1e-12)
+    assert normalize_estimate(estimate).row_std_errors is None

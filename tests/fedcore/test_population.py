@@ -8,7 +8,13 @@ import pytest
 
 from fedcore import metrics as fm
 from fedcore.errors import ConfigError, DataError
-from fedcore.population import group_weights, load_validation_set, population_score, scaler_from_rows
+from fedcore.population import (
+    group_weights,
+    load_validation_set,
+    population_score,
+    population_standard_error,
+    scaler_from_rows,
+)
 from fedcore.tables import write_task_table
 from fedcore.task import FeatureScaling, TargetPopulation, TaskSpec, task_hash
 
@@ -199,3 +205,40 @@ def test_a_validation_set_without_the_declared_group_column_is_one_line(tmp_path
     write_task_table(path, ("x1", "x2"), "y", np.ones((2, 2)), np.array([1, 0]))
     with pytest.raises(DataError, match="missing column.*site"):
         load_validation_set(path, spec(population=equal()))
+
+
+# -- the spread over the validation rows -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", fm.ROW_METRICS)
+def test_row_scores_average_to_the_metric(metric):
+    rows = fm.row_scores(metric, Y, P)
+    assert rows.shape == Y.shape and math.fsum(rows) / len(rows) == pytest.approx(fm.score(metric, Y, P), abs=1e-15)
+    weights = group_weights(GROUPS, equal())
+    by_group = math.fsum(w * rows[np.asarray(GROUPS) == g].mean() for g, w in weights.items())
+    assert by_group == pytest.approx(population_score(metric, Y, P, GROUPS, weights), abs=1e-15)
+
+
+def test_auc_has_no_row_scores():
+    with pytest.raises(DataError, match="not a mean over rows"):
+        fm.row_scores("auc", Y, P)
+
+
+def test_population_standard_error_pooled_and_stratified():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 6))
+    pooled = population_standard_error(x, None, None)
+    np.testing.assert_allclose(pooled, x.std(axis=1, ddof=1) / math.sqrt(6), rtol=1e-12)
+    weights = {"a": 0.25, "b": 0.75}
+    a, b = np.asarray(GROUPS) == "a", np.asarray(GROUPS) == "b"
+    expected = np.sqrt(0.25**2 * x[:, a].var(axis=1, ddof=1) / 4 + 0.75**2 * x[:, b].var(axis=1, ddof=1) / 2)
+    np.testing.assert_allclose(population_standard_error(x, GROUPS, weights), expected, rtol=1e-12)
+    # a constant quantity has no spread; a group of one row adds nothing (its variance is unknown)
+    assert population_standard_error(np.ones((1, 6)), GROUPS, weights).tolist() == [0.0]
+    single = ("a", "a", "a", "a", "a", "b")
+    only_a = np.sqrt(0.25**2 * x[:, :5].var(axis=1, ddof=1) / 5)
+    np.testing.assert_allclose(population_standard_error(x, single, weights), only_a, rtol=1e-12)
+    with pytest.raises(DataError, match="finite"):
+        population_standard_error(np.array([[np.nan] * 6]), None, None)
+    with pytest.raises(DataError, match="group values"):
+        population_standard_error(x, GROUPS[:3], weights)

@@ -44,6 +44,7 @@ SPEC = TaskSpec(name="t", model="logreg", feature_columns=("a", "b"), label_colu
 SETTINGS = RoundSettings(rules={"strategy": "fedprox", "strategy_params": {"mu": 0.01}}, rules_hash=H1, seed=7,
                          selection="all", clients_per_round=None)
 SCORES = ScoresReport(estimator="gtg", values={A: 0.6, B: None}, std_errors={A: 0.01, B: None},
+                      row_std_errors={A: 0.02, B: None},
                       fixed_point={A: "600000000000000000000", B: "-3"}, evaluations=4, v_empty=0.5, v_grand=0.7,
                       seconds=0.1, metric="accuracy", estimator_params={"eps": 0.001}, permutations=3, converged=False)
 REPORT = RoundReport(

@@ -7,7 +7,7 @@ import pytest
 from aggregator.rules import resolve_rules, strategy_from_rules
 from aggregator.strategies import STRATEGIES
 from fedcore.errors import ConfigError
-from fedcore.rules import RoundRules, rules_hash, rules_hash_hex
+from fedcore.rules import RULES_VERSION, RoundRules, rules_hash, rules_hash_hex
 from fedcore.seeds import scoring_seed
 
 
@@ -57,3 +57,15 @@ def test_rules_files_must_be_complete_and_known(tmp_path):
     path = tmp_path / "ok.json"
     rules.save(path)
     assert RoundRules.load(path) == rules
+
+
+def test_row_spread_is_a_hashed_rule_that_needs_a_metric_that_is_a_mean_over_rows():
+    on, off = resolve_rules(seed=1), resolve_rules(seed=1, gate={"row_spread": False})
+    assert on.row_spread and not off.row_spread and on.version == RULES_VERSION == 4
+    assert rules_hash(on) != rules_hash(off)
+    auc = resolve_rules(seed=1, utility_metric="auc")  # no per-row split: off unless asked
+    assert not auc.row_spread
+    with pytest.raises(ConfigError, match="row_spread needs a utility metric that is a mean over rows"):
+        resolve_rules(seed=1, utility_metric="auc", gate={"row_spread": True})
+    with pytest.raises(ConfigError, match="row_spread must be true or false"):
+        RoundRules.from_dict({**on.to_dict(), "row_spread": 1})
