@@ -14,7 +14,7 @@ from aggregator import shapley
 from aggregator.scoring import DEFAULT_ESTIMATOR, DEFAULT_UTILITY_METRIC, estimator_settings
 from aggregator.strategies import Strategy, make_strategy
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
-from fedcore.rules import RoundRules
+from fedcore.rules import STEP_SEARCH, RoundRules
 from fedcore.task import TaskSpec
 
 #: Estimator keywords that are call-time inputs, not rules.
@@ -34,6 +34,7 @@ def resolve_rules(
     utility_metric: str | None = None,
     seed: int = 0,
     gate: Mapping[str, Any] | None = None,
+    step_search: Mapping[str, Any] | None = None,
 ) -> RoundRules:
     """Every setting that decides a round, with each default written out.
 
@@ -54,6 +55,9 @@ def resolve_rules(
         Overrides of the contribution gate's fields (:data:`GATE_FIELDS`: ``exclude_harmful``, ``harm_spread``,
         ``harm_margin``, ``gate_after``, ``zero_within_spread``, ``pay_only_gain``); the rest keep
         :mod:`fedcore.rules`' defaults.
+    step_search : Mapping, optional
+        Turns the server step search on (:mod:`aggregator.stepsearch`): overrides of
+        :data:`fedcore.rules.STEP_SEARCH` (``{}`` takes its defaults). None leaves it off.
 
     Raises
     ------
@@ -65,6 +69,10 @@ def resolve_rules(
         merged = estimator_settings(estimator, estimator_params)
     except FedLedgerError as error:
         raise ConfigError(str(error)) from None
+    unknown_steps = sorted(set(step_search or {}) - set(STEP_SEARCH))
+    if unknown_steps:
+        raise ConfigError(f"unknown step search setting(s) {', '.join(unknown_steps)}; choose from "
+                          f"{', '.join(sorted(STEP_SEARCH))}")
     unknown = sorted(set(gate or {}) - GATE_FIELDS)
     if unknown:
         raise ConfigError(f"unknown contribution gate setting(s) {', '.join(unknown)}; choose from "
@@ -81,6 +89,7 @@ def resolve_rules(
         estimator_params=_with_signature_defaults(estimator, merged),
         utility_metric=metric,
         seed=seed,
+        step_search=None if step_search is None else {**STEP_SEARCH, **step_search},
         **dict(gate or {}),
     )
 

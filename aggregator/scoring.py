@@ -19,7 +19,10 @@ global model's own metric. The metric is taken over the sponsor's population as 
   ``state_dict()`` taken before the round's real aggregation) and its own step never touches that
   state or any other coalition's. ``strategy_state=None`` means zero moments (the first round);
 - a coalition smaller than the strategy's ``min_results`` keeps the global model, so it is worth
-  ``v(empty)``.
+  ``v(empty)``;
+- under the rules' server step search (:mod:`aggregator.stepsearch`), ``v(S)`` is the best value along the
+  direction of ``S``'s aggregate over a fixed grid of step lengths, so an update that only rescales the step (a
+  free rider's zero update) is worth 0 up to float rounding.
 
 Coalition values are cached within the round (:class:`aggregator.shapley.CachedUtility`), so the
 estimator pays for each distinct coalition once.
@@ -62,7 +65,8 @@ import numpy as np
 
 from aggregator import shapley
 from aggregator.shapley import CachedUtility, ContributionEstimate
-from aggregator.strategies import Strategy, make_strategy
+from aggregator.stepsearch import StepChoice, direction, search_step, step_along, step_lengths
+from aggregator.strategies import Strategy, make_strategy, update_norm
 from fedcore.errors import AggregatorError, DataError, FedLedgerError
 from fedcore.models import model_from_weights, predict_proba, set_weights
 from fedcore.population import group_weights, population_score
@@ -307,6 +311,12 @@ class CoalitionUtility:
         Each player's update and sample count, in player order.
     group_weights : dict[str, float] or None
         The validation groups' weights under the task's population (None: pooled).
+    step_search : Mapping or None
+        The rules' server step search (:mod:`aggregator.stepsearch`): when set, a coalition's model is the best
+        point along its aggregate's direction (:meth:`model`), over step lengths scaled by the largest norm among
+        the players' updates.
+    forward_passes : int
+        Models evaluated on the validation set so far (the cost of the round's scoring).
     """
 
     def __init__(
@@ -323,6 +333,7 @@ class CoalitionUtility:
         metric: str,
         server_round: int = 0,
         groups_val: tuple[str, ...] | None = None,
+        step_search: Mapping[str, Any] | None = None,
     ):
         self.ids = tuple(u.institution for u in updates)
         self.n = len(updates)
@@ -339,6 +350,13 @@ class CoalitionUtility:
         except DataError as error:
             raise AggregatorError(f"cannot score this round: {error}") from None
         self._groups = groups_val
+        self.step_search = None if step_search is None else dict(step_search)
+        self.forward_passes = 0
+        if self.step_search is not None:
+            scale = max(update_norm(u.arrays) for u in updates)
+            self._lengths = step_lengths(scale, max_multiplier=self.step_search["max_multiplier"],
+                                         octaves=self.step_search["octaves"],
+                                         per_octave=self.step_search["per_octave"])
         try:
             self._model = model_from_weights(spec, self._global, n_features=X_val.shape[1])
             self._strategy.load_state_dict(_copy_state(self._state))
@@ -357,14 +375,31 @@ class CoalitionUtility:
         aggregate = self._strategy.aggregate_fit(self.server_round, self._global, [self.results[p] for p in members])
         return aggregate.weights
 
+    def model(self, coalition: frozenset[int]) -> tuple[Arrays, StepChoice | None]:
+        """The coalition's model and, under the step search, the step it took (None without the search or for the
+        empty coalition, whose model is the global one)."""
+        moved = self.weights(frozenset(coalition))
+        if self.step_search is None or not coalition:
+            return moved, None
+        unit, _ = direction(self._global, moved)
+        choice = search_step(lambda t: self.score(step_along(self._global, unit, t)), self._lengths,
+                             self.step_search["refinements"])
+        return step_along(self._global, unit, choice.length), choice
+
     def predict(self, weights: Mapping[str, np.ndarray]) -> np.ndarray:
         """Positive-class probabilities of the model with ``weights`` on the validation rows."""
         set_weights(self._model, weights)
         return predict_proba(self._model, self._X)
 
-    def __call__(self, coalition: frozenset[int]) -> float:
-        probabilities = self.predict(self.weights(frozenset(coalition)))
+    def score(self, weights: Mapping[str, np.ndarray]) -> float:
+        """The utility metric of the model with ``weights`` under the task's population."""
+        self.forward_passes += 1
+        probabilities = self.predict(weights)
         return float(population_score(self.metric, self._y, probabilities, self._groups, self.group_weights))
+
+    def __call__(self, coalition: frozenset[int]) -> float:
+        weights, choice = self.model(frozenset(coalition))
+        return choice.value if choice is not None else self.score(weights)
 
 
 def coalition_utility(
@@ -380,6 +415,7 @@ def coalition_utility(
     utility_metric: str | None = None,
     server_round: int = 0,
     groups_val: Sequence[str] | None = None,
+    step_search: Mapping[str, Any] | None = None,
 ) -> CoalitionUtility:
     """The round's coalition utility ``v(S)`` (see the module doc), players = sorted institution ids.
 
@@ -407,6 +443,8 @@ def coalition_utility(
         Passed to the strategy (no built-in strategy uses it).
     groups_val : sequence of str, length m, optional
         Each validation row's group; needed when ``spec.population`` weights groups.
+    step_search : Mapping, optional
+        The rules' server step search (:attr:`fedcore.rules.RoundRules.step_search`); None: off.
 
     Returns
     -------
@@ -435,6 +473,7 @@ def coalition_utility(
         metric=resolve_metric(spec, utility_metric),
         server_round=server_round,
         groups_val=_check_groups(groups_val, y),
+        step_search=step_search,
     )
 
 
@@ -507,6 +546,7 @@ def score_round(
     utility_metric: str | None = None,
     server_round: int = 0,
     groups_val: Sequence[str] | None = None,
+    step_search: Mapping[str, Any] | None = None,
 ) -> RoundScores:
     """Score every institution's update of one round.
 
@@ -525,7 +565,7 @@ def score_round(
         ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
     server_round : int
         Passed to the strategy, as in the round's real aggregation.
-    groups_val : sequence of str, optional
+    groups_val, step_search : optional
         As in :func:`coalition_utility`.
 
     Returns
@@ -556,6 +596,7 @@ def score_round(
         utility_metric=utility_metric,
         server_round=server_round,
         groups_val=groups_val,
+        step_search=step_search,
     )
     n = utility.n
     bound = shapley.make_estimator(estimator, **_resolve_share(params, n))

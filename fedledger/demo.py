@@ -69,7 +69,7 @@ import numpy as np
 
 from fedcore.errors import ConfigError, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
-from fedsets.heart import HEART_MODEL, HEART_MODELS
+from fedsets.heart import HEART_MODEL, HEART_MODELS, HEART_STEP_SEARCH
 
 DEFAULT_OUT = Path("runs/demo")
 DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
@@ -657,7 +657,7 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                              weighting=options.weighting, model=options.model)
     # The sponsor fixes the round rules before anyone trains.
     rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
-                          estimator=options.scorer, seed=options.seed)
+                          estimator=options.scorer, seed=options.seed, step_search=HEART_STEP_SEARCH)
     rules_path = out / "rules.json"
     rules.save(rules_path)
     accounts = {name: demo_account(f"institution/{name}") for name in names}

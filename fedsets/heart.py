@@ -60,6 +60,9 @@ PERSONAL_METHOD = "ditto"
 # FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
 # overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
 HEART_MODELS = ("logreg", "mlp")
+# The demo's bounties search the server step (``fedcore.rules.STEP_SEARCH``'s settings, fixed before any run):
+# without it Shapley values of the MLP's overshooting FedAvg updates pay a zero update for shortening the step.
+HEART_STEP_SEARCH: dict[str, Any] = {}
 HEART_MODEL = "logreg"
 
 HEART_DIR = "fed-heart-disease"
