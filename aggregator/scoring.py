@@ -603,6 +603,14 @@ def score_round(
     cache = CachedUtility(utility, n=n)
     if bound.needs_utility:
         estimate = bound(n, cache, seed=int(seed))
+        if (estimator == "gtg" and step_search is not None and estimate.grand_value == estimate.empty_value
+                and not any(estimate.values)):
+            # Under the step search a gain of exactly 0 means the grand coalition's best step is none at all (its
+            # direction is uphill), not that the players cannot be told apart: one update can cancel the others'
+            # gain. GTG's round truncation would zero every value, hide that harm from the gate and freeze the
+            # model for as long as it goes on; such a round is valued without the truncation.
+            untruncated = {**_resolve_share(params, n), "round_truncation_threshold": 0.0}
+            estimate = shapley.make_estimator(estimator, **untruncated)(n, cache, seed=int(seed))
     else:
         cosines = bound([r.arrays for r in utility.results], weights=[r.num_samples for r in utility.results])
         empty, grand = cache(frozenset()), cache(frozenset(range(n)))

@@ -657,7 +657,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                              weighting=options.weighting, model=options.model)
     # The sponsor fixes the round rules before anyone trains.
     rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
-                          estimator=options.scorer, seed=options.seed, step_search=HEART_STEP_SEARCH)
+                          estimator=options.scorer, seed=options.seed,
+                          step_search=HEART_STEP_SEARCH[options.model])
     rules_path = out / "rules.json"
     rules.save(rules_path)
     accounts = {name: demo_account(f"institution/{name}") for name in names}

@@ -60,9 +60,11 @@ PERSONAL_METHOD = "ditto"
 # FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
 # overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
 HEART_MODELS = ("logreg", "mlp")
-# The demo's bounties search the server step (``fedcore.rules.STEP_SEARCH``'s settings, fixed before any run):
-# without it Shapley values of the MLP's overshooting FedAvg updates pay a zero update for shortening the step.
-HEART_STEP_SEARCH: dict[str, Any] = {}
+# The server step search of each model's bounties (``resolve_rules(step_search=...)``; ``{}``: the settings of
+# ``fedcore.rules.STEP_SEARCH``, fixed before any run). The MLP's updates (100 SGD steps at lr 0.03) overshoot, and
+# without the search Shapley values pay a zero update for shortening their step; the logistic regression's small
+# steps (lr 0.001) do not, and its rules stay as they were (README, "Incentives").
+HEART_STEP_SEARCH: dict[str, dict[str, Any] | None] = {"logreg": None, "mlp": {}}
 HEART_MODEL = "logreg"
 
 HEART_DIR = "fed-heart-disease"

@@ -117,3 +117,22 @@ def test_the_round_takes_the_step_its_value_was_taken_on_with_or_without_the_zer
     for name, array in outcome.weights.items():
         np.testing.assert_allclose(array, honest_only.weights[name], atol=1e-5)
     assert compute_round(inputs, rules, spec).model_hash == outcome.model_hash  # deterministic, bit for bit
+
+
+@HEART
+def test_an_update_that_cancels_the_others_is_told_apart_not_truncated_away(overshooting_round):
+    """Under the search an update that turns the grand coalition's direction uphill makes the round's gain exactly 0;
+    GTG's round truncation would then zero every value, so nobody would be left out and the model would not move for
+    as long as the canceller went on (a stall). Such a round is valued without the truncation."""
+    from fedcore.types import Update
+
+    inputs, spec, plain = overshooting_round
+    (honest,) = [u for u in inputs.updates if u.institution == "hungarian"]
+    canceller = Update("mallory", {k: -2.0 * a for k, a in honest.arrays.items()}, honest.num_samples, {})
+    rules = replace(plain, step_search=dict(STEP_SEARCH))
+    outcome = compute_round(replace(inputs, updates=(honest, canceller)), rules, spec)
+    first = outcome.scores
+    assert outcome.excluded.keys() == {"mallory"} and outcome.used == ("hungarian",)
+    assert first.values["mallory"] < 0 < first.values["hungarian"] and outcome.fixed_point["hungarian"] > 0
+    assert outcome.metrics["step_length"] > 0  # the model moves along the honest update
+    assert rules.estimator == "gtg" and rules.estimator_params["round_truncation_threshold"] > 0
