@@ -50,7 +50,7 @@ ZERO_WITHIN_SPREAD = True
 PAY_ONLY_GAIN = True
 #: The server step search's settings (:mod:`aggregator.stepsearch`) when a bounty turns it on: a log grid of step
 #: lengths from twice the round's largest update norm down 10 octaves (2^-10 ~ 1e-3 of it), two points an octave,
-#: then 6 golden-section steps: 28 evaluations of the validation set per coalition.
+#: then 6 golden-section steps: 29 evaluations of the validation set per coalition (22 grid points, 7 refinements).
 STEP_SEARCH: Mapping[str, Any] = MappingProxyType(
     {"max_multiplier": 2.0, "octaves": 10, "per_octave": 2, "refinements": 6})
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
