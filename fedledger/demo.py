@@ -1063,7 +1063,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--attacker", default=None, metavar="NAME", help="this institution trains on flipped labels")
     demo.add_argument("--model", default=HEART_MODEL, choices=HEART_MODELS,
                       help="the task's model: logreg (FLamby's) or mlp (the benchmark's ditto_mlp: a 16-unit MLP, "
-                           "Ditto personal models; a free rider is paid on it in some runs) (default: %(default)s)")
+                           "Ditto personal models, the server step search; an attacker is paid on it in some runs) "
+                           "(default: %(default)s)")
     demo.add_argument("--reward", type=parse_wei, default=DEFAULT_REWARD, metavar="AMOUNT",
                       help="the bounty's reward, e.g. 10ether (default: 10ether)")
     demo.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",

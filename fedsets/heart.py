@@ -57,8 +57,8 @@ PERSONAL_MLP: dict[str, Any] = {"model": "mlp", "model_params": {"hidden_sizes":
 PERSONAL_MLP_TRAINING: dict[str, Any] = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
 PERSONAL_METHOD = "ditto"
 # The task models ``fedledger data heart`` and ``fedledger demo`` offer, and their default. The default stays
-# FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
-# overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
+# FLamby's logistic regression: on the MLP, even with the server step search (which keeps a free rider unpaid), a
+# label-flipping attacker is paid on 2 of seeds 0-9 (``python -m bench.fairness --model mlp``; README, "Incentives").
 HEART_MODELS = ("logreg", "mlp")
 # The server step search of each model's bounties (``resolve_rules(step_search=...)``; ``{}``: the settings of
 # ``fedcore.rules.STEP_SEARCH``, fixed before any run). The MLP's updates (100 SGD steps at lr 0.03) overshoot, and
