@@ -9,8 +9,9 @@ No participant's input can stall a round: the task's declared bounds (:class:`fe
 are applied first (:func:`bound_updates`), and an update that still makes the aggregate or the scores
 non-computable (an overflow to Inf, a NaN) is left out with the reason recorded (:func:`compute_round`). The
 round's contribution scores, taken on the admitted updates before the aggregate, then decide what enters it
-(:mod:`aggregator.gate`: harmful updates and gated institutions are left out, still scored). All of it happens
-here, so the auditor's replay makes the same exclusions bit for bit.
+(:mod:`aggregator.gate`: harmful updates and gated institutions are left out, still scored). Under the rules'
+server step search the new model takes the step the scoring chose for the kept updates (:mod:`aggregator.stepsearch`).
+All of it happens here, so the auditor's replay makes the same exclusions and the same step bit for bit.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from aggregator import gate
 from aggregator.rules import strategy_from_rules
-from aggregator.scoring import RoundScores, check_validation, score_round
-from aggregator.strategies import FitFailure
+from aggregator.scoring import RoundScores, check_validation, coalition_utility, score_round
+from aggregator.strategies import FitFailure, RoundAggregate, update_norm
 from fedcore import codec
 from fedcore.errors import AggregatorError, DataError
 from fedcore.rules import RoundRules
@@ -118,13 +119,6 @@ class RoundOutcome:
         return dict(self.scores.fixed_point) if self.scores is not None else {}
 
 
-def update_norm(arrays: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm of an update over all its tensors, in float64 (inf when it overflows even there)."""
-    squares = [np.square(np.asarray(a, dtype=np.float64)).sum() for _, a in sorted(arrays.items())]
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.sqrt(math.fsum(squares))) if all(np.isfinite(squares)) else math.inf
-
-
 def bound_updates(updates: tuple[Update, ...], bounds: DeclaredBounds
                   ) -> tuple[tuple[Update, ...], dict[str, str], dict[str, str]]:
     """Apply the task's declared bounds to a round's updates (pure).
@@ -198,7 +192,8 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
     updates = tuple(sorted(inputs.updates, key=lambda u: u.institution))
     updates, rejected, clipped = bound_updates(updates, spec.bounds)
     state_before, record = gate.split_state({k: np.array(v, copy=True) for k, v in inputs.strategy_state.items()})
-    if score and updates:  # a bad validation set is the aggregator's fault, never a participant's: fail before
+    if (score or rules.step_search is not None) and updates:
+        # a bad validation set is the aggregator's fault, never a participant's: fail before
         check_validation(inputs.X_val, inputs.y_val)
     while True:
         strategy = strategy_from_rules(rules)
@@ -209,6 +204,7 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
             kept = tuple(u for u in updates if u.institution not in decision.left_out)
             with np.errstate(over="ignore", invalid="ignore"):
                 aggregate = strategy.aggregate_fit(inputs.round, global_weights, kept, inputs.failures)
+                aggregate = _searched(aggregate, inputs, rules, spec, global_weights, kept, state_before)
             if not all(np.isfinite(a).all() for a in aggregate.weights.values()):
                 raise AggregatorError("the aggregate is not finite")
             break
@@ -225,6 +221,24 @@ def compute_round(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, *, sco
         excluded={**aggregate.excluded, **decision.left_out}, scores=scores, metrics=dict(aggregate.metrics),
         hyperparameters=strategy.hyperparameters(), rejected=rejected, clipped=clipped,
     )
+
+
+def _searched(aggregate: RoundAggregate, inputs: RoundInputs, rules: RoundRules, spec: TaskSpec,
+              global_weights: Arrays, kept: tuple[Update, ...], state_before: Arrays) -> RoundAggregate:
+    """Under the rules' server step search, the aggregate moved to the step the scoring chose for the kept updates
+    (the very model their coalition value ``v(kept)`` was taken on); otherwise the aggregate as it is."""
+    if rules.step_search is None or not aggregate.used:
+        return aggregate
+    if inputs.X_val is None or inputs.y_val is None:
+        raise AggregatorError("the rules' step search needs the validation set (X_val and y_val)")
+    utility = coalition_utility(
+        global_weights=global_weights, updates=kept, strategy_name=rules.strategy,
+        strategy_params=rules.strategy_params, strategy_state=state_before or None, spec=spec, X_val=inputs.X_val,
+        y_val=inputs.y_val, utility_metric=rules.utility_metric, server_round=inputs.round,
+        groups_val=inputs.groups_val, step_search=rules.step_search)
+    weights, choice = utility.model(frozenset(range(utility.n)))
+    length = choice.length if choice is not None else 0.0
+    return replace(aggregate, weights=weights, metrics={**aggregate.metrics, "step_length": length})
 
 
 def _score_and_gate(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weights: Arrays,
@@ -285,4 +299,5 @@ def _score(inputs: RoundInputs, rules: RoundRules, spec: TaskSpec, global_weight
         estimator_params=rules.estimator_params, seed=rules.round_seed(inputs.round),
         utility_metric=rules.utility_metric, server_round=inputs.round, groups_val=inputs.groups_val,
         row_spread=rules.row_spread,
+        step_search=rules.step_search,
     )

@@ -15,7 +15,7 @@ from aggregator.scoring import DEFAULT_ESTIMATOR, DEFAULT_UTILITY_METRIC, estima
 from aggregator.strategies import Strategy, make_strategy
 from fedcore.errors import AggregatorError, ConfigError, FedLedgerError
 from fedcore.metrics import ROW_METRICS
-from fedcore.rules import ROW_SPREAD, RoundRules
+from fedcore.rules import ROW_SPREAD, STEP_SEARCH, RoundRules
 from fedcore.task import TaskSpec
 
 #: Estimator keywords that are call-time inputs, not rules.
@@ -35,6 +35,7 @@ def resolve_rules(
     utility_metric: str | None = None,
     seed: int = 0,
     gate: Mapping[str, Any] | None = None,
+    step_search: Mapping[str, Any] | None = None,
 ) -> RoundRules:
     """Every setting that decides a round, with each default written out.
 
@@ -56,6 +57,9 @@ def resolve_rules(
         ``harm_margin``, ``gate_after``, ``zero_within_spread``, ``pay_only_gain``, ``row_spread``); the rest keep
         :mod:`fedcore.rules`' defaults, except that ``row_spread`` is off by default for a metric that is not a mean
         over rows (AUC), which has no per-row split.
+    step_search : Mapping, optional
+        Turns the server step search on (:mod:`aggregator.stepsearch`): overrides of
+        :data:`fedcore.rules.STEP_SEARCH` (``{}`` takes its defaults). None leaves it off.
 
     Raises
     ------
@@ -67,6 +71,10 @@ def resolve_rules(
         merged = estimator_settings(estimator, estimator_params)
     except FedLedgerError as error:
         raise ConfigError(str(error)) from None
+    unknown_steps = sorted(set(step_search or {}) - set(STEP_SEARCH))
+    if unknown_steps:
+        raise ConfigError(f"unknown step search setting(s) {', '.join(unknown_steps)}; choose from "
+                          f"{', '.join(sorted(STEP_SEARCH))}")
     unknown = sorted(set(gate or {}) - GATE_FIELDS)
     if unknown:
         raise ConfigError(f"unknown contribution gate setting(s) {', '.join(unknown)}; choose from "
@@ -83,6 +91,7 @@ def resolve_rules(
         estimator_params=_with_signature_defaults(estimator, merged),
         utility_metric=metric,
         seed=seed,
+        step_search=None if step_search is None else {**STEP_SEARCH, **step_search},
         **{"row_spread": ROW_SPREAD and metric in ROW_METRICS, **dict(gate or {})},
     )
 

@@ -19,7 +19,10 @@ global model's own metric. The metric is taken over the sponsor's population as 
   ``state_dict()`` taken before the round's real aggregation) and its own step never touches that
   state or any other coalition's. ``strategy_state=None`` means zero moments (the first round);
 - a coalition smaller than the strategy's ``min_results`` keeps the global model, so it is worth
-  ``v(empty)``.
+  ``v(empty)``;
+- under the rules' server step search (:mod:`aggregator.stepsearch`), ``v(S)`` is the best value along the
+  direction of ``S``'s aggregate over a fixed grid of step lengths, so an update that only rescales the step (a
+  free rider's zero update) is worth 0 up to float rounding.
 
 Coalition values are cached within the round (:class:`aggregator.shapley.CachedUtility`), so the
 estimator pays for each distinct coalition once.
@@ -62,7 +65,8 @@ import numpy as np
 
 from aggregator import shapley
 from aggregator.shapley import CachedUtility, ContributionEstimate
-from aggregator.strategies import Strategy, make_strategy
+from aggregator.stepsearch import StepChoice, direction, search_step, step_along, step_lengths
+from aggregator.strategies import Strategy, make_strategy, update_norm
 from fedcore.errors import AggregatorError, DataError, FedLedgerError
 from fedcore.metrics import ROW_METRICS, row_scores
 from fedcore.models import model_from_weights, predict_proba, set_weights
@@ -315,6 +319,12 @@ class CoalitionUtility:
         Each player's update and sample count, in player order.
     group_weights : dict[str, float] or None
         The validation groups' weights under the task's population (None: pooled).
+    step_search : Mapping or None
+        The rules' server step search (:mod:`aggregator.stepsearch`): when set, a coalition's model is the best
+        point along its aggregate's direction (:meth:`model`), over step lengths scaled by the largest norm among
+        the players' updates.
+    forward_passes : int
+        Models evaluated on the validation set so far (the cost of the round's scoring).
     """
 
     def __init__(
@@ -331,6 +341,7 @@ class CoalitionUtility:
         metric: str,
         server_round: int = 0,
         groups_val: tuple[str, ...] | None = None,
+        step_search: Mapping[str, Any] | None = None,
     ):
         self.ids = tuple(u.institution for u in updates)
         self.n = len(updates)
@@ -349,6 +360,13 @@ class CoalitionUtility:
         self._groups = groups_val
         #: Each evaluated coalition's per-row scores (metrics that are a mean over rows), for :meth:`per_row`.
         self._rows: dict[frozenset[int], np.ndarray] = {}
+        self.step_search = None if step_search is None else dict(step_search)
+        self.forward_passes = 0
+        if self.step_search is not None:
+            scale = max(update_norm(u.arrays) for u in updates)
+            self._lengths = step_lengths(scale, max_multiplier=self.step_search["max_multiplier"],
+                                         octaves=self.step_search["octaves"],
+                                         per_octave=self.step_search["per_octave"])
         try:
             self._model = model_from_weights(spec, self._global, n_features=X_val.shape[1])
             self._strategy.load_state_dict(_copy_state(self._state))
@@ -367,17 +385,39 @@ class CoalitionUtility:
         aggregate = self._strategy.aggregate_fit(self.server_round, self._global, [self.results[p] for p in members])
         return aggregate.weights
 
+    def model(self, coalition: frozenset[int]) -> tuple[Arrays, StepChoice | None]:
+        """The coalition's model and, under the step search, the step it took (None without the search or for the
+        empty coalition, whose model is the global one)."""
+        moved = self.weights(frozenset(coalition))
+        if self.step_search is None or not coalition:
+            return moved, None
+        unit, _ = direction(self._global, moved)
+        choice = search_step(lambda t: self.score(step_along(self._global, unit, t)), self._lengths,
+                             self.step_search["refinements"])
+        return step_along(self._global, unit, choice.length), choice
+
     def predict(self, weights: Mapping[str, np.ndarray]) -> np.ndarray:
         """Positive-class probabilities of the model with ``weights`` on the validation rows."""
         set_weights(self._model, weights)
         return predict_proba(self._model, self._X)
 
+    def score(self, weights: Mapping[str, np.ndarray]) -> float:
+        """The utility metric of the model with ``weights`` under the task's population."""
+        return self._score(self.predict(weights))
+
+    def _score(self, probabilities: np.ndarray) -> float:
+        self.forward_passes += 1
+        return float(population_score(self.metric, self._y, probabilities, self._groups, self.group_weights))
+
     def __call__(self, coalition: frozenset[int]) -> float:
         key = frozenset(coalition)
-        probabilities = self.predict(self.weights(key))
-        if self.metric in ROW_METRICS:
-            self._rows[key] = row_scores(self.metric, self._y, probabilities)
-        return float(population_score(self.metric, self._y, probabilities, self._groups, self.group_weights))
+        weights, choice = self.model(key)
+        if self.metric not in ROW_METRICS:
+            return choice.value if choice is not None else self.score(weights)
+        # The chosen model's rows, evaluated once more under the step search (the same bits as the search's value).
+        probabilities = self.predict(weights)
+        self._rows[key] = row_scores(self.metric, self._y, probabilities)
+        return self._score(probabilities)
 
     def per_row(self, coalition: frozenset[int]) -> np.ndarray:
         """Each validation row's score under an already evaluated coalition (shape (m,)); the population mean of it
@@ -406,6 +446,7 @@ def coalition_utility(
     utility_metric: str | None = None,
     server_round: int = 0,
     groups_val: Sequence[str] | None = None,
+    step_search: Mapping[str, Any] | None = None,
 ) -> CoalitionUtility:
     """The round's coalition utility ``v(S)`` (see the module doc), players = sorted institution ids.
 
@@ -433,6 +474,8 @@ def coalition_utility(
         Passed to the strategy (no built-in strategy uses it).
     groups_val : sequence of str, length m, optional
         Each validation row's group; needed when ``spec.population`` weights groups.
+    step_search : Mapping, optional
+        The rules' server step search (:attr:`fedcore.rules.RoundRules.step_search`); None: off.
 
     Returns
     -------
@@ -461,6 +504,7 @@ def coalition_utility(
         metric=resolve_metric(spec, utility_metric),
         server_round=server_round,
         groups_val=_check_groups(groups_val, y),
+        step_search=step_search,
     )
 
 
@@ -534,6 +578,7 @@ def score_round(
     server_round: int = 0,
     groups_val: Sequence[str] | None = None,
     row_spread: bool = False,
+    step_search: Mapping[str, Any] | None = None,
 ) -> RoundScores:
     """Score every institution's update of one round.
 
@@ -552,7 +597,7 @@ def score_round(
         ``"task"`` or a metric name; default :data:`DEFAULT_UTILITY_METRIC`.
     server_round : int
         Passed to the strategy, as in the round's real aggregation.
-    groups_val : sequence of str, optional
+    groups_val, step_search : optional
         As in :func:`coalition_utility`.
     row_spread : bool
         Also give each value's standard error over the validation rows (``RoundScores.row_std_errors``); needs a
@@ -587,12 +632,21 @@ def score_round(
         utility_metric=utility_metric,
         server_round=server_round,
         groups_val=groups_val,
+        step_search=step_search,
     )
     n = utility.n
     bound = shapley.make_estimator(estimator, **_resolve_share(params, n))
     cache = CachedUtility(utility, n=n)
     if bound.needs_utility:
         estimate = bound(n, cache, seed=int(seed))
+        if (estimator == "gtg" and step_search is not None and estimate.grand_value == estimate.empty_value
+                and not any(estimate.values)):
+            # Under the step search a gain of exactly 0 means the grand coalition's best step is none at all (its
+            # direction is uphill), not that the players cannot be told apart: one update can cancel the others'
+            # gain. GTG's round truncation would zero every value, hide that harm from the gate and freeze the
+            # model for as long as it goes on; such a round is valued without the truncation.
+            untruncated = {**_resolve_share(params, n), "round_truncation_threshold": 0.0}
+            estimate = shapley.make_estimator(estimator, **untruncated)(n, cache, seed=int(seed))
     else:
         cosines = bound([r.arrays for r in utility.results], weights=[r.num_samples for r in utility.results])
         empty, grand = cache(frozenset()), cache(frozenset(range(n)))

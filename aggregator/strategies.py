@@ -17,6 +17,7 @@ Yogi ``v - (1 - b2) D^2 sign(v - D^2)``; then ``w = w + lr m / (sqrt(v) + tau)``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -55,6 +56,13 @@ def _flatten(updates: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
     """``(k, p)`` float64: each update as one vector (tensors in name order)."""
     names = sorted(_names(updates))
     return np.stack([np.concatenate([np.asarray(u[n], dtype=np.float64).ravel() for n in names]) for u in updates])
+
+
+def update_norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of an update over all its tensors, in float64 (inf when it overflows even there)."""
+    squares = [np.square(np.asarray(a, dtype=np.float64)).sum() for _, a in sorted(arrays.items())]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.sqrt(math.fsum(squares))) if all(np.isfinite(squares)) else math.inf
 
 
 def weighted_average(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float] | np.ndarray) -> Arrays:

@@ -34,6 +34,9 @@ Row diagnostics (``twins``, ``twins_identical``, ``small_group``, ``small_group_
 valued by exact Shapley and every value split over the validation rows (:func:`aggregator.shapley.row_values`), which
 says whether the sponsor's validation rows tell the twins' updates apart (the paired difference of their per-row
 values against its standard error) and which validation groups make a site's value negative.
+``--model mlp`` (``bench/results/fairness_mlp.json``) runs the three Heart cases alone with the demo's MLP task
+(``fedledger demo --model mlp``: the task's own training settings and the server step search,
+``fedsets.heart.HEART_STEP_SEARCH``); the built cases stay the logistic regression's.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ def _heart_parts(seed: int):
 
 
 def heart_case(seed: int, data_dir: Path, *, attacker: str | None = None, free_rider: str | None = None,
-               name: str = "heart") -> Case:
+               name: str = "heart", model: str | None = None) -> Case:
     """The four hospitals as ``fedledger demo --seed seed`` builds them: ``fedledger data heart`` files (written into
     ``data_dir``), the task's scaler and population, each site and test part read and scaled as the demo does."""
     from fedcore.population import load_validation_set
@@ -160,7 +163,7 @@ def heart_case(seed: int, data_dir: Path, *, attacker: str | None = None, free_r
     from node.site import load_site
 
     if not (data_dir / TASK_FILE).exists():
-        write_heart(data_dir, seed=seed)
+        write_heart(data_dir, seed=seed, model=model)
     spec = TaskSpec.load(data_dir / TASK_FILE)
     validation = load_validation_set(data_dir / VALIDATION_FILE, spec)
     sites, tests = [], {}
@@ -258,15 +261,17 @@ def _task(n_features: int, seed: int):
 
 
 def _spec_and_rules(spec, seed: int, exact_up_to: int = 0):
-    """The demo's run of ``spec``: FLamby's FedAvg settings, GTG (exact Shapley up to ``exact_up_to`` institutions),
-    the rules' default utility and gate."""
+    """The demo's run of ``spec``: FedAvg (FLamby's client settings for the logistic regression, the task's own for
+    the MLP), GTG (exact Shapley up to ``exact_up_to`` institutions), the rules' default utility and gate, the
+    model's server step search (``fedsets.heart.HEART_STEP_SEARCH``)."""
     from aggregator.rules import resolve_rules
-    from fedsets.heart import FLAMBY_SETTINGS
+    from fedsets.heart import FLAMBY_SETTINGS, HEART_STEP_SEARCH
 
     kwargs, client = FLAMBY_SETTINGS["fedavg"]
-    spec = spec.with_training(seed=seed, **client)
+    spec = spec.with_training(seed=seed, **(client if spec.model == "logreg" else {}))
     return spec, resolve_rules(spec=spec, strategy="fedavg", strategy_params=kwargs, estimator="gtg",
-                               estimator_params={"exact_up_to": exact_up_to}, seed=seed)
+                               estimator_params={"exact_up_to": exact_up_to}, seed=seed,
+                               step_search=HEART_STEP_SEARCH[spec.model])
 
 
 def _deliveries_of(sites: tuple[Site, ...]) -> Callable:
@@ -388,16 +393,18 @@ def _pearson(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(x, z)[0, 1])
 
 
-def _cases_of(seed: int, data_dir: Path) -> list[Case]:
-    return [heart_case(seed, data_dir),
-            heart_case(seed, data_dir, attacker=HEART_ATTACKER, name="heart_attacker"),
-            heart_case(seed, data_dir, free_rider=HEART_FREE_RIDER, name="heart_free_rider"),
-            *built_cases(seed)]
+def _cases_of(seed: int, data_dir: Path, model: str = "logreg") -> list[Case]:
+    """Every case for the logistic regression; the three Heart cases alone for another model (``--model mlp``)."""
+    heart = [heart_case(seed, data_dir, model=model),
+             heart_case(seed, data_dir, attacker=HEART_ATTACKER, name="heart_attacker", model=model),
+             heart_case(seed, data_dir, free_rider=HEART_FREE_RIDER, name="heart_free_rider", model=model)]
+    return [*heart, *built_cases(seed)] if model == "logreg" else heart
 
 
-def _run_seed(seed: int, rounds: int, exact_up_to: int) -> list[tuple[str, dict, dict]]:
+def _run_seed(seed: int, rounds: int, exact_up_to: int, model: str = "logreg") -> list[tuple[str, dict, dict]]:
     with tempfile.TemporaryDirectory() as tmp:
-        return [(case.name, case.notes, run_case(case, seed, rounds, exact_up_to)) for case in _cases_of(seed, Path(tmp))]
+        return [(case.name, case.notes, run_case(case, seed, rounds, exact_up_to))
+                for case in _cases_of(seed, Path(tmp), model)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,12 +450,13 @@ def summarize(cases: dict[str, dict]) -> dict[str, Any]:
 
     with_attacker = _mean([r["accuracy"] for r in cases["heart_attacker"]["runs"]])
     without = _mean([r["accuracy"] for r in cases["heart"]["runs"]])
+    twins = "twins" in cases  # the built cases run with the logistic regression only
     summary = {
         "honest_min_payout_share": min(shares(HONEST)),
         "attacker_max_payout_share": max(shares(ATTACKER)),
         "free_rider_max_payout_share": max(shares(FREE_RIDER)),
-        "twin_max_relative_gap": max(_twin_gaps(cases["twins"])),
-        "twin_identical_max_relative_gap": max(_twin_gaps(cases["twins_identical"])),
+        "twin_max_relative_gap": max(_twin_gaps(cases["twins"])) if twins else None,
+        "twin_identical_max_relative_gap": max(_twin_gaps(cases["twins_identical"])) if twins else None,
         "honest_min_reputation": min(i["reputation"] for c in cases.values() for run in c["runs"]
                                      for i in run["institutions"].values() if i["role"] == HONEST),
         "accuracy_with_attacker": with_attacker,
@@ -463,19 +471,21 @@ def summarize(cases: dict[str, dict]) -> dict[str, Any]:
         "attacker_max_payout_share == 0": summary["attacker_max_payout_share"] == 0,
         "free_rider_max_payout_share <= 0.01": summary["free_rider_max_payout_share"] <= 0.01,
         "honest_min_payout_share > 0": summary["honest_min_payout_share"] > 0,
-        "twin_max_relative_gap <= 0.05": summary["twin_max_relative_gap"] <= 0.05,
+        **({"twin_max_relative_gap <= 0.05": summary["twin_max_relative_gap"] <= 0.05} if twins else {}),
         "accuracy_without_attacker - accuracy_with_attacker <= 0.01": (without - with_attacker) <= 0.01,
     }
     return summary
 
 
-def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1, exact_up_to: int = 0) -> dict[str, Any]:
+def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1, exact_up_to: int = 0,
+        model: str = "logreg") -> dict[str, Any]:
     started = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            per_seed = list(pool.map(_run_seed, seeds, [rounds] * len(seeds), [exact_up_to] * len(seeds)))
+            per_seed = list(pool.map(_run_seed, seeds, [rounds] * len(seeds), [exact_up_to] * len(seeds),
+                                     [model] * len(seeds)))
     else:
-        per_seed = [_run_seed(seed, rounds, exact_up_to) for seed in seeds]
+        per_seed = [_run_seed(seed, rounds, exact_up_to, model) for seed in seeds]
     cases: dict[str, dict] = {}
     for runs in per_seed:
         for name, notes, result in runs:
@@ -494,7 +504,8 @@ def run(seeds: tuple[int, ...] = SEEDS, rounds: int = ROUNDS, workers: int = 1, 
         case["collaborative_fairness"] = _mean([r["collaborative_fairness"] for r in case["runs"]])
     out = {**summarize(cases), "cases": cases, "seeds": list(seeds), "rounds": rounds,
            "protocol": __doc__.split("\n\n", 1)[1].strip(), "command": f"python -m bench.fairness --workers {workers}"
-           + (f" --exact-up-to {exact_up_to}" if exact_up_to else ""), "exact_up_to": exact_up_to,
+           + (f" --exact-up-to {exact_up_to}" if exact_up_to else "") + (f" --model {model}" if model != "logreg" else ""),
+           "exact_up_to": exact_up_to, "model": model,
            "elapsed_seconds": round(time.perf_counter() - started, 1)}
     return out
 
@@ -507,8 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--exact-up-to", type=int, default=0,
                         help="the estimator's exact_up_to: exact Shapley with at most this many institutions (0: GTG)")
+    parser.add_argument("--model", choices=("logreg", "mlp"), default="logreg",
+                        help="the Heart task's model; mlp runs the three Heart cases alone (default out: "
+                             "bench/results/fairness_mlp.json)")
     args = parser.parse_args(argv)
-    result = run(tuple(args.seeds), args.rounds, args.workers, args.exact_up_to)
+    if args.model != "logreg" and args.out == DEFAULT_OUT:
+        args.out = DEFAULT_OUT.with_name(f"fairness_{args.model}.json")
+    result = run(tuple(args.seeds), args.rounds, args.workers, args.exact_up_to, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: result[k] for k in SUMMARY_KEYS + ("targets", "elapsed_seconds")}, indent=2))

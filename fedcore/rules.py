@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from fedcore import jsondoc
@@ -25,7 +26,7 @@ from fedcore.metrics import ROW_METRICS
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 4  # 4: row_spread; 3: zero_within_spread, on-chain scores keep SCORE_DECIMALS decimals
+RULES_VERSION = 4  # 4: row_spread, step_search; 3: zero_within_spread, on-chain scores keep SCORE_DECIMALS decimals
 #: On-chain scores are int256 with 18 decimals: the score of a value ``v`` is ``v`` rounded (half away from zero) to
 #: SCORE_DECIMALS decimals, times FIXED_POINT_SCALE, so a multiple of SCORE_QUANTUM. The rounding is what lets a
 #: scoring committee agree: another float summation order moved Heart scores by up to 3e-9 (``bench/bitexact.py``),
@@ -50,6 +51,11 @@ ZERO_WITHIN_SPREAD = True
 PAY_ONLY_GAIN = True
 #: Whether a value's spread includes its standard error over the sponsor's validation rows (``RoundRules.row_spread``).
 ROW_SPREAD = True
+#: The server step search's settings (:mod:`aggregator.stepsearch`) when a bounty turns it on: a log grid of step
+#: lengths from twice the round's largest update norm down 10 octaves (2^-10 ~ 1e-3 of it), two points an octave,
+#: then 6 golden-section steps: 29 evaluations of the validation set per coalition (22 grid points, 7 refinements).
+STEP_SEARCH: Mapping[str, Any] = MappingProxyType(
+    {"max_multiplier": 2.0, "octaves": 10, "per_octave": 2, "refinements": 6})
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
 #: again only in a round where its value is positive beyond the same spread.
 GATE_AFTER = 2
@@ -102,6 +108,12 @@ class RoundRules(jsondoc.HashedDocument):
         Whether a round whose gain of what entered the model is not positive posts its positive scores as 0
         (:data:`PAY_ONLY_GAIN`; :func:`aggregator.gate.on_chain_scores`): nobody is paid for a round that delivered no
         value; negative scores still go on chain.
+    step_search : Mapping or None
+        None: every coalition's model, and the round's, is the strategy's aggregate. Otherwise the settings of the
+        server step search (the keys of :data:`STEP_SEARCH`): a coalition's model is the best point on the
+        validation set along its aggregate's direction over a fixed grid of step lengths, and the round's model
+        takes the step chosen for what it keeps (:mod:`aggregator.stepsearch`), so an update that only shortens
+        the step (a zero update) is worth nothing.
     version : int
         :data:`RULES_VERSION` when the rules were resolved.
     """
@@ -121,6 +133,7 @@ class RoundRules(jsondoc.HashedDocument):
     gate_after: int = GATE_AFTER
     zero_within_spread: bool = ZERO_WITHIN_SPREAD
     pay_only_gain: bool = PAY_ONLY_GAIN
+    step_search: Mapping[str, Any] | None = None
     version: int = RULES_VERSION
 
     DOCUMENT: ClassVar[str] = "round rules"
@@ -156,6 +169,8 @@ class RoundRules(jsondoc.HashedDocument):
                               f"({', '.join(ROW_METRICS)}), got {self.utility_metric!r}")
         if not jsondoc.is_int(self.gate_after) or self.gate_after < 0:
             raise ConfigError(f"rules.gate_after must be a non-negative integer, got {self.gate_after!r}")
+        if self.step_search is not None:
+            object.__setattr__(self, "step_search", _step_search(self.step_search))
         if self.version != RULES_VERSION:
             raise ConfigError(f"rules.version {self.version!r} is not supported (this build knows {RULES_VERSION})")
 
@@ -191,6 +206,21 @@ def rules_hash(rules: RoundRules) -> bytes:
 
 def rules_hash_hex(rules: RoundRules) -> str:
     return "0x" + rules_hash(rules).hex()
+
+
+def _step_search(value: Any) -> dict[str, Any]:
+    """The checked step-search settings: exactly :data:`STEP_SEARCH`'s keys, valid numbers."""
+    if not isinstance(value, Mapping) or set(value) != set(STEP_SEARCH):
+        raise ConfigError(f"rules.step_search must be null or an object with keys {', '.join(sorted(STEP_SEARCH))}")
+    multiplier = value["max_multiplier"]
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not 0 < multiplier < math.inf:
+        raise ConfigError(f"rules.step_search.max_multiplier must be a finite number > 0, got {multiplier!r}")
+    out: dict[str, Any] = {"max_multiplier": float(multiplier)}
+    for name, low in (("octaves", 0), ("per_octave", 1), ("refinements", 0)):
+        if not jsondoc.is_int(value[name]) or not low <= value[name] <= 64:
+            raise ConfigError(f"rules.step_search.{name} must be an integer in [{low}, 64], got {value[name]!r}")
+        out[name] = int(value[name])
+    return out
 
 
 def _plain(value: Any, where: str) -> Any:

@@ -70,7 +70,7 @@ import numpy as np
 from fedcore.errors import ConfigError, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
 from fedledger.demo_report import round_story
-from fedsets.heart import HEART_MODEL, HEART_MODELS
+from fedsets.heart import HEART_MODEL, HEART_MODELS, HEART_STEP_SEARCH
 
 DEFAULT_OUT = Path("runs/demo")
 DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
@@ -659,7 +659,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
                              weighting=options.weighting, model=options.model)
     # The sponsor fixes the round rules before anyone trains.
     rules = resolve_rules(spec=data.spec, strategy=options.strategy, strategy_params=data.strategy_params,
-                          estimator=options.scorer, seed=options.seed)
+                          estimator=options.scorer, seed=options.seed,
+                          step_search=HEART_STEP_SEARCH[options.model])
     rules_path = out / "rules.json"
     rules.save(rules_path)
     accounts = {name: demo_account(f"institution/{name}") for name in names}
@@ -1068,7 +1069,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--attacker", default=None, metavar="NAME", help="this institution trains on flipped labels")
     demo.add_argument("--model", default=HEART_MODEL, choices=HEART_MODELS,
                       help="the task's model: logreg (FLamby's) or mlp (the benchmark's ditto_mlp: a 16-unit MLP, "
-                           "Ditto personal models; a free rider is paid on it in some runs) (default: %(default)s)")
+                           "Ditto personal models, the server step search; an attacker is paid on it in some runs) "
+                           "(default: %(default)s)")
     demo.add_argument("--reward", type=parse_wei, default=DEFAULT_REWARD, metavar="AMOUNT",
                       help="the bounty's reward, e.g. 10ether (default: 10ether)")
     demo.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR",

@@ -57,9 +57,14 @@ PERSONAL_MLP: dict[str, Any] = {"model": "mlp", "model_params": {"hidden_sizes":
 PERSONAL_MLP_TRAINING: dict[str, Any] = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
 PERSONAL_METHOD = "ditto"
 # The task models ``fedledger data heart`` and ``fedledger demo`` offer, and their default. The default stays
-# FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
-# overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
+# FLamby's logistic regression: on the MLP, even with the server step search (which keeps a free rider unpaid), a
+# label-flipping attacker is paid on 2 of seeds 0-9 (``python -m bench.fairness --model mlp``; README, "Incentives").
 HEART_MODELS = ("logreg", "mlp")
+# The server step search of each model's bounties (``resolve_rules(step_search=...)``; ``{}``: the settings of
+# ``fedcore.rules.STEP_SEARCH``, fixed before any run). The MLP's updates (100 SGD steps at lr 0.03) overshoot, and
+# without the search Shapley values pay a zero update for shortening their step; the logistic regression's small
+# steps (lr 0.001) do not, and its rules stay as they were (README, "Incentives").
+HEART_STEP_SEARCH: dict[str, dict[str, Any] | None] = {"logreg": None, "mlp": {}}
 HEART_MODEL = "logreg"
 
 HEART_DIR = "fed-heart-disease"

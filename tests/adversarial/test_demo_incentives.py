@@ -4,8 +4,11 @@ hospital something.
 One demo process (3 rounds, seed 0, the embedded chain, its own folder): Hungarian trains on flipped labels. Every
 round it is scored, its score goes on chain, its update stays out of the model (the contribution gate), it is
 credited 0 and claims 0; Cleveland, Switzerland and VA are each credited more than 0; the run passes ``audit verify
---recompute`` inside the demo. The free rider runs in process in ``tests/test_demo.py``; the figures over seeds 0-9
-and 15 rounds are ``make bench-fairness``'s (bench/results/fairness.json), not here.
+--recompute`` inside the demo. A second process runs ``--model mlp --free-rider cleveland`` (3 rounds, seed 0): on
+the MLP, whose honest updates overshoot, the server step search (``fedsets.heart.HEART_STEP_SEARCH``) values the
+zero update at 0, so it is credited nothing while every honest hospital is credited, and the audit replays the
+searched steps. The logistic regression's free rider runs in process in ``tests/test_demo.py``; the figures over
+seeds 0-9 and 15 rounds are ``make bench-fairness``'s (bench/results/fairness.json), not here.
 """
 
 from __future__ import annotations
@@ -29,16 +32,27 @@ ROUNDS = 3
 ATTACKER = "hungarian"
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo-attacker") / "out"
+FREE_RIDER = "cleveland"
+
+
+def _demo(out: Path, *options: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FEDLEDGER_DATA": str(default_data_root()), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "fedledger.cli", "demo", "--rounds", str(ROUNDS), "--seed", "0", "--attacker", ATTACKER,
+        [sys.executable, "-m", "fedledger.cli", "demo", "--rounds", str(ROUNDS), "--seed", "0", *options,
          "--out", str(out), "--no-progress", "--format", "json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=840, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return _demo(tmp_path_factory.mktemp("demo-attacker") / "out", "--attacker", ATTACKER)
+
+
+@pytest.fixture(scope="module")
+def mlp_free_rider(tmp_path_factory):
+    return _demo(tmp_path_factory.mktemp("demo-mlp-free-rider") / "out", "--model", "mlp", "--free-rider", FREE_RIDER)
 
 
 def test_the_label_flipper_is_scored_left_out_of_the_model_and_credited_nothing(report):
@@ -61,3 +75,15 @@ def test_every_honest_hospital_is_credited_and_the_books_and_the_audit_hold(repo
     assert report["audit"]["verified"] is True, report["audit"]["reasons"]
     assert {"left_out_round_1", f"left_out_round_{ROUNDS}", f"scores_round_{ROUNDS}"} <= {
         c["name"] for c in report["audit"]["checks"]}
+
+
+def test_on_the_mlp_a_zero_update_is_credited_nothing_and_every_honest_hospital_something(mlp_free_rider):
+    report = mlp_free_rider
+    assert report["demo"]["task"]["model"] == "mlp"
+    (rider,) = [i for i in report["institutions"] if i["role"] == "free-rider"]
+    assert rider["name"] == FREE_RIDER and rider["credited"] == 0 and rider["claimed"] == 0
+    for row in report["rounds"]:
+        assert abs(row["scores"][FREE_RIDER]) < 1e-6 and int(row["scores_fixed"][FREE_RIDER]) == 0
+    honest = {i["name"]: i["credited"] for i in report["institutions"] if i["role"] == "honest"}
+    assert set(honest) == {"hungarian", "switzerland", "va"} and all(c > 0 for c in honest.values()), honest
+    assert report["audit"]["verified"] is True, report["audit"]["reasons"]
