@@ -56,6 +56,9 @@ FLAMBY_SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 PERSONAL_MLP: dict[str, Any] = {"model": "mlp", "model_params": {"hidden_sizes": [16]}}
 PERSONAL_MLP_TRAINING: dict[str, Any] = {"lr": 0.03, "local_steps": 100, "batch_size": 8}
 PERSONAL_METHOD = "ditto"
+# Each hospital also keeps its tuned local-only model as a candidate, chosen on its own validation when the
+# federation does not help it (the benchmark's ``ditto_mlp_or_local``; issue 10).
+PERSONAL_LOCAL_CANDIDATE = True
 # The task models ``fedledger data heart`` and ``fedledger demo`` offer, and their default. The default stays
 # FLamby's logistic regression: on the MLP a free rider's zero update is paid in some runs (it damps the others'
 # overfitted updates under FedAvg, so its Shapley value is positive; README, "Incentives").
@@ -188,8 +191,8 @@ def heart_task_spec(feature_columns: tuple[str, ...], *, model: str = HEART_MODE
     model : {"logreg", "mlp"}
         ``"logreg"`` (``HEART_MODEL``): FLamby's logistic regression with FedAvg's client settings (``LOCAL_STEPS``
         local SGD steps of ``BATCH_SIZE`` at lr 1e-3 per round), no personalization. ``"mlp"``: the benchmark's
-        ``ditto_mlp`` (``PERSONAL_MLP`` trained with ``PERSONAL_MLP_TRAINING``, each hospital personalizing with
-        ``PERSONAL_METHOD``).
+        ``ditto_mlp_or_local`` (``PERSONAL_MLP`` trained with ``PERSONAL_MLP_TRAINING``, each hospital
+        personalizing with ``PERSONAL_METHOD`` and its tuned local-only model as one more candidate).
     scaling : FeatureScaling, optional
         The sponsor's scaler (default: none).
     population : TargetPopulation, optional
@@ -200,7 +203,7 @@ def heart_task_spec(feature_columns: tuple[str, ...], *, model: str = HEART_MODE
     if model == "mlp":
         family, params = PERSONAL_MLP["model"], PERSONAL_MLP["model_params"]
         training = TrainingSettings(optimizer="sgd", **PERSONAL_MLP_TRAINING)
-        personalization = PersonalizationSettings(method=PERSONAL_METHOD)
+        personalization = PersonalizationSettings(method=PERSONAL_METHOD, local_candidate=PERSONAL_LOCAL_CANDIDATE)
     elif model == "logreg":
         family, params = "logreg", {}
         training = TrainingSettings(local_steps=LOCAL_STEPS, batch_size=BATCH_SIZE,
