@@ -196,20 +196,44 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+# ``--cache FILE``: every finished job's result is appended there (one JSON line) and reused by a later run, so an
+# interrupted run on a busy machine resumes where it stopped. Jobs are deterministic functions of their description.
+JOB_CACHE: Path | None = None
+
+
+def _cached() -> dict[str, Any]:
+    if JOB_CACHE is None or not JOB_CACHE.exists():
+        return {}
+    lines = [json.loads(line) for line in JOB_CACHE.read_text().splitlines() if line.strip()]
+    return {line["job"]: line["result"] for line in lines}
+
+
+def _remember(key: str, result: dict[str, Any]) -> None:
+    if JOB_CACHE is not None:
+        with JOB_CACHE.open("a") as cache:
+            cache.write(json.dumps({"job": key, "result": result}) + "\n")
+
+
 def run_jobs(jobs: list[dict[str, Any]], workers: int, label: str, runner=None) -> list[dict[str, Any]]:
-    """Run jobs (``runner(job)``, default :func:`run_job`) on a process pool with a progress bar; results in job order."""
+    """Run jobs (``runner(job)``, default :func:`run_job`) on a process pool with a progress bar; results in job order.
+    With :data:`JOB_CACHE` set, jobs found there are not run again."""
     from tqdm import tqdm
 
     runner = run_job if runner is None else runner
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    cached = _cached()
+    results: list[dict[str, Any] | None] = [cached.get(_job_key(job)) for job in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
     if workers <= 1:
-        for i, job in enumerate(tqdm(jobs, desc=label, unit="run", file=sys.stderr)):
-            results[i] = runner(job)
+        for i in tqdm(todo, desc=label, unit="run", file=sys.stderr):
+            results[i] = runner(jobs[i])
+            _remember(_job_key(jobs[i]), results[i])  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(runner, job): i for i, job in enumerate(jobs)}
-        for future in tqdm(as_completed(futures), total=len(jobs), desc=label, unit="run", file=sys.stderr):
-            results[futures[future]] = future.result()
+        futures = {pool.submit(runner, jobs[i]): i for i in todo}
+        for future in tqdm(as_completed(futures), total=len(todo), desc=label, unit="run", file=sys.stderr):
+            i = futures[future]
+            results[i] = future.result()
+            _remember(_job_key(jobs[i]), results[i])  # type: ignore[arg-type]
     return results  # type: ignore[return-value]
 
 
@@ -264,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", type=_method_list, default=None, metavar="A,B",
                         help="with --personalized-only: recompute only these methods of the `personalized` block "
                         "(e.g. fenda,ditto_mlp_grid) and merge them into --out, keeping the other entries")
+    parser.add_argument("--cache", type=Path, default=None, metavar="FILE",
+                        help="append each finished job's result to FILE and reuse the results already there (resume)")
     args = parser.parse_args(argv)
+    global JOB_CACHE
+    JOB_CACHE = args.cache
     started = time.perf_counter()
     seeds = list(args.seeds)
     if args.personalized_only:

@@ -98,3 +98,15 @@ def test_per_hospital_selection_keeps_the_local_only_model_where_it_wins_on_vali
     assert {v["candidate"] for v in block["ditto_mlp_or_local"]["chosen_per_center"].values()} == {heart.LOCAL_CANDIDATE}
     assert block["ditto_mlp_or_local"]["gain_over_local"] == dict.fromkeys(CENTERS, 0.0)
     assert "local_only" in block and block["local_only"] == report["personalized"]["local_only"]  # not named: kept
+
+
+def test_job_cache_resumes_without_running_finished_jobs_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(heart, "JOB_CACHE", tmp_path / "jobs.jsonl")
+    ran = []
+    def runner(job):
+        ran.append(job["n"])
+        return {"n": job["n"] * 10}
+    jobs = [{"n": 1}, {"n": 2}]
+    assert heart.run_jobs(jobs, 1, "first", runner=runner) == [{"n": 10}, {"n": 20}]
+    assert heart.run_jobs([{"n": 3}, *jobs], 1, "again", runner=runner) == [{"n": 30}, {"n": 10}, {"n": 20}]
+    assert ran == [1, 2, 3]  # only the new job ran the second time
