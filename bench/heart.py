@@ -196,20 +196,44 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+# ``--cache FILE``: every finished job's result is appended there (one JSON line) and reused by a later run, so an
+# interrupted run on a busy machine resumes where it stopped. Jobs are deterministic functions of their description.
+JOB_CACHE: Path | None = None
+
+
+def _cached() -> dict[str, Any]:
+    if JOB_CACHE is None or not JOB_CACHE.exists():
+        return {}
+    lines = [json.loads(line) for line in JOB_CACHE.read_text().splitlines() if line.strip()]
+    return {line["job"]: line["result"] for line in lines}
+
+
+def _remember(key: str, result: dict[str, Any]) -> None:
+    if JOB_CACHE is not None:
+        with JOB_CACHE.open("a") as cache:
+            cache.write(json.dumps({"job": key, "result": result}) + "\n")
+
+
 def run_jobs(jobs: list[dict[str, Any]], workers: int, label: str, runner=None) -> list[dict[str, Any]]:
-    """Run jobs (``runner(job)``, default :func:`run_job`) on a process pool with a progress bar; results in job order."""
+    """Run jobs (``runner(job)``, default :func:`run_job`) on a process pool with a progress bar; results in job order.
+    With :data:`JOB_CACHE` set, jobs found there are not run again."""
     from tqdm import tqdm
 
     runner = run_job if runner is None else runner
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    cached = _cached()
+    results: list[dict[str, Any] | None] = [cached.get(_job_key(job)) for job in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
     if workers <= 1:
-        for i, job in enumerate(tqdm(jobs, desc=label, unit="run", file=sys.stderr)):
-            results[i] = runner(job)
+        for i in tqdm(todo, desc=label, unit="run", file=sys.stderr):
+            results[i] = runner(jobs[i])
+            _remember(_job_key(jobs[i]), results[i])  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(runner, job): i for i, job in enumerate(jobs)}
-        for future in tqdm(as_completed(futures), total=len(jobs), desc=label, unit="run", file=sys.stderr):
-            results[futures[future]] = future.result()
+        futures = {pool.submit(runner, jobs[i]): i for i in todo}
+        for future in tqdm(as_completed(futures), total=len(todo), desc=label, unit="run", file=sys.stderr):
+            i = futures[future]
+            results[i] = future.result()
+            _remember(_job_key(jobs[i]), results[i])  # type: ignore[arg-type]
     return results  # type: ignore[return-value]
 
 
@@ -264,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", type=_method_list, default=None, metavar="A,B",
                         help="with --personalized-only: recompute only these methods of the `personalized` block "
                         "(e.g. fenda,ditto_mlp_grid) and merge them into --out, keeping the other entries")
+    parser.add_argument("--cache", type=Path, default=None, metavar="FILE",
+                        help="append each finished job's result to FILE and reuse the results already there (resume)")
     args = parser.parse_args(argv)
+    global JOB_CACHE
+    JOB_CACHE = args.cache
     started = time.perf_counter()
     seeds = list(args.seeds)
     if args.personalized_only:
@@ -507,6 +535,16 @@ def run_personal_job(job: dict[str, Any]) -> dict[str, dict[str, float]]:
     institutions = [replace(inst, name=inst.name.split("/")[0]) for inst in institutions]
     seed = job["seed"]
     out: dict[str, dict[str, float]] = {inst.name: {} for inst in institutions}
+    if job["kind"] == "personal_local_nested":
+        # the tuned local-only model as one candidate among personalized ones: its validation score comes from
+        # choosing its settings again inside this carving's training rows (nested), as a node does
+        from fedcore.task import PersonalizationSettings
+
+        spec = replace(_spec({}), personalization=PersonalizationSettings(validation_splits=len(TUNING_SPLIT_SEEDS)))
+        for inst in institutions:
+            alone = pz.best_local_only(inst.X_train, inst.y_train, spec, seed=seed)
+            out[inst.name][LOCAL_CANDIDATE] = fm.accuracy(inst.y_test, alone.predict(inst.X_test))
+        return out
     if job["kind"] == "personal_local":
         for inst in institutions:
             for i, choice in enumerate(pz.LOCAL_ONLY_CANDIDATES):
@@ -612,17 +650,28 @@ def personal_grids() -> dict[str, dict[str, dict[str, Any]]]:
 
 GRID_PREFIX = {"ditto_mlp_grid": "ditto", "fenda": "fenda"}
 
+# Per-hospital selection (issue 10): each center chooses on its own validation between its tuned local-only model
+# (one candidate, scored by nested tuning: job kind personal_local_nested) and the Ditto candidates of a method;
+# a tie keeps the local-only model. Method -> the Ditto method whose federation and candidates it uses.
+LOCAL_CANDIDATE = "local-only (tuned)"
+OR_LOCAL = {"ditto_mlp_or_local": "ditto_mlp", "ditto_mlp_grid_or_local": "ditto_mlp_grid"}
 
-def _personal_jobs(federations: dict[str, dict[str, Any]], seeds: list[int], local: bool = True) -> list[dict[str, Any]]:
-    splits = [("validation", ss, ts) for ss in TUNING_SPLIT_SEEDS for ts in TUNING_TRAIN_SEEDS] + [("test", 0, s) for s in seeds]
+
+def _personal_jobs(federations: dict[str, dict[str, Any]], seeds: list[int], local: bool = True,
+                   nested: bool = False) -> list[dict[str, Any]]:
+    validation = [("validation", ss, ts) for ss in TUNING_SPLIT_SEEDS for ts in TUNING_TRAIN_SEEDS]
+    splits = validation + [("test", 0, s) for s in seeds]
     jobs = [{"kind": "personal_local", "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits] if local else []
+    if nested:
+        jobs += [{"kind": "personal_local_nested", "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in validation]
     for name, federation in federations.items():
         jobs += [{"kind": "personal", "name": name, "federation": federation, "ditto": federation.get("ditto", False),
                   "split": sp, "split_seed": ss, "seed": s} for sp, ss, s in splits]
     return jobs
 
 
-def _choose_per_center(validation_runs: list[dict], test_runs: list[dict], prefix: str) -> dict[str, dict[str, Any]]:
+def _choose_per_center(validation_runs: list[dict], test_runs: list[dict], prefix: str | tuple[str, ...]
+                       ) -> dict[str, dict[str, Any]]:
     """Per center: the candidate (labels starting with ``prefix``) with the best mean validation accuracy
     (first in candidate order on a tie), and its test accuracy per seed."""
     chosen: dict[str, dict[str, Any]] = {}
@@ -650,7 +699,8 @@ def _personal_entry(chosen: dict[str, dict[str, Any]], local: dict[str, float] |
     return entry
 
 
-def _grid_entry(settings: dict[str, tuple[list[dict], list[dict]]], prefix: str, local: dict[str, float]) -> dict[str, Any]:
+def _grid_entry(settings: dict[str, tuple[list[dict], list[dict]]], prefix: str | tuple[str, ...], local: dict[str, float]
+                ) -> dict[str, Any]:
     """A validation-chosen method: the setting whose per-center choices score best on validation (mean over
     centers), its entry, and every setting's validation and test means (``grid``, for the record only)."""
     rows = {}
@@ -666,6 +716,16 @@ def _grid_entry(settings: dict[str, tuple[list[dict], list[dict]]], prefix: str,
     return entry
 
 
+def _local_candidate_runs(nested_validation: list[dict], chosen_local: dict[str, dict[str, Any]]):
+    """``(validation runs, test runs) -> the same runs with the tuned local-only model first among each center's
+    candidates``: on validation its nested score, on test the baseline's own figure for that seed."""
+    def add(validation: list[dict], test: list[dict]) -> tuple[list[dict], list[dict]]:
+        val = [{c: {LOCAL_CANDIDATE: own[c][LOCAL_CANDIDATE], **run[c]} for c in run} for run, own in zip(validation, nested_validation)]
+        tst = [{c: {LOCAL_CANDIDATE: chosen_local[c]["test_per_seed"][i], **run[c]} for c in run} for i, run in enumerate(test)]
+        return val, tst
+    return add
+
+
 def personal_methods(chosen_strategies: dict[str, tuple[dict, dict]]) -> dict[str, list[str]]:
     """Every method of the ``personalized`` block and the federations (or grids) it needs."""
     methods: dict[str, list[str]] = {"local_only": [], "majority_class": []}
@@ -677,6 +737,8 @@ def personal_methods(chosen_strategies: dict[str, tuple[dict, dict]]) -> dict[st
             methods["ditto_mlp"] = [name]
     for method in personal_grids():
         methods[method] = [method]
+    for method, ditto in OR_LOCAL.items():
+        methods[method] = methods[ditto]
     methods["pooled"] = []
     return methods
 
@@ -706,8 +768,10 @@ def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tu
     needed = {f for m in wanted for f in catalogue[m]}
     run_federations = {name: f for name, f in federations.items() if name in needed or name.split(":")[0] in needed}
     previous = report.get("personalized") or {}
-    run_local = "local_only" in wanted or "majority_class" in wanted or "local_only" not in previous
-    jobs = _personal_jobs(run_federations, seeds, local=run_local)
+    nested = any(m in OR_LOCAL for m in wanted)
+    # a per-hospital selection's test figures are its chosen candidates', the local-only one's included
+    run_local = "local_only" in wanted or "majority_class" in wanted or "local_only" not in previous or nested
+    jobs = _personal_jobs(run_federations, seeds, local=run_local, nested=nested)
     done = dict(zip(map(_job_key, jobs), run_jobs(jobs, workers, "personalized")))
     n_val = len(TUNING_SPLIT_SEEDS) * len(TUNING_TRAIN_SEEDS)
 
@@ -736,6 +800,15 @@ def personalized_section(report: dict[str, Any], chosen_strategies: dict[str, tu
         if method in needed:
             methods[method] = _grid_entry({label: runs("personal", f"{method}: {label}") for label in grid},
                                           GRID_PREFIX[method], local)
+    if nested:
+        with_local = _local_candidate_runs(runs("personal_local_nested")[0], chosen_local)
+        if "ditto_mlp_or_local" in wanted:
+            methods["ditto_mlp_or_local"] = _personal_entry(
+                _choose_per_center(*with_local(*runs("personal", "fedavg_mlp")), (LOCAL_CANDIDATE, "ditto")), local)
+        if "ditto_mlp_grid_or_local" in wanted:
+            methods["ditto_mlp_grid_or_local"] = _grid_entry(
+                {label: with_local(*runs("personal", f"ditto_mlp_grid: {label}")) for label in grids["ditto_mlp_grid"]},
+                (LOCAL_CANDIDATE, "ditto"), local)
     pooled = report["pooled"]["center_test_accuracy"]
     methods["pooled"] = _personal_entry(
         {c: {"candidate": "pooled training (FLamby settings)", "validation_accuracy": None, "test_per_seed": pooled[c]["per_seed"]}

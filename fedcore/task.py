@@ -109,6 +109,11 @@ class PersonalizationSettings:
         Share of the local training rows carved off to choose among the candidates.
     validation_splits : int
         Number of different carvings averaged (Switzerland has 30 training rows: one carving is noise).
+    local_candidate : bool
+        The institution's tuned local-only model (``node.personalize.best_local_only``) is one more
+        candidate, scored on the same carvings with its own tuning redone inside each (nested, so its
+        score is not inflated by the choice among its many settings); ties go to it. A hospital the
+        federation does not help then keeps what it could do alone.
     """
 
     method: str = "none"
@@ -117,6 +122,7 @@ class PersonalizationSettings:
     finetune_lrs: tuple[float, ...] = (0.003, 0.01, 0.03)
     validation_fraction: float = 0.25
     validation_splits: int = 5
+    local_candidate: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in PERSONALIZATION_METHODS:
@@ -140,9 +146,14 @@ class PersonalizationSettings:
             raise ConfigError(
                 f"personalization.validation_splits must be a positive integer, got {self.validation_splits!r}"
             )
+        if not isinstance(self.local_candidate, bool):
+            raise ConfigError(f"personalization.local_candidate must be true or false, got {self.local_candidate!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.local_candidate:  # implied: specs written before the field existed keep their hash
+            del data["local_candidate"]
+        return data
 
 
 @dataclass(frozen=True)

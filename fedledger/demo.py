@@ -247,15 +247,17 @@ def _strategy_settings(strategy: str, model: str) -> tuple[dict[str, Any], dict[
 
 def _bounty_spec(spec, strategy: str, seed: int, task_path: Path):
     """The bounty's task, saved: ``spec`` with the strategy's client settings, the demo's seed and each hospital's
-    personalization (``fedsets.heart.PERSONAL_METHOD``: Ditto, as the benchmark's ``ditto_mlp``)."""
+    personalization (``fedsets.heart.PERSONAL_METHOD``: Ditto or its own tuned local-only model, whichever wins on
+    its validation, as the benchmark's ``ditto_mlp_or_local``)."""
     from dataclasses import replace
 
     from fedcore.task import PersonalizationSettings
-    from fedsets.heart import PERSONAL_METHOD
+    from fedsets.heart import PERSONAL_LOCAL_CANDIDATE, PERSONAL_METHOD
 
     kwargs, client = _strategy_settings(strategy, spec.model)
     # two validation carvings instead of five: each hospital's choices take a few times less
-    spec = replace(spec, personalization=PersonalizationSettings(method=PERSONAL_METHOD, validation_splits=2))
+    spec = replace(spec, personalization=PersonalizationSettings(method=PERSONAL_METHOD, validation_splits=2,
+                                                                 local_candidate=PERSONAL_LOCAL_CANDIDATE))
     spec = spec.with_training(seed=int(seed), **client)
     task_path.parent.mkdir(parents=True, exist_ok=True)
     spec.save(task_path)
@@ -760,12 +762,14 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         initial = codec.decode(context.initial_model(), expected=context.expected)
         alone: dict[str, float] = {}
         alone_choice: dict[str, str] = {}
+        alone_models = {}
         bar = tqdm(participants, desc="alone", unit="hospital", disable=_disabled(options.progress), leave=False,
                    file=sys.stderr)
         for p in bar:
             model = best_local_only(p.X, p.y, spec, seed=options.seed)
             alone[p.name] = accuracy(p.evaluation.y_test, model.predict(p.evaluation.X_test))
             alone_choice[p.name] = model.choice.label
+            alone_models[p.name] = model
         bar.close()
         timings["baselines"] = time.perf_counter() - mark
         evaluations = [p.evaluation for p in participants]
@@ -832,7 +836,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] | None = None)
         personal: dict[str, float] = {}
         personal_choice: dict[str, str] = {}
         for p in participants:
-            model = personalize(global_models[:-1], global_models[-1], p.X, p.y, spec, seed=options.seed)
+            model = personalize(global_models[:-1], global_models[-1], p.X, p.y, spec, seed=options.seed,
+                                local_only=alone_models[p.name])
             personal[p.name] = accuracy(p.evaluation.y_test, model.predict(p.evaluation.X_test))
             personal_choice[p.name] = model.choice.label
             say(f"personal {p.name:<12} {model.choice.label}: accuracy {personal[p.name]:.3f} "

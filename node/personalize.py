@@ -18,6 +18,11 @@ validation slices carved from its own training rows (:func:`choose_on_validation
 local-only baseline (:data:`LOCAL_ONLY_CANDIDATES`: logistic regressions and small MLPs with
 Adam, epochs and weight decay on a grid), so "alone" gets the same care as "personalized".
 
+With ``local_candidate`` set, the tuned local-only model is one more candidate (first, so a tie
+keeps it): a hospital the federation does not help ends with what it could do alone. Its
+validation score is nested (its settings are chosen again inside each carving's training rows),
+otherwise the best of its 39 settings would carry the luck of that choice into the comparison.
+
 The validation slices are carved from rows that also shaped the global models (they took part in
 the federation), so the choice among personalized candidates leans slightly toward the global
 model; the local-only choice does not have this lean.
@@ -246,7 +251,8 @@ def _ditto(trajectory: Sequence[Mapping[str, np.ndarray]], spec: TaskSpec, lam: 
 
 
 def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_global: Mapping[str, np.ndarray],
-                X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int) -> PersonalModel:
+                X: np.ndarray, y: np.ndarray, spec: TaskSpec, *, seed: int,
+                local_only: PersonalModel | None = None) -> PersonalModel:
     """The institution's own model under ``spec.personalization`` (the final global model for ``"none"``).
 
     Parameters
@@ -259,6 +265,9 @@ def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_glo
     spec : TaskSpec
     seed : int
         Root of the carvings and of the training shuffles.
+    local_only : PersonalModel, optional
+        ``best_local_only(X, y, spec, seed=seed)`` if the caller has it already (returned as is when
+        ``spec.personalization.local_candidate`` and it wins).
     """
     settings = spec.personalization
     final_global = {k: np.asarray(v, dtype=np.float32) for k, v in final_global.items()}
@@ -282,8 +291,16 @@ def personalize(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_glo
             return lambda X_eval: predict_with_weights(spec, weights, X_eval)
         return fit
 
-    index, scores = choose_on_validation([fitter(t) for t in train], X, y, carvings=carvings)
-    return PersonalModel(model, params, train[index](X, y), Choice(index, labels[index], scores))
+    fitters = [fitter(t) for t in train]
+    if settings.local_candidate:
+        # First, so that a tie keeps what the institution could do alone; its tuning is redone inside each carving.
+        fitters.insert(0, lambda X_fit, y_fit: best_local_only(X_fit, y_fit, spec, seed=seed).predict)
+    index, scores = choose_on_validation(fitters, X, y, carvings=carvings)
+    if settings.local_candidate and index == 0:
+        alone = local_only if local_only is not None else best_local_only(X, y, spec, seed=seed)
+        return replace(alone, choice=Choice(0, alone.choice.label, scores))
+    k = index - int(settings.local_candidate)
+    return PersonalModel(model, params, train[k](X, y), Choice(index, labels[k], scores))
 
 
 # Share of its training rows an institution holds out to measure its own gain (personalized vs local-only).
@@ -311,8 +328,8 @@ def held_out_gain(global_trajectory: Sequence[Mapping[str, np.ndarray]], final_g
     y = np.asarray(y)
     (train, held), = validation_splits(y, fraction=HELD_OUT_FRACTION, splits=1,
                                        seed=personalization_seed(seed, "held-out"))
-    personal = personalize(global_trajectory, final_global, X[train], y[train], spec, seed=seed)
     alone = best_local_only(X[train], y[train], spec, seed=seed)
+    personal = personalize(global_trajectory, final_global, X[train], y[train], spec, seed=seed, local_only=alone)
     mine = fm.accuracy(y[held], personal.predict(X[held]))
     theirs = fm.accuracy(y[held], alone.predict(X[held]))
     return personal, {

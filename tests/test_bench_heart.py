@@ -17,6 +17,8 @@ def fake_job(job):
     """Validation prefers the grid's first setting, test its last: choosing on test would pick the last."""
     if job["kind"] == "personal_local":
         return {c: {"local 0": 0.70, "local 1": 0.60, "majority": 0.5} for c in CENTERS}
+    if job["kind"] == "personal_local_nested":  # the tuned local-only model beats Ditto on validation at VA only
+        return {c: {heart.LOCAL_CANDIDATE: 0.95 if c == "va" else 0.85} for c in CENTERS}
     federation = job["federation"]
     hidden = federation["model_params"].get("hidden_size", (federation["model_params"].get("hidden_sizes") or [0])[0])
     first = hidden == heart.GRID_HIDDEN[0] and federation["training"]["lr"] == heart.GRID_LRS[0] \
@@ -80,3 +82,31 @@ def test_cli_merges_into_the_file_and_methods_need_personalized_only(report, tmp
         heart.main(["--methods", "fenda", "--out", str(out)])
     assert exit_info.value.code == 2
     assert "--methods needs --personalized-only" in capsys.readouterr().err
+
+
+def test_per_hospital_selection_keeps_the_local_only_model_where_it_wins_on_validation(report):
+    block = heart.personalized_section(report, {}, SEEDS, workers=1, only=["ditto_mlp_grid_or_local", "ditto_mlp_or_local"])
+    grid = block["ditto_mlp_grid_or_local"]
+    assert grid["chosen_setting"] == next(iter(heart.personal_grids()["ditto_mlp_grid"]))  # validation's choice
+    chosen = {c: v["candidate"] for c, v in grid["chosen_per_center"].items()}
+    assert chosen == {"cleveland": "ditto lambda=0.3", "hungarian": "ditto lambda=0.3", "switzerland": "ditto lambda=0.3",
+                      "va": heart.LOCAL_CANDIDATE}
+    # VA's test figure is its tuned local-only model's ("local 0": 0.70), so its gain is exactly 0
+    assert grid["per_center"]["va"] == pytest.approx(0.70) and grid["gain_over_local"]["va"] == pytest.approx(0.0)
+    assert grid["per_center"]["cleveland"] == pytest.approx(0.7)
+    # the fixed-setting federation scores 0.8 on validation: below the local-only 0.85 everywhere, a tie would keep it too
+    assert {v["candidate"] for v in block["ditto_mlp_or_local"]["chosen_per_center"].values()} == {heart.LOCAL_CANDIDATE}
+    assert block["ditto_mlp_or_local"]["gain_over_local"] == dict.fromkeys(CENTERS, 0.0)
+    assert "local_only" in block and block["local_only"] == report["personalized"]["local_only"]  # not named: kept
+
+
+def test_job_cache_resumes_without_running_finished_jobs_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(heart, "JOB_CACHE", tmp_path / "jobs.jsonl")
+    ran = []
+    def runner(job):
+        ran.append(job["n"])
+        return {"n": job["n"] * 10}
+    jobs = [{"n": 1}, {"n": 2}]
+    assert heart.run_jobs(jobs, 1, "first", runner=runner) == [{"n": 10}, {"n": 20}]
+    assert heart.run_jobs([{"n": 3}, *jobs], 1, "again", runner=runner) == [{"n": 30}, {"n": 10}, {"n": 20}]
+    assert ran == [1, 2, 3]  # only the new job ran the second time

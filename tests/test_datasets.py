@@ -16,6 +16,7 @@ from fedsets.heart import (
     HEART_CENTERS,
     HEART_GROUP_COLUMN,
     HEART_WEIGHTING,
+    PERSONAL_LOCAL_CANDIDATE,
     PERSONAL_METHOD,
     PERSONAL_MLP,
     PERSONAL_MLP_TRAINING,
@@ -129,7 +130,7 @@ def test_model_mlp_is_the_benchmarks_ditto_mlp_on_the_same_files(written, tmp_pa
     assert list(spec.model_params["hidden_sizes"]) == PERSONAL_MLP["model_params"]["hidden_sizes"]
     t = spec.training
     assert {"lr": t.lr, "local_steps": t.local_steps, "batch_size": t.batch_size} == PERSONAL_MLP_TRAINING
-    assert spec.personalization.method == PERSONAL_METHOD
+    assert spec.personalization.method == PERSONAL_METHOD and spec.personalization.local_candidate is PERSONAL_LOCAL_CANDIDATE
     assert mlp["task_hash"] == task_hash_hex(spec) != manifest["task_hash"]
     assert {k: v for k, v in mlp["files"].items() if k != "task.json"} == \
         {k: v for k, v in manifest["files"].items() if k != "task.json"}  # the data does not change

@@ -186,10 +186,20 @@ def test_personalization_is_part_of_the_hash_and_round_trips(tmp_path):
     assert json.loads(canonical_json(ditto))["personalization"]["method"] == "ditto"
 
 
+def test_local_candidate_is_hashed_only_when_set():
+    ditto = make_spec(personalization=PersonalizationSettings(method="ditto"))
+    assert "local_candidate" not in ditto.to_dict()["personalization"]  # ditto specs written before it keep their hash
+    selecting = make_spec(personalization=PersonalizationSettings(method="ditto", local_candidate=True))
+    assert selecting.to_dict()["personalization"]["local_candidate"] is True
+    assert task_hash(selecting) != task_hash(ditto)
+    assert TaskSpec.from_dict(selecting.to_dict()) == selecting
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
         ({"method": "fenda"}, "personalization.method"),
+        ({"local_candidate": 1}, "local_candidate"),
         ({"ditto_lambdas": []}, "ditto_lambdas"),
         ({"ditto_lambdas": [-1.0]}, "ditto_lambdas"),
         ({"finetune_steps": [1.5]}, "finetune_steps"),

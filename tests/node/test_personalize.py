@@ -24,7 +24,7 @@ def make_spec(method="none", **personalization):
         feature_columns=("a", "b", "c"),
         label_column="y",
         training=TrainingSettings(local_steps=30, batch_size=8, lr=0.1),
-        personalization=PersonalizationSettings(method=method, validation_splits=2, **personalization),
+        personalization=PersonalizationSettings(method=method, **{"validation_splits": 2, **personalization}),
     )
 
 
@@ -113,3 +113,36 @@ def test_local_only_baseline_is_tuned_over_families_and_beats_the_majority_class
     majority = pz.majority_class(y)
     assert accuracy(model, X_test, y_test) > float(np.mean(y_test == majority)) + 0.2
     assert len(pz.LOCAL_ONLY_CANDIDATES) == 39 and {c.model for c in pz.LOCAL_ONLY_CANDIDATES} == {"logreg", "mlp"}
+
+
+def test_a_site_the_federation_does_not_help_keeps_its_local_only_model():
+    # The federation learned the opposite rule (flipped labels); Ditto's only candidate is pulled hard toward it.
+    spec = make_spec("ditto", ditto_lambdas=[5.0], local_candidate=True)
+    X_global, y_global = make_data(120, [1, -1, 0.5], seed=8)
+    X, y = make_data(80, [1, -1, 0.5], seed=9)
+    X_test, y_test = make_data(300, [1, -1, 0.5], seed=10)
+    trajectory, final = global_trajectory(spec, X_global, 1.0 - y_global)
+    alone = pz.best_local_only(X, y, spec, seed=0)
+    model = pz.personalize(trajectory, final, X, y, spec, seed=0)
+    local_score, ditto_score = model.choice.validation_accuracy  # the local-only candidate first, then each lambda
+    assert model.choice.index == 0 and local_score > ditto_score
+    assert model.model == alone.model and encode(model.weights) == encode(alone.weights)
+    assert model.choice.label == alone.choice.label and model.choice.label.startswith("local-only")
+    assert accuracy(model, X_test, y_test) >= accuracy(alone, X_test, y_test) - 0.01
+    without = pz.personalize(trajectory, final, X, y, make_spec("ditto", ditto_lambdas=[5.0]), seed=0)
+    assert accuracy(without, X_test, y_test) < accuracy(model, X_test, y_test) - 0.2  # what the selection saved it from
+    _, metrics = pz.held_out_gain(trajectory, final, X, y, spec, seed=0)
+    assert metrics["gain"] == 0.0 and metrics["personalized_model"] == metrics["alone_model"]
+
+
+def test_a_site_the_federation_helps_keeps_the_federated_candidate():
+    # Few noisy local rows, a federation that learned the site's rule from many rows: Ditto wins on validation.
+    spec = make_spec("ditto", ditto_lambdas=[5.0], local_candidate=True, validation_splits=3)
+    X_global, y_global = make_data(400, [1, -1, 0.5], seed=11)
+    rng = np.random.default_rng(12)
+    X, y = make_data(24, [1, -1, 0.5], seed=12)
+    y = np.where(rng.random(24) < 0.2, 1.0 - y, y).astype(np.float32)
+    trajectory, final = global_trajectory(spec, X_global, y_global, rounds=6)
+    model = pz.personalize(trajectory, final, X, y, spec, seed=0)
+    local_score, ditto_score = model.choice.validation_accuracy
+    assert model.choice.index == 1 and ditto_score > local_score and model.choice.label == "ditto lambda=5"
