@@ -34,6 +34,7 @@ Row diagnostics (``twins``, ``twins_identical``, ``small_group``, ``small_group_
 valued by exact Shapley and every value split over the validation rows (:func:`aggregator.shapley.row_values`), which
 says whether the sponsor's validation rows tell the twins' updates apart (the paired difference of their per-row
 values against its standard error) and which validation groups make a site's value negative.
+
 ``--model mlp`` (``bench/results/fairness_mlp.json``) runs the three Heart cases alone with the demo's MLP task
 (``fedledger demo --model mlp``: the task's own training settings and the server step search,
 ``fedsets.heart.HEART_STEP_SEARCH``); the built cases stay the logistic regression's.
