@@ -464,10 +464,12 @@ def summarize(cases: dict[str, dict]) -> dict[str, Any]:
         "accuracy_without_attacker": without,
         "collaborative_fairness": {name: c["collaborative_fairness"] for name, c in cases.items()},
     }
-    summary["twin_rounds_told_apart"] = [_told_apart(run) for run in cases["twins"]["runs"] if "row_diagnostics" in run]
-    summary["small_group_unpaid"] = [_unpaid(run, who) for run in cases["small_group"]["runs"]
-                                     for who, i in run["institutions"].items()
-                                     if i["role"] == HONEST and i["payout_share"] == 0 and "row_diagnostics" in run]
+    if twins:
+        summary["twin_rounds_told_apart"] = [_told_apart(run) for run in cases["twins"]["runs"]
+                                             if "row_diagnostics" in run]
+        summary["small_group_unpaid"] = [_unpaid(run, who) for run in cases["small_group"]["runs"]
+                                         for who, i in run["institutions"].items()
+                                         if i["role"] == HONEST and i["payout_share"] == 0 and "row_diagnostics" in run]
     summary["targets"] = {
         "attacker_max_payout_share == 0": summary["attacker_max_payout_share"] == 0,
         "free_rider_max_payout_share <= 0.01": summary["free_rider_max_payout_share"] <= 0.01,

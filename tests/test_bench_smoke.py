@@ -109,3 +109,14 @@ def test_a_one_seed_twin_payouts_run_writes_its_keys(tmp_path):
     assert set(report["max_gap"]) == {"current", "gain_beyond_1_row_std_errors", "gain_beyond_2_row_std_errors",
                                       "by_cumulative_value"}
     assert report["seeds"]["0"]["twin_rounds_left_out"] == 0 and report["seeds"]["0"]["min_gain_over_row_std_error"] > 0
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_a_one_round_fairness_run_summarizes_every_key_of_its_model(model):
+    from bench import fairness
+
+    out = fairness.run(seeds=(0,), rounds=1, model=model)
+    assert out["model"] == model and out["attacker_max_payout_share"] is not None
+    has_built_cases = model == "logreg"  # the built cases (twins, small_group, ...) run on the logistic regression
+    assert ("twin_rounds_told_apart" in out) is has_built_cases
+    assert ("twin_max_relative_gap <= 0.05" in out["targets"]) is has_built_cases
