@@ -17,10 +17,11 @@ its scores. For a round whose commit window closed on chain it
 
 Every scorer recomputes from the uploads the aggregator lists, so an upload the aggregator silently drops is left
 out by all of them alike and the outcomes still agree. What a scorer can see is the chain: an invited institution
-that committed in the round but whose upload the aggregator does not serve is named in the scorer's record
-(``unserved``) and its log. That makes a drop visible, not undone: the scorer cannot tell a drop from an institution
-that never uploaded (or was refused at upload, which leaves no record), and the invitation list is the aggregator's
-word too. ``audit trace`` shows the same from the auditor's side (committed, not scored; with ``--aggregator``,
+that committed in the round but whose upload the aggregator does not serve is named in the scorer's record, under
+``refused`` with the aggregator's reason when the listing carries its refusal of that upload (a RejectionCode and
+detail), else under ``unserved`` (and in its log). That makes a silent drop visible, not undone: the scorer cannot
+tell it from an institution that never uploaded, a stated reason is the aggregator's word, and so is the
+invitation list. ``audit trace`` shows the same from the auditor's side (committed, not scored; with ``--aggregator``,
 which of those the aggregator does not serve and the reason it recorded).
 
 ``attest`` does this for one round; ``serve`` for every round of the bounty until it is over.
@@ -101,6 +102,7 @@ class RoundResult:
     outcome_digest: str | None = None
     left_out: dict[str, str] = field(default_factory=dict)
     unserved: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     finalized_model_hash: str | None = None
     dissent_tx: str | None = None
 
@@ -114,6 +116,7 @@ class RoundResult:
         return {"round": self.round, "status": self.status, "new_model_hash": self.new_model_hash,
                 "participants": self.participants, "scores": [str(s) for s in self.scores],
                 "outcome_digest": self.outcome_digest, "left_out": self.left_out, "unserved": self.unserved,
+                "refused": self.refused,
                 "finalized_model_hash": self.finalized_model_hash, "dissent_tx": self.dissent_tx}
 
 
@@ -173,9 +176,12 @@ class Scorer:
 
         uploads = {u.institution: Digest(u.sha256).bare for u in listing.uploads}
         kept, left_out = select_updates(commitments, uploads, binding, listing.selected)
-        unserved = unserved_commitments(commitments, uploads, listing.selected)
+        unserved, refused = not_served(commitments, uploads, listing.selected,
+                                       {r.institution: f"{r.code}: {r.detail}" for r in listing.refused})
         for who, why in unserved.items():
             log.warning("round %d: %s %s", number, who, why)
+        for who, why in refused.items():
+            log.info("round %d: %s committed; the aggregator refused its upload (%s)", number, who, why)
         updates = []
         for who, match in sorted(kept.items()):
             try:
@@ -202,7 +208,7 @@ class Scorer:
         hashes = {a: bytes(c.update_hash) for a, c in commitments.items()}
         participants, scores = self.client.outcome(self.bounty_id, number, fixed, commitments=hashes)
         result = RoundResult(number, "computed", "0x" + outcome.model_hash.hex(), participants, scores,
-                             left_out={**left_out, **outcome.rejected}, unserved=unserved)
+                             left_out={**left_out, **outcome.rejected}, unserved=unserved, refused=refused)
         return result, outcome
 
     def sign(self, result: RoundResult) -> bytes:
@@ -254,14 +260,16 @@ class Scorer:
         return result
 
 
-def unserved_commitments(commitments: Mapping[str, Any], uploads: Mapping[str, str],
-                         selected: Collection[str]) -> dict[str, str]:
-    """Invited institutions with a commitment on chain whose upload the aggregator does not serve, with what that
-    means (pure): ``{address: "committed on chain ... "}``."""
+def not_served(commitments: Mapping[str, Any], uploads: Mapping[str, str], selected: Collection[str],
+               refusals: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Invited institutions with a commitment on chain whose upload the aggregator does not serve (pure), split in
+    ``(unserved, refused)``: ``refused`` maps those the aggregator gives a reason for (``refusals``: institution ->
+    its recorded refusal) to that reason; ``unserved`` the others, left out without a word, to what that means."""
     invited = set(selected)
-    return {who: "committed on chain but the aggregator serves no upload of it (never uploaded, refused at upload, "
-                 "or dropped by the aggregator)"
-            for who in sorted(commitments) if who in invited and who not in uploads}
+    missing = [who for who in sorted(commitments) if who in invited and who not in uploads]
+    unserved = {who: "committed on chain but the aggregator serves no upload of it and gives no reason (never "
+                     "uploaded, or dropped by the aggregator)" for who in missing if who not in refusals}
+    return unserved, {who: refusals[who] for who in missing if who in refusals}
 
 
 def check_inputs(bounty, *, task: Path, validation: Path, rules: Path) -> None:
@@ -465,6 +473,8 @@ def _text(report: dict) -> str:
         line += f", model {report['new_model_hash'][:12]}…, {len(report['participants'])} participant(s)"
     if report.get("dissent_tx"):
         line += f", dissent tx {report['dissent_tx']}"
+    if report.get("refused"):
+        line += f", committed but refused by the aggregator: {', '.join(report['refused'])}"
     if report.get("unserved"):
-        line += f", committed but not served by the aggregator: {', '.join(report['unserved'])}"
+        line += f", committed but not served by the aggregator, no reason given: {', '.join(report['unserved'])}"
     return line

@@ -67,6 +67,19 @@ def started(h):
     return context, h.client(context), Coordinator(context)
 
 
+def plain_scorer(h, client):
+    """The other member's :class:`fedledger.scorer.Scorer` over this app (no round state to replay)."""
+    from fedcore.population import load_validation_set
+    from fedcore.rules import RoundRules
+    from fedcore.task import TaskSpec
+    from fedledger.scorer import CommitteeAggregator, Scorer
+
+    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
+    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
+                                 bounty_id=h.bounty_id, client=client)
+    return Scorer(h.as_(SCORER), SCORER, source, h.bounty_id, spec, rules, load_validation_set(h.validation_path, spec))
+
+
 def scored_round(h, client, coordinator) -> None:
     assert coordinator.step() == "opened"
     play_uploads(h, client, 1, h.insts)
@@ -206,17 +219,9 @@ def test_a_scorer_names_a_committed_update_the_aggregator_does_not_serve(committ
     """A dishonest aggregator drops an accepted upload without a word. Every scorer recomputes from what it serves, so
     they would all agree without it; the scorer compares with the chain's commitments and names the institution in
     its record and its log."""
-    from fedcore.population import load_validation_set
-    from fedcore.rules import RoundRules
-    from fedcore.task import TaskSpec
-    from fedledger.scorer import CommitteeAggregator, Scorer
-
     h = committee
     context, client, coordinator = started(h)
-    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
-    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
-                                 bounty_id=h.bounty_id, client=client)
-    scorer = Scorer(h.as_(SCORER), SCORER, source, h.bounty_id, spec, rules, load_validation_set(h.validation_path, spec))
+    scorer = plain_scorer(h, client)
     assert coordinator.step() == "opened"
     play_uploads(h, client, 1, h.insts)
     dropped = h.insts[0].address
@@ -226,5 +231,32 @@ def test_a_scorer_names_a_committed_update_the_aggregator_does_not_serve(committ
     with caplog.at_level("WARNING", logger="fedledger.scorer"):
         result, _ = scorer.compute(1)
     assert list(result.unserved) == [dropped] and "serves no upload" in result.unserved[dropped]
+    assert result.refused == {}  # no reason was recorded for it
     assert result.to_dict()["unserved"] == result.unserved and dropped not in result.participants
     assert dropped in caplog.text
+
+
+def test_the_listing_gives_the_aggregator_s_reason_and_the_scorer_says_unserved_only_without_one(committee):
+    """An invitee that committed but whose upload was refused (here: bytes other than the committed ones) is listed
+    with the refusal's code, and the scorer records it under ``refused`` with that reason; an upload dropped
+    without a word stays ``unserved``. A refusal of an uninvited signer is not noted."""
+    h = committee
+    context, client, coordinator = started(h)
+    scorer = plain_scorer(h, client)
+    assert coordinator.step() == "opened"
+    refused, dropped, honest = h.insts
+    h.commit(refused, 1, h.update(0.05), 10)
+    answer = h.upload(client, refused, 1, h.update(0.06))  # not what it committed to
+    assert answer.status_code == 409 and answer.json()["code"] == "hash_mismatch"
+    play_uploads(h, client, 1, [dropped, honest])
+    assert h.upload(client, h.outsider, 1, h.update(0.07)).status_code == 403  # not invited: nothing noted
+    context.state._execute("DELETE FROM uploads WHERE round = 1 AND institution = ?", (dropped.address,))  # silently
+    h.advance(WINDOW + 1)
+    assert coordinator.run_until("scored") == "scored"
+    listing = fetch(h, client, SCORER, 1).json()
+    assert [(r["institution"], r["code"]) for r in listing["refused"]] == [(refused.address, "hash_mismatch")]
+    result, _ = scorer.compute(1)
+    assert list(result.refused) == [refused.address] and result.refused[refused.address].startswith("hash_mismatch: ")
+    assert list(result.unserved) == [dropped.address]
+    assert result.participants == [honest.address]
+    assert result.to_dict()["refused"] == result.refused
