@@ -195,9 +195,9 @@ class Scorer:
                                    institution=institution, update_sha256=sha)
 
         uploads = {u.institution: Digest(u.sha256).bare for u in listing.uploads}
-        kept, left_out = select_updates(commitments, uploads, binding, listing.selected)
-        unserved, refused = not_served(commitments, uploads, listing.selected,
-                                       {r.institution: f"{r.code}: {r.detail}" for r in listing.refused})
+        refusals = {r.institution: f"{r.code}: {r.detail}" for r in listing.refused}
+        kept, left_out = select_updates(commitments, uploads, binding, listing.selected, refusals)
+        unserved, refused = not_served(commitments, uploads, listing.selected, refusals)
         for who, why in unserved.items():
             log.warning("round %d: %s %s", number, who, why)
         for who, why in refused.items():

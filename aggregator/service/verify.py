@@ -231,6 +231,7 @@ def select_updates(
     uploads: Mapping[str, str],
     binding: Callable[[str, bytes], bytes],
     selected: Collection[str] | None = None,
+    refusals: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, MatchedUpdate], dict[str, str]]:
     """Decide which committed updates a round uses (pure but for ``binding``, itself a pure hash).
 
@@ -244,6 +245,9 @@ def select_updates(
         The commitment that institution must have made for those bytes (:func:`bound_commitment`).
     selected : collection of str, optional
         Only these institutions may take part (reputation selection); ``None`` lets every committer in.
+    refusals : institution -> "code: detail", optional
+        The aggregator's latest refusal of each invitee's upload (``StateDB.refusals``, or the committee listing's
+        ``refused``): the reason given for a committer without an accepted upload.
 
     Returns
     -------
@@ -261,6 +265,8 @@ def select_updates(
         sha = uploads.get(institution)
         if allowed is not None and institution not in allowed:
             excluded[institution] = "not selected for this round"
+        elif sha is None and institution in (refusals or {}):
+            excluded[institution] = f"committed; its upload was refused ({(refusals or {})[institution]})"
         elif sha is None:
             excluded[institution] = "committed but did not upload"
         elif binding(institution, bytes.fromhex(sha)) != commitment.update_hash:

@@ -259,6 +259,11 @@ def test_the_listing_gives_the_aggregator_s_reason_and_the_scorer_says_unserved_
     assert list(result.refused) == [refused.address] and result.refused[refused.address].startswith("hash_mismatch: ")
     assert list(result.unserved) == [dropped.address]
     assert result.participants == [honest.address]
+    # the aggregator's round record and the scorer's left-out list give the refused invitee the same reason
+    reason = context.state.round(1).excluded[refused.address]
+    assert reason.startswith("committed; its upload was refused (hash_mismatch: ")
+    assert result.left_out[refused.address] == reason
+    assert context.state.round(1).excluded[dropped.address] == "committed but did not upload"
     assert result.to_dict()["refused"] == result.refused
 
 
