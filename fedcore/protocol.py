@@ -394,6 +394,16 @@ class AttestationInfo(_Model):
     received_at: float
 
 
+class RefusedUpload(_Model):
+    """An invited institution's upload the aggregator refused in a round (its latest refusal): the aggregator's
+    reason for not serving its update."""
+
+    institution: Address
+    code: RejectionCode
+    detail: str
+    at: float
+
+
 class CommitteeRound(_Model):
     """``GET /bounties/{id}/rounds/{r}/committee/updates``: what a scorer needs to recompute a round."""
 
@@ -402,6 +412,10 @@ class CommitteeRound(_Model):
     global_model_hash: Hash
     selected: list[Address] = Field(default_factory=list)
     uploads: list[UploadInfo] = Field(default_factory=list)
+    refused: list[RefusedUpload] = Field(
+        default_factory=list, description="invited institutions without an accepted upload whose upload the "
+                    "aggregator refused, with the refusal; an invited committer neither served nor here was left "
+                    "out without a reason")
 
 
 class RoundReport(_Model):

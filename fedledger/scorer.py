@@ -9,7 +9,8 @@ its scores. For a round whose commit window closed on chain it
    whose bytes bind to their on-chain commitment, with the chain's sample counts;
 3. runs the one round computation, :func:`aggregator.rounds.compute_round`, with the bounty's rules and its own copy
    of the validation set (task, rules and validation set are checked against the bounty's hashes first), from the
-   global model the chain announced and the round state it replays from the chain's finalized rounds;
+   global model the chain announced and the round state it carried from the round it settled before (when the
+   chain opened this round with the model that state goes with), else replayed from the chain's finalized rounds;
 4. signs the outcome (EIP-712, :func:`fedcore.attestations.sign_outcome`) and posts it to the aggregator, which
    finalizes once a quorum of members attested the same outcome;
 5. once the round is over on chain, compares its outcome with the finalized one and, if they differ, puts its own
@@ -17,10 +18,11 @@ its scores. For a round whose commit window closed on chain it
 
 Every scorer recomputes from the uploads the aggregator lists, so an upload the aggregator silently drops is left
 out by all of them alike and the outcomes still agree. What a scorer can see is the chain: an invited institution
-that committed in the round but whose upload the aggregator does not serve is named in the scorer's record
-(``unserved``) and its log. That makes a drop visible, not undone: the scorer cannot tell a drop from an institution
-that never uploaded (or was refused at upload, which leaves no record), and the invitation list is the aggregator's
-word too. ``audit trace`` shows the same from the auditor's side (committed, not scored; with ``--aggregator``,
+that committed in the round but whose upload the aggregator does not serve is named in the scorer's record, under
+``refused`` with the aggregator's reason when the listing carries its refusal of that upload (a RejectionCode and
+detail), else under ``unserved`` (and in its log). That makes a silent drop visible, not undone: the scorer cannot
+tell it from an institution that never uploaded, a stated reason is the aggregator's word, and so is the
+invitation list. ``audit trace`` shows the same from the auditor's side (committed, not scored; with ``--aggregator``,
 which of those the aggregator does not serve and the reason it recorded).
 
 ``attest`` does this for one round; ``serve`` for every round of the bounty until it is over.
@@ -101,6 +103,7 @@ class RoundResult:
     outcome_digest: str | None = None
     left_out: dict[str, str] = field(default_factory=dict)
     unserved: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
     finalized_model_hash: str | None = None
     dissent_tx: str | None = None
 
@@ -114,7 +117,18 @@ class RoundResult:
         return {"round": self.round, "status": self.status, "new_model_hash": self.new_model_hash,
                 "participants": self.participants, "scores": [str(s) for s in self.scores],
                 "outcome_digest": self.outcome_digest, "left_out": self.left_out, "unserved": self.unserved,
+                "refused": self.refused,
                 "finalized_model_hash": self.finalized_model_hash, "dissent_tx": self.dissent_tx}
+
+
+@dataclass(frozen=True)
+class CarriedState:
+    """The round state a scorer carries into round ``round`` from the one it scored before, and the global model
+    that round must open with on chain (checked before the state is used)."""
+
+    round: int
+    model_hash: bytes
+    state: dict
 
 
 @dataclass
@@ -130,9 +144,16 @@ class Scorer:
         The bounty's task, round rules and validation set (:func:`check_inputs` compares them with the chain).
     replay : callable, optional
         ``round -> round state before it``, replayed from the chain's finalized rounds (only asked when the rules
-        carry state from round to round).
+        carry state from round to round and the scorer carries none that extends to the round: the first round it
+        scores, or after a round finalized with another outcome than its own).
     tamper : callable, optional
         TEST-ONLY: changes the scores before signing (the e2e test's dishonest scorer); never set in normal use.
+    computation : callable, optional
+        The round computation, :func:`aggregator.rounds.compute_round` (a seam for tests that count its calls).
+
+    A scorer that settles round r carries its round state into round r + 1 (the state after r when r was finalized
+    with its outcome, the state before r when r lapsed), with the model round r + 1 must open with: a serving
+    scorer runs one round computation per round instead of replaying every earlier round.
     """
 
     client: Any
@@ -144,6 +165,9 @@ class Scorer:
     validation: Any
     replay: Callable[[int], dict] | None = None
     tamper: Callable[[dict[str, int]], dict[str, int]] | None = None
+    computation: Callable[..., Any] | None = None
+    carried: CarriedState | None = field(default=None, init=False, repr=False)
+    _computed: dict[int, tuple[CarriedState, dict]] = field(default_factory=dict, init=False, repr=False)
 
     def compute(self, number: int) -> tuple[RoundResult, Any]:
         """This scorer's outcome of round ``number`` (its window must have closed); returns it unsigned and the
@@ -153,7 +177,6 @@ class Scorer:
         from fedcore.codec import decode, describe
         from fedcore.commitments import bind_commitment
         from fedcore.types import Update
-        from fedledger.audit_verify import carries_state
 
         chain_round = self.client.round(self.bounty_id, number)
         listing = self.source.committee_round(number)
@@ -172,10 +195,13 @@ class Scorer:
                                    institution=institution, update_sha256=sha)
 
         uploads = {u.institution: Digest(u.sha256).bare for u in listing.uploads}
-        kept, left_out = select_updates(commitments, uploads, binding, listing.selected)
-        unserved = unserved_commitments(commitments, uploads, listing.selected)
+        refusals = {r.institution: f"{r.code}: {r.detail}" for r in listing.refused}
+        kept, left_out = select_updates(commitments, uploads, binding, listing.selected, refusals)
+        unserved, refused = not_served(commitments, uploads, listing.selected, refusals)
         for who, why in unserved.items():
             log.warning("round %d: %s %s", number, who, why)
+        for who, why in refused.items():
+            log.info("round %d: %s committed; the aggregator refused its upload (%s)", number, who, why)
         updates = []
         for who, match in sorted(kept.items()):
             try:
@@ -192,18 +218,56 @@ class Scorer:
                 left_out[who] = f"stored update unusable: {error}"
                 continue
             updates.append(Update(who, arrays, match.commitment.sample_count))
-        state = self.replay(number) if (self.replay is not None and number > 1 and carries_state(self.rules)) else {}
-        outcome = compute_round(RoundInputs(round=number, global_weights=global_weights, updates=tuple(updates),
-                                            strategy_state=state, X_val=self.validation.X, y_val=self.validation.y,
-                                            groups_val=self.validation.groups), self.rules, self.spec)
+        opened_with = bytes(chain_round.global_model_hash)
+        state = self._state_before(number, opened_with)
+        inputs = RoundInputs(round=number, global_weights=global_weights, updates=tuple(updates), strategy_state=state,
+                             X_val=self.validation.X, y_val=self.validation.y, groups_val=self.validation.groups)
+        outcome = (self.computation or compute_round)(inputs, self.rules, self.spec)
+        self._computed = {number: (CarriedState(number, opened_with, state), outcome.strategy_state)}
         fixed = outcome.fixed_point
         if self.tamper is not None:
             fixed = self.tamper(fixed)
         hashes = {a: bytes(c.update_hash) for a, c in commitments.items()}
         participants, scores = self.client.outcome(self.bounty_id, number, fixed, commitments=hashes)
         result = RoundResult(number, "computed", "0x" + outcome.model_hash.hex(), participants, scores,
-                             left_out={**left_out, **outcome.rejected}, unserved=unserved)
+                             left_out={**left_out, **outcome.rejected}, unserved=unserved, refused=refused)
         return result, outcome
+
+    def _state_before(self, number: int, opened_with: bytes) -> dict:
+        """The round state round ``number`` starts from: the carried one when it extends to this round and the chain
+        opened the round with the model it carries, else replayed."""
+        from fedledger.audit_verify import carries_state
+
+        if number == 1 or not carries_state(self.rules):
+            return {}
+        carried = self.carried
+        if carried is not None and carried.round == number and carried.model_hash == opened_with:
+            log.info("round %d: round state carried from round %d", number, number - 1)
+            return carried.state
+        if carried is not None:
+            log.warning("round %d: the carried round state does not extend to it (carried into round %d, model "
+                        "0x%s; the chain opened it with 0x%s): replaying", number, carried.round,
+                        carried.model_hash.hex(), opened_with.hex())
+        return self.replay(number) if self.replay is not None else {}
+
+    def _carry(self, number: int, status: str, finalized_model: bytes | None = None) -> None:
+        """After settling round ``number``: carry the round state into the next round (``agreed``: the state after
+        this scorer's computation, with the model the chain finalized; ``lapsed``: the state and model before), or
+        nothing (``dissented``: the chain's round state is not this scorer's, so the next round replays)."""
+        before, after = self._computed.pop(number, (None, None))
+        if status == "lapsed" and before is None and self.carried is not None and self.carried.round == number:
+            before = self.carried  # lapsed before this scorer computed it: nothing changes
+        if status == "agreed" and after is not None and finalized_model is not None:
+            self.carried = CarriedState(number + 1, finalized_model, after)
+        elif status == "lapsed" and before is not None:
+            self.carried = CarriedState(number + 1, before.model_hash, before.state)
+        else:
+            self.carried = None
+
+    def lapsed(self, number: int) -> RoundResult:
+        """Round ``number`` lapsed before this scorer computed it."""
+        self._carry(number, "lapsed")
+        return RoundResult(number, "lapsed")
 
     def sign(self, result: RoundResult) -> bytes:
         from fedcore.attestations import sign_outcome
@@ -234,6 +298,7 @@ class Scorer:
         number = result.round
         if self.client.event_tx("RoundLapsed", self.bounty_id, number) is not None:
             result.status = "lapsed"
+            self._carry(number, result.status)
             return result
         finalized = self.client.round(self.bounty_id, number)
         result.finalized_model_hash = "0x" + bytes(finalized.new_model_hash).hex()
@@ -243,6 +308,7 @@ class Scorer:
         ours = dict(zip(result.participants, result.scores, strict=True))
         if result.finalized_model_hash == result.new_model_hash and scored == ours:
             result.status = "agreed"
+            self._carry(number, result.status, bytes(finalized.new_model_hash))
             return result
         digest = self.client.outcome_digest(self.bounty_id, number, result.model_hash, result.participants,
                                             result.scores)
@@ -250,18 +316,21 @@ class Scorer:
         receipt = self.client.record_dissent(self.bounty_id, number, digest)
         result.dissent_tx = tx_hash_hex(receipt["transactionHash"])
         result.status = "dissented"
+        self._carry(number, result.status)
         log.warning("round %d: finalized with another outcome; dissent recorded (tx %s)", number, result.dissent_tx)
         return result
 
 
-def unserved_commitments(commitments: Mapping[str, Any], uploads: Mapping[str, str],
-                         selected: Collection[str]) -> dict[str, str]:
-    """Invited institutions with a commitment on chain whose upload the aggregator does not serve, with what that
-    means (pure): ``{address: "committed on chain ... "}``."""
+def not_served(commitments: Mapping[str, Any], uploads: Mapping[str, str], selected: Collection[str],
+               refusals: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Invited institutions with a commitment on chain whose upload the aggregator does not serve (pure), split in
+    ``(unserved, refused)``: ``refused`` maps those the aggregator gives a reason for (``refusals``: institution ->
+    its recorded refusal) to that reason; ``unserved`` the others, left out without a word, to what that means."""
     invited = set(selected)
-    return {who: "committed on chain but the aggregator serves no upload of it (never uploaded, refused at upload, "
-                 "or dropped by the aggregator)"
-            for who in sorted(commitments) if who in invited and who not in uploads}
+    missing = [who for who in sorted(commitments) if who in invited and who not in uploads]
+    unserved = {who: "committed on chain but the aggregator serves no upload of it and gives no reason (never "
+                     "uploaded, or dropped by the aggregator)" for who in missing if who not in refusals}
+    return unserved, {who: refusals[who] for who in missing if who in refusals}
 
 
 def check_inputs(bounty, *, task: Path, validation: Path, rules: Path) -> None:
@@ -402,7 +471,7 @@ def _score_round(scorer: Scorer, number: int, args: argparse.Namespace) -> Round
     if chain_round.opened_at == 0:
         raise ConfigError(f"round {number} of bounty {scorer.bounty_id} has not been opened")
     if chain_round.finalized and client.event_tx("RoundLapsed", scorer.bounty_id, number) is not None:
-        return RoundResult(number, "lapsed")
+        return scorer.lapsed(number)
     # an idle dev chain mines no block, so its time stands still: the later of its time and this machine's clock
     wait_for(lambda: max(latest_timestamp(client.w3), int(time.time())) > chain_round.commit_deadline
              or _round_closed_on_chain(scorer, number),
@@ -439,9 +508,21 @@ def _attest(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import json
 
+    scorer = _scorer(args)
+
+    def emit(result: RoundResult) -> None:
+        print(json.dumps(result.to_dict()) if args.format == "json" else _text(result.to_dict()), flush=True)
+
+    serve_rounds(scorer, lambda number: _score_round(scorer, number, args), emit, poll_interval=args.poll_interval)
+    return 0
+
+
+def serve_rounds(scorer: Scorer, score_round: Callable[[int], RoundResult], emit: Callable[[RoundResult], None], *,
+                 poll_interval: float) -> None:
+    """Score each round of the bounty in turn as it opens (``score_round``, with one :class:`Scorer`, which carries
+    the round state from one round to the next), until the bounty is over."""
     from ledger.client import BountyStatus
 
-    scorer = _scorer(args)
     client = scorer.client
     number = 1
     while True:
@@ -451,12 +532,10 @@ def _serve(args: argparse.Namespace) -> int:
         if bounty.rounds_opened < number:
             if bounty.status != BountyStatus.ACTIVE or client.w3.eth.get_block("latest")["timestamp"] > bounty.deadline:
                 break
-            time.sleep(args.poll_interval)
+            time.sleep(poll_interval)
             continue
-        result = _score_round(scorer, number, args)
-        print(json.dumps(result.to_dict()) if args.format == "json" else _text(result.to_dict()), flush=True)
+        emit(score_round(number))
         number += 1
-    return 0
 
 
 def _text(report: dict) -> str:
@@ -465,6 +544,8 @@ def _text(report: dict) -> str:
         line += f", model {report['new_model_hash'][:12]}…, {len(report['participants'])} participant(s)"
     if report.get("dissent_tx"):
         line += f", dissent tx {report['dissent_tx']}"
+    if report.get("refused"):
+        line += f", committed but refused by the aggregator: {', '.join(report['refused'])}"
     if report.get("unserved"):
-        line += f", committed but not served by the aggregator: {', '.join(report['unserved'])}"
+        line += f", committed but not served by the aggregator, no reason given: {', '.join(report['unserved'])}"
     return line

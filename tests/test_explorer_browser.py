@@ -2,8 +2,8 @@
 
 The page's DOM (``chromium --headless --dump-dom``, after its scripts ran) must show the chain's numbers:
 books, credits, claims, scores, reputations, commitment and model hashes, read back here through the
-contract client and the audit trail. A screenshot goes to the test's tmp folder (and to
-``$EXPLORER_SCREENSHOT`` when set, e.g. ``docs/explorer.png``).
+contract client and the audit trail. Screenshots go to the tests' tmp folders; the committee bounty's (attestations,
+a dissent, a lapsed round) also to ``$EXPLORER_SCREENSHOT`` when set, e.g. ``docs/explorer.png``.
 """
 
 import json
@@ -109,6 +109,17 @@ def dump(tmp_path: Path, url: str) -> PageIds:
     html = _chromium(tmp_path, url, "--dump-dom").stdout
     assert 'data-state="ready"' in html, f"the page did not finish rendering:\n{html[:3000]}"
     return PageIds(html)
+
+
+def screenshot(tmp_path: Path, url: str, *, height: int = 1600, publish: bool = False) -> Path:
+    """A PNG of the page's top ``height`` pixels in the test's tmp folder; with ``publish``, copied to
+    ``$EXPLORER_SCREENSHOT`` when set."""
+    shot = tmp_path / "explorer.png"
+    _chromium(tmp_path, url, f"--screenshot={shot}", "--hide-scrollbars", f"--window-size=1280,{height}")
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if publish and os.environ.get("EXPLORER_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["EXPLORER_SCREENSHOT"])
+    return shot
 
 
 def _get_json(url: str):
@@ -281,11 +292,7 @@ def test_explorer_page_shows_the_chain(story, explorer, tmp_path):
     assert page.attr(f"payout-{third}-0", "data-kind") == "cancel refund"
     check_amount(page, f"payout-amount-{third}-0", ONE_ETH // 2)
 
-    shot = tmp_path / "explorer.png"
-    _chromium(tmp_path, explorer + f"#/bounty/{second}", f"--screenshot={shot}", "--hide-scrollbars")
-    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("EXPLORER_SCREENSHOT"):
-        shutil.copyfile(shot, os.environ["EXPLORER_SCREENSHOT"])
+    screenshot(tmp_path, explorer + f"#/bounty/{second}")
 
 
 def test_explorer_page_shows_each_scorers_attestation_dissent_and_a_lapse(story, explorer, tmp_path):
@@ -304,3 +311,5 @@ def test_explorer_page_shows_each_scorers_attestation_dissent_and_a_lapse(story,
     assert page.attr(f"dissent-{key}-{dissenter.address}", "data-digest") == "0x" + other.hex()
     assert page.text(f"round-status-{bounty}-2") == "lapsed"
     assert f"attestations-{bounty}-2" not in page.found
+    # the README's picture: tall enough to reach the rounds with their attestations, the dissent and the lapse
+    screenshot(tmp_path, explorer + f"#/bounty/{bounty}", height=2450, publish=True)

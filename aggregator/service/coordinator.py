@@ -333,7 +333,9 @@ class Coordinator:
         number = record.round
         commitments = ctx.ledger.commitments(number, from_block=record.open_block)
         uploads = {u.institution: u.sha256 for u in ctx.state.uploads(number)}
-        kept, excluded = select_updates(commitments, uploads, partial(bound_commitment, ctx, number), record.selected)
+        refusals = {r.institution: f"{r.code}: {r.detail}" for r in ctx.state.refusals(number)}
+        kept, excluded = select_updates(commitments, uploads, partial(bound_commitment, ctx, number), record.selected,
+                                        refusals)
         limit = max(ctx.settings.max_upload_bytes, codec.DEFAULT_MAX_BYTES)
         global_weights = codec.decode(ctx.blobs.get("models", record.global_model_sha), expected=ctx.expected,
                                       max_bytes=limit)

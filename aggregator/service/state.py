@@ -25,6 +25,9 @@ aggregator migrates it forward in one transaction; one written by a newer aggreg
 bounty's last known status.
 ``rounds``: one row per round (see :class:`RoundState`); JSON columns hold lists and objects.
 ``uploads(round, institution, sha256, size, received_at)``: accepted uploads, one per institution and round.
+``refusals(round, institution, code, detail, at)``: the latest refusal of each invited institution's upload in a
+round (its :class:`~fedcore.protocol.RejectionCode` and detail), so the committee listing can say why an invited
+committer's update is not served; only invited institutions of a known round get a row (bounded by the invitations).
 ``decisions(round, institution, sha256, num_samples, used, reason, score, score_fixed)``: per round, what became
 of every committed institution (used, or excluded and why) and its score (``num_samples`` and ``score_fixed`` as
 decimal strings: a sample count is a uint256 on chain, beyond SQLite's 64-bit INTEGER).
@@ -52,9 +55,10 @@ from ledger.client import SignedCommitment
 
 DB_NAME = "aggregator.sqlite"
 #: The schema's version (SQLite's ``user_version``). 0: a database written before versions were recorded; 1: signed
-#: commitments carry the declared epsilon (``signed_commitments.declared_epsilon``). Bump it with each change of
-#: SCHEMA and teach :func:`_migrate` the step.
-SCHEMA_VERSION = 1
+#: commitments carry the declared epsilon (``signed_commitments.declared_epsilon``); 2: refused uploads of invited
+#: institutions are noted (table ``refusals``, created by SCHEMA). Bump it with each change of SCHEMA and teach
+#: :func:`_migrate` the step.
+SCHEMA_VERSION = 2
 
 _STEPS_SQL = ", ".join(f"'{step}'" for step in RoundStep)
 SCHEMA = f"""
@@ -100,6 +104,14 @@ CREATE TABLE IF NOT EXISTS signed_commitments (
     signature TEXT NOT NULL,
     PRIMARY KEY (round, institution)
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    round INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    code TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (round, institution)
+);
 CREATE TABLE IF NOT EXISTS decisions (
     round INTEGER NOT NULL,
     institution TEXT NOT NULL,
@@ -143,6 +155,17 @@ class AttestationRecord:
     signature: bytes
     outcome: dict[str, Any]
     received_at: float
+
+
+@dataclass(frozen=True)
+class RefusalRecord:
+    """The latest refusal of an invited institution's upload in a round (``code``: a RejectionCode value)."""
+
+    round: int
+    institution: str
+    code: str
+    detail: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -442,6 +465,25 @@ class StateDB:
         return [SignedCommitment(row["institution"], bytes.fromhex(row["commitment"]), int(row["sample_count"]),
                                  bytes.fromhex(row["signature"]), int(row["declared_epsilon"])) for row in rows]
 
+    def note_refusal(self, number: int, institution: str, code: str, detail: str) -> bool:
+        """Note why ``institution``'s upload for round ``number`` was refused (its latest refusal replaces an older
+        one); only for an institution invited to a known round, so unsolicited uploads cannot grow the table.
+        Returns whether it was noted."""
+        with self._transaction():
+            record = self.round(number)
+            if record is None or institution not in set(record.selected):
+                return False
+            self._execute("INSERT INTO refusals (round, institution, code, detail, at) VALUES (?, ?, ?, ?, ?)"
+                          " ON CONFLICT(round, institution) DO UPDATE SET code = excluded.code,"
+                          " detail = excluded.detail, at = excluded.at",
+                          (int(number), institution, str(code), detail, time.time()))
+        return True
+
+    def refusals(self, number: int) -> list[RefusalRecord]:
+        rows = self._query("SELECT * FROM refusals WHERE round = ? ORDER BY institution", (int(number),))
+        return [RefusalRecord(row["round"], row["institution"], row["code"], row["detail"], row["at"])
+                for row in rows]
+
     def upload_of(self, number: int, institution: str) -> UploadRecord | None:
         row = self._one("SELECT * FROM uploads WHERE round = ? AND institution = ?", (number, institution))
         return _upload(row) if row else None
@@ -494,6 +536,7 @@ def _migrate(conn: sqlite3.Connection, state_dir: Path) -> None:
     if "signed_commitments" in tables and "declared_epsilon" not in _columns(conn, "signed_commitments"):
         # a commitment signed before epsilon was declared declared none: 0, as the contract reads an absent one
         conn.execute("ALTER TABLE signed_commitments ADD COLUMN declared_epsilon INTEGER NOT NULL DEFAULT 0")
+    # 1 -> 2: only a new table (refusals), which SCHEMA creates right after
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

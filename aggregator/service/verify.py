@@ -1,7 +1,9 @@
 """What an upload must pass to be stored, and what a round's uploads must pass again to be used.
 
 Upload checks, in order (the first failure is the answer; nothing is stored for a refused upload). All but the
-last two run on the headers alone, before a byte of the body is read (:func:`check_uploader`):
+last two run on the headers alone, before a byte of the body is read (:func:`upload_signer`, :func:`check_uploader`).
+A refusal after the signer is known is noted for an institution invited to the round (its latest one), so the
+committee listing can give the aggregator's reason for an invited committer whose update it does not serve:
 
 =====  =================  ===================================================================================
 413    TOO_LARGE          ``Content-Length`` over the limit (the model's encoded size, or less) (router)
@@ -117,12 +119,19 @@ def parse_signed_commitment(signature: str | None, sample_count: str | None,
     return bytes.fromhex(value[2:]), int(count), int(epsilon)
 
 
-def check_uploader(context, round_: int, digest: bytes, signature: str,
-                   gasless: tuple[bytes, int, int] | None = None) -> tuple[str, SignedCommitment | None]:
-    """Every upload check that needs no body (see the module doc); raises :class:`Rejected`.
+def upload_signer(context, round_: int, digest: bytes, signature: str) -> str:
+    """Who signed the upload of ``digest`` for ``round_`` (``signature``: the ``X-Signature`` header, already
+    shape-checked by :func:`parse_signature`); BAD_SIGNATURE when it does not recover."""
+    return recover_signer(signature, chain_id=context.chain_id, ledger_address=context.ledger_address,
+                          bounty_id=context.bounty_id, round_=round_, digest=digest)
 
-    Returns the signer and, for an uploader that has not committed on chain but signed its commitment
-    (``gasless``, from :func:`parse_signed_commitment`), that commitment for the round's batch.
+
+def check_uploader(context, round_: int, digest: bytes, signer: str,
+                   gasless: tuple[bytes, int, int] | None = None) -> SignedCommitment | None:
+    """Every upload check after the signature that needs no body (see the module doc); raises :class:`Rejected`.
+
+    Returns, for an uploader that has not committed on chain but signed its commitment (``gasless``, from
+    :func:`parse_signed_commitment`), that commitment for the round's batch.
 
     Parameters
     ----------
@@ -131,11 +140,9 @@ def check_uploader(context, round_: int, digest: bytes, signature: str,
         The round in the URL (the one the signature must bind).
     digest : bytes
         The 32-byte sha256 the uploader claims for its body (``X-Update-Sha256``).
-    signature : str
-        The ``X-Signature`` header, already shape-checked by :func:`parse_signature`.
+    signer : str
+        The upload's signer (:func:`upload_signer`).
     """
-    signer = recover_signer(signature, chain_id=context.chain_id, ledger_address=context.ledger_address,
-                            bounty_id=context.bounty_id, round_=round_, digest=digest)
     existing = context.state.upload_of(round_, signer)
     if existing is not None:
         raise Rejected(RejectionCode.DUPLICATE_UPLOAD,
@@ -165,7 +172,7 @@ def check_uploader(context, round_: int, digest: bytes, signature: str,
         raise Rejected(RejectionCode.HASH_MISMATCH,
                        f"{UPDATE_SHA_HEADER} 0x{digest.hex()} does not match {signer}'s commitment in round {round_} "
                        f"(0x{commitment.hex()})")
-    return signer, signed
+    return signed
 
 
 def _signed_commitment(context, round_: int, signer: str, digest: bytes, signature: bytes,
@@ -224,6 +231,7 @@ def select_updates(
     uploads: Mapping[str, str],
     binding: Callable[[str, bytes], bytes],
     selected: Collection[str] | None = None,
+    refusals: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, MatchedUpdate], dict[str, str]]:
     """Decide which committed updates a round uses (pure but for ``binding``, itself a pure hash).
 
@@ -237,6 +245,9 @@ def select_updates(
         The commitment that institution must have made for those bytes (:func:`bound_commitment`).
     selected : collection of str, optional
         Only these institutions may take part (reputation selection); ``None`` lets every committer in.
+    refusals : institution -> "code: detail", optional
+        The aggregator's latest refusal of each invitee's upload (``StateDB.refusals``, or the committee listing's
+        ``refused``): the reason given for a committer without an accepted upload.
 
     Returns
     -------
@@ -254,6 +265,8 @@ def select_updates(
         sha = uploads.get(institution)
         if allowed is not None and institution not in allowed:
             excluded[institution] = "not selected for this round"
+        elif sha is None and institution in (refusals or {}):
+            excluded[institution] = f"committed; its upload was refused ({(refusals or {})[institution]})"
         elif sha is None:
             excluded[institution] = "committed but did not upload"
         elif binding(institution, bytes.fromhex(sha)) != commitment.update_hash:

@@ -1,8 +1,8 @@
 """End-to-end helpers: a whole federation as real processes started through the CLI.
 
 One dev chain per test module (``start_chain``: no block times or nonces shared with other tests), Ganache unless
-the module overrides the fixture ``chain_engine`` (tests/e2e/test_federation.py runs on Ganache and on Anvil), on
-which the module fixture ``federation`` deploys FedLedger (``fedledger deploy``), writes the Fed-Heart-Disease files
+the module overrides the fixture ``chain_engine`` (tests/e2e/test_federation.py and test_committee.py run on
+Ganache and on Anvil), on which the module fixture ``federation`` deploys FedLedger (``fedledger deploy``), writes the Fed-Heart-Disease files
 (``fedledger data heart``), creates the aggregator's and the four hospitals' keystores from the chain's deterministic
 dev keys (``fedledger node init --import-key-file``) and joins the hospitals (``fedledger node join``). Two more
 participants are driven from the test itself with the Python client, fedcore.signing and httpx: ``mallory`` (a

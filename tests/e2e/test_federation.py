@@ -171,7 +171,9 @@ def test_three_rounds_with_misbehaving_participants(federation, procs, tmp_path)
             assert stored.content == saved
         assert {u["institution"] for u in record["uploads"]} == set(hospitals)
         if r == 1:  # mallory committed, was refused at the door, and is excluded with the reason
-            assert record["excluded"] == {fed.mallory.address: "committed but did not upload"}
+            assert list(record["excluded"]) == [fed.mallory.address]  # its last refusal: the body's hash
+            assert record["excluded"][fed.mallory.address].startswith(
+                "committed; its upload was refused (hash_mismatch: the body hashes to")
     for h in fed.hospitals.values():
         state = fed.node_state(state_root, h.name, bounty_id)
         assert [state["rounds"][str(r)]["status"] for r in range(1, rounds + 1)] == ["uploaded"] * rounds

@@ -22,6 +22,7 @@ from fedcore.protocol import (
     Health,
     JournalEntry,
     Outcome,
+    RefusedUpload,
     RejectionCode,
     RoundInfo,
     RoundReport,
@@ -75,7 +76,9 @@ EXAMPLES: list[BaseModel] = [
     OUTCOME,
     AttestationBody(scorer=B, signature="0x" + "ab" * 65, outcome=OUTCOME),
     AttestationInfo(scorer=B, outcome=OUTCOME, matches=True, received_at=3.5),
-    CommitteeRound(bounty_id=1, round=2, global_model_hash=H1, selected=[A, B], uploads=REPORT.uploads),
+    CommitteeRound(bounty_id=1, round=2, global_model_hash=H1, selected=[A, B], uploads=REPORT.uploads,
+                   refused=[RefusedUpload(institution=B, code=RejectionCode.NOT_ELIGIBLE, detail="stake below", at=4.5)]),
+    RefusedUpload(institution=B, code=RejectionCode.HASH_MISMATCH, detail="body hashes to 0x12", at=4.0),
 ]
 
 

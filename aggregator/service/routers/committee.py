@@ -1,6 +1,7 @@
 """The scoring committee's routes (see :mod:`aggregator.service.committee`).
 
-``GET /bounties/{id}/rounds/{r}/committee/updates`` lists a closed round's accepted uploads, and
+``GET /bounties/{id}/rounds/{r}/committee/updates`` lists a closed round's accepted uploads (and the refusals of
+invited institutions' uploads that did not get in: the aggregator's reasons), and
 ``GET .../committee/updates/{sha256}`` serves one, to committee members only: headers ``X-Scorer-Signature``
 (``fedcore.attestations.sign_fetch`` over ``item`` = ``list`` or the bare sha256) and ``X-Scorer-Time``.
 ``POST /bounties/{id}/rounds/{r}/attestations`` takes a member's signed outcome (202 with whether it matches the
@@ -25,6 +26,7 @@ from fedcore.protocol import (
     AttestationBody,
     AttestationInfo,
     CommitteeRound,
+    RefusedUpload,
     RoundStep,
     UploadInfo,
 )
@@ -46,11 +48,15 @@ def list_updates(bounty_id: BountyId, round: RoundNumber, context: Context, x_sc
     record = context.state.round(round)
     committee.authorize_fetch(context, record, round, "list", x_scorer_signature, x_scorer_time)
     assert record is not None  # authorize_fetch refuses an unknown round
+    uploads = context.state.uploads(round)
+    served = {u.institution for u in uploads}
     return CommitteeRound(
         bounty_id=bounty_id, round=round, global_model_hash="0x" + record.global_model_sha,
         selected=list(record.selected),
         uploads=[UploadInfo(institution=u.institution, sha256=u.sha256, size=u.size, received_at=u.received_at)
-                 for u in context.state.uploads(round)])
+                 for u in uploads],
+        refused=[RefusedUpload(institution=r.institution, code=Code(r.code), detail=r.detail, at=r.at)
+                 for r in context.state.refusals(round) if r.institution not in served])
 
 
 @router.get("/bounties/{bounty_id}/rounds/{round}/committee/updates/{sha256}", response_class=Response,

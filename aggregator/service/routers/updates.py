@@ -7,7 +7,8 @@ The service protects itself before it reads the body: the size is capped by the 
 and its commitment are checked on the headers alone, at most ``max_concurrent_uploads`` bodies are read at once
 and one per signer (more: 503 ``busy`` with ``Retry-After``), and a body must arrive within
 ``upload_read_timeout`` seconds (408).
-See :mod:`aggregator.service.verify` for the checks and their rejection codes. A refused upload changes nothing.
+See :mod:`aggregator.service.verify` for the checks and their rejection codes. A refused upload changes nothing but
+the note of why it was refused, kept for an institution invited to the round (``StateDB.note_refusal``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aggregator.service.verify import (
     parse_signature,
     parse_signed_commitment,
     parse_update_sha,
+    upload_signer,
 )
 from fedcore.protocol import (
     COMMITMENT_SIGNATURE_HEADER,
@@ -171,19 +173,25 @@ async def upload_update(
     gasless = parse_signed_commitment(x_commitment_signature, x_sample_count, x_declared_epsilon)
     gate = upload_gate(request, context)
     async with gate.slot():
-        signer, signed = await run_in_threadpool(check_uploader, context, round, digest, signature, gasless)
-        with gate.signer(signer):
-            body = await read_limited(request, limit, context.settings.upload_read_timeout)
-            if not body:
-                raise Rejected(Code.MALFORMED, "empty body: send the update's safetensors bytes")
-            await run_in_threadpool(check_body, context, body, digest, limit)
-            try:
-                existing, created = await run_in_threadpool(
-                    context.state.accept_upload, round, signer, digest.hex(), len(body),
-                    lambda: context.blobs.put("updates", body), signed,
-                )
-            except RoundNotAccepting as exc:
-                raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
+        signer = await run_in_threadpool(upload_signer, context, round, digest, signature)
+        try:
+            signed = await run_in_threadpool(check_uploader, context, round, digest, signer, gasless)
+            with gate.signer(signer):
+                body = await read_limited(request, limit, context.settings.upload_read_timeout)
+                if not body:
+                    raise Rejected(Code.MALFORMED, "empty body: send the update's safetensors bytes")
+                await run_in_threadpool(check_body, context, body, digest, limit)
+                try:
+                    existing, created = await run_in_threadpool(
+                        context.state.accept_upload, round, signer, digest.hex(), len(body),
+                        lambda: context.blobs.put("updates", body), signed,
+                    )
+                except RoundNotAccepting as exc:
+                    raise Rejected(Code.ROUND_CLOSED, str(exc)) from None
+        except Rejected as exc:  # the aggregator's reason, for the committee listing (invitees only)
+            if exc.code != Code.DUPLICATE_UPLOAD:
+                await run_in_threadpool(context.state.note_refusal, round, signer, exc.code, exc.detail)
+            raise
     if not created:  # a concurrent upload of the same institution got in first
         raise Rejected(Code.DUPLICATE_UPLOAD,
                        f"{signer} already has update 0x{existing.sha256} accepted in round {round}")

@@ -67,6 +67,19 @@ def started(h):
     return context, h.client(context), Coordinator(context)
 
 
+def plain_scorer(h, client):
+    """The other member's :class:`fedledger.scorer.Scorer` over this app (no round state to replay)."""
+    from fedcore.population import load_validation_set
+    from fedcore.rules import RoundRules
+    from fedcore.task import TaskSpec
+    from fedledger.scorer import CommitteeAggregator, Scorer
+
+    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
+    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
+                                 bounty_id=h.bounty_id, client=client)
+    return Scorer(h.as_(SCORER), SCORER, source, h.bounty_id, spec, rules, load_validation_set(h.validation_path, spec))
+
+
 def scored_round(h, client, coordinator) -> None:
     assert coordinator.step() == "opened"
     play_uploads(h, client, 1, h.insts)
@@ -199,24 +212,16 @@ def test_a_scorer_recomputes_each_round_from_what_members_may_fetch_and_its_atte
         scorer.attest(result)
         assert coordinator.step() == "finalized"
         assert scorer.settle(result).status == "agreed"
-    assert replayed == [2]
+    assert replayed == []  # round 2 extends the round state the scorer carried from round 1 (replay: next test)
 
 
 def test_a_scorer_names_a_committed_update_the_aggregator_does_not_serve(committee, caplog):
     """A dishonest aggregator drops an accepted upload without a word. Every scorer recomputes from what it serves, so
     they would all agree without it; the scorer compares with the chain's commitments and names the institution in
     its record and its log."""
-    from fedcore.population import load_validation_set
-    from fedcore.rules import RoundRules
-    from fedcore.task import TaskSpec
-    from fedledger.scorer import CommitteeAggregator, Scorer
-
     h = committee
     context, client, coordinator = started(h)
-    spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
-    source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id, contract=h.ledger.address,
-                                 bounty_id=h.bounty_id, client=client)
-    scorer = Scorer(h.as_(SCORER), SCORER, source, h.bounty_id, spec, rules, load_validation_set(h.validation_path, spec))
+    scorer = plain_scorer(h, client)
     assert coordinator.step() == "opened"
     play_uploads(h, client, 1, h.insts)
     dropped = h.insts[0].address
@@ -226,5 +231,112 @@ def test_a_scorer_names_a_committed_update_the_aggregator_does_not_serve(committ
     with caplog.at_level("WARNING", logger="fedledger.scorer"):
         result, _ = scorer.compute(1)
     assert list(result.unserved) == [dropped] and "serves no upload" in result.unserved[dropped]
+    assert result.refused == {}  # no reason was recorded for it
     assert result.to_dict()["unserved"] == result.unserved and dropped not in result.participants
     assert dropped in caplog.text
+
+
+def test_the_listing_gives_the_aggregator_s_reason_and_the_scorer_says_unserved_only_without_one(committee):
+    """An invitee that committed but whose upload was refused (here: bytes other than the committed ones) is listed
+    with the refusal's code, and the scorer records it under ``refused`` with that reason; an upload dropped
+    without a word stays ``unserved``. A refusal of an uninvited signer is not noted."""
+    h = committee
+    context, client, coordinator = started(h)
+    scorer = plain_scorer(h, client)
+    assert coordinator.step() == "opened"
+    refused, dropped, honest = h.insts
+    h.commit(refused, 1, h.update(0.05), 10)
+    answer = h.upload(client, refused, 1, h.update(0.06))  # not what it committed to
+    assert answer.status_code == 409 and answer.json()["code"] == "hash_mismatch"
+    play_uploads(h, client, 1, [dropped, honest])
+    assert h.upload(client, h.outsider, 1, h.update(0.07)).status_code == 403  # not invited: nothing noted
+    context.state._execute("DELETE FROM uploads WHERE round = 1 AND institution = ?", (dropped.address,))  # silently
+    h.advance(WINDOW + 1)
+    assert coordinator.run_until("scored") == "scored"
+    listing = fetch(h, client, SCORER, 1).json()
+    assert [(r["institution"], r["code"]) for r in listing["refused"]] == [(refused.address, "hash_mismatch")]
+    result, _ = scorer.compute(1)
+    assert list(result.refused) == [refused.address] and result.refused[refused.address].startswith("hash_mismatch: ")
+    assert list(result.unserved) == [dropped.address]
+    assert result.participants == [honest.address]
+    # the aggregator's round record and the scorer's left-out list give the refused invitee the same reason
+    reason = context.state.round(1).excluded[refused.address]
+    assert reason.startswith("committed; its upload was refused (hash_mismatch: ")
+    assert result.left_out[refused.address] == reason
+    assert context.state.round(1).excluded[dropped.address] == "committed but did not upload"
+    assert result.to_dict()["refused"] == result.refused
+
+
+def test_a_serving_scorer_computes_each_round_once_and_attests_what_a_fresh_replay_attests(service_world, tmp_path,
+                                                                                          counting_compute):
+    """``fedledger scorer serve``'s loop over three rounds (the second lapses: its attestation is lost) with one
+    Scorer: one round computation per round and no replay (the round state is carried, checked against the model
+    the chain opened each round with); a scorer started fresh for round 3 replays rounds 1-2 from the chain and
+    computes the same outcome from the same round state."""
+    from fedcore import codec
+    from fedcore.population import load_validation_set
+    from fedcore.rules import RoundRules
+    from fedcore.task import TaskSpec
+    from fedledger.scorer import CommitteeAggregator, Scorer, replayed_state, serve_rounds
+    from ledger.deployment import Deployment
+    from tests.aggregator.service.conftest import CountingCompute
+
+    fund_account(service_world.w3, SCORER.address, 10 * ONE_ETH)
+    h = service_world.harness(tmp_path, strategy="fedadam", strategy_params={"server_lr": 0.05},  # a stateful one
+                              scorers=(SCORER.address,), quorum=2, rounds=3)
+    try:
+        context, client, coordinator = started(h)
+        spec, rules = TaskSpec.load(h.task_path), RoundRules.load(h.rules_path)
+        validation = load_validation_set(h.validation_path, spec)
+        source = CommitteeAggregator("http://testserver", SCORER, chain_id=h.w3.eth.chain_id,
+                                     contract=h.ledger.address, bounty_id=h.bounty_id, client=client)
+        ledger, deployment = h.as_(SCORER), Deployment.load(h.deployment_path)
+        replayed = []
+
+        def replay(number: int) -> dict:
+            replayed.append(number)
+            return replayed_state(ledger, deployment, h.tmp / "index.sqlite", source, h.bounty_id, spec=spec,
+                                  rules=rules, validation=validation)
+
+        scorer = Scorer(ledger, SCORER, source, h.bounty_id, spec, rules, validation, replay=replay,
+                        computation=counting_compute)
+        fresh_compute = CountingCompute()
+        fresh = Scorer(ledger, SCORER, source, h.bounty_id, spec, rules, validation, replay=replay,
+                       computation=fresh_compute)
+        fresh_results = []
+        assert coordinator.step() == "opened"
+
+        def score_round(number: int):
+            play_uploads(h, client, number, h.insts)
+            assert coordinator.run_until("scored") == "scored"
+            h.advance(WINDOW + 1)
+            result, _ = scorer.compute(number)
+            if number == 3:  # before round 3 is finalized, a scorer started now replays rounds 1-2
+                fresh_results.append(fresh.compute(number)[0])
+            if number == 2:
+                h.advance(DEFAULT_RECOVERY_GRACE + 1)
+                assert coordinator.step() == "lapsed"
+            else:
+                scorer.attest(result)
+                assert coordinator.step() == "finalized"
+            settled = scorer.settle(result)
+            if number < 3:
+                assert coordinator.step() == "opened"
+            return settled
+
+        emitted = []
+        serve_rounds(scorer, score_round, emitted.append, poll_interval=0.01)
+        assert [(r.round, r.status) for r in emitted] == [(1, "agreed"), (2, "lapsed"), (3, "agreed")]
+        assert counting_compute.calls == 3  # one round computation per round; only the fresh scorer replayed:
+        assert int(counting_compute.inputs[2].strategy_state["step"]) == 1  # after round 1 (round 2 lapsed)
+
+        assert replayed == [3] and fresh_compute.calls == 1
+        again = fresh_results[0]
+        last = emitted[-1]
+        assert (again.new_model_hash, again.participants, again.scores) == (
+            last.new_model_hash, last.participants, last.scores)
+        assert codec.encode(fresh_compute.inputs[0].strategy_state) == codec.encode(
+            counting_compute.inputs[2].strategy_state)
+    finally:
+        for context in h.contexts:
+            context.close()

@@ -204,7 +204,8 @@ def test_window_then_grace_and_who_is_left_out(harness, counting_compute):
     sha = hashlib.sha256(same).hexdigest()
     assert record.used == [{"institution": i.address, "sha256": sha, "num_samples": 10}
                            for i in sorted(h.insts[:2], key=lambda i: i.address)]
-    assert record.excluded == {h.insts[2].address: "committed but did not upload"}
+    assert list(record.excluded) == [h.insts[2].address]  # with the refusal it got at upload
+    assert record.excluded[h.insts[2].address].startswith("committed; its upload was refused (hash_mismatch: ")
     assert set(scored_on_chain(h, 1)) == {h.insts[0].address, h.insts[1].address}
     decisions = {d.institution: d for d in context.state.decisions(1)}
     assert decisions[h.insts[0].address].used and decisions[h.insts[1].address].used
