@@ -21,6 +21,7 @@ from eth_tester import EthereumTester
 from eth_typing import ChecksumAddress
 from eth_utils import to_bytes, to_canonical_address
 from eth_utils.abi import get_abi_output_types
+from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3._utils.abi import map_abi_data
 from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
@@ -152,6 +153,38 @@ def _fast_view(contract_function_call: Any, sender: Sender) -> Any:
     types = get_abi_output_types(contract_function_call.abi)
     values = map_abi_data(BASE_RETURN_NORMALIZERS, types, w3.codec.decode(types, computation.output))
     return values[0] if len(values) == 1 else values
+
+
+def embedded_logs(w3: Web3, address: str, from_block: int, to_block: int | str = "latest") -> list[dict] | None:
+    """Every log ``address`` emitted in blocks ``[from_block, to_block]`` of the embedded chain, as ``eth_getLogs``
+    entries (undecoded), read from py-evm's receipts; None on a JSON-RPC chain.
+
+    eth-tester's ``eth_getLogs`` looks every transaction of every block up by hash, scanning back from the head,
+    and formats each receipt: about 2 ms a block here where the receipts themselves take 0.4 ms.
+    """
+    tester = _embedded_tester(w3)
+    if tester is None or not hasattr(tester.backend, "chain"):
+        return None
+    chain = tester.backend.chain
+    emitter = to_canonical_address(address)
+    latest = max(0, chain.get_block().number - 1)
+    last = latest if to_block == "latest" else min(int(to_block), latest)
+    found: list[dict] = []
+    with _mining(w3):
+        for number in range(max(0, int(from_block)), last + 1):
+            block = chain.get_canonical_block_by_number(number)
+            index = 0
+            for position, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(chain.chaindb))):
+                for log in receipt.logs:
+                    if log.address == emitter:
+                        found.append({
+                            "address": Web3.to_checksum_address(log.address),
+                            "topics": [HexBytes(topic.to_bytes(32, "big")) for topic in log.topics],
+                            "data": HexBytes(log.data), "blockNumber": number, "blockHash": HexBytes(block.hash),
+                            "transactionHash": HexBytes(tx.hash), "transactionIndex": position, "logIndex": index,
+                        })
+                    index += 1
+    return found
 
 
 def _rpc(w3: Web3, method: str, params: list) -> Any:
@@ -399,6 +432,7 @@ __all__ = [
     "advance_time",
     "call",
     "connect",
+    "embedded_logs",
     "fund_account",
     "is_embedded",
     "latest_timestamp",

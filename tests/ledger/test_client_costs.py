@@ -168,3 +168,22 @@ def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
     assert records[asked.index(leaving, 2)].leave_requested_at > 0
     assert all(r.registered and r.stake == MIN_STAKE and r.address == a for r, a in zip(records[2:], w.insts))
     assert w.ledger.institutions([]) == []
+
+
+def test_embedded_logs_are_eth_getLogs_read_from_receipts():
+    """On the embedded chain, event look-ups read py-evm's receipts (ledger.chain.embedded_logs): the same logs,
+    arguments, blocks, transactions and order as eth_getLogs, argument filters included."""
+    w = _embedded_world()
+    w.join_all()
+    bounty_id = w.new_bounty()
+    other = w.new_bounty()
+    for b in (bounty_id, other):
+        w.as_(w.aggregator).open_round(b, h("m0"))
+        w.commit(b, 1)
+    cases = [("InstitutionJoined", {}), ("UpdateCommitted", {"bountyId": bounty_id, "round": 1}),
+             ("UpdateCommitted", {"institution": w.insts[1].lower()}), ("RoundOpened", {"bountyId": other})]
+    for event, filters in cases:
+        fast = w.ledger.logs(event, filters)
+        slow = list(getattr(w.ledger.contract.events, event)().get_logs(from_block=0, argument_filters=filters))
+        assert fast and [dict(log) for log in fast] == [dict(log) for log in slow], event
+    assert w.ledger.logs("UpdateCommitted", from_block=w.w3.eth.block_number + 5) == []
