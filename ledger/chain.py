@@ -10,12 +10,15 @@ Two backends run the same bytecode:
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from contextlib import nullcontext
 from typing import Any
 
 from eth.vm.message import Message
+from eth_abi.grammar import TupleType
+from eth_abi.grammar import parse as parse_abi_type
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
 from eth_typing import ChecksumAddress
@@ -23,8 +26,6 @@ from eth_utils import to_bytes, to_canonical_address
 from eth_utils.abi import get_abi_output_types
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
-from web3._utils.abi import map_abi_data
-from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.exceptions import TimeExhausted, Web3Exception
 from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
@@ -151,8 +152,24 @@ def _fast_view(contract_function_call: Any, sender: Sender) -> Any:
     if not code or computation.is_error:
         return _NO_ANSWER
     types = get_abi_output_types(contract_function_call.abi)
-    values = map_abi_data(BASE_RETURN_NORMALIZERS, types, w3.codec.decode(types, computation.output))
+    values = tuple(_checksummed(_abi_type(t), v) for t, v in zip(types, w3.codec.decode(types, computation.output),
+                                                                   strict=True))
     return values[0] if len(values) == 1 else values
+
+
+@functools.lru_cache(maxsize=256)
+def _abi_type(name: str) -> Any:
+    return parse_abi_type(name)
+
+
+def _checksummed(kind: Any, value: Any) -> Any:
+    """Decoded ABI ``value`` with its addresses checksummed, as web3's eth_call returns them (its generic
+    normalizer walks every value through several layers of formatters: a quarter of a struct view's cost)."""
+    if kind.arrlist:
+        return [_checksummed(kind.item_type, item) for item in value]
+    if isinstance(kind, TupleType):
+        return tuple(_checksummed(part, item) for part, item in zip(kind.components, value, strict=True))
+    return Web3.to_checksum_address(value) if kind.base == "address" else value
 
 
 def embedded_logs(w3: Web3, address: str, from_block: int, to_block: int | str = "latest") -> list[dict] | None:
