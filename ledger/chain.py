@@ -212,7 +212,11 @@ def _rpc(w3: Web3, method: str, params: list) -> Any:
 
 
 def latest_timestamp(w3: Web3) -> int:
-    """Timestamp (seconds) of the latest block."""
+    """Timestamp (seconds) of the latest block (on the embedded chain from its header: eth-tester's
+    ``eth_getBlockByNumber`` formats the whole block)."""
+    tester = _embedded_tester(w3)
+    if tester is not None and hasattr(tester.backend, "chain"):
+        return int(_latest_header(tester).timestamp)
     return int(w3.eth.get_block("latest")["timestamp"])
 
 
