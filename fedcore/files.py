@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, private: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, private: bool = False,
+                 sync_folder: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file, fsync, rename, and fsync the folder.
 
     Parameters
@@ -19,6 +20,9 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, pri
         Permissions of the new file.
     private : bool
         Owner-only: the file gets 0600 and new parent folders 0700 (keystores, a node's saved updates).
+    sync_folder : bool
+        False leaves the folder's fsync to a later write in the same folder (or to none, when losing the rename to a
+        power cut is harmless): the file is still whole, old or new, either way. A process crash loses no rename.
     """
     path = Path(path)
     if private:
@@ -36,7 +40,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, pri
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_folder:
+        _fsync_dir(path.parent)
     return path
 
 

@@ -106,9 +106,10 @@ def read_password(
 
 
 # -- files ---------------------------------------------------------------------------------------------------
-def write_private_file(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, readable by its owner only (0600, in a 0700 folder)."""
-    return write_atomic(path, data, private=True)
+def write_private_file(path: str | os.PathLike, data: bytes, *, sync_folder: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically, readable by its owner only (0600, in a 0700 folder); ``sync_folder``:
+    see :func:`fedcore.files.write_atomic`."""
+    return write_atomic(path, data, private=True, sync_folder=sync_folder)
 
 
 def create_keystore(

@@ -10,14 +10,21 @@ Two backends run the same bytecode:
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from contextlib import nullcontext
 from typing import Any
 
+from eth.vm.message import Message
+from eth_abi.grammar import TupleType
+from eth_abi.grammar import parse as parse_abi_type
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
 from eth_typing import ChecksumAddress
+from eth_utils import to_bytes, to_canonical_address
+from eth_utils.abi import get_abi_output_types
+from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TimeExhausted, Web3Exception
 from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
@@ -90,6 +97,12 @@ def _mining(w3: Web3) -> Any:
         return _EMBEDDED_LOCKS.setdefault(tester, threading.RLock())
 
 
+def _latest_header(tester: EthereumTester) -> Any:
+    # eth-tester's "latest": the block before the pending one (py-evm's chain.get_block() is the pending block)
+    chain = tester.backend.chain
+    return chain.get_canonical_block_header_by_number(max(0, chain.get_block().number - 1))
+
+
 def embedded_head(w3: Web3) -> str | None:
     """The hash of the embedded chain's latest block (None on a JSON-RPC chain).
 
@@ -98,7 +111,97 @@ def embedded_head(w3: Web3) -> str | None:
     round trip for the head as for the view itself.
     """
     tester = _embedded_tester(w3)
-    return None if tester is None else str(tester.get_block_by_number("latest")["hash"])
+    return None if tester is None else _latest_header(tester).hash.hex()
+
+
+# Per embedded chain: the latest block's hash and a py-evm state at that block, which views run on (see _fast_view).
+_VIEW_STATES: weakref.WeakKeyDictionary[EthereumTester, tuple[bytes, Any]] = weakref.WeakKeyDictionary()
+_NO_ANSWER = object()
+
+
+def _fast_view(contract_function_call: Any, sender: Sender) -> Any:
+    """A view on the embedded chain's latest block, run as one EVM message on a state kept for that block; or
+    ``_NO_ANSWER`` when the ordinary ``eth_call`` must answer (a revert, no code, another backend), so errors
+    read exactly as before.
+
+    eth-tester's ``eth_call`` builds a fresh state from the block's trie and runs a whole transaction (validation,
+    gas purchase, refund) for every view: about 7 ms here where the message alone, on a state whose trie reads are
+    cached since the block's first view, takes under 2 ms. Same block, same sender and origin, same code.
+    """
+    w3 = contract_function_call.w3
+    tester = _embedded_tester(w3)
+    if tester is None or not hasattr(tester.backend, "chain"):
+        return _NO_ANSWER
+    to = to_canonical_address(contract_function_call.address)
+    origin = to_canonical_address(_address(sender))
+    data = to_bytes(hexstr=contract_function_call._encode_transaction_data())
+    with _mining(w3):  # the state is shared by this process's threads; mining moves the head
+        header = _latest_header(tester)
+        kept = _VIEW_STATES.get(tester)
+        if kept is None or kept[0] != header.hash:
+            kept = _VIEW_STATES[tester] = (header.hash, tester.backend.chain.get_vm(at_header=header).state)
+        state = kept[1]
+        snapshot = state.snapshot()
+        try:
+            code = state.get_code(to)
+            message = Message(gas=header.gas_limit, to=to, sender=origin, value=0, data=data, code=code)
+            context = state.get_transaction_context_class()(gas_price=0, origin=origin)
+            computation = state.computation_class.apply_message(state, message, context)
+        finally:
+            state.revert(snapshot)
+    if not code or computation.is_error:
+        return _NO_ANSWER
+    types = get_abi_output_types(contract_function_call.abi)
+    values = tuple(_checksummed(_abi_type(t), v) for t, v in zip(types, w3.codec.decode(types, computation.output),
+                                                                   strict=True))
+    return values[0] if len(values) == 1 else values
+
+
+@functools.lru_cache(maxsize=256)
+def _abi_type(name: str) -> Any:
+    return parse_abi_type(name)
+
+
+def _checksummed(kind: Any, value: Any) -> Any:
+    """Decoded ABI ``value`` with its addresses checksummed, as web3's eth_call returns them (its generic
+    normalizer walks every value through several layers of formatters: a quarter of a struct view's cost)."""
+    if kind.arrlist:
+        return [_checksummed(kind.item_type, item) for item in value]
+    if isinstance(kind, TupleType):
+        return tuple(_checksummed(part, item) for part, item in zip(kind.components, value, strict=True))
+    return Web3.to_checksum_address(value) if kind.base == "address" else value
+
+
+def embedded_logs(w3: Web3, address: str, from_block: int, to_block: int | str = "latest") -> list[dict] | None:
+    """Every log ``address`` emitted in blocks ``[from_block, to_block]`` of the embedded chain, as ``eth_getLogs``
+    entries (undecoded), read from py-evm's receipts; None on a JSON-RPC chain.
+
+    eth-tester's ``eth_getLogs`` looks every transaction of every block up by hash, scanning back from the head,
+    and formats each receipt: about 2 ms a block here where the receipts themselves take 0.4 ms.
+    """
+    tester = _embedded_tester(w3)
+    if tester is None or not hasattr(tester.backend, "chain"):
+        return None
+    chain = tester.backend.chain
+    emitter = to_canonical_address(address)
+    latest = max(0, chain.get_block().number - 1)
+    last = latest if to_block == "latest" else min(int(to_block), latest)
+    found: list[dict] = []
+    with _mining(w3):
+        for number in range(max(0, int(from_block)), last + 1):
+            block = chain.get_canonical_block_by_number(number)
+            index = 0
+            for position, (tx, receipt) in enumerate(zip(block.transactions, block.get_receipts(chain.chaindb))):
+                for log in receipt.logs:
+                    if log.address == emitter:
+                        found.append({
+                            "address": Web3.to_checksum_address(log.address),
+                            "topics": [HexBytes(topic.to_bytes(32, "big")) for topic in log.topics],
+                            "data": HexBytes(log.data), "blockNumber": number, "blockHash": HexBytes(block.hash),
+                            "transactionHash": HexBytes(tx.hash), "transactionIndex": position, "logIndex": index,
+                        })
+                    index += 1
+    return found
 
 
 def _rpc(w3: Web3, method: str, params: list) -> Any:
@@ -109,7 +212,11 @@ def _rpc(w3: Web3, method: str, params: list) -> Any:
 
 
 def latest_timestamp(w3: Web3) -> int:
-    """Timestamp (seconds) of the latest block."""
+    """Timestamp (seconds) of the latest block (on the embedded chain from its header: eth-tester's
+    ``eth_getBlockByNumber`` formats the whole block)."""
+    tester = _embedded_tester(w3)
+    if tester is not None and hasattr(tester.backend, "chain"):
+        return int(_latest_header(tester).timestamp)
     return int(w3.eth.get_block("latest")["timestamp"])
 
 
@@ -182,6 +289,10 @@ def _raise_mapped(exc: Exception, abi: list, what: str = "transaction") -> None:
 
 def call(contract_function_call: Any, sender: Sender | None = None, block: int | str = "latest") -> Any:
     """Run a view (or simulate a transaction) with ``eth_call``, mapping reverts to ``ContractRevert``."""
+    if block == "latest" and sender is not None:
+        found = _fast_view(contract_function_call, sender)
+        if found is not _NO_ANSWER:
+            return found
     params = {"from": _address(sender)} if sender is not None else {}
     try:
         return contract_function_call.call(params, block_identifier=block)
@@ -342,6 +453,7 @@ __all__ = [
     "advance_time",
     "call",
     "connect",
+    "embedded_logs",
     "fund_account",
     "is_embedded",
     "latest_timestamp",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Self
 
+from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -20,7 +21,7 @@ from web3.types import TxReceipt
 from fedcore.errors import ChainError
 from fedcore.signing import compact_signature
 from fedcore.types import Digest
-from ledger.chain import Sender, call, embedded_head, is_embedded, send_transaction
+from ledger.chain import Sender, call, embedded_head, embedded_logs, is_embedded, send_transaction
 from ledger.compile import load_artifact
 from ledger.deployment import MAIN_CONTRACT, SPLITTER_CONTRACT, Deployment
 
@@ -215,6 +216,13 @@ def tx_hash_hex(value: bytes | str) -> str:
     return value.lower() if isinstance(value, str) else Web3.to_hex(bytes(value))
 
 
+def _same(value: Any, wanted: Any) -> bool:
+    # an event argument against a filter value (addresses in any case)
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.lower() == wanted.lower()
+    return value == wanted
+
+
 class BlockReads:
     """Views answered once per block on the embedded chain (:func:`ledger.chain.embedded_head`), shared by a client
     and its ``as_sender`` copies: in one process the aggregator's steps and every node's poll read the same bounty,
@@ -324,8 +332,14 @@ class _ContractClient:
         ChainError
             When the node cannot answer ``eth_getLogs``.
         """
+        kind = getattr(self.contract.events, event)()
+        raw = embedded_logs(self.w3, self.address, int(from_block), to_block)
+        if raw is not None:
+            topic = event_abi_to_log_topic(kind.abi)
+            decoded = [kind.process_log(entry) for entry in raw if entry["topics"][:1] == [topic]]
+            return [log for log in decoded if all(_same(log["args"][k], v) for k, v in (filters or {}).items())]
         try:
-            return list(getattr(self.contract.events, event)().get_logs(
+            return list(kind.get_logs(
                 from_block=int(from_block), to_block=to_block, argument_filters=dict(filters or {})))
         except Exception as exc:  # noqa: BLE001 - web3 raises several types for a failed eth_getLogs
             raise ChainError(f"cannot read {event} events: {exc}".splitlines()[0]) from None

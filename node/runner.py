@@ -196,33 +196,36 @@ class NodeState:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _write(self) -> None:
+    def _write(self, *, durable: bool = True) -> None:
         text = json.dumps(self.data, indent=1, sort_keys=True) + "\n"
-        write_private_file(self.path, text.encode("utf-8"))
+        write_private_file(self.path, text.encode("utf-8"), sync_folder=durable)
 
     # -- rounds ----------------------------------------------------------------------------------------
     def round(self, round_: int) -> dict[str, Any] | None:
         return self.data["rounds"].get(str(int(round_)))
 
-    def put(self, round_: int, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into round ``round_``'s record and write state.json atomically."""
+    def put(self, round_: int, *, durable: bool = True, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into round ``round_``'s record and write state.json atomically (``durable`` False: only
+        for what the chain can tell again after a power cut; the next durable write of this folder makes it stick)."""
         record = dict(self.data["rounds"].get(str(int(round_)), {"round": int(round_)}))
         record.update(fields)
         record["updated_at"] = int(time.time())
         self.data["rounds"][str(int(round_))] = record
-        self._write()
+        self._write(durable=durable)
         return record
 
     def update_path(self, round_: int) -> Path:
         return self.dir / f"round-{int(round_)}.safetensors"
 
     def save_update(self, round_: int, data: bytes) -> Path:
-        return write_private_file(self.update_path(round_), bytes(data))
+        """Write a round's update; its rename is made durable by the state write that records it (same folder)."""
+        return write_private_file(self.update_path(round_), bytes(data), sync_folder=False)
 
     # -- personalization (only when the task declares one) ------------------------------------------
     def save_global(self, round_: int, data: bytes) -> Path:
-        """Keep the global model round ``round_`` started from (Ditto replays them at the end)."""
-        return write_private_file(self.dir / f"global-{int(round_)}.safetensors", bytes(data))
+        """Keep the global model round ``round_`` started from (Ditto replays them at the end); made durable, as the
+        update, by the state write that records the round's update (same folder)."""
+        return write_private_file(self.dir / f"global-{int(round_)}.safetensors", bytes(data), sync_folder=False)
 
     def read_globals(self) -> list[bytes]:
         """The kept global models, in round order."""
@@ -641,7 +644,8 @@ class NodeRunner:
                 ))
             raise
         commit_tx = _hex(receipt["transactionHash"])
-        self.state.put(r, status=NodeRoundStatus.COMMITTED, commit_tx=commit_tx, upload_status=None)
+        # Not durable: lost to a power cut, "saved" reads the commitment back from the chain (poll_once, _sweep).
+        self.state.put(r, status=NodeRoundStatus.COMMITTED, commit_tx=commit_tx, upload_status=None, durable=False)
         self._fire(NodeRoundStatus.COMMITTED, r)
         return self._upload(r, data, resumed=resumed)
 

@@ -157,3 +157,18 @@ def test_private_write_replaces_atomically(tmp_path):
     os.chmod(path, 0o644)
     write_private_file(path, b"new")
     assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_write_left_to_a_later_folder_sync_is_still_whole(tmp_path, monkeypatch):
+    """``sync_folder=False`` skips only the folder's fsync (the rename's durability, left to the next write in that
+    folder): the file itself is fsynced, complete and private."""
+    import fedcore.files
+
+    synced = []
+    monkeypatch.setattr(fedcore.files, "_fsync_dir", lambda folder: synced.append(folder))
+    write_private_file(tmp_path / "update.bin", b"update", sync_folder=False)
+    assert synced == []
+    write_private_file(tmp_path / "state.json", b"{}")
+    assert synced == [tmp_path]
+    path = tmp_path / "update.bin"
+    assert path.read_bytes() == b"update" and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -4,6 +4,7 @@
 from web3 import Web3
 
 from fedcore.commitments import sign_commitment
+from ledger import chain as ledger_chain
 from ledger.chain import connect
 from ledger.client import GAS_HEADROOM, MEASURED_GAS, FedLedgerClient, SignedCommitment, gas_limit
 from ledger.deployment import deploy_fedledger
@@ -93,39 +94,63 @@ def test_finalize_orders_participants_by_the_commitments_it_is_given(joined):
     assert w.ledger.round(bounty_id, 1).finalized
 
 
-def test_embedded_views_are_read_once_per_block_and_never_stale():
-    """A view is answered from the block's reads until a new block; a snapshot reverted and replaced by another
-    block of the same number is a new block too (the reads are keyed by block hash)."""
+def _embedded_world() -> World:
     w3 = connect("embedded")
     accounts = w3.eth.accounts
     deployment = deploy_fedledger(w3, accounts[0], governance=accounts[0], min_stake=MIN_STAKE, leave_cooldown=60)
     ledger = FedLedgerClient.from_deployment(w3, deployment)
-    w = World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
+    return World(w3, ledger, accounts[0], accounts[1], accounts[2], accounts[3], list(accounts[4:8]))
+
+
+def test_embedded_views_are_read_once_per_block_and_never_stale(monkeypatch):
+    """A view is answered from the block's reads until a new block; a snapshot reverted and replaced by another
+    block of the same number is a new block too (the reads are keyed by block hash)."""
+    w = _embedded_world()
+    w3, ledger = w.w3, w.ledger
     bounty_id = w.new_bounty(funding=ONE_ETH)
     sponsor = ledger.as_sender(w.sponsor)
     tester = w3.provider.ethereum_tester
     calls = []
-    original = tester.call
+    original = ledger_chain._fast_view
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    tester.call = counting
-    try:
-        assert ledger.bounty(bounty_id).funded == ONE_ETH
-        assert sponsor.bounty(bounty_id).funded == ONE_ETH  # an as_sender copy shares the block's reads
-        assert len(calls) == 1
-        snapshot = tester.take_snapshot()
-        sponsor.fund_bounty(bounty_id, 5)
-        assert ledger.bounty(bounty_id).funded == ONE_ETH + 5
-        number = w3.eth.block_number
-        tester.revert_to_snapshot(snapshot)
-        sponsor.fund_bounty(bounty_id, 7)
-        assert w3.eth.block_number == number
-        assert ledger.bounty(bounty_id).funded == ONE_ETH + 7
-    finally:
-        tester.call = original
+    monkeypatch.setattr(ledger_chain, "_fast_view", counting)
+    assert ledger.bounty(bounty_id).funded == ONE_ETH
+    assert sponsor.bounty(bounty_id).funded == ONE_ETH  # an as_sender copy shares the block's reads
+    assert len(calls) == 1
+    snapshot = tester.take_snapshot()
+    sponsor.fund_bounty(bounty_id, 5)
+    assert ledger.bounty(bounty_id).funded == ONE_ETH + 5
+    number = w3.eth.block_number
+    tester.revert_to_snapshot(snapshot)
+    sponsor.fund_bounty(bounty_id, 7)
+    assert w3.eth.block_number == number
+    assert ledger.bounty(bounty_id).funded == ONE_ETH + 7
+
+
+def test_embedded_views_answer_as_eth_call_does():
+    """The embedded chain's views run as one EVM message on a state kept per block (ledger.ledger_chain._fast_view): the
+    same values as eth_call (structs, arrays, checksummed addresses), the block's latest state after each
+    transaction, and a reverting view still raises the contract's error, through eth_call."""
+    w = _embedded_world()
+    w.join_all()
+    bounty_id = w.new_bounty()
+    fn = w.ledger.contract.functions
+    caller = w.ledger._caller
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    for view in (fn.getBounty(bounty_id), fn.getRound(bounty_id, 1), fn.getInstitutionRecords(w.insts),
+                 fn.commitmentOf(bounty_id, 1, w.insts[0]), fn.governance(), fn.minStake()):
+        fast = ledger_chain._fast_view(view, caller)
+        assert fast is not ledger_chain._NO_ANSWER
+        assert fast == view.call({"from": caller})
+    w.commit(bounty_id, 1, w.insts[:1])
+    assert ledger_chain.call(fn.commitmentOf(bounty_id, 1, w.insts[0]), sender=caller) != bytes(32)  # not the last block's
+    assert ledger_chain._fast_view(fn.getBounty(bounty_id + 100), caller) is ledger_chain._NO_ANSWER
+    with reverts("UnknownBounty"):
+        w.ledger.bounty(bounty_id + 100)
 
 
 
@@ -143,3 +168,22 @@ def test_institutions_are_read_in_one_view_as_one_at_a_time(joined):
     assert records[asked.index(leaving, 2)].leave_requested_at > 0
     assert all(r.registered and r.stake == MIN_STAKE and r.address == a for r, a in zip(records[2:], w.insts))
     assert w.ledger.institutions([]) == []
+
+
+def test_embedded_logs_are_eth_getLogs_read_from_receipts():
+    """On the embedded chain, event look-ups read py-evm's receipts (ledger.chain.embedded_logs): the same logs,
+    arguments, blocks, transactions and order as eth_getLogs, argument filters included."""
+    w = _embedded_world()
+    w.join_all()
+    bounty_id = w.new_bounty()
+    other = w.new_bounty()
+    for b in (bounty_id, other):
+        w.as_(w.aggregator).open_round(b, h("m0"))
+        w.commit(b, 1)
+    cases = [("InstitutionJoined", {}), ("UpdateCommitted", {"bountyId": bounty_id, "round": 1}),
+             ("UpdateCommitted", {"institution": w.insts[1].lower()}), ("RoundOpened", {"bountyId": other})]
+    for event, filters in cases:
+        fast = w.ledger.logs(event, filters)
+        slow = list(getattr(w.ledger.contract.events, event)().get_logs(from_block=0, argument_filters=filters))
+        assert fast and [dict(log) for log in fast] == [dict(log) for log in slow], event
+    assert w.ledger.logs("UpdateCommitted", from_block=w.w3.eth.block_number + 5) == []
