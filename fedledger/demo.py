@@ -70,7 +70,7 @@ import numpy as np
 from fedcore.errors import ConfigError, FedLedgerError
 from fedcore.protocol import CoordinatorPhase as Phase
 from fedledger.demo_report import round_story
-from fedsets.heart import HEART_MODEL, HEART_MODELS, HEART_STEP_SEARCH
+from fedsets.heart import DEMO_MODEL, HEART_MODEL, HEART_MODELS, HEART_STEP_SEARCH
 
 DEFAULT_OUT = Path("runs/demo")
 DEFAULT_ROUNDS = 15  # FLamby's Fed-Heart-Disease budget (fedsets.heart.ROUNDS)
@@ -146,8 +146,8 @@ class DemoOptions:
     free_rider, attacker : str, optional
         Institution names that send zero updates / train on flipped labels.
     model : str
-        The task's model (:func:`fedsets.heart.heart_task_spec`): ``logreg`` (default, ``fedsets.heart.HEART_MODEL``)
-        or ``mlp`` (the benchmark's ``ditto_mlp``).
+        The task's model (:func:`fedsets.heart.heart_task_spec`): ``mlp`` (default, ``fedsets.heart.DEMO_MODEL``: the
+        benchmark's ``ditto_mlp``) or ``logreg`` (FLamby's logistic regression).
     reward : int
         Wei escrowed by the sponsor.
     out : Path
@@ -169,7 +169,7 @@ class DemoOptions:
     weighting: str | None = None
     free_rider: str | None = None
     attacker: str | None = None
-    model: str = HEART_MODEL
+    model: str = DEMO_MODEL
     reward: int = DEFAULT_REWARD
     out: Path = DEFAULT_OUT
     progress: bool | None = None
@@ -1014,7 +1014,7 @@ def _command(options: DemoOptions) -> str:
         parts += ["--free-rider", options.free_rider]
     if options.attacker:
         parts += ["--attacker", options.attacker]
-    if options.model != HEART_MODEL:
+    if options.model != DEMO_MODEL:
         parts += ["--model", options.model]
     return " ".join(parts)
 
@@ -1072,9 +1072,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--free-rider", default=None, metavar="NAME",
                       help="this institution sends back a zero update every round (the global model unchanged)")
     demo.add_argument("--attacker", default=None, metavar="NAME", help="this institution trains on flipped labels")
-    demo.add_argument("--model", default=HEART_MODEL, choices=HEART_MODELS,
+    demo.add_argument("--model", default=DEMO_MODEL, choices=HEART_MODELS,
                       help="the task's model: logreg (FLamby's) or mlp (the benchmark's ditto_mlp: a 16-unit MLP, "
-                           "Ditto personal models, the server step search; an attacker is paid on it in some runs) "
+                           "Ditto personal models, the server step search) "
                            "(default: %(default)s)")
     demo.add_argument("--reward", type=parse_wei, default=DEFAULT_REWARD, metavar="AMOUNT",
                       help="the bounty's reward, e.g. 10ether (default: 10ether)")

@@ -1,10 +1,10 @@
-"""``fedledger demo --attacker hungarian`` as a real process: the label flipper is credited nothing, every honest
+"""``fedledger demo --model logreg --attacker hungarian`` as a real process: the label flipper is credited nothing, every honest
 hospital something.
 
 One demo process (3 rounds, seed 0, the embedded chain, its own folder): Hungarian trains on flipped labels. Every
 round it is scored, its score goes on chain, its update stays out of the model (the contribution gate), it is
 credited 0 and claims 0; Cleveland, Switzerland and VA are each credited more than 0; the run passes ``audit verify
---recompute`` inside the demo. A second process runs ``--model mlp --free-rider cleveland`` (3 rounds, seed 0): on
+--recompute`` inside the demo. A second process runs the default ``--model mlp`` with ``--free-rider cleveland`` (3 rounds, seed 0): on
 the MLP, whose honest updates overshoot, the server step search (``fedsets.heart.HEART_STEP_SEARCH``) values the
 zero update at 0, so it is credited nothing while every honest hospital is credited, and the audit replays the
 searched steps. The logistic regression's free rider runs in process in ``tests/test_demo.py``; the figures over
@@ -47,7 +47,7 @@ def _demo(out: Path, *options: str) -> dict:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    return _demo(tmp_path_factory.mktemp("demo-attacker") / "out", "--attacker", ATTACKER)
+    return _demo(tmp_path_factory.mktemp("demo-attacker") / "out", "--model", "logreg", "--attacker", ATTACKER)
 
 
 @pytest.fixture(scope="module")
