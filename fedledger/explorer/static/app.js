@@ -367,8 +367,9 @@
     if (!items || !items.length) return null;
     return el("div", { class: "models", testid: kind + "-" + key },
       el("span", { class: "muted" }, label),
-      items.map((a) => el("span", { testid: kind.slice(0, -1) + "-" + key + "-" + a.scorer, "data-scorer": a.scorer,
-        "data-digest": a.outcome_digest }, who(a.scorer, a.name), " ", hash(a.outcome_digest, kind + "-digest-" + key + "-" + a.scorer))));
+      // one line per scorer, all in the value column, so that none wraps under the label
+      el("div", { class: "scorers" }, items.map((a) => el("div", { testid: kind.slice(0, -1) + "-" + key + "-" + a.scorer, "data-scorer": a.scorer,
+        "data-digest": a.outcome_digest }, who(a.scorer, a.name), " ", hash(a.outcome_digest, kind + "-digest-" + key + "-" + a.scorer)))));
   }
 
   function renderReputation() {
