@@ -393,7 +393,7 @@ class CoalitionUtility:
             return moved, None
         unit, _ = direction(self._global, moved)
         choice = search_step(lambda t: self.score(step_along(self._global, unit, t)), self._lengths,
-                             self.step_search["refinements"])
+                             self.step_search["refinements"], self.step_search["tolerance"])
         return step_along(self._global, unit, choice.length), choice
 
     def predict(self, weights: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -13,7 +13,8 @@ The grid depends on the round only through ``scale`` (the largest norm among the
 the coalition, so the same direction gives the same model whatever rescaled it. It is a log grid from
 ``max_multiplier x scale`` down ``octaves`` octaves, ``per_octave`` points an octave, plus 0 (keeping the global
 model), then ``refinements`` golden-section steps between the best point's neighbours. Deterministic: the same
-inputs evaluate the same points in the same order; ties keep the shorter step.
+inputs evaluate the same points in the same order; ties keep the shorter step. Values are compared quantized to the
+rules' ``tolerance`` (:func:`search_step`), so machines whose float rounding differs still choose the same step.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 @dataclass(frozen=True)
 class StepChoice:
-    """The search's result: the chosen step ``length`` along the unit direction, its ``value`` (the objective there)
-    and the number of objective ``evaluations`` it took."""
+    """The search's result: the chosen step ``length`` along the unit direction, its ``value`` (the objective there),
+    the number of objective ``evaluations`` it took, and its ``margin``: the smallest distance of any evaluated value
+    from a boundary of the comparison's quantization (0 when values are compared exactly). Another machine whose
+    values differ from these by less than ``margin`` makes every comparison the same way, so it evaluates the same
+    points and chooses the same step."""
 
     length: float
     value: float
     evaluations: int
+    margin: float
 
 
 def step_lengths(scale: float, *, max_multiplier: float, octaves: int, per_octave: int) -> np.ndarray:
@@ -56,38 +61,62 @@ def step_lengths(scale: float, *, max_multiplier: float, octaves: int, per_octav
     return np.concatenate([[0.0], max_multiplier * scale * np.exp2(-k / per_octave)])
 
 
-def search_step(objective: Callable[[float], float], lengths: np.ndarray, refinements: int) -> StepChoice:
+def search_step(objective: Callable[[float], float], lengths: np.ndarray, refinements: int,
+                tolerance: float = 0.0) -> StepChoice:
     """Maximize ``objective(t)`` over the ascending grid ``lengths``, then refine between the best point's neighbours
-    by ``refinements`` golden-section steps. Ties keep the shorter step."""
-    best_t, best_v = 0.0, -math.inf
-    values = []
+    by ``refinements`` golden-section steps. Ties keep the shorter step.
+
+    Values are compared quantized, as ``floor(v / tolerance)`` (exactly when ``tolerance`` is 0): a scoring committee
+    must choose the same step on every machine, and another CPU's summation order moves a value by about 1e-9. That
+    flips a comparison of two raw values as close as that, but a quantized one only when a value lies that close to a
+    boundary (:attr:`StepChoice.margin` says how close the nearest one was).
+    """
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise AggregatorError(f"the step search's tolerance must be finite and >= 0, got {tolerance!r}")
+    margins: list[float] = []
+    values: dict[float, float] = {}
+    evaluations = 0
+
+    def level(t: float) -> float:
+        """The compared level of ``objective(t)`` (the value itself when compared exactly)."""
+        nonlocal evaluations
+        evaluations += 1
+        v = values[t] = float(objective(t))
+        if not math.isfinite(v):
+            return -math.inf
+        if tolerance == 0:
+            return v
+        q = math.floor(v / tolerance)
+        margins.append(min(v - q * tolerance, (q + 1) * tolerance - v))
+        return float(q)
+
+    best_t, best_q = 0.0, -math.inf
+    levels = []
     for t in lengths:
-        v = float(objective(float(t)))
-        values.append(v)
-        if v > best_v:
-            best_t, best_v = float(t), v
-    evaluations = len(values)
-    k = int(np.argmax(np.asarray(values)))  # the first (shortest) of equal maxima
+        q = level(float(t))
+        levels.append(q)
+        if q > best_q:
+            best_t, best_q = float(t), q
+    k = int(np.argmax(np.asarray(levels)))  # the first (shortest) of equal maxima
     lo, hi = float(lengths[max(k - 1, 0)]), float(lengths[min(k + 1, len(lengths) - 1)])
+    refine = refinements > 0 and hi > lo
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = (float(objective(a)), float(objective(b))) if refinements > 0 and hi > lo else (-math.inf, -math.inf)
-    evaluations += 2 if refinements > 0 and hi > lo else 0
-    for step in range(refinements if hi > lo else 0):
-        for t, v in ((a, fa), (b, fb)):
-            if v > best_v or (v == best_v and t < best_t):
-                best_t, best_v = t, v
+    qa, qb = (level(a), level(b)) if refine else (-math.inf, -math.inf)
+    for step in range(refinements if refine else 0):
+        for t, q in ((a, qa), (b, qb)):
+            if q > best_q or (q == best_q and t < best_t):
+                best_t, best_q = t, q
         if step == refinements - 1:
             break
-        if fa >= fb:  # the maximum lies in [lo, b]
-            hi, b, fb = b, a, fa
+        if qa >= qb:  # the maximum lies in [lo, b]
+            hi, b, qb = b, a, qa
             a = hi - _GOLDEN * (hi - lo)
-            fa = float(objective(a))
+            qa = level(a)
         else:
-            lo, a, fa = a, b, fb
+            lo, a, qa = a, b, qb
             b = lo + _GOLDEN * (hi - lo)
-            fb = float(objective(b))
-        evaluations += 1
-    return StepChoice(best_t, best_v, evaluations)
+            qb = level(b)
+    return StepChoice(best_t, values[best_t], evaluations, min(margins, default=0.0))
 
 
 def direction(global_weights: Mapping[str, np.ndarray], moved: Mapping[str, np.ndarray]) -> tuple[Arrays, float]:

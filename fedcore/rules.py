@@ -26,7 +26,8 @@ from fedcore.metrics import ROW_METRICS
 from fedcore.seeds import scoring_seed
 
 #: Bumped whenever the meaning of a field or the round computation changes: old bounties keep their version.
-RULES_VERSION = 4  # 4: row_spread, step_search; 3: zero_within_spread, on-chain scores keep SCORE_DECIMALS decimals
+#: 5: step_search.tolerance; 4: row_spread, step_search; 3: zero_within_spread, scores keep SCORE_DECIMALS decimals.
+RULES_VERSION = 5
 #: On-chain scores are int256 with 18 decimals: the score of a value ``v`` is ``v`` rounded (half away from zero) to
 #: SCORE_DECIMALS decimals, times FIXED_POINT_SCALE, so a multiple of SCORE_QUANTUM. The rounding is what lets a
 #: scoring committee agree: another float summation order moved Heart scores by up to 3e-9 (``bench/bitexact.py``),
@@ -54,8 +55,12 @@ ROW_SPREAD = True
 #: The server step search's settings (:mod:`aggregator.stepsearch`) when a bounty turns it on: a log grid of step
 #: lengths from twice the round's largest update norm down 10 octaves (2^-10 ~ 1e-3 of it), two points an octave,
 #: then 6 golden-section steps: 29 evaluations of the validation set per coalition (22 grid points, 7 refinements).
+#: Values are compared quantized to ``tolerance`` utility units (``floor(v / tolerance)``), so a committee's scorers
+#: choose the same step although another CPU's float rounding moves a value by about 1e-9: 1e-5 is ten times below
+#: ``HARM_MARGIN`` (a difference no rule tells apart from zero), and measured it changes no test accuracy
+#: (``python -m bench.bitexact --model mlp``; README, "Committee agreement").
 STEP_SEARCH: Mapping[str, Any] = MappingProxyType(
-    {"max_multiplier": 2.0, "octaves": 10, "per_octave": 2, "refinements": 6})
+    {"max_multiplier": 2.0, "octaves": 10, "per_octave": 2, "refinements": 6, "tolerance": 1e-5})
 #: After this many consecutive rounds left out as harmful, an institution is gated: its update enters the aggregate
 #: again only in a round where its value is positive beyond the same spread.
 GATE_AFTER = 2
@@ -215,7 +220,10 @@ def _step_search(value: Any) -> dict[str, Any]:
     multiplier = value["max_multiplier"]
     if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not 0 < multiplier < math.inf:
         raise ConfigError(f"rules.step_search.max_multiplier must be a finite number > 0, got {multiplier!r}")
-    out: dict[str, Any] = {"max_multiplier": float(multiplier)}
+    tolerance = value["tolerance"]
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not 0 <= tolerance < math.inf:
+        raise ConfigError(f"rules.step_search.tolerance must be a finite number >= 0, got {tolerance!r}")
+    out: dict[str, Any] = {"max_multiplier": float(multiplier), "tolerance": float(tolerance)}
     for name, low in (("octaves", 0), ("per_octave", 1), ("refinements", 0)):
         if not jsondoc.is_int(value[name]) or not low <= value[name] <= 64:
             raise ConfigError(f"rules.step_search.{name} must be an integer in [{low}, 64], got {value[name]!r}")

@@ -535,6 +535,11 @@ class _FrozenDict(dict):
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        # pickle rebuilds a dict subclass item by item through __setitem__; build it whole instead (a spec crosses
+        # process boundaries in benchmarks' workers)
+        return (_FrozenDict, (dict(self),))
+
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(json.dumps(jsondoc.thaw(self), sort_keys=True))
 

@@ -62,8 +62,8 @@ PERSONAL_METHOD = "ditto"
 PERSONAL_LOCAL_CANDIDATE = False
 # The task models ``fedledger data heart`` and ``fedledger demo`` offer. ``data heart`` defaults to FLamby's logistic
 # regression (HEART_MODEL, the reference task the strategy benchmark reports); the demo runs the benchmark's
-# personalized choice (DEMO_MODEL, ``ditto_mlp``), which under rules v4 (the server step search and the rows' spread)
-# pays neither a free rider nor an attacker (``python -m bench.fairness --model mlp``; README, "Incentives").
+# personalized choice (DEMO_MODEL, ``ditto_mlp``), which under rules v4 and v5 (the server step search and the rows'
+# spread) pays neither a free rider nor an attacker (``python -m bench.fairness --model mlp``; README, "Incentives").
 HEART_MODELS = ("logreg", "mlp")
 # The server step search of each model's bounties (``resolve_rules(step_search=...)``; ``{}``: the settings of
 # ``fedcore.rules.STEP_SEARCH``, fixed before any run). The MLP's updates (100 SGD steps at lr 0.03) overshoot, and

@@ -401,16 +401,17 @@ def _submit(w3: Web3, contract_function_call: Any, sender: Sender, params: dict[
 def _replay_failure(w3: Web3, receipt: TxReceipt, abi: list) -> None:
     """A mined transaction failed: re-run it to learn why, then raise.
 
-    First on the parent block's state; then on the mined block itself, whose timestamp is the one the transaction
-    saw: a revert that depends on ``block.timestamp`` (e.g. ``RoundClosed`` for a commit mined just after the
-    window closed) does not happen on the parent block. A reverted transaction changed no contract state, so the
-    second replay sees what it saw unless another transaction of the same block changed it.
+    First on the mined block itself, whose timestamp is the one the transaction saw: a revert that depends on
+    ``block.timestamp`` (``DeadlinePassed``, ``RoundClosed`` for a commit mined just after the window closed) does
+    not happen on the parent block, where a later check of the same call may revert instead and name the wrong reason.
+    A reverted transaction changed no contract state, so that replay sees what it saw unless another transaction of
+    the same block changed it; if it then passes, the parent block's state is tried.
     """
     tx = w3.eth.get_transaction(receipt["transactionHash"])
     request: TxParams = {"from": tx["from"], "value": tx["value"], "data": tx["input"], "gas": tx["gas"]}
     if tx.get("to"):
         request["to"] = tx["to"]
-    for block in dict.fromkeys((max(receipt["blockNumber"] - 1, 0), receipt["blockNumber"])):
+    for block in dict.fromkeys((receipt["blockNumber"], max(receipt["blockNumber"] - 1, 0))):
         try:
             w3.eth.call(request, block_identifier=block)
         except Exception as exc:

@@ -7,9 +7,10 @@ import importlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-BENCHES = ("gas", "round", "heart", "shapley", "dp", "fairness", "weighting", "twin_payouts")
+BENCHES = ("gas", "round", "heart", "shapley", "dp", "fairness", "weighting", "twin_payouts", "bitexact")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -120,3 +121,28 @@ def test_a_one_round_fairness_run_summarizes_every_key_of_its_model(model):
     has_built_cases = model == "logreg"  # the built cases (twins, small_group, ...) run on the logistic regression
     assert ("twin_rounds_told_apart" in out) is has_built_cases
     assert ("twin_max_relative_gap <= 0.05" in out["targets"]) is has_built_cases
+
+
+def test_the_bitexact_numpy_forward_reproduces_torch_for_the_mlp():
+    """The bench's stand-in for another CPU must compute the same function, or its "differences" mean nothing."""
+    import fedcore.models as models
+    from bench.bitexact import _numpy_forward
+
+    model = models.build_model("mlp", n_features=13, seed=3, hidden_sizes=(16,))
+    X = np.random.default_rng(0).normal(size=(50, 13)).astype(np.float32)
+    np.testing.assert_allclose(_numpy_forward(np.float64)(model, X), models.predict_logits(model, X), atol=1e-5)
+
+
+def test_a_one_round_mlp_bitexact_run_counts_step_choices_under_both_comparisons(tmp_path):
+    from bench import bitexact
+
+    out = tmp_path / "bitexact_mlp.json"
+    bitexact.main(["--model", "mlp", "--rounds", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["step_search"]["tolerance"] > 0
+    assert {"reference_exact", "numpy_float32_forward_exact"} <= set(report["conditions"])
+    effect = report["tolerance_effect"]
+    assert effect["coalitions_compared"] > 0 and 0 <= effect["max_abs_score_change"] < 1e-4
+    for comparison in report["comparisons"].values():  # every condition searched as many coalitions
+        assert comparison["coalitions_compared"] == effect["coalitions_compared"]
+    assert 0 <= report["step_margins"]["min"] < report["step_search"]["tolerance"] / 2

@@ -12,7 +12,7 @@ import pytest
 from aggregator.rounds import RoundInputs, compute_round
 from aggregator.rules import resolve_rules
 from aggregator.stepsearch import direction, search_step, step_along, step_lengths
-from fedcore.errors import ConfigError
+from fedcore.errors import AggregatorError, ConfigError
 from fedcore.rules import STEP_SEARCH, RoundRules
 from fedsets.data import default_data_root
 
@@ -49,6 +49,53 @@ def test_ties_keep_the_shorter_step():
     assert search_step(lambda t: min(t, 0.5), lengths, refinements=0).length == 0.5
 
 
+def test_values_within_one_quantum_of_the_tolerance_are_a_tie_and_keep_the_shorter_step():
+    lengths = step_lengths(1.0, max_multiplier=2.0, octaves=3, per_octave=1)
+    rising = lambda t: 0.500003 + 1e-9 * t  # noqa: E731 - a gain far below any rule's resolution
+    assert search_step(rising, lengths, refinements=3, tolerance=1e-5).length == 0.0
+    assert search_step(rising, lengths, refinements=3).length == lengths[-1]  # compared exactly, the noise decides
+    with pytest.raises(AggregatorError, match="tolerance must be finite and >= 0"):
+        search_step(rising, lengths, refinements=0, tolerance=-1e-5)
+
+
+def test_a_near_tie_that_float_noise_flips_when_compared_exactly_holds_when_compared_quantized():
+    """Two grid points 1e-10 apart, as another CPU's summation order could reorder them: exact comparison follows the
+    noise, quantized comparison does not (both values lie in one quantum, far from its boundaries)."""
+    lengths = step_lengths(1.0, max_multiplier=2.0, octaves=3, per_octave=1)
+    near, far = float(lengths[2]), float(lengths[3])
+
+    def objective(noise: float):
+        return lambda t: {near: 0.300004, far: 0.300004 + noise}.get(t, 0.100005)
+
+    exact = {search_step(objective(noise), lengths, refinements=0).length for noise in (1e-10, -1e-10)}
+    quantized = {search_step(objective(noise), lengths, refinements=0, tolerance=1e-5) for noise in (1e-10, -1e-10)}
+    assert exact == {near, far}
+    assert len({c.length for c in quantized}) == 1 and {c.length for c in quantized} == {near}
+    assert all(c.margin == pytest.approx(4e-6, abs=1e-9) for c in quantized)
+
+
+def test_noise_below_the_margin_never_changes_the_choice():
+    """The margin's promise, on random smooth objectives: a perturbation of every value by less than the margin
+    evaluates the same points and picks the same step."""
+    rng = np.random.default_rng(0)
+    lengths = step_lengths(1.0, max_multiplier=2.0, octaves=10, per_octave=2)
+    for _ in range(50):
+        peak, curve = rng.uniform(0, 2), rng.uniform(1e-5, 1e-2)
+        calls: list[float] = []
+
+        def objective(t: float, peak=peak, curve=curve, calls=calls) -> float:
+            calls.append(t)
+            return -curve * (t - peak) ** 2
+
+        choice = search_step(objective, lengths, refinements=6, tolerance=1e-5)
+        seen = list(calls)
+        noise = rng.uniform(-1.0, 1.0, size=len(seen)) * choice.margin * 0.99
+        shifted = dict(zip(seen, noise, strict=True))
+        again = search_step(lambda t, p=peak, c=curve, s=shifted: -c * (t - p) ** 2 + s[t], lengths, refinements=6,
+                            tolerance=1e-5)
+        assert again.length == choice.length and again.evaluations == choice.evaluations
+
+
 def test_a_rescaled_step_points_the_same_way():
     w = {"a": np.array([1.0, 2.0], dtype=np.float32)}
     unit, norm = direction(w, {"a": np.array([4.0, 6.0], dtype=np.float32)})
@@ -69,6 +116,9 @@ def test_the_settings_are_hashed_rules_checked_once():
         replace(on, step_search={**on.step_search, "max_multiplier": 0})
     with pytest.raises(ConfigError, match="per_octave must be an integer"):
         RoundRules.from_dict({**on.to_dict(), "step_search": {**on.step_search, "per_octave": 0}})
+    with pytest.raises(ConfigError, match="tolerance must be a finite number >= 0"):
+        RoundRules.from_dict({**on.to_dict(), "step_search": {**on.step_search, "tolerance": -1e-5}})
+    assert resolve_rules(step_search={"tolerance": 0}).digest() != on.digest()
 
 
 @pytest.fixture(scope="module")

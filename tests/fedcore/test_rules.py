@@ -61,7 +61,7 @@ def test_rules_files_must_be_complete_and_known(tmp_path):
 
 def test_row_spread_is_a_hashed_rule_that_needs_a_metric_that_is_a_mean_over_rows():
     on, off = resolve_rules(seed=1), resolve_rules(seed=1, gate={"row_spread": False})
-    assert on.row_spread and not off.row_spread and on.version == RULES_VERSION == 4
+    assert on.row_spread and not off.row_spread and on.version == RULES_VERSION == 5
     assert rules_hash(on) != rules_hash(off)
     auc = resolve_rules(seed=1, utility_metric="auc")  # no per-row split: off unless asked
     assert not auc.row_spread

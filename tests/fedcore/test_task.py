@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import pickle
 
 import pytest
 
@@ -94,6 +95,15 @@ def test_spec_is_immutable():
         spec.model_params["hidden_sizes"] = [1]  # type: ignore[index]
     assert isinstance(spec.feature_columns, tuple)
     assert hash(spec) == hash(make_spec())
+
+
+def test_a_spec_with_nested_parameters_crosses_a_process_boundary_unchanged_and_still_immutable():
+    spec = make_spec()
+    assert spec.model_params  # nested: {"hidden_sizes": (...)}
+    copy = pickle.loads(pickle.dumps(spec))  # noqa: S301 - our own bytes
+    assert copy == spec and task_hash(copy) == task_hash(spec)
+    with pytest.raises(TypeError):
+        copy.model_params["hidden_sizes"] = [1]  # type: ignore[index]
 
 
 def test_with_training_changes_only_training():
