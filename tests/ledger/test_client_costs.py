@@ -1,6 +1,7 @@
 """What the client spends per round: known gas limits instead of estimates, commitments it already holds instead of
 ``commitmentOf`` reads, and views read once per block on the embedded chain."""
 
+import pytest
 from web3 import Web3
 
 from fedcore.commitments import sign_commitment
@@ -187,3 +188,22 @@ def test_embedded_logs_are_eth_getLogs_read_from_receipts():
         slow = list(getattr(w.ledger.contract.events, event)().get_logs(from_block=0, argument_filters=filters))
         assert fast and [dict(log) for log in fast] == [dict(log) for log in slow], event
     assert w.ledger.logs("UpdateCommitted", from_block=w.w3.eth.block_number + 5) == []
+
+
+def test_a_mined_revert_is_named_by_the_check_that_failed_at_its_own_block_time(joined):
+    """A call that fails two checks, one on ``block.timestamp`` (``DeadlinePassed``, checked first) and one on state
+    (``ModelHashMismatch``), is named by the first, as it failed when mined: replayed on the parent block, whose
+    timestamp is before the deadline, the second one used to name it. (Embedded chain only: a JSON-RPC chain
+    simulates the call on its pending block first and mines nothing, so the node's clock for that block decides.)"""
+    w = joined
+    if ledger_chain._embedded_tester(w.w3) is None:
+        pytest.skip("only the embedded chain mines a reverting transaction under a known gas limit")
+    bounty_id = w.new_bounty(window=60, deadline_in=3_600)
+    w.as_(w.aggregator).open_round(bounty_id, h("m0"))
+    w.advance(61)
+    w.as_(w.aggregator).finalize_round(bounty_id, 1, h("m1"), {})
+    deadline = w.ledger.bounty(bounty_id).deadline
+    w.advance(deadline - w.now())
+    assert w.now() <= deadline  # the parent block is not past the deadline; the next block is
+    with reverts("DeadlinePassed", bountyId=bounty_id):
+        w.as_(w.aggregator).open_round(bounty_id, h("not the previous model"))
